@@ -1,0 +1,55 @@
+"""The one place that knows how Blender 4.2 LTS .. 5.0 differ in the API we use.
+
+Everything else calls these helpers, so supporting the next release means editing this file only.
+"""
+
+from __future__ import annotations
+
+import bpy
+
+BLENDER_VERSION: tuple[int, int, int] = tuple(bpy.app.version)  # type: ignore[assignment]
+IS_5X = BLENDER_VERSION >= (5, 0, 0)
+
+ENGINES = {
+    "cycles": "CYCLES",
+    "eevee": "BLENDER_EEVEE" if IS_5X else "BLENDER_EEVEE_NEXT",
+    "workbench": "BLENDER_WORKBENCH",
+}
+
+
+def engine_id(name: str) -> str:
+    """Blender's engine identifier for 'cycles', 'eevee' or 'workbench'."""
+    try:
+        return ENGINES[name.lower()]
+    except KeyError:
+        raise ValueError(f"unknown render engine {name!r}; choose one of: {', '.join(ENGINES)}") from None
+
+
+def set_alpha_blended(material: bpy.types.Material, *, show_back_faces: bool) -> None:
+    """Alpha-blended transparency for Eevee (Cycles always honours alpha).
+
+    4.2 replaced blend_method with surface_render_method and show_transparent_back with
+    use_transparency_overlap; the old names linger as deprecated aliases until they go.
+    """
+    if hasattr(material, "surface_render_method"):
+        material.surface_render_method = "BLENDED"
+        material.use_transparency_overlap = show_back_faces
+    else:  # pragma: no cover - Blender < 4.2
+        material.blend_method = "BLEND"
+        material.show_transparent_back = show_back_faces
+
+
+def new_node_material(name: str) -> tuple[bpy.types.Material, bpy.types.NodeTree]:
+    """A material whose node tree is empty and in use (5.0 always uses nodes)."""
+    material = bpy.data.materials.new(name)
+    if not IS_5X:
+        material.use_nodes = True
+    tree = material.node_tree
+    tree.nodes.clear()
+    return material, tree
+
+
+def principled_emission_inputs(node: bpy.types.Node) -> tuple[str, str]:
+    """Names of the Principled BSDF's emission colour and strength sockets."""
+    color = "Emission Color" if "Emission Color" in node.inputs else "Emission"
+    return color, "Emission Strength"

@@ -1,0 +1,227 @@
+"""Converts between a layout and the boxes and camera of a Blender scene.
+
+A box is an ordinary mesh object marked by its ``seethrough`` property group ({"is_box": 1,
+"description": ..., "index": ...}); the scene keeps the prompt in ``scene.seethrough``. These are
+the ID properties behind the add-on's ``object.seethrough`` / ``scene.seethrough`` pointer
+properties, read and written here as plain ID properties so conversion also works in a bare
+``bpy`` with the add-on not registered.
+
+Round trips are exact to the precision Blender stores (float32): values read back are rounded to
+1 micrometre, 1e-4 degree and 1e-4 mm, which recovers the decimals a layout file was written with.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import bpy
+from mathutils import Euler, Matrix, Vector
+
+from seethrough_core.errors import LayoutError
+from seethrough_core.layout import Box, Camera, Layout
+
+PROP = "seethrough"
+UNIT_CUBE = [
+    (-0.5, -0.5, -0.5),
+    (-0.5, -0.5, 0.5),
+    (-0.5, 0.5, -0.5),
+    (-0.5, 0.5, 0.5),
+    (0.5, -0.5, -0.5),
+    (0.5, -0.5, 0.5),
+    (0.5, 0.5, -0.5),
+    (0.5, 0.5, 0.5),
+]
+UNIT_CUBE_FACES = [(0, 1, 3, 2), (2, 3, 7, 6), (6, 7, 5, 4), (4, 5, 1, 0), (2, 6, 4, 0), (7, 3, 1, 5)]
+
+
+def _metres(v: float) -> float:
+    return round(float(v), 6)
+
+
+def _degrees(radians: float) -> float:
+    return round(math.degrees(radians), 4) + 0.0  # + 0.0 turns -0.0 into 0.0
+
+
+def is_box(obj: bpy.types.Object) -> bool:
+    props = obj.get(PROP)
+    return obj.type == "MESH" and props is not None and bool(props.get("is_box", 0))
+
+
+def box_objects(scene: bpy.types.Scene) -> list[bpy.types.Object]:
+    """The scene's boxes in layout order (their stored index, then name)."""
+    boxes = [obj for obj in scene.objects if is_box(obj)]
+    return sorted(boxes, key=lambda o: (int(o[PROP].get("index", 1 << 30)), o.name))
+
+
+# --- Blender -> layout ------------------------------------------------------------------------
+
+
+def scene_to_layout(scene: bpy.types.Scene, camera: bpy.types.Object | None = None) -> Layout:
+    """The layout a scene describes; raises LayoutError naming what is missing or wrong."""
+    camera = camera or scene.camera
+    if camera is None:
+        raise LayoutError("camera", f"scene {scene.name!r} has no active camera; add one and make it active")
+    if camera.type != "CAMERA":
+        raise LayoutError("camera", f"object {camera.name!r} is not a camera")
+    props = scene.get(PROP) or {}
+    render = scene.render
+    scale = render.resolution_percentage / 100.0
+    extras = props.get("extras_json")
+    data = {
+        "format": "seethrough.layout",
+        "version": 1,
+        "scene_prompt": str(props.get("scene_prompt", "")),
+        "resolution": [round(render.resolution_x * scale), round(render.resolution_y * scale)],
+        "camera": _camera_dict(camera, render),
+        "boxes": [_box_dict(obj) for obj in box_objects(scene)],
+        "extras": json.loads(extras) if extras else {},
+    }
+    if "light_seed" in props:
+        data["light_seed"] = int(props["light_seed"])
+    return Layout.from_dict(data)
+
+
+def _is_simple(obj: bpy.types.Object) -> bool:
+    """True when an object's own channels are its world transform (no parent, no constraints)."""
+    return obj.parent is None and not obj.constraints
+
+
+def _world_transform(obj: bpy.types.Object) -> tuple[Matrix, list[float], list[float]]:
+    """World matrix, Euler XYZ rotation in degrees and absolute scale of an object.
+
+    For a plain object the channels are read directly (what the artist typed, not a re-derived
+    equivalent, and no need for an up-to-date depsgraph); otherwise from its world matrix.
+    """
+    if _is_simple(obj):
+        matrix = obj.matrix_basis
+        if obj.rotation_mode == "XYZ":
+            euler = obj.rotation_euler
+        else:
+            euler = matrix.to_quaternion().to_euler("XYZ")
+        scale = [abs(v) for v in obj.scale]
+    else:
+        matrix = obj.matrix_world
+        _, rotation, scale_vec = matrix.decompose()
+        euler = rotation.to_euler("XYZ")
+        scale = [abs(v) for v in scale_vec]
+    return matrix, [_degrees(a) for a in euler], scale
+
+
+def _camera_dict(obj: bpy.types.Object, render) -> dict:
+    data = obj.data
+    matrix, rotation, _ = _world_transform(obj)
+    if data.type != "PERSP":
+        raise LayoutError(
+            "camera", f"camera {obj.name!r} is {data.type.lower()}; only perspective cameras are supported"
+        )
+    width, height = render.resolution_x, render.resolution_y
+    sensor = data.sensor_width
+    # Layouts use sensor fit AUTO (the sensor spans the larger side); convert other fits exactly.
+    if data.sensor_fit == "HORIZONTAL" and height > width:
+        sensor = data.sensor_width * height / width
+    elif data.sensor_fit == "VERTICAL":
+        sensor = data.sensor_height * max(width, height) / height
+    return {
+        "name": obj.name,
+        "location": [_metres(v) for v in matrix.translation],
+        "rotation_euler_deg": rotation,
+        "lens_mm": round(data.lens, 4),
+        "sensor_width_mm": round(sensor, 4),
+        "shift_x": round(data.shift_x, 6),
+        "shift_y": round(data.shift_y, 6),
+        "clip_start": _metres(data.clip_start),
+        "clip_end": _metres(data.clip_end),
+    }
+
+
+def _box_dict(obj: bpy.types.Object) -> dict:
+    props = obj[PROP]
+    if not obj.data.vertices:
+        raise LayoutError(f"box {obj.name!r}", "its mesh has no vertices")
+    coords = [v.co for v in obj.data.vertices]
+    low = Vector([min(c[i] for c in coords) for i in range(3)])
+    high = Vector([max(c[i] for c in coords) for i in range(3)])
+    matrix, rotation, scale = _world_transform(obj)
+    return {
+        "name": obj.name,
+        "description": str(props.get("description", "")),
+        "center": [_metres(v) for v in matrix @ ((low + high) / 2.0)],
+        "size": [_metres((high[i] - low[i]) * scale[i]) for i in range(3)],
+        "rotation_euler_deg": rotation,
+    }
+
+
+# --- layout -> Blender ------------------------------------------------------------------------
+
+
+def layout_to_scene(layout: Layout, scene: bpy.types.Scene) -> list[bpy.types.Object]:
+    """Create the layout's boxes and camera in ``scene`` and store its prompt; returns the boxes.
+
+    Boxes already in the scene are left alone; the layout's camera becomes the active camera.
+    """
+    scene.render.resolution_x, scene.render.resolution_y = layout.resolution
+    scene.render.resolution_percentage = 100
+    props = {"scene_prompt": layout.scene_prompt}
+    if layout.light_seed is not None:
+        props["light_seed"] = layout.light_seed
+    if layout.extras:
+        props["extras_json"] = json.dumps(layout.extras)
+    scene[PROP] = props
+    scene.camera = add_camera(scene, layout.camera)
+    return [add_box(scene, box, index) for index, box in enumerate(layout.boxes)]
+
+
+def add_camera(scene: bpy.types.Scene, camera: Camera) -> bpy.types.Object:
+    data = bpy.data.cameras.new(camera.name or "Camera")
+    data.lens = camera.lens_mm
+    data.sensor_width = camera.sensor_width_mm
+    data.sensor_fit = "AUTO"
+    data.shift_x, data.shift_y = camera.shift_x, camera.shift_y
+    data.clip_start, data.clip_end = camera.clip_start, camera.clip_end
+    obj = bpy.data.objects.new(camera.name or "Camera", data)
+    scene.collection.objects.link(obj)
+    obj.location = camera.location
+    obj.rotation_mode = "XYZ"
+    obj.rotation_euler = Euler([math.radians(a) for a in camera.rotation_euler_deg], "XYZ")
+    return obj
+
+
+def add_box(scene: bpy.types.Scene, box: Box, index: int) -> bpy.types.Object:
+    """A box object: a unit cube mesh scaled to the box size, so scaling it edits the size."""
+    name = box.name or box.description[:40]
+    mesh = bpy.data.meshes.new(name)
+    mesh.from_pydata(UNIT_CUBE, [], UNIT_CUBE_FACES)
+    mesh.update()
+    obj = bpy.data.objects.new(name, mesh)
+    scene.collection.objects.link(obj)
+    obj.location = box.center
+    obj.rotation_mode = "XYZ"
+    obj.rotation_euler = Euler([math.radians(a) for a in box.rotation_euler_deg], "XYZ")
+    obj.scale = box.size
+    obj[PROP] = {"is_box": 1, "description": box.description, "index": index}
+    return obj
+
+
+# --- .blend files -----------------------------------------------------------------------------
+
+
+def load_blend_layout(path: str | Path, scene_name: str | None = None) -> Layout:
+    """Open a .blend (replacing the current file in this Blender) and read its layout."""
+    path = Path(path)
+    if not path.is_file():
+        raise LayoutError("", f".blend file not found: {path}")
+    try:
+        bpy.ops.wm.open_mainfile(filepath=str(path), load_ui=False)
+    except RuntimeError as exc:
+        raise LayoutError(
+            "", f"cannot open {path}: it is not a readable .blend file ({str(exc).strip()})"
+        ) from None
+    if scene_name:
+        scene = bpy.data.scenes.get(scene_name)
+        if scene is None:
+            raise LayoutError("", f"{path} has no scene named {scene_name!r}")
+    else:
+        scene = bpy.context.scene
+    return scene_to_layout(scene)

@@ -1,0 +1,142 @@
+"""Camera and box geometry with Blender's conventions, in plain numpy.
+
+Everything the renderer and the masks agree on lives here: Euler rotations (Blender's XYZ order),
+the perspective camera with sensor fit AUTO and lens shift, the eight corners of a box, and the
+camera ray through every pixel centre.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from .layout import Box, Camera
+
+
+def euler_xyz_matrix(degrees: tuple[float, float, float]) -> np.ndarray:
+    """Rotation matrix of a Blender XYZ Euler rotation: X is applied first, then Y, then Z."""
+    ax, ay, az = (math.radians(a) for a in degrees)
+    cx, sx, cy, sy, cz, sz = (
+        math.cos(ax),
+        math.sin(ax),
+        math.cos(ay),
+        math.sin(ay),
+        math.cos(az),
+        math.sin(az),
+    )
+    rx = np.array([[1, 0, 0], [0, cx, -sx], [0, sx, cx]])
+    ry = np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]])
+    rz = np.array([[cz, -sz, 0], [sz, cz, 0], [0, 0, 1]])
+    return rz @ ry @ rx
+
+
+def matrix_to_euler_xyz(rotation: np.ndarray) -> tuple[float, float, float]:
+    """Inverse of :func:`euler_xyz_matrix`, in degrees (the branch Blender's to_euler picks)."""
+    r = np.asarray(rotation, dtype=np.float64)
+    sy = math.hypot(r[0, 0], r[1, 0])
+    if sy > 1e-9:
+        ax = math.atan2(r[2, 1], r[2, 2])
+        ay = math.atan2(-r[2, 0], sy)
+        az = math.atan2(r[1, 0], r[0, 0])
+    else:  # gimbal lock: Y at +-90 degrees, fold Z into X
+        ax = math.atan2(-r[1, 2], r[1, 1])
+        ay = math.atan2(-r[2, 0], sy)
+        az = 0.0
+    return (math.degrees(ax), math.degrees(ay), math.degrees(az))
+
+
+# Corner signs in a fixed order; faces below index into it.
+_CORNER_SIGNS = np.array(
+    [[-1, -1, -1], [1, -1, -1], [1, 1, -1], [-1, 1, -1], [-1, -1, 1], [1, -1, 1], [1, 1, 1], [-1, 1, 1]],
+    dtype=np.float64,
+)
+# Box edges as corner index pairs.
+BOX_EDGES = (
+    (0, 1),
+    (1, 2),
+    (2, 3),
+    (3, 0),
+    (4, 5),
+    (5, 6),
+    (6, 7),
+    (7, 4),
+    (0, 4),
+    (1, 5),
+    (2, 6),
+    (3, 7),
+)
+
+
+def box_rotation(box: Box) -> np.ndarray:
+    return euler_xyz_matrix(box.rotation_euler_deg)
+
+
+def box_corners(box: Box) -> np.ndarray:
+    """The eight corners of a box in world space, shape (8, 3)."""
+    half = np.asarray(box.size, dtype=np.float64) / 2.0
+    local = _CORNER_SIGNS * half
+    return local @ box_rotation(box).T + np.asarray(box.center, dtype=np.float64)
+
+
+@dataclass(frozen=True)
+class CameraModel:
+    """A layout camera turned into matrices and image-plane extents for one resolution."""
+
+    camera: Camera
+    width: int
+    height: int
+
+    @property
+    def rotation(self) -> np.ndarray:
+        """Camera-to-world rotation: columns are the camera's local X (right), Y (up), Z (back)."""
+        return euler_xyz_matrix(self.camera.rotation_euler_deg)
+
+    @property
+    def position(self) -> np.ndarray:
+        return np.asarray(self.camera.location, dtype=np.float64)
+
+    @property
+    def forward(self) -> np.ndarray:
+        return -self.rotation[:, 2]
+
+    @property
+    def plane_size_mm(self) -> tuple[float, float]:
+        """Width and height of the image on the sensor; AUTO fit spans the larger side."""
+        sensor = self.camera.sensor_width_mm
+        if self.width >= self.height:
+            return sensor, sensor * self.height / self.width
+        return sensor * self.width / self.height, sensor
+
+    def world_to_camera(self, points: np.ndarray) -> np.ndarray:
+        return (np.asarray(points, dtype=np.float64) - self.position) @ self.rotation
+
+    def project(self, points_cam: np.ndarray) -> np.ndarray:
+        """Pixel coordinates (column, row from the top-left corner) of camera-space points in front."""
+        pts = np.asarray(points_cam, dtype=np.float64)
+        plane_w, plane_h = self.plane_size_mm
+        sensor = self.camera.sensor_width_mm
+        lens = self.camera.lens_mm
+        depth = -pts[..., 2]
+        u = (pts[..., 0] * lens / depth - self.camera.shift_x * sensor) / plane_w + 0.5
+        v = 0.5 - (pts[..., 1] * lens / depth - self.camera.shift_y * sensor) / plane_h
+        return np.stack([u * self.width, v * self.height], axis=-1)
+
+    def pixel_rays(self) -> np.ndarray:
+        """Camera-space direction through every pixel centre, shape (H, W, 3), scaled to z = -1.
+
+        With that scaling the ray parameter t is the view depth, the quantity Blender clips on.
+        """
+        plane_w, plane_h = self.plane_size_mm
+        sensor = self.camera.sensor_width_mm
+        lens = self.camera.lens_mm
+        cols = (np.arange(self.width) + 0.5) / self.width
+        rows = (np.arange(self.height) + 0.5) / self.height
+        x = ((cols - 0.5) * plane_w + self.camera.shift_x * sensor) / lens
+        y = ((0.5 - rows) * plane_h + self.camera.shift_y * sensor) / lens
+        rays = np.empty((self.height, self.width, 3), dtype=np.float64)
+        rays[..., 0] = x[None, :]
+        rays[..., 1] = y[:, None]
+        rays[..., 2] = -1.0
+        return rays

@@ -1,0 +1,35 @@
+"""Shared test helpers: small layouts built in code."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+BASE_LAYOUT = {
+    "format": "seethrough.layout",
+    "version": 1,
+    "scene_prompt": "on a quiet street",
+    "resolution": [256, 256],
+    # The reference camera at 30 degrees elevation: on the circle of radius 6 around (-6, 0, 0).
+    "camera": {
+        "location": [-0.8038, 0.0, 3.0],
+        "rotation_euler_deg": [60.0, 0.0, 90.0],
+        "lens_mm": 50.0,
+        "sensor_width_mm": 36.0,
+    },
+    "boxes": [
+        {
+            "description": "a red vintage car",
+            "center": [-6.0, 0.0, 0.75],
+            "size": [1.8, 2.0, 1.5],
+            "rotation_euler_deg": [0.0, 0.0, 30.0],
+        },
+    ],
+}
+
+
+@pytest.fixture
+def layout_dict():
+    """A fresh, valid layout dict the test may modify."""
+    return copy.deepcopy(BASE_LAYOUT)
