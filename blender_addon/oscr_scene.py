@@ -51,8 +51,10 @@ class TemporaryScene:
     def remove(self) -> None:
         # Objects first, then their data, then the scene: nothing is left with users.
         for collection, datablock in reversed(self._owned):
-            if datablock.name in collection and collection[datablock.name] == datablock:
+            try:
                 collection.remove(datablock, do_unlink=True)
+            except ReferenceError:
+                pass  # already gone with a datablock removed before it
         self._owned.clear()
         bpy.data.scenes.remove(self.scene, do_unlink=True)
 
