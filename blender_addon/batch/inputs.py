@@ -1,0 +1,103 @@
+"""Command-line inputs of `seethrough batch`: files, folders and globs; frames; seeds; cameras."""
+
+from __future__ import annotations
+
+import glob
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+LAYOUT_SUFFIXES = (".blend", ".json")
+
+
+class InputError(ValueError):
+    """A command-line value that cannot be used; the message says which and why."""
+
+
+def expand_inputs(items: list[str]) -> list[Path]:
+    """Layout files named directly, found in folders (recursively) or matched by globs, in order."""
+    found: list[Path] = []
+    for item in items:
+        path = Path(item)
+        if path.is_dir():
+            matches = sorted(
+                p for p in path.rglob("*") if p.suffix.lower() in LAYOUT_SUFFIXES and p.is_file()
+            )
+            # Our own outputs (sidecars, layout.json of rendered conditions) are not inputs.
+            matches = [p for p in matches if not _is_output(p)]
+        elif any(ch in item for ch in "*?["):
+            matches = sorted(Path(p) for p in glob.glob(item, recursive=True) if Path(p).is_file())
+        elif path.is_file():
+            matches = [path]
+        else:
+            raise InputError(f"input not found: {item}")
+        if not matches:
+            raise InputError(f"no .blend or .json layouts in {item}")
+        found.extend(matches)
+    unique: list[Path] = []
+    for path in found:
+        if path.resolve() not in {p.resolve() for p in unique}:
+            unique.append(path)
+    return unique
+
+
+def _is_output(path: Path) -> bool:
+    return path.name == "layout.json" or path.name.endswith(".blend1") or path.parent.name == "conditions"
+
+
+_FRAME_PART = re.compile(r"^(-?\d+)(?:-(-?\d+))?$")
+
+
+def parse_frames(text: str | None) -> list[int] | None:
+    """'1-24', '1,5,9' or '1-10,20' -> frame numbers; None keeps each file's current frame."""
+    if text is None:
+        return None
+    frames: list[int] = []
+    for part in text.split(","):
+        match = _FRAME_PART.match(part.strip())
+        if not match:
+            raise InputError(f"--frames: {part!r} is not a frame number or a range like 1-24")
+        lo = int(match.group(1))
+        hi = int(match.group(2)) if match.group(2) is not None else lo
+        if hi < lo:
+            raise InputError(f"--frames: range {part.strip()} runs backwards")
+        if hi - lo > 100_000:
+            raise InputError(f"--frames: range {part.strip()} has more than 100000 frames")
+        frames.extend(range(lo, hi + 1))
+    return list(dict.fromkeys(frames))
+
+
+def parse_seeds(seeds: str | None, num_seeds: int | None, default: int = 42) -> list[int]:
+    """--seeds 1,2,3 or --num-seeds N (seeds default, default+1, ...)."""
+    if seeds is not None and num_seeds is not None:
+        raise InputError("give --seeds or --num-seeds, not both")
+    if num_seeds is not None:
+        if not 1 <= num_seeds <= 10_000:
+            raise InputError("--num-seeds must be in 1..10000")
+        return [default + i for i in range(num_seeds)]
+    if seeds is None:
+        return [default]
+    try:
+        values = [int(s) for s in seeds.split(",") if s.strip()]
+    except ValueError:
+        raise InputError(f"--seeds: {seeds!r} is not a comma-separated list of integers") from None
+    if not values or any(not 0 <= v < 2**32 for v in values):
+        raise InputError("--seeds: give integers in 0..4294967295")
+    return list(dict.fromkeys(values))
+
+
+@dataclass(frozen=True)
+class CameraChoice:
+    """--cameras active | all | NAME,NAME"""
+
+    mode: str  # "active", "all" or "names"
+    names: tuple[str, ...] = ()
+
+    @classmethod
+    def parse(cls, text: str) -> CameraChoice:
+        if text in ("active", "all"):
+            return cls(text)
+        names = tuple(n.strip() for n in text.split(",") if n.strip())
+        if not names:
+            raise InputError("--cameras: give active, all, or camera names separated by commas")
+        return cls("names", names)

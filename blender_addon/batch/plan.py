@@ -1,0 +1,68 @@
+"""What a batch produces and where: shots, tasks, output paths, and which are already done."""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+from seethrough_core.layout import Layout
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def safe_name(text: str) -> str:
+    """A file-name-safe version of a camera or file name."""
+    return _UNSAFE.sub("_", text).strip("._") or "unnamed"
+
+
+def output_names(inputs: list[Path]) -> dict[Path, str]:
+    """The output folder name of each input: its stem, with its parent folder when stems collide."""
+    stems = Counter(safe_name(p.stem) for p in inputs)
+    names: dict[Path, str] = {}
+    for path in inputs:
+        stem = safe_name(path.stem)
+        names[path] = stem if stems[stem] == 1 else f"{safe_name(path.parent.name)}__{stem}_{path.suffix[1:]}"
+    return names
+
+
+@dataclass(frozen=True)
+class Shot:
+    """One camera at one frame of one input: one OSCR render, any number of seeds."""
+
+    input_path: Path
+    output_name: str  # folder name of the input under the output folder
+    camera: str
+    frame: int
+    layout: Layout
+
+    def folder(self, out_dir: Path) -> Path:
+        return out_dir / self.output_name / safe_name(self.camera)
+
+    def condition_dir(self, out_dir: Path) -> Path:
+        return self.folder(out_dir) / "conditions" / f"{self.frame:04d}"
+
+
+@dataclass(frozen=True)
+class Task:
+    """One image to generate."""
+
+    shot: Shot
+    seed: int
+    image_path: Path
+    sidecar_path: Path
+
+    @classmethod
+    def of(cls, shot: Shot, seed: int, out_dir: Path) -> Task:
+        stem = f"{shot.frame:04d}_{seed}"
+        folder = shot.folder(out_dir)
+        return cls(shot, seed, folder / f"{stem}.png", folder / f"{stem}.json")
+
+    def is_complete(self) -> bool:
+        """Done when both files exist: the sidecar is written last, each file atomically."""
+        return self.image_path.is_file() and self.sidecar_path.is_file()
+
+    @property
+    def label(self) -> str:
+        return f"{self.shot.output_name}/{safe_name(self.shot.camera)}/{self.image_path.name}"

@@ -1,0 +1,73 @@
+"""The end of a batch: a contact sheet per input and a summary table."""
+
+from __future__ import annotations
+
+import io
+from collections import defaultdict
+from pathlib import Path
+
+from PIL import Image, ImageDraw
+
+from seethrough_core.png import write_bytes_atomic
+
+from .runner import BatchSummary
+
+THUMB = 256
+COLUMNS = 4
+
+
+def contact_sheets(summary: BatchSummary, names: dict[Path, str], out_dir: Path) -> list[Path]:
+    """One sheet per input with every finished image (new or from earlier runs), labelled."""
+    images: dict[Path, list] = defaultdict(list)
+    for outcome in summary.outcomes:
+        if outcome.status in ("done", "skipped") and outcome.image_path and outcome.image_path.is_file():
+            images[outcome.input_path].append(outcome)
+    written = []
+    for input_path, outcomes in images.items():
+        outcomes.sort(key=lambda o: o.label)
+        rows = (len(outcomes) + COLUMNS - 1) // COLUMNS
+        cols = min(COLUMNS, len(outcomes))
+        sheet = Image.new("RGB", (cols * THUMB, rows * (THUMB + 20)), (24, 24, 24))
+        draw = ImageDraw.Draw(sheet)
+        for i, outcome in enumerate(outcomes):
+            with Image.open(outcome.image_path) as image:
+                thumb = image.convert("RGB")
+                thumb.thumbnail((THUMB, THUMB))
+            x, y = (i % COLUMNS) * THUMB, (i // COLUMNS) * (THUMB + 20)
+            sheet.paste(thumb, (x + (THUMB - thumb.width) // 2, y))
+            caption = "/".join(outcome.label.split("/")[1:])  # camera/frame_seed.png
+            draw.text((x + 4, y + THUMB + 4), caption, fill=(220, 220, 220))
+        path = out_dir / names[input_path] / "contact_sheet.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        buffer = io.BytesIO()
+        sheet.save(buffer, format="PNG")
+        write_bytes_atomic(path, buffer.getvalue())
+        written.append(path)
+    return written
+
+
+def summary_table(summary: BatchSummary, inputs: list[Path]) -> str:
+    per_input: dict[Path, dict[str, int]] = {p: {"done": 0, "skipped": 0, "failed": 0} for p in inputs}
+    seconds: dict[Path, float] = defaultdict(float)
+    for outcome in summary.outcomes:
+        per_input.setdefault(outcome.input_path, {"done": 0, "skipped": 0, "failed": 0})[outcome.status] += 1
+        seconds[outcome.input_path] += outcome.generate_s
+    width = max([len(str(p)) for p in per_input] + [5])
+    lines = [f"{'input':<{width}}  {'done':>5} {'skipped':>7} {'failed':>6} {'generate s':>10}"]
+    for path, counts in per_input.items():
+        lines.append(
+            f"{str(path):<{width}}  {counts['done']:>5} {counts['skipped']:>7} {counts['failed']:>6} "
+            f"{seconds[path]:>10.1f}"
+        )
+    lines.append(
+        f"{'total':<{width}}  {summary.count('done'):>5} {summary.count('skipped'):>7} "
+        f"{summary.count('failed'):>6} {summary.generate_s:>10.1f}"
+    )
+    lines.append(f"wall time {summary.wall_s:.1f} s (rendering {summary.render_s:.1f} s on the main thread)")
+    failures = [o for o in summary.outcomes if o.status == "failed"]
+    if failures:
+        lines.append("failed:")
+        lines.extend(f"  {o.label}: {o.reason}" for o in failures)
+    if summary.interrupted:
+        lines.append("interrupted: rerun the same command to finish; completed images are kept")
+    return "\n".join(lines)

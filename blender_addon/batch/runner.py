@@ -1,0 +1,302 @@
+"""Runs a batch: renders on the main thread while one worker thread per server generates.
+
+Blender (bpy) is used only on the main thread: it reads every input, then renders each shot's OSCR
+image and masks and puts the shot's tasks on a short queue. Each server has a worker thread with
+its own client, taking tasks as soon as its server is free, so the GPUs never wait on Blender and
+Blender renders the next shot while they generate. Finished images and sidecars are written
+atomically, sidecar last: a rerun skips what is complete, and an interrupted run leaves no
+half-written file.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TextIO
+
+from seethrough_core.client import SeeThroughClient, ServerUnavailableError
+from seethrough_core.errors import SeeThroughError
+from seethrough_core.png import write_bytes_atomic, write_png
+from seethrough_core.protocol import GenerateRequest
+from seethrough_core.record import GenerationRecord
+
+from ..render import render_layout
+from .inputs import CameraChoice
+from .plan import Shot, Task, output_names
+from .progress import BatchProgress
+from .shots import read_shots
+
+
+@dataclass
+class BatchOptions:
+    out_dir: Path
+    servers: list[str]
+    seeds: list[int]
+    cameras: CameraChoice = field(default_factory=lambda: CameraChoice("active"))
+    frames: list[int] | None = None
+    engine: str = "cycles"
+    steps: int = 25
+    guidance: float = 3.5
+    overwrite: bool = False
+    timeout_s: float = 30.0
+
+
+@dataclass
+class Outcome:
+    input_path: Path
+    label: str
+    status: str  # "done", "skipped" or "failed"
+    reason: str = ""
+    server: str = ""
+    image_path: Path | None = None
+    generate_s: float = 0.0
+
+
+@dataclass
+class BatchSummary:
+    outcomes: list[Outcome]
+    wall_s: float
+    render_s: float  # main thread, rendering OSCR images and masks
+    interrupted: bool = False
+
+    def count(self, status: str) -> int:
+        return sum(o.status == status for o in self.outcomes)
+
+    @property
+    def generate_s(self) -> float:
+        return sum(o.generate_s for o in self.outcomes)
+
+    @property
+    def ok(self) -> bool:
+        return not self.interrupted and self.count("failed") == 0
+
+
+_STOP = object()  # queue sentinel: no more tasks
+
+
+class BatchRunner:
+    def __init__(self, options: BatchOptions, stream: TextIO | None = None) -> None:
+        if not options.servers:
+            raise ValueError("a batch needs at least one server endpoint")
+        self.options = options
+        self.stream = stream
+        self._tasks: queue.Queue = queue.Queue(maxsize=len(options.servers))
+        self._outcomes: list[Outcome] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._alive_servers = len(options.servers)
+        self._progress: BatchProgress | None = None
+
+    # --- main thread --------------------------------------------------------------------------
+
+    def run(self, inputs: list[Path]) -> BatchSummary:
+        start = time.perf_counter()
+        shots_by_input = self._read_inputs(inputs)
+        all_tasks = [
+            Task.of(shot, seed, self.options.out_dir)
+            for shots in shots_by_input.values()
+            for shot in shots
+            for seed in self.options.seeds
+        ]
+        self._progress = BatchProgress(len(all_tasks) + len(self._outcomes), self.stream)
+        for outcome in list(self._outcomes):  # inputs that could not be read
+            self._progress.advance(f"FAILED {outcome.label}: {outcome.reason}")
+
+        workers = [
+            threading.Thread(target=self._worker, args=(endpoint,), name=f"batch {endpoint}", daemon=True)
+            for endpoint in self.options.servers
+        ]
+        for worker in workers:
+            worker.start()
+        render_s = 0.0
+        interrupted = False
+        try:
+            for shots in shots_by_input.values():
+                for shot in shots:
+                    render_s += self._produce(shot)
+        except KeyboardInterrupt:
+            interrupted = True
+            self._stop.set()
+        finally:
+            for _ in workers:
+                self._put(_STOP)
+            try:
+                for worker in workers:
+                    while worker.is_alive():
+                        worker.join(timeout=0.2)
+            except KeyboardInterrupt:
+                interrupted = True
+                self._stop.set()  # a second Ctrl-C: cancel running jobs, then stop
+                for worker in workers:
+                    worker.join(timeout=self.options.timeout_s)
+            self._progress.close()
+        return BatchSummary(self._outcomes, time.perf_counter() - start, render_s, interrupted)
+
+    def _read_inputs(self, inputs: list[Path]) -> dict[Path, list[Shot]]:
+        names = output_names(inputs)
+        shots: dict[Path, list[Shot]] = {}
+        for path in inputs:
+            try:
+                shots[path] = read_shots(path, names[path], self.options.cameras, self.options.frames)
+            except SeeThroughError as exc:
+                self._outcomes.append(Outcome(path, str(path), "failed", str(exc)))
+        return shots
+
+    def _produce(self, shot: Shot) -> float:
+        """Render a shot's condition if any of its images is missing, then queue those tasks."""
+        tasks = [Task.of(shot, seed, self.options.out_dir) for seed in self.options.seeds]
+        pending = []
+        for task in tasks:
+            if task.is_complete() and not self.options.overwrite:
+                self._finish(Outcome(shot.input_path, task.label, "skipped", image_path=task.image_path))
+            else:
+                pending.append(task)
+        if not pending or self._stop.is_set():
+            return 0.0
+        self._progress.status("blender", f"rendering {shot.output_name}/{shot.camera} frame {shot.frame}")
+        start = time.perf_counter()
+        try:
+            rendered = render_layout(
+                shot.layout, shot.condition_dir(self.options.out_dir), engine=self.options.engine
+            )
+        except (SeeThroughError, RuntimeError, ValueError) as exc:
+            for task in pending:
+                self._finish(Outcome(shot.input_path, task.label, "failed", f"rendering failed: {exc}"))
+            return time.perf_counter() - start
+        finally:
+            self._progress.status("blender", None)
+        elapsed = time.perf_counter() - start
+        condition = (rendered.oscr_path.read_bytes(), rendered.masks.token_grids())
+        for task in pending:
+            if not self._put((task, condition)):
+                break
+        return elapsed
+
+    def _put(self, item) -> bool:
+        """Queue an item; a task is dropped once the batch is stopping, so Ctrl-C never hangs here.
+
+        The workers always drain the queue (they skip tasks while stopping), so the end-of-work
+        sentinels always get in.
+        """
+        while True:
+            try:
+                self._tasks.put(item, timeout=0.2)
+                return True
+            except queue.Full:
+                if self._stop.is_set() and item is not _STOP:
+                    return False
+
+    # --- worker threads -----------------------------------------------------------------------
+
+    def _worker(self, endpoint: str) -> None:
+        client = SeeThroughClient(endpoint, self.options.timeout_s)
+        reachable = True
+        try:
+            while True:
+                item = self._tasks.get()
+                if item is _STOP:
+                    return
+                task, condition = item
+                if self._stop.is_set():
+                    continue  # interrupted: leave the task for the next run
+                if not reachable:
+                    self._finish(
+                        Outcome(
+                            task.shot.input_path,
+                            task.label,
+                            "failed",
+                            f"no server reachable (last tried {endpoint})",
+                            endpoint,
+                        )
+                    )
+                    continue
+                try:
+                    self._generate(client, endpoint, task, condition)
+                except ServerUnavailableError as exc:
+                    with self._lock:
+                        self._alive_servers -= 1
+                        others = self._alive_servers > 0
+                    if others:
+                        # Another server can still do it; this one leaves the pool.
+                        self._tasks.put(item)
+                        self._progress.note(
+                            f"server {endpoint} is unreachable; its jobs go to the others: {exc}"
+                        )
+                        return
+                    reachable = False
+                    self._finish(Outcome(task.shot.input_path, task.label, "failed", str(exc), endpoint))
+                except SeeThroughError as exc:
+                    self._finish(Outcome(task.shot.input_path, task.label, "failed", str(exc), endpoint))
+                except Exception as exc:  # a bug must fail one task, not hang the whole batch
+                    reason = f"unexpected {type(exc).__name__}: {exc}"
+                    self._finish(Outcome(task.shot.input_path, task.label, "failed", reason, endpoint))
+        finally:
+            self._progress.status(endpoint, None)
+            client.close()
+
+    def _generate(self, client: SeeThroughClient, endpoint: str, task: Task, condition) -> None:
+        oscr_png, token_grids = condition
+        layout = task.shot.layout
+        request = GenerateRequest(
+            scene_prompt=layout.scene_prompt,
+            descriptions=layout.descriptions,
+            oscr_image=oscr_png,
+            masks=token_grids,
+            mask_kind="token_grid",
+            width=layout.width,
+            height=layout.height,
+            seed=task.seed,
+            steps=self.options.steps,
+            guidance=self.options.guidance,
+            metadata={
+                "input": str(task.shot.input_path),
+                "camera": task.shot.camera,
+                "frame": task.shot.frame,
+            },
+        )
+        start = time.perf_counter()
+        job = client.submit(request)
+
+        def on_progress(progress) -> None:
+            if self._stop.is_set():
+                job.cancel()
+            self._progress.status(endpoint, f"{task.label} step {progress.step}/{progress.total}")
+
+        result = job.wait(on_progress=on_progress)
+        elapsed = time.perf_counter() - start
+        source = {
+            "input": str(task.shot.input_path),
+            "camera": task.shot.camera,
+            "frame": task.shot.frame,
+            "server": endpoint,
+        }
+        record = GenerationRecord.from_result(result, layout, source)
+        task.image_path.parent.mkdir(parents=True, exist_ok=True)
+        write_png(task.image_path, result.image, text=record.png_text())
+        write_bytes_atomic(task.sidecar_path, record.to_json().encode("utf-8"))
+        note = " (noise: tiny random model)" if result.is_noise else ""
+        self._finish(
+            Outcome(
+                task.shot.input_path,
+                task.label,
+                "done",
+                server=endpoint,
+                image_path=task.image_path,
+                generate_s=elapsed,
+            ),
+            note,
+        )
+
+    def _finish(self, outcome: Outcome, note: str = "") -> None:
+        with self._lock:
+            self._outcomes.append(outcome)
+        if outcome.status == "done":
+            text = f"done    {outcome.label} on {outcome.server} in {outcome.generate_s:.1f} s{note}"
+        elif outcome.status == "skipped":
+            text = f"skipped {outcome.label} (already complete)"
+        else:
+            text = f"FAILED  {outcome.label}: {outcome.reason}"
+        self._progress.advance(text)

@@ -1,0 +1,102 @@
+"""`seethrough batch INPUTS... --out DIR`: every shot of many layouts, resumable and pipelined."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from contextlib import ExitStack
+from pathlib import Path
+
+from seethrough_core.endpoint import DEFAULT_ENDPOINT
+from seethrough_core.local_server import LocalServer, LocalServerError
+
+from .batch.inputs import CameraChoice, InputError, expand_inputs, parse_frames, parse_seeds
+from .batch.plan import output_names
+
+
+def add_batch_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "inputs", nargs="+", metavar="INPUT", help=".blend or layout .json files, folders or globs"
+    )
+    p.add_argument("--out", required=True, type=Path, help="output folder")
+    p.add_argument(
+        "--server",
+        action="append",
+        metavar="ENDPOINT",
+        help=f"a server to send jobs to; repeat it to use several GPUs (default {DEFAULT_ENDPOINT})",
+    )
+    p.add_argument(
+        "--tiny",
+        action="store_true",
+        help="start an embedded server with the tiny random-weight model (images are noise; for testing)",
+    )
+    seeds = p.add_mutually_exclusive_group()
+    seeds.add_argument("--seeds", help="comma-separated seeds, e.g. 1,2,3 (default 42)")
+    seeds.add_argument("--num-seeds", type=int, metavar="N", help="N seeds: 42, 43, ...")
+    p.add_argument(
+        "--cameras", default="active", help="active (default), all, or camera names separated by commas"
+    )
+    p.add_argument("--frames", help="frames of a .blend, e.g. 1-24 or 1,5,9 (default: its current frame)")
+    p.add_argument("--engine", default="cycles", choices=["cycles", "eevee"], help="OSCR render engine")
+    p.add_argument("--steps", type=int, default=25)
+    p.add_argument("--guidance", type=float, default=3.5)
+    p.add_argument(
+        "--timeout", type=float, default=30.0, help="seconds of silence before a server counts as gone"
+    )
+    p.add_argument("--overwrite", action="store_true", help="regenerate images that already exist")
+
+
+def run_batch(args: argparse.Namespace) -> int:
+    # Blender is loaded only now: `seethrough --help` and argument errors stay instant.
+    from .batch.report import contact_sheets, summary_table
+    from .batch.runner import BatchOptions, BatchRunner
+
+    try:
+        inputs = expand_inputs(args.inputs)
+        options = BatchOptions(
+            out_dir=args.out,
+            servers=list(args.server or []),
+            seeds=parse_seeds(args.seeds, args.num_seeds),
+            cameras=CameraChoice.parse(args.cameras),
+            frames=parse_frames(args.frames),
+            engine=args.engine,
+            steps=args.steps,
+            guidance=args.guidance,
+            overwrite=args.overwrite,
+            timeout_s=args.timeout,
+        )
+    except InputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.tiny and options.servers:
+        print("error: give --tiny or --server, not both", file=sys.stderr)
+        return 2
+    with ExitStack() as stack:
+        if args.tiny:
+            print(
+                "Starting an embedded server with the tiny random-weight model (images will be noise) ...",
+                file=sys.stderr,
+                flush=True,
+            )
+            server = LocalServer(["--tiny"], args.out / "logs" / "tiny_server.log")
+            try:
+                stack.enter_context(server)
+            except LocalServerError as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                return 1
+            options.servers = [server.endpoint]
+        elif not options.servers:
+            options.servers = [DEFAULT_ENDPOINT]
+        print(
+            f"{len(inputs)} input(s), seeds {options.seeds}, servers {', '.join(options.servers)}",
+            file=sys.stderr,
+            flush=True,
+        )
+        summary = BatchRunner(options).run(inputs)
+    sheets = contact_sheets(summary, output_names(inputs), args.out)
+    print(summary_table(summary, inputs))
+    for sheet in sheets:
+        print(f"contact sheet: {sheet}")
+    if summary.interrupted:
+        return 130
+    return 0 if summary.ok else 1
