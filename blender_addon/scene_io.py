@@ -160,15 +160,24 @@ def layout_to_scene(layout: Layout, scene: bpy.types.Scene) -> list[bpy.types.Ob
     """Create the layout's boxes and camera in ``scene`` and store its prompt; returns the boxes.
 
     Boxes already in the scene are left alone; the layout's camera becomes the active camera.
+    Other keys of the scene's ``seethrough`` group (the add-on's settings) are kept.
     """
     scene.render.resolution_x, scene.render.resolution_y = layout.resolution
     scene.render.resolution_percentage = 100
-    props = {"scene_prompt": layout.scene_prompt}
-    if layout.light_seed is not None:
+    # Update the layout's keys only: the add-on keeps its generation settings and history in the
+    # same property group, and importing a layout must not wipe them.
+    if scene.get(PROP) is None:
+        scene[PROP] = {}
+    props = scene[PROP]
+    props["scene_prompt"] = layout.scene_prompt
+    if layout.light_seed is None:
+        props.pop("light_seed", None)
+    else:
         props["light_seed"] = layout.light_seed
     if layout.extras:
         props["extras_json"] = json.dumps(layout.extras)
-    scene[PROP] = props
+    else:
+        props.pop("extras_json", None)
     scene.camera = add_camera(scene, layout.camera)
     return [add_box(scene, box, index) for index, box in enumerate(layout.boxes)]
 
@@ -207,8 +216,8 @@ def add_box(scene: bpy.types.Scene, box: Box, index: int) -> bpy.types.Object:
 # --- .blend files -----------------------------------------------------------------------------
 
 
-def load_blend_layout(path: str | Path, scene_name: str | None = None) -> Layout:
-    """Open a .blend (replacing the current file in this Blender) and read its layout."""
+def open_blend(path: str | Path, scene_name: str | None = None) -> bpy.types.Scene:
+    """Open a .blend (replacing the current file in this Blender) and return its scene."""
     path = Path(path)
     if not path.is_file():
         raise LayoutError("", f".blend file not found: {path}")
@@ -218,10 +227,14 @@ def load_blend_layout(path: str | Path, scene_name: str | None = None) -> Layout
         raise LayoutError(
             "", f"cannot open {path}: it is not a readable .blend file ({str(exc).strip()})"
         ) from None
-    if scene_name:
-        scene = bpy.data.scenes.get(scene_name)
-        if scene is None:
-            raise LayoutError("", f"{path} has no scene named {scene_name!r}")
-    else:
-        scene = bpy.context.scene
-    return scene_to_layout(scene)
+    if scene_name is None:
+        return bpy.context.scene
+    scene = bpy.data.scenes.get(scene_name)
+    if scene is None:
+        raise LayoutError("", f"{path} has no scene named {scene_name!r}")
+    return scene
+
+
+def load_blend_layout(path: str | Path, scene_name: str | None = None) -> Layout:
+    """The layout of a .blend file's scene (the active one unless named)."""
+    return scene_to_layout(open_blend(path, scene_name))

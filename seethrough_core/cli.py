@@ -33,6 +33,13 @@ def _add_render(sub) -> None:
     p.set_defaults(handler=("blender_addon.cli_render", "run_render"))
 
 
+def _add_batch(sub) -> None:
+    p = sub.add_parser("batch", help="generate every shot of many .blend/.json layouts, resumably")
+    # The argument definitions need no bpy; running the command loads Blender.
+    importlib.import_module("blender_addon.cli_batch").add_batch_arguments(p)
+    p.set_defaults(handler=("blender_addon.cli_batch", "run_batch"))
+
+
 def _add_serve(sub) -> None:
     p = sub.add_parser("serve", help="run the inference server (FLUX.1-dev + SeeThrough3D LoRA)")
     try:
@@ -44,6 +51,19 @@ def _add_serve(sub) -> None:
     p.set_defaults(handler=("inference_server.cli_serve", "run_serve"))
 
 
+def _add_build_addon(sub) -> None:
+    p = sub.add_parser("build-addon", help="pack the Blender extension zip (add-on, wheels, size templates)")
+    p.add_argument("--out", default="dist", help="output folder (default: dist)")
+    p.add_argument(
+        "--wheel-cache",
+        metavar="DIR",
+        help="where downloaded PyPI wheels are kept and reused "
+        "(default: $SEETHROUGH_WHEEL_CACHE or ~/.cache/seethrough/wheels)",
+    )
+    p.add_argument("--offline", action="store_true", help="never download: use only cached wheels")
+    p.set_defaults(handler=("blender_addon.build", "run_build_addon"))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="seethrough", description="SeeThrough Studio: 3D layout control for FLUX"
@@ -51,7 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"seethrough {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_render(sub)
+    _add_batch(sub)
     _add_serve(sub)
+    _add_build_addon(sub)
     return parser
 
 

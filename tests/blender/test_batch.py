@@ -1,0 +1,177 @@
+"""`seethrough batch` against real tiny servers (subprocesses on loopback)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import bpy
+import pytest
+from PIL import Image
+
+from blender_addon.batch.inputs import CameraChoice, InputError, expand_inputs, parse_frames, parse_seeds
+from blender_addon.batch.runner import BatchOptions, BatchRunner
+from blender_addon.scene_io import add_camera, layout_to_scene
+from seethrough_core.layout import Camera, Layout, load_layout
+from seethrough_core.local_server import LocalServer
+from seethrough_core.record import PNG_KEY, GenerationRecord
+
+STEPS = 2
+
+
+@pytest.fixture(scope="module")
+def servers(tmp_path_factory):
+    logs = tmp_path_factory.mktemp("server_logs")
+    with LocalServer(["--tiny"], logs / "a.log") as first, LocalServer(["--tiny"], logs / "b.log") as second:
+        yield [first.endpoint, second.endpoint]
+
+
+def small_layout() -> Layout:
+    data = load_layout("assets/examples/street.json").to_dict()
+    data["resolution"] = [256, 256]
+    data["boxes"] = data["boxes"][:2]
+    return Layout.from_dict(data)
+
+
+def write_blend(path: Path, *, second_camera: bool = False, animate: bool = False) -> None:
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    scene = bpy.context.scene
+    layout = small_layout()
+    boxes = layout_to_scene(layout, scene)
+    if second_camera:
+        add_camera(
+            scene, Camera(location=(-0.36, 1.5, 2.05), rotation_euler_deg=(70.0, 0.0, 100.0), name="Side")
+        )
+    if animate:  # the car drives 2 m along X between frames 1 and 10
+        car = boxes[0]
+        car.keyframe_insert("location", frame=1)
+        car.location.x += 2.0
+        car.keyframe_insert("location", frame=10)
+    scene.frame_set(1)
+    bpy.ops.wm.save_as_mainfile(filepath=str(path))
+
+
+def run_batch(inputs, out, servers, **options) -> object:
+    opts = BatchOptions(out_dir=out, servers=servers, seeds=options.pop("seeds", [1]), steps=STEPS, **options)
+    return BatchRunner(opts).run(expand_inputs([str(p) for p in inputs]))
+
+
+def test_good_inputs_generate_and_a_corrupt_one_is_reported(empty_blender, tmp_path, servers):
+    write_blend(tmp_path / "street.blend")
+    small_layout().save(tmp_path / "plain.json")
+    (tmp_path / "broken.blend").write_bytes(b"BLENDER-v405" + b"\xff" * 500)
+    out = tmp_path / "out"
+    summary = run_batch(sorted(tmp_path.glob("*.*")), out, servers[:1])
+    assert summary.count("done") == 2 and summary.count("failed") == 1 and not summary.ok
+    failed = [o for o in summary.outcomes if o.status == "failed"][0]
+    assert failed.input_path.name == "broken.blend" and "not a readable .blend" in failed.reason
+    for name in ("street", "plain"):
+        image = out / name / "Camera" / "0001_1.png"
+        record = GenerationRecord.from_dict(json.loads(image.with_suffix(".json").read_text()))
+        assert record.seed == 1 and record.steps == STEPS and record.is_noise
+        assert record.descriptions == ["a red vintage car", "a woman in a yellow raincoat"]
+        assert record.prompt.startswith("a photo of a red vintage car and a woman in a yellow raincoat ")
+        with Image.open(image) as png:
+            assert png.size == (256, 256)
+            assert json.loads(png.text[PNG_KEY])["seed"] == 1
+        assert (out / name / "Camera" / "conditions" / "0001" / "oscr.png").is_file()
+
+    # A rerun finds everything complete: nothing is rendered or generated again.
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("0001_1.*")}
+    again = run_batch(sorted(tmp_path.glob("*.*")), out, servers[:1])
+    assert again.count("done") == 0 and again.count("skipped") == 2 and again.render_s == 0.0
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("0001_1.*")} == before
+
+
+def test_two_cameras_two_seeds_on_two_servers(empty_blender, tmp_path, servers):
+    write_blend(tmp_path / "shot.blend", second_camera=True)
+    out = tmp_path / "out"
+    summary = run_batch([tmp_path / "shot.blend"], out, servers, seeds=[7, 8], cameras=CameraChoice("all"))
+    assert summary.ok and summary.count("done") == 4
+    images = sorted(p.relative_to(out).as_posix() for p in out.rglob("000*_*.png"))
+    assert images == [
+        "shot/Camera/0001_7.png",
+        "shot/Camera/0001_8.png",
+        "shot/Side/0001_7.png",
+        "shot/Side/0001_8.png",
+    ]
+    assert {o.server for o in summary.outcomes} == set(servers)  # both servers received jobs
+    # The two cameras really saw different OSCR images.
+    oscr = [
+        Image.open(out / "shot" / cam / "conditions" / "0001" / "oscr.png").tobytes()
+        for cam in ("Camera", "Side")
+    ]
+    assert oscr[0] != oscr[1]
+
+
+def test_frames_follow_the_animation(empty_blender, tmp_path, servers):
+    write_blend(tmp_path / "drive.blend", animate=True)
+    out = tmp_path / "out"
+    summary = run_batch([tmp_path / "drive.blend"], out, servers[:1], frames=[1, 10])
+    assert summary.ok and summary.count("done") == 2
+    cars = [
+        json.loads((out / "drive" / "Camera" / f"{frame:04d}_1.json").read_text())["layout"]["boxes"][0][
+            "center"
+        ][0]
+        for frame in (1, 10)
+    ]
+    assert cars[1] - cars[0] == pytest.approx(2.0, abs=1e-5)
+
+
+def test_cli_exit_code_and_summary(empty_blender, tmp_path, servers):
+    small_layout().save(tmp_path / "ok.json")
+    bad = json.loads((tmp_path / "ok.json").read_text())
+    bad["boxes"][0]["size"] = [0, 1, 1]
+    (tmp_path / "bad.json").write_text(json.dumps(bad))
+    out = tmp_path / "out"
+    command = [
+        sys.executable,
+        "-m",
+        "seethrough_core",
+        "batch",
+        str(tmp_path / "ok.json"),
+        str(tmp_path / "bad.json"),
+        "--out",
+        str(out),
+        "--server",
+        servers[0],
+        "--steps",
+        str(STEPS),
+    ]
+    run = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 1, run.stderr[-2000:]
+    assert "boxes[0].size[0]" in run.stdout + run.stderr
+    assert (out / "ok" / "Camera" / "0001_42.png").is_file()
+    assert (out / "ok" / "contact_sheet.png").is_file()
+    assert "total" in run.stdout
+
+
+def test_unreachable_server_fails_the_jobs_without_hanging(empty_blender, tmp_path):
+    small_layout().save(tmp_path / "ok.json")
+    from seethrough_core.local_server import free_loopback_port
+
+    dead = f"tcp://127.0.0.1:{free_loopback_port()}"
+    opts = BatchOptions(out_dir=tmp_path / "out", servers=[dead], seeds=[1], steps=STEPS, timeout_s=1.0)
+    summary = BatchRunner(opts).run([tmp_path / "ok.json"])
+    assert summary.count("failed") == 1
+    assert dead in summary.outcomes[0].reason or "seethrough serve" in summary.outcomes[0].reason
+    assert not list((tmp_path / "out").rglob("0001_1.png"))
+
+
+def test_argument_parsing():
+    assert parse_frames("1-3,7") == [1, 2, 3, 7]
+    assert parse_frames(None) is None
+    with pytest.raises(InputError, match="backwards"):
+        parse_frames("5-2")
+    with pytest.raises(InputError, match="frame number"):
+        parse_frames("one")
+    assert parse_seeds("3,1,3", None) == [3, 1]
+    assert parse_seeds(None, 3) == [42, 43, 44]
+    assert parse_seeds(None, None) == [42]
+    with pytest.raises(InputError):
+        parse_seeds("x", None)
+    assert CameraChoice.parse("A, B") == CameraChoice("names", ("A", "B"))
+    with pytest.raises(InputError, match="not found"):
+        expand_inputs(["/nonexistent/file.blend"])
