@@ -1,0 +1,47 @@
+"""Errors of the model side: each says what is wrong and what to do about it."""
+
+from __future__ import annotations
+
+from seethrough_core.errors import SeeThroughError
+
+
+class RequestError(SeeThroughError, ValueError):
+    """A bad input in a generation request; ``field`` names it (e.g. ``width``, ``descriptions[2]``)."""
+
+    def __init__(self, field: str, message: str) -> None:
+        self.field = field
+        self.message = message
+        super().__init__(f"{field}: {message}")
+
+
+class PromptTooLongError(RequestError):
+    """The composed prompt has more T5 tokens than the model reads."""
+
+    def __init__(self, field: str, message: str, token_count: int, limit: int) -> None:
+        self.token_count = token_count
+        self.limit = limit
+        super().__init__(field, message)
+
+
+class GenerationCancelled(SeeThroughError):  # noqa: N818 - the name is part of the pipeline contract
+    """Raised by a step callback to stop a generation; the pipeline then skips the VAE decode."""
+
+
+class WeightsNotFoundError(SeeThroughError, FileNotFoundError):
+    """Model or LoRA weights are not on this machine (we never download them)."""
+
+
+class WeightsMismatchError(SeeThroughError, ValueError):
+    """Weights were found but are not the ones this pipeline needs (wrong model, wrong LoRA)."""
+
+
+class LoRAFormatError(WeightsMismatchError):
+    """A SeeThrough3D LoRA file that does not follow the released key layout; ``key`` is the first bad key."""
+
+    def __init__(self, key: str, message: str) -> None:
+        self.key = key
+        super().__init__(f"{key}: {message}")
+
+
+class SetupError(SeeThroughError, RuntimeError):
+    """The pipeline cannot be set up as asked (device missing, unknown dtype or memory mode)."""

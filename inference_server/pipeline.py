@@ -1,0 +1,528 @@
+"""SeeThroughPipeline: FLUX.1-dev text-to-image with SeeThrough3D's occlusion-aware layout control.
+
+One request: compose the training-template prompt, encode it (T5 + CLIP) and find each box's
+``call_ids``; draw the initial noise from a CPU generator seeded with the request seed; VAE-encode the
+OSCR render into 1024 condition tokens (sampling with the same generator, as the reference did); build
+the attention mask once; denoise with FLUX's flow-matching Euler schedule while the condition stream
+runs beside the image; decode. Progress goes only to ``step_callback``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import diffusers
+import numpy as np
+import torch
+from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxTransformer2DModel
+from diffusers.utils.torch_utils import randn_tensor
+from torch import nn
+from transformers import AutoTokenizer, CLIPTextModel, T5EncoderModel
+
+from seethrough_core.layout import MAX_BOXES
+from seethrough_core.prompt import compose_prompt
+
+from .attention import ATTENTION_PROCESSORS, DEFAULT_ATTENTION, AttentionLayout
+from .condition import CONDITION_TOKENS, condition_position_ids, encode_condition, oscr_to_pixels
+from .errors import GenerationCancelled, SetupError, WeightsMismatchError, WeightsNotFoundError
+from .latents import PIXELS_PER_TOKEN, image_position_ids, pack_latents, unpack_latents
+from .lora import SeeThroughLoRA, load_seethrough_lora
+from .preview import LatentPreviewer
+from .style_lora import StyleLoRA, activate, load_style_lora
+from .text import PromptEncoder
+from .tiny import build_tiny_components
+from .transformer import SeeThroughTransformer
+from .validation import validate_request
+from .weights import FLUX_HOW_TO_GET, file_sha256, resolve_model_folder, resolve_seethrough_lora
+
+__all__ = ["GenerationCancelled", "GenerationOutput", "SeeThroughPipeline", "StepInfo"]
+
+DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
+MEMORY_MODES = ("full", "offload")
+SHA256_PREFIX = 12
+
+
+@dataclass
+class StepInfo:
+    """Progress after one denoising step."""
+
+    step: int  # 1-based
+    total: int
+    elapsed_s: float  # since the request started
+    preview: np.ndarray | None = None  # small uint8 RGB preview, only on steps where one was asked for
+
+
+@dataclass
+class GenerationOutput:
+    image: np.ndarray  # uint8 [height, width, 3]
+    prompt: str
+    call_ids: list[list[int]]
+    seed: int
+    timings: dict[str, float] = field(default_factory=dict)
+    is_noise: bool = False  # True for the tiny random model
+
+
+def _flux_shift(image_tokens: int, config) -> float:
+    """FLUX's resolution-dependent timestep shift ``mu``: linear in the image token count."""
+    base_len, max_len = config.get("base_image_seq_len", 256), config.get("max_image_seq_len", 4096)
+    base_shift, max_shift = config.get("base_shift", 0.5), config.get("max_shift", 1.15)
+    slope = (max_shift - base_shift) / (max_len - base_len)
+    return image_tokens * slope + (base_shift - slope * base_len)
+
+
+def _check_device(device: str) -> torch.device:
+    target = torch.device(device)
+    if target.type == "cuda" and not torch.cuda.is_available():
+        raise SetupError(
+            f"device '{device}' asked for but CUDA is not available here; use device='cpu' (slow)"
+        )
+    if target.type == "mps" and not torch.backends.mps.is_available():
+        raise SetupError(f"device '{device}' asked for but MPS is not available here")
+    return target
+
+
+class SeeThroughPipeline:
+    """FLUX.1-dev + the SeeThrough3D condition LoRA (+ optional style LoRAs)."""
+
+    max_boxes: int = MAX_BOXES
+
+    def __init__(
+        self,
+        *,
+        transformer: FluxTransformer2DModel,
+        vae: AutoencoderKL,
+        text_encoder: CLIPTextModel,
+        text_encoder_2: T5EncoderModel,
+        tokenizer,
+        tokenizer_2,
+        scheduler: FlowMatchEulerDiscreteScheduler,
+        device: str | torch.device = "cpu",
+        memory: str = "full",
+        model_name: str = "",
+        is_noise: bool = False,
+    ) -> None:
+        if memory not in MEMORY_MODES:
+            raise SetupError(f"memory must be one of {MEMORY_MODES}, got '{memory}'")
+        self.transformer = transformer
+        self.vae = vae
+        self.text_encoder = text_encoder
+        self.text_encoder_2 = text_encoder_2
+        self.tokenizer = tokenizer
+        self.tokenizer_2 = tokenizer_2
+        self.scheduler = scheduler
+        self.device = torch.device(device)
+        self.memory = memory
+        self.is_noise = is_noise
+        self.prompt_encoder = PromptEncoder(tokenizer, text_encoder, tokenizer_2, text_encoder_2)
+        self.condition_lora: SeeThroughLoRA | None = None
+        self.style_loras: list[StyleLoRA] = []
+        self.attention = DEFAULT_ATTENTION
+        self.previewer = LatentPreviewer()
+        self.identity: dict = {
+            "model": model_name,
+            "lora": None,
+            "lora_sha256": None,
+            "lora_scale": None,
+            "style_loras": [],
+            "device": str(self.device),
+            "dtype": str(self.dtype).removeprefix("torch."),
+            "memory": memory,
+            "attention": self.attention,
+        }
+        if memory == "full":
+            for module in self._modules():
+                module.to(self.device)
+
+    # ----------------------------------------------------------------- construction
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        model: str,
+        lora: str | None,
+        *,
+        device: str = "cuda",
+        dtype: str = "bfloat16",
+        memory: str = "full",
+        lora_scale: float = 1.0,
+        style_loras: Sequence[tuple[str, float]] = (),
+    ) -> SeeThroughPipeline:
+        """Load FLUX.1-dev from a local diffusers folder or a cached repo id (never downloads).
+
+        ``lora`` is the SeeThrough3D LoRA: a .safetensors path, a folder holding it, or the cached repo id
+        ``va1bhavagrawa1/seethrough3d-flux.1-weights``. ``memory="offload"`` keeps models on the CPU and
+        moves each one to the device only while it runs.
+        """
+        if dtype not in DTYPES:
+            raise SetupError(f"dtype must be one of {sorted(DTYPES)}, got '{dtype}'")
+        if memory not in MEMORY_MODES:
+            raise SetupError(f"memory must be one of {MEMORY_MODES}, got '{memory}'")
+        target = _check_device(device)
+        folder = resolve_model_folder(model)
+        components = _load_components(folder, DTYPES[dtype])
+        _check_compatible(folder, components)
+        pipeline = cls(**components, device=target, memory=memory, model_name=str(model))
+        if lora is not None:
+            pipeline.load_condition_lora(lora, scale=lora_scale)
+        for source, scale in style_loras:
+            pipeline.add_style_lora(source, scale)
+        return pipeline
+
+    @classmethod
+    def tiny(cls, seed: int = 0, device: str = "cpu") -> SeeThroughPipeline:
+        """The same pipeline at toy size with random weights (and a random condition LoRA)."""
+        parts = build_tiny_components(seed)
+        pipeline = cls(
+            transformer=parts.transformer,
+            vae=parts.vae,
+            text_encoder=parts.text_encoder,
+            text_encoder_2=parts.text_encoder_2,
+            tokenizer=parts.tokenizer,
+            tokenizer_2=parts.tokenizer_2,
+            scheduler=parts.scheduler,
+            device=_check_device(device),
+            model_name=f"random tiny (seed {seed})",
+            is_noise=True,
+        )
+        pipeline.set_condition_lora(parts.condition_lora)
+        pipeline.identity.update(lora="random tiny", lora_scale=1.0)
+        return pipeline
+
+    def save_pretrained(self, folder: str | Path) -> None:
+        """Write the base components in diffusers' FLUX layout (the LoRAs are not included)."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        index = {"_class_name": "FluxPipeline", "_diffusers_version": diffusers.__version__}
+        for name, component in self._components().items():
+            component.save_pretrained(folder / name)
+            library = "diffusers" if type(component).__module__.startswith("diffusers") else "transformers"
+            index[name] = [library, type(component).__name__]
+        (folder / "model_index.json").write_text(json.dumps(index, indent=2) + "\n")
+
+    # ----------------------------------------------------------------- LoRAs and settings
+
+    def set_condition_lora(self, lora: SeeThroughLoRA | None) -> None:
+        if lora is not None:
+            lora = lora.to(device=self._transformer_device(), dtype=self.dtype)
+        self.condition_lora = lora
+        self.identity.update(lora=None, lora_sha256=None, lora_scale=lora.scale if lora is not None else None)
+
+    def load_condition_lora(self, source: str, scale: float = 1.0) -> None:
+        """Load a released-layout SeeThrough3D LoRA; a bad file raises LoRAFormatError naming the key."""
+        path = resolve_seethrough_lora(source)
+        lora = load_seethrough_lora(path, self.transformer, scale=scale)
+        self.set_condition_lora(lora)
+        self.identity.update(lora=str(path), lora_sha256=file_sha256(path)[:SHA256_PREFIX], lora_scale=scale)
+
+    def set_lora_scale(self, scale: float) -> None:
+        if self.condition_lora is None:
+            raise SetupError("no SeeThrough3D LoRA is loaded")
+        self.condition_lora.set_scale(scale)
+        self.identity["lora_scale"] = float(scale)
+
+    def add_style_lora(self, source: str, scale: float = 1.0) -> None:
+        """Add an ordinary FLUX LoRA on top, applied to every token with ``scale``."""
+        entry = load_style_lora(
+            self.transformer, source, scale, adapter_name=f"style_{len(self.style_loras)}"
+        )
+        self.style_loras.append(entry)
+        activate(self.transformer, self.style_loras)
+        self.identity["style_loras"].append(
+            {"path": str(entry.path), "sha256": file_sha256(entry.path)[:SHA256_PREFIX], "scale": entry.scale}
+        )
+
+    def set_attention(self, name: str) -> None:
+        """``split`` (default, fast and exact) or ``dense`` (the full-mask reference)."""
+        if name not in ATTENTION_PROCESSORS:
+            raise SetupError(f"attention must be one of {sorted(ATTENTION_PROCESSORS)}, got '{name}'")
+        self.attention = name
+        self.identity["attention"] = name
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.transformer.x_embedder.weight.dtype
+
+    # ----------------------------------------------------------------- generation
+
+    def __call__(
+        self,
+        *,
+        scene_prompt: str,
+        descriptions: list[str],
+        oscr_image: np.ndarray,
+        box_token_masks: np.ndarray,
+        width: int,
+        height: int,
+        seed: int,
+        num_inference_steps: int = 25,
+        guidance_scale: float = 3.5,
+        step_callback: Callable[[StepInfo], None] | None = None,
+        preview_interval: int = 0,
+    ) -> GenerationOutput:
+        """Generate one image; ``GenerationCancelled`` from ``step_callback`` stops it before the decode."""
+        started = time.perf_counter()
+        validate_request(
+            scene_prompt=scene_prompt,
+            descriptions=descriptions,
+            oscr_image=oscr_image,
+            box_token_masks=box_token_masks,
+            width=width,
+            height=height,
+            seed=seed,
+            num_inference_steps=num_inference_steps,
+            guidance_scale=guidance_scale,
+            preview_interval=preview_interval,
+            max_boxes=self.max_boxes,
+        )
+        timings: dict[str, float] = {}
+        composed = compose_prompt(scene_prompt, list(descriptions))
+        self.prompt_encoder.tokenize(composed)  # rejects a too-long prompt before any model runs
+
+        with self._on_device(self.text_encoder, self.text_encoder_2):
+            encoding = self.prompt_encoder.encode(composed, self.dtype)
+        timings["encode_text_s"] = self._lap(started)
+
+        mark = time.perf_counter()
+        generator = torch.Generator("cpu").manual_seed(int(seed))
+        latents = self._initial_noise(generator, height, width)
+        with self._on_device(self.vae):
+            cond_latents = encode_condition(self.vae, oscr_to_pixels(oscr_image), generator)
+            if preview_interval and not self.previewer.fitted:
+                self.previewer.fit(self.vae)
+        timings["encode_condition_s"] = self._lap(mark)
+        timings["encode_s"] = timings["encode_text_s"] + timings["encode_condition_s"]
+
+        mark = time.perf_counter()
+        with self._on_device(self.transformer, *self._condition_lora_modules()):
+            latents = self.denoise(
+                latents=latents.to(self.device),
+                prompt_embeds=encoding.prompt_embeds,
+                pooled_embeds=encoding.pooled_embeds,
+                call_ids=encoding.call_ids,
+                cond_latents=cond_latents,
+                box_token_masks=box_token_masks,
+                width=width,
+                height=height,
+                num_inference_steps=num_inference_steps,
+                guidance_scale=guidance_scale,
+                step_callback=step_callback,
+                preview_interval=preview_interval,
+                started=started,
+            )
+        timings["denoise_s"] = self._lap(mark)
+
+        mark = time.perf_counter()
+        with self._on_device(self.vae):
+            image = self.decode(latents, height, width)
+        timings["decode_s"] = time.perf_counter() - mark
+        timings["total_s"] = time.perf_counter() - started
+        return GenerationOutput(
+            image=image,
+            prompt=composed.text,
+            call_ids=encoding.call_ids,
+            seed=int(seed),
+            timings=timings,
+            is_noise=self.is_noise,
+        )
+
+    @torch.inference_mode()
+    def denoise(
+        self,
+        *,
+        latents: torch.Tensor,
+        prompt_embeds: torch.Tensor,
+        pooled_embeds: torch.Tensor,
+        call_ids: list[list[int]],
+        cond_latents: torch.Tensor,
+        box_token_masks: np.ndarray,
+        width: int,
+        height: int,
+        num_inference_steps: int,
+        guidance_scale: float,
+        step_callback: Callable[[StepInfo], None] | None = None,
+        preview_interval: int = 0,
+        started: float | None = None,
+    ) -> torch.Tensor:
+        """The denoising loop on packed latents; returns the final packed latents."""
+        started = time.perf_counter() if started is None else started
+        device = self.device
+        layout = AttentionLayout(
+            text_len=prompt_embeds.shape[1],
+            image_len=latents.shape[1],
+            cond_len=CONDITION_TOKENS,
+            call_ids=call_ids,
+            box_token_masks=torch.from_numpy(
+                np.ascontiguousarray(box_token_masks, dtype=bool).reshape(len(call_ids), -1)
+            ),
+        )
+        attend = ATTENTION_PROCESSORS[self.attention]().prepare(layout, device, self.dtype)
+        model = SeeThroughTransformer(self.transformer, self.condition_lora)
+        request = model.prepare(
+            prompt_embeds,
+            pooled_embeds,
+            cond_latents,
+            guidance_scale,
+            image_position_ids(height, width),
+            condition_position_ids(height, width),
+            attend,
+        )
+
+        sigmas = np.linspace(1.0, 1.0 / num_inference_steps, num_inference_steps)
+        mu = _flux_shift(latents.shape[1], self.scheduler.config)
+        self.scheduler.set_timesteps(sigmas=sigmas, device=device, mu=mu)
+        timesteps = self.scheduler.timesteps
+        total = len(timesteps)
+        for index, t in enumerate(timesteps):
+            timestep = t.expand(latents.shape[0]).to(latents.dtype)
+            noise_pred = model(latents, timestep / 1000, request)
+            previous = latents
+            latents = self.scheduler.step(noise_pred, t, latents, return_dict=False)[0]
+            step = index + 1
+            preview = None
+            if step_callback is not None and preview_interval and step % preview_interval == 0:
+                # flow matching: x_t = (1 - sigma) x_0 + sigma * noise and the model predicts noise - x_0
+                clean = previous.float() - self.scheduler.sigmas[index].to(device) * noise_pred.float()
+                preview = self.previewer(self._raw_latents(clean, height, width))
+            if step_callback is not None:
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)  # so elapsed_s is real progress, not queued kernels
+                step_callback(StepInfo(step, total, time.perf_counter() - started, preview))
+        return latents
+
+    @torch.inference_mode()
+    def decode(self, latents: torch.Tensor, height: int, width: int) -> np.ndarray:
+        """Packed latents -> uint8 [height, width, 3]."""
+        raw = self._raw_latents(latents, height, width)
+        parameter = next(self.vae.parameters())
+        pixels = self.vae.decode(raw.to(device=parameter.device, dtype=parameter.dtype), return_dict=False)[0]
+        pixels = (pixels / 2 + 0.5).clamp(0, 1)[0].permute(1, 2, 0).float().cpu().numpy()
+        return (pixels * 255).round().astype(np.uint8)
+
+    # ----------------------------------------------------------------- helpers
+
+    def _initial_noise(self, generator: torch.Generator, height: int, width: int) -> torch.Tensor:
+        channels = self.transformer.config.in_channels // 4
+        shape = (1, channels, 2 * (height // PIXELS_PER_TOKEN), 2 * (width // PIXELS_PER_TOKEN))
+        # drawn on the CPU from the request's generator: the same seed gives the same noise on any device
+        return pack_latents(
+            randn_tensor(shape, generator=generator, device=torch.device("cpu"), dtype=self.dtype)
+        )
+
+    def _raw_latents(self, packed: torch.Tensor, height: int, width: int) -> torch.Tensor:
+        """Undo packing and FLUX's latent normalisation."""
+        config = self.vae.config
+        return unpack_latents(packed, height, width) / config.scaling_factor + (config.shift_factor or 0.0)
+
+    def _components(self) -> dict:
+        return {
+            "transformer": self.transformer,
+            "vae": self.vae,
+            "text_encoder": self.text_encoder,
+            "text_encoder_2": self.text_encoder_2,
+            "tokenizer": self.tokenizer,
+            "tokenizer_2": self.tokenizer_2,
+            "scheduler": self.scheduler,
+        }
+
+    def _modules(self) -> list[nn.Module]:
+        return [
+            self.transformer,
+            self.vae,
+            self.text_encoder,
+            self.text_encoder_2,
+            *self._condition_lora_modules(),
+        ]
+
+    def _condition_lora_modules(self) -> list[nn.Module]:
+        return [self.condition_lora] if self.condition_lora is not None else []
+
+    def _transformer_device(self) -> torch.device:
+        return next(self.transformer.parameters()).device
+
+    @contextmanager
+    def _on_device(self, *modules: nn.Module) -> Iterator[None]:
+        """With memory="offload", hold ``modules`` on the device only inside the block."""
+        if self.memory != "offload":
+            yield
+            return
+        for module in modules:
+            module.to(self.device)
+        try:
+            yield
+        finally:
+            for module in modules:
+                module.to("cpu")
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
+
+    def _lap(self, since: float) -> float:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return time.perf_counter() - since
+
+
+def _load_components(folder: Path, dtype: torch.dtype) -> dict:
+    """Each component from its subfolder, local files only; a failure names the component."""
+    loaders = {
+        "transformer": lambda: FluxTransformer2DModel.from_pretrained(
+            folder, subfolder="transformer", torch_dtype=dtype, local_files_only=True
+        ),
+        "vae": lambda: AutoencoderKL.from_pretrained(
+            folder, subfolder="vae", torch_dtype=dtype, local_files_only=True
+        ),
+        "text_encoder": lambda: CLIPTextModel.from_pretrained(
+            folder, subfolder="text_encoder", dtype=dtype, local_files_only=True
+        ),
+        "text_encoder_2": lambda: T5EncoderModel.from_pretrained(
+            folder, subfolder="text_encoder_2", dtype=dtype, local_files_only=True
+        ),
+        "tokenizer": lambda: AutoTokenizer.from_pretrained(
+            folder, subfolder="tokenizer", local_files_only=True
+        ),
+        "tokenizer_2": lambda: AutoTokenizer.from_pretrained(
+            folder, subfolder="tokenizer_2", local_files_only=True
+        ),
+        "scheduler": lambda: FlowMatchEulerDiscreteScheduler.from_pretrained(
+            folder, subfolder="scheduler", local_files_only=True
+        ),
+    }
+    components = {}
+    for name, load in loaders.items():
+        try:
+            components[name] = load()
+        except (OSError, ValueError) as error:
+            raise WeightsNotFoundError(
+                f"could not load the {name} from {folder / name}: {error}. The folder must hold the complete "
+                f"diffusers-format FLUX.1-dev. To get it: {FLUX_HOW_TO_GET}."
+            ) from error
+    for name in ("transformer", "vae", "text_encoder", "text_encoder_2"):
+        components[name].eval().requires_grad_(False)
+    return components
+
+
+def _check_compatible(folder: Path, components: dict) -> None:
+    """Catch a wrong model (e.g. FLUX.1-schnell, another pipeline) before the first request."""
+    index = json.loads((folder / "model_index.json").read_text())
+    transformer, vae = components["transformer"].config, components["vae"].config
+    problems = []
+    if index.get("_class_name") != "FluxPipeline":
+        problems.append(f"model_index.json names {index.get('_class_name')!r}, not 'FluxPipeline'")
+    if not transformer.guidance_embeds:
+        problems.append(
+            "the transformer has no guidance embedding (FLUX.1-schnell?); SeeThrough3D needs FLUX.1-dev"
+        )
+    if transformer.in_channels != 4 * vae.latent_channels:
+        problems.append(f"transformer in_channels {transformer.in_channels} != 4 x VAE latent channels")
+    if 2 ** (len(vae.block_out_channels) - 1) != 8:
+        problems.append("the VAE does not downsample by 8")
+    if transformer.joint_attention_dim != components["text_encoder_2"].config.d_model:
+        problems.append("the transformer's text width does not match the T5 encoder")
+    if transformer.pooled_projection_dim != components["text_encoder"].config.hidden_size:
+        problems.append("the transformer's pooled width does not match the CLIP encoder")
+    if problems:
+        raise WeightsMismatchError(f"{folder} is not a usable FLUX.1-dev: " + "; ".join(problems))
