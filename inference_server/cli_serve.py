@@ -1,0 +1,182 @@
+"""`seethrough serve`: the inference server's command line (seethrough_core/cli.py dispatches here).
+
+Importing this module stays cheap (no torch): the `seethrough` command builds its parser from it
+for every sub-command. The address is checked and bound before the model loads, so a typo or a
+busy port fails in a second, not after minutes of loading weights.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+from collections.abc import Callable
+from types import FrameType
+
+from seethrough_core.endpoint import DEFAULT_ENDPOINT
+from seethrough_core.errors import SeeThroughError
+
+log = logging.getLogger("seethrough.serve")
+
+LORA_HINT = (
+    "the SeeThrough3D LoRA: a .safetensors file, a folder holding it, or the cached Hugging Face repo "
+    "va1bhavagrawa1/seethrough3d-flux.1-weights (file checkpoints/seethrough3d_release/lora.safetensors)"
+)
+
+
+def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
+    what = parser.add_mutually_exclusive_group(required=True)
+    what.add_argument(
+        "--model",
+        metavar="PATH_OR_HF_ID",
+        help="FLUX.1-dev in diffusers layout: a folder, or a Hugging Face id already in the local cache "
+        "(e.g. black-forest-labs/FLUX.1-dev); nothing is downloaded",
+    )
+    what.add_argument(
+        "--tiny",
+        action="store_true",
+        help="the same pipeline at tiny size with random weights: every image is noise; for testing the "
+        "connection and the add-on without a GPU",
+    )
+    parser.add_argument("--lora", metavar="PATH", help=f"{LORA_HINT} (required with --model)")
+    parser.add_argument(
+        "--bind",
+        default=DEFAULT_ENDPOINT,
+        metavar="tcp://HOST:PORT",
+        help=f"address to listen on (default {DEFAULT_ENDPOINT}: this machine only)",
+    )
+    parser.add_argument(
+        "--allow-remote",
+        action="store_true",
+        help="allow an address other machines can reach (there is no authentication yet)",
+    )
+    parser.add_argument("--device", help="torch device (default: cuda; cpu with --tiny)")
+    parser.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16", "float32"])
+    parser.add_argument(
+        "--memory",
+        default="full",
+        choices=["full", "offload"],
+        help="full: everything on the GPU (about 34 GB); offload: parts move to the GPU as needed (slower)",
+    )
+    parser.add_argument("--lora-scale", type=float, default=1.0, help="strength of the SeeThrough3D LoRA")
+    parser.add_argument(
+        "--style-lora",
+        action="append",
+        default=[],
+        metavar="PATH:SCALE",
+        type=_style_lora,
+        help="an extra style LoRA and its strength, e.g. watercolor.safetensors:0.8 (repeatable)",
+    )
+    parser.add_argument("--max-queue", type=int, default=32, metavar="N", help="jobs that may wait (32)")
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    """Bind, load the model on the worker thread, serve until Ctrl-C. Returns the exit status."""
+    _setup_logging()
+    from .server import SeeThroughServer, ServerConfig  # the server imports zmq, not torch
+
+    if args.tiny and args.lora:
+        log.warning("--tiny uses random weights: ignoring --lora %s", args.lora)
+    if not args.tiny and not args.lora:
+        return _fail(f"--lora is required with --model: give the path of {LORA_HINT}")
+    if args.max_queue < 1:
+        return _fail(f"--max-queue must be at least 1, got {args.max_queue}")
+    device = args.device or ("cpu" if args.tiny else "cuda")
+    config = ServerConfig(
+        endpoint=args.bind,
+        allow_remote=args.allow_remote,
+        device=device,
+        model="tiny (random weights)" if args.tiny else args.model,
+        max_pending=args.max_queue,
+    )
+    server = SeeThroughServer(_pipeline_loader(args, device), config)
+    try:
+        server.bind()
+    except SeeThroughError as exc:
+        return _fail(str(exc))
+    restore = _install_stop_handlers(server.stop)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:  # a second Ctrl-C: leave now
+        log.warning("forced exit")
+        return 130
+    finally:
+        restore()
+    if server.load_error is not None:
+        return _fail(f"the model could not be loaded: {server.load_error}", code=1)
+    return 0
+
+
+def _pipeline_loader(args: argparse.Namespace, device: str) -> Callable[[], object]:
+    """What the worker thread runs first; the heavy imports happen there, after binding."""
+
+    def load() -> object:
+        if args.tiny:
+            log.info("loading the tiny pipeline with random weights on %s: every image will be noise", device)
+        else:
+            styles = "".join(f", style LoRA {path} ({scale:g})" for path, scale in args.style_lora)
+            log.info(
+                "loading %s with LoRA %s (scale %g) on %s, %s, memory %s%s",
+                args.model, args.lora, args.lora_scale, device, args.dtype, args.memory, styles,
+            )  # fmt: skip
+        from .pipeline import SeeThroughPipeline  # torch and diffusers: seconds to import
+
+        if args.tiny:
+            return SeeThroughPipeline.tiny(seed=0, device=device)
+        return SeeThroughPipeline.from_pretrained(
+            args.model,
+            args.lora,
+            device=device,
+            dtype=args.dtype,
+            memory=args.memory,
+            lora_scale=args.lora_scale,
+            style_loras=tuple(args.style_lora),
+        )
+
+    return load
+
+
+def _style_lora(text: str) -> tuple[str, float]:
+    """PATH:SCALE, or PATH alone (scale 1). Splits at the last colon, so C:\\x.safetensors works."""
+    path, sep, scale = text.rpartition(":")
+    if sep and path and not scale.startswith(("\\", "/")):
+        try:
+            return path, float(scale)
+        except ValueError:
+            message = f"{text!r}: the scale after ':' must be a number, e.g. {path}:0.8"
+            raise argparse.ArgumentTypeError(message) from None
+    return text, 1.0
+
+
+def _install_stop_handlers(stop: Callable[..., None]) -> Callable[[], None]:
+    """First Ctrl-C (or SIGTERM): stop cleanly. A second Ctrl-C: KeyboardInterrupt, exit at once."""
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        log.info("stopping; a running job is cancelled (Ctrl-C again to quit at once)")
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        stop(wait=False)
+
+    for sig in previous:
+        signal.signal(sig, handler)
+
+    def restore() -> None:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+    return restore
+
+
+def _setup_logging() -> None:
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        datefmt="%Y-%m-%d %H:%M:%S",
+        stream=sys.stderr,
+    )
+
+
+def _fail(message: str, code: int = 2) -> int:
+    print(f"seethrough serve: error: {message}", file=sys.stderr)
+    return code

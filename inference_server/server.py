@@ -1,0 +1,425 @@
+"""The inference server: one ROUTER socket for every client, one worker thread for the GPU.
+
+The loop thread owns both sockets (the clients' ROUTER and the worker's inproc PAIR) and never
+runs the model, so info and cancel are answered at once even mid-generation. Jobs run in FIFO
+order. Every send to a client is non-blocking with ROUTER_MANDATORY: a message for a client that
+went away fails at once instead of blocking or vanishing silently, and that client's running job
+is cancelled so the GPU moves on. No input, however malformed, escapes the loop as an exception.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import zmq
+
+from seethrough_core import __version__
+from seethrough_core.client import SeeThroughClient
+from seethrough_core.endpoint import (
+    DEFAULT_ENDPOINT,
+    Endpoint,
+    EndpointError,
+    check_bind_allowed,
+    parse_endpoint,
+)
+from seethrough_core.errors import SeeThroughError
+from seethrough_core.layout import MAX_BOXES
+from seethrough_core.protocol import (
+    MAX_FRAMES,
+    MAX_MESSAGE_BYTES,
+    PROTOCOL_VERSION,
+    Accepted,
+    Cancelled,
+    CancelRequest,
+    ErrorCode,
+    ErrorReply,
+    Frame,
+    GenerateRequest,
+    InfoReply,
+    InfoRequest,
+    ProtocolError,
+    decode_request,
+    new_id,
+)
+
+from .jobs import JobQueue, QueueFullError, ServerJob
+from .memory import free_memory, memory_kind
+from .ports import port_owner
+from .worker import Worker
+
+if TYPE_CHECKING:  # the pipeline module imports torch; the server runs without it until loading
+    from .pipeline import SeeThroughPipeline
+
+log = logging.getLogger(__name__)
+
+_POLL_MS = 100  # how often the loop checks for a stop request
+
+
+@dataclass
+class ServerConfig:
+    endpoint: str = DEFAULT_ENDPOINT  # "tcp://127.0.0.1:*" binds an ephemeral port (tests)
+    allow_remote: bool = False
+    device: str = "cuda"  # where free memory is measured; the pipeline's identity may refine it
+    model: str = ""  # what is being loaded, for info replies before the pipeline is ready
+    max_pending: int = 32
+    max_frames: int = MAX_FRAMES
+    max_message_bytes: int = MAX_MESSAGE_BYTES
+    shutdown_grace_s: float = 10.0  # how long a running job may take to stop on shutdown
+
+
+class AddressInUseError(EndpointError):
+    """Another process listens on the port."""
+
+
+def describe_pipeline(pipeline: SeeThroughPipeline) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """(model identity, LoRA identity or None) from the pipeline's flat identity map.
+
+    {"model": m, "lora": l, "lora_scale": s, "device": d, ...} becomes
+    ({"name": m, "device": d, ...}, {"name": l, "scale": s}).
+    """
+    identity = dict(pipeline.identity)
+    lora_keys = [key for key in identity if key == "lora" or key.startswith("lora_")]
+    lora = {("name" if key == "lora" else key.removeprefix("lora_")): identity.pop(key) for key in lora_keys}
+    model = {"name": str(identity.pop("model", "")), **identity}
+    return model, (lora if lora.get("name") else None)
+
+
+class SeeThroughServer:
+    """Call bind(), then serve_forever() (blocking) or start() (a thread); stop() from anywhere."""
+
+    def __init__(
+        self, load_pipeline: Callable[[], SeeThroughPipeline], config: ServerConfig | None = None
+    ) -> None:
+        self.config = config or ServerConfig()
+        self._load_pipeline = load_pipeline
+        self._context = zmq.Context()
+        self._router: zmq.Socket | None = None
+        self._events: zmq.Socket | None = None
+        self._queue = JobQueue(self.config.max_pending)
+        self._jobs: dict[str, ServerJob] = {}  # queued or running, until their last message is sent
+        self._worker: Worker | None = None
+        self._pipeline: SeeThroughPipeline | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.endpoint = ""  # the bound address, with the real port
+        self.load_error: str | None = None  # set when the model failed to load
+
+    # --- life cycle -----------------------------------------------------------------------------------
+
+    def bind(self) -> str:
+        """Check the address and bind; fast, so address mistakes show before a long model load."""
+        try:
+            endpoint = parse_endpoint(self.config.endpoint, for_bind=True)
+            check_bind_allowed(endpoint, allow_remote=self.config.allow_remote)
+            self._router = self._bind_router(endpoint)
+        except BaseException:
+            self._context.term()  # a server that cannot bind is over; leave no I/O thread behind
+            raise
+        self.endpoint = self._router.getsockopt_string(zmq.LAST_ENDPOINT)
+        return self.endpoint
+
+    def _bind_router(self, endpoint: Endpoint) -> zmq.Socket:
+        router = self._context.socket(zmq.ROUTER)
+        router.linger = 1000
+        router.router_mandatory = True  # unknown client: EHOSTUNREACH instead of a silent drop
+        router.sndhwm = router.rcvhwm = 1000
+        # A hard cap per frame (the peer is disconnected beyond it); requests between the soft
+        # limit and this get a readable "too_large" error instead.
+        router.maxmsgsize = 2 * self.config.max_message_bytes
+        try:
+            router.bind(endpoint.url)
+        except zmq.ZMQError as exc:
+            router.close(linger=0)
+            if exc.errno == zmq.EADDRINUSE:
+                raise AddressInUseError(_address_in_use_message(endpoint.url, endpoint.port)) from None
+            raise EndpointError(f"cannot listen on {endpoint.url}: {exc.strerror}") from None
+        return router
+
+    def serve_forever(self) -> None:
+        """Load the model in the worker and answer clients until stop(); returns after a clean shutdown."""
+        if self._router is None:
+            self.bind()
+        events_address = f"inproc://seethrough-events-{new_id()}"
+        self._events = self._context.socket(zmq.PAIR)
+        self._events.bind(events_address)
+        log.info("listening on %s (protocol %d); loading the model", self.endpoint, PROTOCOL_VERSION)
+        self._worker = Worker(
+            self._load_pipeline, self._queue, self._context, events_address, describe_pipeline
+        )
+        self._worker.start()
+        poller = zmq.Poller()
+        poller.register(self._router, zmq.POLLIN)
+        poller.register(self._events, zmq.POLLIN)
+        try:
+            while not self._stop.is_set():
+                ready = dict(poller.poll(_POLL_MS))
+                if self._events in ready:
+                    self._on_worker_event(self._events.recv_multipart(copy=False))
+                if self._router in ready:
+                    self._on_client_message(self._router.recv_multipart(copy=False))
+        finally:
+            self._shut_down()
+
+    def start(self) -> threading.Thread:
+        """serve_forever() on a thread (tests, benchmarks, embedding); returns once bound."""
+        self.bind()
+        self._thread = threading.Thread(target=self.serve_forever, name="seethrough-server", daemon=True)
+        self._thread.start()
+        return self._thread
+
+    def stop(self, wait: bool = True) -> None:
+        """Ask the loop to finish (safe from any thread and from signal handlers)."""
+        self._stop.set()
+        if wait and self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(self.config.shutdown_grace_s + 5)
+
+    def wait_ready(self, timeout_s: float) -> bool:
+        """True once the model is loaded (tests and benchmarks); False on timeout or load failure."""
+        deadline = time.monotonic() + timeout_s
+        while self._pipeline is None and self.load_error is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return self._pipeline is not None
+
+    # --- clients --------------------------------------------------------------------------------------
+
+    def _on_client_message(self, frames: list[zmq.Frame]) -> None:
+        received = time.monotonic()
+        peer, body = frames[0].bytes, frames[1:]
+        if len(body) > 1 and len(body[0]) == 0:
+            # REQ sockets put an empty delimiter first, and allow one reply per request, where a
+            # job sends many: answer in their envelope so the author reads why.
+            message = "REQ sockets cannot receive progress messages; connect with a DEALER socket"
+            self._send(peer, ErrorReply(ErrorCode.INVALID_FIELD, message, "socket").encode(), envelope=[b""])
+            return
+        try:
+            request = decode_request(
+                body, max_frames=self.config.max_frames, max_bytes=self.config.max_message_bytes
+            )
+            if isinstance(request, InfoRequest):
+                self._send(peer, self._info(request).encode())
+            elif isinstance(request, GenerateRequest):
+                self._on_generate(peer, request, received)
+            elif isinstance(request, CancelRequest):
+                self._on_cancel(peer, request)
+        except ProtocolError as exc:
+            log.info("bad request from %s: %s (%s)", peer.hex(), exc, exc.code)
+            self._send(peer, ErrorReply.from_exception(exc).encode())
+        except Exception as exc:  # a bug must cost one request, never the server
+            log.exception("error while handling a request")
+            self._send(peer, ErrorReply(ErrorCode.SERVER_ERROR, f"internal server error: {exc}").encode())
+
+    def _info(self, request: InfoRequest) -> InfoReply:
+        pipeline = self._pipeline
+        if pipeline is not None:
+            model, lora = describe_pipeline(pipeline)
+        else:
+            model, lora = {"name": self.config.model}, None
+        device = str(model.get("device", self.config.device))
+        # While the worker imports torch, asking torch here would block this loop until it is done.
+        free, kind = free_memory(device) if pipeline is not None else (None, memory_kind(device))
+        job_state = job_position = None
+        if request.job_id is not None:
+            job_position = self._queue.position(request.job_id)
+            if request.job_id not in self._jobs:
+                job_state = "unknown"
+            else:
+                job_state = "running" if job_position is None else "queued"
+        return InfoReply(
+            request_id=request.request_id,
+            server_version=__version__,
+            state="ready" if pipeline is not None else "loading",
+            model=model,
+            lora=lora,
+            device=device,
+            free_memory_bytes=free,
+            memory_kind=kind,
+            queue_length=len(self._queue),
+            is_noise=pipeline is not None and bool(pipeline.is_noise),
+            max_boxes=pipeline.max_boxes if pipeline is not None else MAX_BOXES,
+            job_state=job_state,
+            job_queue_position=job_position,
+        )
+
+    def _on_generate(self, peer: bytes, request: GenerateRequest, received: float) -> None:
+        if self._pipeline is not None and len(request.descriptions) > self._pipeline.max_boxes:
+            raise ProtocolError(
+                ErrorCode.INVALID_FIELD,
+                f"{len(request.descriptions)} boxes; this model takes at most {self._pipeline.max_boxes}",
+                "descriptions",
+                request.request_id,
+            )
+        # Pool full-size masks now: a queued job then holds 16 KB of token grids, not up to 67 MB.
+        request.masks, request.mask_kind = request.token_grids(), "token_grid"
+        job = ServerJob(new_id(), request, peer, received_at=received)
+        try:
+            position = self._queue.put(job)
+        except QueueFullError:
+            raise ProtocolError(
+                ErrorCode.QUEUE_FULL,
+                f"{self.config.max_pending} jobs are waiting already; try again when some have finished",
+                "",
+                request.request_id,
+            ) from None
+        self._jobs[job.job_id] = job
+        # Sent before the loop forwards any worker event, so `accepted` always precedes `progress`.
+        self._send(peer, Accepted(request.request_id, job.job_id, position).encode())
+        log.info("job %s queued from %s (%d ahead)", job.job_id, peer.hex(), position)
+
+    def _on_cancel(self, peer: bytes, request: CancelRequest) -> None:
+        job = self._jobs.get(request.job_id)
+        if job is None:
+            raise ProtocolError(
+                ErrorCode.UNKNOWN_JOB,
+                f"no job {request.job_id!r} is queued or running: it finished already, or never existed",
+                "job_id",
+                request.request_id,
+                request.job_id,
+            )
+        job.cancel_requests.append((peer, request.request_id))
+        if self._queue.remove_pending(job.job_id) is not None:
+            self._end_cancelled(job, was_running=False)
+        else:
+            job.cancel_event.set()  # the worker stops at the next step and reports b"cancelled"
+
+    # --- worker ---------------------------------------------------------------------------------------
+
+    def _on_worker_event(self, frames: list[zmq.Frame]) -> None:
+        kind = frames[0].bytes
+        if kind == b"ready":
+            self._pipeline = self._worker.pipeline if self._worker else None
+            log.info(
+                "ready: serving on %s. Point the Blender add-on at this address; Ctrl-C stops.", self.endpoint
+            )
+            return
+        if kind == b"load_failed":
+            self.load_error = frames[1].bytes.decode(errors="replace")
+            log.error("the model could not be loaded; stopping: %s", self.load_error)
+            self._stop.set()
+            return
+        job = self._jobs.get(frames[1].bytes.decode())
+        if job is None:
+            return
+        if kind == b"send":
+            self._send_to_owner(job, frames[2:])
+            return
+        if frames[2].bytes == b"cancelled":
+            self._end_cancelled(job, was_running=True)
+            return
+        del self._jobs[job.job_id]
+        self._send_to_owner(job, frames[3:])
+        too_late = "the job finished before the cancel took effect"
+        for peer, request_id in job.cancel_requests:
+            if peer != job.owner:  # the owner's answer is the result itself
+                reply = ErrorReply(ErrorCode.ALREADY_FINISHED, too_late, "job_id", request_id, job.job_id)
+                self._send(peer, reply.encode())
+
+    def _end_cancelled(self, job: ServerJob, *, was_running: bool) -> None:
+        """Answer the owner and every canceller once; the job is over."""
+        self._jobs.pop(job.job_id, None)
+        if job.shutting_down:
+            self._send_to_owner(job, self._shutdown_error(job))
+            return
+        owner_request_id = job.request.request_id
+        for peer, request_id in job.cancel_requests:
+            if peer == job.owner:
+                owner_request_id = request_id
+            else:
+                self._send(peer, Cancelled(request_id, job.job_id, was_running).encode())
+        self._send_to_owner(job, Cancelled(owner_request_id, job.job_id, was_running).encode())
+        log.info("job %s cancelled (%s)", job.job_id, "was running" if was_running else "was queued")
+
+    def _send_to_owner(self, job: ServerJob, frames: Sequence[Frame]) -> None:
+        if job.owner_gone:
+            return
+        if not self._send(job.owner, frames):
+            # The client vanished: stop spending the GPU on it, and drop its queued jobs too.
+            job.owner_gone = True
+            job.cancel_event.set()
+            for other in self._queue.pending_of(job.owner):
+                if self._queue.remove_pending(other.job_id) is not None:
+                    other.owner_gone = True
+                    self._jobs.pop(other.job_id, None)
+            log.info("client %s went away; its jobs are cancelled", job.owner.hex())
+
+    def _send(self, peer: bytes, frames: Sequence[Frame], envelope: Sequence[bytes] = ()) -> bool:
+        """Send without ever blocking the loop; False if the client is gone or not reading."""
+        try:
+            self._router.send_multipart([peer, *envelope, *frames], flags=zmq.NOBLOCK, copy=False)
+            return True
+        except zmq.ZMQError as exc:
+            if exc.errno == zmq.EHOSTUNREACH:
+                return False
+            if exc.errno == zmq.EAGAIN:
+                log.warning("client %s is not reading its messages; one was dropped", peer.hex())
+                return True  # still connected; only this message is lost
+            raise
+
+    # --- shutdown -------------------------------------------------------------------------------------
+
+    def _shutdown_error(self, job: ServerJob) -> list[Frame]:
+        if self.load_error is not None:
+            code, message = ErrorCode.LOAD_FAILED, f"the server could not load its model: {self.load_error}"
+        else:
+            code, message = ErrorCode.SHUTTING_DOWN, "the server is shutting down; the job did not finish"
+        return ErrorReply(code, message, "", job.request.request_id, job.job_id).encode()
+
+    def _shut_down(self) -> None:
+        log.info("shutting down")
+        for job in self._queue.close():
+            self._jobs.pop(job.job_id, None)
+            self._send_to_owner(job, self._shutdown_error(job))
+        running = self._queue.running
+        if running is not None:
+            running.shutting_down = not running.cancel_requests  # an asked-for cancel stays a cancel
+            running.cancel_event.set()
+        # Keep forwarding the worker's last messages until it has stopped (or the grace runs out).
+        deadline = time.monotonic() + self.config.shutdown_grace_s
+        worker = self._worker
+        while worker is not None and worker.is_alive() and self._pipeline is not None:
+            if self._events.poll(50):
+                self._on_worker_event(self._events.recv_multipart(copy=False))
+            if time.monotonic() > deadline:
+                log.warning(
+                    "the running job did not stop within %.0f s; exiting anyway", self.config.shutdown_grace_s
+                )
+                break
+        while self._events is not None and self._events.poll(0):
+            self._on_worker_event(self._events.recv_multipart(copy=False))
+        if self._events is not None:
+            self._events.close(linger=0)
+        if self._router is not None:
+            self._router.close()  # lingers briefly so the last error replies go out
+        if worker is None or not worker.is_alive():
+            self._context.term()
+        # else: the worker is still loading the model (it cannot be interrupted); being a daemon
+        # thread, it ends with the process. Terminating the context now would block on its socket.
+        log.info("stopped")
+
+
+def _address_in_use_message(url: str, port: int | None) -> str:
+    owner = port_owner(port) if port else None
+    text = f"cannot listen on {url}: the address is already in use" + (f" by {owner}. " if owner else ". ")
+    try:
+        with SeeThroughClient(f"tcp://127.0.0.1:{port}", timeout_s=1.0) as client:
+            info = client.info()
+        text += (
+            f"A SeeThrough server (version {info.server_version}, model {info.model.get('name', '?')}) "
+            "is already running there: point the add-on at it, or stop it first. "
+        )
+    except SeeThroughError:  # some other program
+        if owner:
+            text += "Stop that program. "
+        else:
+            text += (
+                f"Find it with `lsof -i :{port}` (Linux, macOS) or `netstat -ano | findstr :{port}` "
+                "(Windows) and stop it. "
+            )
+    return text + (
+        f"Or pick another port, e.g. --bind tcp://127.0.0.1:{(port or 5555) + 1}, and enter the same "
+        "address in the add-on's preferences."
+    )

@@ -1,0 +1,747 @@
+"""The wire protocol between clients (the Blender add-on) and the inference server (docs/protocol.md).
+
+Every message is a ZeroMQ multipart message: frame 0 is a msgpack map (the header, with "type",
+"protocol" and ids), the frames after it are raw bytes: images and masks as C-ordered uint8/bool
+arrays whose dtype and shape the header gives next to the frame's index. Large arrays never go
+through msgpack: a 1024 px image costs 2-3 ms as its own frame and 4-6 ms wrapped in msgpack.
+
+Each message is one dataclass here with `encode()`; `decode_request` / `decode_reply` turn frames
+back into dataclasses and reject anything malformed with a `ProtocolError` naming the field, so the
+server and the client share one definition and one set of checks.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import uuid
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field, fields
+from enum import StrEnum
+from typing import Any, ClassVar, Self
+
+import msgpack
+import numpy as np
+
+from .errors import SeeThroughError
+from .layout import MAX_BOXES, MAX_DESCRIPTION_CHARS, MAX_SIDE, MIN_SIDE, SIDE_MULTIPLE
+from .token_grid import GRID_SIZE, pool_to_token_grid
+
+PROTOCOL_VERSION = 1
+
+# Limits. A largest legal request (2048 px OSCR image and 16 full-size 2048 px masks) is about 80 MB.
+MAX_FRAMES = 8
+MAX_HEADER_BYTES = 1 << 20
+MAX_MESSAGE_BYTES = 96 << 20
+MAX_ID_CHARS = 128
+MAX_SCENE_PROMPT_CHARS = 2000
+MIN_IMAGE_SIDE = GRID_SIZE  # OSCR images and full-size masks: at least one pixel per token cell
+MAX_IMAGE_SIDE = 4096
+MAX_STEPS = 100
+MAX_GUIDANCE = 30.0
+MAX_SEED = 2**32 - 1
+
+# The reference implementation's generation defaults.
+DEFAULT_STEPS = 25
+DEFAULT_GUIDANCE = 3.5
+DEFAULT_SIDE = 1024
+
+MASK_KINDS = ("token_grid", "amodal")
+ENCODINGS = ("raw", "png", "jpeg")
+ARRAY_DTYPES = ("uint8", "bool")
+
+Frame = bytes | bytearray | memoryview | np.ndarray  # anything with the buffer protocol goes as a frame
+
+
+class ErrorCode(StrEnum):
+    NOT_MSGPACK = "not_msgpack"  # frame 0 is not a msgpack map
+    UNSUPPORTED_PROTOCOL = "unsupported_protocol"  # header "protocol" is not PROTOCOL_VERSION
+    UNKNOWN_TYPE = "unknown_type"
+    MISSING_FIELD = "missing_field"
+    INVALID_FIELD = "invalid_field"  # wrong type or out of range
+    BAD_IMAGE = "bad_image"  # image or mask bytes that do not decode or do not match dtype/shape
+    TOO_LARGE = "too_large"  # too many frames, or too many bytes
+    QUEUE_FULL = "queue_full"
+    UNKNOWN_JOB = "unknown_job"
+    ALREADY_FINISHED = "already_finished"  # a cancel that came after the job's last step
+    GENERATION_FAILED = "generation_failed"  # the model raised while generating
+    LOAD_FAILED = "load_failed"  # the model never loaded; the server is stopping
+    SHUTTING_DOWN = "shutting_down"
+    SERVER_ERROR = "server_error"  # a bug in the server; it keeps serving
+
+
+class ProtocolError(SeeThroughError, ValueError):
+    """A message that breaks the protocol: `code` is an ErrorCode, `field` the offending header key."""
+
+    def __init__(
+        self,
+        code: ErrorCode | str,
+        message: str,
+        field: str = "",
+        request_id: str | None = None,
+        job_id: str | None = None,
+    ) -> None:
+        self.code = str(code)
+        self.message = message
+        self.field = field
+        self.request_id = request_id
+        self.job_id = job_id
+        super().__init__(f"{field}: {message}" if field else message)
+
+
+# --- messages ---------------------------------------------------------------------------------------
+
+
+def new_id() -> str:
+    """A fresh request or job id: unique without coordination between clients."""
+    return uuid.uuid4().hex
+
+
+@dataclass
+class Message(ABC):
+    """Base of every message: dataclass fields become header keys; arrays and bytes become frames."""
+
+    TYPE: ClassVar[str]
+
+    def validate(self) -> None:  # noqa: B027 (an optional hook: most messages have no rules)
+        """Semantic checks shared by both ends; subclasses with rules override it."""
+
+    def encode(self) -> list[Frame]:
+        self.validate()
+        header: dict[str, Any] = {"type": self.TYPE, "protocol": PROTOCOL_VERSION}
+        frames: list[Frame] = [b""]
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, np.ndarray):
+                array = np.ascontiguousarray(value)
+                header[f.name] = {"frame": len(frames), "dtype": array.dtype.name, "shape": list(array.shape)}
+                frames.append(array)
+            elif isinstance(value, bytes | bytearray):
+                header[f.name] = {"frame": len(frames), "encoding": _sniff_encoding(value)}
+                frames.append(value)
+            else:
+                header[f.name] = value
+        frames[0] = msgpack.packb(header, use_bin_type=True)
+        return frames
+
+    @classmethod
+    @abstractmethod
+    def _decode(cls, r: _Reader) -> Self:
+        """The message from a checked header; raises ProtocolError naming the first bad field."""
+
+
+@dataclass
+class InfoRequest(Message):
+    """Ask for the server's state; with `job_id`, also for that job's state."""
+
+    TYPE: ClassVar[str] = "info"
+    job_id: str | None = None
+    request_id: str = field(default_factory=new_id)
+
+    @classmethod
+    def _decode(cls, r: _Reader) -> Self:
+        return cls(request_id=r.id("request_id", allow_empty=False), job_id=r.optional_id("job_id"))
+
+
+@dataclass
+class InfoReply(Message):
+    TYPE: ClassVar[str] = "info_reply"
+    request_id: str
+    server_version: str
+    state: str  # "loading" (model not ready yet; jobs are queued) or "ready"
+    model: dict[str, Any]  # identity of the base model, e.g. {"name": ..., "dtype": ...}
+    lora: dict[str, Any] | None  # identity of the SeeThrough LoRA; None for the tiny random model
+    device: str
+    free_memory_bytes: int | None  # GPU memory when the device is CUDA, else system RAM
+    memory_kind: str  # "gpu" or "system"
+    queue_length: int  # jobs waiting or running: what a new job would wait behind
+    is_noise: bool  # True: random weights, every image is noise
+    max_boxes: int
+    job_state: str | None = None  # "queued", "running" or "unknown" when the request named a job
+    job_queue_position: int | None = None
+
+    @classmethod
+    def _decode(cls, r: _Reader) -> Self:
+        return cls(
+            request_id=r.id("request_id"),
+            server_version=r.text("server_version"),
+            state=r.choice("state", ("loading", "ready")),
+            model=r.mapping("model"),
+            lora=r.mapping("lora", optional=True),
+            device=r.text("device"),
+            free_memory_bytes=r.integer("free_memory_bytes", lo=0, optional=True),
+            memory_kind=r.choice("memory_kind", ("gpu", "system")),
+            queue_length=r.integer("queue_length", lo=0),
+            is_noise=r.boolean("is_noise"),
+            max_boxes=r.integer("max_boxes", lo=1),
+            job_state=r.choice("job_state", ("queued", "running", "unknown"), optional=True),
+            job_queue_position=r.integer("job_queue_position", lo=0, optional=True),
+        )
+
+
+@dataclass
+class GenerateRequest(Message):
+    """One image: a scene prompt, one description and one mask per box, and the OSCR image.
+
+    `oscr_image` is uint8 H x W x 3, or the bytes of a PNG/JPEG file. `masks` are either token
+    grids (N x 32 x 32, bool or uint8, nonzero inside; `mask_kind="token_grid"`) or full-size
+    amodal masks (N x H x W, bool or uint8 with 255 inside; `mask_kind="amodal"`) that the server
+    pools onto the token grid. `seed=None` lets the server pick one; the result reports it.
+    """
+
+    TYPE: ClassVar[str] = "generate"
+    scene_prompt: str
+    descriptions: list[str]
+    oscr_image: np.ndarray | bytes
+    masks: np.ndarray
+    mask_kind: str = "amodal"
+    width: int = DEFAULT_SIDE
+    height: int = DEFAULT_SIDE
+    seed: int | None = None
+    steps: int = DEFAULT_STEPS
+    guidance: float = DEFAULT_GUIDANCE
+    preview_interval: int = 0  # 0: no previews; n: a preview with every n-th progress message
+    metadata: dict[str, Any] = field(default_factory=dict)  # returned untouched with the result
+    request_id: str = field(default_factory=new_id)
+
+    def validate(self) -> None:
+        def bad(name: str, message: str) -> ProtocolError:
+            return ProtocolError(ErrorCode.INVALID_FIELD, message, name, self.request_id or None)
+
+        _check_id(self.request_id, "request_id", allow_empty=False)
+        if not isinstance(self.scene_prompt, str) or len(self.scene_prompt) > MAX_SCENE_PROMPT_CHARS:
+            raise bad("scene_prompt", f"must be a string of at most {MAX_SCENE_PROMPT_CHARS} characters")
+        if not isinstance(self.descriptions, list) or not 1 <= len(self.descriptions) <= MAX_BOXES:
+            raise bad("descriptions", f"must be a list of 1 to {MAX_BOXES} descriptions, one per box")
+        for i, text in enumerate(self.descriptions):
+            if not isinstance(text, str) or not text.strip():
+                raise bad(f"descriptions[{i}]", 'must be a non-empty string, e.g. "a red vintage car"')
+            if len(text) > MAX_DESCRIPTION_CHARS:
+                raise bad(f"descriptions[{i}]", f"{len(text)} characters; at most {MAX_DESCRIPTION_CHARS}")
+        for name in ("width", "height"):
+            side = getattr(self, name)
+            if not _is_int(side) or not MIN_SIDE <= side <= MAX_SIDE:
+                raise bad(name, f"{side!r} px is outside {MIN_SIDE}..{MAX_SIDE}")
+            if side % SIDE_MULTIPLE:
+                lower = side // SIDE_MULTIPLE * SIDE_MULTIPLE
+                raise bad(
+                    name,
+                    f"{side} px is not a multiple of {SIDE_MULTIPLE} (FLUX works on 16 px patches); "
+                    f"use {lower} or {lower + SIDE_MULTIPLE}",
+                )
+        if self.seed is not None and (not _is_int(self.seed) or not 0 <= self.seed <= MAX_SEED):
+            raise bad("seed", f"must be an integer in 0..{MAX_SEED} or nil, got {self.seed!r}")
+        if not _is_int(self.steps) or not 1 <= self.steps <= MAX_STEPS:
+            raise bad("steps", f"must be an integer in 1..{MAX_STEPS}, got {self.steps!r}")
+        if not _is_number(self.guidance) or not 0.0 <= self.guidance <= MAX_GUIDANCE:
+            raise bad("guidance", f"must be a number in 0..{MAX_GUIDANCE}, got {self.guidance!r}")
+        if not _is_int(self.preview_interval) or not 0 <= self.preview_interval <= MAX_STEPS:
+            raise bad(
+                "preview_interval", f"must be an integer in 0..{MAX_STEPS}, got {self.preview_interval!r}"
+            )
+        if not isinstance(self.metadata, dict) or not all(isinstance(k, str) for k in self.metadata):
+            raise bad("metadata", "must be a map with string keys")
+        if isinstance(self.oscr_image, np.ndarray):
+            _check_image(self.oscr_image, "oscr_image", self.request_id)
+        elif not isinstance(self.oscr_image, bytes | bytearray) or not self.oscr_image:
+            raise bad("oscr_image", "must be a uint8 H x W x 3 array or the bytes of a PNG/JPEG file")
+        self._validate_masks(bad)
+
+    def _validate_masks(self, bad: Any) -> None:
+        if self.mask_kind not in MASK_KINDS:
+            raise bad("mask_kind", f"must be one of {', '.join(MASK_KINDS)}, got {self.mask_kind!r}")
+        masks = self.masks
+        if not isinstance(masks, np.ndarray) or masks.dtype.name not in ARRAY_DTYPES or masks.ndim != 3:
+            raise bad("masks", "must be a bool or uint8 array of shape N x H x W (one mask per box)")
+        if masks.shape[0] != len(self.descriptions):
+            raise bad(
+                "masks",
+                f"{masks.shape[0]} masks for {len(self.descriptions)} descriptions: send exactly one mask "
+                "per box, in the order of the descriptions",
+            )
+        if self.mask_kind == "token_grid" and masks.shape[1:] != (GRID_SIZE, GRID_SIZE):
+            raise bad(
+                "masks",
+                f"token grids must be N x {GRID_SIZE} x {GRID_SIZE}, got {list(masks.shape)}; "
+                'send full-size masks with mask_kind "amodal" instead',
+            )
+        if self.mask_kind == "amodal" and not all(
+            MIN_IMAGE_SIDE <= side <= MAX_IMAGE_SIDE for side in masks.shape[1:]
+        ):
+            raise bad(
+                "masks",
+                f"full-size masks need sides in {MIN_IMAGE_SIDE}..{MAX_IMAGE_SIDE}, got {list(masks.shape)}",
+            )
+        if self.mask_kind == "amodal" and masks.dtype == np.uint8 and masks.size and masks.max() == 1:
+            # 0/1 bytes would all fall under the >128 threshold: every box would vanish silently.
+            raise bad(
+                "masks", "full-size uint8 masks use 255 inside and 0 outside, got 0/1; send bool or 0/255"
+            )
+
+    def token_grids(self) -> np.ndarray:
+        """The box masks on the condition-token grid: bool N x 32 x 32."""
+        if self.mask_kind == "token_grid":
+            return np.asarray(self.masks).view(np.uint8) != 0
+        return np.stack([pool_to_token_grid(mask) for mask in self.masks])
+
+    @classmethod
+    def _decode(cls, r: _Reader) -> Self:
+        request = cls(
+            request_id=r.id("request_id", allow_empty=False),
+            scene_prompt=r.text("scene_prompt"),
+            descriptions=r.str_list("descriptions"),
+            oscr_image=r.image("oscr_image"),
+            masks=r.array("masks"),
+            mask_kind=r.choice("mask_kind", MASK_KINDS),
+            width=r.integer("width"),
+            height=r.integer("height"),
+            seed=r.integer("seed", optional=True),
+            steps=r.integer("steps", default=DEFAULT_STEPS),
+            guidance=r.number("guidance", default=DEFAULT_GUIDANCE),
+            preview_interval=r.integer("preview_interval", default=0),
+            metadata=r.mapping("metadata", default={}),
+        )
+        request.validate()
+        return request
+
+
+@dataclass
+class Accepted(Message):
+    TYPE: ClassVar[str] = "accepted"
+    request_id: str
+    job_id: str
+    queue_position: int  # jobs that run before this one (the running one included); 0: starts now
+
+    @classmethod
+    def _decode(cls, r: _Reader) -> Self:
+        return cls(r.id("request_id"), r.id("job_id"), r.integer("queue_position", lo=0))
+
+
+@dataclass
+class Progress(Message):
+    TYPE: ClassVar[str] = "progress"
+    request_id: str
+    job_id: str
+    step: int  # 1-based
+    total: int
+    elapsed_s: float  # since the job started running
+    preview: np.ndarray | None = None  # small uint8 RGB image, every preview_interval steps
+
+    @classmethod
+    def _decode(cls, r: _Reader) -> Self:
+        preview = r.array("preview", optional=True)
+        if preview is not None:
+            _check_image(preview, "preview", r.request_id, min_side=1)
+        return cls(
+            r.id("request_id"),
+            r.id("job_id"),
+            r.integer("step", lo=1),
+            r.integer("total", lo=1),
+            r.number("elapsed_s"),
+            preview,
+        )
+
+
+@dataclass
+class Result(Message):
+    TYPE: ClassVar[str] = "result"
+    request_id: str
+    job_id: str
+    image: np.ndarray  # uint8 H x W x 3
+    seed: int
+    prompt: str  # the exact prompt the text encoders saw
+    call_ids: list[list[int]]  # per box, the T5 token positions of its description in `prompt`
+    steps: int
+    guidance: float
+    timings: dict[str, float]  # queue_wait_s (received to model start), generation_s, total_s; seconds
+    model_timings: dict[str, float]  # the pipeline's own breakdown
+    model: dict[str, Any]
+    lora: dict[str, Any] | None
+    is_noise: bool
+    metadata: dict[str, Any]
+
+    @classmethod
+    def _decode(cls, r: _Reader) -> Self:
+        image = r.array("image")
+        _check_image(image, "image", r.request_id, min_side=1)
+        return cls(
+            request_id=r.id("request_id"),
+            job_id=r.id("job_id"),
+            image=image,
+            seed=r.integer("seed", lo=0),
+            prompt=r.text("prompt"),
+            call_ids=r.int_lists("call_ids"),
+            steps=r.integer("steps", lo=1),
+            guidance=r.number("guidance"),
+            timings=r.float_map("timings"),
+            model_timings=r.float_map("model_timings"),
+            model=r.mapping("model"),
+            lora=r.mapping("lora", optional=True),
+            is_noise=r.boolean("is_noise"),
+            metadata=r.mapping("metadata"),
+        )
+
+
+@dataclass
+class CancelRequest(Message):
+    TYPE: ClassVar[str] = "cancel"
+    job_id: str
+    request_id: str = field(default_factory=new_id)
+
+    @classmethod
+    def _decode(cls, r: _Reader) -> Self:
+        return cls(job_id=r.id("job_id", allow_empty=False), request_id=r.id("request_id", allow_empty=False))
+
+
+@dataclass
+class Cancelled(Message):
+    """The job stopped: removed from the queue, or stopped before its next step (no VAE decode)."""
+
+    TYPE: ClassVar[str] = "cancelled"
+    request_id: str  # the cancel request's id
+    job_id: str
+    was_running: bool
+
+    @classmethod
+    def _decode(cls, r: _Reader) -> Self:
+        return cls(r.id("request_id"), r.id("job_id"), r.boolean("was_running"))
+
+
+@dataclass
+class ErrorReply(Message):
+    TYPE: ClassVar[str] = "error"
+    code: str
+    message: str
+    field: str = ""
+    request_id: str | None = None
+    job_id: str | None = None
+
+    @classmethod
+    def from_exception(cls, exc: ProtocolError) -> ErrorReply:
+        return cls(exc.code, exc.message, exc.field, exc.request_id, exc.job_id)
+
+    @classmethod
+    def _decode(cls, r: _Reader) -> Self:
+        return cls(
+            code=r.text("code"),
+            message=r.text("message"),
+            field=r.text("field", default=""),
+            request_id=r.optional_id("request_id"),
+            job_id=r.optional_id("job_id"),
+        )
+
+
+REQUESTS: dict[str, type[Message]] = {m.TYPE: m for m in (InfoRequest, GenerateRequest, CancelRequest)}
+REPLIES: dict[str, type[Message]] = {
+    m.TYPE: m for m in (InfoReply, Accepted, Progress, Result, Cancelled, ErrorReply)
+}
+
+
+def decode_request(
+    frames: Sequence[Any], *, max_frames: int = MAX_FRAMES, max_bytes: int = MAX_MESSAGE_BYTES
+) -> Message:
+    """A client's message (info, generate, cancel) from its frames; ProtocolError if malformed."""
+    return _decode_frames(frames, REQUESTS, max_frames, max_bytes)
+
+
+def decode_reply(frames: Sequence[Any]) -> Message:
+    """A server's message from its frames; ProtocolError if malformed."""
+    return _decode_frames(frames, REPLIES, MAX_FRAMES, MAX_MESSAGE_BYTES)
+
+
+# --- decoding ---------------------------------------------------------------------------------------
+
+
+def _decode_frames(
+    frames: Sequence[Any], registry: dict[str, type[Message]], max_frames: int, max_bytes: int
+) -> Message:
+    views = [memoryview(f) for f in frames]  # zmq.Frame, bytes, ...: no copies
+    if not views or views[0].nbytes == 0:
+        raise ProtocolError(ErrorCode.NOT_MSGPACK, "frame 0 must be a msgpack map (the header); it is empty")
+    if views[0].nbytes > MAX_HEADER_BYTES:
+        raise ProtocolError(ErrorCode.TOO_LARGE, f"the header is over {MAX_HEADER_BYTES} bytes", "header")
+    try:
+        header = msgpack.unpackb(views[0], raw=False, strict_map_key=False)
+    except Exception as exc:  # msgpack raises several unrelated types for garbage; all mean the same
+        raise ProtocolError(
+            ErrorCode.NOT_MSGPACK, f"frame 0 is not msgpack ({type(exc).__name__}); see docs/protocol.md"
+        ) from None
+    if not isinstance(header, dict):
+        raise ProtocolError(
+            ErrorCode.NOT_MSGPACK, f"frame 0 must be a msgpack map, got a {type(header).__name__}"
+        )
+    request_id = header.get("request_id") if isinstance(header.get("request_id"), str) else None
+    job_id = header.get("job_id") if isinstance(header.get("job_id"), str) else None
+
+    def fail(code: ErrorCode, message: str, name: str) -> ProtocolError:
+        return ProtocolError(code, message, name, request_id, job_id)
+
+    if len(views) > max_frames:
+        raise fail(ErrorCode.TOO_LARGE, f"{len(views)} frames; at most {max_frames} are accepted", "frames")
+    total = sum(v.nbytes for v in views)
+    if total > max_bytes:
+        raise fail(
+            ErrorCode.TOO_LARGE, f"{total} bytes; at most {max_bytes} per message are accepted", "frames"
+        )
+    if "protocol" not in header:
+        raise fail(ErrorCode.MISSING_FIELD, f'every header needs "protocol": {PROTOCOL_VERSION}', "protocol")
+    if header["protocol"] != PROTOCOL_VERSION or isinstance(header["protocol"], bool):
+        raise fail(
+            ErrorCode.UNSUPPORTED_PROTOCOL,
+            f"protocol {header['protocol']!r} is not supported; this side speaks protocol "
+            f"{PROTOCOL_VERSION}. Update the add-on and the server to the same release.",
+            "protocol",
+        )
+    kind = header.get("type")
+    if kind is None:
+        raise fail(ErrorCode.MISSING_FIELD, 'every header needs a "type"', "type")
+    cls = registry.get(kind) if isinstance(kind, str) else None
+    if cls is None:
+        raise fail(
+            ErrorCode.UNKNOWN_TYPE,
+            f"unknown message type {kind!r}; expected one of {sorted(registry)}",
+            "type",
+        )
+    reader = _Reader(header, views, request_id, job_id)
+    message = cls._decode(reader)
+    reader.check_all_frames_used()
+    return message
+
+
+_MISSING: Any = object()
+
+
+class _Reader:
+    """Typed access to header keys; every failure names the key."""
+
+    def __init__(
+        self, header: dict[Any, Any], frames: list[memoryview], request_id: str | None, job_id: str | None
+    ) -> None:
+        self.header = header
+        self.frames = frames
+        self.request_id = request_id
+        self.job_id = job_id
+        self.used_frames = {0}
+
+    def fail(self, code: ErrorCode, name: str, message: str) -> ProtocolError:
+        return ProtocolError(code, message, name, self.request_id, self.job_id)
+
+    def get(self, name: str, default: Any, optional: bool) -> Any:
+        value = self.header.get(name, _MISSING)
+        if value is _MISSING or (value is None and (optional or default is not _MISSING)):
+            if default is not _MISSING:
+                return default
+            if optional:
+                return None
+            raise self.fail(ErrorCode.MISSING_FIELD, name, "missing")
+        return value
+
+    def invalid(self, name: str, expected: str, value: Any) -> ProtocolError:
+        shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
+        return self.fail(ErrorCode.INVALID_FIELD, name, f"must be {expected}, got {shown}")
+
+    def text(self, name: str, *, default: Any = _MISSING, optional: bool = False) -> Any:
+        value = self.get(name, default, optional)
+        if value is not None and not isinstance(value, str):
+            raise self.invalid(name, "a string", value)
+        return value
+
+    def id(self, name: str, *, allow_empty: bool = True) -> str:
+        value = self.text(name)
+        _check_id(value, name, allow_empty=allow_empty, request_id=self.request_id)
+        return value
+
+    def optional_id(self, name: str) -> str | None:
+        value = self.text(name, optional=True)
+        if value is not None:
+            _check_id(value, name, allow_empty=True, request_id=self.request_id)
+        return value
+
+    def choice(self, name: str, options: Sequence[str], *, optional: bool = False) -> Any:
+        value = self.text(name, optional=optional)
+        if value is not None and value not in options:
+            raise self.invalid(name, "one of " + ", ".join(options), value)
+        return value
+
+    def integer(
+        self, name: str, *, default: Any = _MISSING, optional: bool = False, lo: int | None = None
+    ) -> Any:
+        value = self.get(name, default, optional)
+        if value is not None and (not _is_int(value) or (lo is not None and value < lo)):
+            raise self.invalid(name, "an integer" if lo is None else f"an integer >= {lo}", value)
+        return value
+
+    def number(self, name: str, *, default: Any = _MISSING) -> float:
+        value = self.get(name, default, False)
+        if not _is_number(value):
+            raise self.invalid(name, "a finite number", value)
+        return float(value)
+
+    def boolean(self, name: str) -> bool:
+        value = self.get(name, _MISSING, False)
+        if not isinstance(value, bool):
+            raise self.invalid(name, "true or false", value)
+        return value
+
+    def mapping(self, name: str, *, default: Any = _MISSING, optional: bool = False) -> Any:
+        value = self.get(name, default, optional)
+        if value is not None and (not isinstance(value, dict) or not all(isinstance(k, str) for k in value)):
+            raise self.invalid(name, "a map with string keys", value)
+        return value
+
+    def float_map(self, name: str) -> dict[str, float]:
+        value = self.mapping(name)
+        if not all(_is_number(v) for v in value.values()):
+            raise self.invalid(name, "a map of numbers", value)
+        return {k: float(v) for k, v in value.items()}
+
+    def str_list(self, name: str) -> list[str]:
+        value = self.get(name, _MISSING, False)
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise self.invalid(name, "a list of strings", value)
+        return value
+
+    def int_lists(self, name: str) -> list[list[int]]:
+        value = self.get(name, _MISSING, False)
+        if not isinstance(value, list) or not all(
+            isinstance(row, list) and all(_is_int(v) for v in row) for row in value
+        ):
+            raise self.invalid(name, "a list of lists of integers", value)
+        return value
+
+    def frame(self, name: str, ref: dict[Any, Any]) -> memoryview:
+        index = ref.get("frame")
+        if not _is_int(index) or not 1 <= index < len(self.frames):
+            raise self.fail(
+                ErrorCode.INVALID_FIELD,
+                f"{name}.frame",
+                f"must be the index of a frame after the header (1..{len(self.frames) - 1}), got {index!r}",
+            )
+        self.used_frames.add(index)
+        return self.frames[index]
+
+    def array(self, name: str, *, optional: bool = False) -> Any:
+        """A raw array: {"frame": i, "dtype": "uint8"|"bool", "shape": [...]} (C order)."""
+        ref = self.get(name, _MISSING, optional)
+        if ref is None:
+            return None
+        if not isinstance(ref, dict):
+            raise self.invalid(name, 'a map {"frame", "dtype", "shape"}', ref)
+        encoding = ref.get("encoding", "raw")
+        if encoding != "raw":
+            raise self.invalid(f"{name}.encoding", '"raw" (this field takes raw arrays only)', encoding)
+        data = self.frame(name, ref)
+        dtype, shape = ref.get("dtype"), ref.get("shape")
+        if dtype not in ARRAY_DTYPES:
+            raise self.invalid(f"{name}.dtype", "one of " + ", ".join(ARRAY_DTYPES), dtype)
+        if (
+            not isinstance(shape, list)
+            or not 1 <= len(shape) <= 4
+            or not all(_is_int(s) and 0 <= s <= 1 << 20 for s in shape)
+        ):
+            raise self.invalid(f"{name}.shape", "a list of 1 to 4 non-negative integers", shape)
+        expected = math.prod(shape)  # both dtypes are one byte per element
+        if data.nbytes != expected:
+            raise self.fail(
+                ErrorCode.BAD_IMAGE,
+                name,
+                f"frame {ref['frame']} has {data.nbytes} bytes but shape {shape} of {dtype} needs {expected}",
+            )
+        array = np.frombuffer(data, dtype=np.uint8).reshape(shape)
+        # Any nonzero byte is "true": never reinterpret arbitrary bytes as numpy bools.
+        return array != 0 if dtype == "bool" else array
+
+    def image(self, name: str) -> np.ndarray:
+        """An RGB image: a raw uint8 H x W x 3 array, or the bytes of a PNG/JPEG file."""
+        ref = self.get(name, _MISSING, False)
+        if not isinstance(ref, dict):
+            raise self.invalid(name, 'a map {"frame", "dtype", "shape"} or {"frame", "encoding": "png"}', ref)
+        encoding = ref.get("encoding", "raw")
+        if encoding not in ENCODINGS:
+            raise self.invalid(f"{name}.encoding", "one of " + ", ".join(ENCODINGS), encoding)
+        if encoding == "raw":
+            image = self.array(name)
+            _check_image(image, name, self.request_id)
+            return image
+        return _decode_image_file(self.frame(name, ref), name, self.request_id)
+
+    def check_all_frames_used(self) -> None:
+        unused = sorted(set(range(len(self.frames))) - self.used_frames)
+        if unused:
+            raise self.fail(
+                ErrorCode.INVALID_FIELD,
+                "frames",
+                f"frames {unused} are not referenced by the header; send only the frames the header names",
+            )
+
+
+def _decode_image_file(data: memoryview, name: str, request_id: str | None) -> np.ndarray:
+    from PIL import Image  # only needed for the rare PNG/JPEG path
+
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            if max(img.size) > MAX_IMAGE_SIDE:
+                raise ProtocolError(
+                    ErrorCode.INVALID_FIELD,
+                    f"{img.size[0]}x{img.size[1]} is over {MAX_IMAGE_SIDE} px a side",
+                    name,
+                    request_id,
+                )
+            image = np.asarray(img.convert("RGB"))
+    except ProtocolError:
+        raise
+    except Exception as exc:  # Pillow raises many types for corrupt files
+        raise ProtocolError(
+            ErrorCode.BAD_IMAGE,
+            f"the image file does not decode ({exc}); send PNG, JPEG or a raw array",
+            name,
+            request_id,
+        ) from None
+    _check_image(image, name, request_id)
+    return image
+
+
+def _check_image(
+    image: np.ndarray, name: str, request_id: str | None, min_side: int = MIN_IMAGE_SIDE
+) -> None:
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        raise ProtocolError(
+            ErrorCode.INVALID_FIELD,
+            f"must be a uint8 H x W x 3 RGB array, got {image.dtype.name} {list(image.shape)}",
+            name,
+            request_id,
+        )
+    if not all(min_side <= side <= MAX_IMAGE_SIDE for side in image.shape[:2]):
+        raise ProtocolError(
+            ErrorCode.INVALID_FIELD,
+            f"{image.shape[1]}x{image.shape[0]} px; each side must be within {min_side}..{MAX_IMAGE_SIDE}",
+            name,
+            request_id,
+        )
+
+
+def _check_id(value: Any, name: str, *, allow_empty: bool, request_id: str | None = None) -> None:
+    if not isinstance(value, str) or len(value) > MAX_ID_CHARS or (not value and not allow_empty):
+        raise ProtocolError(
+            ErrorCode.INVALID_FIELD,
+            f"must be a string of at most {MAX_ID_CHARS} characters",
+            name,
+            request_id,
+        )
+
+
+def _sniff_encoding(data: bytes | bytearray) -> str:
+    if data[:8] == b"\x89PNG\r\n\x1a\n":
+        return "png"
+    if data[:3] == b"\xff\xd8\xff":
+        return "jpeg"
+    raise ProtocolError(ErrorCode.INVALID_FIELD, "image bytes must be a PNG or JPEG file", "oscr_image")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)

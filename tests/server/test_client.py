@@ -1,0 +1,190 @@
+"""seethrough_core.client: timeouts, local checks, threads, and the job life cycle against the real server."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+
+import pytest
+import zmq
+from server_support import build_request, gated_tiny_pipeline, running_server
+
+from seethrough_core.client import (
+    Job,
+    JobCancelledError,
+    SeeThroughClient,
+    ServerError,
+    ServerUnavailableError,
+)
+from seethrough_core.endpoint import EndpointError
+from seethrough_core.errors import SeeThroughError
+from seethrough_core.protocol import Accepted, ErrorCode, Progress, ProtocolError, Result
+
+
+def nothing_listening() -> str:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return f"tcp://127.0.0.1:{probe.getsockname()[1]}"
+
+
+@pytest.fixture(scope="module")
+def pipeline():
+    return gated_tiny_pipeline()
+
+
+@pytest.fixture(scope="module")
+def server(pipeline):
+    with running_server(pipeline) as server:
+        yield server
+
+
+# --- without a server ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("call", ["info", "submit"])
+def test_nothing_listening_is_a_clear_error_within_the_timeout(call):
+    endpoint = nothing_listening()
+    with SeeThroughClient(endpoint, timeout_s=0.5) as client:
+        started = time.monotonic()
+        with pytest.raises(ServerUnavailableError) as info:
+            client.info() if call == "info" else client.submit(build_request())
+        assert time.monotonic() - started < 2.0
+    message = str(info.value)
+    assert endpoint in message and "seethrough serve" in message
+
+
+def test_a_server_that_never_answers_times_out():
+    mute = zmq.Context.instance().socket(zmq.ROUTER)  # accepts connections, answers nothing
+    port = mute.bind_to_random_port("tcp://127.0.0.1")
+    try:
+        with SeeThroughClient(f"tcp://127.0.0.1:{port}", timeout_s=0.5) as client:
+            with pytest.raises(ServerUnavailableError, match="no answer to the info request"):
+                client.info()
+    finally:
+        mute.close(linger=0)
+
+
+def test_bad_addresses_fail_at_construction():
+    with pytest.raises(EndpointError, match="ZeroMQ uses tcp://host:port"):
+        SeeThroughClient("http://localhost:5555")
+    with pytest.raises(ValueError):
+        SeeThroughClient("tcp://127.0.0.1:5555", timeout_s=0)
+
+
+def test_invalid_requests_fail_locally_before_any_network_traffic():
+    with SeeThroughClient(nothing_listening(), timeout_s=5) as client:
+        started = time.monotonic()
+        with pytest.raises(ProtocolError) as info:
+            client.submit(build_request(width=1000))
+        assert info.value.field == "width" and time.monotonic() - started < 0.5
+
+
+def test_a_closed_client_says_so():
+    client = SeeThroughClient(nothing_listening(), timeout_s=0.5)
+    client.close()
+    client.close()  # idempotent
+    with pytest.raises(SeeThroughError, match="closed"):
+        client.info()
+
+
+# --- against the server -------------------------------------------------------------------------------
+
+
+def test_events_yields_progress_then_the_result(server):
+    with SeeThroughClient(server.endpoint, timeout_s=10) as client:
+        job = client.submit(build_request("events", steps=2))
+        events = list(job.events(timeout_s=60))
+        assert [type(e) for e in events] == [Progress, Progress, Result]
+        assert job.done
+        with pytest.raises(SeeThroughError, match="already finished"):
+            job.wait()
+
+
+def test_cancel_from_the_ui_thread_while_a_worker_thread_waits(server, pipeline):
+    """The add-on's pattern: wait() on a worker thread, cancel() from the main thread."""
+    with SeeThroughClient(server.endpoint, timeout_s=10) as client:
+        pipeline.hold()
+        job = client.submit(build_request("threads", steps=6))
+        outcome: list[object] = []
+        progress: list[int] = []
+
+        def worker() -> None:
+            try:
+                outcome.append(job.wait(on_progress=lambda p: progress.append(p.step), timeout_s=60))
+            except JobCancelledError as exc:
+                outcome.append(exc)
+
+        thread = threading.Thread(target=worker)
+        thread.start()
+        pipeline.wait_until_held("threads")
+        pipeline.release()
+        while not progress:
+            time.sleep(0.01)
+        job.cancel()
+        thread.join(60)
+        assert len(outcome) == 1 and isinstance(outcome[0], JobCancelledError)
+        assert progress and progress[-1] < 6
+        assert client.info().queue_length == 0  # the same client still works
+
+
+def test_many_threads_share_one_client(server):
+    with SeeThroughClient(server.endpoint, timeout_s=10) as client:
+        replies: list[str] = []
+        errors: list[BaseException] = []
+
+        def ask() -> None:
+            try:
+                for _ in range(5):
+                    replies.append(client.info().state)
+            except BaseException as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=ask) for _ in range(4)]
+        job = client.submit(build_request("meanwhile", steps=2))
+        for thread in threads:
+            thread.start()
+        result = job.wait(timeout_s=60)
+        for thread in threads:
+            thread.join(30)
+        assert not errors and replies == ["ready"] * 20
+        assert result.image.shape == (256, 256, 3)
+
+
+def test_a_job_the_server_no_longer_knows_fails_instead_of_hanging(server):
+    """What a client sees after the server restarted: its liveness check finds the job unknown."""
+    with SeeThroughClient(server.endpoint, timeout_s=0.3) as client:
+        request = build_request()
+        job = Job(client, request)
+        job.accept(Accepted(request.request_id, "a-job-from-before-the-restart", 0))
+        with pytest.raises(ServerError) as info:
+            job.wait(timeout_s=10)
+        assert info.value.code == ErrorCode.UNKNOWN_JOB and "restarted" in info.value.message
+
+
+def test_server_stopping_mid_job_is_reported_as_shutting_down(pipeline):
+    with running_server(pipeline) as server, SeeThroughClient(server.endpoint, timeout_s=10) as client:
+        pipeline.hold()
+        job = client.submit(build_request("interrupted", steps=4))
+        pipeline.wait_until_held("interrupted")
+        stopper = threading.Thread(target=server.stop)
+        stopper.start()
+        time.sleep(0.2)
+        pipeline.release()
+        with pytest.raises(ServerError) as info:
+            job.wait(timeout_s=30)
+        stopper.join(30)
+        assert info.value.code == ErrorCode.SHUTTING_DOWN
+
+
+def test_queue_full_is_an_error_on_submit(pipeline):
+    with running_server(pipeline, max_pending=1) as server, SeeThroughClient(server.endpoint, 10) as client:
+        pipeline.hold()
+        running = client.submit(build_request("full 1", steps=1))
+        pipeline.wait_until_held("full 1")
+        client.submit(build_request("full 2", steps=1))
+        with pytest.raises(ServerError) as info:
+            client.submit(build_request("full 3", steps=1))
+        assert info.value.code == ErrorCode.QUEUE_FULL
+        pipeline.release()
+        assert running.wait(timeout_s=60).image.shape == (256, 256, 3)

@@ -1,0 +1,131 @@
+"""Shared by the server tests: the real tiny pipeline, a gate to hold a job mid-generation, and servers
+on ephemeral loopback ports.
+
+The gate is the only change to the pipeline: it can pause the real pipeline after a step so a
+test decides exactly when a cancel, a disconnect or a second client happens, instead of racing a
+sleep. Everything else (denoising, decode, previews) is the real code at tiny size.
+"""
+
+from __future__ import annotations
+
+import functools
+import queue
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+
+from inference_server.pipeline import SeeThroughPipeline, StepInfo
+from inference_server.server import SeeThroughServer, ServerConfig
+from seethrough_core.protocol import GenerateRequest
+
+GATE_TIMEOUT_S = 60.0
+
+
+class GatedPipeline:
+    """SeeThroughPipeline.tiny() with a gate checked after every step, and a count of VAE decodes."""
+
+    def __init__(self, inner: SeeThroughPipeline) -> None:
+        self.inner = inner
+        self.identity = inner.identity
+        self.max_boxes = inner.max_boxes
+        self.is_noise = inner.is_noise
+        self.gate = threading.Event()
+        self.gate.set()
+        self.reached: queue.Queue[tuple[str, int]] = queue.Queue()  # (scene_prompt, step) at the gate
+        self.calls: list[str] = []  # scene prompts, in the order the pipeline ran them
+        self.decodes = 0
+        decode = inner.decode
+
+        def counting_decode(*args: Any, **kwargs: Any) -> np.ndarray:
+            self.decodes += 1
+            return decode(*args, **kwargs)
+
+        inner.decode = counting_decode  # the pipeline calls self.decode for its VAE decode
+
+    def __call__(self, **kwargs: Any) -> Any:
+        prompt = kwargs["scene_prompt"]
+        self.calls.append(prompt)
+        callback = kwargs.pop("step_callback")
+
+        def gated(info: StepInfo) -> None:
+            self.reached.put((prompt, info.step))
+            if not self.gate.wait(GATE_TIMEOUT_S):
+                raise RuntimeError("the test never opened the gate")
+            if callback is not None:
+                callback(info)
+
+        return self.inner(**kwargs, step_callback=gated)
+
+    def hold(self) -> None:
+        """Jobs pause after their next step until release()."""
+        while not self.reached.empty():
+            self.reached.get_nowait()
+        self.gate.clear()
+
+    def release(self) -> None:
+        self.gate.set()
+
+    def wait_until_held(self, prompt: str, timeout_s: float = 60.0) -> int:
+        """Block until the job with this scene prompt is paused at the gate; returns its step."""
+        while True:
+            seen, step = self.reached.get(timeout=timeout_s)
+            if seen == prompt:
+                return step
+
+
+@functools.cache
+def gated_tiny_pipeline() -> GatedPipeline:
+    """One warmed-up pipeline for the whole session: the first call of a fresh one is slow."""
+    pipeline = GatedPipeline(SeeThroughPipeline.tiny(seed=0, device="cpu"))
+    request = build_request("warm-up", boxes=1, steps=2, preview_interval=1)
+    pipeline.inner(
+        scene_prompt=request.scene_prompt,
+        descriptions=request.descriptions,
+        oscr_image=request.oscr_image,
+        box_token_masks=request.token_grids(),
+        width=request.width,
+        height=request.height,
+        seed=0,
+        num_inference_steps=request.steps,
+        preview_interval=1,
+    )
+    pipeline.decodes = 0
+    return pipeline
+
+
+@contextmanager
+def running_server(pipeline: Any, **config: Any) -> Iterator[SeeThroughServer]:
+    """A server on 127.0.0.1 with an ephemeral port, serving from a thread."""
+    config = ServerConfig(endpoint="tcp://127.0.0.1:*", device="cpu", **config)
+    server = SeeThroughServer(lambda: pipeline, config)
+    server.start()
+    try:
+        assert server.wait_ready(60), server.load_error
+        yield server
+    finally:
+        pipeline.release()
+        server.stop()
+
+
+def build_request(scene_prompt: str = "on a quiet street", *, boxes: int = 2, side: int = 256, **kwargs: Any):
+    """A valid request with full-size amodal masks (uint8, 255 inside), as the add-on sends them."""
+    rng = np.random.default_rng(len(scene_prompt))
+    masks = np.zeros((boxes, side, side), dtype=np.uint8)
+    for i in range(boxes):
+        masks[i, 20 * i : side // 2 + 20 * i, 30 + 10 * i : side - 30] = 255
+    fields: dict[str, Any] = dict(
+        scene_prompt=scene_prompt,
+        descriptions=["a red car", "an old tree", "a small house", "a blue robot"][:boxes],
+        oscr_image=rng.integers(0, 256, (side, side, 3), dtype=np.uint8),
+        masks=masks,
+        mask_kind="amodal",
+        width=side,
+        height=side,
+        seed=1,
+        steps=3,
+    )
+    fields.update(kwargs)
+    return GenerateRequest(**fields)
