@@ -7,12 +7,11 @@ import math
 import numpy as np
 
 from seethrough_core.layout import MAX_BOXES, MAX_SIDE, MIN_SIDE, SIDE_MULTIPLE
+from seethrough_core.protocol import MAX_GUIDANCE, MAX_STEPS
 
 from .condition import CONDITION_GRID
 from .errors import RequestError
 
-MAX_STEPS = 100
-MAX_GUIDANCE = 100.0
 MAX_SEED = 2**64 - 1  # torch.Generator.manual_seed takes any unsigned 64-bit value
 
 

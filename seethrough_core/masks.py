@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .geometry import CameraModel, box_rotation
+from .geometry import CameraModel, box_corners, box_rotation
 from .layout import Layout
 from .token_grid import GRID_SIZE, grid_to_strings, pool_to_token_grid
 
@@ -46,13 +46,19 @@ class MaskSet:
         clear-cut that is (1.0: in front everywhere they overlap; below 1 the boxes interpenetrate).
         """
         pairs: list[dict[str, int | float]] = []
+        bounds = [_mask_bounds(mask) for mask in self.amodal]
         for a in range(self.count):
             for b in range(a + 1, self.count):
-                overlap = self.amodal[a] & self.amodal[b]
+                window = _intersect(bounds[a], bounds[b])
+                if window is None:
+                    continue
+                overlap = self.amodal[a][window] & self.amodal[b][window]
                 pixels = int(overlap.sum())
                 if not pixels:
                     continue
-                a_nearer = int((self.entry_depth[a][overlap] < self.entry_depth[b][overlap]).sum())
+                depth_a = self.entry_depth[a][window][overlap]
+                depth_b = self.entry_depth[b][window][overlap]
+                a_nearer = int((depth_a < depth_b).sum())
                 front, back = (a, b) if 2 * a_nearer >= pixels else (b, a)
                 front_share = max(a_nearer, pixels - a_nearer) / pixels
                 pairs.append(
@@ -100,32 +106,56 @@ class MaskSet:
 def compute_masks(layout: Layout) -> MaskSet:
     """Amodal and visible masks of every box, exact at pixel centres."""
     cam = CameraModel(layout.camera, layout.width, layout.height)
-    rays_cam = cam.pixel_rays().reshape(-1, 3)
-    rays_world = rays_cam @ cam.rotation.T
+    rays_world = cam.pixel_rays() @ cam.rotation.T
     near, far = layout.camera.clip_start, layout.camera.clip_end
 
     n = len(layout.boxes)
     shape = (n, layout.height, layout.width)
     amodal = np.zeros(shape, dtype=bool)
     entry = np.full(shape, np.inf, dtype=np.float32)
-    nearest = np.full(rays_cam.shape[0], np.inf)
-    nearest_box = np.full(rays_cam.shape[0], -1, dtype=np.int64)
+    nearest = np.full(shape[1:], np.inf)
+    nearest_box = np.full(shape[1:], -1, dtype=np.int64)
 
     for i, box in enumerate(layout.boxes):
-        t_in, t_out = _ray_box_interval(cam.position, rays_world, box)
+        window = _screen_window(cam, box, near)
+        if window is None:
+            continue  # entirely outside the frame
+        rays = rays_world[window]
+        t_in, t_out = _ray_box_interval(cam.position, rays.reshape(-1, 3), box)
         # Clip to the camera's range: what lies before clip_start or beyond clip_end is not drawn.
         t_in = np.maximum(t_in, near)
         t_out = np.minimum(t_out, far)
-        hit = t_in <= t_out
-        amodal[i] = hit.reshape(layout.height, layout.width)
-        depth = np.where(hit, t_in, np.inf)
-        entry[i] = depth.reshape(layout.height, layout.width)
-        closer = depth < nearest
-        nearest[closer] = depth[closer]
-        nearest_box[closer] = i
+        hit = (t_in <= t_out).reshape(rays.shape[:2])
+        depth = np.where(hit, t_in.reshape(hit.shape), np.inf)
+        amodal[i][window] = hit
+        entry[i][window] = depth
+        closer = depth < nearest[window]
+        nearest[window][closer] = depth[closer]
+        nearest_box[window][closer] = i
 
-    visible = nearest_box.reshape(layout.height, layout.width)[None] == np.arange(n)[:, None, None]
+    visible = nearest_box[None] == np.arange(n)[:, None, None]
     return MaskSet(amodal=amodal, visible=visible & amodal, entry_depth=entry)
+
+
+def _screen_window(cam: CameraModel, box, near: float) -> tuple[slice, slice] | None:
+    """The pixels a box can cover: the bounds of its projected corners, or the whole frame when a
+    corner is behind the near plane (its projection is then unbounded). None: nothing in frame.
+
+    A box is convex, so its silhouette is the convex hull of its projected corners: no pixel
+    outside these bounds can be hit, and ray casting only this window is still exact.
+    """
+    corners = cam.world_to_camera(box_corners(box))
+    if (-corners[:, 2] < near).any():
+        return slice(0, cam.height), slice(0, cam.width)
+    pixels = cam.project(corners)
+    # Pixel centres sit at index + 0.5; a one-pixel margin absorbs rounding at the bounds.
+    c0 = max(int(np.floor(pixels[:, 0].min())) - 1, 0)
+    c1 = min(int(np.ceil(pixels[:, 0].max())) + 1, cam.width)
+    r0 = max(int(np.floor(pixels[:, 1].min())) - 1, 0)
+    r1 = min(int(np.ceil(pixels[:, 1].max())) + 1, cam.height)
+    if c0 >= c1 or r0 >= r1:
+        return None
+    return slice(r0, r1), slice(c0, c1)
 
 
 def _ray_box_interval(origin: np.ndarray, rays: np.ndarray, box) -> tuple[np.ndarray, np.ndarray]:
@@ -146,3 +176,20 @@ def _ray_box_interval(origin: np.ndarray, rays: np.ndarray, box) -> tuple[np.nda
     t_in = np.nan_to_num(t_in, nan=-np.inf)
     t_out = np.nan_to_num(t_out, nan=np.inf)
     return t_in, t_out
+
+
+def _mask_bounds(mask: np.ndarray) -> tuple[int, int, int, int] | None:
+    rows = np.flatnonzero(mask.any(axis=1))
+    if not rows.size:
+        return None
+    cols = np.flatnonzero(mask.any(axis=0))
+    return int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+
+
+def _intersect(a, b) -> tuple[slice, slice] | None:
+    if a is None or b is None:
+        return None
+    r0, r1, c0, c1 = max(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), min(a[3], b[3])
+    if r0 >= r1 or c0 >= c1:
+        return None
+    return slice(r0, r1), slice(c0, c1)
