@@ -31,7 +31,7 @@ def test_defaults_are_filled(layout_dict):
     del layout_dict["camera"]["lens_mm"]
     del layout_dict["boxes"][0]["rotation_euler_deg"]
     layout = Layout.from_dict(layout_dict)
-    assert layout.camera.lens_mm == 35.0
+    assert layout.camera.lens_mm == 50.0
     assert layout.camera.sensor_width_mm == 36.0
     assert layout.boxes[0].rotation_euler_deg == (0.0, 0.0, 0.0)
 
