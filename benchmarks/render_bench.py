@@ -24,7 +24,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from blender_addon.oscr_scene import TemporaryScene  # noqa: E402
-from blender_addon.render import render_oscr_image, write_masks  # noqa: E402
+from blender_addon.render import blender_stdout_silenced, render_oscr_image, write_masks  # noqa: E402
 from blender_addon.scene_io import add_box, add_camera  # noqa: E402
 from seethrough_core.layout import Layout, load_layout  # noqa: E402
 
@@ -77,7 +77,8 @@ def baseline_masks(layout: Layout, folder: Path) -> list[np.ndarray]:
             obj.data.materials.append(material)
             path = folder / f"baseline_{i:03d}.png"
             scene.render.filepath = str(path)
-            bpy.ops.render.render(write_still=True, scene=scene.name)
+            with blender_stdout_silenced():
+                bpy.ops.render.render(write_still=True, scene=scene.name)
         finally:
             temp.remove()
         image = bpy.data.images.load(str(path))
@@ -101,7 +102,7 @@ def main() -> None:
             for count in args.counts:
                 layout = make_layout(count, size)
                 start = time.perf_counter()
-                render_oscr_image(layout, folder / "oscr.png")
+                render_oscr_image(layout, folder / "oscr.png", quiet=True)
                 oscr_s = time.perf_counter() - start
                 start = time.perf_counter()
                 masks, _ = write_masks(layout, folder)

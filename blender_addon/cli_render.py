@@ -39,7 +39,7 @@ def run_render(args: argparse.Namespace) -> int:
         flush=True,
     )
     start = time.perf_counter()
-    result = render_layout(layout, args.out, engine=args.engine, profile=args.profile)
+    result = render_layout(layout, args.out, engine=args.engine, profile=args.profile, quiet=True)
     for box in result.report["boxes"]:
         print(f"  box {box['index']:3d}  visible {box['visibility_ratio']:6.1%}  {box['description']}")
     print(f"Wrote {result.out_dir}/oscr.png, masks/ and masks.json in {time.perf_counter() - start:.1f} s")

@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,15 +38,41 @@ class RenderOutput:
     timings: dict[str, float] = field(default_factory=dict)
 
 
+@contextmanager
+def blender_stdout_silenced(enabled: bool = True) -> Iterator[None]:
+    """Hide Blender's per-sample render log, which it writes straight to file descriptor 1.
+
+    Command-line tools print their own progress; Blender's errors still reach stderr.
+    """
+    if not enabled:
+        yield
+        return
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        with open(os.devnull, "wb") as devnull:
+            os.dup2(devnull.fileno(), 1)
+        yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
 def render_oscr_image(
-    layout: Layout, path: str | Path, *, engine: str = "cycles", profile: str = DEFAULT_PROFILE
+    layout: Layout,
+    path: str | Path,
+    *,
+    engine: str = "cycles",
+    profile: str = DEFAULT_PROFILE,
+    quiet: bool = False,
 ) -> None:
     """Render only the OSCR image to ``path`` (PNG), in a temporary scene."""
     path = Path(path)
     partial = path.with_name(f".{path.stem}.partial.png")
     with oscr_scene(layout, get_profile(profile), engine) as scene:
         scene.render.filepath = str(partial)
-        bpy.ops.render.render(write_still=True, scene=scene.name)
+        with blender_stdout_silenced(quiet):
+            bpy.ops.render.render(write_still=True, scene=scene.name)
     if not partial.is_file():
         raise RuntimeError(f"Blender finished rendering but wrote no image to {partial}")
     os.replace(partial, path)
@@ -61,7 +90,12 @@ def write_masks(layout: Layout, out_dir: Path) -> tuple[MaskSet, dict]:
 
 
 def render_layout(
-    layout: Layout, out_dir: str | Path, *, engine: str = "cycles", profile: str = DEFAULT_PROFILE
+    layout: Layout,
+    out_dir: str | Path,
+    *,
+    engine: str = "cycles",
+    profile: str = DEFAULT_PROFILE,
+    quiet: bool = False,
 ) -> RenderOutput:
     """Render the OSCR image and all masks of a layout into ``out_dir``."""
     out_dir = Path(out_dir)
@@ -74,7 +108,7 @@ def render_layout(
 
     start = time.perf_counter()
     oscr_path = out_dir / "oscr.png"
-    render_oscr_image(layout, oscr_path, engine=engine, profile=profile)
+    render_oscr_image(layout, oscr_path, engine=engine, profile=profile, quiet=quiet)
     timings["oscr_s"] = time.perf_counter() - start
 
     report["render"] = {

@@ -160,7 +160,7 @@ class BatchRunner:
         start = time.perf_counter()
         try:
             rendered = render_layout(
-                shot.layout, shot.condition_dir(self.options.out_dir), engine=self.options.engine
+                shot.layout, shot.condition_dir(self.options.out_dir), engine=self.options.engine, quiet=True
             )
         except (SeeThroughError, RuntimeError, ValueError) as exc:
             for task in pending:
