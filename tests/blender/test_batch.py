@@ -175,3 +175,48 @@ def test_argument_parsing():
     assert CameraChoice.parse("A, B") == CameraChoice("names", ("A", "B"))
     with pytest.raises(InputError, match="not found"):
         expand_inputs(["/nonexistent/file.blend"])
+
+
+def test_ctrl_c_leaves_no_half_written_file_and_a_rerun_finishes(empty_blender, tmp_path, servers):
+    import signal
+
+    small_layout().save(tmp_path / "shot.json")
+    out = tmp_path / "out"
+    command = [
+        sys.executable,
+        "-m",
+        "seethrough_core",
+        "batch",
+        str(tmp_path / "shot.json"),
+        "--out",
+        str(out),
+        "--server",
+        servers[0],
+        "--steps",
+        "12",
+        "--seeds",
+        "1,2,3,4",
+    ]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        for line in process.stderr:  # wait until the first image is finished, then interrupt
+            if line.startswith("[1/4] done"):
+                break
+        process.send_signal(signal.SIGINT)
+        stdout, _ = process.communicate(timeout=120)
+    finally:
+        process.kill()
+    assert process.returncode == 130, stdout
+    assert "interrupted" in stdout
+    assert not [p for p in out.rglob("*") if "partial" in p.name]
+    finished = sorted(p.name for p in out.rglob("0001_*.png"))
+    assert 1 <= len(finished) < 4
+    for png in out.rglob("0001_*.png"):
+        assert png.with_suffix(".json").is_file()
+
+    rerun = subprocess.run(
+        [*command[:-4], "--steps", "2", "--seeds", "1,2,3,4"], capture_output=True, text=True, timeout=300
+    )
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert sorted(p.name for p in out.rglob("0001_*.png")) == [f"0001_{s}.png" for s in (1, 2, 3, 4)]
+    assert rerun.stderr.count("skipped") == len(finished)
