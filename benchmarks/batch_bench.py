@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from blender_addon.batch.runner import BatchOptions, BatchRunner  # noqa: E402
 from seethrough_core.layout import Layout, load_layout  # noqa: E402
-from seethrough_core.local_server import LocalServer  # noqa: E402
+from seethrough_core.local_server import ServerProcess  # noqa: E402
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "assets" / "examples" / "street.json"
 
@@ -47,7 +47,7 @@ def main() -> None:
             Layout.from_dict(data).save(path)
             inputs.append(path)
         servers = [
-            stack.enter_context(LocalServer(["--tiny"], folder / f"server_{i}.log")).endpoint
+            stack.enter_context(ServerProcess.tiny(folder / f"server_{i}.log")).endpoint
             for i in range(args.servers)
         ]
         options = BatchOptions(out_dir=folder / "out", servers=servers, seeds=[1], steps=args.steps)

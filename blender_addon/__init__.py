@@ -1,5 +1,23 @@
 """SeeThrough for Blender: the Blender side of the project (the only code that imports bpy).
 
+As a Blender 4.2+ extension (built by `seethrough build-addon`, see docs/addon.md) it adds the
+"SeeThrough" sidebar tab: boxes with descriptions, OSCR rendering and generation on a server.
 Native OSCR and mask rendering (render.py, oscr_scene.py), layout <-> scene conversion
-(scene_io.py) and the API differences between Blender releases (compat.py).
+(scene_io.py) and the API differences between Blender releases (compat.py) also serve the
+`seethrough render` command.
+
+Nothing here imports bpy at module level: the packager (build.py) and the command line import
+this package outside Blender. register() and unregister() load the Blender modules lazily.
 """
+
+
+def register() -> None:
+    from . import registration
+
+    registration.register()
+
+
+def unregister() -> None:
+    from . import registration
+
+    registration.unregister()

@@ -8,7 +8,7 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from seethrough_core.endpoint import DEFAULT_ENDPOINT
-from seethrough_core.local_server import LocalServer, LocalServerError
+from seethrough_core.local_server import LocalServerError, ServerProcess
 
 from .batch.inputs import CameraChoice, InputError, expand_inputs, parse_frames, parse_seeds
 from .batch.plan import output_names
@@ -78,7 +78,7 @@ def run_batch(args: argparse.Namespace) -> int:
                 file=sys.stderr,
                 flush=True,
             )
-            server = LocalServer(["--tiny"], args.out / "logs" / "tiny_server.log")
+            server = ServerProcess.tiny(args.out / "logs" / "tiny_server.log")
             try:
                 stack.enter_context(server)
             except LocalServerError as exc:

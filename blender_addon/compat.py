@@ -53,3 +53,23 @@ def principled_emission_inputs(node: bpy.types.Node) -> tuple[str, str]:
     """Names of the Principled BSDF's emission colour and strength sockets."""
     color = "Emission Color" if "Emission Color" in node.inputs else "Emission"
     return color, "Emission Strength"
+
+
+_PROP_PARAMETERS = set(bpy.types.UILayout.bl_rna.functions["prop"].parameters.keys())
+
+
+def placeholder(text: str) -> dict[str, str]:
+    """Keyword arguments giving a text field a grey hint, where this Blender supports one."""
+    return {"placeholder": text} if "placeholder" in _PROP_PARAMETERS else {}
+
+
+def prop_storage(id_: bpy.types.ID, *, create: bool = False):
+    """Where an ID keeps the data of properties registered with bpy.props (``scene.seethrough``).
+
+    Up to 4.5 that is the ID's own custom properties (``id["seethrough"]``). 5.0 keeps it apart, in
+    ``bl_system_properties_get()``, and copies old files' custom properties there on load. Returns
+    None when 5.0 has no storage yet and ``create`` is false.
+    """
+    if hasattr(id_, "bl_system_properties_get"):
+        return id_.bl_system_properties_get(do_create=create)
+    return id_

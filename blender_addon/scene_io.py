@@ -3,8 +3,9 @@
 A box is an ordinary mesh object marked by its ``seethrough`` property group ({"is_box": 1,
 "description": ..., "index": ...}); the scene keeps the prompt in ``scene.seethrough``. These are
 the ID properties behind the add-on's ``object.seethrough`` / ``scene.seethrough`` pointer
-properties, read and written here as plain ID properties so conversion also works in a bare
-``bpy`` with the add-on not registered.
+properties, read and written here as plain ID properties (get_props / set_props, in the storage
+compat.prop_storage names for this Blender) so conversion also works in a bare ``bpy`` with the
+add-on not registered.
 
 Round trips are exact to the precision Blender stores (float32): values read back are rounded to
 1 micrometre, 1e-4 degree and 1e-4 mm, which recovers the decimals a layout file was written with.
@@ -21,6 +22,8 @@ from mathutils import Euler, Matrix, Vector
 
 from seethrough_core.errors import LayoutError
 from seethrough_core.layout import Box, Camera, Layout
+
+from . import compat
 
 PROP = "seethrough"
 UNIT_CUBE = [
@@ -44,15 +47,32 @@ def _degrees(radians: float) -> float:
     return round(math.degrees(radians), 4) + 0.0  # + 0.0 turns -0.0 into 0.0
 
 
+def get_props(id_: bpy.types.ID):
+    """The ID's ``seethrough`` group (the add-on's ``object.seethrough`` / ``scene.seethrough``), or None."""
+    storage = compat.prop_storage(id_)
+    return None if storage is None else storage.get(PROP)
+
+
+def set_props(id_: bpy.types.ID, values: dict):
+    """Replace the ID's ``seethrough`` group; returns it."""
+    storage = compat.prop_storage(id_, create=True)
+    storage[PROP] = values
+    return storage[PROP]
+
+
 def is_box(obj: bpy.types.Object) -> bool:
-    props = obj.get(PROP)
+    props = get_props(obj)
     return obj.type == "MESH" and props is not None and bool(props.get("is_box", 0))
+
+
+def box_index(obj: bpy.types.Object, default: int = 1 << 30) -> int:
+    return int(get_props(obj).get("index", default))
 
 
 def box_objects(scene: bpy.types.Scene) -> list[bpy.types.Object]:
     """The scene's boxes in layout order (their stored index, then name)."""
     boxes = [obj for obj in scene.objects if is_box(obj)]
-    return sorted(boxes, key=lambda o: (int(o[PROP].get("index", 1 << 30)), o.name))
+    return sorted(boxes, key=lambda o: (box_index(o), o.name))
 
 
 # --- Blender -> layout ------------------------------------------------------------------------
@@ -65,7 +85,7 @@ def scene_to_layout(scene: bpy.types.Scene, camera: bpy.types.Object | None = No
         raise LayoutError("camera", f"scene {scene.name!r} has no active camera; add one and make it active")
     if camera.type != "CAMERA":
         raise LayoutError("camera", f"object {camera.name!r} is not a camera")
-    props = scene.get(PROP) or {}
+    props = get_props(scene) or {}
     render = scene.render
     scale = render.resolution_percentage / 100.0
     extras = props.get("extras_json")
@@ -137,7 +157,7 @@ def _camera_dict(obj: bpy.types.Object, render) -> dict:
 
 
 def _box_dict(obj: bpy.types.Object) -> dict:
-    props = obj[PROP]
+    props = get_props(obj)
     if not obj.data.vertices:
         raise LayoutError(f"box {obj.name!r}", "its mesh has no vertices")
     coords = [v.co for v in obj.data.vertices]
@@ -166,9 +186,9 @@ def layout_to_scene(layout: Layout, scene: bpy.types.Scene) -> list[bpy.types.Ob
     scene.render.resolution_percentage = 100
     # Update the layout's keys only: the add-on keeps its generation settings and history in the
     # same property group, and importing a layout must not wipe them.
-    if scene.get(PROP) is None:
-        scene[PROP] = {}
-    props = scene[PROP]
+    props = get_props(scene)
+    if props is None:
+        props = set_props(scene, {})
     props["scene_prompt"] = layout.scene_prompt
     if layout.light_seed is None:
         props.pop("light_seed", None)
@@ -209,7 +229,7 @@ def add_box(scene: bpy.types.Scene, box: Box, index: int) -> bpy.types.Object:
     obj.rotation_mode = "XYZ"
     obj.rotation_euler = Euler([math.radians(a) for a in box.rotation_euler_deg], "XYZ")
     obj.scale = box.size
-    obj[PROP] = {"is_box": 1, "description": box.description, "index": index}
+    set_props(obj, {"is_box": 1, "description": box.description, "index": index})
     return obj
 
 

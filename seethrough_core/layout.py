@@ -22,6 +22,7 @@ MAX_SIDE = 2048
 SIDE_MULTIPLE = 16
 MAX_DESCRIPTION_CHARS = 300
 MAX_BOX_SIDE_M = 1000.0
+MAX_LIGHT_SEED = 2**31 - 1
 
 Vec3 = tuple[float, float, float]
 
@@ -173,8 +174,13 @@ def _parse_layout(data: Any) -> Layout:
         raise LayoutError("boxes", f"{len(boxes_raw)} boxes; at most {MAX_BOXES} are supported")
     boxes = tuple(_box(raw, f"boxes[{i}]") for i, raw in enumerate(boxes_raw))
     light_seed = data.get("light_seed")
-    if light_seed is not None and (isinstance(light_seed, bool) or not isinstance(light_seed, int)):
-        raise LayoutError("light_seed", "must be an integer")
+    if light_seed is not None and (
+        isinstance(light_seed, bool)
+        or not isinstance(light_seed, int)
+        or not 0 <= light_seed <= MAX_LIGHT_SEED
+    ):
+        # Bounded so a .blend (32-bit integer properties) can store it.
+        raise LayoutError("light_seed", f"must be an integer in 0..{MAX_LIGHT_SEED}")
     extras = data.get("extras", {})
     if not isinstance(extras, dict):
         raise LayoutError("extras", "must be an object")

@@ -1,12 +1,15 @@
-"""Starts `seethrough serve` as a child process and waits until it answers.
+"""Runs `seethrough serve` as a child process: start it, wait until it answers, stop it.
 
 Used by `seethrough batch --tiny` (an embedded server for machines without weights) and by the
-Blender add-on's "start a local server" preference. The child's output goes to a log file whose
-tail is quoted when it fails to come up, so the reason is never lost in a closed console.
+Blender add-on's "start a local server" preference. The server never runs inside the caller's
+process: its output goes to a log file whose tail is quoted when it fails to come up, so the
+reason is never lost in a closed console, and stopping it gives its GPU memory back.
 """
 
 from __future__ import annotations
 
+import os
+import shlex
 import socket
 import subprocess
 import sys
@@ -18,7 +21,7 @@ from .errors import SeeThroughError
 
 
 class LocalServerError(SeeThroughError):
-    """The local server process did not come up; the message quotes the end of its log."""
+    """The local server could not be started or did not come up; the message says why."""
 
 
 def free_loopback_port() -> int:
@@ -27,67 +30,110 @@ def free_loopback_port() -> int:
         return sock.getsockname()[1]
 
 
-class LocalServer:
-    """A `seethrough serve ARGS --bind tcp://127.0.0.1:PORT` child process."""
+class ServerProcess:
+    """One `seethrough serve` child process listening on ``endpoint``."""
 
-    def __init__(self, serve_args: list[str], log_path: Path, port: int | None = None) -> None:
-        self.port = port or free_loopback_port()
-        self.endpoint = f"tcp://127.0.0.1:{self.port}"
+    def __init__(self, argv: list[str], log_path: Path, endpoint: str) -> None:
+        self.argv = list(argv)
         self.log_path = Path(log_path)
-        self.command = [
-            sys.executable,
-            "-m",
-            "seethrough_core",
-            "serve",
-            *serve_args,
-            "--bind",
-            self.endpoint,
-        ]
+        self.endpoint = endpoint
         self.process: subprocess.Popen | None = None
 
-    def start(self, ready_timeout_s: float = 300.0) -> LocalServer:
+    @classmethod
+    def tiny(cls, log_path: Path) -> ServerProcess:
+        """The tiny random-weight server on a free loopback port, run by this Python."""
+        endpoint = f"tcp://127.0.0.1:{free_loopback_port()}"
+        argv = [sys.executable, "-m", "seethrough_core", "serve", "--tiny", "--bind", endpoint]
+        return cls(argv, log_path, endpoint)
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process is not None else None
+
+    def start(self) -> int:
+        """Start the process; returns its pid."""
+        if self.running:
+            raise LocalServerError(f"the local server is already running (pid {self.pid})")
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        # Its own session / process group: a Ctrl-C meant for the caller does not kill it mid-job.
+        group = (
+            {"start_new_session": True}
+            if os.name != "nt"
+            else {
+                "creationflags": subprocess.CREATE_NEW_PROCESS_GROUP  # type: ignore[attr-defined]
+            }
+        )
         with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(
-                self.command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+            log.write(
+                f"\n--- {time.strftime('%Y-%m-%d %H:%M:%S')} starting: {shlex.join(self.argv)}\n".encode()
             )
-        deadline = time.monotonic() + ready_timeout_s
+            log.flush()
+            try:
+                self.process = subprocess.Popen(
+                    self.argv,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                    **group,
+                )
+            except OSError as exc:
+                raise LocalServerError(f"cannot start {self.argv[0]}: {exc}") from None
+        return self.process.pid
+
+    def wait_ready(self, timeout_s: float = 300.0) -> None:
+        """Return once the server answers `info`; raise with its log's tail if it dies or hangs."""
+        deadline = time.monotonic() + timeout_s
         with SeeThroughClient(self.endpoint, timeout_s=2.0) as client:
             while True:
-                if self.process.poll() is not None:
+                if self.process is None or self.process.poll() is not None:
+                    code = None if self.process is None else self.process.returncode
                     raise LocalServerError(
-                        f"the local server exited with code {self.process.returncode} before it was ready; "
-                        f"its log ({self.log_path}) ends with:\n{self.log_tail()}"
+                        f"the local server exited with code {code} before it was ready; "
+                        f"its log ({self.log_path}) ends with:\n" + "\n".join(self.log_tail(15))
                     )
                 try:
                     client.info()
-                    return self
+                    return
                 except ServerUnavailableError:
                     if time.monotonic() > deadline:
                         self.stop()
                         raise LocalServerError(
-                            f"the local server did not answer within {ready_timeout_s:.0f} s; "
-                            f"its log ({self.log_path}) ends with:\n{self.log_tail()}"
+                            f"the local server did not answer within {timeout_s:.0f} s; "
+                            f"its log ({self.log_path}) ends with:\n" + "\n".join(self.log_tail(15))
                         ) from None
 
-    def log_tail(self, lines: int = 15) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no log)"
+    def stop(self, timeout_s: float = 10.0) -> int | None:
+        """Stop the server (SIGTERM: it cancels its job and exits; then by force); its exit code."""
+        process = self.process
+        if process is None:
+            return None
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(5.0)
+        return process.returncode
 
-    def stop(self, timeout_s: float = 10.0) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.terminate()  # SIGTERM: the server shuts down cleanly
-        try:
-            self.process.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout=timeout_s)
+    def log_tail(self, lines: int = 5) -> list[str]:
+        if not self.log_path.is_file():
+            return []
+        with open(self.log_path, "rb") as handle:
+            handle.seek(max(0, handle.seek(0, os.SEEK_END) - 8192))
+            text = handle.read().decode("utf-8", "replace")
+        return text.splitlines()[-lines:]
 
-    def __enter__(self) -> LocalServer:
-        return self.start() if self.process is None else self
+    def __enter__(self) -> ServerProcess:
+        if not self.running:
+            self.start()
+        self.wait_ready()
+        return self
 
     def __exit__(self, *exc: object) -> None:
         self.stop()

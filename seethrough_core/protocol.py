@@ -25,7 +25,7 @@ import msgpack
 import numpy as np
 
 from .errors import SeeThroughError
-from .layout import MAX_BOXES, MAX_DESCRIPTION_CHARS, MAX_SIDE, MIN_SIDE, SIDE_MULTIPLE
+from .layout import MAX_BOXES, MAX_DESCRIPTION_CHARS, MAX_SIDE, MIN_SIDE, SIDE_MULTIPLE, Layout
 from .token_grid import GRID_SIZE, pool_to_token_grid
 
 PROTOCOL_VERSION = 1
@@ -204,6 +204,36 @@ class GenerateRequest(Message):
     preview_interval: int = 0  # 0: no previews; n: a preview with every n-th progress message
     metadata: dict[str, Any] = field(default_factory=dict)  # returned untouched with the result
     request_id: str = field(default_factory=new_id)
+
+    @classmethod
+    def for_layout(
+        cls,
+        layout: Layout,
+        oscr_image: np.ndarray | bytes,
+        token_grids: np.ndarray,
+        *,
+        seed: int | None,
+        steps: int = DEFAULT_STEPS,
+        guidance: float = DEFAULT_GUIDANCE,
+        preview_interval: int = 0,
+        metadata: dict[str, Any] | None = None,
+    ) -> GenerateRequest:
+        """The request for a rendered layout: its prompt, descriptions and size, its OSCR image (PNG
+        bytes or pixels) and its boxes' token grids (seethrough_core.masks, in box order)."""
+        return cls(
+            scene_prompt=layout.scene_prompt,
+            descriptions=layout.descriptions,
+            oscr_image=oscr_image,
+            masks=token_grids,
+            mask_kind="token_grid",
+            width=layout.width,
+            height=layout.height,
+            seed=seed,
+            steps=steps,
+            guidance=guidance,
+            preview_interval=preview_interval,
+            metadata=dict(metadata or {}),
+        )
 
     def validate(self) -> None:
         def bad(name: str, message: str) -> ProtocolError:

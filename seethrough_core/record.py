@@ -73,7 +73,8 @@ class GenerationRecord:
         if self.is_noise:
             comment += " (random tiny model: noise)"
         return {
-            PNG_KEY: json.dumps(self.to_dict(), ensure_ascii=False),
+            # ASCII-escaped: Blender rewrites PNG text as Latin-1 when it saves an image again.
+            PNG_KEY: json.dumps(self.to_dict(), ensure_ascii=True),
             "Description": self.prompt,
             "Software": "SeeThrough Studio",
             "Comment": comment,

@@ -240,14 +240,10 @@ class BatchRunner:
     def _generate(self, client: SeeThroughClient, endpoint: str, task: Task, condition) -> None:
         oscr_png, token_grids = condition
         layout = task.shot.layout
-        request = GenerateRequest(
-            scene_prompt=layout.scene_prompt,
-            descriptions=layout.descriptions,
-            oscr_image=oscr_png,
-            masks=token_grids,
-            mask_kind="token_grid",
-            width=layout.width,
-            height=layout.height,
+        request = GenerateRequest.for_layout(
+            layout,
+            oscr_png,
+            token_grids,
             seed=task.seed,
             steps=self.options.steps,
             guidance=self.options.guidance,

@@ -15,7 +15,7 @@ from blender_addon.batch.inputs import CameraChoice, InputError, expand_inputs, 
 from blender_addon.batch.runner import BatchOptions, BatchRunner
 from blender_addon.scene_io import add_camera, layout_to_scene
 from seethrough_core.layout import Camera, Layout, load_layout
-from seethrough_core.local_server import LocalServer
+from seethrough_core.local_server import ServerProcess
 from seethrough_core.record import PNG_KEY, GenerationRecord
 
 STEPS = 2
@@ -24,7 +24,7 @@ STEPS = 2
 @pytest.fixture(scope="module")
 def servers(tmp_path_factory):
     logs = tmp_path_factory.mktemp("server_logs")
-    with LocalServer(["--tiny"], logs / "a.log") as first, LocalServer(["--tiny"], logs / "b.log") as second:
+    with ServerProcess.tiny(logs / "a.log") as first, ServerProcess.tiny(logs / "b.log") as second:
         yield [first.endpoint, second.endpoint]
 
 

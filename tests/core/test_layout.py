@@ -72,6 +72,7 @@ _DELETE = object()
         ("camera.rotation_euler_deg", "30,0,0", "camera.rotation_euler_deg", "3 numbers"),
         ("boxes", [], "boxes", "no boxes"),
         ("light_seed", 1.5, "light_seed", "integer"),
+        ("light_seed", 2**31, "light_seed", "0..2147483647"),
     ],
 )
 def test_bad_layouts_name_the_field(layout_dict, path, value, field, words):

@@ -1,0 +1,134 @@
+"""Generate, on the Blender side: validate, render OSCR + masks, start the job, apply its events.
+
+build_spec() runs on the main thread when the artist presses Generate and refuses a bad scene
+before anything is rendered or sent. apply_event() turns the worker's events into UI state,
+preview pixels, the packed result image and its history entry. The timer callback drives it in
+Blender; tests call pump() directly because the bpy module never fires timers.
+"""
+
+from __future__ import annotations
+
+import random
+import traceback
+
+import bpy
+
+from seethrough_core import __version__
+from seethrough_core.endpoint import parse_endpoint
+from seethrough_core.protocol import GenerateRequest
+
+from . import images
+from .batch.plan import safe_name
+from .jobs import RUNNER, Event, Failed, Finished, GenerationJob, JobSpec, Step
+from .oscr_cache import render_cached
+from .preferences import Settings
+from .props import MAX_SEED
+from .validation import scene_layout
+
+PUMP_INTERVAL_S = 0.1
+
+
+def build_spec(scene: bpy.types.Scene, settings: Settings) -> JobSpec:
+    """Validate the scene and the address, render OSCR + masks, and build the request.
+
+    Raises LayoutError (bad scene), EndpointError (bad address) or ProtocolError (a setting out of
+    range) with the reason; in each case nothing has been sent.
+    """
+    endpoint = parse_endpoint(settings.server_address).url
+    layout = scene_layout(scene)
+    props = scene.seethrough
+    seed = random.randint(0, MAX_SEED) if props.random_seed else props.seed
+    scene_dir = settings.output_root() / safe_name(scene.name)
+    oscr = render_cached(layout, scene_dir)  # unchanged since the last render: no render at all
+    request = GenerateRequest.for_layout(
+        layout,
+        oscr.oscr_path.read_bytes(),  # PNG bytes as rendered: no decode in Blender
+        oscr.token_grids,  # the amodal masks pooled by the core, as the server would
+        seed=seed,
+        steps=props.steps,
+        guidance=props.guidance,
+        preview_interval=1 if props.show_previews else 0,
+        metadata={
+            "scene": scene.name,
+            "camera": layout.camera.name,
+            "client": f"SeeThrough for Blender {__version__} (Blender {bpy.app.version_string})",
+        },
+    )
+    request.validate()
+    return JobSpec(
+        endpoint=endpoint,
+        timeout_s=settings.timeout_s,
+        request=request,
+        layout=layout,
+        scene_name=scene.name,
+        camera_name=layout.camera.name,
+        out_dir=scene_dir / "results",
+    )
+
+
+def start(spec: JobSpec) -> GenerationJob:
+    job = RUNNER.start(spec)
+    if not bpy.app.timers.is_registered(_timer):
+        bpy.app.timers.register(_timer, first_interval=PUMP_INTERVAL_S, persistent=True)
+    return job
+
+
+def pump() -> bool:
+    """Apply the job's waiting events; True while it still runs. The timer calls this."""
+    return RUNNER.pump(_apply_safely)
+
+
+def _timer() -> float | None:
+    return PUMP_INTERVAL_S if pump() else None
+
+
+def stop_timer() -> None:
+    if bpy.app.timers.is_registered(_timer):
+        bpy.app.timers.unregister(_timer)
+
+
+def _apply_safely(job: GenerationJob, event: Event) -> None:
+    # An exception here would unregister the timer and strand the job: report it instead.
+    try:
+        apply_event(job, event)
+    except Exception as exc:
+        traceback.print_exc()
+        job.status.state = "failed"
+        where = f" (the image file is kept at {event.png_path})" if isinstance(event, Finished) else ""
+        job.status.message = f"could not show the result: {type(exc).__name__}: {exc}{where}"
+    tag_redraw()
+
+
+def apply_event(job: GenerationJob, event: Event) -> None:
+    scene = bpy.data.scenes.get(job.spec.scene_name)
+    if isinstance(event, Step) and event.preview is not None:
+        if scene is None or scene.seethrough.show_previews:
+            images.show_in_image_editor(images.set_preview(event.preview))
+    elif isinstance(event, Finished):
+        image = images.result_image(job.spec.image_name, event.png_path, event.record)
+        job.status.image_name = image.name
+        job.status.message = f"Done: {image.name}"
+        if scene is not None:
+            add_history(scene, image, event, job.spec.camera_name)
+        images.show_in_image_editor(image)
+    elif isinstance(event, Failed):
+        print(f"SeeThrough: generation failed: {event.message}")
+
+
+def add_history(scene: bpy.types.Scene, image: bpy.types.Image, event: Finished, camera: str) -> None:
+    history = scene.seethrough.history
+    item = history.add()
+    item.name = image.name
+    item.image = image
+    item.seed = str(event.record.seed)
+    item.prompt = event.record.prompt
+    item.camera = camera
+    item.created = event.record.created
+    scene.seethrough.history_index = len(history) - 1
+
+
+def tag_redraw() -> None:
+    for window in getattr(bpy.context.window_manager, "windows", []):
+        for area in window.screen.areas:
+            if area.type in {"VIEW_3D", "IMAGE_EDITOR", "PREFERENCES"}:
+                area.tag_redraw()

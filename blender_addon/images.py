@@ -1,0 +1,116 @@
+"""Images in Blender: OSCR renders and masks, step previews, generated results, camera backplates.
+
+A generated image is loaded from the PNG file the worker wrote (with the generation record in its
+text chunks) and packed, so the .blend carries those exact bytes and the record survives both
+"Save As" and unpacking. Main thread only, like all bpy code.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import bpy
+import numpy as np
+
+from seethrough_core.record import GenerationRecord
+
+PROP = "seethrough"  # the ID property group of a generated image's record
+PREVIEW_IMAGE = "SeeThrough Preview"
+OSCR_IMAGE = "SeeThrough OSCR"
+_MAX_ID_INT = 2**31 - 1
+
+
+def load_file_image(name: str, path: Path) -> bpy.types.Image:
+    """The image `name` showing the file at `path`, reloaded if it already exists."""
+    image = bpy.data.images.get(name)
+    if image is not None and image.packed_file is None:
+        image.filepath = str(path)
+        image.source = "FILE"
+        image.reload()
+        return image
+    image = bpy.data.images.load(str(path), check_existing=False)
+    image.name = name
+    return image
+
+
+def show_in_image_editor(image: bpy.types.Image) -> bool:
+    """Show the image in the first Image Editor of any open window; False when there is none."""
+    window_manager = bpy.context.window_manager
+    for window in getattr(window_manager, "windows", []):
+        for area in window.screen.areas:
+            if area.type == "IMAGE_EDITOR":
+                area.spaces.active.image = image
+                area.tag_redraw()
+                return True
+    return False
+
+
+def set_preview(rgb: np.ndarray) -> bpy.types.Image:
+    """Write a uint8 RGB array into the image "SeeThrough Preview" (created or resized as needed)."""
+    height, width = rgb.shape[:2]
+    image = bpy.data.images.get(PREVIEW_IMAGE)
+    if image is None or image.source != "GENERATED":
+        image = bpy.data.images.new(PREVIEW_IMAGE, width, height, alpha=False)
+    elif tuple(image.size) != (width, height):
+        image.scale(width, height)
+    rgba = np.ones((height, width, 4), dtype=np.float32)
+    rgba[..., :3] = rgb[::-1].astype(np.float32) / 255.0  # Blender's rows run bottom to top
+    image.pixels.foreach_set(rgba.ravel())
+    image.update()
+    return image
+
+
+def record_id_properties(record: GenerationRecord) -> dict[str, Any]:
+    """The record as ID property values: nested data as JSON text, out-of-range integers as text."""
+    props: dict[str, Any] = {}
+    for key, value in record.to_dict().items():
+        if isinstance(value, bool):
+            props[key] = int(value)
+        elif isinstance(value, int):
+            props[key] = value if -_MAX_ID_INT <= value <= _MAX_ID_INT else str(value)
+        elif isinstance(value, float | str):
+            props[key] = value
+        elif isinstance(value, list) and all(isinstance(v, str) for v in value):
+            props[key] = list(value)
+        else:
+            props[f"{key}_json"] = json.dumps(value, sort_keys=True)
+    props["record_json"] = record.to_json()
+    return props
+
+
+def result_image(name: str, png_path: Path, record: GenerationRecord) -> bpy.types.Image:
+    """A packed image of the generated PNG, carrying the generation record as ID properties."""
+    image = bpy.data.images.load(str(png_path), check_existing=False)
+    image.name = name
+    image.pack()  # the .blend now holds the PNG bytes, metadata chunks included
+    image.use_fake_user = True  # never lost, even when removed from the history
+    image[PROP] = record_id_properties(record)
+    return image
+
+
+def image_record(image: bpy.types.Image) -> dict[str, Any] | None:
+    """The record stored on a generated image, as a dict; None for other images."""
+    props = image.get(PROP)
+    if props is None or "record_json" not in props:
+        return None
+    return json.loads(props["record_json"])
+
+
+def set_camera_background(camera: bpy.types.Object, image: bpy.types.Image) -> None:
+    """Show the image behind the camera view, replacing an earlier SeeThrough backplate."""
+    data = camera.data
+    data.show_background_images = True
+    background = next(
+        (bg for bg in data.background_images if bg.image is not None and bg.image.get(PROP) is not None),
+        None,
+    )
+    if background is None:
+        background = data.background_images.new()
+    background.source = "IMAGE"
+    background.image = image
+    background.alpha = 1.0
+    background.display_depth = "BACK"
+    background.frame_method = "FIT"
+    background.show_background_image = True

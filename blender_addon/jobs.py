@@ -1,0 +1,293 @@
+"""One generation at a time: sockets on a worker thread, bpy on the main thread, a queue between.
+
+The worker talks to the server through the client library and posts events (connected,
+accepted, progress, finished, failed, cancelled) into a queue. It also writes the result PNG with
+its generation record the moment the image arrives, so nothing is lost even if Blender goes down
+before the main thread turns it into an image datablock. The main thread drains the queue in
+pump(), registered with bpy.app.timers (tests, where timers never fire, call it directly).
+A cancel request runs on a short-lived thread of its own: the main thread never waits on a socket.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import tempfile
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from seethrough_core.client import Job, SeeThroughClient, ServerError, ServerUnavailableError
+from seethrough_core.errors import SeeThroughError
+from seethrough_core.layout import Layout
+from seethrough_core.png import write_png
+from seethrough_core.protocol import Cancelled, GenerateRequest, Progress, Result
+from seethrough_core.record import GenerationRecord
+
+from .batch.plan import safe_name
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """Everything the worker needs, captured on the main thread (the worker never reads bpy)."""
+
+    endpoint: str
+    timeout_s: float
+    request: GenerateRequest
+    layout: Layout
+    scene_name: str
+    camera_name: str
+    out_dir: Path
+
+    @property
+    def image_name(self) -> str:
+        return f"{self.scene_name} {self.camera_name} seed {self.request.seed}"
+
+
+# --- events: worker -> main thread ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Connected:
+    model: str
+    is_noise: bool
+    queue_length: int
+
+
+@dataclass(frozen=True)
+class Accepted:
+    job_id: str
+    queue_position: int
+
+
+@dataclass(frozen=True)
+class Step:
+    step: int
+    total: int
+    elapsed_s: float
+    preview: np.ndarray | None
+
+
+@dataclass(frozen=True)
+class Finished:
+    png_path: Path
+    record: GenerationRecord
+
+
+@dataclass(frozen=True)
+class Failed:
+    message: str
+
+
+@dataclass(frozen=True)
+class Stopped:
+    """The job was cancelled before it produced an image."""
+
+
+Event = Connected | Accepted | Step | Finished | Failed | Stopped
+
+
+# --- the status the panel shows (main thread only) --------------------------------------------
+
+
+@dataclass
+class JobStatus:
+    state: str = "starting"  # starting, queued, running, cancelling, done, failed, cancelled
+    message: str = "Connecting to the server ..."
+    step: int = 0
+    total: int = 0
+    elapsed_s: float = 0.0
+    started: float = field(default_factory=time.monotonic)
+    image_name: str = ""
+    model: str = ""
+    is_noise: bool = False
+
+    @property
+    def active(self) -> bool:
+        return self.state in ("starting", "queued", "running", "cancelling")
+
+    @property
+    def fraction(self) -> float:
+        return self.step / self.total if self.total else 0.0
+
+
+# --- the worker -------------------------------------------------------------------------------
+
+
+class GenerationJob:
+    def __init__(self, spec: JobSpec) -> None:
+        self.spec = spec
+        self.events: queue.Queue[Event] = queue.Queue()
+        self.status = JobStatus()
+        self._cancel = threading.Event()
+        self._lock = threading.Lock()
+        self._server_job: Job | None = None  # once the server accepted
+        self._thread = threading.Thread(target=self._run, name="seethrough-generate", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    @property
+    def thread_alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def join(self, timeout_s: float) -> None:
+        self._thread.join(timeout_s)
+
+    def request_cancel(self) -> None:
+        """Main thread: ask the server to stop the job, without waiting for it."""
+        self._cancel.set()
+        if self.status.active:
+            self.status.state, self.status.message = "cancelling", "Cancelling ..."
+        with self._lock:
+            server_job = self._server_job
+        if server_job is not None:
+            threading.Thread(target=self._send_cancel, args=(server_job,), daemon=True).start()
+        # Not accepted yet: the worker cancels right after the server accepts.
+
+    def _send_cancel(self, server_job: Job) -> None:
+        try:
+            server_job.cancel()
+        except SeeThroughError as exc:  # the job's own events report the outcome
+            log.info("cancel request failed: %s", exc)
+
+    def _post(self, event: Event) -> None:
+        self.events.put(event)
+
+    def _run(self) -> None:
+        spec = self.spec
+        try:
+            with SeeThroughClient(spec.endpoint, spec.timeout_s) as client:
+                info = client.info()
+                self._post(Connected(str(info.model.get("name", "")), info.is_noise, info.queue_length))
+                if self._cancel.is_set():
+                    self._post(Stopped())
+                    return
+                server_job = client.submit(spec.request)
+                with self._lock:
+                    self._server_job = server_job
+                self._post(Accepted(server_job.id, server_job.queue_position))
+                if self._cancel.is_set():
+                    server_job.cancel()
+                for event in server_job.events():
+                    self._handle(event)
+        except ServerUnavailableError as exc:
+            self._post(Failed(str(exc)))
+        except ServerError as exc:
+            self._post(Failed(f"the server refused or failed the job ({exc.code}): {exc}"))
+        except SeeThroughError as exc:
+            self._post(Failed(str(exc)))
+        except Exception as exc:  # a bug: still end the job, with the traceback in the console
+            traceback.print_exc()
+            self._post(Failed(f"unexpected error: {type(exc).__name__}: {exc}"))
+
+    def _handle(self, event: Progress | Result | Cancelled) -> None:
+        if isinstance(event, Progress):
+            self._post(Step(event.step, event.total, event.elapsed_s, event.preview))
+        elif isinstance(event, Result):
+            self._post(self._save(event))
+        else:
+            self._post(Stopped())
+
+    def _save(self, result: Result) -> Finished:
+        """Write the PNG with its record right away (off the main thread: encoding takes time)."""
+        spec = self.spec
+        record = GenerationRecord.from_result(
+            result,
+            spec.layout,
+            source={"scene": spec.scene_name, "camera": spec.camera_name, "server": spec.endpoint},
+        )
+        name = f"{safe_name(spec.image_name)}_{result.job_id[:8]}.png"
+        # An image that arrived is never dropped: if the output folder fails, the temp folder takes it.
+        for folder in (spec.out_dir, Path(tempfile.gettempdir()) / "seethrough-results"):
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+                write_png(folder / name, result.image, text=record.png_text())
+                return Finished(folder / name, record)
+            except OSError as exc:
+                log.warning("cannot write %s: %s", folder / name, exc)
+        raise SeeThroughError(
+            f"the image arrived but could not be written to {spec.out_dir} nor the temp folder"
+        )
+
+
+# --- the main thread's side -------------------------------------------------------------------
+
+Applier = Callable[[GenerationJob, Event], None]
+
+
+class JobRunner:
+    """Holds the current job (at most one) and the last one's status for the panel."""
+
+    def __init__(self) -> None:
+        self.job: GenerationJob | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.job is not None and (self.job.status.active or self.job.thread_alive)
+
+    @property
+    def status(self) -> JobStatus | None:
+        return self.job.status if self.job is not None else None
+
+    def start(self, spec: JobSpec) -> GenerationJob:
+        if self.active:
+            raise SeeThroughError("a generation is already running; cancel it or wait for it")
+        self.job = GenerationJob(spec)
+        self.job.start()
+        return self.job
+
+    def pump(self, apply: Applier) -> bool:
+        """Apply every waiting event on the main thread; True while the job still runs."""
+        job = self.job
+        if job is None:
+            return False
+        while True:
+            try:
+                event = job.events.get_nowait()
+            except queue.Empty:
+                break
+            _update_status(job.status, event)
+            apply(job, event)
+        return job.status.active or job.thread_alive or not job.events.empty()
+
+    def shutdown(self, timeout_s: float = 1.0) -> None:
+        if self.job is not None and self.job.thread_alive:
+            self.job.request_cancel()
+            self.job.join(timeout_s)
+
+
+def _update_status(status: JobStatus, event: Event) -> None:
+    if isinstance(event, Connected):
+        status.model, status.is_noise = event.model, event.is_noise
+        if status.state != "cancelling":
+            status.message = f"Connected: {event.model}" + (
+                " (random weights: noise)" if event.is_noise else ""
+            )
+    elif isinstance(event, Accepted):
+        if status.state != "cancelling":
+            status.state = "queued" if event.queue_position else "running"
+            status.message = (
+                f"Queued behind {event.queue_position} job(s)" if event.queue_position else "Generating ..."
+            )
+    elif isinstance(event, Step):
+        status.step, status.total, status.elapsed_s = event.step, event.total, event.elapsed_s
+        if status.state != "cancelling":
+            status.state = "running"
+            status.message = f"Step {event.step}/{event.total}, {event.elapsed_s:.1f} s"
+    elif isinstance(event, Finished):
+        status.state, status.message = "done", f"Done: seed {event.record.seed}"
+    elif isinstance(event, Failed):
+        status.state, status.message = "failed", event.message
+    elif isinstance(event, Stopped):
+        status.state, status.message = "cancelled", "Cancelled"
+
+
+RUNNER = JobRunner()

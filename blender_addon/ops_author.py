@@ -1,0 +1,166 @@
+"""Authoring operators: add and remove boxes, import and export layout files."""
+
+from __future__ import annotations
+
+import math
+
+import bpy
+from bpy.props import BoolProperty, EnumProperty, StringProperty
+from bpy_extras.io_utils import ExportHelper, ImportHelper
+from mathutils import Vector
+
+from seethrough_core.errors import LayoutError
+from seethrough_core.layout import MAX_BOXES, Box, load_layout
+from seethrough_core.png import write_bytes_atomic
+
+from . import look, scene_io
+from .props import TEMPLATE_ITEMS
+from .templates import get_template
+from .validation import scene_layout
+
+
+def box_center_at_cursor(cursor: Vector, height: float) -> tuple[float, float, float]:
+    """Where a new box goes: under the 3D cursor, resting on the ground (z = 0), or on the cursor
+    when the cursor is above the ground (snap it to a table top to stand a bottle there)."""
+    bottom = max(cursor.z, 0.0)
+    return (cursor.x, cursor.y, bottom + height / 2.0)
+
+
+def yaw_facing(center: tuple[float, float, float], target: Vector) -> float:
+    """Z rotation in degrees that turns a box's front (+Y) towards the target, in the ground plane."""
+    dx, dy = target.x - center[0], target.y - center[1]
+    if math.hypot(dx, dy) < 1e-6:
+        return 0.0
+    return round(math.degrees(math.atan2(-dx, dy)), 1) + 0.0
+
+
+def reindex_boxes(scene: bpy.types.Scene) -> None:
+    """Make the boxes' indices 0..n-1 again, keeping their order (after a removal)."""
+    for index, obj in enumerate(scene_io.box_objects(scene)):
+        scene_io.get_props(obj)["index"] = index
+
+
+def remove_box_object(obj: bpy.types.Object) -> None:
+    mesh = obj.data
+    bpy.data.objects.remove(obj, do_unlink=True)
+    if mesh is not None and mesh.users == 0:
+        bpy.data.meshes.remove(mesh)
+
+
+class SEETHROUGH_OT_add_box(bpy.types.Operator):  # noqa: N801
+    """Add a box at the 3D cursor, sized like a real object, its front (red) facing the camera"""
+
+    bl_idname = "seethrough.add_box"
+    bl_label = "Add Box"
+    bl_options = {"REGISTER", "UNDO"}
+
+    template: EnumProperty(name="Size", items=TEMPLATE_ITEMS, default="person")
+    description: StringProperty(
+        name="Description", description="What the box is (empty: the size template's name)"
+    )
+    face_camera: BoolProperty(
+        name="Face Camera", description="Turn the box's front towards the active camera", default=True
+    )
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        scene = context.scene
+        count = len(scene_io.box_objects(scene))
+        if count >= MAX_BOXES:
+            self.report({"ERROR"}, f"a layout holds at most {MAX_BOXES} boxes; this scene has {count}")
+            return {"CANCELLED"}
+        template = get_template(self.template)
+        description = self.description.strip() or template.description
+        center = box_center_at_cursor(scene.cursor.location, template.size[2])
+        yaw = 0.0
+        if self.face_camera and scene.camera is not None:
+            yaw = yaw_facing(center, scene.camera.matrix_world.translation)
+        next_index = 1 + max((scene_io.box_index(o, -1) for o in scene_io.box_objects(scene)), default=-1)
+        obj = scene_io.add_box(scene, Box(description, center, template.size, (0.0, 0.0, yaw)), next_index)
+        look.style_box(obj)
+        for other in context.view_layer.objects:
+            if other.select_get():
+                other.select_set(False)
+        obj.select_set(True)
+        context.view_layer.objects.active = obj
+        self.report(
+            {"INFO"}, f'Added box "{obj.name}" ({template.label}, {len(scene_io.box_objects(scene))} boxes)'
+        )
+        return {"FINISHED"}
+
+
+class SEETHROUGH_OT_remove_box(bpy.types.Operator):  # noqa: N801
+    """Delete a box (the active one unless named) and renumber the others"""
+
+    bl_idname = "seethrough.remove_box"
+    bl_label = "Remove Box"
+    bl_options = {"REGISTER", "UNDO"}
+
+    name: StringProperty(name="Box", description="Object name of the box (empty: the active object)")
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        obj = bpy.data.objects.get(self.name) if self.name else context.active_object
+        if obj is None or not scene_io.is_box(obj):
+            self.report({"ERROR"}, "select a SeeThrough box to remove")
+            return {"CANCELLED"}
+        name = obj.name
+        remove_box_object(obj)
+        reindex_boxes(context.scene)
+        self.report({"INFO"}, f'Removed box "{name}"')
+        return {"FINISHED"}
+
+
+class SEETHROUGH_OT_import_layout(bpy.types.Operator, ImportHelper):  # noqa: N801
+    """Import a layout .json: its boxes, its camera (made active), prompt and output size"""
+
+    bl_idname = "seethrough.import_layout"
+    bl_label = "Import Layout"
+    bl_options = {"REGISTER", "UNDO"}
+
+    filename_ext = ".json"
+    filter_glob: StringProperty(default="*.json", options={"HIDDEN"})
+    replace_boxes: BoolProperty(
+        name="Replace Boxes", description="Delete the scene's SeeThrough boxes first", default=True
+    )
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        try:
+            layout = load_layout(self.filepath)
+        except LayoutError as exc:
+            self.report({"ERROR"}, f"{bpy.path.basename(self.filepath)}: {exc}")
+            return {"CANCELLED"}
+        scene = context.scene
+        if self.replace_boxes:
+            for obj in scene_io.box_objects(scene):
+                remove_box_object(obj)
+        for obj in scene_io.layout_to_scene(layout, scene):
+            look.style_box(obj)
+        self.report({"INFO"}, f"Imported {len(layout.boxes)} boxes and camera {scene.camera.name!r}")
+        return {"FINISHED"}
+
+
+class SEETHROUGH_OT_export_layout(bpy.types.Operator, ExportHelper):  # noqa: N801
+    """Export the scene's boxes, active camera, prompt and output size as a layout .json"""
+
+    bl_idname = "seethrough.export_layout"
+    bl_label = "Export Layout"
+
+    filename_ext = ".json"
+    filter_glob: StringProperty(default="*.json", options={"HIDDEN"})
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        try:
+            layout = scene_layout(context.scene)
+        except LayoutError as exc:
+            self.report({"ERROR"}, f"cannot export: {exc}")
+            return {"CANCELLED"}
+        write_bytes_atomic(self.filepath, layout.to_json().encode("utf-8"))
+        self.report({"INFO"}, f"Exported {len(layout.boxes)} boxes to {self.filepath}")
+        return {"FINISHED"}
+
+
+CLASSES = (
+    SEETHROUGH_OT_add_box,
+    SEETHROUGH_OT_remove_box,
+    SEETHROUGH_OT_import_layout,
+    SEETHROUGH_OT_export_layout,
+)

@@ -1,0 +1,150 @@
+"""The add-on's properties: ``object.seethrough``, ``scene.seethrough`` and the history entries.
+
+The box and scene groups are the RNA face of the ID properties scene_io reads and writes
+(docs/layout.md, "In a .blend file"): the same group name and the same keys, so a .blend authored
+with the add-on converts without it, and a layout imported without it shows up in its panels.
+"""
+
+from __future__ import annotations
+
+import bpy
+from bpy.props import (
+    BoolProperty,
+    CollectionProperty,
+    EnumProperty,
+    FloatProperty,
+    IntProperty,
+    PointerProperty,
+    StringProperty,
+)
+
+from seethrough_core.protocol import DEFAULT_GUIDANCE, DEFAULT_STEPS, MAX_GUIDANCE, MAX_STEPS
+
+from .templates import load_templates
+
+MAX_SEED = 2**31 - 1  # Blender integer properties are 32-bit; the add-on picks seeds in this range
+
+
+def template_items() -> list[tuple[str, str, str]]:
+    # Built once at import: Blender keeps pointers into enum item strings, so they must stay alive.
+    return [
+        (t.id, t.label, f"{t.description}: {t.size[0]:g} x {t.size[1]:g} x {t.size[2]:g} m (W x D x H)")
+        for t in load_templates()
+    ]
+
+
+TEMPLATE_ITEMS = template_items()
+
+
+def _box_index_get(self) -> int:
+    """The list's active row follows the active object, so selecting in the viewport shows in the list."""
+    try:
+        active = bpy.context.view_layer.objects.active
+    except AttributeError:  # no view layer in this context
+        return -1
+    if active is None:
+        return -1
+    for i, obj in enumerate(self.id_data.objects):
+        if obj == active:
+            return i
+    return -1
+
+
+def _box_index_set(self, value: int) -> None:
+    objects = self.id_data.objects
+    view_layer = getattr(bpy.context, "view_layer", None)
+    if view_layer is None or not 0 <= value < len(objects):
+        return
+    obj = objects[value]
+    for other in view_layer.objects:
+        if other.select_get():
+            other.select_set(False)
+    if obj.name in view_layer.objects:
+        obj.select_set(True)
+        view_layer.objects.active = obj
+
+
+class SEETHROUGH_PG_box(bpy.types.PropertyGroup):  # noqa: N801
+    """``object.seethrough``: marks an object as a layout box."""
+
+    is_box: IntProperty(name="Is Box", description="1 when this object is a SeeThrough box", min=0, max=1)
+    description: StringProperty(
+        name="Description",
+        description='What this box is, in a few words, e.g. "a red vintage car"',
+    )
+    index: IntProperty(name="Index", description="Order of the box in the layout and its masks", min=0)
+
+
+class SEETHROUGH_PG_history_item(bpy.types.PropertyGroup):  # noqa: N801
+    """One generated image; ``name`` is its label in the history list."""
+
+    image: PointerProperty(name="Image", type=bpy.types.Image)
+    seed: StringProperty(name="Seed")  # text: a server-picked seed may exceed 32 bits
+    prompt: StringProperty(name="Prompt")
+    camera: StringProperty(name="Camera")
+    created: StringProperty(name="Created")
+
+
+class SEETHROUGH_PG_scene(bpy.types.PropertyGroup):  # noqa: N801
+    """``scene.seethrough``: the layout's scene-wide fields plus generation settings and history."""
+
+    # Layout fields, read by scene_io.
+    scene_prompt: StringProperty(
+        name="Scene Prompt",
+        description='What surrounds the objects, e.g. "on a quiet street at dusk"',
+    )
+    light_seed: IntProperty(
+        name="Light Seed",
+        description="Seed of the OSCR image's point lights (unset: derived from the layout)",
+    )
+    extras_json: StringProperty(name="Extras", description="Free-form layout extras, as JSON")
+
+    # Generation settings.
+    seed: IntProperty(
+        name="Seed", description="Seed used when Random is off", min=0, max=MAX_SEED, default=42
+    )
+    random_seed: BoolProperty(
+        name="Random Seed", description="Pick a new seed for every generation", default=True
+    )
+    steps: IntProperty(
+        name="Steps", description="Denoising steps", min=1, max=MAX_STEPS, default=DEFAULT_STEPS
+    )
+    guidance: FloatProperty(
+        name="Guidance", description="FLUX guidance", min=0.0, max=MAX_GUIDANCE, default=DEFAULT_GUIDANCE
+    )
+    show_previews: BoolProperty(
+        name="Step Previews",
+        description='Show a small preview after each step in the image "SeeThrough Preview"',
+        default=True,
+    )
+
+    # Add Box inputs.
+    new_box_template: EnumProperty(
+        name="Size", description="Real-world size of the new box", items=TEMPLATE_ITEMS, default="person"
+    )
+    new_box_description: StringProperty(
+        name="Description", description="Description of the new box (empty: the size template's name)"
+    )
+    box_index: IntProperty(name="Active Box", get=_box_index_get, set=_box_index_set)
+
+    # Results.
+    history: CollectionProperty(type=SEETHROUGH_PG_history_item)
+    history_index: IntProperty(name="Active Result", default=-1)
+
+
+CLASSES = (SEETHROUGH_PG_box, SEETHROUGH_PG_history_item, SEETHROUGH_PG_scene)
+
+
+def register() -> None:
+    for cls in CLASSES:
+        bpy.utils.register_class(cls)
+    bpy.types.Object.seethrough = PointerProperty(type=SEETHROUGH_PG_box)
+    bpy.types.Scene.seethrough = PointerProperty(type=SEETHROUGH_PG_scene)
+
+
+def unregister() -> None:
+    # The ID properties stay in the file: unregistering only removes their RNA description.
+    del bpy.types.Scene.seethrough
+    del bpy.types.Object.seethrough
+    for cls in reversed(CLASSES):
+        bpy.utils.unregister_class(cls)

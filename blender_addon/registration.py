@@ -1,0 +1,51 @@
+"""Registers the add-on's classes and properties; unregistering also ends what it started."""
+
+from __future__ import annotations
+
+import bpy
+
+from . import (
+    generation,
+    ops_author,
+    ops_generate,
+    ops_render,
+    ops_results,
+    ops_server,
+    preferences,
+    props,
+    ui,
+)
+from .jobs import RUNNER
+from .local_server import SERVER
+
+CLASSES = (
+    *preferences.CLASSES,
+    *ops_author.CLASSES,
+    *ops_render.CLASSES,
+    *ops_generate.CLASSES,
+    *ops_results.CLASSES,
+    *ops_server.CLASSES,
+    *ui.CLASSES,
+)
+
+
+def register() -> None:
+    props.register()
+    for cls in CLASSES:
+        bpy.utils.register_class(cls)
+    current = preferences.settings()
+    if current.start_server_with_blender and not SERVER.running:
+        try:
+            SERVER.start(current.server_command())
+        except Exception as exc:  # never let a server problem keep the add-on from loading
+            print(f"SeeThrough: could not start the local server: {exc}")
+
+
+def unregister() -> None:
+    # First stop what runs in the background: the job's thread, its timer, the local server.
+    RUNNER.shutdown()
+    generation.stop_timer()
+    SERVER.stop()
+    for cls in reversed(CLASSES):
+        bpy.utils.unregister_class(cls)
+    props.unregister()

@@ -1,0 +1,221 @@
+"""The "SeeThrough" tab of the 3D Viewport sidebar (N panel)."""
+
+from __future__ import annotations
+
+import textwrap
+import time
+
+import bpy
+
+from . import compat, scene_io
+from .jobs import RUNNER
+from .local_server import SERVER
+from .preferences import address_problem, draw_server_controls, preferences, settings
+
+
+def draw_message(
+    layout: bpy.types.UILayout, text: str, icon: str, *, alert: bool = False, width: int = 42
+) -> None:
+    """A wrapped message: the sidebar cuts long labels, and errors must be readable in full."""
+    column = layout.column(align=True)
+    column.alert = alert
+    for i, line in enumerate(textwrap.wrap(text, width) or [""]):
+        column.label(text=line, icon=icon if i == 0 else "BLANK1")
+
+
+class SeeThroughPanel:
+    bl_space_type = "VIEW_3D"
+    bl_region_type = "UI"
+    bl_category = "SeeThrough"
+
+
+class SEETHROUGH_UL_boxes(bpy.types.UIList):  # noqa: N801
+    """The scene's boxes in layout order; their descriptions are edited in place."""
+
+    def draw_item(self, context, layout, data, item, icon, active_data, active_propname, index=0, flt_flag=0):
+        row = layout.row(align=True)
+        props = item.seethrough
+        row.label(text="", icon="MESH_CUBE")
+        row.prop(
+            props,
+            "description",
+            text="",
+            emboss=False,
+            icon="ERROR" if not props.description.strip() else "NONE",
+        )
+        row.label(text=item.name)
+
+    def filter_items(self, context, data, propname):
+        objects = getattr(data, propname)
+        keys = [
+            (0, scene_io.box_index(obj), obj.name) if scene_io.is_box(obj) else (1, 0, obj.name)
+            for obj in objects
+        ]
+        flags = [self.bitflag_filter_item if key[0] == 0 else 0 for key in keys]
+        order = [0] * len(keys)
+        for position, i in enumerate(sorted(range(len(keys)), key=keys.__getitem__)):
+            order[i] = position
+        return flags, order
+
+
+class SEETHROUGH_UL_history(bpy.types.UIList):  # noqa: N801
+    def draw_item(self, context, layout, data, item, icon, active_data, active_propname, index=0, flt_flag=0):
+        if item.image is not None:
+            layout.label(text=item.name, icon_value=layout.icon(item.image))
+        else:
+            layout.label(text=f"{item.name} (image deleted)", icon="ERROR")
+
+
+class SEETHROUGH_PT_scene(SeeThroughPanel, bpy.types.Panel):  # noqa: N801
+    bl_label = "SeeThrough"
+
+    def draw(self, context: bpy.types.Context) -> None:
+        layout = self.layout
+        scene = context.scene
+        props = scene.seethrough
+        layout.prop(
+            props,
+            "scene_prompt",
+            text="",
+            **compat.placeholder("Scene prompt, e.g. on a quiet street at dusk"),
+        )
+        layout.prop(scene, "camera", icon="CAMERA_DATA")
+        render = scene.render
+        column = layout.column(align=True)
+        column.label(text="Output Size")
+        row = column.row(align=True)
+        row.prop(render, "resolution_x", text="W")
+        row.prop(render, "resolution_y", text="H")
+        column.prop(render, "resolution_percentage", text="Scale")
+        scale = render.resolution_percentage / 100.0
+        width, height = round(render.resolution_x * scale), round(render.resolution_y * scale)
+        if width % 16 or height % 16 or not (256 <= width <= 2048 and 256 <= height <= 2048):
+            draw_message(
+                layout,
+                f"{width} x {height}: each side must be 256..2048 and a multiple of 16",
+                "ERROR",
+                alert=True,
+            )
+        row = layout.row(align=True)
+        row.operator("seethrough.import_layout", text="Import", icon="IMPORT")
+        row.operator("seethrough.export_layout", text="Export", icon="EXPORT")
+
+
+class SEETHROUGH_PT_boxes(SeeThroughPanel, bpy.types.Panel):  # noqa: N801
+    bl_label = "Boxes"
+    bl_parent_id = "SEETHROUGH_PT_scene"
+
+    def draw(self, context: bpy.types.Context) -> None:
+        layout = self.layout
+        scene = context.scene
+        props = scene.seethrough
+        column = layout.column(align=True)
+        column.prop(
+            props, "new_box_description", text="", **compat.placeholder("Description, e.g. a red vintage car")
+        )
+        row = column.row(align=True)
+        row.prop(props, "new_box_template", text="")
+        op = row.operator("seethrough.add_box", text="Add Box", icon="ADD")
+        op.template = props.new_box_template
+        op.description = props.new_box_description
+
+        layout.template_list("SEETHROUGH_UL_boxes", "", scene, "objects", props, "box_index", rows=4)
+        obj = context.active_object
+        if obj is not None and scene_io.is_box(obj):
+            column = layout.column(align=True)
+            column.prop(obj.seethrough, "description", text="")
+            column.prop(obj, "scale", text="Size (m)")
+            column.prop(obj, "rotation_euler", index=2, text="Turn")
+            layout.operator("seethrough.remove_box", text="Remove Box", icon="TRASH").name = obj.name
+
+
+class SEETHROUGH_PT_generate(SeeThroughPanel, bpy.types.Panel):  # noqa: N801
+    bl_label = "Generate"
+    bl_parent_id = "SEETHROUGH_PT_scene"
+
+    def draw(self, context: bpy.types.Context) -> None:
+        layout = self.layout
+        props = context.scene.seethrough
+        row = layout.row(align=True)
+        row.prop(props, "random_seed", text="Random", toggle=True)
+        sub = row.row(align=True)
+        sub.enabled = not props.random_seed
+        sub.prop(props, "seed")
+        column = layout.column(align=True)
+        column.prop(props, "steps")
+        column.prop(props, "guidance")
+        layout.prop(props, "show_previews")
+
+        row = layout.row(align=True)
+        row.operator("seethrough.render_oscr", icon="RENDER_STILL")
+        busy = RUNNER.active
+        sub = row.row(align=True)
+        sub.enabled = not busy
+        sub.operator("seethrough.generate", icon="PLAY")
+
+        status = RUNNER.status
+        if status is None:
+            return
+        if busy:
+            text = f"Step {status.step}/{status.total}" if status.total else status.message
+            elapsed = time.monotonic() - status.started
+            layout.progress(factor=status.fraction, type="BAR", text=f"{text} · {elapsed:.0f} s")
+            if status.total == 0 or status.state == "cancelling":
+                draw_message(layout, status.message, "TIME")
+            layout.operator("seethrough.cancel", icon="CANCEL")
+        elif status.state == "failed":
+            draw_message(layout, status.message, "ERROR", alert=True)
+        else:
+            draw_message(layout, status.message, "CHECKMARK" if status.state == "done" else "INFO")
+        if status.is_noise:
+            draw_message(layout, "The server runs random weights (--tiny): images are noise", "INFO")
+
+
+class SEETHROUGH_PT_results(SeeThroughPanel, bpy.types.Panel):  # noqa: N801
+    bl_label = "Results"
+    bl_parent_id = "SEETHROUGH_PT_scene"
+
+    def draw(self, context: bpy.types.Context) -> None:
+        layout = self.layout
+        props = context.scene.seethrough
+        layout.template_list("SEETHROUGH_UL_history", "", props, "history", props, "history_index", rows=3)
+        row = layout.row(align=True)
+        row.operator("seethrough.open_history_item", text="Open", icon="IMAGE_DATA")
+        row.operator("seethrough.use_as_background", text="Backplate", icon="CAMERA_DATA")
+        row.operator("seethrough.remove_history_item", text="", icon="X")
+        if 0 <= props.history_index < len(props.history):
+            item = props.history[props.history_index]
+            draw_message(layout, f"seed {item.seed}, camera {item.camera}: {item.prompt}", "INFO")
+
+
+class SEETHROUGH_PT_server(SeeThroughPanel, bpy.types.Panel):  # noqa: N801
+    bl_label = "Server"
+    bl_parent_id = "SEETHROUGH_PT_scene"
+    bl_options = {"DEFAULT_CLOSED"}
+
+    def draw(self, context: bpy.types.Context) -> None:
+        layout = self.layout
+        prefs = preferences()
+        if prefs is not None:
+            layout.prop(prefs, "server_address", text="")
+            layout.prop(prefs, "timeout_s")
+        address = settings().server_address
+        if problem := address_problem(address):
+            draw_message(layout, problem, "ERROR", alert=True)
+        status = RUNNER.status
+        if status is not None and status.model:
+            draw_message(layout, f"Model: {status.model}", "INFO")
+        draw_server_controls(layout)
+        for line in SERVER.log_tail(3) if SERVER.log_path else []:
+            layout.label(text=line[-60:])
+
+
+CLASSES = (
+    SEETHROUGH_UL_boxes,
+    SEETHROUGH_UL_history,
+    SEETHROUGH_PT_scene,
+    SEETHROUGH_PT_boxes,
+    SEETHROUGH_PT_generate,
+    SEETHROUGH_PT_results,
+    SEETHROUGH_PT_server,
+)

@@ -1,0 +1,216 @@
+"""Helpers for the add-on tests: its preferences, driving its job pump, a scripted fake server, and a
+recording stand-in for UILayout so panel draw code runs headless (the bpy module draws no UI).
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import bpy
+import numpy as np
+import zmq
+
+from seethrough_core.protocol import (
+    Accepted,
+    GenerateRequest,
+    InfoReply,
+    InfoRequest,
+    Progress,
+    Result,
+    decode_request,
+)
+
+ADDON = "blender_addon"  # the package name when enabled from this checkout
+
+
+def prefs():
+    return bpy.context.preferences.addons[ADDON].preferences
+
+
+def configure(address: str, out_dir: Path, timeout_s: float = 30.0) -> None:
+    p = prefs()
+    p.server_address = address
+    p.timeout_s = timeout_s
+    p.output_dir = str(out_dir)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def pump_until_done(timeout_s: float = 120.0, on_pump: Callable[[], None] | None = None):
+    """Drive the main-thread pump as Blender's timer would; returns the job's final status."""
+    from blender_addon import generation
+    from blender_addon.jobs import RUNNER
+
+    deadline = time.monotonic() + timeout_s
+    while generation.pump():
+        if on_pump is not None:
+            on_pump()
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the job did not finish in {timeout_s} s: {RUNNER.status}")
+        time.sleep(0.02)
+    return RUNNER.status
+
+
+class FakeServer:
+    """A ROUTER socket playing the server from a script.
+
+    mode "finish": answers info, accepts a job, sends one progress and a result.
+    mode "die": answers info, accepts, sends one progress, then goes silent for good (a crash).
+    Every request it receives is recorded in `received`.
+    """
+
+    def __init__(self, mode: str = "finish") -> None:
+        self.mode = mode
+        self.received: list[str] = []
+        self._context = zmq.Context()
+        self._socket = self._context.socket(zmq.ROUTER)
+        self._socket.linger = 0
+        self.port = self._socket.bind_to_random_port("tcp://127.0.0.1")
+        self.address = f"tcp://127.0.0.1:{self.port}"
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _send(self, peer: bytes, message) -> None:
+        self._socket.send_multipart([peer, *message.encode()])
+
+    def _serve(self) -> None:
+        dead = False
+        while not self._stop.is_set():
+            if not self._socket.poll(50):
+                continue
+            peer, *frames = self._socket.recv_multipart()
+            request = decode_request(frames)
+            self.received.append(request.TYPE)
+            if dead:
+                continue
+            if isinstance(request, InfoRequest):
+                self._send(peer, self._info(request))
+            elif isinstance(request, GenerateRequest):
+                self._send(peer, Accepted(request.request_id, "job-1", 0))
+                self._send(peer, Progress(request.request_id, "job-1", 1, 2, 0.1, None))
+                if self.mode == "die":
+                    dead = True
+                    continue
+                image = np.full((request.height, request.width, 3), 127, np.uint8)
+                self._send(peer, self._result(request, image))
+
+    def _info(self, request: InfoRequest) -> InfoReply:
+        return InfoReply(
+            request_id=request.request_id,
+            server_version="fake",
+            state="ready",
+            model={"name": "fake model"},
+            lora=None,
+            device="cpu",
+            free_memory_bytes=None,
+            memory_kind="system",
+            queue_length=0,
+            is_noise=True,
+            max_boxes=16,
+            job_state="unknown" if request.job_id else None,
+        )
+
+    def _result(self, request: GenerateRequest, image: np.ndarray) -> Result:
+        return Result(
+            request_id=request.request_id,
+            job_id="job-1",
+            image=image,
+            seed=request.seed or 0,
+            prompt="a photo of " + " and ".join(request.descriptions),
+            call_ids=[[1] for _ in request.descriptions],
+            steps=request.steps,
+            guidance=request.guidance,
+            timings={"total_s": 0.1},
+            model_timings={},
+            model={"name": "fake model"},
+            lora=None,
+            is_noise=True,
+            metadata=request.metadata,
+        )
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self._socket.close(0)
+        self._context.term()
+
+
+# --- panel drawing without a UI ---------------------------------------------------------------
+
+
+class _OperatorProps:
+    """What layout.operator() returns: setting a property the operator lacks is a bug."""
+
+    def __init__(self, idname: str) -> None:
+        module, name = idname.split(".")
+        op = getattr(getattr(bpy.ops, module), name)
+        object.__setattr__(self, "_names", set(op.get_rna_type().properties.keys()))
+        object.__setattr__(self, "_idname", idname)
+
+    def __setattr__(self, key: str, value) -> None:
+        assert key in self._names, f"{self._idname} has no property {key!r}"
+
+
+class RecordingLayout:
+    """Enough of UILayout for our draw code; checks every property and operator it is given."""
+
+    def __init__(self, log: list[str] | None = None) -> None:
+        self.log = log if log is not None else []
+        self.alert = False
+        self.enabled = True
+
+    def _child(self, *args, **kwargs) -> RecordingLayout:
+        return RecordingLayout(self.log)
+
+    row = column = box = split = _child
+
+    def label(self, text: str = "", **kwargs) -> None:
+        self.log.append(f"label:{text}")
+
+    def prop(self, data, name: str, **kwargs) -> None:
+        assert name in data.bl_rna.properties, f"{data!r} has no property {name!r}"
+        self.log.append(f"prop:{name}")
+
+    def operator(self, idname: str, **kwargs) -> _OperatorProps:
+        self.log.append(f"operator:{idname}")
+        return _OperatorProps(idname)
+
+    def template_list(self, list_type, list_id, data, prop, active_data, active_prop, **kwargs) -> None:
+        assert hasattr(bpy.types, list_type), f"UIList {list_type} is not registered"
+        assert prop in data.bl_rna.properties and active_prop in active_data.bl_rna.properties
+        self.log.append(f"list:{list_type}")
+
+    def progress(self, factor: float = 0.0, type: str = "BAR", text: str = "") -> None:  # noqa: A002
+        assert 0.0 <= factor <= 1.0
+        self.log.append(f"progress:{text}")
+
+    def icon(self, data) -> int:
+        return 0
+
+    def separator(self, **kwargs) -> None:
+        pass
+
+
+class DrawSelf:
+    """Stands in for a Panel, UIList or AddonPreferences instance when calling their draw functions
+    directly; other attributes come from `target` (the real preferences, for instance)."""
+
+    bitflag_filter_item = 1 << 30
+
+    def __init__(self, layout: RecordingLayout | None, target=None) -> None:
+        self.layout = layout
+        self._target = target
+
+    def __getattr__(self, name: str):
+        if name.startswith("_") or self._target is None:
+            raise AttributeError(name)
+        return getattr(self._target, name)

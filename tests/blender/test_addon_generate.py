@@ -1,0 +1,236 @@
+"""Render and generate from Blender: against a real tiny server in a subprocess, an unreachable
+address, a server that dies mid-job, and the local-server controls. Blender's timers never fire in
+the bpy module, so the tests drive the add-on's main-thread pump themselves."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+import addon_utils
+import bpy
+import numpy as np
+import pytest
+from addon_support import (
+    ADDON,
+    DrawSelf,
+    FakeServer,
+    RecordingLayout,
+    configure,
+    free_port,
+    prefs,
+    pump_until_done,
+)
+from conftest import BASE_LAYOUT
+from PIL import Image
+
+from blender_addon import images, scene_io, ui
+from blender_addon.jobs import RUNNER
+from blender_addon.local_server import SERVER
+from seethrough_core.client import SeeThroughClient, ServerUnavailableError
+
+pytestmark = pytest.mark.slow
+
+# The shared test layout plus a second, partly hidden box.
+LAYOUT = {
+    **BASE_LAYOUT,
+    "boxes": [
+        *BASE_LAYOUT["boxes"],
+        {"description": "a small white dog", "center": [-4.6, 0.4, 0.3], "size": [0.3, 0.8, 0.6]},
+    ],
+}
+
+
+@pytest.fixture(scope="module")
+def tiny_server(tmp_path_factory):
+    """`seethrough serve --tiny` in a subprocess on a free loopback port, ready to generate."""
+    address = f"tcp://127.0.0.1:{free_port()}"
+    log_path = tmp_path_factory.mktemp("server") / "server.log"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "seethrough_core", "serve", "--tiny", "--bind", address],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        with SeeThroughClient(address, timeout_s=2.0) as client:
+            deadline = time.monotonic() + 180
+            while True:
+                assert process.poll() is None, log_path.read_text()
+                try:
+                    if client.info().state == "ready":
+                        break
+                except ServerUnavailableError:
+                    pass
+                assert time.monotonic() < deadline, log_path.read_text()
+                time.sleep(0.2)
+        yield address
+    finally:
+        process.terminate()
+        process.wait(30)
+
+
+@pytest.fixture(scope="module")
+def out_dir(tmp_path_factory):
+    """One output folder for the module, so the OSCR render of LAYOUT is cached across tests."""
+    return tmp_path_factory.mktemp("addon-out")
+
+
+@pytest.fixture
+def shot(addon, tmp_path):
+    """The add-on enabled, with LAYOUT imported through its operator."""
+    path = tmp_path / "layout.json"
+    path.write_text(json.dumps(LAYOUT))
+    assert bpy.ops.seethrough.import_layout(filepath=str(path)) == {"FINISHED"}
+    return bpy.context.scene
+
+
+def draw_generate_panel() -> list[str]:
+    log: list[str] = []
+    ui.SEETHROUGH_PT_generate.draw(DrawSelf(RecordingLayout(log)), bpy.context)
+    return log
+
+
+def test_render_oscr_shows_the_image_and_masks(shot, out_dir):
+    configure("tcp://127.0.0.1:5555", out_dir)
+    assert bpy.ops.seethrough.render_oscr() == {"FINISHED"}
+    oscr = bpy.data.images[images.OSCR_IMAGE]
+    assert tuple(oscr.size) == (256, 256)
+    for i in range(2):
+        for kind in ("amodal", "visible"):
+            assert tuple(bpy.data.images[f"SeeThrough {kind} {i:03d}"].size) == (256, 256)
+    pixels = np.array(oscr.pixels[:]).reshape(256, 256, 4)
+    assert pixels[..., :3].max() > 0.1  # something was drawn
+
+
+def test_generate_brings_back_a_packed_image_with_its_record(shot, tiny_server, out_dir, tmp_path):
+    configure(tiny_server, out_dir)
+    props = shot.seethrough
+    props.random_seed, props.seed, props.steps, props.show_previews = False, 7, 2, True
+
+    started = time.monotonic()
+    assert bpy.ops.seethrough.generate() == {"FINISHED"}
+    drawn: list[str] = []
+    status = pump_until_done(on_pump=lambda: drawn.extend(draw_generate_panel()))
+    assert status.state == "done", status.message
+    assert any(line.startswith("progress:") for line in drawn)  # the panel showed a progress bar
+    assert time.monotonic() - started < 120
+
+    name = "Scene Camera seed 7"
+    image = bpy.data.images[name]
+    assert tuple(image.size) == (256, 256) and image.packed_file is not None and image.use_fake_user
+    assert bpy.data.images["SeeThrough Preview"].size[0] > 0  # step previews arrived
+    layout = scene_io.scene_to_layout(shot)  # what was sent: LAYOUT with the objects' names
+    stored = image["seethrough"]
+    assert stored["seed"] == 7 and stored["steps"] == 2 and stored["guidance"] == pytest.approx(3.5)
+    assert list(stored["descriptions"]) == layout.descriptions
+    assert stored["prompt"] == "a photo of a red vintage car and a small white dog on a quiet street"
+    assert "tiny" in json.loads(stored["model_json"])["name"]
+    assert "lora_json" in stored
+    assert json.loads(stored["layout_json"]) == layout.to_dict()
+    assert images.image_record(image)["seed"] == 7
+
+    history = props.history
+    assert len(history) == 1 and history[0].image == image and history[0].seed == "7"
+    assert list((out_dir / "Scene" / "results").glob("*.png"))  # the file arrived on disk first
+
+    # Saved from Blender, the PNG still carries the record (Blender keeps PNG text chunks).
+    saved = tmp_path / "saved.png"
+    image.save(filepath=str(saved))
+    with Image.open(saved) as png:
+        assert png.size == (256, 256)
+        record = json.loads(png.text["seethrough"])
+    assert record["seed"] == 7 and record["descriptions"] == layout.descriptions
+    assert record["layout"] == layout.to_dict()
+
+    # History: reopen, then put it behind the camera.
+    assert bpy.ops.seethrough.open_history_item(index=0) == {"FINISHED"}
+    assert bpy.ops.seethrough.use_as_background() == {"FINISHED"}
+    camera = shot.camera.data
+    assert camera.show_background_images
+    assert [(bg.image, bg.display_depth) for bg in camera.background_images] == [(image, "BACK")]
+    assert bpy.ops.seethrough.use_as_background() == {"FINISHED"}  # replaces, never piles up
+    assert len(camera.background_images) == 1
+
+    # The .blend carries the image, its record and the history.
+    blend = tmp_path / "shot.blend"
+    bpy.ops.wm.save_as_mainfile(filepath=str(blend))
+    bpy.ops.wm.open_mainfile(filepath=str(blend))
+    reopened = bpy.data.images[name]
+    assert reopened.packed_file is not None and reopened["seethrough"]["seed"] == 7
+    assert bpy.context.scene.seethrough.history[0].image == reopened
+
+
+def test_cancel_stops_the_job_on_the_server(shot, tiny_server, out_dir):
+    configure(tiny_server, out_dir)
+    props = shot.seethrough
+    props.random_seed, props.steps, props.show_previews = True, 40, False
+    assert bpy.ops.seethrough.generate() == {"FINISHED"}
+
+    def cancel_after_first_step() -> None:
+        if RUNNER.status.step >= 1 and RUNNER.status.state == "running":
+            assert bpy.ops.seethrough.cancel() == {"FINISHED"}
+            assert "operator:seethrough.cancel" in draw_generate_panel()
+
+    status = pump_until_done(timeout_s=60, on_pump=cancel_after_first_step)
+    assert status.state == "cancelled" and status.step < 40
+    assert len(props.history) == 0
+    with SeeThroughClient(tiny_server, timeout_s=10) as client:
+        assert client.info().queue_length == 0  # stopped on the server, not only in Blender
+
+
+def test_unreachable_server_reports_within_the_timeout(shot, out_dir):
+    configure(f"tcp://127.0.0.1:{free_port()}", out_dir, timeout_s=0.5)
+    assert bpy.ops.seethrough.generate() == {"FINISHED"}  # returns at once: the UI never waits
+    started = time.monotonic()
+    status = pump_until_done(timeout_s=10)
+    assert time.monotonic() - started < 3.0
+    assert status.state == "failed" and "seethrough serve" in status.message, status.message
+    assert any("seethrough serve" in line for line in draw_generate_panel())
+    assert len(shot.seethrough.history) == 0
+
+
+def test_server_dying_mid_job_fails_the_job_and_keeps_earlier_results(shot, out_dir):
+    healthy, dying = FakeServer("finish"), FakeServer("die")
+    try:
+        configure(healthy.address, out_dir, timeout_s=0.5)
+        shot.seethrough.random_seed = True
+        bpy.ops.seethrough.generate()
+        assert pump_until_done(timeout_s=20).state == "done"
+        first = shot.seethrough.history[0].image
+
+        prefs().server_address = dying.address
+        bpy.ops.seethrough.generate()
+        status = pump_until_done(timeout_s=20)
+        assert status.state == "failed" and "no answer" in status.message, status.message
+        assert status.step == 1  # it was mid-job
+        assert [item.image for item in shot.seethrough.history] == [first]
+        assert first.name in bpy.data.images and first.packed_file is not None
+    finally:
+        healthy.close()
+        dying.close()
+
+
+def test_local_server_starts_and_stops_with_the_addon(addon, tmp_path):
+    address = f"tcp://127.0.0.1:{free_port()}"
+    configure(address, tmp_path)
+    p = prefs()
+    p.server_executable, p.server_arguments = sys.executable, "-m seethrough_core serve --tiny"
+    p.server_log = str(tmp_path / "server.log")
+
+    assert bpy.ops.seethrough.start_server() == {"FINISHED"}
+    with pytest.raises(RuntimeError, match="already running"):
+        bpy.ops.seethrough.start_server()
+    with SeeThroughClient(address, timeout_s=60) as client:
+        info = client.info()  # it listens where the add-on will look for it (answers while loading)
+    assert info.state in ("loading", "ready") and "tiny" in info.model["name"]
+    process = SERVER.process
+    addon_utils.disable(ADDON, default_set=True)  # disabling the add-on stops its server
+    assert process.poll() is not None and not SERVER.running
+    assert "--bind" in (tmp_path / "server.log").read_text()
+    addon_utils.enable(ADDON, default_set=True)
+    prefs().server_executable = str(tmp_path / "no-such-seethrough")
+    with pytest.raises(RuntimeError, match="cannot find"):
+        bpy.ops.seethrough.start_server()
