@@ -6,11 +6,14 @@ Who attends to whom (the same in every block and every step of one generation):
   mask also attends to box k's ``call_ids`` text tokens (the union where boxes overlap);
 - condition rows never attend to image tokens nor to any other text token.
 
-Two processors compute it. ``dense`` builds the full additive mask and runs one SDPA: the
-straightforward formulation and our baseline. ``split`` (the default) is exact without a dense mask:
-text+image rows run one unmasked SDPA over all keys (so the fast kernels apply), and condition rows run
-one SDPA over only the text keys some box can see plus the condition keys, with a small boolean mask.
-A processor's ``prepare`` runs once per request; the returned callable is shared by all blocks and steps.
+Three processors compute it. ``split`` (the default) is exact without a dense mask: text+image rows
+run one unmasked SDPA over all keys (so the flash/cuDNN kernels apply to 80-90% of the query rows),
+and condition rows run one SDPA over only the text keys some box can see plus the condition keys,
+with a small additive mask [cond_len, visible + cond_len]. ``dense`` builds the full
+[total x total] additive mask once per request and runs one masked SDPA. ``dense-rebuild`` is the
+reference implementation's approach, kept as a benchmark baseline: it rebuilds that dense mask in every
+block call of every step. A processor's ``prepare`` runs once per request; the returned callable is
+shared by all blocks and steps.
 """
 
 from __future__ import annotations
@@ -79,6 +82,18 @@ def full_attention_permissions(layout: AttentionLayout) -> torch.Tensor:
     return allowed
 
 
+# The visible text keys of the condition rows are padded to a multiple of this (with keys nobody may
+# see): a compiled graph is then reused for prompts with different box-description lengths, and the
+# mask's last dimension (visible + 1024) stays 16-aligned, as the memory-efficient kernel wants it.
+VISIBLE_TEXT_BUCKET = 64
+
+
+def permissions_to_bias(allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Bool permissions -> additive mask (0 where allowed, -inf elsewhere), the form SDPA's masked kernels
+    consume; converting once per request saves SDPA a conversion in every call."""
+    return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill(~allowed, float("-inf"))
+
+
 class AttentionProcessor(Protocol):
     name: str
 
@@ -97,6 +112,15 @@ def _sdpa(
     return out.transpose(1, 2)
 
 
+def plain_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+    """Unmasked attention of text+image query rows over any keys: [batch, seq, heads * head_dim].
+
+    What the cached-condition steps run: there only text and image rows are computed, and those see
+    every key, the cached condition keys included.
+    """
+    return _sdpa(query, key, value).flatten(2, 3)
+
+
 class _DenseAttend:
     def __init__(self, bias: torch.Tensor) -> None:
         self.bias = bias  # additive [total_len, total_len]: 0 where allowed, -inf elsewhere
@@ -106,21 +130,54 @@ class _DenseAttend:
 
 
 class DenseMaskAttention:
-    """Reference formulation: one SDPA call with the full additive mask."""
+    """Straightforward formulation: one SDPA call with the full additive mask, built once per request."""
 
     name = "dense"
 
     def prepare(self, layout: AttentionLayout, device: torch.device, dtype: torch.dtype) -> JointAttention:
-        allowed = full_attention_permissions(layout).to(device)
-        bias = torch.zeros(allowed.shape, dtype=dtype, device=device).masked_fill(~allowed, float("-inf"))
-        return _DenseAttend(bias)
+        return _DenseAttend(permissions_to_bias(full_attention_permissions(layout).to(device), dtype))
+
+
+class _RebuildingDenseAttend:
+    def __init__(self, layout: AttentionLayout, device: torch.device, dtype: torch.dtype) -> None:
+        self.layout = layout
+        self.box_token_masks = layout.box_token_masks.to(device)
+        self.device = device
+        self.dtype = dtype
+
+    def _bias(self) -> torch.Tensor:
+        """The dense additive mask, rebuilt the way the reference builds it in every block call: a float32
+        [total x total] "blocked" matrix, per box a masked assignment on the device (boolean indexing, which
+        waits for the GPU), then scaled to a huge negative number and cast to the compute dtype."""
+        layout, main = self.layout, self.layout.main_len
+        blocked = torch.ones(layout.total_len, layout.total_len, device=self.device)
+        blocked[:main] = 0  # text and image rows see every key
+        blocked[main:, main:] = 0  # condition rows see every condition key ...
+        for box, ids in enumerate(layout.call_ids):  # ... and the text of the boxes they lie in
+            columns = torch.tensor(list(ids), dtype=torch.long, device=self.device)
+            subset = blocked[main:, columns]
+            subset[self.box_token_masks[box]] = 0
+            blocked[main:, columns] = subset
+        return (blocked * -1e20).to(self.dtype)
+
+    def __call__(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+        return _sdpa(query, key, value, self._bias()).flatten(2, 3)
+
+
+class DenseRebuildAttention:
+    """Benchmark baseline: the reference's approach, the dense mask rebuilt in every block of every step."""
+
+    name = "dense-rebuild"
+
+    def prepare(self, layout: AttentionLayout, device: torch.device, dtype: torch.dtype) -> JointAttention:
+        return _RebuildingDenseAttend(layout, device, dtype)
 
 
 class _SplitAttend:
     def __init__(self, main_len: int, text_keys: torch.Tensor | None, cond_mask: torch.Tensor | None) -> None:
         self.main_len = main_len
-        self.text_keys = text_keys  # long [U]: text positions some box can see, or None
-        self.cond_mask = cond_mask  # bool [cond_len, U + cond_len], or None when nothing is masked
+        self.text_keys = text_keys  # long [U]: text positions some box can see (padded), or None
+        self.cond_mask = cond_mask  # additive [cond_len, U + cond_len], or None when nothing is masked
 
     def __call__(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
         main = _sdpa(query[:, : self.main_len], key, value)
@@ -143,13 +200,19 @@ class SplitConditionAttention:
         visible = permissions.any(dim=0).nonzero().flatten()
         if visible.numel() == 0:
             return _SplitAttend(layout.main_len, None, None)  # condition rows see only condition keys
+        padding = -visible.numel() % VISIBLE_TEXT_BUCKET
+        allowed_text = permissions[:, visible]
+        if padding:  # extra copies of text key 0 that no condition row may see
+            visible = torch.cat([visible, visible.new_zeros(padding)])
+            allowed_text = torch.cat([allowed_text, allowed_text.new_zeros(layout.cond_len, padding)], dim=1)
         cond_self = torch.ones(layout.cond_len, layout.cond_len, dtype=torch.bool)
-        cond_mask = torch.cat([permissions[:, visible], cond_self], dim=1)
-        return _SplitAttend(layout.main_len, visible.to(device), cond_mask.to(device))
+        cond_mask = permissions_to_bias(torch.cat([allowed_text, cond_self], dim=1).to(device), dtype)
+        return _SplitAttend(layout.main_len, visible.to(device), cond_mask)
 
 
-ATTENTION_PROCESSORS: dict[str, type[DenseMaskAttention] | type[SplitConditionAttention]] = {
-    DenseMaskAttention.name: DenseMaskAttention,
+ATTENTION_PROCESSORS: dict[str, type[AttentionProcessor]] = {
     SplitConditionAttention.name: SplitConditionAttention,
+    DenseMaskAttention.name: DenseMaskAttention,
+    DenseRebuildAttention.name: DenseRebuildAttention,
 }
 DEFAULT_ATTENTION = SplitConditionAttention.name

@@ -56,8 +56,28 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--memory",
         default="full",
-        choices=["full", "offload"],
-        help="full: everything on the GPU (about 34 GB); offload: parts move to the GPU as needed (slower)",
+        choices=["full", "offload", "24gb"],
+        help="full: everything on the GPU (about 34 GB); offload: parts move to the GPU as needed (slower); "
+        "24gb: quantized transformer and T5 streamed from CPU memory, for 24 GB cards (docs/performance.md)",
+    )
+    parser.add_argument(
+        "--quantization",
+        default="auto",
+        choices=["auto", "fp8", "nf4", "none"],
+        help="with --memory 24gb: fp8 (needs seethrough[fp8], GPUs with fp8 units), nf4 (seethrough[nf4]); "
+        "auto picks fp8 where the GPU has it",
+    )
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="compile the transformer blocks (faster steps; the first image at each size compiles for "
+        "minutes, cached on disk afterwards)",
+    )
+    parser.add_argument(
+        "--condition-cache",
+        action="store_true",
+        help="compute the OSCR condition stream once per image and reuse it (faster, approximate; "
+        "see docs/performance.md)",
     )
     parser.add_argument("--lora-scale", type=float, default=1.0, help="strength of the SeeThrough3D LoRA")
     parser.add_argument(
@@ -122,16 +142,22 @@ def _pipeline_loader(args: argparse.Namespace, device: str) -> Callable[[], obje
             )  # fmt: skip
         from .pipeline import SeeThroughPipeline  # torch and diffusers: seconds to import
 
+        speed = {
+            "memory": args.memory,
+            "quantization": args.quantization,
+            "compile": args.compile,
+            "condition_cache": args.condition_cache,
+        }
         if args.tiny:
-            return SeeThroughPipeline.tiny(seed=0, device=device)
+            return SeeThroughPipeline.tiny(seed=0, device=device, **speed)
         return SeeThroughPipeline.from_pretrained(
             args.model,
             args.lora,
             device=device,
             dtype=args.dtype,
-            memory=args.memory,
             lora_scale=args.lora_scale,
             style_loras=tuple(args.style_lora),
+            **speed,
         )
 
     return load

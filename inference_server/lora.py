@@ -172,7 +172,8 @@ def load_seethrough_lora(path: Path, transformer: nn.Module, scale: float = 1.0)
         num_single=len(transformer.single_transformer_blocks),
         scale=scale,
     )
-    parameter = next(transformer.parameters())
+    # x_embedder: never quantized (quantize.py), so its weight has the compute dtype
+    parameter = transformer.x_embedder.weight
     return lora.to(device=parameter.device, dtype=parameter.dtype)
 
 

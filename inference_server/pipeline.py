@@ -5,6 +5,11 @@ One request: compose the training-template prompt, encode it (T5 + CLIP) and fin
 OSCR render into 1024 condition tokens (sampling with the same generator, as the reference did); build
 the attention mask once; denoise with FLUX's flow-matching Euler schedule while the condition stream
 runs beside the image; decode. Progress goes only to ``step_callback``.
+
+Speed and memory options (docs/performance.md): ``condition_cache`` computes the condition stream once
+and reuses its keys/values (an approximation, off by default); ``compile`` compiles the transformer
+blocks (regional, cached on disk); ``memory="24gb"`` quantizes the transformer (fp8 or NF4) and streams
+the T5 encoder from CPU memory, for 24 GB cards.
 """
 
 from __future__ import annotations
@@ -28,22 +33,25 @@ from seethrough_core.layout import MAX_BOXES
 from seethrough_core.prompt import compose_prompt
 
 from .attention import ATTENTION_PROCESSORS, DEFAULT_ATTENTION, AttentionLayout
+from .compile import CompileNotices, CompileSettings, compiled_runners, use_compile_cache
 from .condition import CONDITION_TOKENS, condition_position_ids, encode_condition, oscr_to_pixels
 from .errors import GenerationCancelled, SetupError, WeightsMismatchError, WeightsNotFoundError
 from .latents import PIXELS_PER_TOKEN, image_position_ids, pack_latents, unpack_latents
 from .lora import SeeThroughLoRA, load_seethrough_lora
+from .offload import StreamedModule, stream_t5
+from .placement import MEMORY_MODES, MemoryPlan, plan_memory
 from .preview import LatentPreviewer
+from .quantize import quantize_transformer
 from .style_lora import StyleLoRA, activate, load_style_lora
 from .text import PromptEncoder
 from .tiny import build_tiny_components
-from .transformer import SeeThroughTransformer
+from .transformer import EAGER_RUNNERS, BlockRunners, SeeThroughTransformer
 from .validation import validate_request
 from .weights import FLUX_HOW_TO_GET, file_sha256, resolve_model_folder, resolve_seethrough_lora
 
-__all__ = ["GenerationCancelled", "GenerationOutput", "SeeThroughPipeline", "StepInfo"]
+__all__ = ["MEMORY_MODES", "GenerationCancelled", "GenerationOutput", "SeeThroughPipeline", "StepInfo"]
 
 DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
-MEMORY_MODES = ("full", "offload")
 SHA256_PREFIX = 12
 
 
@@ -105,9 +113,11 @@ class SeeThroughPipeline:
         memory: str = "full",
         model_name: str = "",
         is_noise: bool = False,
+        quantization: str = "auto",
+        compile: bool | CompileSettings = False,
+        condition_cache: bool = False,
     ) -> None:
-        if memory not in MEMORY_MODES:
-            raise SetupError(f"memory must be one of {MEMORY_MODES}, got '{memory}'")
+        self.plan = plan_memory(memory, quantization, torch.device(device))
         self.transformer = transformer
         self.vae = vae
         self.text_encoder = text_encoder
@@ -122,6 +132,10 @@ class SeeThroughPipeline:
         self.condition_lora: SeeThroughLoRA | None = None
         self.style_loras: list[StyleLoRA] = []
         self.attention = DEFAULT_ATTENTION
+        self.condition_cache = bool(condition_cache)
+        self.runners: BlockRunners = EAGER_RUNNERS
+        self.compile_notices = CompileNotices()
+        self.text_encoder_stream: StreamedModule | None = None
         self.previewer = LatentPreviewer()
         self.identity: dict = {
             "model": model_name,
@@ -132,11 +146,13 @@ class SeeThroughPipeline:
             "device": str(self.device),
             "dtype": str(self.dtype).removeprefix("torch."),
             "memory": memory,
+            "quantization": self.plan.quantization,
             "attention": self.attention,
+            "condition_cache": self.condition_cache,
+            "compile": False,
         }
-        if memory == "full":
-            for module in self._modules():
-                module.to(self.device)
+        self._place(self.plan)
+        self.set_compile(compile)
 
     # ----------------------------------------------------------------- construction
 
@@ -151,22 +167,44 @@ class SeeThroughPipeline:
         memory: str = "full",
         lora_scale: float = 1.0,
         style_loras: Sequence[tuple[str, float]] = (),
+        quantization: str = "auto",
+        compile: bool | CompileSettings = False,
+        condition_cache: bool = False,
     ) -> SeeThroughPipeline:
         """Load FLUX.1-dev from a local diffusers folder or a cached repo id (never downloads).
 
         ``lora`` is the SeeThrough3D LoRA: a .safetensors path, a folder holding it, or the cached repo id
         ``va1bhavagrawa1/seethrough3d-flux.1-weights``. ``memory="offload"`` keeps models on the CPU and
-        moves each one to the device only while it runs.
+        moves each one to the device only while it runs; ``memory="24gb"`` quantizes the transformer
+        (``quantization``: "auto" = fp8 on GPUs with fp8 units, else "nf4"; needs the extra
+        seethrough[fp8] or seethrough[nf4]) and streams the T5 encoder from CPU memory. ``compile`` compiles
+        the transformer blocks (the first request at each size compiles for minutes; cached on disk).
+        ``condition_cache`` computes the condition stream once per request and reuses it (faster,
+        approximate; see docs/performance.md).
         """
         if dtype not in DTYPES:
             raise SetupError(f"dtype must be one of {sorted(DTYPES)}, got '{dtype}'")
-        if memory not in MEMORY_MODES:
-            raise SetupError(f"memory must be one of {MEMORY_MODES}, got '{memory}'")
         target = _check_device(device)
+        plan = plan_memory(memory, quantization, target)  # a missing extra fails here, before any loading
         folder = resolve_model_folder(model)
-        components = _load_components(folder, DTYPES[dtype])
+
+        def place_transformer(transformer: FluxTransformer2DModel) -> None:
+            # quantized straight onto the device before the encoders load, so the bf16 transformer and
+            # the T5 encoder never sit in CPU memory together
+            if plan.quantization is not None:
+                quantize_transformer(transformer, plan.quantization, target, DTYPES[dtype])
+
+        components = _load_components(folder, DTYPES[dtype], place_transformer)
         _check_compatible(folder, components)
-        pipeline = cls(**components, device=target, memory=memory, model_name=str(model))
+        pipeline = cls(
+            **components,
+            device=target,
+            memory=memory,
+            model_name=str(model),
+            quantization=quantization,  # resolves as above; the transformer is already quantized
+            compile=compile,
+            condition_cache=condition_cache,
+        )
         if lora is not None:
             pipeline.load_condition_lora(lora, scale=lora_scale)
         for source, scale in style_loras:
@@ -174,7 +212,16 @@ class SeeThroughPipeline:
         return pipeline
 
     @classmethod
-    def tiny(cls, seed: int = 0, device: str = "cpu") -> SeeThroughPipeline:
+    def tiny(
+        cls,
+        seed: int = 0,
+        device: str = "cpu",
+        *,
+        memory: str = "full",
+        quantization: str = "auto",
+        compile: bool | CompileSettings = False,
+        condition_cache: bool = False,
+    ) -> SeeThroughPipeline:
         """The same pipeline at toy size with random weights (and a random condition LoRA)."""
         parts = build_tiny_components(seed)
         pipeline = cls(
@@ -188,6 +235,10 @@ class SeeThroughPipeline:
             device=_check_device(device),
             model_name=f"random tiny (seed {seed})",
             is_noise=True,
+            memory=memory,
+            quantization=quantization,
+            compile=compile,
+            condition_cache=condition_cache,
         )
         pipeline.set_condition_lora(parts.condition_lora)
         pipeline.identity.update(lora="random tiny", lora_scale=1.0)
@@ -237,11 +288,28 @@ class SeeThroughPipeline:
         )
 
     def set_attention(self, name: str) -> None:
-        """``split`` (default, fast and exact) or ``dense`` (the full-mask reference)."""
+        """``split`` (default, fast and exact), ``dense`` (one full mask per request) or ``dense-rebuild``
+        (the full mask rebuilt in every block and step, as the reference does: a benchmark baseline)."""
         if name not in ATTENTION_PROCESSORS:
             raise SetupError(f"attention must be one of {sorted(ATTENTION_PROCESSORS)}, got '{name}'")
         self.attention = name
         self.identity["attention"] = name
+
+    def set_condition_cache(self, enabled: bool) -> None:
+        """The default for requests that do not say: compute the condition stream once and reuse it."""
+        self.condition_cache = bool(enabled)
+        self.identity["condition_cache"] = self.condition_cache
+
+    def set_compile(self, compile: bool | CompileSettings) -> None:
+        """Compile the transformer blocks (True: inductor, default settings) or go back to eager (False)."""
+        if compile is False:
+            self.runners = EAGER_RUNNERS
+        else:
+            settings = CompileSettings() if compile is True else compile
+            self.runners = compiled_runners(settings)
+            cache = use_compile_cache() if settings.backend == "inductor" else None
+            self.compile_notices = CompileNotices(cache)
+        self.identity["compile"] = compile is not False
 
     @property
     def dtype(self) -> torch.dtype:
@@ -263,8 +331,12 @@ class SeeThroughPipeline:
         guidance_scale: float = 3.5,
         step_callback: Callable[[StepInfo], None] | None = None,
         preview_interval: int = 0,
+        condition_cache: bool | None = None,
     ) -> GenerationOutput:
-        """Generate one image; ``GenerationCancelled`` from ``step_callback`` stops it before the decode."""
+        """Generate one image; ``GenerationCancelled`` from ``step_callback`` stops it before the decode.
+
+        ``condition_cache`` overrides the pipeline's default (``set_condition_cache``) for this request.
+        """
         started = time.perf_counter()
         validate_request(
             scene_prompt=scene_prompt,
@@ -313,6 +385,7 @@ class SeeThroughPipeline:
                 step_callback=step_callback,
                 preview_interval=preview_interval,
                 started=started,
+                condition_cache=condition_cache,
             )
         timings["denoise_s"] = self._lap(mark)
 
@@ -347,9 +420,11 @@ class SeeThroughPipeline:
         step_callback: Callable[[StepInfo], None] | None = None,
         preview_interval: int = 0,
         started: float | None = None,
+        condition_cache: bool | None = None,
     ) -> torch.Tensor:
         """The denoising loop on packed latents; returns the final packed latents."""
         started = time.perf_counter() if started is None else started
+        cache_condition = self.condition_cache if condition_cache is None else bool(condition_cache)
         device = self.device
         layout = AttentionLayout(
             text_len=prompt_embeds.shape[1],
@@ -361,7 +436,7 @@ class SeeThroughPipeline:
             ),
         )
         attend = ATTENTION_PROCESSORS[self.attention]().prepare(layout, device, self.dtype)
-        model = SeeThroughTransformer(self.transformer, self.condition_lora)
+        model = SeeThroughTransformer(self.transformer, self.condition_lora, self.runners)
         request = model.prepare(
             prompt_embeds,
             pooled_embeds,
@@ -370,7 +445,13 @@ class SeeThroughPipeline:
             image_position_ids(height, width),
             condition_position_ids(height, width),
             attend,
+            cache_condition=cache_condition,
         )
+        compiling = ""
+        if self.runners is not EAGER_RUNNERS:
+            compiling = f"{width}x{height}, {self.attention} attention, condition cache {cache_condition}"
+            if not self.compile_notices.first((width, height, self.attention, cache_condition), compiling):
+                compiling = ""
 
         sigmas = np.linspace(1.0, 1.0 / num_inference_steps, num_inference_steps)
         mu = _flux_shift(latents.shape[1], self.scheduler.config)
@@ -392,6 +473,8 @@ class SeeThroughPipeline:
                 if device.type == "cuda":
                     torch.cuda.synchronize(device)  # so elapsed_s is real progress, not queued kernels
                 step_callback(StepInfo(step, total, time.perf_counter() - started, preview))
+        if compiling:
+            CompileNotices.done(compiling, time.perf_counter() - started)
         return latents
 
     @torch.inference_mode()
@@ -444,10 +527,22 @@ class SeeThroughPipeline:
     def _transformer_device(self) -> torch.device:
         return next(self.transformer.parameters()).device
 
+    def _place(self, plan: MemoryPlan) -> None:
+        """Put each model where ``plan`` says (offload: all stay in CPU memory until they run)."""
+        if plan.offload_all:
+            return
+        if plan.quantization is not None:
+            quantize_transformer(self.transformer, plan.quantization, self.device, self.dtype)
+        for module in self._modules():
+            if module is self.text_encoder_2 and plan.stream_text_encoder:
+                self.text_encoder_stream = stream_t5(module, self.device)
+            else:
+                module.to(self.device)
+
     @contextmanager
     def _on_device(self, *modules: nn.Module) -> Iterator[None]:
         """With memory="offload", hold ``modules`` on the device only inside the block."""
-        if self.memory != "offload":
+        if not self.plan.offload_all:
             yield
             return
         for module in modules:
@@ -466,8 +561,15 @@ class SeeThroughPipeline:
         return time.perf_counter() - since
 
 
-def _load_components(folder: Path, dtype: torch.dtype) -> dict:
-    """Each component from its subfolder, local files only; a failure names the component."""
+def _load_components(
+    folder: Path,
+    dtype: torch.dtype,
+    place_transformer: Callable[[FluxTransformer2DModel], None] | None = None,
+) -> dict:
+    """Each component from its subfolder, local files only; a failure names the component.
+
+    ``place_transformer`` runs on the transformer as soon as it is loaded, before the other components.
+    """
     loaders = {
         "transformer": lambda: FluxTransformer2DModel.from_pretrained(
             folder, subfolder="transformer", torch_dtype=dtype, local_files_only=True
@@ -500,6 +602,10 @@ def _load_components(folder: Path, dtype: torch.dtype) -> dict:
                 f"could not load the {name} from {folder / name}: {error}. The folder must hold the complete "
                 f"diffusers-format FLUX.1-dev. To get it: {FLUX_HOW_TO_GET}."
             ) from error
+        if name == "transformer":
+            components[name].eval().requires_grad_(False)
+            if place_transformer is not None:
+                place_transformer(components[name])
     for name in ("transformer", "vae", "text_encoder", "text_encoder_2"):
         components[name].eval().requires_grad_(False)
     return components

@@ -10,21 +10,42 @@ The weights are the stock FLUX.1-dev transformer; only the forward pass differs 
 
 Everything that does not change during one generation (text embedding, condition embedding, the
 condition's modulation, RoPE tables, attention masks) is computed once per request in ``prepare``.
+
+Cached condition stream (``prepare(..., cache_condition=True)``, off by default): condition rows never
+attend to image tokens, so the condition tokens' keys and values in each block depend only on the
+condition stream and on the text keys their boxes may see. The first step computes everything and keeps
+each block's condition keys/values; later steps skip the condition tokens entirely (their projections,
+MLPs and attention rows) and let the text+image rows attend to the kept keys/values. This is an
+APPROXIMATION: text rows attend to image tokens, so the text hidden states change from step to step
+from block 1 on, and with them the text keys the condition rows read from block 1 on, hence the condition
+keys/values from block 2 on. Blocks 0 and 1 are exact, and the whole cache is exact when no condition
+token lies in a box (the condition then reads no text). docs/performance.md has the measured distance.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import torch
 from diffusers import FluxTransformer2DModel
 from diffusers.models.embeddings import apply_rotary_emb
 
-from .attention import JointAttention
+from .attention import JointAttention, plain_attention
 from .latents import text_position_ids
 from .lora import BlockLoRA, SeeThroughLoRA
 
 Rotary = tuple[torch.Tensor, torch.Tensor]
+KeyValue = tuple[torch.Tensor, torch.Tensor]  # RoPE'd keys and values [1, C, heads, head_dim]
+
+
+@dataclass
+class ConditionCache:
+    """Each block's condition keys and values, kept from the step that computed the condition stream."""
+
+    double: list[KeyValue] = field(default_factory=list)
+    single: list[KeyValue] = field(default_factory=list)
+    filled: bool = False
 
 
 @dataclass
@@ -38,14 +59,33 @@ class RequestConstants:
     cond_temb: torch.Tensor  # [1, dim]: modulation embedding of the condition stream (timestep 0)
     rotary: Rotary  # RoPE cos/sin over [text | image | condition]
     attend: JointAttention
+    rotary_main: Rotary | None = None  # RoPE over [text | image] only: what a cached step computes
+    cache: ConditionCache | None = None  # set when the condition stream is computed once and reused
+
+
+@dataclass(frozen=True)
+class BlockRunners:
+    """The per-block functions a forward pass calls: eager by default; ``compile.py`` compiles them
+    (regional compilation: one compiled graph serves all blocks of a kind)."""
+
+    double: Callable[..., tuple]  # run_double_block's signature
+    single: Callable[..., tuple]  # run_single_block's
+    double_cached: Callable[..., tuple]  # run_double_block_cached's
+    single_cached: Callable[..., torch.Tensor]  # run_single_block_cached's
 
 
 class SeeThroughTransformer:
     """Noise prediction for image latents given a prepared request."""
 
-    def __init__(self, model: FluxTransformer2DModel, condition_lora: SeeThroughLoRA | None = None) -> None:
+    def __init__(
+        self,
+        model: FluxTransformer2DModel,
+        condition_lora: SeeThroughLoRA | None = None,
+        runners: BlockRunners | None = None,
+    ) -> None:
         self.model = model
         self.condition_lora = condition_lora
+        self.runners = runners if runners is not None else EAGER_RUNNERS
 
     @property
     def device(self) -> torch.device:
@@ -73,6 +113,7 @@ class SeeThroughTransformer:
         image_ids: torch.Tensor,
         cond_ids: torch.Tensor,
         attend: JointAttention,
+        cache_condition: bool = False,
     ) -> RequestConstants:
         model, device, dtype = self.model, self.device, self.dtype
         text_hidden = model.context_embedder(prompt_embeds.to(device=device, dtype=dtype))
@@ -85,7 +126,12 @@ class SeeThroughTransformer:
         cond_temb = self._time_embedding(cond_timestep, guidance, pooled)
         ids = torch.cat([text_position_ids(text_hidden.shape[1]), image_ids, cond_ids], dim=0)
         rotary = model.pos_embed(ids.to(device))
-        return RequestConstants(text_hidden, cond_hidden, pooled, guidance, cond_temb, rotary, attend)
+        main_len = text_hidden.shape[1] + image_ids.shape[0]
+        rotary_main = (rotary[0][:main_len], rotary[1][:main_len])
+        cache = ConditionCache() if cache_condition else None
+        return RequestConstants(
+            text_hidden, cond_hidden, pooled, guidance, cond_temb, rotary, attend, rotary_main, cache
+        )
 
     @torch.inference_mode()
     def __call__(
@@ -95,25 +141,57 @@ class SeeThroughTransformer:
         model = self.model
         image = model.x_embedder(latents)
         temb = self._time_embedding(timestep.to(image.dtype) * 1000, request.guidance, request.pooled)
-        text, cond = request.text_hidden, request.cond_hidden
-        lora = self.condition_lora
+        cache = request.cache
+        if cache is not None and cache.filled:
+            joint = self._blocks_from_cache(image, temb, request, cache)
+        else:
+            joint = self._blocks(image, temb, request, cache)
+        image = model.norm_out(joint[:, request.text_hidden.shape[1] :], temb)
+        return model.proj_out(image)
 
+    def _blocks(
+        self, image: torch.Tensor, temb: torch.Tensor, request: RequestConstants, cache: ConditionCache | None
+    ) -> torch.Tensor:
+        """All blocks over text, image and condition; fills ``cache`` when given. Returns [text|image]."""
+        model, runners, lora = self.model, self.runners, self.condition_lora
+        text, cond = request.text_hidden, request.cond_hidden
         for index, block in enumerate(model.transformer_blocks):
             block_lora = lora.double_blocks[index] if lora is not None else None
-            text, image, cond = run_double_block(
+            text, image, cond, kv = runners.double(
                 block, block_lora, text, image, cond, temb, request.cond_temb, request.rotary, request.attend
             )
+            if cache is not None:
+                cache.double.append(_keep(kv))
 
-        text_len = text.shape[1]
         joint = torch.cat([text, image], dim=1)
         for index, block in enumerate(model.single_transformer_blocks):
             block_lora = lora.single_blocks[index] if lora is not None else None
-            joint, cond = run_single_block(
+            joint, cond, kv = runners.single(
                 block, block_lora, joint, cond, temb, request.cond_temb, request.rotary, request.attend
             )
+            if cache is not None:
+                cache.single.append(_keep(kv))
+        if cache is not None:
+            cache.filled = True
+        return joint
 
-        image = model.norm_out(joint[:, text_len:], temb)
-        return model.proj_out(image)
+    def _blocks_from_cache(
+        self, image: torch.Tensor, temb: torch.Tensor, request: RequestConstants, cache: ConditionCache
+    ) -> torch.Tensor:
+        """All blocks over text and image only, attending to the cached condition keys/values."""
+        model, runners = self.model, self.runners
+        text = request.text_hidden
+        for block, (key, value) in zip(model.transformer_blocks, cache.double, strict=True):
+            text, image = runners.double_cached(block, text, image, temb, request.rotary_main, key, value)
+        joint = torch.cat([text, image], dim=1)
+        for block, (key, value) in zip(model.single_transformer_blocks, cache.single, strict=True):
+            joint = runners.single_cached(block, joint, temb, request.rotary_main, key, value)
+        return joint
+
+
+def _keep(kv: KeyValue) -> KeyValue:
+    """Copy the condition rows out of the block's full key/value tensors, so those can be freed."""
+    return kv[0].clone(), kv[1].clone()
 
 
 def _image_qkv(attn, hidden: torch.Tensor, lora: BlockLoRA | None) -> tuple[torch.Tensor, ...]:
@@ -139,12 +217,34 @@ def _text_qkv(attn, hidden: torch.Tensor) -> tuple[torch.Tensor, ...]:
     return query, key, attn.add_v_proj(hidden).unflatten(-1, heads)
 
 
-def _attention(parts: list[tuple[torch.Tensor, ...]], rotary: Rotary, attend: JointAttention) -> torch.Tensor:
-    """Concatenate the streams' q/k/v in sequence order, apply RoPE, attend."""
+def _joint_qkv(parts: list[tuple[torch.Tensor, ...]], rotary: Rotary) -> tuple[torch.Tensor, ...]:
+    """Concatenate the streams' q/k/v in sequence order and apply RoPE."""
     query = apply_rotary_emb(torch.cat([part[0] for part in parts], dim=1), rotary, sequence_dim=1)
     key = apply_rotary_emb(torch.cat([part[1] for part in parts], dim=1), rotary, sequence_dim=1)
     value = torch.cat([part[2] for part in parts], dim=1)
-    return attend(query, key, value).to(query.dtype)
+    return query, key, value
+
+
+def _attention(
+    parts: list[tuple[torch.Tensor, ...]], rotary: Rotary, attend: JointAttention, cond_len: int
+) -> tuple[torch.Tensor, KeyValue]:
+    """Attention over all streams; also returns the condition rows' keys/values (the last ``cond_len``)."""
+    query, key, value = _joint_qkv(parts, rotary)
+    start = key.shape[1] - cond_len
+    return attend(query, key, value).to(query.dtype), (key[:, start:], value[:, start:])
+
+
+def _attention_with_cached(
+    parts: list[tuple[torch.Tensor, ...]],
+    rotary_main: Rotary,
+    cond_key: torch.Tensor,
+    cond_value: torch.Tensor,
+) -> torch.Tensor:
+    """Text+image rows over their own keys plus the cached condition keys/values (no mask: they see all)."""
+    query, key, value = _joint_qkv(parts, rotary_main)
+    key = torch.cat([key, cond_key], dim=1)
+    value = torch.cat([value, cond_value], dim=1)
+    return plain_attention(query, key, value).to(query.dtype)
 
 
 def _residual_mlp(
@@ -166,32 +266,64 @@ def run_double_block(
     cond_temb: torch.Tensor,
     rotary: Rotary,
     attend: JointAttention,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """One FluxTransformerBlock over three streams; the condition shares the image stream's layers."""
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, KeyValue]:
+    """One FluxTransformerBlock over three streams; the condition shares the image stream's layers.
+
+    Returns text, image, condition and the condition rows' keys/values (for the condition cache).
+    """
     attn = block.attn
     image_in, *image_mod = block.norm1(image, emb=temb)
     cond_in, *cond_mod = block.norm1(cond, emb=cond_temb)
     text_in, *text_mod = block.norm1_context(text, emb=temb)
 
-    out = _attention(
+    out, cond_kv = _attention(
         [_text_qkv(attn, text_in), _image_qkv(attn, image_in, None), _image_qkv(attn, cond_in, lora)],
         rotary,
         attend,
+        cond.shape[1],
     )
     text_out, image_out, cond_out = out.split([text.shape[1], image.shape[1], cond.shape[1]], dim=1)
-    image_out = attn.to_out[1](attn.to_out[0](image_out))
     cond_out = attn.to_out[0](cond_out)
     if lora is not None:
         cond_out = cond_out + lora["proj"](cond_out)  # trained on the output projection's output
     cond_out = attn.to_out[1](cond_out)
-    text_out = attn.to_add_out(text_out)
-
-    image = _residual_mlp(block.norm2, block.ff, image, image_out, *image_mod)
     cond = _residual_mlp(block.norm2, block.ff, cond, cond_out, *cond_mod)
+    text, image = _double_text_image_out(block, text, image, text_out, image_out, text_mod, image_mod)
+    return text, image, cond, cond_kv
+
+
+def run_double_block_cached(
+    block,
+    text: torch.Tensor,
+    image: torch.Tensor,
+    temb: torch.Tensor,
+    rotary_main: Rotary,
+    cond_key: torch.Tensor,
+    cond_value: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A FluxTransformerBlock over text and image only, which attend to the cached condition keys/values."""
+    attn = block.attn
+    image_in, *image_mod = block.norm1(image, emb=temb)
+    text_in, *text_mod = block.norm1_context(text, emb=temb)
+    out = _attention_with_cached(
+        [_text_qkv(attn, text_in), _image_qkv(attn, image_in, None)], rotary_main, cond_key, cond_value
+    )
+    text_out, image_out = out.split([text.shape[1], image.shape[1]], dim=1)
+    return _double_text_image_out(block, text, image, text_out, image_out, text_mod, image_mod)
+
+
+def _double_text_image_out(
+    block, text, image, text_out, image_out, text_mod, image_mod
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The text and image streams' output projections, residuals and MLPs in a double-stream block."""
+    attn = block.attn
+    image_out = attn.to_out[1](attn.to_out[0](image_out))
+    text_out = attn.to_add_out(text_out)
+    image = _residual_mlp(block.norm2, block.ff, image, image_out, *image_mod)
     text = _residual_mlp(block.norm2_context, block.ff_context, text, text_out, *text_mod)
     if text.dtype == torch.float16:
         text = text.clip(-65504, 65504)
-    return text, image, cond
+    return text, image
 
 
 def run_single_block(
@@ -203,19 +335,52 @@ def run_single_block(
     cond_temb: torch.Tensor,
     rotary: Rotary,
     attend: JointAttention,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """One FluxSingleTransformerBlock over [text|image] (``joint``) and the condition stream."""
+) -> tuple[torch.Tensor, torch.Tensor, KeyValue]:
+    """One FluxSingleTransformerBlock over [text|image] (``joint``) and the condition stream.
+
+    Returns joint, condition and the condition rows' keys/values (for the condition cache).
+    """
     attn = block.attn
     joint_in, joint_gate = block.norm(joint, emb=temb)
     cond_in, cond_gate = block.norm(cond, emb=cond_temb)
-    joint_mlp = block.act_mlp(block.proj_mlp(joint_in))
     cond_mlp = block.act_mlp(block.proj_mlp(cond_in))
 
-    out = _attention([_image_qkv(attn, joint_in, None), _image_qkv(attn, cond_in, lora)], rotary, attend)
+    out, cond_kv = _attention(
+        [_image_qkv(attn, joint_in, None), _image_qkv(attn, cond_in, lora)], rotary, attend, cond.shape[1]
+    )
     joint_out, cond_out = out.split([joint.shape[1], cond.shape[1]], dim=1)
-
-    joint = joint + joint_gate.unsqueeze(1) * block.proj_out(torch.cat([joint_out, joint_mlp], dim=2))
     cond = cond + cond_gate.unsqueeze(1) * block.proj_out(torch.cat([cond_out, cond_mlp], dim=2))
+    return _single_joint_out(block, joint, joint_in, joint_gate, joint_out), cond, cond_kv
+
+
+def run_single_block_cached(
+    block,
+    joint: torch.Tensor,
+    temb: torch.Tensor,
+    rotary_main: Rotary,
+    cond_key: torch.Tensor,
+    cond_value: torch.Tensor,
+) -> torch.Tensor:
+    """A FluxSingleTransformerBlock over [text|image], which attends to the cached condition keys/values."""
+    joint_in, joint_gate = block.norm(joint, emb=temb)
+    joint_out = _attention_with_cached(
+        [_image_qkv(block.attn, joint_in, None)], rotary_main, cond_key, cond_value
+    )
+    return _single_joint_out(block, joint, joint_in, joint_gate, joint_out)
+
+
+def _single_joint_out(block, joint, joint_in, joint_gate, joint_out) -> torch.Tensor:
+    """The [text|image] stream's MLP, output projection and gated residual in a single-stream block."""
+    joint_mlp = block.act_mlp(block.proj_mlp(joint_in))
+    joint = joint + joint_gate.unsqueeze(1) * block.proj_out(torch.cat([joint_out, joint_mlp], dim=2))
     if joint.dtype == torch.float16:
         joint = joint.clip(-65504, 65504)
-    return joint, cond
+    return joint
+
+
+EAGER_RUNNERS = BlockRunners(
+    double=run_double_block,
+    single=run_single_block,
+    double_cached=run_double_block_cached,
+    single_cached=run_single_block_cached,
+)

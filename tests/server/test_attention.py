@@ -1,16 +1,20 @@
-"""The SeeThrough3D attention mask: the fast split processor and the dense one against a plain
-softmax computed here from the rules, with overlapping boxes."""
+"""The SeeThrough3D attention mask: the fast split processor, the dense one and the dense-rebuild baseline
+against a plain softmax computed here from the rules, with overlapping boxes."""
 
 import math
 
 import pytest
 import torch
 
+from inference_server import attention as attention_module
 from inference_server.attention import (
+    VISIBLE_TEXT_BUCKET,
     AttentionLayout,
     DenseMaskAttention,
+    DenseRebuildAttention,
     SplitConditionAttention,
     condition_text_permissions,
+    plain_attention,
 )
 
 TEXT, IMAGE, COND, HEADS, DIM = 24, 20, 16, 2, 8
@@ -59,7 +63,10 @@ def random_qkv(layout: AttentionLayout, seed: int = 0):
     return [torch.randn(shape, generator=generator) * 2 for _ in range(3)]
 
 
-@pytest.mark.parametrize("processor", [SplitConditionAttention(), DenseMaskAttention()], ids=lambda p: p.name)
+PROCESSORS = [SplitConditionAttention(), DenseMaskAttention(), DenseRebuildAttention()]
+
+
+@pytest.mark.parametrize("processor", PROCESSORS, ids=lambda p: p.name)
 @pytest.mark.parametrize(
     "layout",
     [
@@ -77,11 +84,63 @@ def test_processor_matches_explicit_softmax(processor, layout):
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
 
 
-def test_split_equals_dense():
+def test_split_equals_dense_and_the_rebuilding_baseline():
     query, key, value = random_qkv(OVERLAPPING, seed=3)
     split = SplitConditionAttention().prepare(OVERLAPPING, CPU, torch.float32)(query, key, value)
     dense = DenseMaskAttention().prepare(OVERLAPPING, CPU, torch.float32)(query, key, value)
+    rebuilt = DenseRebuildAttention().prepare(OVERLAPPING, CPU, torch.float32)(query, key, value)
     torch.testing.assert_close(split, dense, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(rebuilt, dense, atol=1e-6, rtol=1e-6)
+
+
+class SdpaSpy:
+    """Records (query rows, key count, mask shape or None) of every SDPA call and the masks themselves."""
+
+    def __init__(self, monkeypatch) -> None:
+        self.calls: list[tuple[int, int, tuple | None]] = []
+        self.masks: list[torch.Tensor | None] = []
+        real = attention_module.F.scaled_dot_product_attention
+
+        def spy(query, key, value, attn_mask=None, **kwargs):
+            mask_shape = None if attn_mask is None else tuple(attn_mask.shape)
+            self.calls.append((query.shape[-2], key.shape[-2], mask_shape))
+            self.masks.append(attn_mask)
+            return real(query, key, value, attn_mask=attn_mask, **kwargs)
+
+        monkeypatch.setattr(attention_module.F, "scaled_dot_product_attention", spy)
+
+
+def test_split_runs_text_and_image_rows_without_any_mask(monkeypatch):
+    attend = SplitConditionAttention().prepare(OVERLAPPING, CPU, torch.float32)
+    spy = SdpaSpy(monkeypatch)
+    attend(*random_qkv(OVERLAPPING))
+    main, cond = spy.calls
+    assert main == (TEXT + IMAGE, OVERLAPPING.total_len, None)  # all text+image rows, every key, no mask
+    # condition rows: the 6 visible text keys padded to one bucket, then the condition keys; a small mask
+    assert cond == (COND, VISIBLE_TEXT_BUCKET + COND, (COND, VISIBLE_TEXT_BUCKET + COND))
+
+
+def test_dense_baselines_pass_the_full_mask_and_rebuild_it_in_every_call(monkeypatch):
+    once = DenseMaskAttention().prepare(OVERLAPPING, CPU, torch.float32)
+    rebuild = DenseRebuildAttention().prepare(OVERLAPPING, CPU, torch.float32)
+    spy = SdpaSpy(monkeypatch)
+    for _ in range(3):
+        once(*random_qkv(OVERLAPPING))
+        rebuild(*random_qkv(OVERLAPPING))
+    total = OVERLAPPING.total_len
+    assert spy.calls == [(total, total, (total, total))] * 6
+    once_masks, rebuilt_masks = spy.masks[0::2], spy.masks[1::2]
+    assert all(mask is once_masks[0] for mask in once_masks)  # built once per request
+    assert len({id(mask) for mask in rebuilt_masks}) == 3  # a new mask in every call ...
+    blocked = once_masks[0].isinf()
+    assert all(torch.equal(mask < -1e19, blocked) for mask in rebuilt_masks)  # ... with the same pattern
+
+
+def test_plain_attention_is_what_text_and_image_rows_get():
+    query, key, value = random_qkv(OVERLAPPING, seed=7)
+    full = SplitConditionAttention().prepare(OVERLAPPING, CPU, torch.float32)(query, key, value)
+    main = OVERLAPPING.main_len
+    torch.testing.assert_close(plain_attention(query[:, :main], key, value), full[:, :main])
 
 
 def test_overlapping_boxes_see_the_union_of_their_texts():

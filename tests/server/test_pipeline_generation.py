@@ -114,7 +114,7 @@ def test_split_and_dense_attention_agree(make_request):
     cond = encode_condition(pipeline.vae, oscr_to_pixels(request["oscr_image"]), generator)
     noise = torch.randn(1, 256, 16, generator=generator)
     results = {}
-    for name in ("split", "dense"):
+    for name in ("split", "dense", "dense-rebuild"):
         pipeline.set_attention(name)
         results[name] = pipeline.denoise(
             latents=noise,
@@ -129,6 +129,7 @@ def test_split_and_dense_attention_agree(make_request):
             guidance_scale=3.5,
         )
     torch.testing.assert_close(results["split"], results["dense"], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(results["dense-rebuild"], results["dense"], atol=1e-6, rtol=1e-6)
 
 
 def test_condition_position_ids():

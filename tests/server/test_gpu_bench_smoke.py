@@ -1,0 +1,68 @@
+"""benchmarks/gpu_bench.py end to end on the tiny model on the CPU (`--tiny --steps 2`), so it cannot rot
+between GPU runs: every variant runs, the JSON merges, the doc's generated section is replaced in place."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "gpu_bench.py"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("gpu_bench", BENCH)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_tiny_run_end_to_end(bench, tmp_path):
+    results, doc = tmp_path / "results.json", tmp_path / "performance.md"
+    doc.write_text(
+        "# Performance\n\nHand-written method.\n\n"
+        + bench.BEGIN
+        + "\nold table\n"
+        + bench.END
+        + "\n\nTail.\n"
+    )
+    argv = ["--tiny", "--steps", "2", "--repeats", "1", "--compile", "off", "--results", str(results)]
+    assert bench.main([*argv, "--doc", str(doc)]) == 0
+
+    data = json.loads(results.read_text())
+    names = [row["variant"] for row in data["rows"]]
+    assert names == ["plain", "exact", "dense", "dense-rebuild", "cached"]
+    assert all(row["seconds"][0] > 0 and row["steps"] == 2 and row["size"] == 256 for row in data["rows"])
+    assert {item["variant"] for item in data["attention"]} == set(names)  # the attention op alone, too
+    (fidelity,) = data["fidelity"]
+    assert len(fidelity["step_rel_l2"]) == 2 and fidelity["step_rel_l2"][0] == 0.0  # step 1 fills the cache
+    if not any(row["memory"] == "24gb" for row in data["rows"]):  # without the nf4 extra: said, not hidden
+        assert any("24gb" in note and "seethrough[nf4]" in note for note in data["notes"])
+
+    text = doc.read_text()
+    assert text.startswith("# Performance\n\nHand-written method.") and text.rstrip().endswith("Tail.")
+    assert text.count(bench.BEGIN) == 1 and "old table" not in text
+    assert "| tiny, random weights | 256 | 2 | full | no | dense-rebuild |" in text
+    assert "exact / plain (≤ 1.3)" in text and "Cached condition stream vs exact" in text
+    assert "Attention op alone" in text
+
+    # a second, partial run merges into the same file: rows are replaced, not duplicated
+    assert (
+        bench.main(
+            [*argv, "--variants", "plain", "exact", "--memory", "full", "--no-fidelity", "--doc", str(doc)]
+        )
+        == 0
+    )
+    assert len(json.loads(results.read_text())["rows"]) == 5
+    assert doc.read_text().count(bench.BEGIN) == 1
+
+
+def test_without_cuda_the_full_size_run_says_how_to_run_on_the_cpu(bench, capsys, monkeypatch):
+    monkeypatch.setattr(bench.torch.cuda, "is_available", lambda: False)
+    assert bench.main(["--steps", "2"]) == 2
+    assert "--tiny" in capsys.readouterr().out
