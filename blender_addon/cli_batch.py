@@ -7,7 +7,7 @@ import sys
 from contextlib import ExitStack
 from pathlib import Path
 
-from seethrough_core.endpoint import DEFAULT_ENDPOINT
+from seethrough_core.endpoint import DEFAULT_ENDPOINT, EndpointError, parse_endpoint
 from seethrough_core.local_server import LocalServerError, ServerProcess
 
 from .batch.inputs import CameraChoice, InputError, expand_inputs, parse_frames, parse_seeds
@@ -65,7 +65,9 @@ def run_batch(args: argparse.Namespace) -> int:
             overwrite=args.overwrite,
             timeout_s=args.timeout,
         )
-    except InputError as exc:
+        # A typo in an address fails here, before Blender renders anything.
+        options.servers = [parse_endpoint(server).url for server in options.servers]
+    except (InputError, EndpointError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if args.tiny and options.servers:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TextIO
 
 from seethrough_core.client import SeeThroughClient, ServerUnavailableError
+from seethrough_core.endpoint import parse_endpoint
 from seethrough_core.errors import SeeThroughError
 from seethrough_core.png import write_bytes_atomic, write_png
 from seethrough_core.protocol import GenerateRequest
@@ -81,6 +82,8 @@ class BatchRunner:
     def __init__(self, options: BatchOptions, stream: TextIO | None = None) -> None:
         if not options.servers:
             raise ValueError("a batch needs at least one server endpoint")
+        for server in options.servers:
+            parse_endpoint(server)  # a bad address must fail here, not kill a worker thread
         self.options = options
         self.stream = stream
         self._tasks: queue.Queue = queue.Queue(maxsize=len(options.servers))

@@ -160,6 +160,25 @@ def test_unreachable_server_fails_the_jobs_without_hanging(empty_blender, tmp_pa
     assert not list((tmp_path / "out").rglob("0001_1.png"))
 
 
+def test_a_bad_server_address_is_refused_before_any_render(tmp_path):
+    small_layout().save(tmp_path / "ok.json")
+    command = [
+        sys.executable,
+        "-m",
+        "seethrough_core",
+        "batch",
+        str(tmp_path / "ok.json"),
+        "--out",
+        str(tmp_path / "out"),
+        "--server",
+        "http://localhost:5555",
+    ]
+    run = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2
+    assert "tcp://localhost:5555" in run.stderr and "Traceback" not in run.stderr
+    assert not (tmp_path / "out").exists()
+
+
 def test_argument_parsing():
     assert parse_frames("1-3,7") == [1, 2, 3, 7]
     assert parse_frames(None) is None
