@@ -22,12 +22,19 @@ def port_owner(port: int) -> str | None:
         if not pid_dir.name.isdigit():
             continue
         try:
-            for fd in (pid_dir / "fd").iterdir():
-                target = os.readlink(fd)
-                if target.startswith("socket:[") and target[8:-1] in inodes:
-                    return f"PID {pid_dir.name} ({_command_line(pid_dir)})"
+            fds = list((pid_dir / "fd").iterdir())
         except OSError:
             continue  # gone meanwhile, or not ours to inspect
+        for fd in fds:
+            try:
+                target = os.readlink(fd)
+            except OSError:
+                continue  # this descriptor closed meanwhile: the others still count
+            if target.startswith("socket:[") and target[8:-1] in inodes:
+                try:
+                    return f"PID {pid_dir.name} ({_command_line(pid_dir)})"
+                except OSError:
+                    return f"PID {pid_dir.name}"
     return None
 
 
