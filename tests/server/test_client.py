@@ -118,10 +118,15 @@ def test_cancel_from_the_ui_thread_while_a_worker_thread_waits(server, pipeline)
         thread = threading.Thread(target=worker)
         thread.start()
         pipeline.wait_until_held("threads")
+        # Let step 1's progress out, but stop the job again at step 2: without that the tiny model
+        # can finish all 6 steps before the cancel arrives.
         pipeline.release()
+        pipeline.hold()
         while not progress:
             time.sleep(0.01)
         job.cancel()
+        client.info()  # same socket, answered in order: the server has taken the cancel by now
+        pipeline.release()
         thread.join(60)
         assert len(outcome) == 1 and isinstance(outcome[0], JobCancelledError)
         assert progress and progress[-1] < 6
@@ -167,9 +172,12 @@ def test_server_stopping_mid_job_is_reported_as_shutting_down(pipeline):
         pipeline.hold()
         job = client.submit(build_request("interrupted", steps=4))
         pipeline.wait_until_held("interrupted")
+        running = server._queue.running  # the held job
         stopper = threading.Thread(target=server.stop)
         stopper.start()
-        time.sleep(0.2)
+        # Release only once the shutdown has reached the job; a fixed sleep loses that race on a
+        # loaded machine, and the job then finishes normally instead.
+        assert running is not None and running.cancel_event.wait(10)
         pipeline.release()
         with pytest.raises(ServerError) as info:
             job.wait(timeout_s=30)
