@@ -146,6 +146,10 @@ class BatchRunner:
                 shots[path] = read_shots(path, names[path], self.options.cameras, self.options.frames)
             except SeeThroughError as exc:
                 self._outcomes.append(Outcome(path, str(path), "failed", str(exc)))
+            except Exception as exc:  # whatever a damaged file makes Blender raise: skip this input only
+                self._outcomes.append(
+                    Outcome(path, str(path), "failed", f"cannot read it: {type(exc).__name__}: {exc}")
+                )
         return shots
 
     def _produce(self, shot: Shot) -> float:
