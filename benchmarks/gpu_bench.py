@@ -298,20 +298,13 @@ def build_pipelines(args: argparse.Namespace, device: torch.device, memory: str)
         model = f"FLUX.1-dev {args.model}"
     else:
         parts = build_tiny_components(0) if args.tiny else flux_dev_components(device, dtype, memory)
-        ours = SeeThroughPipeline(
-            transformer=parts.transformer,
-            vae=parts.vae,
-            text_encoder=parts.text_encoder,
-            text_encoder_2=parts.text_encoder_2,
-            tokenizer=parts.tokenizer,
-            tokenizer_2=parts.tokenizer_2,
-            scheduler=parts.scheduler,
+        ours = SeeThroughPipeline.from_components(
+            parts,
             device=device,
             memory=memory,
             quantization=quantization,
             model_name="bench",
         )
-        ours.set_condition_lora(parts.condition_lora)
         model = "tiny, random weights" if args.tiny else "FLUX.1-dev size, random weights"
     plain = FluxPipeline(
         transformer=ours.transformer,

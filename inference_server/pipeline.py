@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import diffusers
 import numpy as np
@@ -44,7 +45,7 @@ from .preview import LatentPreviewer
 from .quantize import quantize_transformer
 from .style_lora import StyleLoRA, activate, load_style_lora
 from .text import PromptEncoder
-from .tiny import build_tiny_components
+from .tiny import TinyComponents, build_tiny_components
 from .transformer import EAGER_RUNNERS, BlockRunners, SeeThroughTransformer
 from .validation import validate_request
 from .weights import FLUX_HOW_TO_GET, file_sha256, resolve_model_folder, resolve_seethrough_lora
@@ -224,14 +225,8 @@ class SeeThroughPipeline:
     ) -> SeeThroughPipeline:
         """The same pipeline at toy size with random weights (and a random condition LoRA)."""
         parts = build_tiny_components(seed)
-        pipeline = cls(
-            transformer=parts.transformer,
-            vae=parts.vae,
-            text_encoder=parts.text_encoder,
-            text_encoder_2=parts.text_encoder_2,
-            tokenizer=parts.tokenizer,
-            tokenizer_2=parts.tokenizer_2,
-            scheduler=parts.scheduler,
+        pipeline = cls.from_components(
+            parts,
             device=_check_device(device),
             model_name=f"random tiny (seed {seed})",
             is_noise=True,
@@ -240,8 +235,24 @@ class SeeThroughPipeline:
             compile=compile,
             condition_cache=condition_cache,
         )
-        pipeline.set_condition_lora(parts.condition_lora)
         pipeline.identity.update(lora="random tiny", lora_scale=1.0)
+        return pipeline
+
+    @classmethod
+    def from_components(cls, parts: TinyComponents, **options: Any) -> SeeThroughPipeline:
+        """A pipeline over already-built components (random-weight ones: tests and benchmarks),
+        with their condition LoRA set; ``options`` are the constructor's keyword arguments."""
+        pipeline = cls(
+            transformer=parts.transformer,
+            vae=parts.vae,
+            text_encoder=parts.text_encoder,
+            text_encoder_2=parts.text_encoder_2,
+            tokenizer=parts.tokenizer,
+            tokenizer_2=parts.tokenizer_2,
+            scheduler=parts.scheduler,
+            **options,
+        )
+        pipeline.set_condition_lora(parts.condition_lora)
         return pipeline
 
     def save_pretrained(self, folder: str | Path) -> None:

@@ -58,17 +58,22 @@ def looks_like_repo_id(source: str) -> bool:
     return bool(_REPO_ID.match(source)) and not Path(source).exists()
 
 
+def cached_snapshot(repo_id: str, what: str, how_to_get: str) -> Path:
+    """The folder of a repo already in the local Hugging Face cache; never downloads."""
+    cache = hf_cache_dir()
+    try:
+        return Path(snapshot_download(repo_id, cache_dir=cache, local_files_only=True))
+    except LocalEntryNotFoundError as error:
+        raise WeightsNotFoundError(
+            f"{what} '{repo_id}' is not in the local Hugging Face cache {cache} (the server never "
+            f"downloads). To get it: {how_to_get}."
+        ) from error
+
+
 def resolve_model_folder(model: str) -> Path:
     """A diffusers-format FLUX.1-dev folder from a local path or a cached repo id."""
     if looks_like_repo_id(model):
-        cache = hf_cache_dir()
-        try:
-            folder = Path(snapshot_download(model, cache_dir=cache, local_files_only=True))
-        except LocalEntryNotFoundError as error:
-            raise WeightsNotFoundError(
-                f"model '{model}' is not in the local Hugging Face cache {cache} (the server never "
-                f"downloads). To get it: {FLUX_HOW_TO_GET}."
-            ) from error
+        folder = cached_snapshot(model, "model", FLUX_HOW_TO_GET)
     else:
         folder = Path(model).expanduser()
         if not folder.is_dir():
@@ -97,14 +102,7 @@ def resolve_lora_file(source: str, default_file: str, what: str, how_to_get: str
     In a folder (or a cached repo snapshot) ``default_file`` is taken first, then the only .safetensors.
     """
     if looks_like_repo_id(source):
-        cache = hf_cache_dir()
-        try:
-            folder = Path(snapshot_download(source, cache_dir=cache, local_files_only=True))
-        except LocalEntryNotFoundError as error:
-            raise WeightsNotFoundError(
-                f"{what} '{source}' is not in the local Hugging Face cache {cache} (the server never "
-                f"downloads). To get it: {how_to_get}."
-            ) from error
+        folder = cached_snapshot(source, what, how_to_get)
         return _lora_in_folder(folder, default_file, what, how_to_get)
     path = Path(source).expanduser()
     if path.is_dir():
