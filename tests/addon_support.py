@@ -4,7 +4,6 @@ recording stand-in for UILayout so panel draw code runs headless (the bpy module
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from collections.abc import Callable
@@ -36,12 +35,6 @@ def configure(address: str, out_dir: Path, timeout_s: float = 30.0) -> None:
     p.server_address = address
     p.timeout_s = timeout_s
     p.output_dir = str(out_dir)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def pump_until_done(timeout_s: float = 120.0, on_pump: Callable[[], None] | None = None):

@@ -19,7 +19,6 @@ from addon_support import (
     FakeServer,
     RecordingLayout,
     configure,
-    free_port,
     prefs,
     pump_until_done,
 )
@@ -30,6 +29,7 @@ from blender_addon import images, scene_io, ui
 from blender_addon.jobs import RUNNER
 from blender_addon.local_server import SERVER
 from seethrough_core.client import SeeThroughClient, ServerUnavailableError
+from seethrough_core.local_server import free_loopback_port as free_port
 
 pytestmark = pytest.mark.slow
 

@@ -20,6 +20,7 @@ from inference_server.cli_serve import add_serve_arguments, run_serve
 from inference_server.server import SeeThroughServer, ServerConfig
 from seethrough_core.cli import build_parser
 from seethrough_core.client import SeeThroughClient, ServerError, ServerUnavailableError
+from seethrough_core.local_server import free_loopback_port as free_port
 from seethrough_core.protocol import ErrorCode, GenerateRequest
 
 REPO = Path(__file__).resolve().parents[2]
@@ -29,12 +30,6 @@ def serve_args(*argv: str) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="seethrough serve")
     add_serve_arguments(parser)
     return parser.parse_args(list(argv))
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def test_the_seethrough_command_dispatches_serve_here():
