@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import zmq
+from zmq.utils.monitor import recv_monitor_message
 
 from .endpoint import DEFAULT_ENDPOINT, parse_endpoint
 from .errors import SeeThroughError
@@ -43,6 +44,9 @@ log = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT_S = 10.0
 _POLL_SLICE_S = 0.05  # the longest a waiting thread holds the socket before others get a turn
+# One connection at a time: up once the ZMTP handshake succeeded (so a non-ZeroMQ program on the
+# port never counts as a server), down at any disconnect.
+_CONNECTION_EVENTS = zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED
 START_HINT = (
     "Start it with `seethrough serve --model black-forest-labs/FLUX.1-dev --lora PATH/lora.safetensors` "
     "(or `seethrough serve --tiny` to test the connection) and check that this address matches its --bind."
@@ -122,10 +126,14 @@ class SeeThroughClient:
         self._boxes: dict[str, deque[Message]] = {}
         self._socket = (context or zmq.Context.instance()).socket(zmq.DEALER)
         self._socket.linger = 0  # close() never hangs on a dead server
-        # Queue only on live connections: a request sent while the server is down must fail within
-        # the timeout, not sit in a buffer and start a surprise job when the server comes up later.
-        self._socket.immediate = True
         self._socket.sndtimeo = int(self.timeout_s * 1000)
+        # A request sent while the server is down must fail within the timeout, not sit in a buffer
+        # and start a surprise job when the server comes up later; so _send() waits for a live
+        # connection, watched through the socket monitor. (ZMQ_IMMEDIATE would also do that, but it
+        # throws away replies not yet read when the connection drops: the server's last words, such
+        # as "shutting down", would be lost whenever the reading thread was a moment late.)
+        self._monitor = self._socket.get_monitor_socket(_CONNECTION_EVENTS)
+        self._connected = False
         self._socket.connect(self.endpoint)
         self._closed = False
 
@@ -162,6 +170,8 @@ class SeeThroughClient:
         with self._turn():
             if not self._closed:
                 self._closed = True
+                self._socket.disable_monitor()
+                self._monitor.close(linger=0)
                 self._socket.close(linger=0)
 
     def __enter__(self) -> SeeThroughClient:
@@ -194,13 +204,27 @@ class SeeThroughClient:
         frames = message.encode()  # validates: bad requests fail here, before any network traffic
         with self._turn():
             self._check_open()
+            unavailable = ServerUnavailableError(
+                f"could not deliver the {what}: nothing answers at {self.endpoint} "
+                f"(waited {self.timeout_s:g} s). {START_HINT}"
+            )
+            if not self._wait_connected(time.monotonic() + self.timeout_s):
+                raise unavailable
             try:
                 self._socket.send_multipart(frames, copy=False)
             except zmq.Again:
-                raise ServerUnavailableError(
-                    f"could not deliver the {what}: nothing answers at {self.endpoint} "
-                    f"(waited {self.timeout_s:g} s). {START_HINT}"
-                ) from None
+                raise unavailable from None
+
+    def _wait_connected(self, deadline: float) -> bool:
+        """True once a server has completed the ZeroMQ handshake with us (the caller holds the lock)."""
+        while True:
+            while self._monitor.poll(0):
+                event = recv_monitor_message(self._monitor)["event"]
+                self._connected = event == zmq.EVENT_HANDSHAKE_SUCCEEDED
+            remaining = deadline - time.monotonic()
+            if self._connected or remaining <= 0:
+                return self._connected
+            self._monitor.poll(int(min(remaining, _POLL_SLICE_S) * 1000) + 1)
 
     def _next(self, box: deque[Message], deadline: float) -> Message | None:
         """The next message for `box`, pumping the socket meanwhile; None at the deadline."""

@@ -179,9 +179,12 @@ def test_server_stopping_mid_job_is_reported_as_shutting_down(pipeline):
         # loaded machine, and the job then finishes normally instead.
         assert running is not None and running.cancel_event.wait(10)
         pipeline.release()
+        # Read only after the server has gone and its connection has dropped (as when Blender's
+        # worker is busy at that moment): its last message must still be there.
+        stopper.join(30)
+        time.sleep(0.2)
         with pytest.raises(ServerError) as info:
             job.wait(timeout_s=30)
-        stopper.join(30)
         assert info.value.code == ErrorCode.SHUTTING_DOWN
 
 
