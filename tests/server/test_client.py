@@ -158,7 +158,7 @@ def test_many_threads_share_one_client(server):
 
 def test_a_job_the_server_no_longer_knows_fails_instead_of_hanging(server):
     """What a client sees after the server restarted: its liveness check finds the job unknown."""
-    with SeeThroughClient(server.endpoint, timeout_s=0.3) as client:
+    with SeeThroughClient(server.endpoint, timeout_s=1.0) as client:
         request = build_request()
         job = Job(client, request)
         job.accept(Accepted(request.request_id, "a-job-from-before-the-restart", 0))
