@@ -1,8 +1,11 @@
 """Prompt tokenisation: call_ids from T5 offsets, the 512-token limit, encoder outputs.
 
-No real T5 tokenizer is available offline, so the call_ids logic runs on the tiny in-code
-SentencePiece-style tokenizer: the tokens at call_ids must decode to exactly each description.
+The call_ids logic runs on the tiny in-code SentencePiece-style tokenizer (the tokens at call_ids
+must decode to exactly each description), and on the reference example with the real T5 v1.1
+vocabulary cut down to that prompt's pieces (tests/assets/README.md).
 """
+
+from pathlib import Path
 
 import pytest
 import torch
@@ -94,3 +97,16 @@ def test_encoder_outputs(tiny_pipeline):
     assert encoding.token_count == len(tokenize_for_t5(tiny_pipeline.tokenizer_2, composed).input_ids)
     other = tiny_pipeline.prompt_encoder.encode(compose_prompt("at night", ["red car"]), torch.float32)
     assert not torch.equal(encoding.pooled_embeds, other.pooled_embeds)
+
+
+def test_call_ids_match_the_reference_example_with_the_real_t5_vocabulary():
+    """The reference page's example, on the real T5 v1.1 segmentation (tests/assets/README.md)."""
+    from transformers import T5TokenizerFast
+
+    path = Path(__file__).parents[1] / "assets" / "t5_v1_1_reference_example_tokenizer.json"
+    tokenizer = T5TokenizerFast(tokenizer_file=str(path))
+    tokens = tokenize_for_t5(tokenizer, compose_prompt(REFERENCE_SCENE, REFERENCE_SUBJECTS))
+    assert tokens.call_ids == [[4, 5, 6, 7], [9], [11, 12, 13, 14], [16, 17], list(range(19, 26))]
+    pieces = tokenizer.convert_ids_to_tokens(tokens.input_ids)
+    assert "<unk>" not in pieces  # every piece of the prompt is in the cut-down vocabulary
+    assert [pieces[i] for i in tokens.call_ids[0]] == ["▁mars", "▁", "r", "over"]  # the lone "▁" counts
