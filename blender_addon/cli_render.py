@@ -9,6 +9,7 @@ from pathlib import Path
 
 from seethrough_core.errors import LayoutError
 from seethrough_core.layout import Layout, load_layout
+from seethrough_core.oscr_spec import DEFAULT_PROFILE
 
 from .compat import ENGINES
 from .render import render_layout
@@ -44,3 +45,14 @@ def run_render(args: argparse.Namespace) -> int:
         print(f"  box {box['index']:3d}  visible {box['visibility_ratio']:6.1%}  {box['description']}")
     print(f"Wrote {result.out_dir}/oscr.png, masks/ and masks.json in {time.perf_counter() - start:.1f} s")
     return 0
+
+
+def child_main(argv: list[str] | None = None) -> int:
+    """The add-on's background render (background_render.py): LAYOUT_JSON OUT_DIR ENGINE after "--"."""
+    argv = sys.argv if argv is None else argv
+    try:
+        layout, out, engine = argv[argv.index("--") + 1 :]
+    except ValueError:
+        print('usage: ... -- LAYOUT_JSON OUT_DIR ENGINE (after a "--")', file=sys.stderr)
+        return 2
+    return run_render(argparse.Namespace(layout=layout, out=out, engine=engine, profile=DEFAULT_PROFILE))

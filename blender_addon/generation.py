@@ -1,9 +1,11 @@
-"""Generate, on the Blender side: validate, render OSCR + masks, start the job, apply its events.
+"""Generate and Render OSCR, on the Blender side: validate, start the job, apply its events.
 
 build_spec() runs on the main thread when the artist presses Generate and refuses a bad scene
-before anything is rendered or sent. apply_event() turns the worker's events into UI state,
-preview pixels, the packed result image and its history entry. The timer callback drives it in
-Blender; tests call pump() directly because the bpy module never fires timers.
+before anything is rendered or sent; the OSCR render itself runs in the job, in a separate Blender
+process (background_render.py), so Blender stays usable throughout. apply_event() turns the
+worker's events into UI state, the OSCR image and masks, preview pixels, the packed result image
+and its history entry. The timer callback drives it in Blender; tests call pump() directly because
+the bpy module never fires timers.
 """
 
 from __future__ import annotations
@@ -12,15 +14,18 @@ import random
 import traceback
 
 import bpy
+import numpy as np
 
 from seethrough_core import __version__
 from seethrough_core.endpoint import parse_endpoint
 from seethrough_core.protocol import GenerateRequest
+from seethrough_core.token_grid import GRID_SIZE
 
 from . import images
+from .background_render import render_task
 from .batch.plan import safe_name
-from .jobs import RUNNER, Event, Failed, Finished, GenerationJob, JobSpec, Step
-from .oscr_cache import render_cached
+from .jobs import RUNNER, Event, Failed, Finished, GenerationJob, JobSpec, Rendered, Step
+from .oscr_cache import cache_dir, find_cached
 from .preferences import Settings
 from .props import MAX_SEED
 from .validation import scene_layout
@@ -28,22 +33,24 @@ from .validation import scene_layout
 PUMP_INTERVAL_S = 0.1
 
 
-def build_spec(scene: bpy.types.Scene, settings: Settings) -> JobSpec:
-    """Validate the scene and the address, render OSCR + masks, and build the request.
+def build_spec(
+    scene: bpy.types.Scene, settings: Settings, *, generate: bool = True, engine: str = "cycles"
+) -> JobSpec:
+    """Validate the scene and the address, and prepare the job: the request, and the OSCR render
+    (from the cache when the layout is unchanged since the last one, else a render task).
 
     Raises LayoutError (bad scene), EndpointError (bad address) or ProtocolError (a setting out of
-    range) with the reason; in each case nothing has been sent.
+    range) with the reason; in each case nothing has been rendered or sent.
     """
-    endpoint = parse_endpoint(settings.server_address).url
+    endpoint = parse_endpoint(settings.server_address).url if generate else ""
     layout = scene_layout(scene)
     props = scene.seethrough
     seed = random.randint(0, MAX_SEED) if props.random_seed else props.seed
     scene_dir = settings.output_root() / safe_name(scene.name)
-    oscr = render_cached(layout, scene_dir)  # unchanged since the last render: no render at all
     request = GenerateRequest.for_layout(
         layout,
-        oscr.oscr_path.read_bytes(),  # PNG bytes as rendered: no decode in Blender
-        oscr.token_grids,  # the amodal masks pooled by the core, as the server would
+        b"rendered by the job",  # the OSCR PNG and the token grids are filled in after the render
+        np.zeros((len(layout.boxes), GRID_SIZE, GRID_SIZE), dtype=bool),
         seed=seed,
         steps=props.steps,
         guidance=props.guidance,
@@ -54,7 +61,11 @@ def build_spec(scene: bpy.types.Scene, settings: Settings) -> JobSpec:
             "client": f"SeeThrough for Blender {__version__} (Blender {bpy.app.version_string})",
         },
     )
-    request.validate()
+    request.validate()  # the settings, before a render is spent on them
+    oscr = find_cached(layout, scene_dir, engine)
+    render = None
+    if oscr is None:
+        render = render_task(layout, cache_dir(layout, scene_dir, engine), engine, bpy.app.binary_path)
     return JobSpec(
         endpoint=endpoint,
         timeout_s=settings.timeout_s,
@@ -63,6 +74,9 @@ def build_spec(scene: bpy.types.Scene, settings: Settings) -> JobSpec:
         scene_name=scene.name,
         camera_name=layout.camera.name,
         out_dir=scene_dir / "results",
+        oscr=oscr,
+        render=render,
+        generate=generate,
     )
 
 
@@ -111,8 +125,12 @@ def apply_event(job: GenerationJob, event: Event) -> None:
         if scene is not None:
             add_history(scene, image, event, job.spec.camera_name)
         images.show_in_image_editor(image)
+    elif isinstance(event, Rendered) and event.final:  # Render OSCR: show what was rendered
+        loaded = images.load_oscr_images(event.oscr)
+        job.status.image_name = loaded[0].name
+        job.status.message = images.oscr_summary(event.oscr, images.show_in_image_editor(loaded[0]))
     elif isinstance(event, Failed):
-        print(f"SeeThrough: generation failed: {event.message}")
+        print(f"SeeThrough: {'generation' if job.spec.generate else 'OSCR render'} failed: {event.message}")
 
 
 def add_history(scene: bpy.types.Scene, image: bpy.types.Image, event: Finished, camera: str) -> None:

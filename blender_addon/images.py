@@ -16,6 +16,8 @@ import numpy as np
 
 from seethrough_core.record import GenerationRecord
 
+from .oscr_cache import OscrInputs
+
 PROP = "seethrough"  # the ID property group of a generated image's record
 PREVIEW_IMAGE = "SeeThrough Preview"
 OSCR_IMAGE = "SeeThrough OSCR"
@@ -33,6 +35,32 @@ def load_file_image(name: str, path: Path) -> bpy.types.Image:
     image = bpy.data.images.load(str(path), check_existing=False)
     image.name = name
     return image
+
+
+def load_oscr_images(oscr: OscrInputs) -> list[bpy.types.Image]:
+    """The OSCR image and every box's masks as images "SeeThrough OSCR", "SeeThrough amodal 000", ..."""
+    loaded = [load_file_image(OSCR_IMAGE, oscr.oscr_path)]
+    for box in oscr.report["boxes"]:
+        for kind in ("amodal", "visible"):
+            path = oscr.out_dir / box[f"{kind}_mask"]
+            loaded.append(load_file_image(f"SeeThrough {kind} {box['index']:03d}", path))
+    # Masks of boxes that no longer exist would mislead: drop them.
+    for image in list(bpy.data.images):
+        if image.name.startswith(("SeeThrough amodal ", "SeeThrough visible ")) and image not in loaded:
+            bpy.data.images.remove(image)
+    return loaded
+
+
+def oscr_summary(oscr: OscrInputs, shown: bool) -> str:
+    """One line for the artist: how the render came about, and which boxes the camera misses."""
+    took = "unchanged since the last render" if oscr.cached else f"rendered in {oscr.seconds:.1f} s"
+    message = f"OSCR {took}: image {OSCR_IMAGE!r}"
+    if not shown:
+        message += " (open an Image Editor to see it)"
+    hidden = [box["description"] for box in oscr.report["boxes"] if not box["in_frame"]]
+    if hidden:
+        message += f"; not in frame: {', '.join(hidden)}"
+    return message
 
 
 def show_in_image_editor(image: bpy.types.Image) -> bool:

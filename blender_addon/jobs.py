@@ -1,7 +1,9 @@
-"""One generation at a time: sockets on a worker thread, bpy on the main thread, a queue between.
+"""One job at a time: sockets and renders on a worker thread, bpy on the main thread, a queue between.
 
-The worker talks to the server through the client library and posts events (connected,
-accepted, progress, finished, failed, cancelled) into a queue. It also writes the result PNG with
+A job renders the OSCR image and masks unless the cache has them (in a separate Blender process,
+background_render.py), then, for Generate, talks to the server through the client library. The
+worker posts events (rendering, rendered, connected, accepted, progress, finished, failed,
+cancelled) into a queue. It also writes the result PNG with
 its generation record the moment the image arrives, so nothing is lost even if Blender goes down
 before the main thread turns it into an image datablock. The main thread drains the queue in
 pump(), registered with bpy.app.timers (tests, where timers never fire, call it directly).
@@ -17,7 +19,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -29,14 +31,20 @@ from seethrough_core.png import write_png
 from seethrough_core.protocol import Cancelled, GenerateRequest, Progress, Result
 from seethrough_core.record import GenerationRecord
 
+from .background_render import RenderTask, run_render
 from .batch.plan import safe_name
+from .oscr_cache import OscrInputs
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class JobSpec:
-    """Everything the worker needs, captured on the main thread (the worker never reads bpy)."""
+    """Everything the worker needs, captured on the main thread (the worker never reads bpy).
+
+    Exactly one of `oscr` (the cache had the render) and `render` (run it first) is set. `request`
+    is complete but for its OSCR image and token grids, filled in from the render.
+    """
 
     endpoint: str
     timeout_s: float
@@ -45,6 +53,9 @@ class JobSpec:
     scene_name: str
     camera_name: str
     out_dir: Path
+    oscr: OscrInputs | None = None
+    render: RenderTask | None = None
+    generate: bool = True  # False: Render OSCR, no server involved
 
     @property
     def image_name(self) -> str:
@@ -52,6 +63,19 @@ class JobSpec:
 
 
 # --- events: worker -> main thread ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Rendering:
+    """Posted when the render starts and about once a second while it runs (the panel redraws)."""
+
+    elapsed_s: float
+
+
+@dataclass(frozen=True)
+class Rendered:
+    oscr: OscrInputs
+    final: bool  # the job's last event (Render OSCR); Generate goes on to the server
 
 
 @dataclass(frozen=True)
@@ -91,15 +115,17 @@ class Stopped:
     """The job was cancelled before it produced an image."""
 
 
-Event = Connected | Accepted | Step | Finished | Failed | Stopped
+Event = Rendering | Rendered | Connected | Accepted | Step | Finished | Failed | Stopped
 
 
 # --- the status the panel shows (main thread only) --------------------------------------------
 
+RENDERING_MESSAGE = "Rendering the OSCR image and masks in a background Blender process"
+
 
 @dataclass
 class JobStatus:
-    state: str = "starting"  # starting, queued, running, cancelling, done, failed, cancelled
+    state: str = "starting"  # starting, rendering, queued, running, cancelling, done, failed, cancelled
     message: str = "Connecting to the server ..."
     step: int = 0
     total: int = 0
@@ -111,7 +137,7 @@ class JobStatus:
 
     @property
     def active(self) -> bool:
-        return self.state in ("starting", "queued", "running", "cancelling")
+        return self.state in ("starting", "rendering", "queued", "running", "cancelling")
 
     @property
     def fraction(self) -> float:
@@ -125,7 +151,7 @@ class GenerationJob:
     def __init__(self, spec: JobSpec) -> None:
         self.spec = spec
         self.events: queue.Queue[Event] = queue.Queue()
-        self.status = JobStatus()
+        self.status = JobStatus() if spec.generate else JobStatus("rendering", RENDERING_MESSAGE)
         self._cancel = threading.Event()
         self._lock = threading.Lock()
         self._server_job: Job | None = None  # once the server accepted
@@ -164,13 +190,26 @@ class GenerationJob:
     def _run(self) -> None:
         spec = self.spec
         try:
+            if not spec.generate:
+                oscr = self._oscr()
+                self._post(Rendered(oscr, final=True) if oscr is not None else Stopped())
+                return
             with SeeThroughClient(spec.endpoint, spec.timeout_s) as client:
+                # The server first: a wrong address should not cost a whole render to find out.
                 info = client.info()
                 self._post(Connected(str(info.model.get("name", "")), info.is_noise, info.queue_length))
-                if self._cancel.is_set():
+                oscr = None if self._cancel.is_set() else self._oscr()
+                if oscr is None:
                     self._post(Stopped())
                     return
-                server_job = client.submit(spec.request)
+                if not oscr.cached:
+                    self._post(Rendered(oscr, final=False))
+                request = replace(
+                    spec.request,
+                    oscr_image=oscr.oscr_path.read_bytes(),  # PNG bytes as rendered: no decode here
+                    masks=oscr.token_grids,  # the amodal masks pooled by the core, as the server would
+                )
+                server_job = client.submit(request)
                 with self._lock:
                     self._server_job = server_job
                 self._post(Accepted(server_job.id, server_job.queue_position))
@@ -187,6 +226,16 @@ class GenerationJob:
         except Exception as exc:  # a bug: still end the job, with the traceback in the console
             traceback.print_exc()
             self._post(Failed(f"unexpected error: {type(exc).__name__}: {exc}"))
+
+    def _oscr(self) -> OscrInputs | None:
+        """The cached render, or a background render now; None if it was cancelled."""
+        spec = self.spec
+        if spec.oscr is not None:
+            return spec.oscr
+        if spec.render is None:
+            raise SeeThroughError("the job has neither an OSCR render nor a render task")
+        self._post(Rendering(0.0))
+        return run_render(spec.render, self._cancel, lambda elapsed: self._post(Rendering(elapsed)))
 
     def _handle(self, event: Progress | Result | Cancelled) -> None:
         if isinstance(event, Progress):
@@ -265,7 +314,17 @@ class JobRunner:
 
 
 def _update_status(status: JobStatus, event: Event) -> None:
-    if isinstance(event, Connected):
+    if isinstance(event, Rendering):
+        if status.state != "cancelling":
+            status.state = "rendering"
+            status.message = RENDERING_MESSAGE
+    elif isinstance(event, Rendered):
+        message = f"OSCR rendered in {event.oscr.seconds:.1f} s"
+        if event.final:
+            status.state, status.message = "done", message
+        elif status.state != "cancelling":
+            status.state, status.message = "rendering", message
+    elif isinstance(event, Connected):
         status.model, status.is_noise = event.model, event.is_noise
         if status.state != "cancelling":
             status.message = f"Connected: {event.model}" + (

@@ -13,14 +13,14 @@ from .preferences import settings
 
 class SEETHROUGH_OT_generate(bpy.types.Operator):  # noqa: N801
     """Check the scene, render its OSCR image and masks, and send them to the SeeThrough server.
-    The image arrives in the background; Blender stays usable meanwhile"""
+    Both run in the background; Blender stays usable meanwhile"""
 
     bl_idname = "seethrough.generate"
     bl_label = "Generate"
 
     def execute(self, context: bpy.types.Context) -> set[str]:
         if RUNNER.active:
-            self.report({"ERROR"}, "a generation is already running; cancel it or wait for it")
+            self.report({"ERROR"}, "a render or generation is already running; cancel it or wait for it")
             return {"CANCELLED"}
         current = settings()
         try:
@@ -30,27 +30,28 @@ class SEETHROUGH_OT_generate(bpy.types.Operator):  # noqa: N801
             return {"CANCELLED"}
         generation.start(spec)
         request = spec.request
+        first = "Sending" if spec.oscr is not None else "Rendering OSCR, then sending"
         self.report(
             {"INFO"},
-            f"Sent to {spec.endpoint}: {len(request.descriptions)} boxes, {request.width}x{request.height}, "
-            f"seed {request.seed}, {request.steps} steps",
+            f"{first} to {spec.endpoint}: {len(request.descriptions)} boxes, "
+            f"{request.width}x{request.height}, seed {request.seed}, {request.steps} steps",
         )
         return {"FINISHED"}
 
 
 class SEETHROUGH_OT_cancel(bpy.types.Operator):  # noqa: N801
-    """Stop the running generation on the server"""
+    """Stop the running OSCR render or generation (on the server too)"""
 
     bl_idname = "seethrough.cancel"
-    bl_label = "Cancel Generation"
+    bl_label = "Cancel"
 
     def execute(self, context: bpy.types.Context) -> set[str]:
         if not RUNNER.active or RUNNER.job is None:
-            self.report({"WARNING"}, "no generation is running")
+            self.report({"WARNING"}, "no render or generation is running")
             return {"CANCELLED"}
         RUNNER.job.request_cancel()
         generation.tag_redraw()
-        self.report({"INFO"}, "Cancelling the generation ...")
+        self.report({"INFO"}, "Cancelling ...")
         return {"FINISHED"}
 
 

@@ -1,35 +1,24 @@
-"""Render OSCR: the scene's OSCR image and box masks, shown as Blender images."""
+"""Render OSCR: the scene's OSCR image and box masks, shown as Blender images.
+
+An unchanged layout shows its cached render at once; otherwise the render runs as a job in a
+separate Blender process (background_render.py) and the images appear when it is done.
+"""
 
 from __future__ import annotations
 
 import bpy
 from bpy.props import EnumProperty
 
-from seethrough_core.errors import LayoutError
+from seethrough_core.errors import SeeThroughError
 
-from . import images
-from .batch.plan import safe_name
-from .oscr_cache import OscrInputs, render_cached
+from . import generation, images
+from .jobs import RUNNER
 from .preferences import settings
-from .validation import scene_layout
-
-
-def load_render_images(oscr: OscrInputs) -> list[bpy.types.Image]:
-    """The OSCR image and every box's masks as images "SeeThrough OSCR", "SeeThrough amodal 000", ..."""
-    loaded = [images.load_file_image(images.OSCR_IMAGE, oscr.oscr_path)]
-    for box in oscr.report["boxes"]:
-        for kind in ("amodal", "visible"):
-            path = oscr.out_dir / box[f"{kind}_mask"]
-            loaded.append(images.load_file_image(f"SeeThrough {kind} {box['index']:03d}", path))
-    # Masks of boxes that no longer exist would mislead: drop them.
-    for image in list(bpy.data.images):
-        if image.name.startswith(("SeeThrough amodal ", "SeeThrough visible ")) and image not in loaded:
-            bpy.data.images.remove(image)
-    return loaded
 
 
 class SEETHROUGH_OT_render_oscr(bpy.types.Operator):  # noqa: N801
-    """Render the OSCR image and the box masks from the active camera and show them in the Image Editor"""
+    """Render the OSCR image and the box masks from the active camera and show them in the Image Editor.
+    The render runs in the background; Blender stays usable meanwhile"""
 
     bl_idname = "seethrough.render_oscr"
     bl_label = "Render OSCR"
@@ -41,23 +30,22 @@ class SEETHROUGH_OT_render_oscr(bpy.types.Operator):  # noqa: N801
     )
 
     def execute(self, context: bpy.types.Context) -> set[str]:
-        scene = context.scene
+        if RUNNER.active:
+            self.report({"ERROR"}, "a render or generation is already running; cancel it or wait for it")
+            return {"CANCELLED"}
         try:
-            layout = scene_layout(scene)
-        except LayoutError as exc:
+            spec = generation.build_spec(context.scene, settings(), generate=False, engine=self.engine)
+        except SeeThroughError as exc:  # bad scene or setting: nothing was rendered
             self.report({"ERROR"}, f"cannot render: {exc}")
             return {"CANCELLED"}
-        oscr = render_cached(layout, settings().output_root() / safe_name(scene.name), self.engine)
-        loaded = load_render_images(oscr)
-        shown = images.show_in_image_editor(loaded[0])
-        hidden = [box["description"] for box in oscr.report["boxes"] if not box["in_frame"]]
-        took = "unchanged since the last render" if oscr.cached else f"rendered in {oscr.seconds:.1f} s"
-        message = f"OSCR {took}: image {loaded[0].name!r}"
-        if not shown:
-            message += " (open an Image Editor to see it)"
-        if hidden:
-            message += f"; not in frame: {', '.join(hidden)}"
-        self.report({"WARNING"} if hidden else {"INFO"}, message)
+        if spec.oscr is not None:  # unchanged since the last render: show it now
+            loaded = images.load_oscr_images(spec.oscr)
+            hidden = any(not box["in_frame"] for box in spec.oscr.report["boxes"])
+            message = images.oscr_summary(spec.oscr, images.show_in_image_editor(loaded[0]))
+            self.report({"WARNING"} if hidden else {"INFO"}, message)
+            return {"FINISHED"}
+        generation.start(spec)
+        self.report({"INFO"}, f"Rendering OSCR in the background (log: {spec.render.log_path})")
         return {"FINISHED"}
 
 

@@ -2,7 +2,8 @@
 
 An OSCR render is a pure function of the layout, the engine and the profile (the lights are
 seeded from the layout), so a folder named by their hash is an exact cache. A render is complete
-once masks.json exists: render_layout writes it last, atomically.
+once masks.json exists: render_layout writes it last, atomically. No bpy here: the renders
+themselves run in a separate Blender process (background_render.py).
 """
 
 from __future__ import annotations
@@ -17,8 +18,6 @@ import numpy as np
 from seethrough_core.layout import Layout
 from seethrough_core.oscr_spec import DEFAULT_PROFILE
 from seethrough_core.token_grid import grid_from_strings
-
-from .render import render_layout
 
 
 @dataclass(frozen=True)
@@ -37,16 +36,23 @@ def cache_key(layout: Layout, engine: str, profile: str = DEFAULT_PROFILE) -> st
     return hashlib.sha256(f"{engine}\n{profile}\n{layout.to_json()}".encode()).hexdigest()[:16]
 
 
-def render_cached(layout: Layout, root: Path, engine: str = "cycles") -> OscrInputs:
-    """The layout's OSCR image and token grids under root/oscr/<key>/, rendered only if missing."""
-    out_dir = root / "oscr" / cache_key(layout, engine)
-    report_path = out_dir / "masks.json"
-    if report_path.is_file() and (out_dir / "oscr.png").is_file():
-        report = json.loads(report_path.read_text(encoding="utf-8"))
-        grids = np.stack([grid_from_strings(box["token_grid"]) for box in report["boxes"]])
-        return OscrInputs(out_dir, out_dir / "oscr.png", grids, report, 0.0, True)
-    rendered = render_layout(layout, out_dir, engine=engine)
-    grids = rendered.masks.token_grids()
-    return OscrInputs(
-        out_dir, rendered.oscr_path, grids, rendered.report, sum(rendered.timings.values()), False
-    )
+def cache_dir(layout: Layout, root: Path, engine: str = "cycles") -> Path:
+    """Where the layout's render lives (or will): root/oscr/<key>/."""
+    return root / "oscr" / cache_key(layout, engine)
+
+
+def is_complete(out_dir: Path) -> bool:
+    return (out_dir / "masks.json").is_file() and (out_dir / "oscr.png").is_file()
+
+
+def read_render(out_dir: Path, seconds: float = 0.0, cached: bool = True) -> OscrInputs:
+    """A finished render's files as the request needs them (token grids from masks.json)."""
+    report = json.loads((out_dir / "masks.json").read_text(encoding="utf-8"))
+    grids = np.stack([grid_from_strings(box["token_grid"]) for box in report["boxes"]])
+    return OscrInputs(out_dir, out_dir / "oscr.png", grids, report, seconds, cached)
+
+
+def find_cached(layout: Layout, root: Path, engine: str = "cycles") -> OscrInputs | None:
+    """The layout's render if one is complete in the cache, else None."""
+    out_dir = cache_dir(layout, root, engine)
+    return read_render(out_dir) if is_complete(out_dir) else None

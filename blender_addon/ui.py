@@ -146,18 +146,20 @@ class SEETHROUGH_PT_generate(SeeThroughPanel, bpy.types.Panel):  # noqa: N801
         column.prop(props, "guidance")
         layout.prop(props, "show_previews")
 
-        row = layout.row(align=True)
-        row.operator("seethrough.render_oscr", icon="RENDER_STILL")
         busy = RUNNER.active
-        sub = row.row(align=True)
-        sub.enabled = not busy
-        sub.operator("seethrough.generate", icon="PLAY")
+        row = layout.row(align=True)
+        row.enabled = not busy  # one job at a time: an OSCR render or a generation
+        row.operator("seethrough.render_oscr", icon="RENDER_STILL")
+        row.operator("seethrough.generate", icon="PLAY")
 
         status = RUNNER.status
         if status is None:
             return
         if busy:
-            text = f"Step {status.step}/{status.total}" if status.total else status.message
+            if status.state == "rendering":
+                text = "Rendering OSCR (in the background)"
+            else:
+                text = f"Step {status.step}/{status.total}" if status.total else status.message
             elapsed = time.monotonic() - status.started
             layout.progress(factor=status.fraction, type="BAR", text=f"{text} · {elapsed:.0f} s")
             if status.total == 0 or status.state == "cancelling":

@@ -25,9 +25,11 @@ from addon_support import (
 from conftest import BASE_LAYOUT
 from PIL import Image
 
-from blender_addon import images, scene_io, ui
+from blender_addon import background_render, images, scene_io, ui
 from blender_addon.jobs import RUNNER
 from blender_addon.local_server import SERVER
+from blender_addon.oscr_cache import cache_key
+from blender_addon.render import render_layout
 from seethrough_core.client import SeeThroughClient, ServerUnavailableError
 from seethrough_core.local_server import free_loopback_port as free_port
 
@@ -93,16 +95,73 @@ def draw_generate_panel() -> list[str]:
     return log
 
 
-def test_render_oscr_shows_the_image_and_masks(shot, out_dir):
+def test_render_oscr_runs_in_the_background_and_shows_the_image_and_masks(shot, out_dir, tmp_path):
     configure("tcp://127.0.0.1:5555", out_dir)
-    assert bpy.ops.seethrough.render_oscr() == {"FINISHED"}
+    assert bpy.ops.seethrough.render_oscr() == {"FINISHED"}  # returns at once: the UI never waits
+    assert RUNNER.status.state == "rendering" and images.OSCR_IMAGE not in bpy.data.images
+    drawn: list[str] = []
+    status = pump_until_done(on_pump=lambda: drawn.extend(draw_generate_panel()))
+    assert status.state == "done" and status.message.startswith("OSCR rendered in"), status.message
+    assert any(line.startswith("progress:Rendering OSCR") for line in drawn)
+    assert "operator:seethrough.cancel" in drawn  # a render can be cancelled like a generation
     oscr = bpy.data.images[images.OSCR_IMAGE]
     assert tuple(oscr.size) == (256, 256)
     for i in range(2):
         for kind in ("amodal", "visible"):
             assert tuple(bpy.data.images[f"SeeThrough {kind} {i:03d}"].size) == (256, 256)
-    pixels = np.array(oscr.pixels[:]).reshape(256, 256, 4)
-    assert pixels[..., :3].max() > 0.1  # something was drawn
+
+    # The background process renders exactly what this process renders.
+    layout = scene_io.scene_to_layout(shot)
+    here = render_layout(layout, tmp_path / "here", quiet=True)
+    cache = out_dir / "Scene" / "oscr" / cache_key(layout, "cycles")
+    assert np.array_equal(_png(cache / "oscr.png"), _png(here.oscr_path))
+    report = json.loads((cache / "masks.json").read_text())
+    assert report["boxes"] == here.report["boxes"] and report["depth_order"] == here.report["depth_order"]
+    assert report["render"]["lights"] == here.report["render"]["lights"]
+
+    # Unchanged layout: shown at once from the cache, no job.
+    bpy.data.images.remove(oscr)
+    job = RUNNER.job
+    assert bpy.ops.seethrough.render_oscr() == {"FINISHED"}
+    assert RUNNER.job is job and images.OSCR_IMAGE in bpy.data.images
+
+
+def test_cancelling_a_background_render_stops_it_and_leaves_nothing_half_written(shot, out_dir):
+    configure("tcp://127.0.0.1:5555", out_dir)
+    shot.objects["a red vintage car"].location.x += 0.25  # a layout the cache does not have
+    assert bpy.ops.seethrough.render_oscr() == {"FINISHED"}
+    render = RUNNER.job.spec.render
+    deadline = time.monotonic() + 30
+    while not background_render._RUNNING:  # the render process has started
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    (process,) = background_render._RUNNING
+    assert bpy.ops.seethrough.cancel() == {"FINISHED"}
+    status = pump_until_done(timeout_s=30)
+    assert status.state == "cancelled"
+    assert process.poll() is not None and not background_render._RUNNING
+    assert not (render.out_dir / "masks.json").exists()
+
+
+def test_a_failed_background_render_says_why(shot, out_dir):
+    configure("tcp://127.0.0.1:5555", out_dir)
+    shot.objects["a red vintage car"].location.x -= 0.25  # another layout the cache does not have
+    layout = scene_io.scene_to_layout(shot)
+    blocker = out_dir / "Scene" / "oscr" / cache_key(layout, "cycles")
+    blocker.parent.mkdir(parents=True, exist_ok=True)
+    blocker.write_text("a file where the render's folder should go")
+    try:
+        assert bpy.ops.seethrough.render_oscr() == {"FINISHED"}
+        status = pump_until_done()
+    finally:
+        blocker.unlink()
+    assert status.state == "failed" and "the OSCR render failed" in status.message, status.message
+    assert "log" in status.message and "Error" in status.message  # the child's own error, quoted
+
+
+def _png(path):
+    with Image.open(path) as image:
+        return np.asarray(image.convert("RGB"))
 
 
 def test_generate_brings_back_a_packed_image_with_its_record(shot, tiny_server, out_dir, tmp_path):
@@ -161,6 +220,22 @@ def test_generate_brings_back_a_packed_image_with_its_record(shot, tiny_server, 
     reopened = bpy.data.images[name]
     assert reopened.packed_file is not None and reopened["seethrough"]["seed"] == 7
     assert bpy.context.scene.seethrough.history[0].image == reopened
+
+
+def test_generate_renders_a_changed_layout_in_the_background_first(shot, tiny_server, out_dir):
+    configure(tiny_server, out_dir)
+    shot.objects["a small white dog"].location.y -= 0.5  # a layout the cache does not have
+    layout = scene_io.scene_to_layout(shot)
+    props = shot.seethrough
+    props.random_seed, props.seed, props.steps, props.show_previews = False, 11, 2, False
+    assert bpy.ops.seethrough.generate() == {"FINISHED"}
+    states: list[str] = []
+    status = pump_until_done(on_pump=lambda: states.append(RUNNER.status.state))
+    assert status.state == "done", status.message
+    first_render = states.index("rendering")  # connected first, then rendered, then generated
+    assert set(states[:first_render]) <= {"starting"}
+    assert (out_dir / "Scene" / "oscr" / cache_key(layout, "cycles") / "masks.json").is_file()
+    assert json.loads(bpy.data.images[status.image_name]["seethrough"]["layout_json"]) == layout.to_dict()
 
 
 def test_cancel_stops_the_job_on_the_server(shot, tiny_server, out_dir):

@@ -146,7 +146,7 @@ def test_later_builds_reuse_the_cache_and_offline_without_it_says_what_to_do(add
 
 
 INSTALL_SCRIPT = """
-import json, os, sys
+import json, os, sys, time
 sys.path.append({only_bpy!r})
 import bpy, addon_utils
 result = {{}}
@@ -159,6 +159,20 @@ result["site_packages"] = sorted(os.listdir(site))
 result["add_box"] = sorted(bpy.ops.seethrough.add_box(template="bicycle"))
 result["templates"] = str(sys.modules[{module!r} + ".templates"].templates_path())
 result["address"] = bpy.context.preferences.addons[{module!r}].preferences.server_address
+# Render OSCR from the installed extension: a background process loads it from its folder.
+scene = bpy.context.scene
+scene.render.resolution_x = scene.render.resolution_y = 256
+scene.render.resolution_percentage = 100
+bpy.context.preferences.addons[{module!r}].preferences.output_dir = os.path.join(os.getcwd(), "out")
+bpy.ops.seethrough.render_oscr()
+runner = sys.modules[{module!r} + ".jobs"].RUNNER
+pump = sys.modules[{module!r} + ".generation"].pump
+deadline = time.monotonic() + 240
+while pump() and time.monotonic() < deadline:
+    time.sleep(0.05)
+result["render"] = [runner.status.state, runner.status.message, str(runner.job.spec.render.argv)]
+oscr = bpy.data.images.get("SeeThrough OSCR")
+result["oscr_size"] = list(oscr.size) if oscr is not None else None
 from seethrough_core.client import SeeThroughClient, ServerUnavailableError
 try:
     SeeThroughClient("tcp://127.0.0.1:9", timeout_s=0.3).info()
@@ -203,5 +217,9 @@ def test_zip_installs_and_enables_in_a_fresh_profile(addon_zip, tmp_path):
     assert result["add_box"] == ["FINISHED"]
     assert result["templates"].startswith(str(profile))  # the copy packed into the extension
     assert result["address"] == "tcp://127.0.0.1:5555"
+    state, message, argv = result["render"]
+    assert state == "done" and message.startswith("OSCR rendered in"), message
+    assert str(profile) in argv  # the child loaded the installed extension, not this checkout
+    assert result["oscr_size"] == [256, 256]
     assert "seethrough serve" in result["unreachable"]
     assert result["after_disable"] is False
