@@ -25,7 +25,7 @@ from . import images
 from .background_render import render_task
 from .batch.plan import safe_name
 from .jobs import RUNNER, Event, Failed, Finished, GenerationJob, JobSpec, Rendered, Step
-from .oscr_cache import cache_dir, find_cached
+from .oscr_cache import cache_dir, is_complete, read_render
 from .preferences import Settings
 from .props import MAX_SEED
 from .validation import scene_layout
@@ -62,10 +62,9 @@ def build_spec(
         },
     )
     request.validate()  # the settings, before a render is spent on them
-    oscr = find_cached(layout, scene_dir, engine)
-    render = None
-    if oscr is None:
-        render = render_task(layout, cache_dir(layout, scene_dir, engine), engine, bpy.app.binary_path)
+    oscr_dir = cache_dir(layout, scene_dir, engine)
+    oscr = read_render(oscr_dir) if is_complete(oscr_dir) else None
+    render = None if oscr is not None else render_task(layout, oscr_dir, engine, bpy.app.binary_path)
     return JobSpec(
         endpoint=endpoint,
         timeout_s=settings.timeout_s,

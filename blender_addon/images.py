@@ -51,13 +51,18 @@ def load_oscr_images(oscr: OscrInputs) -> list[bpy.types.Image]:
     return loaded
 
 
+def out_of_frame(oscr: OscrInputs) -> list[str]:
+    """The descriptions of the boxes the camera does not see at all."""
+    return [box["description"] for box in oscr.report["boxes"] if not box["in_frame"]]
+
+
 def oscr_summary(oscr: OscrInputs, shown: bool) -> str:
     """One line for the artist: how the render came about, and which boxes the camera misses."""
     took = "unchanged since the last render" if oscr.cached else f"rendered in {oscr.seconds:.1f} s"
     message = f"OSCR {took}: image {OSCR_IMAGE!r}"
     if not shown:
         message += " (open an Image Editor to see it)"
-    hidden = [box["description"] for box in oscr.report["boxes"] if not box["in_frame"]]
+    hidden = out_of_frame(oscr)
     if hidden:
         message += f"; not in frame: {', '.join(hidden)}"
     return message

@@ -40,9 +40,8 @@ class SEETHROUGH_OT_render_oscr(bpy.types.Operator):  # noqa: N801
             return {"CANCELLED"}
         if spec.oscr is not None:  # unchanged since the last render: show it now
             loaded = images.load_oscr_images(spec.oscr)
-            hidden = any(not box["in_frame"] for box in spec.oscr.report["boxes"])
             message = images.oscr_summary(spec.oscr, images.show_in_image_editor(loaded[0]))
-            self.report({"WARNING"} if hidden else {"INFO"}, message)
+            self.report({"WARNING"} if images.out_of_frame(spec.oscr) else {"INFO"}, message)
             return {"FINISHED"}
         generation.start(spec)
         self.report({"INFO"}, f"Rendering OSCR in the background (log: {spec.render.log_path})")

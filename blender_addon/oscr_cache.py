@@ -50,9 +50,3 @@ def read_render(out_dir: Path, seconds: float = 0.0, cached: bool = True) -> Osc
     report = json.loads((out_dir / "masks.json").read_text(encoding="utf-8"))
     grids = np.stack([grid_from_strings(box["token_grid"]) for box in report["boxes"]])
     return OscrInputs(out_dir, out_dir / "oscr.png", grids, report, seconds, cached)
-
-
-def find_cached(layout: Layout, root: Path, engine: str = "cycles") -> OscrInputs | None:
-    """The layout's render if one is complete in the cache, else None."""
-    out_dir = cache_dir(layout, root, engine)
-    return read_render(out_dir) if is_complete(out_dir) else None

@@ -204,16 +204,18 @@ class SeeThroughClient:
         frames = message.encode()  # validates: bad requests fail here, before any network traffic
         with self._turn():
             self._check_open()
-            unavailable = ServerUnavailableError(
-                f"could not deliver the {what}: nothing answers at {self.endpoint} "
-                f"(waited {self.timeout_s:g} s). {START_HINT}"
-            )
             if not self._wait_connected(time.monotonic() + self.timeout_s):
-                raise unavailable
+                raise self._undeliverable(what)
             try:
                 self._socket.send_multipart(frames, copy=False)
             except zmq.Again:
-                raise unavailable from None
+                raise self._undeliverable(what) from None
+
+    def _undeliverable(self, what: str) -> ServerUnavailableError:
+        return ServerUnavailableError(
+            f"could not deliver the {what}: nothing answers at {self.endpoint} "
+            f"(waited {self.timeout_s:g} s). {START_HINT}"
+        )
 
     def _wait_connected(self, deadline: float) -> bool:
         """True once a server has completed the ZeroMQ handshake with us (the caller holds the lock)."""

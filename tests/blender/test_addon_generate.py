@@ -22,6 +22,7 @@ from addon_support import (
     prefs,
     pump_until_done,
 )
+from bpy_helpers import read_rgb
 from conftest import BASE_LAYOUT
 from PIL import Image
 
@@ -114,7 +115,7 @@ def test_render_oscr_runs_in_the_background_and_shows_the_image_and_masks(shot, 
     layout = scene_io.scene_to_layout(shot)
     here = render_layout(layout, tmp_path / "here", quiet=True)
     cache = out_dir / "Scene" / "oscr" / cache_key(layout, "cycles")
-    assert np.array_equal(_png(cache / "oscr.png"), _png(here.oscr_path))
+    assert np.array_equal(read_rgb(cache / "oscr.png"), read_rgb(here.oscr_path))
     report = json.loads((cache / "masks.json").read_text())
     assert report["boxes"] == here.report["boxes"] and report["depth_order"] == here.report["depth_order"]
     assert report["render"]["lights"] == here.report["render"]["lights"]
@@ -157,11 +158,6 @@ def test_a_failed_background_render_says_why(shot, out_dir):
         blocker.unlink()
     assert status.state == "failed" and "the OSCR render failed" in status.message, status.message
     assert "log" in status.message and "Error" in status.message  # the child's own error, quoted
-
-
-def _png(path):
-    with Image.open(path) as image:
-        return np.asarray(image.convert("RGB"))
 
 
 def test_generate_brings_back_a_packed_image_with_its_record(shot, tiny_server, out_dir, tmp_path):
