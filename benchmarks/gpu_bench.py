@@ -113,9 +113,10 @@ class Row:
     compiled: bool
     variant: str
     seconds: list[float]  # the timed images
-    first_s: float  # the first image of this row: includes compilation when compiled
+    first_s: float | None  # the first image of this row: includes compilation (cold cache) when compiled
     peak_allocated_gib: float | None  # over the first and the timed images; None off CUDA
     peak_reserved_gib: float | None
+    first_warm_s: float | None = None  # compiled: the first image in a new process with the cache warm
 
     @property
     def median_s(self) -> float:
@@ -199,6 +200,18 @@ class Results:
         self.attention = list(attention.values())
         self.notes = list(dict.fromkeys([*self.notes, *new.notes]))
 
+    def merge_warm_start(self, new: Results) -> None:
+        """A run with the compile cache already warm: its first images are the warm-start times of the
+        rows a cold run measured (their timings stay); rows with no cold counterpart are added as warm."""
+        rows = {row.key(): row for row in self.rows}
+        for row in new.rows:
+            if row.key() in rows:
+                rows[row.key()].first_warm_s = row.first_s
+            else:
+                row.first_warm_s, row.first_s = row.first_s, None
+                self.rows.append(row)
+        self.merge(Results(fidelity=new.fidelity, attention=new.attention, notes=new.notes))
+
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         data = {
@@ -207,7 +220,9 @@ class Results:
             "attention": [asdict(item) for item in self.attention],
             "notes": self.notes,
         }
-        path.write_text(json.dumps(data, indent=1) + "\n")
+        partial = path.with_name(path.name + ".partial")
+        partial.write_text(json.dumps(data, indent=1) + "\n")
+        partial.replace(path)  # whole or not at all: a run stopped mid-write keeps the last good file
 
 
 # --- the machine and the models ---------------------------------------------------------------------
@@ -248,17 +263,18 @@ def default_dtype(dtype: torch.dtype) -> Iterator[None]:
 
 
 def flux_dev_components(device: torch.device, dtype: torch.dtype, memory: str) -> TinyComponents:
-    """FLUX.1-dev-sized components with random weights. In the 24-GB mode the transformer and T5 are built
-    in CPU memory, as from_pretrained loads them, and the pipeline quantizes / streams them from there."""
+    """FLUX.1-dev-sized components with random weights, initialised on ``device`` (seconds there, minutes
+    on the CPU). In the 24-GB mode the transformer and T5 then move to CPU memory, where from_pretrained
+    loads them, and the pipeline quantizes / streams them from there."""
     configs = json.loads(CONFIGS.read_text())
-    near = torch.device("cpu") if memory == "24gb" else device
-    with default_dtype(dtype):
-        with near:
-            transformer = FluxTransformer2DModel(**configs["transformer"])
-            text_encoder_2 = T5EncoderModel(T5Config(**configs["text_encoder_2"]))
-        with device:
-            text_encoder = CLIPTextModel(CLIPTextConfig(**configs["text_encoder"]))
-            vae = AutoencoderKL(**configs["vae"])
+    with default_dtype(dtype), device:
+        transformer = FluxTransformer2DModel(**configs["transformer"])
+        text_encoder_2 = T5EncoderModel(T5Config(**configs["text_encoder_2"]))
+        text_encoder = CLIPTextModel(CLIPTextConfig(**configs["text_encoder"]))
+        vae = AutoencoderKL(**configs["vae"])
+    if memory == "24gb":
+        transformer.to("cpu")
+        text_encoder_2.to("cpu")
     blocks = len(transformer.transformer_blocks), len(transformer.single_transformer_blocks)
     lora = SeeThroughLoRA.random(transformer.inner_dim, configs["seethrough_lora_rank"], *blocks, seed=0)
     for module in (transformer, text_encoder_2, text_encoder, vae, lora):
@@ -468,8 +484,28 @@ def measure_attention(
 # --- the run ------------------------------------------------------------------------------------------
 
 
-def run_memory_mode(args: argparse.Namespace, device: torch.device, machine: str, memory: str) -> Results:
-    results = Results()
+class Recorder:
+    """Merges each measurement into the results file and the doc as soon as it is taken, so a run that is
+    stopped (a time limit, a crash in a later mode) keeps everything it measured."""
+
+    def __init__(self, results: Path, doc: Path, warm_start: bool) -> None:
+        self.path, self.doc, self.warm_start = results, doc, warm_start
+        self.everything = Results.load(results)
+        self.new = Results()
+
+    def add(self, part: Results) -> None:
+        self.new.merge(part)
+        if self.warm_start:
+            self.everything.merge_warm_start(part)
+        else:
+            self.everything.merge(part)
+        self.everything.save(self.path)
+        write_doc(self.doc, self.everything)
+
+
+def run_memory_mode(
+    args: argparse.Namespace, device: torch.device, machine: str, memory: str, record: Recorder
+) -> None:
     try:
         # a missing extra fails here, before minutes of building
         plan_memory(memory, args.quantization if memory == "24gb" else "auto", device)
@@ -477,18 +513,28 @@ def run_memory_mode(args: argparse.Namespace, device: torch.device, machine: str
     except SetupError as error:
         note = f"{machine}: memory '{memory}' skipped: {error}"
         print(note)
-        results.notes.append(note)
-        return results
+        record.add(Results(notes=[note]))
+        return
     quantization = pipes.ours.plan.quantization
     variants = [variant for variant in VARIANTS if variant.name in args.variants]
     print(f"\n{machine}\n{pipes.model}, memory {memory} (quantization {quantization}), {args.steps} steps")
+    if device.type == "cuda":
+        resident = torch.cuda.memory_allocated(device) / 2**30
+        print(f"resident after loading: {resident:.1f} GiB allocated")
+        if memory == "24gb":  # where the 24-GB mode's memory goes: the models vs one request's working set
+            note = (
+                f"{machine}: {pipes.model}, memory 24gb ({quantization}): {resident:.1f} GiB allocated by "
+                "the loaded models before the first request; the rest of the peak is one request's work"
+            )
+            record.add(Results(notes=[note]))
 
     if not args.no_fidelity:
         for size in args.sizes:
             rel, latent_max, image_max, psnr = measure_fidelity(pipes, size, args.steps)
-            results.fidelity.append(
-                Fidelity(machine, pipes.model, size, args.steps, memory, rel, latent_max, image_max, psnr)
+            fidelity = Fidelity(
+                machine, pipes.model, size, args.steps, memory, rel, latent_max, image_max, psnr
             )
+            record.add(Results(fidelity=[fidelity]))
             print(f"cached vs exact at {size} px: image PSNR {psnr:.1f} dB, max |diff| {image_max}/255")
 
     for compiled in [mode == "on" for mode in args.compile]:
@@ -515,12 +561,46 @@ def run_memory_mode(args: argparse.Namespace, device: torch.device, machine: str
                     allocated,
                     reserved,
                 )
-                results.rows.append(row)
+                record.add(Results(rows=[row]))
                 print(f"  {size:>5} px {'compiled' if compiled else 'eager':<8} {variant.name:<14} "
                       f"{row.median_s:8.2f} s (first {first:.1f} s)  peak {_gib(reserved)}")  # fmt: skip
+            if args.profile_steps and not compiled:
+                profile(pipes, variants, size, args, device, f"{machine}, {pipes.model}, memory {memory} "
+                        f"({quantization}), eager")  # fmt: skip
     del pipes
     free_memory(device)
-    return results
+
+
+def profile(
+    pipes: Pipelines,
+    variants: list[Variant],
+    size: int,
+    args: argparse.Namespace,
+    device: torch.device,
+    title: str,
+) -> None:
+    """Where the time goes: torch.profiler over a few steps of each variant, the top operators by device
+    time (self time on the CPU), appended to ``args.profile_out``."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as profiler
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    sort = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    args.profile_out.parent.mkdir(parents=True, exist_ok=True)
+    with args.profile_out.open("a") as out:
+        for variant in variants:
+            run = runner(pipes, variant, size, args.profile_steps)
+            run()  # warm: the first call at a step count builds its schedule and buffers
+            sync(device)
+            with profiler(activities=activities) as recorded:
+                run()
+                sync(device)
+            table = recorded.key_averages().table(
+                sort_by=sort, row_limit=args.profile_rows, max_name_column_width=60
+            )
+            out.write(f"## {title}: {variant.name}, {size} px, {args.profile_steps} steps\n\n{table}\n\n")
+            out.flush()
+            print(f"  profiled {variant.name} at {size} px -> {args.profile_out}")
 
 
 # --- the report ---------------------------------------------------------------------------------------
@@ -528,6 +608,15 @@ def run_memory_mode(args: argparse.Namespace, device: torch.device, machine: str
 
 def _gib(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.1f}"
+
+
+def _first(row: Row) -> str:
+    def seconds(value: float | None) -> str:
+        return "—" if value is None else f"{value:.2f}"
+
+    if row.compiled and row.first_warm_s is not None:
+        return f"{seconds(row.first_s)} / {seconds(row.first_warm_s)}"
+    return seconds(row.first_s)
 
 
 def _check(value: float | None, limit: float, at_most: bool) -> str:
@@ -560,10 +649,21 @@ def render(results: Results) -> str:
     machines = list(dict.fromkeys(row.machine for row in results.rows))
     for machine in machines:
         rows = [row for row in results.rows if row.machine == machine]
-        rows.sort(key=lambda r: (r.model, -r.size, r.memory, r.compiled, _order(r.variant)))
+        rows.sort(
+            key=lambda r: (
+                r.model,
+                -r.size,
+                r.memory,
+                r.quantization or "",
+                r.compiled,
+                -r.steps,
+                _order(r.variant),
+            )
+        )
         lines += [f"### {machine}", ""]
         lines += [
-            "| model | size | steps | memory | compiled | variant | s / image | × plain | first image s "
+            "| model | size | steps | memory | compiled | variant | s / image | × plain "
+            "| first image s (compiled: cold / warm cache) "
             "| peak alloc GiB | peak reserved GiB |",
             "|---|---|---|---|---|---|---|---|---|---|---|",
         ]
@@ -574,7 +674,7 @@ def render(results: Results) -> str:
             memory = row.memory + (f" ({row.quantization})" if row.quantization else "")
             lines.append(
                 f"| {row.model} | {row.size} | {row.steps} | {memory} | {'yes' if row.compiled else 'no'} "
-                f"| {row.variant} | {row.median_s:.3f} | {ratio} | {row.first_s:.2f} "
+                f"| {row.variant} | {row.median_s:.3f} | {ratio} | {_first(row)} "
                 f"| {_gib(row.peak_allocated_gib)} | {_gib(row.peak_reserved_gib)} |"
             )
         lines += ["", *_targets(rows, index), ""]
@@ -606,10 +706,10 @@ def _order(variant: str) -> int:
 
 def _targets(rows: list[Row], index: dict) -> list[str]:
     lines = [
-        f"| model | size | memory | compiled | exact / plain (≤ {EXACT_OVER_PLAIN}) "
+        f"| model | size | steps | memory | compiled | exact / plain (≤ {EXACT_OVER_PLAIN}) "
         f"| cached / plain (≤ {CACHED_OVER_PLAIN}) | dense-rebuild / exact (≥ {REBUILD_OVER_EXACT}) "
         f"| 24gb peak reserved GiB (≤ {PEAK_24GB_GIB} at 1024) |",
-        "|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     groups = list(dict.fromkeys(row.key()[:-1] for row in rows))
     for group in groups:
@@ -626,7 +726,8 @@ def _targets(rows: list[Row], index: dict) -> list[str]:
             else "—"
         )
         lines.append(
-            f"| {model} | {size} | {memory} | {'yes' if compiled else 'no'} "
+            f"| {model} | {size} | {steps} | {memory}{f' ({quantization})' if quantization else ''} "
+            f"| {'yes' if compiled else 'no'} "
             f"| {_check(seconds('exact') / seconds('plain'), EXACT_OVER_PLAIN, True)} "
             f"| {_check(seconds('cached') / seconds('plain'), CACHED_OVER_PLAIN, True)} "
             f"| {_check(seconds('dense-rebuild') / seconds('exact'), REBUILD_OVER_EXACT, False)} "
@@ -678,6 +779,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--model", help="a real FLUX.1-dev folder or cached repo id instead of random weights"
     )
     parser.add_argument("--lora", help="the SeeThrough3D LoRA, with --model")
+    parser.add_argument(
+        "--warm-start",
+        action="store_true",
+        help="the compile cache is already warm (a second process after a compiled run): record the first "
+        "images as warm-start times of the rows already measured",
+    )
+    parser.add_argument(
+        "--profile-steps", type=int, default=0, help="profile this many steps of each eager variant (0: off)"
+    )
+    parser.add_argument("--profile-rows", type=int, default=25, help="operators per profile table (25)")
+    parser.add_argument(
+        "--profile-out",
+        type=Path,
+        default=REPO / "out" / "gpu_profile.txt",
+        help="where profiles are appended",
+    )
     parser.add_argument("--results", type=Path, default=DEFAULT_RESULTS, help="JSON the rows are merged into")
     parser.add_argument("--doc", type=Path, default=DEFAULT_DOC, help="markdown file to write the table into")
     args = parser.parse_args(argv)
@@ -696,7 +813,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     machine = describe_machine(device)
-    results = Results()
+    record = Recorder(args.results, args.doc, args.warm_start)
     if not args.no_attention:
         configs = json.loads(CONFIGS.read_text())["transformer"]
         heads, head_dim = (
@@ -705,18 +822,15 @@ def main(argv: list[str] | None = None) -> int:
         model = "tiny, random weights" if args.tiny else "FLUX.1-dev size"
         dtype = torch.float32 if args.tiny else torch.bfloat16
         for size in args.sizes:
-            for name, ms in measure_attention(
-                device, dtype, heads, head_dim, size, args.attention_iterations
-            ).items():
-                results.attention.append(AttentionTiming(machine, model, size, name, ms))
+            timings = measure_attention(device, dtype, heads, head_dim, size, args.attention_iterations)
+            record.add(
+                Results(attention=[AttentionTiming(machine, model, size, n, ms) for n, ms in timings.items()])
+            )
+            for name, ms in timings.items():
                 print(f"attention op at {size} px: {name:<14} {ms:8.3f} ms")
     for memory in args.memory:
-        results.merge(run_memory_mode(args, device, machine, memory))
-    everything = Results.load(args.results)
-    everything.merge(results)
-    everything.save(args.results)
-    write_doc(args.doc, everything)
-    print("\n" + render(results))
+        run_memory_mode(args, device, machine, memory, record)
+    print("\n" + render(record.new))
     print(f"rows merged into {args.results}; table written into {args.doc}")
     return 0
 

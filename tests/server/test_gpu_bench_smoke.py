@@ -66,3 +66,29 @@ def test_without_cuda_the_full_size_run_says_how_to_run_on_the_cpu(bench, capsys
     monkeypatch.setattr(bench.torch.cuda, "is_available", lambda: False)
     assert bench.main(["--steps", "2"]) == 2
     assert "--tiny" in capsys.readouterr().out
+
+
+def test_profiles_are_appended_per_variant(bench, tmp_path):
+    profile = tmp_path / "profile.txt"
+    argv = ["--tiny", "--steps", "1", "--repeats", "1", "--compile", "off", "--memory", "full"]
+    argv += ["--variants", "plain", "exact", "--no-fidelity", "--no-attention", "--profile-steps", "1"]
+    argv += ["--profile-out", str(profile), "--results", str(tmp_path / "r.json")]
+    assert bench.main([*argv, "--doc", str(tmp_path / "doc.md")]) == 0
+    text = profile.read_text()
+    assert (
+        text.count("## ") == 2 and ": plain, 256 px, 1 steps" in text and ": exact, 256 px, 1 steps" in text
+    )
+    assert "aten::" in text  # a real operator table
+
+
+def test_a_warm_start_run_fills_the_warm_times_of_the_cold_rows(bench):
+    def row(variant: str, first: float, seconds: float):
+        return bench.Row("gpu", "m", 1024, 28, "full", None, True, variant, [seconds], first, 1.0, 2.0)
+
+    results = bench.Results(rows=[row("plain", 100.0, 4.0)])
+    results.merge_warm_start(bench.Results(rows=[row("plain", 9.0, 4.1), row("exact", 8.0, 5.0)]))
+    plain, exact = results.rows
+    assert (plain.first_s, plain.first_warm_s, plain.seconds) == (100.0, 9.0, [4.0])  # timings stay
+    assert (exact.first_s, exact.first_warm_s) == (None, 8.0)  # no cold run: said, not invented
+    text = bench.render(results)
+    assert "| 100.00 / 9.00 |" in text and "| — / 8.00 |" in text
