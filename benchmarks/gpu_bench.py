@@ -57,7 +57,7 @@ from transformers import CLIPTextConfig, CLIPTextModel, T5Config, T5EncoderModel
 from inference_server.attention import ATTENTION_PROCESSORS, AttentionLayout, plain_attention  # noqa: E402
 from inference_server.errors import SetupError  # noqa: E402
 from inference_server.lora import SeeThroughLoRA  # noqa: E402
-from inference_server.pipeline import SeeThroughPipeline  # noqa: E402
+from inference_server.pipeline import SeeThroughPipeline, StepInfo  # noqa: E402
 from inference_server.placement import plan_memory  # noqa: E402
 from inference_server.tiny import (  # noqa: E402
     FLUX_SCHEDULER_CONFIG,
@@ -422,18 +422,11 @@ def measure_fidelity(pipes: Pipelines, size: int, steps: int) -> tuple[list[floa
 
     def run(cache: bool) -> tuple[list[torch.Tensor], np.ndarray]:
         latents: list[torch.Tensor] = []
-        step = pipeline.scheduler.step
 
-        def spy(*args, **kwargs):
-            out = step(*args, **kwargs)
-            latents.append(out[0].float().cpu())
-            return out
+        def keep(info: StepInfo) -> None:
+            latents.append(info.latents.float().cpu())
 
-        pipeline.scheduler.step = spy
-        try:
-            image = pipeline(**inputs, condition_cache=cache).image
-        finally:
-            del pipeline.scheduler.step
+        image = pipeline(**inputs, condition_cache=cache, step_callback=keep).image
         return latents, image
 
     exact_latents, exact_image = run(False)

@@ -36,6 +36,7 @@ from seethrough_core.prompt import compose_prompt
 from .attention import ATTENTION_PROCESSORS, DEFAULT_ATTENTION, AttentionLayout
 from .compile import CompileNotices, CompileSettings, compiled_runners, use_compile_cache
 from .condition import CONDITION_TOKENS, condition_position_ids, encode_condition, oscr_to_pixels
+from .cpu_alignment import align_cpu_weights
 from .errors import GenerationCancelled, SetupError, WeightsMismatchError, WeightsNotFoundError
 from .latents import PIXELS_PER_TOKEN, image_position_ids, pack_latents, unpack_latents
 from .lora import SeeThroughLoRA, load_seethrough_lora
@@ -64,6 +65,7 @@ class StepInfo:
     total: int
     elapsed_s: float  # since the request started
     preview: np.ndarray | None = None  # small uint8 RGB preview, only on steps where one was asked for
+    latents: torch.Tensor | None = None  # the packed latents after this step (the live tensor: copy to keep)
 
 
 @dataclass
@@ -206,6 +208,9 @@ class SeeThroughPipeline:
             compile=compile,
             condition_cache=condition_cache,
         )
+        if target.type == "cpu":  # computed where they were read: the same numbers as a model built in memory
+            for module in pipeline._modules():
+                align_cpu_weights(module)
         if lora is not None:
             pipeline.load_condition_lora(lora, scale=lora_scale)
         for source, scale in style_loras:
@@ -483,7 +488,7 @@ class SeeThroughPipeline:
             if step_callback is not None:
                 if device.type == "cuda":
                     torch.cuda.synchronize(device)  # so elapsed_s is real progress, not queued kernels
-                step_callback(StepInfo(step, total, time.perf_counter() - started, preview))
+                step_callback(StepInfo(step, total, time.perf_counter() - started, preview, latents))
         if compiling:
             CompileNotices.done(compiling, time.perf_counter() - started)
         return latents

@@ -8,10 +8,10 @@ benchmarks/gpu_bench.py.
 import logging
 import os
 
-import numpy as np
 import pytest
 import torch
 import torch._dynamo
+from model_comparison import assert_same_generation
 from torch._dynamo.utils import counters
 
 from inference_server import compile as compile_module
@@ -24,19 +24,15 @@ TRACE_ONLY = CompileSettings(backend="eager", fullgraph=True)  # fullgraph: a gr
 def test_compiled_blocks_trace_whole_reuse_one_graph_per_block_kind_and_match_eager(make_request, caplog):
     request = make_request(num_inference_steps=2)
     eager = SeeThroughPipeline.tiny(seed=0)
-    expected = eager(**request).image
-    expected_cached = eager(**request, condition_cache=True).image
 
     torch._dynamo.reset()
     counters.clear()
     pipeline = SeeThroughPipeline.tiny(seed=0, compile=TRACE_ONLY)
     assert pipeline.identity["compile"] is True
     with caplog.at_level(logging.INFO, logger="inference_server.compile"):
-        first = pipeline(**request).image
-        second = pipeline(**request).image
-        cached = pipeline(**request, condition_cache=True).image
-    assert np.array_equal(first, expected) and np.array_equal(second, expected)
-    assert np.array_equal(cached, expected_cached)
+        assert_same_generation(pipeline, eager, request)  # the first request traces
+        assert_same_generation(pipeline, eager, request)  # the second reuses the graphs
+        assert_same_generation(pipeline, eager, {**request, "condition_cache": True})
     # double, single and their two cached variants: one graph each, shared by both blocks of each kind
     assert counters["stats"]["unique_graphs"] == 4
     notices = [record.message for record in caplog.records if record.message.startswith("compiling")]
@@ -45,7 +41,7 @@ def test_compiled_blocks_trace_whole_reuse_one_graph_per_block_kind_and_match_ea
 
     pipeline.set_compile(False)
     assert pipeline.identity["compile"] is False
-    assert np.array_equal(pipeline(**request).image, expected)
+    assert_same_generation(pipeline, eager, request)
 
 
 def test_compile_cache_goes_under_our_cache_folder_unless_the_user_chose_one(monkeypatch, tmp_path):

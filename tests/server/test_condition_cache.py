@@ -26,22 +26,15 @@ def generate(
     """(latents after each step, image, how many times the condition stream ran in double block 0)."""
     latents: list[torch.Tensor] = []
     condition_runs: list[int] = []
-    step = pipeline.scheduler.step
-
-    def spy(*args, **kwargs):
-        out = step(*args, **kwargs)
-        latents.append(out[0].clone())
-        return out
-
     # the condition LoRA's q layer sees exactly the condition tokens, once per condition-stream pass
     hook = pipeline.condition_lora.double_blocks[0]["q"].register_forward_hook(
         lambda *_: condition_runs.append(1)
     )
-    pipeline.scheduler.step = spy
     try:
-        image = pipeline(**request, **options).image
+        image = pipeline(
+            **request, **options, step_callback=lambda info: latents.append(info.latents.clone())
+        ).image
     finally:
-        del pipeline.scheduler.step
         hook.remove()
     return latents, image, len(condition_runs)
 

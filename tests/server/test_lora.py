@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import torch
+from model_comparison import assert_same_generation
 from safetensors.torch import load_file, save_file
 
 from inference_server.errors import LoRAFormatError, WeightsMismatchError, WeightsNotFoundError
@@ -136,7 +137,7 @@ def test_style_lora_changes_output_and_scale_zero_does_not(tmp_path, make_reques
 
     muted = SeeThroughPipeline.tiny(seed=0)
     muted.add_style_lora(str(style), 0.0)
-    assert np.array_equal(muted(**request).image, reference)
+    assert_same_generation(muted, SeeThroughPipeline.tiny(seed=0), request)
 
 
 def test_condition_lora_is_refused_as_a_style_lora(pipeline, lora_file):
