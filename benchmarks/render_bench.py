@@ -112,7 +112,7 @@ def main() -> None:
                 baseline_masks_s = time.perf_counter() - start
                 agreement = min(
                     (m & r).sum() / max((m | r).sum(), 1) if (m | r).any() else 1.0
-                    for m, r in zip(masks.amodal, reference, strict=True)
+                    for m, r in zip(masks.silhouette, reference, strict=True)
                 )
                 rows.append((size, count, oscr_s, ours_masks_s, baseline_masks_s, agreement))
                 print(f"  done {size}px x {count} boxes", file=sys.stderr, flush=True)

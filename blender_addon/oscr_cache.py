@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from seethrough_core.layout import Layout
-from seethrough_core.oscr_spec import DEFAULT_PROFILE
+from seethrough_core.oscr_spec import DEFAULT_PROFILE, RENDER_REVISION
 from seethrough_core.token_grid import grid_from_strings
 
 
@@ -33,7 +33,8 @@ class OscrInputs:
 
 
 def cache_key(layout: Layout, engine: str, profile: str = DEFAULT_PROFILE) -> str:
-    return hashlib.sha256(f"{engine}\n{profile}\n{layout.to_json()}".encode()).hexdigest()[:16]
+    key = f"{engine}\n{profile}\nrevision {RENDER_REVISION}\n{layout.to_json()}"
+    return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
 def cache_dir(layout: Layout, root: Path, engine: str = "cycles") -> Path:

@@ -2,7 +2,7 @@
 
 Output folder:
     oscr.png                 the OSCR condition image at the layout's resolution
-    masks/amodal_NNN.png     each box's whole silhouette (8-bit, 255 inside)
+    masks/amodal_NNN.png     each box as the OSCR draws it, hidden parts too (8-bit, 255 inside)
     masks/visible_NNN.png    what the camera really sees of it (boxes as opaque solids)
     masks.json               pixel counts, visibility ratios, depth order, 32 x 32 token grids
     layout.json              the layout as rendered
@@ -78,8 +78,8 @@ def render_oscr_image(
     os.replace(partial, path)
 
 
-def write_masks(layout: Layout, out_dir: Path) -> tuple[MaskSet, dict]:
-    masks = compute_masks(layout)
+def write_masks(layout: Layout, out_dir: Path, profile: str = DEFAULT_PROFILE) -> tuple[MaskSet, dict]:
+    masks = compute_masks(layout, get_profile(profile))
     mask_dir = out_dir / "masks"
     mask_dir.mkdir(parents=True, exist_ok=True)
     for i in range(masks.count):
@@ -103,7 +103,7 @@ def render_layout(
     timings: dict[str, float] = {}
 
     start = time.perf_counter()
-    masks, report = write_masks(layout, out_dir)
+    masks, report = write_masks(layout, out_dir, profile)
     timings["masks_s"] = time.perf_counter() - start
 
     start = time.perf_counter()

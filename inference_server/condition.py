@@ -1,9 +1,10 @@
 """The condition (OSCR) stream's inputs: 1024 VAE tokens of the OSCR image and their position ids.
 
-As in training, the OSCR render is resized to 512 x 512 (bilinear, as the training transform did),
-scaled to [-1, 1], VAE-encoded with FLUX's shift and scale, and packed into 2x2 patches: a 32 x 32
-token grid whatever the output size. Its position ids stretch that grid over the image's token
-grid, so at 512 x 512 they equal the image ids and at 1024 x 1024 they are (0, 2i, 2j).
+As in training, the OSCR render goes through a JPEG round trip at the profile's quality (the training
+renders were saved as JPEG; a request may opt out), is resized to 512 x 512 (bilinear, as the training
+transform did), scaled to [-1, 1], VAE-encoded with FLUX's shift and scale, and packed into 2x2
+patches: a 32 x 32 token grid whatever the output size. Its position ids stretch that grid over the
+image's token grid, so at 512 x 512 they equal the image ids and at 1024 x 1024 they are (0, 2i, 2j).
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import numpy as np
 import torch
 from diffusers import AutoencoderKL
 from PIL import Image
+
+from seethrough_core.oscr_spec import jpeg_round_trip
 
 from .latents import PIXELS_PER_TOKEN, grid_position_ids, pack_latents
 
@@ -27,8 +30,11 @@ def condition_position_ids(image_height: int, image_width: int) -> torch.Tensor:
     return grid_position_ids(CONDITION_GRID, CONDITION_GRID, row_step, col_step)
 
 
-def oscr_to_pixels(oscr_image: np.ndarray) -> torch.Tensor:
-    """uint8 H x W x 3 OSCR render -> [1, 3, 512, 512] float32 in [-1, 1]."""
+def oscr_to_pixels(oscr_image: np.ndarray, jpeg_quality: int | None = None) -> torch.Tensor:
+    """uint8 H x W x 3 OSCR render -> [1, 3, 512, 512] float32 in [-1, 1], after a JPEG round trip at
+    ``jpeg_quality`` (None: the pixels as sent)."""
+    if jpeg_quality is not None:
+        oscr_image = jpeg_round_trip(oscr_image, jpeg_quality)
     image = Image.fromarray(np.ascontiguousarray(oscr_image))
     if image.size != (CONDITION_SIZE, CONDITION_SIZE):
         image = image.resize((CONDITION_SIZE, CONDITION_SIZE), resample=Image.Resampling.BILINEAR)

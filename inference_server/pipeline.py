@@ -31,6 +31,7 @@ from torch import nn
 from transformers import AutoTokenizer, CLIPTextModel, T5EncoderModel
 
 from seethrough_core.layout import MAX_BOXES
+from seethrough_core.oscr_spec import SEETHROUGH3D_V1, OscrProfile
 from seethrough_core.prompt import compose_prompt
 
 from .attention import ATTENTION_PROCESSORS, DEFAULT_ATTENTION, AttentionLayout
@@ -76,6 +77,7 @@ class GenerationOutput:
     seed: int
     timings: dict[str, float] = field(default_factory=dict)
     is_noise: bool = False  # True for the tiny random model
+    oscr_jpeg_quality: int | None = None  # the JPEG round trip the OSCR image went through (None: none)
 
 
 def _flux_shift(image_tokens: int, config) -> float:
@@ -101,6 +103,7 @@ class SeeThroughPipeline:
     """FLUX.1-dev + the SeeThrough3D condition LoRA (+ optional style LoRAs)."""
 
     max_boxes: int = MAX_BOXES
+    profile: OscrProfile = SEETHROUGH3D_V1  # the checkpoint's OSCR conventions (condition JPEG quality)
 
     def __init__(
         self,
@@ -348,10 +351,13 @@ class SeeThroughPipeline:
         step_callback: Callable[[StepInfo], None] | None = None,
         preview_interval: int = 0,
         condition_cache: bool | None = None,
+        oscr_jpeg_round_trip: bool = True,
     ) -> GenerationOutput:
         """Generate one image; ``GenerationCancelled`` from ``step_callback`` stops it before the decode.
 
         ``condition_cache`` overrides the pipeline's default (``set_condition_cache``) for this request.
+        ``oscr_jpeg_round_trip`` passes the OSCR image through JPEG at the profile's quality first, as
+        the checkpoint's training renders were saved (False: the pixels as sent).
         """
         started = time.perf_counter()
         validate_request(
@@ -368,6 +374,7 @@ class SeeThroughPipeline:
             max_boxes=self.max_boxes,
         )
         timings: dict[str, float] = {}
+        jpeg_quality = self.profile.condition_jpeg_quality
         composed = compose_prompt(scene_prompt, list(descriptions))
         self.prompt_encoder.tokenize(composed)  # rejects a too-long prompt before any model runs
 
@@ -379,7 +386,8 @@ class SeeThroughPipeline:
         generator = torch.Generator("cpu").manual_seed(int(seed))
         latents = self._initial_noise(generator, height, width)
         with self._on_device(self.vae):
-            cond_latents = encode_condition(self.vae, oscr_to_pixels(oscr_image), generator)
+            pixels = oscr_to_pixels(oscr_image, jpeg_quality if oscr_jpeg_round_trip else None)
+            cond_latents = encode_condition(self.vae, pixels, generator)
             if preview_interval and not self.previewer.fitted:
                 self.previewer.fit(self.vae)
         timings["encode_condition_s"] = self._lap(mark)
@@ -417,6 +425,7 @@ class SeeThroughPipeline:
             seed=int(seed),
             timings=timings,
             is_noise=self.is_noise,
+            oscr_jpeg_quality=jpeg_quality if oscr_jpeg_round_trip else None,
         )
 
     @torch.inference_mode()

@@ -114,6 +114,7 @@ class Worker(threading.Thread):
                 guidance_scale=request.guidance,
                 step_callback=on_step,
                 preview_interval=request.preview_interval,
+                oscr_jpeg_round_trip=request.oscr_jpeg_round_trip,
             )
         except GenerationCancelled:
             log.info("job %s cancelled after %.2f s", job.job_id, time.monotonic() - started)
@@ -146,6 +147,7 @@ class Worker(threading.Thread):
             lora=lora,
             is_noise=bool(output.is_noise),
             metadata=request.metadata,
+            oscr_jpeg_quality=output.oscr_jpeg_quality,
         )
         log.info("job %s done in %.2f s", job.job_id, finished - started)
         return b"result", result.encode()

@@ -1,32 +1,44 @@
-"""Exact per-box masks by casting one ray through every pixel centre.
+"""Exact per-box masks, computed from the geometry: no render.
 
-No render is needed: a box is a convex solid, so a pixel belongs to its amodal mask exactly when
-the pixel's camera ray crosses the box inside the camera's clip range, and to its visible mask
-when, in addition, no other box is crossed nearer to the camera (boxes as opaque solids). This
-agrees with Blender's own rasterisation at pixel centres and handles boxes partly outside the
-frame or partly behind the camera without special cases.
+Two definitions, both exact (docs/oscr.md):
+
+- The **amodal** mask is what the released checkpoint was trained with: the silhouette of the box as
+  the OSCR draws it, i.e. grown by its wireframe edges, with conservative coverage: the reference
+  renders each box alone (Workbench, 8x anti-aliasing through Blender's 1.5 px pixel filter) and keeps
+  every pixel of alpha > 0, i.e. every pixel whose filter footprint the silhouette reaches. A box is
+  convex, so its silhouette is the convex hull of its corners (clipped to the camera's range) projected
+  to the image; a pixel's square footprint touches it exactly when the pixel's centre lies in the hull
+  grown by the footprint. These masks give the token grids.
+- The **visible** mask treats boxes as opaque solids: a pixel is in when the camera ray through its
+  centre crosses the box inside the camera's clip range and no other box nearer. The **silhouette**
+  (the same ray test without the occluders) is what visibility ratios and the depth order compare
+  against. This agrees with Blender's own rasterisation at pixel centres and handles boxes partly
+  outside the frame or partly behind the camera without special cases.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, replace
 
 import numpy as np
 
-from .geometry import CameraModel, box_corners, box_rotation
-from .layout import Layout
+from .geometry import BOX_EDGES, CameraModel, box_corners, box_rotation
+from .layout import Box, Layout
+from .oscr_spec import SEETHROUGH3D_V1, OscrProfile
 from .token_grid import GRID_SIZE, grid_to_strings, pool_to_token_grid
 
 MASKS_FORMAT = "seethrough.masks"
-MASKS_VERSION = 1
+MASKS_VERSION = 2  # 2: amodal masks grown by the wire with conservative coverage; silhouette_pixels
 
 
 @dataclass
 class MaskSet:
     """Masks of every box of a layout, at the layout's resolution."""
 
-    amodal: np.ndarray  # bool, N x H x W: the whole silhouette, hidden parts included
-    visible: np.ndarray  # bool, N x H x W: what the camera really sees of the box
+    amodal: np.ndarray  # bool, N x H x W: the box as the OSCR draws it, hidden parts included (module doc)
+    silhouette: np.ndarray  # bool, N x H x W: the solid box at pixel centres, hidden parts included
+    visible: np.ndarray  # bool, N x H x W: what the camera really sees of the solid box
     entry_depth: np.ndarray  # float32, N x H x W: view depth where the ray enters the box (inf: miss)
 
     @property
@@ -46,13 +58,13 @@ class MaskSet:
         clear-cut that is (1.0: in front everywhere they overlap; below 1 the boxes interpenetrate).
         """
         pairs: list[dict[str, int | float]] = []
-        bounds = [_mask_bounds(mask) for mask in self.amodal]
+        bounds = [_mask_bounds(mask) for mask in self.silhouette]
         for a in range(self.count):
             for b in range(a + 1, self.count):
                 window = _intersect(bounds[a], bounds[b])
                 if window is None:
                     continue
-                overlap = self.amodal[a][window] & self.amodal[b][window]
+                overlap = self.silhouette[a][window] & self.silhouette[b][window]
                 pixels = int(overlap.sum())
                 if not pixels:
                     continue
@@ -77,6 +89,7 @@ class MaskSet:
         boxes = []
         for i, box in enumerate(layout.boxes):
             amodal_px = int(self.amodal[i].sum())
+            silhouette_px = int(self.silhouette[i].sum())
             visible_px = int(self.visible[i].sum())
             boxes.append(
                 {
@@ -85,9 +98,10 @@ class MaskSet:
                     "amodal_mask": f"masks/amodal_{i:03d}.png",
                     "visible_mask": f"masks/visible_{i:03d}.png",
                     "amodal_pixels": amodal_px,
+                    "silhouette_pixels": silhouette_px,
                     "visible_pixels": visible_px,
-                    # A box outside the frame has nothing to see: ratio 0, not a division by zero.
-                    "visibility_ratio": round(visible_px / amodal_px, 6) if amodal_px else 0.0,
+                    # Of the solid silhouette; a box outside the frame has nothing to see: ratio 0.
+                    "visibility_ratio": round(visible_px / silhouette_px, 6) if silhouette_px else 0.0,
                     "in_frame": amodal_px > 0,
                     "token_grid": grid_to_strings(grids[i]),
                 }
@@ -103,15 +117,15 @@ class MaskSet:
         }
 
 
-def compute_masks(layout: Layout) -> MaskSet:
-    """Amodal and visible masks of every box, exact at pixel centres."""
+def compute_masks(layout: Layout, profile: OscrProfile = SEETHROUGH3D_V1) -> MaskSet:
+    """Amodal masks as ``profile`` draws boxes; silhouettes and visible masks exact at pixel centres."""
     cam = CameraModel(layout.camera, layout.width, layout.height)
     rays_world = cam.pixel_rays() @ cam.rotation.T
     near, far = layout.camera.clip_start, layout.camera.clip_end
 
     n = len(layout.boxes)
     shape = (n, layout.height, layout.width)
-    amodal = np.zeros(shape, dtype=bool)
+    silhouette = np.zeros(shape, dtype=bool)
     entry = np.full(shape, np.inf, dtype=np.float32)
     nearest = np.full(shape[1:], np.inf)
     nearest_box = np.full(shape[1:], -1, dtype=np.int64)
@@ -127,14 +141,94 @@ def compute_masks(layout: Layout) -> MaskSet:
         t_out = np.minimum(t_out, far)
         hit = (t_in <= t_out).reshape(rays.shape[:2])
         depth = np.where(hit, t_in.reshape(hit.shape), np.inf)
-        amodal[i][window] = hit
+        silhouette[i][window] = hit
         entry[i][window] = depth
         closer = depth < nearest[window]
         nearest[window][closer] = depth[closer]
         nearest_box[window][closer] = i
 
     visible = nearest_box[None] == np.arange(n)[:, None, None]
-    return MaskSet(amodal=amodal, visible=visible & amodal, entry_depth=entry)
+    growth, reach = wire_growth(profile), profile.mask_filter_width_px / 2
+    amodal = np.stack([covered_pixels(cam, grown_box(box, growth), near, far, reach) for box in layout.boxes])
+    return MaskSet(
+        amodal=amodal.reshape(shape), silhouette=silhouette, visible=visible & silhouette, entry_depth=entry
+    )
+
+
+def wire_growth(profile: OscrProfile) -> float:
+    """How much larger than the box the OSCR draws it. The Wireframe modifier (offset 0, even thickness)
+    moves each corner of the cube mesh half the thickness along its diagonal normal, so the wire's outer
+    hull is the cube grown by thickness / (2 sqrt 3) per side (mesh units, scaled with the box; measured
+    on Blender's evaluated mesh): 1 + 0.01 / (sqrt(3) x 0.5) = 1.0115 of the box's size."""
+    return 1.0 + profile.edge_thickness / (math.sqrt(3.0) * profile.mesh_cube_size)
+
+
+def grown_box(box: Box, factor: float) -> Box:
+    return replace(box, size=tuple(extent * factor for extent in box.size))
+
+
+def covered_pixels(cam: CameraModel, box: Box, near: float, far: float, reach_px: float) -> np.ndarray:
+    """Pixels whose square footprint of half-width ``reach_px`` around the centre the box's silhouette
+    touches (bool H x W): exact for a convex solid.
+
+    The box clipped to the camera's range [near, far] is a convex polytope whose vertices are the
+    corners inside the range and the points where edges cross its two planes; all lie in front of
+    the camera, so their projections' convex hull is the box's silhouette. A square touches a convex
+    polygon exactly when its centre lies in the polygon grown by the square (their Minkowski sum: the
+    hull of the vertices moved by ``reach_px`` towards each of the square's corners).
+    """
+    covered = np.zeros((cam.height, cam.width), dtype=bool)
+    points = _clipped_vertices(cam.world_to_camera(box_corners(box)), near, far)
+    if not len(points):
+        return covered
+    pixels = cam.project(points)
+    half = reach_px * np.array([[-1.0, -1.0], [1.0, -1.0], [1.0, 1.0], [-1.0, 1.0]])
+    hull = _convex_hull((pixels[:, None, :] + half[None]).reshape(-1, 2))
+    c0, r0 = np.maximum(np.floor(hull.min(axis=0)).astype(int), 0)
+    c1 = min(int(np.ceil(hull[:, 0].max())), cam.width)
+    r1 = min(int(np.ceil(hull[:, 1].max())), cam.height)
+    if c0 >= c1 or r0 >= r1:
+        return covered
+    cols = np.arange(c0, c1) + 0.5
+    rows = np.arange(r0, r1) + 0.5
+    inside = np.ones((r1 - r0, c1 - c0), dtype=bool)
+    for start, end in zip(hull, np.roll(hull, -1, axis=0), strict=True):
+        edge = end - start
+        # counter-clockwise hull: the inside is on the left of every edge (boundary included)
+        inside &= edge[0] * (rows[:, None] - start[1]) - edge[1] * (cols[None, :] - start[0]) >= 0
+    covered[r0:r1, c0:c1] = inside
+    return covered
+
+
+def _clipped_vertices(corners_cam: np.ndarray, near: float, far: float) -> np.ndarray:
+    """Vertices of the box (camera-space corners) clipped to view depths [near, far]."""
+    depth = -corners_cam[:, 2]
+    points = [corners_cam[(depth >= near) & (depth <= far)]]
+    for a, b in BOX_EDGES:
+        for plane in (near, far):
+            if (depth[a] - plane) * (depth[b] - plane) < 0:  # the edge crosses the plane
+                t = (plane - depth[a]) / (depth[b] - depth[a])
+                points.append((corners_cam[a] + t * (corners_cam[b] - corners_cam[a]))[None])
+    return np.concatenate(points)
+
+
+def _convex_hull(points: np.ndarray) -> np.ndarray:
+    """The convex hull of 2-D points, counter-clockwise in their own (column, row) axes (Andrew's
+    monotone chain; the points are few: at most 32 vertices x 4 offsets)."""
+    ordered = sorted(map(tuple, np.unique(points, axis=0)))
+
+    def cross(o, a, b) -> float:
+        return (a[0] - o[0]) * (b[1] - o[1]) - (a[1] - o[1]) * (b[0] - o[0])
+
+    def chain(sequence) -> list:
+        out: list = []
+        for point in sequence:
+            while len(out) >= 2 and cross(out[-2], out[-1], point) <= 0:
+                out.pop()
+            out.append(point)
+        return out[:-1]
+
+    return np.array(chain(ordered) + chain(reversed(ordered)))
 
 
 def _screen_window(cam: CameraModel, box, near: float) -> tuple[slice, slice] | None:

@@ -16,12 +16,14 @@ from __future__ import annotations
 
 import colorsys
 import hashlib
+import io
 import json
 import math
 import random
 from dataclasses import dataclass
 
 import numpy as np
+from PIL import Image
 
 from .geometry import CameraModel, box_corners
 from .layout import Box, Layout
@@ -42,6 +44,12 @@ class OscrProfile:
     mesh_cube_size: float
     edge_thickness: float
     edge_brightness: float  # HSV value factor applied to the position colour
+    # The amodal masks the checkpoint saw: each box rendered alone by Workbench with 8x anti-aliasing
+    # through a pixel filter this wide (Blender's default), every pixel of alpha > 0 kept.
+    mask_filter_width_px: float
+    # The training OSCR images were saved by Blender as JPEG at this quality (4:2:0 chroma, as Blender
+    # writes JPEG); the condition goes through the same round trip (None: the pixels as rendered).
+    condition_jpeg_quality: int | None
     ground_size_m: float
     ground_color: tuple[float, float, float]
     light_count: int
@@ -73,6 +81,8 @@ SEETHROUGH3D_V1 = OscrProfile(
     mesh_cube_size=0.5,
     edge_thickness=0.01,
     edge_brightness=0.10,
+    mask_filter_width_px=1.5,
+    condition_jpeg_quality=90,
     ground_size_m=50.0,
     ground_color=(0.05, 0.05, 0.05),
     light_count=5,
@@ -90,6 +100,17 @@ SEETHROUGH3D_V1 = OscrProfile(
 
 PROFILES = {SEETHROUGH3D_V1.name: SEETHROUGH3D_V1}
 DEFAULT_PROFILE = SEETHROUGH3D_V1.name
+# Raised whenever what a render of a layout gives (image or masks) changes for the same profile, so that
+# renders kept on disk are not reused. 2: amodal masks grown by the wire, edges bluer above 2.5 m.
+RENDER_REVISION = 2
+
+
+def jpeg_round_trip(image: np.ndarray, quality: int) -> np.ndarray:
+    """uint8 RGB pixels after saving them as JPEG at ``quality`` with 4:2:0 chroma (as Blender writes
+    JPEG) and reading them back."""
+    buffer = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(image)).save(buffer, "JPEG", quality=quality, subsampling=2)
+    return np.asarray(Image.open(buffer).convert("RGB"))
 
 
 def get_profile(name: str) -> OscrProfile:
@@ -147,7 +168,7 @@ def position_color(
     )
     y_norm = min(max((y + half) / (2.0 * half), 0.0), 1.0)
     z_lo, z_hi = profile.height_range
-    z_norm = (z - z_lo) / (z_hi - z_lo)  # not clipped in training either; Blender clamps on use
+    z_norm = (z - z_lo) / (z_hi - z_lo)  # not clipped, as in training: edge_color scales it unclipped
     return (x_norm, y_norm, z_norm)
 
 
@@ -158,9 +179,10 @@ def box_anchor(box: Box) -> np.ndarray:
 
 
 def edge_color(position_rgb: tuple[float, float, float], profile: OscrProfile = SEETHROUGH3D_V1):
-    """The edge colour: the position colour with its HSV value scaled by the profile's factor."""
-    clipped = [min(max(c, 0.0), 1.0) for c in position_rgb]
-    h, s, v = colorsys.rgb_to_hsv(*clipped)
+    """The edge colour: the position colour with its HSV value scaled by the profile's factor, then
+    clamped. The position colour goes in unclipped, as in training: its blue (z / 2.5) exceeds 1 above
+    2.5 m, so edges there keep getting bluer (blue z / 25 for a box at x, y = 0), up to 1 at 25 m."""
+    h, s, v = colorsys.rgb_to_hsv(*position_rgb)
     return colorsys.hsv_to_rgb(h, s, min(max(v * profile.edge_brightness, 0.0), 1.0))
 
 

@@ -204,6 +204,9 @@ class GenerateRequest(Message):
     preview_interval: int = 0  # 0: no previews; n: a preview with every n-th progress message
     metadata: dict[str, Any] = field(default_factory=dict)  # returned untouched with the result
     request_id: str = field(default_factory=new_id)
+    # The server passes the OSCR image through JPEG at the profile's quality (90), as the checkpoint's
+    # training renders were saved; false: the pixels as sent (e.g. an image already saved that way).
+    oscr_jpeg_round_trip: bool = True
 
     @classmethod
     def for_layout(
@@ -272,6 +275,8 @@ class GenerateRequest(Message):
             )
         if not isinstance(self.metadata, dict) or not all(isinstance(k, str) for k in self.metadata):
             raise bad("metadata", "must be a map with string keys")
+        if not isinstance(self.oscr_jpeg_round_trip, bool):
+            raise bad("oscr_jpeg_round_trip", f"must be true or false, got {self.oscr_jpeg_round_trip!r}")
         if isinstance(self.oscr_image, np.ndarray):
             _check_image(self.oscr_image, "oscr_image", self.request_id)
         elif not isinstance(self.oscr_image, bytes | bytearray) or not self.oscr_image:
@@ -331,6 +336,7 @@ class GenerateRequest(Message):
             guidance=r.number("guidance", default=DEFAULT_GUIDANCE),
             preview_interval=r.integer("preview_interval", default=0),
             metadata=r.mapping("metadata", default={}),
+            oscr_jpeg_round_trip=r.boolean("oscr_jpeg_round_trip", default=True),
         )
         request.validate()
         return request
@@ -390,6 +396,7 @@ class Result(Message):
     lora: dict[str, Any] | None
     is_noise: bool
     metadata: dict[str, Any]
+    oscr_jpeg_quality: int | None = None  # the JPEG round trip the OSCR image went through (None: none)
 
     @classmethod
     def _decode(cls, r: _Reader) -> Self:
@@ -410,6 +417,7 @@ class Result(Message):
             lora=r.mapping("lora", optional=True),
             is_noise=r.boolean("is_noise"),
             metadata=r.mapping("metadata"),
+            oscr_jpeg_quality=r.integer("oscr_jpeg_quality", optional=True, lo=1),
         )
 
 
@@ -608,8 +616,8 @@ class _Reader:
             raise self.invalid(name, "a finite number", value)
         return float(value)
 
-    def boolean(self, name: str) -> bool:
-        value = self.get(name, _MISSING, False)
+    def boolean(self, name: str, *, default: Any = _MISSING) -> bool:
+        value = self.get(name, default, False)
         if not isinstance(value, bool):
             raise self.invalid(name, "true or false", value)
         return value

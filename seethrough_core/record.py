@@ -35,6 +35,7 @@ class GenerationRecord:
     timings: dict[str, float]
     layout: dict[str, Any]
     source: dict[str, Any] = field(default_factory=dict)  # input file, camera, frame, server
+    oscr_jpeg_quality: int | None = None  # the JPEG round trip the server gave the OSCR image (None: none)
     created: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%S%z"))
 
     @classmethod
@@ -59,6 +60,7 @@ class GenerationRecord:
             timings={**result.timings, **{f"model_{k}": v for k, v in result.model_timings.items()}},
             layout=layout.to_dict(),
             source=dict(source or {}),
+            oscr_jpeg_quality=result.oscr_jpeg_quality,
         )
 
     def to_dict(self) -> dict[str, Any]:

@@ -1,19 +1,24 @@
-"""Masks from ray casting against an independent reference: the projected box corners.
+"""Masks against independent references: the projected box corners, and supersampling.
 
-The reference here projects the box's corners (after clipping the box at the camera's near
+The silhouette reference projects the box's corners (after clipping the box at the camera's near
 plane, so boxes partly behind the camera work too), takes their convex hull and fills it at pixel
-centres. A box is convex, so that hull is exactly its silhouette.
+centres. A box is convex, so that hull is exactly its silhouette. The amodal masks (the box grown by
+its wire, every pixel whose 1.5 px filter footprint it reaches) are checked against the silhouette of
+the grown box ray-cast at 4x the resolution and gathered over each footprint; Blender's own renders
+of the reference's masks are in tests/blender/test_reference_conventions.py.
 """
 
 import copy
 import random
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
 from seethrough_core.geometry import BOX_EDGES, CameraModel, box_corners
 from seethrough_core.layout import Layout
-from seethrough_core.masks import compute_masks
+from seethrough_core.masks import compute_masks, wire_growth
+from seethrough_core.oscr_spec import SEETHROUGH3D_V1
 from seethrough_core.token_grid import cell_bounds, pool_to_token_grid
 
 
@@ -93,8 +98,9 @@ def test_masks_match_the_exact_projection_of_the_corners(layout_dict):
         reference = projected_silhouette(layout, 0)
         if reference.mean() < 0.01:
             continue  # the bar is set for boxes covering at least 1% of the image
-        amodal = compute_masks(layout).amodal[0]
-        assert iou(amodal, reference) >= 0.98, layout.boxes[0]
+        masks = compute_masks(layout)
+        assert iou(masks.silhouette[0], reference) >= 0.98, layout.boxes[0]
+        assert (masks.amodal[0] >= masks.silhouette[0]).all()  # the drawn box holds the solid one
         checked += 1
         cam = CameraModel(layout.camera, layout.width, layout.height)
         depth = -cam.world_to_camera(box_corners(layout.boxes[0]))[:, 2]
@@ -104,6 +110,37 @@ def test_masks_match_the_exact_projection_of_the_corners(layout_dict):
     # The random draw covers the hard cases, not only boxes well inside the frame.
     assert partly_outside >= 5
     assert partly_behind >= 2
+
+
+def footprint_supersampled(layout: Layout, index: int, factor: int = 4) -> np.ndarray:
+    """The amodal mask by brute force: the grown box's silhouette at ``factor`` x the resolution, a pixel
+    in when any fine sample within its filter footprint (|offset| <= 0.75 px on both axes) is in."""
+    box = layout.boxes[index]
+    grown = replace(box, size=tuple(extent * wire_growth(SEETHROUGH3D_V1) for extent in box.size))
+    fine = replace(layout, boxes=[grown], resolution=(layout.width * factor, layout.height * factor))
+    hits = compute_masks(fine).silhouette[0]
+    # fine samples beyond the pixel on each side: the outermost one inside sits (factor - 1) / 2 fine
+    # pixels from the centre, each further one a fine pixel more
+    reach = int(SEETHROUGH3D_V1.mask_filter_width_px / 2 * factor - (factor - 1) / 2)
+    span = factor + 2 * reach
+    padded = np.pad(hits, ((reach, span), (reach, span)))
+    height, width = layout.height, layout.width
+    rows = np.any([padded[k : k + factor * height : factor] for k in range(span)], axis=0)
+    return np.any([rows[:, k : k + factor * width : factor] for k in range(span)], axis=0)
+
+
+def test_amodal_masks_are_every_pixel_the_grown_box_reaches(layout_dict):
+    rng = random.Random(99)
+    checked = 0
+    while checked < 6:
+        layout = _random_layout(rng, layout_dict, [320, 256])
+        masks = compute_masks(layout)
+        if masks.silhouette[0].mean() < 0.02:
+            continue
+        brute = footprint_supersampled(layout, 0)
+        assert (brute <= masks.amodal[0]).all()  # every sample that hits is inside the footprint: exact
+        assert iou(brute, masks.amodal[0]) >= 0.98  # ... and the samples miss only slivers near its rim
+        checked += 1
 
 
 def test_box_behind_another_is_partly_hidden_and_ordered(layout_dict):
@@ -117,19 +154,19 @@ def test_box_behind_another_is_partly_hidden_and_ordered(layout_dict):
     far, near = report["boxes"]
     assert far["visible_pixels"] < far["amodal_pixels"]
     assert 0.0 < far["visibility_ratio"] < 1.0
-    assert near["visible_pixels"] == near["amodal_pixels"]
+    assert near["visible_pixels"] == near["silhouette_pixels"] < near["amodal_pixels"]
     assert near["visibility_ratio"] == 1.0
     assert report["depth_order"] == [
         {
             "front": 1,
             "back": 0,
-            "overlap_pixels": int((masks.amodal[0] & masks.amodal[1]).sum()),
+            "overlap_pixels": int((masks.silhouette[0] & masks.silhouette[1]).sum()),
             "front_fraction": 1.0,
         }
     ]
-    # Visible masks never overlap and are inside the amodal ones.
+    # Visible masks never overlap and are inside the silhouettes, which are inside the amodal masks.
     assert not (masks.visible[0] & masks.visible[1]).any()
-    assert (masks.visible <= masks.amodal).all()
+    assert (masks.visible <= masks.silhouette).all() and (masks.silhouette <= masks.amodal).all()
 
 
 @pytest.mark.parametrize("center", [[-6.0, 30.0, 1.0], [20.0, 0.0, 1.0], [-6.0, 0.0, 80.0]])

@@ -64,6 +64,15 @@ def test_edge_colour_scales_hsv_value():
     assert edge_color(rgb) == pytest.approx(colorsys.hsv_to_rgb(h, s, v * 0.1))
 
 
+def test_edges_above_2_5_m_keep_getting_bluer_as_in_training(layout_dict):
+    # the reference scales the position colour's brightness without clipping its blue (z / 2.5) first
+    layout_dict["boxes"][0].update(
+        center=[-6.0, 0.0, 4.5], size=[1.0, 1.0, 1.0], rotation_euler_deg=[0, 0, 0]
+    )
+    (edge,) = box_edge_colors(Layout.from_dict(layout_dict))
+    assert edge == pytest.approx((6.0 / 11.0 * 0.1, 0.05, 0.16), abs=1e-5)  # base at z = 4 m: blue 4 / 25
+
+
 def test_box_anchor_is_its_base(layout_dict):
     box = Layout.from_dict(layout_dict).boxes[0]
     assert box_anchor(box) == pytest.approx([-6.0, 0.0, 0.0])

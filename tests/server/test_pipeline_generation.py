@@ -8,6 +8,7 @@ from inference_server.condition import condition_position_ids, encode_condition,
 from inference_server.errors import GenerationCancelled, RequestError
 from inference_server.latents import image_position_ids
 from inference_server.pipeline import SeeThroughPipeline, StepInfo
+from seethrough_core.oscr_spec import jpeg_round_trip
 from seethrough_core.prompt import compose_prompt
 
 
@@ -32,6 +33,20 @@ def test_output_records_the_request(tiny_pipeline, make_request):
     assert len(out.call_ids) == 2 and all(out.call_ids)
     assert {"encode_s", "denoise_s", "decode_s", "total_s"} <= set(out.timings)
     assert out.timings["total_s"] >= out.timings["denoise_s"] > 0
+
+
+def test_the_oscr_image_goes_through_jpeg_90_unless_the_request_opts_out(tiny_pipeline, make_request):
+    request = make_request(num_inference_steps=2)
+    as_trained = tiny_pipeline(**request)
+    as_sent = tiny_pipeline(**request, oscr_jpeg_round_trip=False)
+    assert (as_trained.oscr_jpeg_quality, as_sent.oscr_jpeg_quality) == (90, None)
+    assert not np.array_equal(as_trained.image, as_sent.image)  # the condition really changed
+    # ... and into exactly what the JPEG round trip gives
+    saved = jpeg_round_trip(request["oscr_image"], 90)
+    assert not np.array_equal(saved, request["oscr_image"])
+    torch.testing.assert_close(oscr_to_pixels(request["oscr_image"], 90), oscr_to_pixels(saved))
+    same = tiny_pipeline(**{**request, "oscr_image": saved}, oscr_jpeg_round_trip=False)
+    assert np.abs(same.image.astype(int) - as_trained.image.astype(int)).max() <= 1
 
 
 def test_non_square_output(tiny_pipeline, make_request):

@@ -88,7 +88,7 @@ def test_generate_round_trip_keeps_every_field_and_sends_arrays_as_frames():
     back = decode_request(wire(frames))
     assert isinstance(back, GenerateRequest)
     for name in ("scene_prompt", "descriptions", "mask_kind", "width", "height", "seed", "steps", "guidance",
-                 "preview_interval", "metadata", "request_id"):  # fmt: skip
+                 "preview_interval", "metadata", "request_id", "oscr_jpeg_round_trip"):  # fmt: skip
         assert getattr(back, name) == getattr(request, name), name
     np.testing.assert_array_equal(back.oscr_image, request.oscr_image)
     np.testing.assert_array_equal(back.masks, request.masks)
@@ -162,6 +162,7 @@ def test_reply_messages_round_trip():
             {"name": "lora", "rank": 4},
             True,
             {"k": [1, 2]},
+            90,
         ),  # fmt: skip
         Cancelled("r", "j", True),
         ErrorReply("invalid_field", "bad", "width", "r", None),
@@ -210,6 +211,7 @@ def test_a_request_type_is_not_a_reply_and_back():
         ({"masks": np.zeros((2, 16, 16), bool), "mask_kind": "token_grid"}, "masks", "N x 32 x 32"),
         ({"oscr_image": np.zeros((256, 256), np.uint8)}, "oscr_image", "H x W x 3"),
         ({"oscr_image": np.zeros((256, 256, 3), np.float32)}, "oscr_image", "uint8"),
+        ({"oscr_jpeg_round_trip": 1}, "oscr_jpeg_round_trip", "true or false"),
     ],
 )
 def test_invalid_requests_name_the_field(overrides, field, fragment):
@@ -296,7 +298,15 @@ def test_errors_carry_the_request_id_when_it_is_readable():
 
 def test_nil_optional_fields_take_their_defaults():
     back = decode_request(tampered(make_request().encode(), seed=None, steps=None, metadata=None))
-    assert (back.seed, back.steps, back.metadata) == (None, 25, {})
+    assert (back.seed, back.steps, back.metadata, back.oscr_jpeg_round_trip) == (None, 25, {}, True)
+
+
+def test_the_jpeg_round_trip_is_on_unless_the_request_opts_out():
+    missing = tampered(make_request().encode(), oscr_jpeg_round_trip=...)  # a client that predates it
+    assert decode_request(missing).oscr_jpeg_round_trip is True
+    assert (
+        decode_request(wire(make_request(oscr_jpeg_round_trip=False).encode())).oscr_jpeg_round_trip is False
+    )
 
 
 # --- addresses --------------------------------------------------------------------------------------
