@@ -55,13 +55,13 @@ from diffusers import (  # noqa: E402
 from transformers import CLIPTextConfig, CLIPTextModel, T5Config, T5EncoderModel  # noqa: E402
 
 from inference_server.attention import ATTENTION_PROCESSORS, AttentionLayout, plain_attention  # noqa: E402
+from inference_server.components import FluxComponents  # noqa: E402
 from inference_server.errors import SetupError  # noqa: E402
 from inference_server.lora import SeeThroughLoRA  # noqa: E402
 from inference_server.pipeline import SeeThroughPipeline, StepInfo  # noqa: E402
 from inference_server.placement import plan_memory  # noqa: E402
 from inference_server.tiny import (  # noqa: E402
     FLUX_SCHEDULER_CONFIG,
-    TinyComponents,
     build_tiny_components,
     tiny_clip_tokenizer,
     tiny_t5_tokenizer,
@@ -262,7 +262,7 @@ def default_dtype(dtype: torch.dtype) -> Iterator[None]:
         torch.set_default_dtype(previous)
 
 
-def flux_dev_components(device: torch.device, dtype: torch.dtype, memory: str) -> TinyComponents:
+def flux_dev_components(device: torch.device, dtype: torch.dtype, memory: str) -> FluxComponents:
     """FLUX.1-dev-sized components with random weights, initialised on ``device`` (seconds there, minutes
     on the CPU). In the 24-GB mode the transformer and T5 then move to CPU memory, where from_pretrained
     loads them, and the pipeline quantizes / streams them from there."""
@@ -279,7 +279,7 @@ def flux_dev_components(device: torch.device, dtype: torch.dtype, memory: str) -
     lora = SeeThroughLoRA.random(transformer.inner_dim, configs["seethrough_lora_rank"], *blocks, seed=0)
     for module in (transformer, text_encoder_2, text_encoder, vae, lora):
         module.eval().requires_grad_(False)
-    return TinyComponents(
+    return FluxComponents(
         transformer=transformer,
         vae=vae,
         text_encoder=text_encoder,
@@ -314,7 +314,7 @@ def build_pipelines(args: argparse.Namespace, device: torch.device, memory: str)
         model = f"FLUX.1-dev {args.model}"
     else:
         parts = build_tiny_components(0) if args.tiny else flux_dev_components(device, dtype, memory)
-        ours = SeeThroughPipeline.from_components(
+        ours = SeeThroughPipeline(
             parts,
             device=device,
             memory=memory,

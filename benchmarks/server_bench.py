@@ -207,11 +207,8 @@ def measure_gpu(
             x = x + (sigmas[i + 1] - sigmas[i]) * velocity  # the flow-matching Euler step
 
     parts = build_tiny_components(0)  # text encoders and VAE are not timed: only the transformer runs
-    pipeline = SeeThroughPipeline(
-        transformer=transformer, vae=parts.vae, text_encoder=parts.text_encoder,
-        text_encoder_2=parts.text_encoder_2, tokenizer=parts.tokenizer, tokenizer_2=parts.tokenizer_2,
-        scheduler=parts.scheduler, device=target, model_name="FLUX.1-dev config, random weights",
-    )  # fmt: skip
+    parts.transformer, parts.condition_lora = transformer, None
+    pipeline = SeeThroughPipeline(parts, device=target, model_name="FLUX.1-dev config, random weights")
     blocks = len(transformer.transformer_blocks), len(transformer.single_transformer_blocks)
     pipeline.set_condition_lora(
         SeeThroughLoRA.random(transformer.inner_dim, SEETHROUGH_LORA_RANK, *blocks, seed=0)

@@ -118,6 +118,7 @@ def render_layout(
         "lights": [list(p) for p in light_positions(layout, get_profile(profile))],
         "timings": {k: round(v, 4) for k, v in timings.items()},
     }
-    write_bytes_atomic(out_dir / "masks.json", (json.dumps(report, indent=1) + "\n").encode())
     write_bytes_atomic(out_dir / "layout.json", layout.to_json().encode())
+    # last: a folder with masks.json is a finished render (oscr_cache.is_complete)
+    write_bytes_atomic(out_dir / "masks.json", (json.dumps(report, indent=1) + "\n").encode())
     return RenderOutput(out_dir, oscr_path, masks, report, timings)

@@ -25,10 +25,10 @@ from typing import Any
 import diffusers
 import numpy as np
 import torch
-from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxTransformer2DModel
+from diffusers import FluxTransformer2DModel
 from diffusers.utils.torch_utils import randn_tensor
 from torch import nn
-from transformers import AutoTokenizer, CLIPTextModel, T5EncoderModel
+from transformers import AutoTokenizer
 
 from seethrough_core.layout import MAX_BOXES
 from seethrough_core.oscr_spec import SEETHROUGH3D_V1, OscrProfile
@@ -36,10 +36,12 @@ from seethrough_core.prompt import compose_prompt
 
 from .attention import ATTENTION_PROCESSORS, DEFAULT_ATTENTION, AttentionLayout
 from .compile import CompileNotices, CompileSettings, compiled_runners, use_compile_cache
+from .components import FLUX_COMPONENTS, MODEL_NAMES, FluxComponents
 from .condition import CONDITION_TOKENS, condition_position_ids, encode_condition, oscr_to_pixels
 from .cpu_alignment import align_cpu_weights
-from .errors import GenerationCancelled, SetupError, WeightsMismatchError, WeightsNotFoundError
+from .errors import GenerationCancelled, SetupError
 from .latents import PIXELS_PER_TOKEN, image_position_ids, pack_latents, unpack_latents
+from .loading import load_components
 from .lora import SeeThroughLoRA, load_seethrough_lora
 from .offload import StreamedModule, stream_t5
 from .placement import MEMORY_MODES, MemoryPlan, plan_memory
@@ -47,15 +49,14 @@ from .preview import LatentPreviewer
 from .quantize import quantize_transformer
 from .style_lora import StyleLoRA, activate, load_style_lora
 from .text import PromptEncoder
-from .tiny import TinyComponents, build_tiny_components
+from .tiny import build_tiny_components
 from .transformer import EAGER_RUNNERS, BlockRunners, SeeThroughTransformer
 from .validation import validate_request
-from .weights import FLUX_HOW_TO_GET, file_sha256, resolve_model_folder, resolve_seethrough_lora
+from .weights import WeightsFile, resolve_model_folder, resolve_seethrough_lora
 
 __all__ = ["MEMORY_MODES", "GenerationCancelled", "GenerationOutput", "SeeThroughPipeline", "StepInfo"]
 
 DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
-SHA256_PREFIX = 12
 
 
 @dataclass
@@ -107,14 +108,8 @@ class SeeThroughPipeline:
 
     def __init__(
         self,
+        components: FluxComponents,
         *,
-        transformer: FluxTransformer2DModel,
-        vae: AutoencoderKL,
-        text_encoder: CLIPTextModel,
-        text_encoder_2: T5EncoderModel,
-        tokenizer,
-        tokenizer_2,
-        scheduler: FlowMatchEulerDiscreteScheduler,
         device: str | torch.device = "cpu",
         memory: str = "full",
         model_name: str = "",
@@ -123,19 +118,20 @@ class SeeThroughPipeline:
         compile: bool | CompileSettings = False,
         condition_cache: bool = False,
     ) -> None:
+        """The pipeline over ``components`` (built in code or loaded by ``from_pretrained``), with their
+        condition LoRA set."""
         self.plan = plan_memory(memory, quantization, torch.device(device))
-        self.transformer = transformer
-        self.vae = vae
-        self.text_encoder = text_encoder
-        self.text_encoder_2 = text_encoder_2
-        self.tokenizer = tokenizer
-        self.tokenizer_2 = tokenizer_2
-        self.scheduler = scheduler
+        for name, component in components.by_name().items():
+            setattr(self, name, component)
         self.device = torch.device(device)
         self.memory = memory
+        self.model_name = model_name
         self.is_noise = is_noise
-        self.prompt_encoder = PromptEncoder(tokenizer, text_encoder, tokenizer_2, text_encoder_2)
+        self.prompt_encoder = PromptEncoder(
+            self.tokenizer, self.text_encoder, self.tokenizer_2, self.text_encoder_2
+        )
         self.condition_lora: SeeThroughLoRA | None = None
+        self.lora_source: WeightsFile | None = None  # where the condition LoRA came from (None: built)
         self.style_loras: list[StyleLoRA] = []
         self.attention = DEFAULT_ATTENTION
         self.condition_cache = bool(condition_cache)
@@ -143,22 +139,31 @@ class SeeThroughPipeline:
         self.compile_notices = CompileNotices()
         self.text_encoder_stream: StreamedModule | None = None
         self.previewer = LatentPreviewer()
-        self.identity: dict = {
-            "model": model_name,
-            "lora": None,
-            "lora_sha256": None,
-            "lora_scale": None,
-            "style_loras": [],
+        self._place(self.plan)
+        self.set_compile(compile)
+        self.set_condition_lora(components.condition_lora)
+
+    @property
+    def identity(self) -> dict[str, Any]:
+        """What this pipeline is and how it runs, as the server reports it (computed from the state)."""
+        lora = self.condition_lora
+        return {
+            "model": self.model_name,
+            "lora": self.lora_source.label if self.lora_source else None,
+            "lora_sha256": self.lora_source.sha256 if self.lora_source else None,
+            "lora_scale": lora.scale if lora is not None else None,
+            "style_loras": [
+                {"path": str(entry.path), "sha256": entry.sha256, "scale": entry.scale}
+                for entry in self.style_loras
+            ],
             "device": str(self.device),
             "dtype": str(self.dtype).removeprefix("torch."),
-            "memory": memory,
+            "memory": self.memory,
             "quantization": self.plan.quantization,
             "attention": self.attention,
             "condition_cache": self.condition_cache,
-            "compile": False,
+            "compile": self.runners is not EAGER_RUNNERS,
         }
-        self._place(self.plan)
-        self.set_compile(compile)
 
     # ----------------------------------------------------------------- construction
 
@@ -200,10 +205,9 @@ class SeeThroughPipeline:
             if plan.quantization is not None:
                 quantize_transformer(transformer, plan.quantization, target, DTYPES[dtype])
 
-        components = _load_components(folder, DTYPES[dtype], place_transformer)
-        _check_compatible(folder, components)
+        components = load_components(folder, DTYPES[dtype], place_transformer)
         pipeline = cls(
-            **components,
+            components,
             device=target,
             memory=memory,
             model_name=str(model),
@@ -232,9 +236,8 @@ class SeeThroughPipeline:
         condition_cache: bool = False,
     ) -> SeeThroughPipeline:
         """The same pipeline at toy size with random weights (and a random condition LoRA)."""
-        parts = build_tiny_components(seed)
-        pipeline = cls.from_components(
-            parts,
+        pipeline = cls(
+            build_tiny_components(seed),
             device=_check_device(device),
             model_name=f"random tiny (seed {seed})",
             is_noise=True,
@@ -243,24 +246,7 @@ class SeeThroughPipeline:
             compile=compile,
             condition_cache=condition_cache,
         )
-        pipeline.identity.update(lora="random tiny", lora_scale=1.0)
-        return pipeline
-
-    @classmethod
-    def from_components(cls, parts: TinyComponents, **options: Any) -> SeeThroughPipeline:
-        """A pipeline over already-built components (random-weight ones: tests and benchmarks),
-        with their condition LoRA set; ``options`` are the constructor's keyword arguments."""
-        pipeline = cls(
-            transformer=parts.transformer,
-            vae=parts.vae,
-            text_encoder=parts.text_encoder,
-            text_encoder_2=parts.text_encoder_2,
-            tokenizer=parts.tokenizer,
-            tokenizer_2=parts.tokenizer_2,
-            scheduler=parts.scheduler,
-            **options,
-        )
-        pipeline.set_condition_lora(parts.condition_lora)
+        pipeline.lora_source = WeightsFile("random tiny", None)
         return pipeline
 
     def save_pretrained(self, folder: str | Path) -> None:
@@ -268,10 +254,12 @@ class SeeThroughPipeline:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         index = {"_class_name": "FluxPipeline", "_diffusers_version": diffusers.__version__}
-        for name, component in self._components().items():
-            component.save_pretrained(folder / name)
-            library = "diffusers" if type(component).__module__.startswith("diffusers") else "transformers"
-            index[name] = [library, type(component).__name__]
+        for spec in FLUX_COMPONENTS:
+            component = getattr(self, spec.name)
+            component.save_pretrained(folder / spec.name)
+            saved_as = type(component) if spec.saved_as is AutoTokenizer else spec.saved_as
+            library = "diffusers" if saved_as.__module__.startswith("diffusers") else "transformers"
+            index[spec.name] = [library, saved_as.__name__]
         (folder / "model_index.json").write_text(json.dumps(index, indent=2) + "\n")
 
     # ----------------------------------------------------------------- LoRAs and settings
@@ -280,20 +268,19 @@ class SeeThroughPipeline:
         if lora is not None:
             lora = lora.to(device=self._transformer_device(), dtype=self.dtype)
         self.condition_lora = lora
-        self.identity.update(lora=None, lora_sha256=None, lora_scale=lora.scale if lora is not None else None)
+        self.lora_source = None
 
     def load_condition_lora(self, source: str, scale: float = 1.0) -> None:
         """Load a released-layout SeeThrough3D LoRA; a bad file raises LoRAFormatError naming the key."""
         path = resolve_seethrough_lora(source)
         lora = load_seethrough_lora(path, self.transformer, scale=scale)
         self.set_condition_lora(lora)
-        self.identity.update(lora=str(path), lora_sha256=file_sha256(path)[:SHA256_PREFIX], lora_scale=scale)
+        self.lora_source = WeightsFile.of(path)
 
     def set_lora_scale(self, scale: float) -> None:
         if self.condition_lora is None:
             raise SetupError("no SeeThrough3D LoRA is loaded")
         self.condition_lora.set_scale(scale)
-        self.identity["lora_scale"] = float(scale)
 
     def add_style_lora(self, source: str, scale: float = 1.0) -> None:
         """Add an ordinary FLUX LoRA on top, applied to every token with ``scale``."""
@@ -302,9 +289,6 @@ class SeeThroughPipeline:
         )
         self.style_loras.append(entry)
         activate(self.transformer, self.style_loras)
-        self.identity["style_loras"].append(
-            {"path": str(entry.path), "sha256": file_sha256(entry.path)[:SHA256_PREFIX], "scale": entry.scale}
-        )
 
     def set_attention(self, name: str) -> None:
         """``split`` (default, fast and exact), ``dense`` (one full mask per request) or ``dense-rebuild``
@@ -312,12 +296,10 @@ class SeeThroughPipeline:
         if name not in ATTENTION_PROCESSORS:
             raise SetupError(f"attention must be one of {sorted(ATTENTION_PROCESSORS)}, got '{name}'")
         self.attention = name
-        self.identity["attention"] = name
 
     def set_condition_cache(self, enabled: bool) -> None:
         """The default for requests that do not say: compute the condition stream once and reuse it."""
         self.condition_cache = bool(enabled)
-        self.identity["condition_cache"] = self.condition_cache
 
     def set_compile(self, compile: bool | CompileSettings) -> None:
         """Compile the transformer blocks (True: inductor, default settings) or go back to eager (False)."""
@@ -328,7 +310,6 @@ class SeeThroughPipeline:
             self.runners = compiled_runners(settings)
             cache = use_compile_cache() if settings.backend == "inductor" else None
             self.compile_notices = CompileNotices(cache)
-        self.identity["compile"] = compile is not False
 
     @property
     def dtype(self) -> torch.dtype:
@@ -526,25 +507,8 @@ class SeeThroughPipeline:
         config = self.vae.config
         return unpack_latents(packed, height, width) / config.scaling_factor + (config.shift_factor or 0.0)
 
-    def _components(self) -> dict:
-        return {
-            "transformer": self.transformer,
-            "vae": self.vae,
-            "text_encoder": self.text_encoder,
-            "text_encoder_2": self.text_encoder_2,
-            "tokenizer": self.tokenizer,
-            "tokenizer_2": self.tokenizer_2,
-            "scheduler": self.scheduler,
-        }
-
     def _modules(self) -> list[nn.Module]:
-        return [
-            self.transformer,
-            self.vae,
-            self.text_encoder,
-            self.text_encoder_2,
-            *self._condition_lora_modules(),
-        ]
+        return [*(getattr(self, name) for name in MODEL_NAMES), *self._condition_lora_modules()]
 
     def _condition_lora_modules(self) -> list[nn.Module]:
         return [self.condition_lora] if self.condition_lora is not None else []
@@ -584,76 +548,3 @@ class SeeThroughPipeline:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         return time.perf_counter() - since
-
-
-def _load_components(
-    folder: Path,
-    dtype: torch.dtype,
-    place_transformer: Callable[[FluxTransformer2DModel], None] | None = None,
-) -> dict:
-    """Each component from its subfolder, local files only; a failure names the component.
-
-    ``place_transformer`` runs on the transformer as soon as it is loaded, before the other components.
-    """
-    loaders = {
-        "transformer": lambda: FluxTransformer2DModel.from_pretrained(
-            folder, subfolder="transformer", torch_dtype=dtype, local_files_only=True
-        ),
-        "vae": lambda: AutoencoderKL.from_pretrained(
-            folder, subfolder="vae", torch_dtype=dtype, local_files_only=True
-        ),
-        "text_encoder": lambda: CLIPTextModel.from_pretrained(
-            folder, subfolder="text_encoder", dtype=dtype, local_files_only=True
-        ),
-        "text_encoder_2": lambda: T5EncoderModel.from_pretrained(
-            folder, subfolder="text_encoder_2", dtype=dtype, local_files_only=True
-        ),
-        "tokenizer": lambda: AutoTokenizer.from_pretrained(
-            folder, subfolder="tokenizer", local_files_only=True
-        ),
-        "tokenizer_2": lambda: AutoTokenizer.from_pretrained(
-            folder, subfolder="tokenizer_2", local_files_only=True
-        ),
-        "scheduler": lambda: FlowMatchEulerDiscreteScheduler.from_pretrained(
-            folder, subfolder="scheduler", local_files_only=True
-        ),
-    }
-    components = {}
-    for name, load in loaders.items():
-        try:
-            components[name] = load()
-        except (OSError, ValueError) as error:
-            raise WeightsNotFoundError(
-                f"could not load the {name} from {folder / name}: {error}. The folder must hold the complete "
-                f"diffusers-format FLUX.1-dev. To get it: {FLUX_HOW_TO_GET}."
-            ) from error
-        if name == "transformer":
-            components[name].eval().requires_grad_(False)
-            if place_transformer is not None:
-                place_transformer(components[name])
-    for name in ("transformer", "vae", "text_encoder", "text_encoder_2"):
-        components[name].eval().requires_grad_(False)
-    return components
-
-
-def _check_compatible(folder: Path, components: dict) -> None:
-    """Catch a wrong model (e.g. FLUX.1-schnell, another pipeline) before the first request."""
-    index = json.loads((folder / "model_index.json").read_text())
-    transformer, vae = components["transformer"].config, components["vae"].config
-    problems = []
-    if index.get("_class_name") != "FluxPipeline":
-        problems.append(f"model_index.json names {index.get('_class_name')!r}, not 'FluxPipeline'")
-    if not transformer.guidance_embeds:
-        problems.append(
-            "the transformer has no guidance embedding (FLUX.1-schnell?); SeeThrough3D needs FLUX.1-dev"
-        )
-    if transformer.in_channels != 4 * vae.latent_channels:
-        problems.append(f"transformer in_channels {transformer.in_channels} != 4 x VAE latent channels")
-    if 2 ** (len(vae.block_out_channels) - 1) != 8:
-        problems.append("the VAE does not downsample by 8")
-    if transformer.joint_attention_dim != components["text_encoder_2"].config.d_model:
-        problems.append("the transformer's text width does not match the T5 encoder")
-    if transformer.pooled_projection_dim != components["text_encoder"].config.hidden_size:
-        problems.append("the transformer's pooled width does not match the CLIP encoder")
-    if problems:
-        raise WeightsMismatchError(f"{folder} is not a usable FLUX.1-dev: " + "; ".join(problems))

@@ -16,7 +16,7 @@ from diffusers.loaders import FluxLoraLoaderMixin
 from safetensors.torch import load_file
 
 from .errors import WeightsMismatchError
-from .weights import resolve_style_lora
+from .weights import WeightsFile, resolve_style_lora
 
 logger = logging.getLogger(__name__)
 
@@ -28,6 +28,7 @@ class StyleLoRA:
     adapter_name: str
     path: Path
     scale: float
+    sha256: str  # the first SHA256_PREFIX hex digits of the file's hash
 
 
 def load_style_lora(
@@ -60,7 +61,9 @@ def load_style_lora(
         )
     except (ValueError, RuntimeError, KeyError) as error:
         raise WeightsMismatchError(f"{path} does not fit this FLUX transformer: {error}") from error
-    return StyleLoRA(adapter_name=adapter_name, path=path, scale=float(scale))
+    return StyleLoRA(
+        adapter_name=adapter_name, path=path, scale=float(scale), sha256=WeightsFile.of(path).sha256
+    )
 
 
 def activate(transformer: FluxTransformer2DModel, loras: list[StyleLoRA]) -> None:

@@ -8,13 +8,12 @@ Its images are noise. Everything is deterministic in ``seed``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxTransformer2DModel
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 from transformers import CLIPTextConfig, CLIPTextModel, PreTrainedTokenizerFast, T5Config, T5EncoderModel
 
+from .components import FluxComponents
 from .lora import SeeThroughLoRA
 
 TINY_LORA_RANK = 4
@@ -89,19 +88,7 @@ def tiny_clip_tokenizer() -> PreTrainedTokenizerFast:
     )
 
 
-@dataclass
-class TinyComponents:
-    transformer: FluxTransformer2DModel
-    vae: AutoencoderKL
-    text_encoder: CLIPTextModel
-    text_encoder_2: T5EncoderModel
-    tokenizer: PreTrainedTokenizerFast
-    tokenizer_2: PreTrainedTokenizerFast
-    scheduler: FlowMatchEulerDiscreteScheduler
-    condition_lora: SeeThroughLoRA
-
-
-def build_tiny_components(seed: int = 0) -> TinyComponents:
+def build_tiny_components(seed: int = 0) -> FluxComponents:
     """All pipeline components at toy size with weights drawn from ``seed`` (global RNG untouched)."""
     tokenizer = tiny_clip_tokenizer()
     tokenizer_2 = tiny_t5_tokenizer()
@@ -170,7 +157,7 @@ def build_tiny_components(seed: int = 0) -> TinyComponents:
     )
     for module in (text_encoder, text_encoder_2, vae, transformer, condition_lora):
         module.eval().requires_grad_(False)  # freshly built modules start in training mode (dropout on)
-    return TinyComponents(
+    return FluxComponents(
         transformer=transformer,
         vae=vae,
         text_encoder=text_encoder,

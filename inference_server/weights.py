@@ -9,27 +9,21 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 from huggingface_hub import constants as hf_constants
 from huggingface_hub import snapshot_download
 from huggingface_hub.errors import LocalEntryNotFoundError
 
+from .components import COMPONENT_NAMES
 from .errors import WeightsNotFoundError
 
 FLUX_REPO = "black-forest-labs/FLUX.1-dev"
 SEETHROUGH_LORA_REPO = "va1bhavagrawa1/seethrough3d-flux.1-weights"
 SEETHROUGH_LORA_FILE = "checkpoints/seethrough3d_release/lora.safetensors"
 STYLE_LORA_FILE = "pytorch_lora_weights.safetensors"  # diffusers' name for a saved LoRA
-PIPELINE_COMPONENTS = (
-    "transformer",
-    "vae",
-    "text_encoder",
-    "text_encoder_2",
-    "tokenizer",
-    "tokenizer_2",
-    "scheduler",
-)
+SHA256_PREFIX = 12  # hex digits of a weights file's SHA-256 shown in identities and records
 
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
@@ -79,7 +73,7 @@ def resolve_model_folder(model: str) -> Path:
         if not folder.is_dir():
             raise WeightsNotFoundError(
                 f"no model folder at {folder.resolve()}. Expected a diffusers-format FLUX.1-dev folder "
-                f"(model_index.json and {', '.join(PIPELINE_COMPONENTS)}) or a Hugging Face repo id in the "
+                f"(model_index.json and {', '.join(COMPONENT_NAMES)}) or a Hugging Face repo id in the "
                 f"local cache {hf_cache_dir()}. To get it: {FLUX_HOW_TO_GET}."
             )
     check_model_folder(folder)
@@ -88,7 +82,7 @@ def resolve_model_folder(model: str) -> Path:
 
 def check_model_folder(folder: Path) -> None:
     """Every component folder a FLUX pipeline needs must be there."""
-    missing = [name for name in ("model_index.json", *PIPELINE_COMPONENTS) if not (folder / name).exists()]
+    missing = [name for name in ("model_index.json", *COMPONENT_NAMES) if not (folder / name).exists()]
     if missing:
         raise WeightsNotFoundError(
             f"the model folder {folder} is incomplete: missing {', '.join(missing)}. "
@@ -139,6 +133,18 @@ def resolve_style_lora(source: str) -> Path:
         "download the LoRA (a FLUX.1 LoRA .safetensors file) and pass its path, or its cached repo id"
     )
     return resolve_lora_file(source, STYLE_LORA_FILE, "style LoRA", how_to_get)
+
+
+@dataclass(frozen=True)
+class WeightsFile:
+    """Which weights were loaded: a label (the file's path, or what built them) and the file's hash."""
+
+    label: str
+    sha256: str | None  # the first SHA256_PREFIX hex digits; None when not read from a file
+
+    @classmethod
+    def of(cls, path: Path) -> WeightsFile:
+        return cls(str(path), file_sha256(path)[:SHA256_PREFIX])
 
 
 def file_sha256(path: Path, chunk_bytes: int = 1 << 24) -> str:

@@ -29,7 +29,6 @@ class GatedPipeline:
 
     def __init__(self, inner: SeeThroughPipeline) -> None:
         self.inner = inner
-        self.identity = inner.identity
         self.max_boxes = inner.max_boxes
         self.is_noise = inner.is_noise
         self.gate = threading.Event()
@@ -44,6 +43,10 @@ class GatedPipeline:
             return decode(*args, **kwargs)
 
         inner.decode = counting_decode  # the pipeline calls self.decode for its VAE decode
+
+    @property
+    def identity(self) -> dict[str, Any]:
+        return self.inner.identity
 
     def __call__(self, **kwargs: Any) -> Any:
         prompt = kwargs["scene_prompt"]

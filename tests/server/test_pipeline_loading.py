@@ -2,11 +2,13 @@
 
 import json
 import shutil
+from dataclasses import fields
 
 import pytest
 import torch
 from model_comparison import assert_same_generation, assert_same_weights
 
+from inference_server.components import COMPONENT_NAMES, MODEL_NAMES, FluxComponents
 from inference_server.cpu_alignment import is_aligned
 from inference_server.errors import SetupError, WeightsMismatchError, WeightsNotFoundError
 from inference_server.lora import save_seethrough_lora
@@ -175,3 +177,24 @@ def test_bad_settings_are_rejected(saved_tiny, kwargs):
     model, _ = saved_tiny
     with pytest.raises(SetupError):
         SeeThroughPipeline.from_pretrained(str(model), None, **{"device": "cpu", **kwargs})
+
+
+def test_one_table_of_components_drives_loading_saving_and_the_dataclass():
+    assert tuple(f.name for f in fields(FluxComponents))[: len(COMPONENT_NAMES)] == COMPONENT_NAMES
+    assert set(MODEL_NAMES) == {"transformer", "vae", "text_encoder", "text_encoder_2"}
+
+
+def test_identity_follows_the_pipelines_state(make_request):
+    pipeline = SeeThroughPipeline.tiny(seed=0)
+    assert pipeline.identity["attention"] == "split" and pipeline.identity["lora"] == "random tiny"
+    pipeline.set_attention("dense")
+    pipeline.set_condition_cache(True)
+    pipeline.set_lora_scale(0.5)
+    identity = pipeline.identity
+    assert (identity["attention"], identity["condition_cache"], identity["lora_scale"]) == (
+        "dense",
+        True,
+        0.5,
+    )
+    pipeline.set_condition_lora(None)
+    assert pipeline.identity["lora"] is None and pipeline.identity["lora_scale"] is None
