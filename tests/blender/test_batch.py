@@ -18,6 +18,8 @@ from seethrough_core.layout import Camera, Layout, load_layout
 from seethrough_core.local_server import ServerProcess
 from seethrough_core.record import PNG_KEY, GenerationRecord
 
+pytestmark = pytest.mark.slow  # renders with Blender and runs servers
+
 STEPS = 2
 
 

@@ -15,6 +15,8 @@ from seethrough_core.geometry import CameraModel
 from seethrough_core.layout import Layout
 from seethrough_core.oscr_spec import SEETHROUGH3D_V1
 
+pytestmark = pytest.mark.slow  # renders with Blender
+
 ALPHA = SEETHROUGH3D_V1.face_alpha
 RED, GREEN, BLUE = (np.array(c) for c in ((0.5, 0, 0), (0, 0.5, 0), (0, 0, 0.5)))
 

@@ -108,6 +108,7 @@ def test_broken_blend_gives_a_clear_error(empty_blender, tmp_path):
         load_blend_layout(tmp_path / "missing.blend")
 
 
+@pytest.mark.slow
 def test_cli_renders_a_blend_file(empty_blender, tmp_path):
     layout = Layout.from_dict({**load_layout(EXAMPLE).to_dict(), "resolution": [256, 256]})
     layout_to_scene(layout, bpy.context.scene)

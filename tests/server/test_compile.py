@@ -18,6 +18,8 @@ from inference_server import compile as compile_module
 from inference_server.compile import CompileSettings, compile_cache_dir, use_compile_cache
 from inference_server.pipeline import SeeThroughPipeline
 
+pytestmark = pytest.mark.slow  # traces the model with dynamo
+
 TRACE_ONLY = CompileSettings(backend="eager", fullgraph=True)  # fullgraph: a graph break fails the test
 
 

@@ -124,6 +124,7 @@ def write_style_lora(path, pipeline: SeeThroughPipeline, seed: int, rank: int = 
     save_file(state, str(path))
 
 
+@pytest.mark.slow
 def test_style_lora_changes_output_and_scale_zero_does_not(tmp_path, make_request):
     request = make_request()
     base = SeeThroughPipeline.tiny(seed=0)

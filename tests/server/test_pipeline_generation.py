@@ -114,6 +114,7 @@ def test_cancel_stops_the_loop_and_skips_the_decode(make_request, monkeypatch):
     assert steps == [1, 2] and decodes == [1]
 
 
+@pytest.mark.slow
 def test_split_and_dense_attention_agree(make_request):
     request = make_request(num_inference_steps=3)
     pipeline = SeeThroughPipeline.tiny(seed=0)

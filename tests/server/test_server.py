@@ -193,6 +193,7 @@ def test_cancel_from_another_connection_and_unknown_jobs(server, pipeline):
         assert other.info().queue_length == 0
 
 
+@pytest.mark.slow
 def test_slow_steps_longer_than_the_client_timeout_are_waited_for(server, pipeline):
     """Silence longer than timeout_s makes the client ask the server, which says: still running."""
     with SeeThroughClient(server.endpoint, timeout_s=1.0) as client:

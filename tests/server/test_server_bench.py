@@ -6,6 +6,10 @@ import importlib.util
 import sys
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.slow  # starts a server process
+
 BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "server_bench.py"
 
 

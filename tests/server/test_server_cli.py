@@ -23,6 +23,8 @@ from seethrough_core.client import SeeThroughClient, ServerError, ServerUnavaila
 from seethrough_core.local_server import free_loopback_port as free_port
 from seethrough_core.protocol import ErrorCode, GenerateRequest
 
+pytestmark = pytest.mark.slow  # starts server processes
+
 REPO = Path(__file__).resolve().parents[2]
 
 
