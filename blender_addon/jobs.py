@@ -26,9 +26,9 @@ import numpy as np
 
 from seethrough_core.client import Job, SeeThroughClient, ServerError, ServerUnavailableError
 from seethrough_core.errors import SeeThroughError
+from seethrough_core.generate_and_save import Destination, generate_and_save
 from seethrough_core.layout import Layout
-from seethrough_core.png import write_png
-from seethrough_core.protocol import Cancelled, GenerateRequest, Progress, Result
+from seethrough_core.protocol import GenerateRequest
 from seethrough_core.record import GenerationRecord
 
 from .background_render import RenderTask, run_render
@@ -209,14 +209,21 @@ class GenerationJob:
                     oscr_image=oscr.oscr_path.read_bytes(),  # PNG bytes as rendered: no decode here
                     masks=oscr.token_grids,  # the amodal masks pooled by the core, as the server would
                 )
-                server_job = client.submit(request)
-                with self._lock:
-                    self._server_job = server_job
-                self._post(Accepted(server_job.id, server_job.queue_position))
-                if self._cancel.is_set():
-                    server_job.cancel()
-                for event in server_job.events():
-                    self._handle(event)
+                # Written right away, off the main thread (encoding takes time); an image that arrived
+                # is never dropped: if the output folder fails, the temp folder takes it.
+                saved = generate_and_save(
+                    client,
+                    request,
+                    spec.layout,
+                    Destination(
+                        spec.out_dir / f"{safe_name(spec.image_name)}_{request.request_id[:8]}.png",
+                        {"scene": spec.scene_name, "camera": spec.camera_name, "server": spec.endpoint},
+                        fallback_dir=Path(tempfile.gettempdir()) / "seethrough-results",
+                    ),
+                    on_accepted=self._accepted,
+                    on_progress=lambda p: self._post(Step(p.step, p.total, p.elapsed_s, p.preview)),
+                )
+                self._post(Finished(saved.image_path, saved.record) if saved is not None else Stopped())
         except ServerUnavailableError as exc:
             self._post(Failed(str(exc)))
         except ServerError as exc:
@@ -237,34 +244,12 @@ class GenerationJob:
         self._post(Rendering(0.0))
         return run_render(spec.render, self._cancel, lambda elapsed: self._post(Rendering(elapsed)))
 
-    def _handle(self, event: Progress | Result | Cancelled) -> None:
-        if isinstance(event, Progress):
-            self._post(Step(event.step, event.total, event.elapsed_s, event.preview))
-        elif isinstance(event, Result):
-            self._post(self._save(event))
-        else:
-            self._post(Stopped())
-
-    def _save(self, result: Result) -> Finished:
-        """Write the PNG with its record right away (off the main thread: encoding takes time)."""
-        spec = self.spec
-        record = GenerationRecord.from_result(
-            result,
-            spec.layout,
-            source={"scene": spec.scene_name, "camera": spec.camera_name, "server": spec.endpoint},
-        )
-        name = f"{safe_name(spec.image_name)}_{result.job_id[:8]}.png"
-        # An image that arrived is never dropped: if the output folder fails, the temp folder takes it.
-        for folder in (spec.out_dir, Path(tempfile.gettempdir()) / "seethrough-results"):
-            try:
-                folder.mkdir(parents=True, exist_ok=True)
-                write_png(folder / name, result.image, text=record.png_text())
-                return Finished(folder / name, record)
-            except OSError as exc:
-                log.warning("cannot write %s: %s", folder / name, exc)
-        raise SeeThroughError(
-            f"the image arrived but could not be written to {spec.out_dir} nor the temp folder"
-        )
+    def _accepted(self, server_job: Job) -> None:
+        with self._lock:
+            self._server_job = server_job
+        self._post(Accepted(server_job.id, server_job.queue_position))
+        if self._cancel.is_set():
+            server_job.cancel()
 
 
 # --- the main thread's side -------------------------------------------------------------------

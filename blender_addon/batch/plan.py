@@ -7,6 +7,7 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+from seethrough_core.generate_and_save import sidecar_path_for
 from seethrough_core.layout import Layout
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
@@ -57,7 +58,8 @@ class Task:
     def of(cls, shot: Shot, seed: int, out_dir: Path) -> Task:
         stem = f"{shot.frame:04d}_{seed}"
         folder = shot.folder(out_dir)
-        return cls(shot, seed, folder / f"{stem}.png", folder / f"{stem}.json")
+        image_path = folder / f"{stem}.png"
+        return cls(shot, seed, image_path, sidecar_path_for(image_path))
 
     def is_complete(self) -> bool:
         """Done when both files exist: the sidecar is written last, each file atomically."""

@@ -17,12 +17,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
-from seethrough_core.client import SeeThroughClient, ServerUnavailableError
+from seethrough_core.client import Job, JobCancelledError, SeeThroughClient, ServerUnavailableError
 from seethrough_core.endpoint import parse_endpoint
 from seethrough_core.errors import SeeThroughError
-from seethrough_core.png import write_bytes_atomic, write_png
+from seethrough_core.generate_and_save import Destination, generate_and_save
 from seethrough_core.protocol import GenerateRequest
-from seethrough_core.record import GenerationRecord
 
 from ..render import render_layout
 from .inputs import CameraChoice
@@ -261,26 +260,28 @@ class BatchRunner:
             },
         )
         start = time.perf_counter()
-        job = client.submit(request)
+        jobs: list[Job] = []
 
         def on_progress(progress) -> None:
             if self._stop.is_set():
-                job.cancel()
+                jobs[0].cancel()
             self._progress.status(endpoint, f"{task.label} step {progress.step}/{progress.total}")
 
-        result = job.wait(on_progress=on_progress)
-        elapsed = time.perf_counter() - start
         source = {
             "input": str(task.shot.input_path),
             "camera": task.shot.camera,
             "frame": task.shot.frame,
             "server": endpoint,
         }
-        record = GenerationRecord.from_result(result, layout, source)
-        task.image_path.parent.mkdir(parents=True, exist_ok=True)
-        write_png(task.image_path, result.image, text=record.png_text())
-        write_bytes_atomic(task.sidecar_path, record.to_json().encode("utf-8"))
-        note = " (noise: tiny random model)" if result.is_noise else ""
+        # the sidecar is written last: a task is complete once it exists (Task.is_complete)
+        destination = Destination(task.image_path, source, sidecar=True)
+        saved = generate_and_save(
+            client, request, layout, destination, on_accepted=jobs.append, on_progress=on_progress
+        )
+        if saved is None:
+            raise JobCancelledError(f"{task.label} was cancelled")
+        elapsed = time.perf_counter() - start
+        note = " (noise: tiny random model)" if saved.result.is_noise else ""
         self._finish(
             Outcome(
                 task.shot.input_path,

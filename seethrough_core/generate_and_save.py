@@ -1,0 +1,97 @@
+"""Generate one image on a server and save it with its record: the one path the add-on and the batch share.
+
+Submit the request, stream its progress to the caller, and when the image arrives write it at once as a
+PNG carrying its generation record (and, if asked, the record as a JSON sidecar), each file written
+atomically. An image that arrived is never lost: if its folder cannot be written, it goes to the
+fallback folder instead.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .client import Job, SeeThroughClient
+from .errors import SeeThroughError
+from .layout import Layout
+from .png import write_bytes_atomic, write_png
+from .protocol import GenerateRequest, Progress, Result
+from .record import GenerationRecord
+
+log = logging.getLogger(__name__)
+
+
+def sidecar_path_for(image_path: Path) -> Path:
+    """Where an image's record is written as JSON: beside it, same name."""
+    return image_path.with_suffix(".json")
+
+
+@dataclass(frozen=True)
+class Destination:
+    """Where and how an image is saved."""
+
+    image_path: Path
+    source: dict[str, Any]  # the record's "source": input file, scene, camera, frame, server
+    sidecar: bool = False  # also write the record as JSON beside the image (same name, .json)
+    fallback_dir: Path | None = None  # where the image goes if its own folder cannot be written
+
+
+@dataclass(frozen=True)
+class SavedImage:
+    image_path: Path
+    sidecar_path: Path | None
+    record: GenerationRecord
+    result: Result
+
+
+def generate_and_save(
+    client: SeeThroughClient,
+    request: GenerateRequest,
+    layout: Layout,
+    destination: Destination,
+    *,
+    on_accepted: Callable[[Job], None] | None = None,
+    on_progress: Callable[[Progress], None] | None = None,
+) -> SavedImage | None:
+    """Run ``request`` on ``client`` and save its image at ``destination``; None if it was cancelled.
+
+    ``on_accepted`` gets the accepted job (to cancel it from another thread, or to report its queue
+    position); ``on_progress`` every progress message. Server failures raise the client's errors.
+    """
+    job = client.submit(request)
+    if on_accepted is not None:
+        on_accepted(job)
+    for event in job.events():
+        if isinstance(event, Progress):
+            if on_progress is not None:
+                on_progress(event)
+        elif isinstance(event, Result):
+            return save_result(event, layout, destination)
+        else:
+            return None
+    raise SeeThroughError(f"job {job.id} ended without a result or a cancellation")
+
+
+def save_result(result: Result, layout: Layout, destination: Destination) -> SavedImage:
+    """Write ``result`` as a PNG with its record (and the record beside it as JSON if asked)."""
+    record = GenerationRecord.from_result(result, layout, destination.source)
+    folders = [destination.image_path.parent]
+    if destination.fallback_dir is not None:
+        folders.append(destination.fallback_dir)
+    for folder in folders:
+        path = folder / destination.image_path.name
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            write_png(path, result.image, text=record.png_text())
+            sidecar_path = sidecar_path_for(path) if destination.sidecar else None
+            if sidecar_path is not None:
+                write_bytes_atomic(sidecar_path, record.to_json().encode("utf-8"))
+            return SavedImage(path, sidecar_path, record, result)
+        except OSError as exc:
+            log.warning("cannot write %s: %s", path, exc)
+    raise SeeThroughError(
+        f"the image arrived but could not be written to {' nor '.join(str(f) for f in folders)}"
+    )
