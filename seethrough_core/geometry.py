@@ -140,3 +140,50 @@ class CameraModel:
         rays[..., 1] = y[:, None]
         rays[..., 2] = -1.0
         return rays
+
+
+def convex_hull_2d(points: np.ndarray) -> np.ndarray:
+    """Counter-clockwise convex hull of 2-D points (Andrew's monotone chain). Large point sets are first
+    reduced to the points outside the polygon of their extreme points in many directions: every point
+    strictly inside it is inside the hull, so it cannot be on it."""
+    points = np.asarray(points, dtype=np.float64).reshape(-1, 2)
+    for directions in (16, 256):  # a coarse pass over all points, a fine one over what is left
+        if len(points) > 256:
+            points = _outside_extreme_polygon(points, directions)
+    points = np.unique(points, axis=0)
+    if len(points) < 3:
+        return points
+    ordered = points[np.lexsort((points[:, 1], points[:, 0]))].tolist()
+
+    def chain(sequence: list[list[float]]) -> list[list[float]]:
+        out: list[list[float]] = []
+        for x, y in sequence:
+            while len(out) >= 2:
+                (ax, ay), (bx, by) = out[-2], out[-1]
+                if (bx - ax) * (y - ay) - (by - ay) * (x - ax) > 0:
+                    break
+                out.pop()
+            out.append([x, y])
+        return out[:-1]
+
+    return np.array(chain(ordered) + chain(ordered[::-1]))
+
+
+def _outside_extreme_polygon(points: np.ndarray, directions: int) -> np.ndarray:
+    """The points not strictly inside the polygon of the extreme points along ``directions`` directions."""
+    angles = np.linspace(0.0, 2.0 * math.pi, directions, endpoint=False)
+    extreme = np.argmax(np.stack([np.cos(angles), np.sin(angles)], axis=1) @ points.T, axis=1)
+    polygon = points[np.unique(extreme)]
+    if len(polygon) < 3:
+        return points
+    # each point is tested against the one edge its direction from the centroid crosses
+    centre = polygon.mean(axis=0)
+    vertex_angles = np.arctan2(polygon[:, 1] - centre[1], polygon[:, 0] - centre[0])
+    order = np.argsort(vertex_angles)
+    polygon, vertex_angles = polygon[order], vertex_angles[order]
+    point_angles = np.arctan2(points[:, 1] - centre[1], points[:, 0] - centre[0])
+    start = (np.searchsorted(vertex_angles, point_angles, side="right") - 1) % len(polygon)
+    edge = polygon[(start + 1) % len(polygon)] - polygon[start]
+    offset = points - polygon[start]
+    inside = edge[:, 0] * offset[:, 1] - edge[:, 1] * offset[:, 0] > 0
+    return points[~inside]

@@ -23,7 +23,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from .geometry import BOX_EDGES, CameraModel, box_corners, box_rotation
+from .geometry import BOX_EDGES, CameraModel, box_corners, box_rotation, convex_hull_2d
 from .layout import Box, Layout
 from .oscr_spec import SEETHROUGH3D_V1, OscrProfile
 from .token_grid import GRID_SIZE, grid_to_strings, pool_to_token_grid
@@ -183,7 +183,7 @@ def covered_pixels(cam: CameraModel, box: Box, near: float, far: float, reach_px
         return covered
     pixels = cam.project(points)
     half = reach_px * np.array([[-1.0, -1.0], [1.0, -1.0], [1.0, 1.0], [-1.0, 1.0]])
-    hull = _convex_hull((pixels[:, None, :] + half[None]).reshape(-1, 2))
+    hull = convex_hull_2d((pixels[:, None, :] + half[None]).reshape(-1, 2))
     c0, r0 = np.maximum(np.floor(hull.min(axis=0)).astype(int), 0)
     c1 = min(int(np.ceil(hull[:, 0].max())), cam.width)
     r1 = min(int(np.ceil(hull[:, 1].max())), cam.height)
@@ -210,25 +210,6 @@ def _clipped_vertices(corners_cam: np.ndarray, near: float, far: float) -> np.nd
                 t = (plane - depth[a]) / (depth[b] - depth[a])
                 points.append((corners_cam[a] + t * (corners_cam[b] - corners_cam[a]))[None])
     return np.concatenate(points)
-
-
-def _convex_hull(points: np.ndarray) -> np.ndarray:
-    """The convex hull of 2-D points, counter-clockwise in their own (column, row) axes (Andrew's
-    monotone chain; the points are few: at most 32 vertices x 4 offsets)."""
-    ordered = sorted(map(tuple, np.unique(points, axis=0)))
-
-    def cross(o, a, b) -> float:
-        return (a[0] - o[0]) * (b[1] - o[1]) - (a[1] - o[1]) * (b[0] - o[0])
-
-    def chain(sequence) -> list:
-        out: list = []
-        for point in sequence:
-            while len(out) >= 2 and cross(out[-2], out[-1], point) <= 0:
-                out.pop()
-            out.append(point)
-        return out[:-1]
-
-    return np.array(chain(ordered) + chain(reversed(ordered)))
 
 
 def _screen_window(cam: CameraModel, box, near: float) -> tuple[slice, slice] | None:
