@@ -88,6 +88,85 @@ class SEETHROUGH_OT_add_box(bpy.types.Operator):  # noqa: N801
         return {"FINISHED"}
 
 
+class SEETHROUGH_OT_boxes_from_selection(bpy.types.Operator):  # noqa: N801
+    """Add one box per selected object, fitted to it as it is drawn (modifiers, pose, parents applied);
+    its front (red) on the object's own front"""
+
+    bl_idname = "seethrough.boxes_from_selection"
+    bl_label = "Boxes From Selection"
+    bl_options = {"REGISTER", "UNDO"}
+
+    upright: BoolProperty(
+        name="Upright",
+        description="Boxes stand on the floor and turn about Z only, as the model was trained "
+        "(off: a box along the object's own axes, tilted if the object is)",
+        default=True,
+    )
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        from seethrough_core.box_fitting import clean_description, fit_box
+
+        from .object_points import fits, front_direction, world_points
+
+        scene = context.scene
+        sources = [o for o in context.selected_objects if fits(o) and not scene_io.is_box(o)]
+        if not sources:
+            self.report(
+                {"ERROR"},
+                "select the objects to turn into boxes (meshes, curves, text, metaballs, or empties "
+                "standing for a group); SeeThrough boxes, cameras and lights are not fitted",
+            )
+            return {"CANCELLED"}
+        existing = len(scene_io.box_objects(scene))
+        if existing + len(sources) > MAX_BOXES:
+            self.report(
+                {"ERROR"},
+                f"{len(sources)} objects selected and the scene has {existing} boxes; a layout holds at "
+                f"most {MAX_BOXES}: select fewer objects or remove boxes",
+            )
+            return {"CANCELLED"}
+        depsgraph = context.evaluated_depsgraph_get()
+        fitted = []
+        for obj in sources:
+            points = world_points(obj, depsgraph)
+            if not len(points):
+                self.report({"ERROR"}, f'"{obj.name}" has no geometry to fit a box to; nothing was added')
+                return {"CANCELLED"}
+            box = fit_box(points, front_direction(obj), yaw_only=self.upright)
+            description = str(obj.get("seethrough_description", "")).strip() or clean_description(obj.name)
+            fitted.append((obj, box, description or "object"))
+        next_index = 1 + max((scene_io.box_index(o, -1) for o in scene_io.box_objects(scene)), default=-1)
+        for other in context.view_layer.objects:
+            if other.select_get():
+                other.select_set(False)
+        for offset, (source, box, description) in enumerate(fitted):
+            obj = scene_io.add_box(
+                scene, Box(description, box.center, box.size, box.rotation_euler_deg), next_index + offset
+            )
+            scene_io.get_props(obj)["source"] = source.name
+            look.style_box(obj)
+            obj.select_set(True)
+            context.view_layer.objects.active = obj
+        self.report({"INFO"}, f"Added {len(fitted)} boxes fitted to the selection")
+        return {"FINISHED"}
+
+
+class SEETHROUGH_OT_flip_front(bpy.types.Operator):  # noqa: N801
+    """Turn the active box half a turn about Z: its front (red) to the other side"""
+
+    bl_idname = "seethrough.flip_front"
+    bl_label = "Flip Front"
+    bl_options = {"REGISTER", "UNDO"}
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        obj = context.active_object
+        if obj is None or not scene_io.is_box(obj):
+            self.report({"ERROR"}, "select a SeeThrough box to flip")
+            return {"CANCELLED"}
+        obj.rotation_euler.z = math.remainder(obj.rotation_euler.z + math.pi, 2 * math.pi)
+        return {"FINISHED"}
+
+
 class SEETHROUGH_OT_remove_box(bpy.types.Operator):  # noqa: N801
     """Delete a box (the active one unless named) and renumber the others"""
 
@@ -160,6 +239,8 @@ class SEETHROUGH_OT_export_layout(bpy.types.Operator, ExportHelper):  # noqa: N8
 
 CLASSES = (
     SEETHROUGH_OT_add_box,
+    SEETHROUGH_OT_boxes_from_selection,
+    SEETHROUGH_OT_flip_front,
     SEETHROUGH_OT_remove_box,
     SEETHROUGH_OT_import_layout,
     SEETHROUGH_OT_export_layout,

@@ -118,6 +118,7 @@ class SEETHROUGH_PT_boxes(SeeThroughPanel, bpy.types.Panel):  # noqa: N801
         op = row.operator("seethrough.add_box", text="Add Box", icon="ADD")
         op.template = props.new_box_template
         op.description = props.new_box_description
+        column.operator("seethrough.boxes_from_selection", text="From Selection", icon="MESH_CUBE")
 
         layout.template_list("SEETHROUGH_UL_boxes", "", scene, "objects", props, "box_index", rows=4)
         obj = context.active_object
@@ -126,7 +127,9 @@ class SEETHROUGH_PT_boxes(SeeThroughPanel, bpy.types.Panel):  # noqa: N801
             column.prop(obj.seethrough, "description", text="")
             column.prop(obj, "scale", text="Size (m)")
             column.prop(obj, "rotation_euler", index=2, text="Turn")
-            layout.operator("seethrough.remove_box", text="Remove Box", icon="TRASH").name = obj.name
+            row = layout.row(align=True)
+            row.operator("seethrough.flip_front", text="Flip Front", icon="LOOP_BACK")
+            row.operator("seethrough.remove_box", text="Remove Box", icon="TRASH").name = obj.name
 
 
 class SEETHROUGH_PT_generate(SeeThroughPanel, bpy.types.Panel):  # noqa: N801

@@ -17,7 +17,8 @@ from seethrough_core.layout import MAX_BOXES, load_layout
 
 EXAMPLE = "assets/examples/street.json"
 OPERATORS = [
-    "add_box", "remove_box", "import_layout", "export_layout", "render_oscr", "generate", "cancel",
+    "add_box", "boxes_from_selection", "flip_front", "remove_box", "import_layout", "export_layout",
+    "render_oscr", "generate", "cancel",
     "open_history_item", "use_as_background", "remove_history_item", "start_server", "stop_server",
 ]  # fmt: skip
 

@@ -1,0 +1,129 @@
+"""Boxes fitted to the artist's own objects, with real bpy: evaluated geometry, fronts, refusals."""
+
+from __future__ import annotations
+
+import math
+
+import bpy
+import numpy as np
+import pytest
+
+from blender_addon import scene_io
+from seethrough_core.geometry import euler_xyz_matrix
+from seethrough_core.layout import MAX_BOXES
+
+
+def select_only(*objects: bpy.types.Object) -> None:
+    for other in bpy.context.view_layer.objects:
+        other.select_set(False)
+    for obj in objects:
+        obj.select_set(True)
+    bpy.context.view_layer.objects.active = objects[0] if objects else None
+
+
+def fitted_boxes() -> list:
+    return [scene_io._box_dict(obj) for obj in scene_io.box_objects(bpy.context.scene)]
+
+
+def vertices(obj: bpy.types.Object) -> np.ndarray:
+    depsgraph = bpy.context.evaluated_depsgraph_get()
+    evaluated = obj.evaluated_get(depsgraph)
+    mesh = evaluated.to_mesh()
+    local = np.array([v.co[:] for v in mesh.vertices])
+    evaluated.to_mesh_clear()
+    matrix = np.array(obj.matrix_world)
+    return local @ matrix[:3, :3].T + matrix[:3, 3]
+
+
+def contains(box: dict, points: np.ndarray, tolerance: float = 1e-4) -> bool:
+    local = (points - np.asarray(box["center"])) @ euler_xyz_matrix(box["rotation_euler_deg"])
+    return bool((np.abs(local) <= np.asarray(box["size"]) / 2 + tolerance).all())
+
+
+def test_a_turned_stretched_cube_gives_exactly_its_box(addon):
+    bpy.ops.mesh.primitive_cube_add(size=1.0, location=(2.0, -1.0, 0.9), rotation=(0, 0, math.radians(35)))
+    cube = bpy.context.active_object
+    cube.name = "Red_Vintage_Car.001"
+    cube.scale = (2.0, 0.8, 1.8)
+    select_only(cube)
+    assert bpy.ops.seethrough.boxes_from_selection() == {"FINISHED"}
+    (box,) = fitted_boxes()
+    assert box["description"] == "red vintage car"
+    np.testing.assert_allclose(box["center"], [2.0, -1.0, 0.9], atol=1e-4)
+    np.testing.assert_allclose(box["size"], [2.0, 0.8, 1.8], atol=1e-4)
+    # the red side faces the cube's own front (its local -Y): half a turn from the cube
+    assert abs(math.remainder(box["rotation_euler_deg"][2] - (35.0 + 180.0), 360.0)) < 1e-4
+    active = bpy.context.active_object
+    assert scene_io.is_box(active) and scene_io.get_props(active)["source"] == "Red_Vintage_Car.001"
+
+    assert bpy.ops.seethrough.flip_front() == {"FINISHED"}
+    (flipped,) = fitted_boxes()
+    assert abs(math.remainder(flipped["rotation_euler_deg"][2] - 35.0, 360.0)) < 1e-4
+
+
+def test_a_cylinder_is_inside_its_box_and_the_footprint_is_least(addon):
+    bpy.ops.mesh.primitive_cylinder_add(vertices=64, radius=0.5, depth=2.0, location=(0, 0, 1))
+    cylinder = bpy.context.active_object
+    cylinder["seethrough_description"] = "a tall blue vase"
+    select_only(cylinder)
+    bpy.ops.seethrough.boxes_from_selection()
+    (box,) = fitted_boxes()
+    assert box["description"] == "a tall blue vase"
+    assert contains(box, vertices(cylinder))
+    assert box["size"][0] * box["size"][1] <= 1.0 + 1e-4 and box["size"][2] == pytest.approx(2.0, abs=1e-4)
+
+
+def test_modifiers_and_parents_are_applied(addon):
+    bpy.ops.mesh.primitive_cube_add(size=1.0, location=(0, 0, 0.5))
+    bent = bpy.context.active_object
+    bent.scale = (0.3, 0.3, 3.0)
+    plain = bent.dimensions.copy()
+    deform = bent.modifiers.new("bend", "SIMPLE_DEFORM")
+    deform.deform_method, deform.angle = "BEND", math.radians(90)
+    bpy.ops.object.empty_add(location=(5.0, 0.0, 0.0))
+    parent = bpy.context.active_object
+    bent.parent = parent  # the child moves with its parent: world coordinates count
+    bpy.context.view_layer.update()
+    select_only(bent)
+    bpy.ops.seethrough.boxes_from_selection()
+    (box,) = fitted_boxes()
+    assert contains(box, vertices(bent))
+    assert box["center"][0] > 4.0  # where the parent put it
+    assert abs(box["size"][2] - plain.z) > 0.1  # the bend changed its shape, and the box with it
+
+
+def test_an_empty_stands_for_its_children(addon):
+    bpy.ops.object.empty_add(location=(0, 0, 0))
+    group = bpy.context.active_object
+    group.name = "Garden Bench"
+    parts = []
+    for x in (-1.0, 1.0):
+        bpy.ops.mesh.primitive_cube_add(size=0.5, location=(x, 0, 0.25))
+        parts.append(bpy.context.active_object)
+        parts[-1].parent = group
+    select_only(group)
+    bpy.ops.seethrough.boxes_from_selection()
+    (box,) = fitted_boxes()
+    assert box["description"] == "garden bench"
+    assert box["size"][0] == pytest.approx(2.5, abs=1e-4) or box["size"][1] == pytest.approx(2.5, abs=1e-4)
+    assert all(contains(box, vertices(part)) for part in parts)
+
+
+def test_refusals_say_why_and_add_nothing(addon):
+    select_only()
+    with pytest.raises(RuntimeError, match="select the objects"):
+        bpy.ops.seethrough.boxes_from_selection()
+    bpy.ops.object.empty_add()
+    lonely = bpy.context.active_object
+    lonely.name = "Lonely Empty"
+    select_only(lonely)
+    with pytest.raises(RuntimeError, match='"Lonely Empty" has no geometry'):
+        bpy.ops.seethrough.boxes_from_selection()
+    cubes = []
+    for i in range(MAX_BOXES + 1):
+        bpy.ops.mesh.primitive_cube_add(location=(i * 3.0, 0, 0))
+        cubes.append(bpy.context.active_object)
+    select_only(*cubes)
+    with pytest.raises(RuntimeError, match=f"at most {MAX_BOXES}"):
+        bpy.ops.seethrough.boxes_from_selection()
+    assert fitted_boxes() == []
