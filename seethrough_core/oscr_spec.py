@@ -23,7 +23,6 @@ import random
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image
 
 from .geometry import CameraModel, box_corners
 from .layout import Box, Layout
@@ -108,6 +107,8 @@ RENDER_REVISION = 2
 def jpeg_round_trip(image: np.ndarray, quality: int) -> np.ndarray:
     """uint8 RGB pixels after saving them as JPEG at ``quality`` with 4:2:0 chroma (as Blender writes
     JPEG) and reading them back."""
+    from PIL import Image  # the server's; the Blender extension carries no pillow
+
     buffer = io.BytesIO()
     Image.fromarray(np.ascontiguousarray(image)).save(buffer, "JPEG", quality=quality, subsampling=2)
     return np.asarray(Image.open(buffer).convert("RGB"))
