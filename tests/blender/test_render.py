@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from bpy_helpers import color_managed, read_rgb
 
+from blender_addon.compat import new_node_material
 from blender_addon.oscr_scene import oscr_scene
 from blender_addon.render import render_layout
 from seethrough_core.geometry import CameraModel
@@ -181,10 +182,7 @@ def test_masks_agree_with_blenders_own_rasterisation(empty_blender, tmp_path):
     boxes = layout_to_scene(layout, scene)
     ids = [(1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0)]
     for obj, rgb in zip(boxes, ids, strict=True):
-        material = bpy.data.materials.new(obj.name)
-        material.use_nodes = True
-        tree = material.node_tree
-        tree.nodes.clear()
+        material, tree = new_node_material(obj.name)
         emission = tree.nodes.new("ShaderNodeEmission")
         emission.inputs["Color"].default_value = (*rgb, 1.0)
         out = tree.nodes.new("ShaderNodeOutputMaterial")
