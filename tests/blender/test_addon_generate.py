@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import time
 
 import addon_utils
@@ -23,7 +22,7 @@ from addon_support import (
     pump_until_done,
 )
 from bpy_helpers import read_rgb
-from conftest import BASE_LAYOUT
+from conftest import BASE_LAYOUT, MAIN_PYTHON
 from PIL import Image
 
 from blender_addon import background_render, images, scene_io, ui
@@ -53,7 +52,7 @@ def tiny_server(tmp_path_factory):
     log_path = tmp_path_factory.mktemp("server") / "server.log"
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "seethrough_core", "serve", "--tiny", "--bind", address],
+            [MAIN_PYTHON, "-m", "seethrough_core", "serve", "--tiny", "--bind", address],
             stdout=log,
             stderr=subprocess.STDOUT,
         )
@@ -292,7 +291,7 @@ def test_local_server_starts_and_stops_with_the_addon(addon, tmp_path):
     address = f"tcp://127.0.0.1:{free_port()}"
     configure(address, tmp_path)
     p = prefs()
-    p.server_executable, p.server_arguments = sys.executable, "-m seethrough_core serve --tiny"
+    p.server_executable, p.server_arguments = MAIN_PYTHON, "-m seethrough_core serve --tiny"
     p.server_log = str(tmp_path / "server.log")
 
     assert bpy.ops.seethrough.start_server() == {"FINISHED"}
