@@ -54,6 +54,7 @@ def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+@pytest.mark.each_blender
 def test_zip_holds_the_addon_its_manifest_and_unmodified_wheels(addon_zip):
     with zipfile.ZipFile(addon_zip) as archive:
         names = archive.namelist()
@@ -62,7 +63,7 @@ def test_zip_holds_the_addon_its_manifest_and_unmodified_wheels(addon_zip):
         templates = archive.read("assets/size_templates.json")
 
     assert manifest["id"] == "seethrough" and manifest["version"] == __version__
-    assert manifest["type"] == "add-on" and manifest["blender_version_min"] == "4.2.0"
+    assert manifest["type"] == "add-on" and manifest["blender_version_min"] == "4.5.0"
     assert manifest["license"] == ["SPDX:GPL-3.0-or-later"]
     assert manifest["permissions"]["network"] and manifest["permissions"]["files"]
     assert sorted(manifest["wheels"]) == sorted(f"./wheels/{n}" for n in wheels)
@@ -121,6 +122,7 @@ def test_zip_holds_the_addon_its_manifest_and_unmodified_wheels(addon_zip):
     assert len(record) == len(files)
 
 
+@pytest.mark.each_blender
 def test_blenders_own_validator_accepts_the_package(addon_zip):
     import bpy
 
@@ -205,6 +207,7 @@ def bpy_and_its_requirements() -> set[str]:
     return names - {"..", "__pycache__"}
 
 
+@pytest.mark.each_blender
 def test_zip_installs_and_enables_in_a_fresh_profile(addon_zip, tmp_path):
     # A site-packages holding only bpy and what Blender bundles with it: everything else (pyzmq,
     # msgpack, pillow, the core) must come from the zip's wheels.
