@@ -58,7 +58,6 @@ def _pixel_of(layout: Layout, point) -> tuple[int, int]:
     return int(row), int(col)
 
 
-@pytest.mark.each_blender
 def test_face_colours_seen_head_on(empty_blender, tmp_path):
     layout = _head_on_layout()
     result = render_layout(layout, tmp_path / "out")
@@ -81,7 +80,6 @@ def test_face_colours_seen_head_on(empty_blender, tmp_path):
     assert expected_front[0] > expected_front[2] + 10 and expected_side[2] > expected_side[0] + 10
 
 
-@pytest.mark.each_blender
 def test_render_writes_masks_and_report(empty_blender, tmp_path):
     layout = _head_on_layout()
     out = tmp_path / "out"
