@@ -13,14 +13,10 @@ if [ ! -x "$SEETHROUGH_MAIN_PYTHON" ]; then
     exit 1
 fi
 
-python313=""
-if command -v pyenv >/dev/null 2>&1; then
-    version=$(pyenv versions --bare 2>/dev/null | grep -E '^3\.13(\.[0-9]+)?$' | sort -V | tail -n 1 || true)
-    if [ -n "$version" ]; then
-        python313="$(pyenv root)/versions/$version/bin/python3.13"
-    fi
-fi
-if [ -z "$python313" ] || [ ! -x "$python313" ]; then
+# The newest pyenv 3.13 (pyenv itself may be off PATH in a non-interactive shell), else python3.13 on PATH.
+pyenv_root=$( (pyenv root 2>/dev/null) || echo "${PYENV_ROOT:-$HOME/.pyenv}")
+python313=$(find "$pyenv_root/versions" -maxdepth 3 -path '*/3.13*/bin/python3.13' 2>/dev/null | sort -V | tail -n 1 || true)
+if [ -z "$python313" ]; then
     python313=$(command -v python3.13 || true)
 fi
 if [ -z "$python313" ]; then
