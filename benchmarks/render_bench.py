@@ -23,6 +23,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from blender_addon.compat import new_node_material  # noqa: E402
 from blender_addon.oscr_scene import TemporaryScene  # noqa: E402
 from blender_addon.render import blender_stdout_silenced, render_oscr_image, write_masks  # noqa: E402
 from blender_addon.scene_io import add_box, add_camera  # noqa: E402
@@ -67,10 +68,8 @@ def baseline_masks(layout: Layout, folder: Path) -> list[np.ndarray]:
             obj = add_box(scene, box, i)
             temp.own(bpy.data.objects, obj)
             temp.own(bpy.data.meshes, obj.data)
-            material = temp.own(bpy.data.materials, bpy.data.materials.new("flat"))
-            material.use_nodes = True
-            tree = material.node_tree
-            tree.nodes.clear()
+            material, tree = new_node_material("flat")
+            temp.own(bpy.data.materials, material)
             emission = tree.nodes.new("ShaderNodeEmission")
             output = tree.nodes.new("ShaderNodeOutputMaterial")
             tree.links.new(emission.outputs[0], output.inputs[0])

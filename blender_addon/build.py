@@ -3,7 +3,7 @@
 The zip holds the add-on's files, its size templates, and `wheels/` with
 
 - the unmodified PyPI wheels of pyzmq and msgpack for Linux x86_64, Windows x64 and macOS arm64,
-  for Python 3.11 (Blender 4.2 .. 5.0) and 3.13 (Blender 5.1+), fetched once with `pip download`
+  for Python 3.11 (Blender 4.5 LTS, 5.0) and 3.13 (Blender 5.1+), fetched once with `pip download`
   into a cache folder and reused from there by later builds;
 - a pure-Python wheel of `seethrough_core` that this module builds, so the extension carries the
   core without a second copy of it in the repository (docs/architecture.md).
@@ -45,7 +45,7 @@ PLATFORMS = {
     "windows-x64": "win_amd64",
     "macos-arm64": "macosx_11_0_arm64",
 }
-PYTHON_VERSIONS = ("3.11", "3.13")  # Blender 4.2 LTS .. 5.0: 3.11; Blender 5.1+: 3.13
+PYTHON_VERSIONS = ("3.11", "3.13")  # Blender 4.5 LTS, 5.0: 3.11; Blender 5.1+ (5.2 LTS): 3.13
 
 _ZIP_TIME = (1980, 1, 1, 0, 0, 0)  # fixed timestamps: the same sources give the same zip
 _EXCLUDED_PARTS = {"__pycache__", "tests"}
@@ -273,6 +273,6 @@ def run_build_addon(args: argparse.Namespace) -> int:
     for name in result.wheels:
         print(f"  wheels/{name}")
     size_mb = result.zip_path.stat().st_size / 1e6
-    print(f"Wrote {result.zip_path} ({size_mb:.1f} MB). Install it in Blender 4.2+: Edit > Preferences > "
+    print(f"Wrote {result.zip_path} ({size_mb:.1f} MB). Install it in Blender 4.5+: Edit > Preferences > "
           "Get Extensions > (menu) Install from Disk.")  # fmt: skip
     return 0

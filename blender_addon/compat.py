@@ -1,6 +1,9 @@
-"""The one place that knows how Blender 4.2 LTS .. 5.0 differ in the API we use.
+"""The one place that knows how Blender 4.5 LTS .. 5.2 LTS differ in the API we use.
 
-Everything else calls these helpers, so supporting the next release means editing this file only.
+Everything else calls these helpers, so supporting the next release means editing this file only. What
+differs in 5.x for us: Eevee's engine identifier, Material.use_nodes (deprecated, always on) and where
+bpy.props data lives (bl_system_properties_get). Checked against the RNA of bpy 4.5.15 and 5.2.3; the
+5.2 test pass fails on any deprecated call.
 """
 
 from __future__ import annotations
@@ -28,15 +31,10 @@ def engine_id(name: str) -> str:
 def set_alpha_blended(material: bpy.types.Material, *, show_back_faces: bool) -> None:
     """Alpha-blended transparency for Eevee (Cycles always honours alpha).
 
-    4.2 replaced blend_method with surface_render_method and show_transparent_back with
-    use_transparency_overlap; the old names linger as deprecated aliases until they go.
+    The names since 4.2; 5.x still has blend_method and show_transparent_back, deprecated.
     """
-    if hasattr(material, "surface_render_method"):
-        material.surface_render_method = "BLENDED"
-        material.use_transparency_overlap = show_back_faces
-    else:  # pragma: no cover - Blender < 4.2
-        material.blend_method = "BLEND"
-        material.show_transparent_back = show_back_faces
+    material.surface_render_method = "BLENDED"
+    material.use_transparency_overlap = show_back_faces
 
 
 def new_node_material(name: str) -> tuple[bpy.types.Material, bpy.types.NodeTree]:

@@ -13,6 +13,12 @@ def read_rgb(path) -> np.ndarray:
     return np.asarray(Image.open(path).convert("RGB"))
 
 
+def psnr_db(first: np.ndarray, second: np.ndarray) -> float:
+    """Peak signal-to-noise ratio of two 8-bit images, in dB (infinite when they are equal)."""
+    mse = np.mean((first.astype(np.float64) - second.astype(np.float64)) ** 2)
+    return float("inf") if mse == 0 else float(10 * np.log10(255.0**2 / mse))
+
+
 def color_managed(scene, linear_rgb) -> np.ndarray:
     """The 8-bit pixel Blender writes for a linear colour under the scene's colour management."""
     import bpy

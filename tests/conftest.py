@@ -3,8 +3,15 @@
 from __future__ import annotations
 
 import copy
+import os
+import sys
 
 import pytest
+
+# The interpreter of the main install (Python 3.11: bpy 4.5.15 LTS and the server with torch). The pass
+# on another Blender release (.ci/blender52.sh) has no torch: it runs the tiny server, and renders
+# the 4.5 reference it compares with, through this interpreter. Unset, it is this one.
+MAIN_PYTHON = os.environ.get("SEETHROUGH_MAIN_PYTHON", sys.executable)
 
 BASE_LAYOUT = {
     "format": "seethrough.layout",

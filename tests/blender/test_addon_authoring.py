@@ -22,6 +22,8 @@ OPERATORS = [
     "open_history_item", "use_as_background", "remove_history_item", "start_server", "stop_server",
 ]  # fmt: skip
 
+pytestmark = pytest.mark.each_blender  # all of authoring, on each tested Blender
+
 
 def _raise(exc: BaseException) -> None:
     raise exc

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import time
 
 import addon_utils
@@ -23,7 +22,7 @@ from addon_support import (
     pump_until_done,
 )
 from bpy_helpers import read_rgb
-from conftest import BASE_LAYOUT
+from conftest import BASE_LAYOUT, MAIN_PYTHON
 from PIL import Image
 
 from blender_addon import background_render, images, scene_io, ui
@@ -53,7 +52,7 @@ def tiny_server(tmp_path_factory):
     log_path = tmp_path_factory.mktemp("server") / "server.log"
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "seethrough_core", "serve", "--tiny", "--bind", address],
+            [MAIN_PYTHON, "-m", "seethrough_core", "serve", "--tiny", "--bind", address],
             stdout=log,
             stderr=subprocess.STDOUT,
         )
@@ -96,6 +95,7 @@ def draw_generate_panel() -> list[str]:
     return log
 
 
+@pytest.mark.each_blender
 def test_render_oscr_runs_in_the_background_and_shows_the_image_and_masks(shot, out_dir, tmp_path):
     configure("tcp://127.0.0.1:5555", out_dir)
     assert bpy.ops.seethrough.render_oscr() == {"FINISHED"}  # returns at once: the UI never waits
@@ -164,6 +164,7 @@ def test_a_failed_background_render_says_why(shot, out_dir):
     assert "log" in status.message and "Error" in status.message  # the child's own error, quoted
 
 
+@pytest.mark.each_blender
 def test_generate_brings_back_a_packed_image_with_its_record(shot, tiny_server, out_dir, tmp_path):
     configure(tiny_server, out_dir)
     props = shot.seethrough
@@ -238,6 +239,7 @@ def test_generate_renders_a_changed_layout_in_the_background_first(shot, tiny_se
     assert json.loads(bpy.data.images[status.image_name]["seethrough"]["layout_json"]) == layout.to_dict()
 
 
+@pytest.mark.each_blender
 def test_cancel_stops_the_job_on_the_server(shot, tiny_server, out_dir):
     configure(tiny_server, out_dir)
     props = shot.seethrough
@@ -288,11 +290,12 @@ def test_server_dying_mid_job_fails_the_job_and_keeps_earlier_results(shot, out_
         dying.close()
 
 
+@pytest.mark.each_blender
 def test_local_server_starts_and_stops_with_the_addon(addon, tmp_path):
     address = f"tcp://127.0.0.1:{free_port()}"
     configure(address, tmp_path)
     p = prefs()
-    p.server_executable, p.server_arguments = sys.executable, "-m seethrough_core serve --tiny"
+    p.server_executable, p.server_arguments = MAIN_PYTHON, "-m seethrough_core serve --tiny"
     p.server_log = str(tmp_path / "server.log")
 
     assert bpy.ops.seethrough.start_server() == {"FINISHED"}

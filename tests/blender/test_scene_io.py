@@ -18,6 +18,7 @@ from seethrough_core.layout import Box, Layout, load_layout
 EXAMPLE = "assets/examples/street.json"
 
 
+@pytest.mark.each_blender
 def test_layout_to_blend_and_back_is_lossless(empty_blender, tmp_path):
     layout = load_layout(EXAMPLE)
     data = layout.to_dict()
@@ -36,6 +37,7 @@ def test_layout_to_blend_and_back_is_lossless(empty_blender, tmp_path):
     assert loaded.to_dict() == layout.to_dict()
 
 
+@pytest.mark.each_blender
 def test_blend_to_layout_and_back_keeps_every_object(empty_blender):
     scene = bpy.context.scene
     layout_to_scene(load_layout(EXAMPLE), scene)
@@ -64,6 +66,7 @@ def test_blend_to_layout_and_back_keeps_every_object(empty_blender):
         assert tuple(a.rotation_euler) == tuple(b.rotation_euler)
 
 
+@pytest.mark.each_blender
 def test_parented_and_edited_boxes_use_world_geometry(empty_blender):
     scene = bpy.context.scene
     layout_to_scene(load_layout(EXAMPLE), scene)
