@@ -12,6 +12,8 @@ from blender_addon import scene_io
 from seethrough_core.geometry import euler_xyz_matrix
 from seethrough_core.layout import MAX_BOXES
 
+pytestmark = pytest.mark.each_blender  # fast, and it reads evaluated geometry: worth the 5.2 pass
+
 
 def select_only(*objects: bpy.types.Object) -> None:
     for other in bpy.context.view_layer.objects:
