@@ -5,6 +5,13 @@ runs the model, so info and cancel are answered at once even mid-generation. Job
 order. Every send to a client is non-blocking with ROUTER_MANDATORY: a message for a client that
 went away fails at once instead of blocking or vanishing silently, and that client's running job
 is cancelled so the GPU moves on. No input, however malformed, escapes the loop as an exception.
+
+A client that does not read fills its pipe (the send high-water mark, then the TCP buffers). From
+then on the server keeps, per client, an outbox of what it still owes, in order, and resends it as
+the pipe drains: a job's `accepted` and its one final message (result, cancelled or error) always,
+replies to info and cancel up to OUTBOX_REPLIES; progress messages are dropped while the client is
+behind. The outbox holds at most two messages per job of that client, and jobs are bounded by the
+queue (max_pending), so its size is bounded too. Drops are logged once per client.
 """
 
 from __future__ import annotations
@@ -12,8 +19,10 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from enum import Enum
 from typing import TYPE_CHECKING, Any
 
 import zmq
@@ -58,6 +67,25 @@ if TYPE_CHECKING:  # the pipeline module imports torch; the server runs without 
 log = logging.getLogger(__name__)
 
 _POLL_MS = 100  # how often the loop checks for a stop request
+_RESEND_POLL_MS = 10  # how often the loop retries outboxes of clients that are behind
+_SHUTDOWN_RESEND_S = 1.0  # on shutdown, how long clients that are behind get to catch up
+OUTBOX_REPLIES = 64  # info/cancel replies kept for a client that is behind; more are dropped
+
+
+class Delivery(Enum):
+    """What a message is owed: how the server treats it when the client's pipe is full."""
+
+    PROGRESS = "progress"  # dropped (the next one, or the final message, supersedes it)
+    REPLY = "reply"  # kept up to OUTBOX_REPLIES per client, then dropped: the client may ask again
+    PROMISED = "promised"  # a job's accepted and final message: kept while the client is connected
+
+
+@dataclass
+class _Outbox:
+    """Messages owed to one client whose pipe is full, oldest first."""
+
+    messages: deque[tuple[list[Frame], Delivery]] = field(default_factory=deque)
+    replies: int = 0  # REPLY messages among them
 
 
 @dataclass
@@ -102,6 +130,8 @@ class SeeThroughServer:
         self._events: zmq.Socket | None = None
         self._queue = JobQueue(self.config.max_pending)
         self._jobs: dict[str, ServerJob] = {}  # queued or running, until their last message is sent
+        self._outboxes: dict[bytes, _Outbox] = {}  # clients whose pipe is full
+        self._dropped: dict[bytes, int] = {}  # messages dropped per client (logged once per client)
         self._worker: Worker | None = None
         self._pipeline: SeeThroughPipeline | None = None
         self._stop = threading.Event()
@@ -157,11 +187,13 @@ class SeeThroughServer:
         poller.register(self._events, zmq.POLLIN)
         try:
             while not self._stop.is_set():
-                ready = dict(poller.poll(_POLL_MS))
+                ready = dict(poller.poll(_RESEND_POLL_MS if self._outboxes else _POLL_MS))
                 if self._events in ready:
                     self._on_worker_event(self._events.recv_multipart(copy=False))
                 if self._router in ready:
                     self._on_client_message(self._router.recv_multipart(copy=False))
+                if self._outboxes:
+                    self._flush_outboxes()
         finally:
             self._shut_down()
 
@@ -185,6 +217,20 @@ class SeeThroughServer:
             time.sleep(0.01)
         return self._pipeline is not None
 
+    def owed_messages(self) -> int:
+        """Promised messages (accepted, final) waiting for clients that are behind (tests, monitoring).
+
+        Read from another thread it is a snapshot; good enough to wait on."""
+        return sum(
+            kind is Delivery.PROMISED
+            for box in list(self._outboxes.values())
+            for _, kind in list(box.messages)
+        )
+
+    def clients_behind(self) -> int:
+        """Clients whose pipe is full and who have an outbox (tests, monitoring)."""
+        return len(self._outboxes)
+
     # --- clients --------------------------------------------------------------------------------------
 
     def _on_client_message(self, frames: list[zmq.Frame]) -> None:
@@ -194,7 +240,8 @@ class SeeThroughServer:
             # REQ sockets put an empty delimiter first, and allow one reply per request, where a
             # job sends many: answer in their envelope so the author reads why.
             message = "REQ sockets cannot receive progress messages; connect with a DEALER socket"
-            self._send(peer, ErrorReply(ErrorCode.INVALID_FIELD, message, "socket").encode(), envelope=[b""])
+            reply = ErrorReply(ErrorCode.INVALID_FIELD, message, "socket").encode()
+            self._send(peer, reply, envelope=[b""])
             return
         try:
             request = decode_request(
@@ -267,7 +314,7 @@ class SeeThroughServer:
             ) from None
         self._jobs[job.job_id] = job
         # Sent before the loop forwards any worker event, so `accepted` always precedes `progress`.
-        self._send(peer, Accepted(request.request_id, job.job_id, position).encode())
+        self._send(peer, Accepted(request.request_id, job.job_id, position).encode(), Delivery.PROMISED)
         log.info("job %s queued from %s (%d ahead)", job.job_id, peer.hex(), position)
 
     def _on_cancel(self, peer: bytes, request: CancelRequest) -> None:
@@ -305,7 +352,7 @@ class SeeThroughServer:
         if job is None:
             return
         if kind == b"send":
-            self._send_to_owner(job, frames[2:])
+            self._send_to_owner(job, frames[2:], Delivery.PROGRESS)
             return
         if frames[2].bytes == b"cancelled":
             self._end_cancelled(job, was_running=True)
@@ -333,31 +380,85 @@ class SeeThroughServer:
         self._send_to_owner(job, Cancelled(owner_request_id, job.job_id, was_running).encode())
         log.info("job %s cancelled (%s)", job.job_id, "was running" if was_running else "was queued")
 
-    def _send_to_owner(self, job: ServerJob, frames: Sequence[Frame]) -> None:
-        if job.owner_gone:
-            return
-        if not self._send(job.owner, frames):
-            # The client vanished: stop spending the GPU on it, and drop its queued jobs too.
-            job.owner_gone = True
-            job.cancel_event.set()
-            for other in self._queue.pending_of(job.owner):
-                if self._queue.remove_pending(other.job_id) is not None:
-                    other.owner_gone = True
-                    self._jobs.pop(other.job_id, None)
-            log.info("client %s went away; its jobs are cancelled", job.owner.hex())
+    def _send_to_owner(
+        self, job: ServerJob, frames: Sequence[Frame], delivery: Delivery = Delivery.PROMISED
+    ) -> None:
+        if not job.owner_gone and not self._send(job.owner, frames, delivery):
+            self._client_gone(job.owner)
 
-    def _send(self, peer: bytes, frames: Sequence[Frame], envelope: Sequence[bytes] = ()) -> bool:
-        """Send without ever blocking the loop; False if the client is gone or not reading."""
-        try:
-            self._router.send_multipart([peer, *envelope, *frames], flags=zmq.NOBLOCK, copy=False)
-            return True
-        except zmq.ZMQError as exc:
-            if exc.errno == zmq.EHOSTUNREACH:
-                return False
-            if exc.errno == zmq.EAGAIN:
-                log.warning("client %s is not reading its messages; one was dropped", peer.hex())
-                return True  # still connected; only this message is lost
-            raise
+    def _client_gone(self, peer: bytes) -> None:
+        """The client vanished: forget what it was owed, stop spending the GPU on it, drop its queue."""
+        self._outboxes.pop(peer, None)
+        self._dropped.pop(peer, None)
+        for job in list(self._jobs.values()):
+            if job.owner != peer or job.owner_gone:
+                continue
+            job.owner_gone = True
+            if self._queue.remove_pending(job.job_id) is not None:
+                self._jobs.pop(job.job_id, None)
+            else:
+                job.cancel_event.set()  # running: it ends at its next step; its messages go nowhere
+        log.info("client %s went away; its jobs are cancelled", peer.hex())
+
+    def _send(
+        self,
+        peer: bytes,
+        frames: Sequence[Frame],
+        delivery: Delivery = Delivery.REPLY,
+        envelope: Sequence[bytes] = (),
+    ) -> bool:
+        """Send without ever blocking the loop; False if the client is gone.
+
+        A client whose pipe is full gets an outbox: what it is owed waits there, in order, and
+        goes out as the pipe drains (see the module docstring)."""
+        message = [*envelope, *frames]
+        box = self._outboxes.get(peer)
+        if box is None:
+            try:
+                self._router.send_multipart([peer, *message], flags=zmq.NOBLOCK, copy=False)
+                return True
+            except zmq.ZMQError as exc:
+                if exc.errno == zmq.EHOSTUNREACH:
+                    return False
+                if exc.errno != zmq.EAGAIN:
+                    raise
+            box = self._outboxes[peer] = _Outbox()
+        if delivery is Delivery.PROMISED or (delivery is Delivery.REPLY and box.replies < OUTBOX_REPLIES):
+            box.messages.append((message, delivery))
+            box.replies += delivery is Delivery.REPLY
+        else:
+            self._note_drop(peer)
+        return True
+
+    def _flush_outboxes(self) -> None:
+        """Resend what clients that were behind are owed, oldest first, as far as their pipes take it."""
+        for peer, box in list(self._outboxes.items()):
+            while box.messages:
+                message, delivery = box.messages[0]
+                try:
+                    self._router.send_multipart([peer, *message], flags=zmq.NOBLOCK, copy=False)
+                except zmq.ZMQError as exc:
+                    if exc.errno == zmq.EHOSTUNREACH:
+                        self._client_gone(peer)
+                        break
+                    if exc.errno != zmq.EAGAIN:
+                        raise
+                    break
+                box.messages.popleft()
+                box.replies -= delivery is Delivery.REPLY
+            else:
+                del self._outboxes[peer]
+
+    def _note_drop(self, peer: bytes) -> None:
+        count = self._dropped.get(peer, 0)
+        self._dropped[peer] = count + 1
+        if count == 0:
+            log.warning(
+                "client %s is not reading its messages: its progress messages (and replies beyond %d) "
+                "are dropped while it is behind; its jobs' final messages are kept. Logged once per client.",
+                peer.hex(),
+                OUTBOX_REPLIES,
+            )
 
     # --- shutdown -------------------------------------------------------------------------------------
 
@@ -392,6 +493,11 @@ class SeeThroughServer:
             self._on_worker_event(self._events.recv_multipart(copy=False))
         if self._events is not None:
             self._events.close(linger=0)
+        # What clients that are behind are still owed gets as long as the router's linger.
+        deadline = time.monotonic() + _SHUTDOWN_RESEND_S
+        while self._outboxes and time.monotonic() < deadline:
+            self._flush_outboxes()
+            time.sleep(_RESEND_POLL_MS / 1000)
         if self._router is not None:
             self._router.close()  # lingers briefly so the last error replies go out
         if worker is None or not worker.is_alive():
