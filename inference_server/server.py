@@ -67,6 +67,7 @@ if TYPE_CHECKING:  # the pipeline module imports torch; the server runs without 
 log = logging.getLogger(__name__)
 
 _POLL_MS = 100  # how often the loop checks for a stop request
+_RECEIVE_HWM = 4  # complete messages that may wait per connection before its TCP stream pauses
 _RESEND_POLL_MS = 10  # how often the loop retries outboxes of clients that are behind
 _SHUTDOWN_RESEND_S = 1.0  # on shutdown, how long clients that are behind get to catch up
 OUTBOX_REPLIES = 64  # info/cancel replies kept for a client that is behind; more are dropped
@@ -157,10 +158,17 @@ class SeeThroughServer:
         router = self._context.socket(zmq.ROUTER)
         router.linger = 1000
         router.router_mandatory = True  # unknown client: EHOSTUNREACH instead of a silent drop
-        router.sndhwm = router.rcvhwm = 1000
-        # A hard cap per frame (the peer is disconnected beyond it); requests between the soft
-        # limit and this get a readable "too_large" error instead.
-        router.maxmsgsize = 2 * self.config.max_message_bytes
+        router.sndhwm = 1000
+        # Memory per client: ZeroMQ hands over a multipart message only once all its frames have
+        # arrived, so what a client can make the server hold is (messages waiting) x (frames) x
+        # (frame size). Few messages wait per connection (the client's TCP stream pauses beyond
+        # that), and no frame may be larger than a whole legal message: a bigger frame makes the
+        # server drop the connection before allocating it. A message of legal-size frames that is
+        # too big or has too many frames is read in full, answered with "too_large" and freed at
+        # once. libzmq has no limit on the number of frames, so see docs/protocol.md for what that
+        # leaves open and why remote use needs CURVE.
+        router.rcvhwm = _RECEIVE_HWM
+        router.maxmsgsize = self.config.max_message_bytes
         try:
             router.bind(endpoint.url)
         except zmq.ZMQError as exc:
