@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import io
+import sys
+from pathlib import Path
 
 import msgpack
 import numpy as np
 import pytest
 import zmq
 from server_support import build_request, gated_tiny_pipeline, running_server
+from zmq.utils.monitor import recv_monitor_message
 
 from seethrough_core.client import SeeThroughClient
 from seethrough_core.protocol import ErrorCode, ErrorReply, InfoReply, decode_reply
@@ -146,3 +149,76 @@ def test_after_all_that_a_valid_request_succeeds(server, dealer):
     with SeeThroughClient(server.endpoint, timeout_s=10) as client:
         result = client.submit(build_request("still alive", steps=2)).wait(timeout_s=60)
         assert result.image.shape == (256, 256, 3) and result.is_noise
+
+
+# --- memory: what a client can make the server hold, as this process's peak RSS ----------------------
+# The server runs in this process (a thread), so the peak includes the test client's own buffer.
+# benchmarks/oversize_bench.py measures a real server process at the real limits.
+
+linux_only = pytest.mark.skipif(sys.platform != "linux", reason="reads /proc/self")
+MIB = 1 << 20
+WAIT_MS = 30_000
+
+
+def _rss_kib(key: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1])
+    raise KeyError(key)
+
+
+def _peak_above_now(send) -> tuple[int, object]:
+    """(peak RSS growth in bytes while `send()` runs, what it returned)."""
+    Path("/proc/self/clear_refs").write_text("5")  # VmHWM := VmRSS
+    before = _rss_kib("VmRSS")
+    outcome = send()
+    return (_rss_kib("VmHWM") - before) * 1024, outcome
+
+
+@pytest.fixture
+def watched_dealer(server):
+    """A DEALER and a monitor that reports when the server drops the connection."""
+    socket = zmq.Context.instance().socket(zmq.DEALER)
+    socket.linger = 0
+    monitor = socket.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+    socket.connect(server.endpoint)
+    yield socket, monitor
+    socket.disable_monitor()
+    monitor.close(linger=0)
+    socket.close()
+
+
+HEADER = msgpack.packb({"type": "info", "protocol": 1, "request_id": "big"})
+
+
+@linux_only
+def test_frames_over_the_limit_cost_the_connection_before_the_server_holds_them(server, watched_dealer):
+    socket, monitor = watched_dealer
+    block = bytes(LIMIT + MIB)  # one buffer, sent 8 times without copies
+
+    def send():
+        socket.send_multipart([HEADER, *([block] * 8)], copy=False)
+        assert monitor.poll(WAIT_MS), "the server kept the connection"
+        return recv_monitor_message(monitor)["event"]
+
+    growth, event = _peak_above_now(send)
+    assert event == zmq.EVENT_DISCONNECTED
+    # Before the limit matched the largest legal frame, the server held all 8 frames (8 x 5 MiB here).
+    assert growth < 3 * LIMIT, f"peak RSS grew {growth / MIB:.0f} MiB"
+    with SeeThroughClient(server.endpoint, timeout_s=10) as other:
+        assert other.info().state == "ready"
+
+
+@linux_only
+def test_a_message_of_legal_frames_over_the_total_is_answered_and_freed(server, watched_dealer):
+    socket, _ = watched_dealer
+    block = bytes(LIMIT // 2 + 1)
+
+    def send():
+        socket.send_multipart([HEADER, *([block] * 3)], copy=False)
+        assert socket.poll(WAIT_MS), "no answer"
+        return decode_reply(socket.recv_multipart())
+
+    growth, reply = _peak_above_now(send)
+    assert (reply.code, reply.field) == (ErrorCode.TOO_LARGE, "frames")
+    assert growth < 3 * LIMIT, f"peak RSS grew {growth / MIB:.0f} MiB"
