@@ -56,6 +56,7 @@ from seethrough_core.protocol import (
     new_id,
 )
 
+from .errors import RequestError
 from .jobs import JobQueue, QueueFullError, ServerJob
 from .memory import free_memory, memory_kind
 from .ports import port_owner
@@ -135,6 +136,8 @@ class SeeThroughServer:
         self._dropped: dict[bytes, int] = {}  # messages dropped per client (logged once per client)
         self._worker: Worker | None = None
         self._pipeline: SeeThroughPipeline | None = None
+        # Checks a prompt against the model's tokenizer limit; set once the model is loaded.
+        self._check_prompt: Callable[[str, list[str]], None] | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.endpoint = ""  # the bound address, with the real port
@@ -296,6 +299,7 @@ class SeeThroughServer:
             queue_length=len(self._queue),
             is_noise=pipeline is not None and bool(pipeline.is_noise),
             max_boxes=pipeline.max_boxes if pipeline is not None else MAX_BOXES,
+            max_prompt_tokens=pipeline.max_prompt_tokens if pipeline is not None else None,
             job_state=job_state,
             job_queue_position=job_position,
         )
@@ -308,6 +312,13 @@ class SeeThroughServer:
                 "descriptions",
                 request.request_id,
             )
+        if self._check_prompt is not None:  # while the model loads, the worker checks it later
+            try:
+                self._check_prompt(request.scene_prompt, request.descriptions)
+            except RequestError as exc:
+                raise ProtocolError(
+                    ErrorCode.INVALID_FIELD, exc.message, exc.field, request.request_id
+                ) from None
         # Pool full-size masks now: a queued job then holds 16 KB of token grids, not up to 67 MB.
         request.masks, request.mask_kind = request.token_grids(), "token_grid"
         job = ServerJob(new_id(), request, peer, received_at=received)
@@ -347,6 +358,8 @@ class SeeThroughServer:
         kind = frames[0].bytes
         if kind == b"ready":
             self._pipeline = self._worker.pipeline if self._worker else None
+            if self._pipeline is not None:
+                self._check_prompt = self._pipeline.prompt_checker()
             log.info(
                 "ready: serving on %s. Point the Blender add-on at this address; Ctrl-C stops.", self.endpoint
             )

@@ -160,6 +160,9 @@ class InfoReply(Message):
     max_boxes: int
     job_state: str | None = None  # "queued", "running" or "unknown" when the request named a job
     job_queue_position: int | None = None
+    # T5 tokens the model reads of the composed prompt ("a photo of " + descriptions joined by " and "
+    # + " " + scene prompt, EOS included); None while the model loads.
+    max_prompt_tokens: int | None = None
 
     @classmethod
     def _decode(cls, r: _Reader) -> Self:
@@ -177,6 +180,7 @@ class InfoReply(Message):
             max_boxes=r.integer("max_boxes", lo=1),
             job_state=r.choice("job_state", ("queued", "running", "unknown"), optional=True),
             job_queue_position=r.integer("job_queue_position", lo=0, optional=True),
+            max_prompt_tokens=r.integer("max_prompt_tokens", lo=1, optional=True),
         )
 
 

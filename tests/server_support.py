@@ -31,6 +31,8 @@ class GatedPipeline:
         self.inner = inner
         self.identity = inner.identity
         self.max_boxes = inner.max_boxes
+        self.max_prompt_tokens = inner.max_prompt_tokens
+        self.prompt_checker = inner.prompt_checker
         self.is_noise = inner.is_noise
         self.gate = threading.Event()
         self.gate.set()

@@ -13,7 +13,7 @@ import zmq
 from server_support import build_request, gated_tiny_pipeline, running_server
 from zmq.utils.monitor import recv_monitor_message
 
-from seethrough_core.client import SeeThroughClient
+from seethrough_core.client import SeeThroughClient, ServerError
 from seethrough_core.protocol import ErrorCode, ErrorReply, InfoReply, decode_reply
 
 LIMIT = 4 << 20  # a small message limit, so oversized payloads are cheap to send
@@ -222,3 +222,27 @@ def test_a_message_of_legal_frames_over_the_total_is_answered_and_freed(server, 
     growth, reply = _peak_above_now(send)
     assert (reply.code, reply.field) == (ErrorCode.TOO_LARGE, "frames")
     assert growth < 3 * LIMIT, f"peak RSS grew {growth / MIB:.0f} MiB"
+
+
+# --- the prompt: checked against the model's token limit before `accepted` --------------------------
+
+
+def test_a_prompt_longer_than_the_model_reads_is_refused_before_it_is_accepted(server):
+    pipeline = gated_tiny_pipeline()
+    ran = len(pipeline.calls)
+    with SeeThroughClient(server.endpoint, timeout_s=10) as client:
+        limit = client.info().max_prompt_tokens
+        assert limit == 512
+        # Within the 2000-character limit of the protocol, far beyond 512 tokens.
+        with pytest.raises(ServerError) as caught:
+            client.submit(build_request("a dog, " * 280, boxes=2))
+        assert (caught.value.code, caught.value.field) == (ErrorCode.INVALID_FIELD, "scene_prompt")
+        assert "512" in caught.value.message and "Shorten" in caught.value.message
+        descriptions = ["a car, " * 20] * 8
+        descriptions[5] = "a red car, " * 27  # the longest: shortening it helps most
+        request = build_request("at night", boxes=1, descriptions=descriptions)
+        request.masks = np.repeat(request.masks, 8, axis=0)
+        with pytest.raises(ServerError) as caught:
+            client.submit(request)
+        assert (caught.value.code, caught.value.field) == (ErrorCode.INVALID_FIELD, "descriptions[5]")
+    assert len(pipeline.calls) == ran  # neither reached the model
