@@ -56,6 +56,7 @@ from seethrough_core.protocol import (
     new_id,
 )
 
+from .auth import CurveSettings, Gatekeeper, HandshakeWatch
 from .errors import RequestError
 from .jobs import JobQueue, QueueFullError, ServerJob
 from .memory import free_memory, memory_kind
@@ -99,6 +100,10 @@ class ServerConfig:
     max_pending: int = 32
     max_frames: int = MAX_FRAMES
     max_message_bytes: int = MAX_MESSAGE_BYTES
+    # CURVE: the server's NAME.key_secret file and the folder of the clients' NAME.key files. With
+    # both, only those clients are served, and an address other machines can reach is allowed.
+    server_key: str | None = None
+    client_keys: str | None = None
     shutdown_grace_s: float = 10.0  # how long a running job may take to stop on shutdown
 
 
@@ -135,6 +140,7 @@ class SeeThroughServer:
         self._outboxes: dict[bytes, _Outbox] = {}  # clients whose pipe is full
         self._dropped: dict[bytes, int] = {}  # messages dropped per client (logged once per client)
         self._worker: Worker | None = None
+        self._gatekeeper: Gatekeeper | None = None  # CURVE, when the config has keys
         self._pipeline: SeeThroughPipeline | None = None
         # Checks a prompt against the model's tokenizer limit; set once the model is loaded.
         self._check_prompt: Callable[[str, list[str]], None] | None = None
@@ -149,16 +155,38 @@ class SeeThroughServer:
         """Check the address and bind; fast, so address mistakes show before a long model load."""
         try:
             endpoint = parse_endpoint(self.config.endpoint, for_bind=True)
-            check_bind_allowed(endpoint, allow_remote=self.config.allow_remote)
+            curve = self._curve_settings()
+            check_bind_allowed(
+                endpoint, allow_remote=self.config.allow_remote, authenticated=curve is not None
+            )
+            if curve is not None:
+                self._gatekeeper = Gatekeeper(self._context, curve)
             self._router = self._bind_router(endpoint)
         except BaseException:
+            if self._gatekeeper is not None:
+                self._gatekeeper.stop()
             self._context.term()  # a server that cannot bind is over; leave no I/O thread behind
             raise
         self.endpoint = self._router.getsockopt_string(zmq.LAST_ENDPOINT)
         return self.endpoint
 
+    def _curve_settings(self) -> CurveSettings | None:
+        server_key, client_keys = self.config.server_key, self.config.client_keys
+        if server_key is None and client_keys is None:
+            return None
+        if server_key is None or client_keys is None:
+            raise EndpointError(
+                "CURVE needs both the server's secret key file (--server-key NAME.key_secret) and the "
+                "folder of the clients' public keys (--client-keys DIR); make them with "
+                "`seethrough keys create`"
+            )
+        return CurveSettings.from_paths(server_key, client_keys)
+
     def _bind_router(self, endpoint: Endpoint) -> zmq.Socket:
         router = self._context.socket(zmq.ROUTER)
+        if self._gatekeeper is not None:
+            self._gatekeeper.secure(router)
+        router.ipv6 = endpoint.needs_ipv6  # e.g. tcp://[::1]:5555
         router.linger = 1000
         router.router_mandatory = True  # unknown client: EHOSTUNREACH instead of a silent drop
         router.sndhwm = 1000
@@ -188,7 +216,12 @@ class SeeThroughServer:
         events_address = f"inproc://seethrough-events-{new_id()}"
         self._events = self._context.socket(zmq.PAIR)
         self._events.bind(events_address)
-        log.info("listening on %s (protocol %d); loading the model", self.endpoint, PROTOCOL_VERSION)
+        log.info(
+            "listening on %s (protocol %d%s); loading the model",
+            self.endpoint,
+            PROTOCOL_VERSION,
+            ", CURVE: only clients with a key in " + str(self.config.client_keys) if self._gatekeeper else "",
+        )
         self._worker = Worker(
             self._load_pipeline, self._queue, self._context, events_address, describe_pipeline
         )
@@ -196,9 +229,14 @@ class SeeThroughServer:
         poller = zmq.Poller()
         poller.register(self._router, zmq.POLLIN)
         poller.register(self._events, zmq.POLLIN)
+        watch = HandshakeWatch(self._router) if self._gatekeeper is not None else None
+        if watch is not None:
+            poller.register(watch.socket, zmq.POLLIN)
         try:
             while not self._stop.is_set():
                 ready = dict(poller.poll(_RESEND_POLL_MS if self._outboxes else _POLL_MS))
+                if watch is not None and watch.socket in ready:
+                    watch.on_event()
                 if self._events in ready:
                     self._on_worker_event(self._events.recv_multipart(copy=False))
                 if self._router in ready:
@@ -206,6 +244,8 @@ class SeeThroughServer:
                 if self._outboxes:
                     self._flush_outboxes()
         finally:
+            if watch is not None:
+                watch.close(self._router)
             self._shut_down()
 
     def start(self) -> threading.Thread:
@@ -521,6 +561,8 @@ class SeeThroughServer:
             time.sleep(_RESEND_POLL_MS / 1000)
         if self._router is not None:
             self._router.close()  # lingers briefly so the last error replies go out
+        if self._gatekeeper is not None:
+            self._gatekeeper.stop()
         if worker is None or not worker.is_alive():
             self._context.term()
         # else: the worker is still loading the model (it cannot be interrupted); being a daemon

@@ -100,8 +100,8 @@ def gated_tiny_pipeline() -> GatedPipeline:
 
 @contextmanager
 def running_server(pipeline: Any, **config: Any) -> Iterator[SeeThroughServer]:
-    """A server on 127.0.0.1 with an ephemeral port, serving from a thread."""
-    config = ServerConfig(endpoint="tcp://127.0.0.1:*", device="cpu", **config)
+    """A server on 127.0.0.1 with an ephemeral port (unless `endpoint` says otherwise), on a thread."""
+    config = ServerConfig(**{"endpoint": "tcp://127.0.0.1:*", "device": "cpu", **config})
     server = SeeThroughServer(lambda: pipeline, config)
     server.start()
     try:
