@@ -20,6 +20,7 @@ from typing import TextIO
 from seethrough_core.client import SeeThroughClient, ServerUnavailableError
 from seethrough_core.endpoint import parse_endpoint
 from seethrough_core.errors import SeeThroughError
+from seethrough_core.keys import ClientKeys
 from seethrough_core.png import write_bytes_atomic, write_png
 from seethrough_core.protocol import GenerateRequest
 from seethrough_core.record import GenerationRecord
@@ -43,6 +44,7 @@ class BatchOptions:
     guidance: float = 3.5
     overwrite: bool = False
     timeout_s: float = 30.0
+    keys: ClientKeys | None = None  # CURVE keys for servers started with --server-key
 
 
 @dataclass
@@ -199,7 +201,7 @@ class BatchRunner:
     # --- worker threads -----------------------------------------------------------------------
 
     def _worker(self, endpoint: str) -> None:
-        client = SeeThroughClient(endpoint, self.options.timeout_s)
+        client = SeeThroughClient(endpoint, self.options.timeout_s, keys=self.options.keys)
         reachable = True
         try:
             while True:
