@@ -287,9 +287,10 @@ class SeeThroughServer:
     def _on_client_message(self, frames: list[zmq.Frame]) -> None:
         received = time.monotonic()
         peer, body = frames[0].bytes, frames[1:]
-        if len(body) > 1 and len(body[0]) == 0:
+        if len(body) > 1 and len(body[0]) == 0 and _peer_socket_type(frames[1]) == "REQ":
             # REQ sockets put an empty delimiter first, and allow one reply per request, where a
-            # job sends many: answer in their envelope so the author reads why.
+            # job sends many: answer in their envelope so the author reads why. (A DEALER that
+            # sends an empty first frame gets the plain not_msgpack error, without an envelope.)
             message = "REQ sockets cannot receive progress messages; connect with a DEALER socket"
             reply = ErrorReply(ErrorCode.INVALID_FIELD, message, "socket").encode()
             self._send(peer, reply, envelope=[b""])
@@ -568,6 +569,14 @@ class SeeThroughServer:
         # else: the worker is still loading the model (it cannot be interrupted); being a daemon
         # thread, it ends with the process. Terminating the context now would block on its socket.
         log.info("stopped")
+
+
+def _peer_socket_type(frame: zmq.Frame) -> str:
+    """The sender's socket type from the connection's ZMTP metadata ("REQ", "DEALER", ...)."""
+    try:
+        return str(frame.get("Socket-Type"))
+    except zmq.ZMQError:  # a transport without metadata: judge by the envelope alone
+        return "REQ"
 
 
 def _address_in_use_message(url: str, port: int | None) -> str:

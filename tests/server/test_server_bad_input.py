@@ -137,6 +137,13 @@ def test_a_req_socket_gets_a_readable_error_in_its_envelope(server):
     assert reply.code == ErrorCode.INVALID_FIELD and "DEALER" in reply.message
 
 
+def test_a_dealer_that_sends_an_empty_first_frame_gets_a_plain_error(dealer):
+    header = msgpack.packb({"type": "info", "protocol": 1, "request_id": "empty-first"})
+    reply, frames = exchange(dealer, [b"", header])
+    assert frames[0] != b""  # no REQ envelope: frame 0 is the header
+    assert (reply.code, reply.field) == (ErrorCode.NOT_MSGPACK, "")
+
+
 def test_a_frame_over_the_message_limit_drops_only_that_connection(server, dealer):
     dealer.send_multipart([b"\x00" * (LIMIT + 1)])  # the server disconnects this peer unread
     with SeeThroughClient(server.endpoint, timeout_s=10) as other:
