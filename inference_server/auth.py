@@ -5,7 +5,7 @@ its own socket. A client is served when its public key is in the --client-keys f
 is read at every connection, so adding or removing a NAME.key file takes effect for the next
 connection without a restart. Refusals are logged once per key, however often a refused client
 reconnects; a client without keys (or with the wrong server key) fails the handshake before any
-key is seen, and the socket loop logs that once (see `HandshakeWatch`).
+key is seen, and the router's monitor logs that once (see `HandshakeLog`).
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ from pathlib import Path
 
 import zmq
 from zmq.auth.thread import ThreadAuthenticator
-from zmq.utils.monitor import parse_monitor_message
 
 from seethrough_core.keys import KeyFileError, KeyPair, read_key_pair, read_public_keys
 
@@ -92,16 +91,15 @@ class Gatekeeper:
         self._auth.stop()
 
 
-class HandshakeWatch:
-    """The router's monitor: logs the first failed handshake (a client without the right keys)."""
+class HandshakeLog:
+    """Logs the first failed CURVE handshake (a client without keys, or with a wrong server key);
+    fed by the router's monitor (inference_server.intake)."""
 
-    def __init__(self, router: zmq.Socket) -> None:
-        self.socket = router.get_monitor_socket(HANDSHAKE_FAILURES)
+    def __init__(self) -> None:
         self.logged = False
 
-    def on_event(self) -> None:
-        event = parse_monitor_message(self.socket.recv_multipart())
-        if event["event"] == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
+    def on_failure(self, event: int) -> None:
+        if event == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
             return  # the authenticator logged the key already
         if not self.logged:
             self.logged = True
@@ -110,7 +108,3 @@ class HandshakeWatch:
                 "a wrong server public key (further failures are not logged). Clients need "
                 "--server-public-key and --client-key (add-on: the Server Keys preferences)."
             )
-
-    def close(self, router: zmq.Socket) -> None:
-        router.disable_monitor()
-        self.socket.close(linger=0)

@@ -56,8 +56,9 @@ from seethrough_core.protocol import (
     new_id,
 )
 
-from .auth import CurveSettings, Gatekeeper, HandshakeWatch
+from .auth import CurveSettings, Gatekeeper, HandshakeLog
 from .errors import RequestError
+from .intake import IntakeGuard
 from .jobs import JobQueue, QueueFullError, ServerJob
 from .memory import free_memory, memory_kind
 from .ports import port_owner
@@ -69,7 +70,13 @@ if TYPE_CHECKING:  # the pipeline module imports torch; the server runs without 
 log = logging.getLogger(__name__)
 
 _POLL_MS = 100  # how often the loop checks for a stop request
-_RECEIVE_HWM = 4  # complete messages that may wait per connection before its TCP stream pauses
+# Complete messages that may wait per connection before ZeroMQ stops reading it. (1 is not
+# enough with CURVE: measured, a CURVE connection then delivers nothing at all.)
+_RECEIVE_HWM = 2
+# How far a connection may get ahead of the loop (inference_server.intake): one maximum message
+# plus the kernel's receive buffer. Clients that wait for `accepted` before sending the next large
+# request (the reference client does) never come near it.
+INTAKE_SLACK_BYTES = 32 << 20
 _RESEND_POLL_MS = 10  # how often the loop retries outboxes of clients that are behind
 _SHUTDOWN_RESEND_S = 1.0  # on shutdown, how long clients that are behind get to catch up
 OUTBOX_REPLIES = 64  # info/cancel replies kept for a client that is behind; more are dropped
@@ -141,6 +148,7 @@ class SeeThroughServer:
         self._dropped: dict[bytes, int] = {}  # messages dropped per client (logged once per client)
         self._worker: Worker | None = None
         self._gatekeeper: Gatekeeper | None = None  # CURVE, when the config has keys
+        self._intake: IntakeGuard | None = None  # watches the router's connections; set by bind()
         self._pipeline: SeeThroughPipeline | None = None
         # Checks a prompt against the model's tokenizer limit; set once the model is loaded.
         self._check_prompt: Callable[[str, list[str]], None] | None = None
@@ -168,6 +176,8 @@ class SeeThroughServer:
             self._context.term()  # a server that cannot bind is over; leave no I/O thread behind
             raise
         self.endpoint = self._router.getsockopt_string(zmq.LAST_ENDPOINT)
+        if self._intake is not None:
+            self._intake.start()
         return self.endpoint
 
     def _curve_settings(self) -> CurveSettings | None:
@@ -191,18 +201,20 @@ class SeeThroughServer:
         router.router_mandatory = True  # unknown client: EHOSTUNREACH instead of a silent drop
         router.sndhwm = 1000
         # Memory per client: ZeroMQ hands over a multipart message only once all its frames have
-        # arrived, so what a client can make the server hold is (messages waiting) x (frames) x
-        # (frame size). Few messages wait per connection (the client's TCP stream pauses beyond
-        # that), and no frame may be larger than a whole legal message: a bigger frame makes the
-        # server drop the connection before allocating it. A message of legal-size frames that is
-        # too big or has too many frames is read in full, answered with "too_large" and freed at
-        # once. libzmq has no limit on the number of frames, so see docs/protocol.md for what that
-        # leaves open and why remote use needs CURVE.
+        # arrived. One complete message waits per connection (ZeroMQ stops reading it beyond
+        # that); no frame may be larger than a whole legal message (a bigger one costs the
+        # connection before it is allocated); and as ZeroMQ cannot limit the number of frames,
+        # the intake guard drops a connection whose unfinished message grows past the limit.
+        # A message that is merely too big or has too many frames is answered with "too_large".
         router.rcvhwm = _RECEIVE_HWM
         router.maxmsgsize = self.config.max_message_bytes
+        handshakes = HandshakeLog() if self._gatekeeper is not None else None
+        self._intake = IntakeGuard(router, self.config.max_message_bytes + INTAKE_SLACK_BYTES, handshakes)
         try:
             router.bind(endpoint.url)
         except zmq.ZMQError as exc:
+            self._intake.stop()
+            self._intake = None
             router.close(linger=0)
             if exc.errno == zmq.EADDRINUSE:
                 raise AddressInUseError(_address_in_use_message(endpoint.url, endpoint.port)) from None
@@ -229,23 +241,20 @@ class SeeThroughServer:
         poller = zmq.Poller()
         poller.register(self._router, zmq.POLLIN)
         poller.register(self._events, zmq.POLLIN)
-        watch = HandshakeWatch(self._router) if self._gatekeeper is not None else None
-        if watch is not None:
-            poller.register(watch.socket, zmq.POLLIN)
         try:
             while not self._stop.is_set():
                 ready = dict(poller.poll(_RESEND_POLL_MS if self._outboxes else _POLL_MS))
-                if watch is not None and watch.socket in ready:
-                    watch.on_event()
                 if self._events in ready:
                     self._on_worker_event(self._events.recv_multipart(copy=False))
                 if self._router in ready:
-                    self._on_client_message(self._router.recv_multipart(copy=False))
+                    frames = self._router.recv_multipart(copy=False)
+                    if self._intake is not None:
+                        self._intake.taken(frames)
+                    self._on_client_message(frames)
+                    del frames  # a large request is freed now, not when the next one arrives
                 if self._outboxes:
                     self._flush_outboxes()
         finally:
-            if watch is not None:
-                watch.close(self._router)
             self._shut_down()
 
     def start(self) -> threading.Thread:
@@ -561,13 +570,17 @@ class SeeThroughServer:
             self._flush_outboxes()
             time.sleep(_RESEND_POLL_MS / 1000)
         if self._router is not None:
+            if self._intake is not None:
+                self._intake.stop()
             self._router.close()  # lingers briefly so the last error replies go out
         if self._gatekeeper is not None:
             self._gatekeeper.stop()
-        if worker is None or not worker.is_alive():
+        intake_alive = self._intake is not None and self._intake.is_alive()
+        if (worker is None or not worker.is_alive()) and not intake_alive:
             self._context.term()
-        # else: the worker is still loading the model (it cannot be interrupted); being a daemon
-        # thread, it ends with the process. Terminating the context now would block on its socket.
+        # else: the worker is still loading the model (it cannot be interrupted), or the intake
+        # guard has not ended yet; being daemon threads, they end with the process. Terminating
+        # the context now would block on their sockets.
         log.info("stopped")
 
 

@@ -13,6 +13,7 @@ import zmq
 from server_support import build_request, gated_tiny_pipeline, running_server
 from zmq.utils.monitor import recv_monitor_message
 
+from inference_server.server import INTAKE_SLACK_BYTES
 from seethrough_core.client import SeeThroughClient, ServerError
 from seethrough_core.protocol import ErrorCode, ErrorReply, InfoReply, decode_reply
 
@@ -198,20 +199,30 @@ def watched_dealer(server):
 HEADER = msgpack.packb({"type": "info", "protocol": 1, "request_id": "big"})
 
 
+# Frames over the limit: dropped before any is stored (before this limit the server held all 8).
+# Many legal frames: the intake guard cuts the connection once its unfinished message is LIMIT +
+# slack ahead (before, the server held all 40 frames).
+OVERSIZED = {
+    "frames over the limit": (LIMIT + MIB, 8, 3 * LIMIT),
+    "many legal frames": (3 * MIB, 40, 2 * (LIMIT + INTAKE_SLACK_BYTES)),
+}
+
+
 @linux_only
-def test_frames_over_the_limit_cost_the_connection_before_the_server_holds_them(server, watched_dealer):
+@pytest.mark.parametrize("case", list(OVERSIZED))
+def test_oversized_messages_cost_the_connection_not_memory(server, watched_dealer, case):
+    frame_bytes, count, bound = OVERSIZED[case]
     socket, monitor = watched_dealer
-    block = bytes(LIMIT + MIB)  # one buffer, sent 8 times without copies
+    block = bytes(frame_bytes)  # one buffer, sent `count` times without copies
 
     def send():
-        socket.send_multipart([HEADER, *([block] * 8)], copy=False)
+        socket.send_multipart([HEADER, *([block] * count)], copy=False)
         assert monitor.poll(WAIT_MS), "the server kept the connection"
         return recv_monitor_message(monitor)["event"]
 
     growth, event = _peak_above_now(send)
     assert event == zmq.EVENT_DISCONNECTED
-    # Before the limit matched the largest legal frame, the server held all 8 frames (8 x 5 MiB here).
-    assert growth < 3 * LIMIT, f"peak RSS grew {growth / MIB:.0f} MiB"
+    assert growth < bound, f"peak RSS grew {growth / MIB:.0f} MiB"
     with SeeThroughClient(server.endpoint, timeout_s=10) as other:
         assert other.info().state == "ready"
 
