@@ -8,6 +8,7 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from seethrough_core.endpoint import DEFAULT_ENDPOINT, EndpointError, parse_endpoint
+from seethrough_core.keys import ClientKeys, KeyFileError
 from seethrough_core.local_server import LocalServerError, ServerProcess
 
 from .batch.inputs import CameraChoice, InputError, expand_inputs, parse_frames, parse_seeds
@@ -44,6 +45,17 @@ def add_batch_arguments(p: argparse.ArgumentParser) -> None:
         "--timeout", type=float, default=30.0, help="seconds of silence before a server counts as gone"
     )
     p.add_argument("--overwrite", action="store_true", help="regenerate images that already exist")
+    p.add_argument(
+        "--server-public-key",
+        metavar="FILE",
+        help="CURVE: the server's public key file (NAME.key), for servers started with --server-key",
+    )
+    p.add_argument(
+        "--client-key",
+        metavar="FILE_SECRET",
+        help="CURVE: this machine's secret key file (NAME.key_secret); its NAME.key must be in the "
+        "server's --client-keys folder",
+    )
 
 
 def run_batch(args: argparse.Namespace) -> int:
@@ -64,10 +76,11 @@ def run_batch(args: argparse.Namespace) -> int:
             guidance=args.guidance,
             overwrite=args.overwrite,
             timeout_s=args.timeout,
+            keys=_client_keys(args.server_public_key, args.client_key),
         )
         # A typo in an address fails here, before Blender renders anything.
         options.servers = [parse_endpoint(server).url for server in options.servers]
-    except (InputError, EndpointError) as exc:
+    except (InputError, EndpointError, KeyFileError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if args.tiny and options.servers:
@@ -102,3 +115,15 @@ def run_batch(args: argparse.Namespace) -> int:
     if summary.interrupted:
         return 130
     return 0 if summary.ok else 1
+
+
+def _client_keys(server_public_key: str | None, client_key: str | None) -> ClientKeys | None:
+    """CURVE keys from the two options, which go together."""
+    if server_public_key is None and client_key is None:
+        return None
+    if server_public_key is None or client_key is None:
+        raise KeyFileError(
+            "CURVE needs both --server-public-key (the server's NAME.key) and --client-key "
+            "(this machine's NAME.key_secret)"
+        )
+    return ClientKeys.from_files(server_public_key, client_key)

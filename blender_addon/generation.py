@@ -39,10 +39,12 @@ def build_spec(
     """Validate the scene and the address, and prepare the job: the request, and the OSCR render
     (from the cache when the layout is unchanged since the last one, else a render task).
 
-    Raises LayoutError (bad scene), EndpointError (bad address) or ProtocolError (a setting out of
-    range) with the reason; in each case nothing has been rendered or sent.
+    Raises LayoutError (bad scene), EndpointError (bad address), KeyFileError (unusable key files)
+    or ProtocolError (a setting out of range) with the reason; in each case nothing has been
+    rendered or sent.
     """
     endpoint = parse_endpoint(settings.server_address).url if generate else ""
+    keys = settings.client_keys() if generate else None
     layout = scene_layout(scene)
     props = scene.seethrough
     seed = random.randint(0, MAX_SEED) if props.random_seed else props.seed
@@ -67,6 +69,7 @@ def build_spec(
     render = None if oscr is not None else render_task(layout, oscr_dir, engine, bpy.app.binary_path)
     return JobSpec(
         endpoint=endpoint,
+        keys=keys,
         timeout_s=settings.timeout_s,
         request=request,
         layout=layout,

@@ -27,6 +27,7 @@ import numpy as np
 from seethrough_core.client import Job, SeeThroughClient, ServerError, ServerUnavailableError
 from seethrough_core.errors import SeeThroughError
 from seethrough_core.generate_and_save import Destination, generate_and_save
+from seethrough_core.keys import ClientKeys
 from seethrough_core.layout import Layout
 from seethrough_core.protocol import GenerateRequest
 from seethrough_core.record import GenerationRecord
@@ -47,6 +48,7 @@ class JobSpec:
     """
 
     endpoint: str
+    keys: ClientKeys | None  # CURVE keys, or None for a plain connection
     timeout_s: float
     request: GenerateRequest
     layout: Layout
@@ -194,7 +196,7 @@ class GenerationJob:
                 oscr = self._oscr()
                 self._post(Rendered(oscr, final=True) if oscr is not None else Stopped())
                 return
-            with SeeThroughClient(spec.endpoint, spec.timeout_s) as client:
+            with SeeThroughClient(spec.endpoint, spec.timeout_s, keys=spec.keys) as client:
                 # The server first: a wrong address should not cost a whole render to find out.
                 info = client.info()
                 self._post(Connected(str(info.model.get("name", "")), info.is_noise, info.queue_length))

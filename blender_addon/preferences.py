@@ -16,6 +16,7 @@ from bpy.props import BoolProperty, FloatProperty, StringProperty
 
 from seethrough_core.client import DEFAULT_TIMEOUT_S
 from seethrough_core.endpoint import DEFAULT_ENDPOINT, EndpointError, parse_endpoint
+from seethrough_core.keys import ClientKeys, KeyFileError
 
 from . import local_server
 
@@ -35,6 +36,20 @@ class Settings:
     server_arguments: str = DEFAULT_SERVER_ARGUMENTS
     server_log: str = ""
     start_server_with_blender: bool = False
+    server_public_key: str = ""  # CURVE: the server's NAME.key file (empty: no CURVE)
+    client_secret_key: str = ""  # CURVE: this workstation's NAME.key_secret file
+
+    def client_keys(self) -> ClientKeys | None:
+        """The CURVE keys to connect with, None when neither file is set; KeyFileError if unusable."""
+        server, client = self.server_public_key.strip(), self.client_secret_key.strip()
+        if not server and not client:
+            return None
+        if not server or not client:
+            raise KeyFileError(
+                "set both Server Keys in the add-on preferences: the server's public key file (NAME.key) "
+                "and this workstation's secret key file (NAME.key_secret), or neither"
+            )
+        return ClientKeys.from_files(bpy.path.abspath(server), bpy.path.abspath(client))
 
     def output_root(self) -> Path:
         """Where renders and results are written: the preference, else <temp>/seethrough."""
@@ -75,6 +90,8 @@ def settings() -> Settings:
         server_arguments=prefs.server_arguments,
         server_log=prefs.server_log,
         start_server_with_blender=prefs.start_server_with_blender,
+        server_public_key=prefs.server_public_key,
+        client_secret_key=prefs.client_secret_key,
     )
 
 
@@ -99,6 +116,18 @@ class SEETHROUGH_AP_preferences(bpy.types.AddonPreferences):  # noqa: N801
         max=600.0,
         subtype="TIME_ABSOLUTE",
         unit="TIME_ABSOLUTE",
+    )
+    server_public_key: StringProperty(
+        name="Server Public Key",
+        description="For a server started with --server-key: its public key file (NAME.key). "
+        "Empty: connect without CURVE (a server on this machine, or one started with --allow-remote)",
+        subtype="FILE_PATH",
+    )
+    client_secret_key: StringProperty(
+        name="Client Secret Key",
+        description="This workstation's secret key file (NAME.key_secret from `seethrough keys create`); "
+        "its NAME.key must be in the server's --client-keys folder",
+        subtype="FILE_PATH",
     )
     output_dir: StringProperty(
         name="Output Folder",
@@ -140,6 +169,11 @@ class SEETHROUGH_AP_preferences(bpy.types.AddonPreferences):  # noqa: N801
                 box.label(text=line, icon="ERROR" if i == 0 else "BLANK1")
         col.prop(self, "timeout_s")
         col.prop(self, "output_dir")
+
+        keys = layout.box()
+        keys.label(text="Server Keys (CURVE, for a server on another machine)", icon="LOCKED")
+        keys.prop(self, "server_public_key")
+        keys.prop(self, "client_secret_key")
 
         box = layout.box()
         box.label(text="Local Server", icon="CONSOLE")

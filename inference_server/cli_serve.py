@@ -49,7 +49,20 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--allow-remote",
         action="store_true",
-        help="allow an address other machines can reach (there is no authentication yet)",
+        help="allow an address other machines can reach without keys: anyone there can use the server "
+        "(prefer --server-key and --client-keys)",
+    )
+    parser.add_argument(
+        "--server-key",
+        metavar="FILE",
+        help="CURVE: this server's secret key file (NAME.key_secret from `seethrough keys create`); "
+        "with --client-keys only known clients are served, and any --bind address is allowed",
+    )
+    parser.add_argument(
+        "--client-keys",
+        metavar="DIR",
+        help="CURVE: the folder of the public key files (NAME.key) of the clients to serve; read at every "
+        "connection, so adding or removing a file needs no restart",
     )
     parser.add_argument("--device", help="torch device (default: cuda; cpu with --tiny)")
     parser.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16", "float32"])
@@ -109,6 +122,8 @@ def run_serve(args: argparse.Namespace) -> int:
         device=device,
         model="tiny (random weights)" if args.tiny else args.model,
         max_pending=args.max_queue,
+        server_key=args.server_key,
+        client_keys=args.client_keys,
     )
     server = SeeThroughServer(_pipeline_loader(args, device), config)
     try:

@@ -48,7 +48,7 @@ from .placement import MEMORY_MODES, MemoryPlan, plan_memory
 from .preview import LatentPreviewer
 from .quantize import quantize_transformer
 from .style_lora import StyleLoRA, activate, load_style_lora
-from .text import PromptEncoder
+from .text import T5_MAX_TOKENS, PromptEncoder
 from .tiny import build_tiny_components
 from .transformer import EAGER_RUNNERS, BlockRunners, SeeThroughTransformer
 from .validation import validate_request
@@ -104,6 +104,7 @@ class SeeThroughPipeline:
     """FLUX.1-dev + the SeeThrough3D condition LoRA (+ optional style LoRAs)."""
 
     max_boxes: int = MAX_BOXES
+    max_prompt_tokens: int = T5_MAX_TOKENS  # of the composed prompt, EOS included
     profile: OscrProfile = SEETHROUGH3D_V1  # the checkpoint's OSCR conventions (condition JPEG quality)
 
     def __init__(
@@ -316,6 +317,11 @@ class SeeThroughPipeline:
         return self.transformer.x_embedder.weight.dtype
 
     # ----------------------------------------------------------------- generation
+
+    def prompt_checker(self) -> Callable[[str, list[str]], None]:
+        """A check of (scene_prompt, descriptions) for another thread: RequestError when the
+        composed prompt is longer than the model reads (the server refuses it before `accepted`)."""
+        return self.prompt_encoder.prompt_checker()
 
     def __call__(
         self,

@@ -5,6 +5,13 @@ runs the model, so info and cancel are answered at once even mid-generation. Job
 order. Every send to a client is non-blocking with ROUTER_MANDATORY: a message for a client that
 went away fails at once instead of blocking or vanishing silently, and that client's running job
 is cancelled so the GPU moves on. No input, however malformed, escapes the loop as an exception.
+
+A client that does not read fills its pipe (the send high-water mark, then the TCP buffers). From
+then on the server keeps, per client, an outbox of what it still owes, in order, and resends it as
+the pipe drains: a job's `accepted` and its one final message (result, cancelled or error) always,
+replies to info and cancel up to OUTBOX_REPLIES; progress messages are dropped while the client is
+behind. The outbox holds at most two messages per job of that client, and jobs are bounded by the
+queue (max_pending), so its size is bounded too. Drops are logged once per client.
 """
 
 from __future__ import annotations
@@ -12,8 +19,10 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from enum import Enum
 from typing import TYPE_CHECKING, Any
 
 import zmq
@@ -47,6 +56,9 @@ from seethrough_core.protocol import (
     new_id,
 )
 
+from .auth import CurveSettings, Gatekeeper, HandshakeLog
+from .errors import RequestError
+from .intake import IntakeGuard
 from .jobs import JobQueue, QueueFullError, ServerJob
 from .memory import free_memory, memory_kind
 from .ports import port_owner
@@ -58,6 +70,32 @@ if TYPE_CHECKING:  # the pipeline module imports torch; the server runs without 
 log = logging.getLogger(__name__)
 
 _POLL_MS = 100  # how often the loop checks for a stop request
+# Complete messages that may wait per connection before ZeroMQ stops reading it. (1 is not
+# enough with CURVE: measured, a CURVE connection then delivers nothing at all.)
+_RECEIVE_HWM = 2
+# How far a connection may get ahead of the loop (inference_server.intake): one maximum message
+# plus the kernel's receive buffer. Clients that wait for `accepted` before sending the next large
+# request (the reference client does) never come near it.
+INTAKE_SLACK_BYTES = 32 << 20
+_RESEND_POLL_MS = 10  # how often the loop retries outboxes of clients that are behind
+_SHUTDOWN_RESEND_S = 1.0  # on shutdown, how long clients that are behind get to catch up
+OUTBOX_REPLIES = 64  # info/cancel replies kept for a client that is behind; more are dropped
+
+
+class Delivery(Enum):
+    """What a message is owed: how the server treats it when the client's pipe is full."""
+
+    PROGRESS = "progress"  # dropped (the next one, or the final message, supersedes it)
+    REPLY = "reply"  # kept up to OUTBOX_REPLIES per client, then dropped: the client may ask again
+    PROMISED = "promised"  # a job's accepted and final message: kept while the client is connected
+
+
+@dataclass
+class _Outbox:
+    """Messages owed to one client whose pipe is full, oldest first."""
+
+    messages: deque[tuple[list[Frame], Delivery]] = field(default_factory=deque)
+    replies: int = 0  # REPLY messages among them
 
 
 @dataclass
@@ -69,6 +107,10 @@ class ServerConfig:
     max_pending: int = 32
     max_frames: int = MAX_FRAMES
     max_message_bytes: int = MAX_MESSAGE_BYTES
+    # CURVE: the server's NAME.key_secret file and the folder of the clients' NAME.key files. With
+    # both, only those clients are served, and an address other machines can reach is allowed.
+    server_key: str | None = None
+    client_keys: str | None = None
     shutdown_grace_s: float = 10.0  # how long a running job may take to stop on shutdown
 
 
@@ -102,8 +144,14 @@ class SeeThroughServer:
         self._events: zmq.Socket | None = None
         self._queue = JobQueue(self.config.max_pending)
         self._jobs: dict[str, ServerJob] = {}  # queued or running, until their last message is sent
+        self._outboxes: dict[bytes, _Outbox] = {}  # clients whose pipe is full
+        self._dropped: dict[bytes, int] = {}  # messages dropped per client (logged once per client)
         self._worker: Worker | None = None
+        self._gatekeeper: Gatekeeper | None = None  # CURVE, when the config has keys
+        self._intake: IntakeGuard | None = None  # watches the router's connections; set by bind()
         self._pipeline: SeeThroughPipeline | None = None
+        # Checks a prompt against the model's tokenizer limit; set once the model is loaded.
+        self._check_prompt: Callable[[str, list[str]], None] | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.endpoint = ""  # the bound address, with the real port
@@ -115,25 +163,58 @@ class SeeThroughServer:
         """Check the address and bind; fast, so address mistakes show before a long model load."""
         try:
             endpoint = parse_endpoint(self.config.endpoint, for_bind=True)
-            check_bind_allowed(endpoint, allow_remote=self.config.allow_remote)
+            curve = self._curve_settings()
+            check_bind_allowed(
+                endpoint, allow_remote=self.config.allow_remote, authenticated=curve is not None
+            )
+            if curve is not None:
+                self._gatekeeper = Gatekeeper(self._context, curve)
             self._router = self._bind_router(endpoint)
         except BaseException:
+            if self._gatekeeper is not None:
+                self._gatekeeper.stop()
             self._context.term()  # a server that cannot bind is over; leave no I/O thread behind
             raise
         self.endpoint = self._router.getsockopt_string(zmq.LAST_ENDPOINT)
+        if self._intake is not None:
+            self._intake.start()
         return self.endpoint
+
+    def _curve_settings(self) -> CurveSettings | None:
+        server_key, client_keys = self.config.server_key, self.config.client_keys
+        if server_key is None and client_keys is None:
+            return None
+        if server_key is None or client_keys is None:
+            raise EndpointError(
+                "CURVE needs both the server's secret key file (--server-key NAME.key_secret) and the "
+                "folder of the clients' public keys (--client-keys DIR); make them with "
+                "`seethrough keys create`"
+            )
+        return CurveSettings.from_paths(server_key, client_keys)
 
     def _bind_router(self, endpoint: Endpoint) -> zmq.Socket:
         router = self._context.socket(zmq.ROUTER)
+        if self._gatekeeper is not None:
+            self._gatekeeper.secure(router)
+        router.ipv6 = endpoint.needs_ipv6  # e.g. tcp://[::1]:5555
         router.linger = 1000
         router.router_mandatory = True  # unknown client: EHOSTUNREACH instead of a silent drop
-        router.sndhwm = router.rcvhwm = 1000
-        # A hard cap per frame (the peer is disconnected beyond it); requests between the soft
-        # limit and this get a readable "too_large" error instead.
-        router.maxmsgsize = 2 * self.config.max_message_bytes
+        router.sndhwm = 1000
+        # Memory per client: ZeroMQ hands over a multipart message only once all its frames have
+        # arrived. One complete message waits per connection (ZeroMQ stops reading it beyond
+        # that); no frame may be larger than a whole legal message (a bigger one costs the
+        # connection before it is allocated); and as ZeroMQ cannot limit the number of frames,
+        # the intake guard drops a connection whose unfinished message grows past the limit.
+        # A message that is merely too big or has too many frames is answered with "too_large".
+        router.rcvhwm = _RECEIVE_HWM
+        router.maxmsgsize = self.config.max_message_bytes
+        handshakes = HandshakeLog() if self._gatekeeper is not None else None
+        self._intake = IntakeGuard(router, self.config.max_message_bytes + INTAKE_SLACK_BYTES, handshakes)
         try:
             router.bind(endpoint.url)
         except zmq.ZMQError as exc:
+            self._intake.stop()
+            self._intake = None
             router.close(linger=0)
             if exc.errno == zmq.EADDRINUSE:
                 raise AddressInUseError(_address_in_use_message(endpoint.url, endpoint.port)) from None
@@ -147,7 +228,12 @@ class SeeThroughServer:
         events_address = f"inproc://seethrough-events-{new_id()}"
         self._events = self._context.socket(zmq.PAIR)
         self._events.bind(events_address)
-        log.info("listening on %s (protocol %d); loading the model", self.endpoint, PROTOCOL_VERSION)
+        log.info(
+            "listening on %s (protocol %d%s); loading the model",
+            self.endpoint,
+            PROTOCOL_VERSION,
+            ", CURVE: only clients with a key in " + str(self.config.client_keys) if self._gatekeeper else "",
+        )
         self._worker = Worker(
             self._load_pipeline, self._queue, self._context, events_address, describe_pipeline
         )
@@ -157,11 +243,17 @@ class SeeThroughServer:
         poller.register(self._events, zmq.POLLIN)
         try:
             while not self._stop.is_set():
-                ready = dict(poller.poll(_POLL_MS))
+                ready = dict(poller.poll(_RESEND_POLL_MS if self._outboxes else _POLL_MS))
                 if self._events in ready:
                     self._on_worker_event(self._events.recv_multipart(copy=False))
                 if self._router in ready:
-                    self._on_client_message(self._router.recv_multipart(copy=False))
+                    frames = self._router.recv_multipart(copy=False)
+                    if self._intake is not None:
+                        self._intake.taken(frames)
+                    self._on_client_message(frames)
+                    del frames  # a large request is freed now, not when the next one arrives
+                if self._outboxes:
+                    self._flush_outboxes()
         finally:
             self._shut_down()
 
@@ -185,16 +277,32 @@ class SeeThroughServer:
             time.sleep(0.01)
         return self._pipeline is not None
 
+    def owed_messages(self) -> int:
+        """Promised messages (accepted, final) waiting for clients that are behind (tests, monitoring).
+
+        Read from another thread it is a snapshot; good enough to wait on."""
+        return sum(
+            kind is Delivery.PROMISED
+            for box in list(self._outboxes.values())
+            for _, kind in list(box.messages)
+        )
+
+    def clients_behind(self) -> int:
+        """Clients whose pipe is full and who have an outbox (tests, monitoring)."""
+        return len(self._outboxes)
+
     # --- clients --------------------------------------------------------------------------------------
 
     def _on_client_message(self, frames: list[zmq.Frame]) -> None:
         received = time.monotonic()
         peer, body = frames[0].bytes, frames[1:]
-        if len(body) > 1 and len(body[0]) == 0:
+        if len(body) > 1 and len(body[0]) == 0 and _peer_socket_type(frames[1]) == "REQ":
             # REQ sockets put an empty delimiter first, and allow one reply per request, where a
-            # job sends many: answer in their envelope so the author reads why.
+            # job sends many: answer in their envelope so the author reads why. (A DEALER that
+            # sends an empty first frame gets the plain not_msgpack error, without an envelope.)
             message = "REQ sockets cannot receive progress messages; connect with a DEALER socket"
-            self._send(peer, ErrorReply(ErrorCode.INVALID_FIELD, message, "socket").encode(), envelope=[b""])
+            reply = ErrorReply(ErrorCode.INVALID_FIELD, message, "socket").encode()
+            self._send(peer, reply, envelope=[b""])
             return
         try:
             request = decode_request(
@@ -241,6 +349,7 @@ class SeeThroughServer:
             queue_length=len(self._queue),
             is_noise=pipeline is not None and bool(pipeline.is_noise),
             max_boxes=pipeline.max_boxes if pipeline is not None else MAX_BOXES,
+            max_prompt_tokens=pipeline.max_prompt_tokens if pipeline is not None else None,
             job_state=job_state,
             job_queue_position=job_position,
         )
@@ -253,6 +362,13 @@ class SeeThroughServer:
                 "descriptions",
                 request.request_id,
             )
+        if self._check_prompt is not None:  # while the model loads, the worker checks it later
+            try:
+                self._check_prompt(request.scene_prompt, request.descriptions)
+            except RequestError as exc:
+                raise ProtocolError(
+                    ErrorCode.INVALID_FIELD, exc.message, exc.field, request.request_id
+                ) from None
         # Pool full-size masks now: a queued job then holds 16 KB of token grids, not up to 67 MB.
         request.masks, request.mask_kind = request.token_grids(), "token_grid"
         job = ServerJob(new_id(), request, peer, received_at=received)
@@ -267,7 +383,7 @@ class SeeThroughServer:
             ) from None
         self._jobs[job.job_id] = job
         # Sent before the loop forwards any worker event, so `accepted` always precedes `progress`.
-        self._send(peer, Accepted(request.request_id, job.job_id, position).encode())
+        self._send(peer, Accepted(request.request_id, job.job_id, position).encode(), Delivery.PROMISED)
         log.info("job %s queued from %s (%d ahead)", job.job_id, peer.hex(), position)
 
     def _on_cancel(self, peer: bytes, request: CancelRequest) -> None:
@@ -292,6 +408,8 @@ class SeeThroughServer:
         kind = frames[0].bytes
         if kind == b"ready":
             self._pipeline = self._worker.pipeline if self._worker else None
+            if self._pipeline is not None:
+                self._check_prompt = self._pipeline.prompt_checker()
             log.info(
                 "ready: serving on %s. Point the Blender add-on at this address; Ctrl-C stops.", self.endpoint
             )
@@ -305,7 +423,7 @@ class SeeThroughServer:
         if job is None:
             return
         if kind == b"send":
-            self._send_to_owner(job, frames[2:])
+            self._send_to_owner(job, frames[2:], Delivery.PROGRESS)
             return
         if frames[2].bytes == b"cancelled":
             self._end_cancelled(job, was_running=True)
@@ -333,31 +451,85 @@ class SeeThroughServer:
         self._send_to_owner(job, Cancelled(owner_request_id, job.job_id, was_running).encode())
         log.info("job %s cancelled (%s)", job.job_id, "was running" if was_running else "was queued")
 
-    def _send_to_owner(self, job: ServerJob, frames: Sequence[Frame]) -> None:
-        if job.owner_gone:
-            return
-        if not self._send(job.owner, frames):
-            # The client vanished: stop spending the GPU on it, and drop its queued jobs too.
-            job.owner_gone = True
-            job.cancel_event.set()
-            for other in self._queue.pending_of(job.owner):
-                if self._queue.remove_pending(other.job_id) is not None:
-                    other.owner_gone = True
-                    self._jobs.pop(other.job_id, None)
-            log.info("client %s went away; its jobs are cancelled", job.owner.hex())
+    def _send_to_owner(
+        self, job: ServerJob, frames: Sequence[Frame], delivery: Delivery = Delivery.PROMISED
+    ) -> None:
+        if not job.owner_gone and not self._send(job.owner, frames, delivery):
+            self._client_gone(job.owner)
 
-    def _send(self, peer: bytes, frames: Sequence[Frame], envelope: Sequence[bytes] = ()) -> bool:
-        """Send without ever blocking the loop; False if the client is gone or not reading."""
-        try:
-            self._router.send_multipart([peer, *envelope, *frames], flags=zmq.NOBLOCK, copy=False)
-            return True
-        except zmq.ZMQError as exc:
-            if exc.errno == zmq.EHOSTUNREACH:
-                return False
-            if exc.errno == zmq.EAGAIN:
-                log.warning("client %s is not reading its messages; one was dropped", peer.hex())
-                return True  # still connected; only this message is lost
-            raise
+    def _client_gone(self, peer: bytes) -> None:
+        """The client vanished: forget what it was owed, stop spending the GPU on it, drop its queue."""
+        self._outboxes.pop(peer, None)
+        self._dropped.pop(peer, None)
+        for job in list(self._jobs.values()):
+            if job.owner != peer or job.owner_gone:
+                continue
+            job.owner_gone = True
+            if self._queue.remove_pending(job.job_id) is not None:
+                self._jobs.pop(job.job_id, None)
+            else:
+                job.cancel_event.set()  # running: it ends at its next step; its messages go nowhere
+        log.info("client %s went away; its jobs are cancelled", peer.hex())
+
+    def _send(
+        self,
+        peer: bytes,
+        frames: Sequence[Frame],
+        delivery: Delivery = Delivery.REPLY,
+        envelope: Sequence[bytes] = (),
+    ) -> bool:
+        """Send without ever blocking the loop; False if the client is gone.
+
+        A client whose pipe is full gets an outbox: what it is owed waits there, in order, and
+        goes out as the pipe drains (see the module docstring)."""
+        message = [*envelope, *frames]
+        box = self._outboxes.get(peer)
+        if box is None:
+            try:
+                self._router.send_multipart([peer, *message], flags=zmq.NOBLOCK, copy=False)
+                return True
+            except zmq.ZMQError as exc:
+                if exc.errno == zmq.EHOSTUNREACH:
+                    return False
+                if exc.errno != zmq.EAGAIN:
+                    raise
+            box = self._outboxes[peer] = _Outbox()
+        if delivery is Delivery.PROMISED or (delivery is Delivery.REPLY and box.replies < OUTBOX_REPLIES):
+            box.messages.append((message, delivery))
+            box.replies += delivery is Delivery.REPLY
+        else:
+            self._note_drop(peer)
+        return True
+
+    def _flush_outboxes(self) -> None:
+        """Resend what clients that were behind are owed, oldest first, as far as their pipes take it."""
+        for peer, box in list(self._outboxes.items()):
+            while box.messages:
+                message, delivery = box.messages[0]
+                try:
+                    self._router.send_multipart([peer, *message], flags=zmq.NOBLOCK, copy=False)
+                except zmq.ZMQError as exc:
+                    if exc.errno == zmq.EHOSTUNREACH:
+                        self._client_gone(peer)
+                        break
+                    if exc.errno != zmq.EAGAIN:
+                        raise
+                    break
+                box.messages.popleft()
+                box.replies -= delivery is Delivery.REPLY
+            else:
+                del self._outboxes[peer]
+
+    def _note_drop(self, peer: bytes) -> None:
+        count = self._dropped.get(peer, 0)
+        self._dropped[peer] = count + 1
+        if count == 0:
+            log.warning(
+                "client %s is not reading its messages: its progress messages (and replies beyond %d) "
+                "are dropped while it is behind; its jobs' final messages are kept. Logged once per client.",
+                peer.hex(),
+                OUTBOX_REPLIES,
+            )
 
     # --- shutdown -------------------------------------------------------------------------------------
 
@@ -392,13 +564,32 @@ class SeeThroughServer:
             self._on_worker_event(self._events.recv_multipart(copy=False))
         if self._events is not None:
             self._events.close(linger=0)
+        # What clients that are behind are still owed gets as long as the router's linger.
+        deadline = time.monotonic() + _SHUTDOWN_RESEND_S
+        while self._outboxes and time.monotonic() < deadline:
+            self._flush_outboxes()
+            time.sleep(_RESEND_POLL_MS / 1000)
         if self._router is not None:
+            if self._intake is not None:
+                self._intake.stop()
             self._router.close()  # lingers briefly so the last error replies go out
-        if worker is None or not worker.is_alive():
+        if self._gatekeeper is not None:
+            self._gatekeeper.stop()
+        intake_alive = self._intake is not None and self._intake.is_alive()
+        if (worker is None or not worker.is_alive()) and not intake_alive:
             self._context.term()
-        # else: the worker is still loading the model (it cannot be interrupted); being a daemon
-        # thread, it ends with the process. Terminating the context now would block on its socket.
+        # else: the worker is still loading the model (it cannot be interrupted), or the intake
+        # guard has not ended yet; being daemon threads, they end with the process. Terminating
+        # the context now would block on their sockets.
         log.info("stopped")
+
+
+def _peer_socket_type(frame: zmq.Frame) -> str:
+    """The sender's socket type from the connection's ZMTP metadata ("REQ", "DEALER", ...)."""
+    try:
+        return str(frame.get("Socket-Type"))
+    except zmq.ZMQError:  # a transport without metadata: judge by the envelope alone
+        return "REQ"
 
 
 def _address_in_use_message(url: str, port: int | None) -> str:

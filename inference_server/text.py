@@ -7,12 +7,14 @@ these text tokens, so they must match what the checkpoint saw in training.
 
 from __future__ import annotations
 
+import copy
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from transformers import PreTrainedModel
 
-from seethrough_core.prompt import ComposedPrompt
+from seethrough_core.prompt import ComposedPrompt, compose_prompt
 
 from .errors import PromptTooLongError, RequestError, SetupError
 
@@ -98,7 +100,11 @@ def _raise_too_long(
         for index, (start, end) in enumerate(offsets)
         if not special[index] and owner[index] < 0 and end > scene_start
     )
-    field = "scene_prompt" if scene_tokens >= description_tokens else "descriptions"
+    if scene_tokens >= description_tokens:
+        field = "scene_prompt"
+    else:  # name the description that takes the most tokens: shortening it helps most
+        per_box = [owner.count(box) for box in range(len(composed.descriptions))]
+        field = f"descriptions[{per_box.index(max(per_box))}]"
     raise PromptTooLongError(
         field,
         f"the prompt is {count} T5 tokens but the model reads at most {limit}: the scene prompt takes "
@@ -126,6 +132,23 @@ class PromptEncoder:
 
     def tokenize(self, composed: ComposedPrompt) -> TokenizedPrompt:
         return tokenize_for_t5(self.t5_tokenizer, composed)
+
+    def prompt_checker(self) -> Callable[[str, list[str]], None]:
+        """check(scene_prompt, descriptions): raises RequestError for a prompt the model cannot read.
+
+        It has its own copy of the T5 tokenizer, so another thread (the server's socket loop) can
+        check requests while this encoder runs: a fast tokenizer must not be used by two threads.
+        """
+        tokenizer = copy.deepcopy(self.t5_tokenizer)
+
+        def check(scene_prompt: str, descriptions: list[str]) -> None:
+            try:
+                composed = compose_prompt(scene_prompt, list(descriptions))
+            except ValueError as exc:
+                raise RequestError("descriptions", str(exc)) from None
+            tokenize_for_t5(tokenizer, composed)
+
+        return check
 
     @torch.inference_mode()
     def encode(self, composed: ComposedPrompt, dtype: torch.dtype) -> PromptEncoding:

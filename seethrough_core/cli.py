@@ -64,6 +64,17 @@ def _add_build_addon(sub) -> None:
     p.set_defaults(handler=("blender_addon.build", "run_build_addon"))
 
 
+def _add_keys(sub) -> None:
+    p = sub.add_parser("keys", help="CURVE key pairs for serving to other machines (docs/server.md)")
+    actions = p.add_subparsers(dest="keys_command", required=True)
+    create = actions.add_parser(
+        "create", help="write NAME.key (public: copy it) and NAME.key_secret (secret: owner-only)"
+    )
+    create.add_argument("name", help="e.g. gpu-server, or one name per workstation")
+    create.add_argument("--dir", default=".", help="folder to write the two files in (default: here)")
+    p.set_defaults(handler=("seethrough_core.keys", "run_keys"))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="seethrough", description="SeeThrough Studio: 3D layout control for FLUX"
@@ -74,6 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_batch(sub)
     _add_serve(sub)
     _add_build_addon(sub)
+    _add_keys(sub)
     return parser
 
 

@@ -24,6 +24,7 @@ from zmq.utils.monitor import recv_monitor_message
 
 from .endpoint import DEFAULT_ENDPOINT, parse_endpoint
 from .errors import SeeThroughError
+from .keys import ClientKeys
 from .protocol import (
     Accepted,
     Cancelled,
@@ -46,7 +47,14 @@ DEFAULT_TIMEOUT_S = 10.0
 _POLL_SLICE_S = 0.05  # the longest a waiting thread holds the socket before others get a turn
 # One connection at a time: up once the ZMTP handshake succeeded (so a non-ZeroMQ program on the
 # port never counts as a server), down at any disconnect.
-_CONNECTION_EVENTS = zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED
+# Failed handshakes say why a server never answers: CURVE keys that do not match, or one side
+# using CURVE and the other not.
+_HANDSHAKE_FAILED = (
+    zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+    | zmq.EVENT_HANDSHAKE_FAILED_AUTH
+    | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+)
+_CONNECTION_EVENTS = zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED | _HANDSHAKE_FAILED
 START_HINT = (
     "Start it with `seethrough serve --model black-forest-labs/FLUX.1-dev --lora PATH/lora.safetensors` "
     "(or `seethrough serve --tiny` to test the connection) and check that this address matches its --bind."
@@ -117,16 +125,23 @@ class SeeThroughClient:
         timeout_s: float = DEFAULT_TIMEOUT_S,
         *,
         context: zmq.Context | None = None,
+        keys: ClientKeys | None = None,
     ) -> None:
         if not timeout_s > 0:
             raise ValueError(f"timeout_s must be positive, got {timeout_s}")
-        self.endpoint = parse_endpoint(endpoint).url
+        address = parse_endpoint(endpoint)
+        self.endpoint = address.url
         self.timeout_s = float(timeout_s)
         self._turn = _SocketTurn()
         self._boxes: dict[str, deque[Message]] = {}
         self._socket = (context or zmq.Context.instance()).socket(zmq.DEALER)
         self._socket.linger = 0  # close() never hangs on a dead server
         self._socket.sndtimeo = int(self.timeout_s * 1000)
+        self._socket.ipv6 = address.needs_ipv6  # e.g. tcp://[::1]:5555
+        self.keys = keys
+        if keys is not None:
+            keys.apply(self._socket)  # CURVE: encrypted, and the server must prove it holds its key
+        self._handshake_failure = ""  # why the last handshake failed, for the error message
         # A request sent while the server is down must fail within the timeout, not sit in a buffer
         # and start a surprise job when the server comes up later; so _send() waits for a live
         # connection, watched through the socket monitor. (ZMQ_IMMEDIATE would also do that, but it
@@ -211,7 +226,27 @@ class SeeThroughClient:
             except zmq.Again:
                 raise self._undeliverable(what) from None
 
+    def _explain_handshake_failure(self, event: int) -> str:
+        if self.keys is None:
+            return (
+                f"the server at {self.endpoint} requires CURVE keys and this client has none: set the "
+                "server's public key file and this client's secret key file (add-on preferences: Server "
+                "Keys; seethrough batch: --server-public-key and --client-key)"
+            )
+        if event == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
+            return (
+                f"the server at {self.endpoint} refused this client's key: its public key "
+                f"({self.keys.client.public.decode()}) is not in the server's --client-keys folder; "
+                "copy the client's NAME.key file there"
+            )
+        return (
+            f"the CURVE handshake with {self.endpoint} failed: the server public key file does not belong "
+            "to this server, or the server runs without --server-key"
+        )
+
     def _undeliverable(self, what: str) -> ServerUnavailableError:
+        if self._handshake_failure:
+            return ServerUnavailableError(f"could not deliver the {what}: {self._handshake_failure}")
         return ServerUnavailableError(
             f"could not deliver the {what}: nothing answers at {self.endpoint} "
             f"(waited {self.timeout_s:g} s). {START_HINT}"
@@ -223,6 +258,8 @@ class SeeThroughClient:
             while self._monitor.poll(0):
                 event = recv_monitor_message(self._monitor)["event"]
                 self._connected = event == zmq.EVENT_HANDSHAKE_SUCCEEDED
+                if event & _HANDSHAKE_FAILED:
+                    self._handshake_failure = self._explain_handshake_failure(event)
             remaining = deadline - time.monotonic()
             if self._connected or remaining <= 0:
                 return self._connected

@@ -35,6 +35,12 @@ class Endpoint:
         return f"tcp://{host}:{'*' if self.port is None else self.port}"
 
     @property
+    def needs_ipv6(self) -> bool:
+        """An IPv6 address: the socket needs ZMQ_IPV6 (left off otherwise, so that "localhost" and
+        "*" keep meaning IPv4 as clients and servers expect)."""
+        return ":" in self.host
+
+    @property
     def is_loopback(self) -> bool:
         """True when only this machine can reach the address (conservative: unknown names are not)."""
         if self.host.lower() == "localhost":
@@ -84,16 +90,18 @@ def parse_endpoint(address: str, *, for_bind: bool = False) -> Endpoint:
     return Endpoint(host, int(port_text))
 
 
-def check_bind_allowed(endpoint: Endpoint, *, allow_remote: bool) -> None:
-    """Refuse addresses other machines could reach unless the user opted in."""
-    if endpoint.is_loopback or allow_remote:
+def check_bind_allowed(endpoint: Endpoint, *, allow_remote: bool, authenticated: bool = False) -> None:
+    """Refuse addresses other machines could reach unless clients authenticate or the user opted in."""
+    if endpoint.is_loopback or allow_remote or authenticated:
         return
     port = DEFAULT_PORT if endpoint.port is None else endpoint.port
     raise EndpointError(
-        f"refusing to listen on {endpoint.url}: other machines could reach it, and the server has no "
-        f"authentication yet (it is planned). Listen on tcp://127.0.0.1:{port} (the default) and reach "
-        f"it from another machine through an SSH tunnel (ssh -L {port}:127.0.0.1:{port} this-host), "
-        "or pass --allow-remote if you trust everyone on that network."
+        f"refusing to listen on {endpoint.url}: other machines could reach it, and without authentication "
+        "anyone there could use the server. Serve only known clients with CURVE keys "
+        "(`seethrough keys create`, then --server-key and --client-keys; see docs/server.md), or listen on "
+        f"tcp://127.0.0.1:{port} (the default) and reach it through an SSH tunnel "
+        f"(ssh -L {port}:127.0.0.1:{port} this-host), or pass --allow-remote if you trust everyone on "
+        "that network."
     )
 
 

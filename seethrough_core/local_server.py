@@ -18,6 +18,7 @@ from pathlib import Path
 
 from .client import SeeThroughClient, ServerUnavailableError
 from .errors import SeeThroughError
+from .keys import ClientKeys
 
 
 class LocalServerError(SeeThroughError):
@@ -33,18 +34,21 @@ def free_loopback_port() -> int:
 class ServerProcess:
     """One `seethrough serve` child process listening on ``endpoint``."""
 
-    def __init__(self, argv: list[str], log_path: Path, endpoint: str) -> None:
+    def __init__(
+        self, argv: list[str], log_path: Path, endpoint: str, keys: ClientKeys | None = None
+    ) -> None:
         self.argv = list(argv)
         self.log_path = Path(log_path)
         self.endpoint = endpoint
+        self.keys = keys  # CURVE keys wait_ready() connects with (a server started with --server-key)
         self.process: subprocess.Popen | None = None
 
     @classmethod
-    def tiny(cls, log_path: Path) -> ServerProcess:
+    def tiny(cls, log_path: Path, *extra_args: str, keys: ClientKeys | None = None) -> ServerProcess:
         """The tiny random-weight server on a free loopback port, run by this Python."""
         endpoint = f"tcp://127.0.0.1:{free_loopback_port()}"
-        argv = [sys.executable, "-m", "seethrough_core", "serve", "--tiny", "--bind", endpoint]
-        return cls(argv, log_path, endpoint)
+        argv = [sys.executable, "-m", "seethrough_core", "serve", "--tiny", "--bind", endpoint, *extra_args]
+        return cls(argv, log_path, endpoint, keys)
 
     @property
     def running(self) -> bool:
@@ -88,7 +92,7 @@ class ServerProcess:
     def wait_ready(self, timeout_s: float = 300.0) -> None:
         """Return once the server answers `info`; raise with its log's tail if it dies or hangs."""
         deadline = time.monotonic() + timeout_s
-        with SeeThroughClient(self.endpoint, timeout_s=2.0) as client:
+        with SeeThroughClient(self.endpoint, timeout_s=2.0, keys=self.keys) as client:
             while True:
                 if self.process is None or self.process.poll() is not None:
                     code = None if self.process is None else self.process.returncode

@@ -26,7 +26,7 @@ import numpy as np
 
 from .errors import SeeThroughError
 from .layout import MAX_BOXES, MAX_DESCRIPTION_CHARS, MAX_SIDE, MIN_SIDE, SIDE_MULTIPLE, Layout
-from .token_grid import GRID_SIZE, pool_to_token_grid
+from .token_grid import BINARY_THRESHOLD, GRID_SIZE, pool_to_token_grid
 
 PROTOCOL_VERSION = 1
 
@@ -160,6 +160,9 @@ class InfoReply(Message):
     max_boxes: int
     job_state: str | None = None  # "queued", "running" or "unknown" when the request named a job
     job_queue_position: int | None = None
+    # T5 tokens the model reads of the composed prompt ("a photo of " + descriptions joined by " and "
+    # + " " + scene prompt, EOS included); None while the model loads.
+    max_prompt_tokens: int | None = None
 
     @classmethod
     def _decode(cls, r: _Reader) -> Self:
@@ -177,6 +180,7 @@ class InfoReply(Message):
             max_boxes=r.integer("max_boxes", lo=1),
             job_state=r.choice("job_state", ("queued", "running", "unknown"), optional=True),
             job_queue_position=r.integer("job_queue_position", lo=0, optional=True),
+            max_prompt_tokens=r.integer("max_prompt_tokens", lo=1, optional=True),
         )
 
 
@@ -308,11 +312,17 @@ class GenerateRequest(Message):
                 "masks",
                 f"full-size masks need sides in {MIN_IMAGE_SIDE}..{MAX_IMAGE_SIDE}, got {list(masks.shape)}",
             )
-        if self.mask_kind == "amodal" and masks.dtype == np.uint8 and masks.size and masks.max() == 1:
-            # 0/1 bytes would all fall under the >128 threshold: every box would vanish silently.
-            raise bad(
-                "masks", "full-size uint8 masks use 255 inside and 0 outside, got 0/1; send bool or 0/255"
-            )
+        if self.mask_kind == "amodal" and masks.dtype == np.uint8 and masks.size:
+            # Values 1..128 all fall under the > 128 threshold: such a box would vanish silently.
+            peaks = masks.reshape(len(masks), -1).max(axis=1)
+            for box, peak in enumerate(peaks):
+                if 0 < peak <= BINARY_THRESHOLD:
+                    raise bad(
+                        "masks",
+                        f"mask {box} has values up to {peak} but full-size uint8 masks count only values "
+                        f"over {BINARY_THRESHOLD} as inside: the box would vanish. Send 255 inside and 0 "
+                        "outside, or a bool array",
+                    )
 
     def token_grids(self) -> np.ndarray:
         """The box masks on the condition-token grid: bool N x 32 x 32."""
@@ -524,7 +534,7 @@ def _decode_frames(
         )
     if "protocol" not in header:
         raise fail(ErrorCode.MISSING_FIELD, f'every header needs "protocol": {PROTOCOL_VERSION}', "protocol")
-    if header["protocol"] != PROTOCOL_VERSION or isinstance(header["protocol"], bool):
+    if not _is_int(header["protocol"]) or header["protocol"] != PROTOCOL_VERSION:  # 1.0 is no version
         raise fail(
             ErrorCode.UNSUPPORTED_PROTOCOL,
             f"protocol {header['protocol']!r} is not supported; this side speaks protocol "

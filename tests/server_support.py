@@ -30,6 +30,8 @@ class GatedPipeline:
     def __init__(self, inner: SeeThroughPipeline) -> None:
         self.inner = inner
         self.max_boxes = inner.max_boxes
+        self.max_prompt_tokens = inner.max_prompt_tokens
+        self.prompt_checker = inner.prompt_checker
         self.is_noise = inner.is_noise
         self.gate = threading.Event()
         self.gate.set()
@@ -101,8 +103,8 @@ def gated_tiny_pipeline() -> GatedPipeline:
 
 @contextmanager
 def running_server(pipeline: Any, **config: Any) -> Iterator[SeeThroughServer]:
-    """A server on 127.0.0.1 with an ephemeral port, serving from a thread."""
-    config = ServerConfig(endpoint="tcp://127.0.0.1:*", device="cpu", **config)
+    """A server on 127.0.0.1 with an ephemeral port (unless `endpoint` says otherwise), on a thread."""
+    config = ServerConfig(**{"endpoint": "tcp://127.0.0.1:*", "device": "cpu", **config})
     server = SeeThroughServer(lambda: pipeline, config)
     server.start()
     try:

@@ -21,6 +21,7 @@ from seethrough_core.client import Job, JobCancelledError, SeeThroughClient, Ser
 from seethrough_core.endpoint import parse_endpoint
 from seethrough_core.errors import SeeThroughError
 from seethrough_core.generate_and_save import Destination, generate_and_save
+from seethrough_core.keys import ClientKeys
 from seethrough_core.protocol import GenerateRequest
 
 from ..render import render_layout
@@ -42,6 +43,7 @@ class BatchOptions:
     guidance: float = 3.5
     overwrite: bool = False
     timeout_s: float = 30.0
+    keys: ClientKeys | None = None  # CURVE keys for servers started with --server-key
 
 
 @dataclass
@@ -198,7 +200,7 @@ class BatchRunner:
     # --- worker threads -----------------------------------------------------------------------
 
     def _worker(self, endpoint: str) -> None:
-        client = SeeThroughClient(endpoint, self.options.timeout_s)
+        client = SeeThroughClient(endpoint, self.options.timeout_s, keys=self.options.keys)
         reachable = True
         try:
             while True:

@@ -31,6 +31,8 @@ from blender_addon.local_server import SERVER
 from blender_addon.oscr_cache import cache_key
 from blender_addon.render import render_layout
 from seethrough_core.client import SeeThroughClient, ServerUnavailableError
+from seethrough_core.keys import ClientKeys, create_key_pair
+from seethrough_core.local_server import ServerProcess
 from seethrough_core.local_server import free_loopback_port as free_port
 
 pytestmark = pytest.mark.slow
@@ -267,6 +269,27 @@ def test_unreachable_server_reports_within_the_timeout(shot, out_dir):
     assert status.state == "failed" and "seethrough serve" in status.message, status.message
     assert any("seethrough serve" in line for line in draw_generate_panel())
     assert len(shot.seethrough.history) == 0
+
+
+def test_a_refused_key_is_explained_in_the_panel_within_the_timeout(shot, out_dir, tmp_path):
+    create_key_pair("server", tmp_path)
+    create_key_pair("studio", tmp_path / "clients")
+    create_key_pair("stranger", tmp_path)
+    studio = ClientKeys.from_files(tmp_path / "server.key", tmp_path / "clients" / "studio.key_secret")
+    curve = ("--server-key", str(tmp_path / "server.key_secret"), "--client-keys", str(tmp_path / "clients"))
+    with ServerProcess.tiny(tmp_path / "server.log", *curve, keys=studio) as server:
+        server.wait_ready(300)
+        configure(server.endpoint, out_dir, timeout_s=1.0)
+        p = prefs()
+        p.server_public_key = str(tmp_path / "server.key")
+        p.client_secret_key = str(tmp_path / "stranger.key_secret")
+        try:
+            assert bpy.ops.seethrough.generate() == {"FINISHED"}
+            status = pump_until_done(timeout_s=30)
+        finally:
+            p.server_public_key = p.client_secret_key = ""
+    assert status.state == "failed" and "refused this client's key" in status.message, status.message
+    assert any("refused" in line for line in draw_generate_panel())
 
 
 def test_server_dying_mid_job_fails_the_job_and_keeps_earlier_results(shot, out_dir):

@@ -181,6 +181,27 @@ def test_a_bad_server_address_is_refused_before_any_render(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_curve_keys_are_checked_before_any_render(tmp_path):
+    small_layout().save(tmp_path / "ok.json")
+    base = [sys.executable, "-m", "seethrough_core", "batch", str(tmp_path / "ok.json"), "--out"]
+    half = subprocess.run(
+        [*base, str(tmp_path / "out"), "--client-key", str(tmp_path / "me.key_secret")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert half.returncode == 2 and "--server-public-key" in half.stderr and "Traceback" not in half.stderr
+    missing = subprocess.run(
+        [*base, str(tmp_path / "out"), "--server-public-key", str(tmp_path / "gpu.key"), "--client-key",
+         str(tmp_path / "me.key_secret")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )  # fmt: skip
+    assert missing.returncode == 2 and "seethrough keys create" in missing.stderr
+    assert not (tmp_path / "out").exists()
+
+
 def test_argument_parsing():
     assert parse_frames("1-3,7") == [1, 2, 3, 7]
     assert parse_frames(None) is None

@@ -163,7 +163,7 @@ def test_reply_messages_round_trip():
             True,
             {"k": [1, 2]},
             90,
-        ),  # fmt: skip
+        ),
         Cancelled("r", "j", True),
         ErrorReply("invalid_field", "bad", "width", "r", None),
     ]
@@ -208,6 +208,11 @@ def test_a_request_type_is_not_a_reply_and_back():
         ({"metadata": {1: "x"}}, "metadata", "string keys"),
         ({"mask_kind": "visible"}, "mask_kind", "token_grid, amodal"),
         ({"masks": np.zeros((2, 32, 32), np.uint8) + 1}, "masks", "255 inside"),
+        (
+            {"masks": np.stack([np.full((32, 32), 255, np.uint8), np.full((32, 32), 100, np.uint8)])},
+            "masks",
+            "mask 1 has values up to 100",
+        ),  # fmt: skip
         ({"masks": np.zeros((2, 16, 16), bool), "mask_kind": "token_grid"}, "masks", "N x 32 x 32"),
         ({"oscr_image": np.zeros((256, 256), np.uint8)}, "oscr_image", "H x W x 3"),
         ({"oscr_image": np.zeros((256, 256, 3), np.float32)}, "oscr_image", "uint8"),
@@ -242,6 +247,7 @@ def test_frames_that_are_not_a_msgpack_map(frame0):
         ({"protocol": ...}, ErrorCode.MISSING_FIELD, "protocol"),
         ({"protocol": 2}, ErrorCode.UNSUPPORTED_PROTOCOL, "protocol"),
         ({"protocol": True}, ErrorCode.UNSUPPORTED_PROTOCOL, "protocol"),
+        ({"protocol": 1.0}, ErrorCode.UNSUPPORTED_PROTOCOL, "protocol"),
         ({"type": ...}, ErrorCode.MISSING_FIELD, "type"),
         ({"type": "render"}, ErrorCode.UNKNOWN_TYPE, "type"),
         ({"scene_prompt": ...}, ErrorCode.MISSING_FIELD, "scene_prompt"),

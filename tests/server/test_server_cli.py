@@ -215,3 +215,20 @@ def test_a_server_that_dies_mid_job_becomes_a_clear_client_error():
             assert server.endpoint in str(info.value) and "seethrough serve" in str(info.value)
     finally:
         server.close()
+
+
+def _ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not _ipv6_loopback(), reason="this machine has no IPv6 loopback")
+def test_an_ipv6_address_is_served():
+    with loading_server(endpoint="tcp://[::1]:*") as server:
+        assert server.endpoint.startswith("tcp://[::1]:")
+        with SeeThroughClient(server.endpoint, timeout_s=10) as client:
+            assert client.info().state == "loading"

@@ -74,10 +74,10 @@ def test_too_long_scene_prompt_is_rejected_with_counts(t5_tokenizer):
 
 
 def test_too_long_descriptions_are_named(t5_tokenizer):
-    composed = compose_prompt("at night", ["red car " * 100] * 4)
+    composed = compose_prompt("at night", ["red car " * 100, "red car " * 150, "red car " * 100])
     with pytest.raises(PromptTooLongError) as caught:
         tokenize_for_t5(t5_tokenizer, composed)
-    assert caught.value.field == "descriptions"
+    assert caught.value.field == "descriptions[1]"  # the longest one
 
 
 def test_prompt_of_exactly_the_limit_passes(t5_tokenizer):
