@@ -31,6 +31,7 @@ from inference_server.tiny import (
     tiny_clip_tokenizer,
     tiny_t5_tokenizer,
 )
+from seethrough_core.limits import DEFAULT_GUIDANCE
 from seethrough_core.prompt import compose_prompt
 
 CONFIGS = Path(__file__).with_name("flux_dev_configs.json")
@@ -38,7 +39,7 @@ CONFIGS = Path(__file__).with_name("flux_dev_configs.json")
 SCENE = "on mars, sci-fi background, scary."
 DESCRIPTIONS = ["mars rover", "astronaut", "spaceship"]
 SEED = 42
-GUIDANCE = 3.5
+GUIDANCE = DEFAULT_GUIDANCE
 
 
 def describe_machine(device: torch.device) -> str:

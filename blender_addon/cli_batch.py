@@ -9,6 +9,7 @@ from pathlib import Path
 
 from seethrough_core.endpoint import DEFAULT_ENDPOINT, EndpointError, parse_endpoint
 from seethrough_core.keys import ClientKeys, KeyFileError
+from seethrough_core.limits import DEFAULT_GUIDANCE, DEFAULT_STEPS
 from seethrough_core.local_server import LocalServerError, ServerProcess
 
 from .batch.inputs import CameraChoice, InputError, expand_inputs, parse_frames, parse_seeds
@@ -39,8 +40,10 @@ def add_batch_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--frames", help="frames of a .blend, e.g. 1-24 or 1,5,9 (default: its current frame)")
     p.add_argument("--engine", default="cycles", choices=["cycles", "eevee"], help="OSCR render engine")
-    p.add_argument("--steps", type=int, default=25)
-    p.add_argument("--guidance", type=float, default=3.5)
+    p.add_argument("--steps", type=int, default=DEFAULT_STEPS, help=f"denoising steps ({DEFAULT_STEPS})")
+    p.add_argument(
+        "--guidance", type=float, default=DEFAULT_GUIDANCE, help=f"FLUX guidance ({DEFAULT_GUIDANCE})"
+    )
     p.add_argument(
         "--timeout", type=float, default=30.0, help="seconds of silence before a server counts as gone"
     )

@@ -27,7 +27,7 @@ from .batch.plan import safe_name
 from .jobs import RUNNER, Event, Failed, Finished, GenerationJob, JobSpec, Rendered, Step
 from .oscr_cache import cache_dir, is_complete, read_render
 from .preferences import Settings
-from .props import MAX_SEED
+from .props import MAX_UI_SEED
 from .validation import scene_layout
 
 PUMP_INTERVAL_S = 0.1
@@ -47,7 +47,7 @@ def build_spec(
     keys = settings.client_keys() if generate else None
     layout = scene_layout(scene)
     props = scene.seethrough
-    seed = random.randint(0, MAX_SEED) if props.random_seed else props.seed
+    seed = random.randint(0, MAX_UI_SEED) if props.random_seed else props.seed
     scene_dir = settings.output_root() / safe_name(scene.name)
     request = GenerateRequest.for_layout(
         layout,

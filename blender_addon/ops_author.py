@@ -10,7 +10,8 @@ from bpy_extras.io_utils import ExportHelper, ImportHelper
 from mathutils import Vector
 
 from seethrough_core.errors import LayoutError
-from seethrough_core.layout import MAX_BOXES, Box, load_layout
+from seethrough_core.layout import Box, load_layout
+from seethrough_core.limits import MAX_BOXES
 from seethrough_core.png import write_bytes_atomic
 
 from . import look, scene_io

@@ -18,11 +18,13 @@ from bpy.props import (
     StringProperty,
 )
 
-from seethrough_core.protocol import DEFAULT_GUIDANCE, DEFAULT_STEPS, MAX_GUIDANCE, MAX_STEPS
+from seethrough_core.limits import DEFAULT_GUIDANCE, DEFAULT_STEPS, MAX_GUIDANCE, MAX_SEED, MAX_STEPS
 
 from .templates import load_templates
 
-MAX_SEED = 2**31 - 1  # Blender integer properties are 32-bit; the add-on picks seeds in this range
+# Blender's integer properties are signed 32-bit: the seed field (and the add-on's random picks) stop
+# below the protocol's MAX_SEED.
+MAX_UI_SEED = min(MAX_SEED, 2**31 - 1)
 
 
 def template_items() -> list[tuple[str, str, str]]:
@@ -101,7 +103,7 @@ class SEETHROUGH_PG_scene(bpy.types.PropertyGroup):  # noqa: N801
 
     # Generation settings.
     seed: IntProperty(
-        name="Seed", description="Seed used when Random is off", min=0, max=MAX_SEED, default=42
+        name="Seed", description="Seed used when Random is off", min=0, max=MAX_UI_SEED, default=42
     )
     random_seed: BoolProperty(
         name="Random Seed", description="Pick a new seed for every generation", default=True

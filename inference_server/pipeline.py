@@ -30,7 +30,7 @@ from diffusers.utils.torch_utils import randn_tensor
 from torch import nn
 from transformers import AutoTokenizer
 
-from seethrough_core.layout import MAX_BOXES
+from seethrough_core.limits import DEFAULT_GUIDANCE, DEFAULT_STEPS, MAX_BOXES
 from seethrough_core.oscr_spec import SEETHROUGH3D_V1, OscrProfile
 from seethrough_core.prompt import compose_prompt
 
@@ -333,8 +333,8 @@ class SeeThroughPipeline:
         width: int,
         height: int,
         seed: int,
-        num_inference_steps: int = 25,
-        guidance_scale: float = 3.5,
+        num_inference_steps: int = DEFAULT_STEPS,
+        guidance_scale: float = DEFAULT_GUIDANCE,
         step_callback: Callable[[StepInfo], None] | None = None,
         preview_interval: int = 0,
         condition_cache: bool | None = None,

@@ -37,10 +37,8 @@ from seethrough_core.endpoint import (
     parse_endpoint,
 )
 from seethrough_core.errors import SeeThroughError
-from seethrough_core.layout import MAX_BOXES
+from seethrough_core.limits import MAX_BOXES, MAX_FRAMES, MAX_MESSAGE_BYTES
 from seethrough_core.protocol import (
-    MAX_FRAMES,
-    MAX_MESSAGE_BYTES,
     PROTOCOL_VERSION,
     Accepted,
     Cancelled,

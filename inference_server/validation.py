@@ -6,13 +6,19 @@ import math
 
 import numpy as np
 
-from seethrough_core.layout import MAX_BOXES, MAX_SIDE, MIN_SIDE, SIDE_MULTIPLE
-from seethrough_core.protocol import MAX_GUIDANCE, MAX_STEPS
+from seethrough_core.limits import (
+    MAX_BOXES,
+    MAX_GUIDANCE,
+    MAX_PREVIEW_INTERVAL,
+    MAX_SEED,
+    MAX_SIDE,
+    MAX_STEPS,
+    MIN_SIDE,
+    SIDE_MULTIPLE,
+)
 
 from .condition import CONDITION_GRID
 from .errors import RequestError
-
-MAX_SEED = 2**64 - 1  # torch.Generator.manual_seed takes any unsigned 64-bit value
 
 
 def _is_int(value: object) -> bool:
@@ -71,7 +77,7 @@ def validate_request(
             )
 
     if not _is_int(seed) or not 0 <= seed <= MAX_SEED:
-        raise RequestError("seed", f"{seed!r}: must be an integer in 0..2**64-1")
+        raise RequestError("seed", f"{seed!r}: must be an integer in 0..{MAX_SEED}")
     if not _is_int(num_inference_steps) or not 1 <= num_inference_steps <= MAX_STEPS:
         raise RequestError(
             "num_inference_steps", f"{num_inference_steps!r}: must be an integer in 1..{MAX_STEPS}"
@@ -83,7 +89,8 @@ def validate_request(
         or not 0.0 <= guidance_scale <= MAX_GUIDANCE
     ):
         raise RequestError("guidance_scale", f"{guidance_scale!r}: must be a number in 0..{MAX_GUIDANCE:g}")
-    if not _is_int(preview_interval) or preview_interval < 0:
+    if not _is_int(preview_interval) or not 0 <= preview_interval <= MAX_PREVIEW_INTERVAL:
         raise RequestError(
-            "preview_interval", f"{preview_interval!r}: must be 0 (no previews) or a step count"
+            "preview_interval",
+            f"{preview_interval!r}: must be 0 (no previews) or a step count up to {MAX_PREVIEW_INTERVAL}",
         )

@@ -25,7 +25,8 @@ from typing import TYPE_CHECKING, Any
 import zmq
 
 from seethrough_core.errors import SeeThroughError
-from seethrough_core.protocol import MAX_SEED, ErrorCode, ErrorReply, Frame, Progress, Result
+from seethrough_core.limits import MAX_SEED
+from seethrough_core.protocol import ErrorCode, ErrorReply, Frame, Progress, Result
 
 from .errors import GenerationCancelled, RequestError
 from .jobs import JobQueue, ServerJob

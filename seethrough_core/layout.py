@@ -13,16 +13,18 @@ from pathlib import Path
 from typing import Any
 
 from .errors import LayoutError
+from .limits import (
+    MAX_BOX_SIDE_M,
+    MAX_BOXES,
+    MAX_DESCRIPTION_CHARS,
+    MAX_LIGHT_SEED,
+    MAX_SIDE,
+    MIN_SIDE,
+    SIDE_MULTIPLE,
+)
 
 FORMAT = "seethrough.layout"
 VERSION = 1
-MAX_BOXES = 16
-MIN_SIDE = 256
-MAX_SIDE = 2048
-SIDE_MULTIPLE = 16
-MAX_DESCRIPTION_CHARS = 300
-MAX_BOX_SIDE_M = 1000.0
-MAX_LIGHT_SEED = 2**31 - 1
 
 Vec3 = tuple[float, float, float]
 

@@ -25,27 +25,31 @@ import msgpack
 import numpy as np
 
 from .errors import SeeThroughError
-from .layout import MAX_BOXES, MAX_DESCRIPTION_CHARS, MAX_SIDE, MIN_SIDE, SIDE_MULTIPLE, Layout
+from .layout import Layout
+from .limits import (
+    DEFAULT_GUIDANCE,
+    DEFAULT_SIDE,
+    DEFAULT_STEPS,
+    MAX_BOXES,
+    MAX_DESCRIPTION_CHARS,
+    MAX_FRAMES,
+    MAX_GUIDANCE,
+    MAX_HEADER_BYTES,
+    MAX_ID_CHARS,
+    MAX_IMAGE_SIDE,
+    MAX_MESSAGE_BYTES,
+    MAX_PREVIEW_INTERVAL,
+    MAX_SCENE_PROMPT_CHARS,
+    MAX_SEED,
+    MAX_SIDE,
+    MAX_STEPS,
+    MIN_IMAGE_SIDE,
+    MIN_SIDE,
+    SIDE_MULTIPLE,
+)
 from .token_grid import BINARY_THRESHOLD, GRID_SIZE, pool_to_token_grid
 
 PROTOCOL_VERSION = 1
-
-# Limits. A largest legal request (2048 px OSCR image and 16 full-size 2048 px masks) is about 80 MB.
-MAX_FRAMES = 8
-MAX_HEADER_BYTES = 1 << 20
-MAX_MESSAGE_BYTES = 96 << 20
-MAX_ID_CHARS = 128
-MAX_SCENE_PROMPT_CHARS = 2000
-MIN_IMAGE_SIDE = GRID_SIZE  # OSCR images and full-size masks: at least one pixel per token cell
-MAX_IMAGE_SIDE = 4096
-MAX_STEPS = 100
-MAX_GUIDANCE = 30.0
-MAX_SEED = 2**32 - 1
-
-# The reference implementation's generation defaults.
-DEFAULT_STEPS = 25
-DEFAULT_GUIDANCE = 3.5
-DEFAULT_SIDE = 1024
 
 MASK_KINDS = ("token_grid", "amodal")
 ENCODINGS = ("raw", "png", "jpeg")
@@ -273,9 +277,10 @@ class GenerateRequest(Message):
             raise bad("steps", f"must be an integer in 1..{MAX_STEPS}, got {self.steps!r}")
         if not _is_number(self.guidance) or not 0.0 <= self.guidance <= MAX_GUIDANCE:
             raise bad("guidance", f"must be a number in 0..{MAX_GUIDANCE}, got {self.guidance!r}")
-        if not _is_int(self.preview_interval) or not 0 <= self.preview_interval <= MAX_STEPS:
+        if not _is_int(self.preview_interval) or not 0 <= self.preview_interval <= MAX_PREVIEW_INTERVAL:
             raise bad(
-                "preview_interval", f"must be an integer in 0..{MAX_STEPS}, got {self.preview_interval!r}"
+                "preview_interval",
+                f"must be an integer in 0..{MAX_PREVIEW_INTERVAL}, got {self.preview_interval!r}",
             )
         if not isinstance(self.metadata, dict) or not all(isinstance(k, str) for k in self.metadata):
             raise bad("metadata", "must be a map with string keys")

@@ -22,6 +22,7 @@ from seethrough_core.endpoint import parse_endpoint
 from seethrough_core.errors import SeeThroughError
 from seethrough_core.generate_and_save import Destination, generate_and_save
 from seethrough_core.keys import ClientKeys
+from seethrough_core.limits import DEFAULT_GUIDANCE, DEFAULT_STEPS
 from seethrough_core.protocol import GenerateRequest
 
 from ..render import render_layout
@@ -39,8 +40,8 @@ class BatchOptions:
     cameras: CameraChoice = field(default_factory=lambda: CameraChoice("active"))
     frames: list[int] | None = None
     engine: str = "cycles"
-    steps: int = 25
-    guidance: float = 3.5
+    steps: int = DEFAULT_STEPS
+    guidance: float = DEFAULT_GUIDANCE
     overwrite: bool = False
     timeout_s: float = 30.0
     keys: ClientKeys | None = None  # CURVE keys for servers started with --server-key

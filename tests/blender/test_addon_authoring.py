@@ -13,7 +13,8 @@ from mathutils import Vector
 
 from blender_addon import scene_io
 from blender_addon.templates import load_templates
-from seethrough_core.layout import MAX_BOXES, load_layout
+from seethrough_core.layout import load_layout
+from seethrough_core.limits import MAX_BOXES
 
 EXAMPLE = "assets/examples/street.json"
 OPERATORS = [

@@ -10,7 +10,7 @@ import pytest
 
 from blender_addon import scene_io
 from seethrough_core.geometry import euler_xyz_matrix
-from seethrough_core.layout import MAX_BOXES
+from seethrough_core.limits import MAX_BOXES
 
 pytestmark = pytest.mark.each_blender  # fast, and it reads evaluated geometry: worth the 5.2 pass
 

@@ -4,7 +4,8 @@ import math
 import pytest
 
 from seethrough_core.errors import LayoutError
-from seethrough_core.layout import MAX_BOXES, Layout, load_layout
+from seethrough_core.layout import Layout, load_layout
+from seethrough_core.limits import MAX_BOXES
 
 
 def test_example_asset_loads():

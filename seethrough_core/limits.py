@@ -1,0 +1,39 @@
+"""Every limit and default of a generation request, in one table.
+
+The layout schema, the wire protocol, the server, the pipeline, the add-on's properties and the
+command line all read these; none of them writes a limit or a default of its own.
+"""
+
+from __future__ import annotations
+
+from .token_grid import GRID_SIZE
+
+# The layout
+MAX_BOXES = 16
+MIN_SIDE = 256  # output width and height, px
+MAX_SIDE = 2048
+SIDE_MULTIPLE = 16  # FLUX works on 16 px patches
+MAX_DESCRIPTION_CHARS = 300
+MAX_BOX_SIDE_M = 1000.0
+MAX_LIGHT_SEED = 2**31 - 1
+
+# A generation
+MAX_SCENE_PROMPT_CHARS = 2000  # the composed prompt must also fit the model's 512 T5 tokens
+MAX_STEPS = 100
+MAX_GUIDANCE = 30.0
+MAX_SEED = 2**32 - 1
+MAX_PREVIEW_INTERVAL = MAX_STEPS
+
+# The reference implementation's generation defaults
+DEFAULT_STEPS = 25
+DEFAULT_GUIDANCE = 3.5
+DEFAULT_SIDE = 1024
+
+# Messages on the wire. A largest legal request (2048 px OSCR image and 16 full-size 2048 px masks) is
+# about 80 MB.
+MAX_FRAMES = 8
+MAX_HEADER_BYTES = 1 << 20
+MAX_MESSAGE_BYTES = 96 << 20
+MAX_ID_CHARS = 128
+MIN_IMAGE_SIDE = GRID_SIZE  # OSCR images and full-size masks: at least one pixel per token cell
+MAX_IMAGE_SIDE = 4096
