@@ -149,10 +149,10 @@ def compute_masks(layout: Layout, profile: OscrProfile = SEETHROUGH3D_V1) -> Mas
 
     visible = nearest_box[None] == np.arange(n)[:, None, None]
     growth, reach = wire_growth(profile), profile.mask_filter_width_px / 2
-    amodal = np.stack([covered_pixels(cam, grown_box(box, growth), near, far, reach) for box in layout.boxes])
-    return MaskSet(
-        amodal=amodal.reshape(shape), silhouette=silhouette, visible=visible & silhouette, entry_depth=entry
-    )
+    amodal = np.zeros(shape, dtype=bool)
+    for i, box in enumerate(layout.boxes):
+        amodal[i] = covered_pixels(cam, grown_box(box, growth), near, far, reach)
+    return MaskSet(amodal=amodal, silhouette=silhouette, visible=visible & silhouette, entry_depth=entry)
 
 
 def wire_growth(profile: OscrProfile) -> float:
