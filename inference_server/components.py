@@ -20,28 +20,22 @@ from .lora import SeeThroughLoRA
 @dataclass(frozen=True)
 class ComponentSpec:
     name: str  # attribute of the pipeline and subfolder of a diffusers-format model folder
-    loader: type  # the class whose from_pretrained reads the subfolder
-    saved_as: type  # the class a saved folder's model_index.json names
+    loader: type  # the class whose from_pretrained reads the subfolder (AutoTokenizer reads any tokenizer)
     dtype_keyword: str | None  # how from_pretrained takes the load dtype; None: no weights (not a model)
 
     @property
     def is_model(self) -> bool:
         return self.dtype_keyword is not None
 
-    @property
-    def library(self) -> str:
-        return "diffusers" if self.saved_as.__module__.startswith("diffusers") else "transformers"
-
 
 FLUX_COMPONENTS: tuple[ComponentSpec, ...] = (
-    ComponentSpec("transformer", FluxTransformer2DModel, FluxTransformer2DModel, "torch_dtype"),
-    ComponentSpec("vae", AutoencoderKL, AutoencoderKL, "torch_dtype"),
-    ComponentSpec("text_encoder", CLIPTextModel, CLIPTextModel, "dtype"),
-    ComponentSpec("text_encoder_2", T5EncoderModel, T5EncoderModel, "dtype"),
-    # tokenizers are saved as whatever fast-tokenizer class they are; AutoTokenizer reads any of them
-    ComponentSpec("tokenizer", AutoTokenizer, AutoTokenizer, None),
-    ComponentSpec("tokenizer_2", AutoTokenizer, AutoTokenizer, None),
-    ComponentSpec("scheduler", FlowMatchEulerDiscreteScheduler, FlowMatchEulerDiscreteScheduler, None),
+    ComponentSpec("transformer", FluxTransformer2DModel, "torch_dtype"),
+    ComponentSpec("vae", AutoencoderKL, "torch_dtype"),
+    ComponentSpec("text_encoder", CLIPTextModel, "dtype"),
+    ComponentSpec("text_encoder_2", T5EncoderModel, "dtype"),
+    ComponentSpec("tokenizer", AutoTokenizer, None),
+    ComponentSpec("tokenizer_2", AutoTokenizer, None),
+    ComponentSpec("scheduler", FlowMatchEulerDiscreteScheduler, None),
 )
 COMPONENT_NAMES = tuple(spec.name for spec in FLUX_COMPONENTS)
 MODEL_NAMES = tuple(spec.name for spec in FLUX_COMPONENTS if spec.is_model)

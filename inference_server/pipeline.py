@@ -28,7 +28,6 @@ import torch
 from diffusers import FluxTransformer2DModel
 from diffusers.utils.torch_utils import randn_tensor
 from torch import nn
-from transformers import AutoTokenizer
 
 from seethrough_core.limits import DEFAULT_GUIDANCE, DEFAULT_STEPS, MAX_BOXES
 from seethrough_core.oscr_spec import SEETHROUGH3D_V1, OscrProfile
@@ -36,7 +35,7 @@ from seethrough_core.prompt import compose_prompt
 
 from .attention import ATTENTION_PROCESSORS, DEFAULT_ATTENTION, AttentionLayout
 from .compile import CompileNotices, CompileSettings, compiled_runners, use_compile_cache
-from .components import FLUX_COMPONENTS, MODEL_NAMES, FluxComponents
+from .components import COMPONENT_NAMES, MODEL_NAMES, FluxComponents
 from .condition import CONDITION_TOKENS, condition_position_ids, encode_condition, oscr_to_pixels
 from .cpu_alignment import align_cpu_weights
 from .errors import GenerationCancelled, SetupError
@@ -255,12 +254,11 @@ class SeeThroughPipeline:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         index = {"_class_name": "FluxPipeline", "_diffusers_version": diffusers.__version__}
-        for spec in FLUX_COMPONENTS:
-            component = getattr(self, spec.name)
-            component.save_pretrained(folder / spec.name)
-            saved_as = type(component) if spec.saved_as is AutoTokenizer else spec.saved_as
-            library = "diffusers" if saved_as.__module__.startswith("diffusers") else "transformers"
-            index[spec.name] = [library, saved_as.__name__]
+        for name in COMPONENT_NAMES:
+            component = getattr(self, name)
+            component.save_pretrained(folder / name)
+            library = "diffusers" if type(component).__module__.startswith("diffusers") else "transformers"
+            index[name] = [library, type(component).__name__]
         (folder / "model_index.json").write_text(json.dumps(index, indent=2) + "\n")
 
     # ----------------------------------------------------------------- LoRAs and settings
