@@ -60,7 +60,7 @@ from gpu_report import (  # noqa: E402, F401  (the names the smoke test reads th
     render,
 )
 
-from inference_server.errors import SetupError  # noqa: E402
+from inference_server.model_errors import SetupError  # noqa: E402
 from inference_server.placement import plan_memory  # noqa: E402
 
 DEFAULT_RESULTS = REPO / "benchmarks" / "results" / "gpu_bench.json"

@@ -24,11 +24,11 @@ from seethrough_core.token_grid import GRID_SIZE
 from . import images
 from .background_render import render_task
 from .batch.plan import safe_name
-from .jobs import RUNNER, Event, Failed, Finished, GenerationJob, JobSpec, Rendered, Step
+from .generation_jobs import RUNNER, Event, Failed, Finished, GenerationJob, JobSpec, Rendered, Step
 from .oscr_cache import cache_dir, is_complete, read_render
 from .preferences import Settings
 from .props import MAX_UI_SEED
-from .validation import scene_layout
+from .scene_checks import scene_layout
 
 PUMP_INTERVAL_S = 0.1
 

@@ -16,8 +16,8 @@ from seethrough_core.png import write_bytes_atomic
 
 from . import look, scene_io
 from .props import TEMPLATE_ITEMS
+from .scene_checks import scene_layout
 from .templates import get_template
-from .validation import scene_layout
 
 
 def box_center_at_cursor(cursor: Vector, height: float) -> tuple[float, float, float]:

@@ -7,7 +7,7 @@ import bpy
 from seethrough_core.errors import SeeThroughError
 
 from . import generation
-from .jobs import RUNNER
+from .generation_jobs import RUNNER
 from .preferences import settings
 
 

@@ -12,7 +12,7 @@ from bpy.props import EnumProperty
 from seethrough_core.errors import SeeThroughError
 
 from . import generation, images
-from .jobs import RUNNER
+from .generation_jobs import RUNNER
 from .preferences import settings
 
 

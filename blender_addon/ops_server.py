@@ -1,4 +1,4 @@
-"""Start and stop the local `seethrough serve` process (see local_server.py)."""
+"""Start and stop the local `seethrough serve` process (see server_launcher.py)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import bpy
 
 from seethrough_core.errors import SeeThroughError
 
-from .local_server import SERVER
 from .preferences import settings
+from .server_launcher import SERVER
 
 
 class SEETHROUGH_OT_start_server(bpy.types.Operator):  # noqa: N801

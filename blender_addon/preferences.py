@@ -18,7 +18,7 @@ from seethrough_core.client import DEFAULT_TIMEOUT_S
 from seethrough_core.endpoint import DEFAULT_ENDPOINT, EndpointError, parse_endpoint
 from seethrough_core.keys import ClientKeys, KeyFileError
 
-from . import local_server
+from . import server_launcher
 
 # "bl_ext.user_default.seethrough" when installed as an extension, "blender_addon" from a checkout.
 ADDON_ID = __package__
@@ -62,8 +62,8 @@ class Settings:
             return Path(bpy.path.abspath(self.server_log.strip()))
         return self.output_root() / "server.log"
 
-    def server_command(self) -> local_server.ServerCommand:
-        return local_server.ServerCommand(
+    def server_command(self) -> server_launcher.ServerCommand:
+        return server_launcher.ServerCommand(
             self.server_executable, self.server_arguments, self.server_address, self.log_path()
         )
 
@@ -185,7 +185,7 @@ class SEETHROUGH_AP_preferences(bpy.types.AddonPreferences):  # noqa: N801
 
 
 def draw_server_controls(layout: bpy.types.UILayout) -> None:
-    server = local_server.SERVER
+    server = server_launcher.SERVER
     row = layout.row(align=True)
     if server.running:
         row.label(text=f"Running (pid {server.pid})", icon="CHECKMARK")

@@ -15,8 +15,8 @@ from . import (
     props,
     ui,
 )
-from .jobs import RUNNER
-from .local_server import SERVER
+from .generation_jobs import RUNNER
+from .server_launcher import SERVER
 
 CLASSES = (
     *preferences.CLASSES,

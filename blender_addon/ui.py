@@ -8,9 +8,9 @@ import time
 import bpy
 
 from . import compat, scene_io
-from .jobs import RUNNER
-from .local_server import SERVER
+from .generation_jobs import RUNNER
 from .preferences import address_problem, draw_server_controls, preferences, settings
+from .server_launcher import SERVER
 
 
 def draw_message(

@@ -15,7 +15,7 @@ import torch
 from diffusers import FluxTransformer2DModel
 
 from .components import FLUX_COMPONENTS, FluxComponents
-from .errors import WeightsMismatchError, WeightsNotFoundError
+from .model_errors import WeightsMismatchError, WeightsNotFoundError
 from .weights import FLUX_HOW_TO_GET
 
 

@@ -18,7 +18,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from .errors import LoRAFormatError
+from .model_errors import LoRAFormatError
 
 DOUBLE_TARGETS = ("q", "k", "v", "proj")
 SINGLE_TARGETS = ("q", "k", "v")

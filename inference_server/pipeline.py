@@ -38,19 +38,19 @@ from .compile import CompileNotices, CompileSettings, compiled_runners, use_comp
 from .components import COMPONENT_NAMES, MODEL_NAMES, FluxComponents
 from .condition import CONDITION_TOKENS, condition_position_ids, encode_condition, oscr_to_pixels
 from .cpu_alignment import align_cpu_weights
-from .errors import GenerationCancelled, SetupError
 from .latents import PIXELS_PER_TOKEN, image_position_ids, pack_latents, unpack_latents
 from .loading import load_components
 from .lora import SeeThroughLoRA, load_seethrough_lora
+from .model_errors import GenerationCancelled, SetupError
 from .offload import StreamedModule, stream_t5
 from .placement import MEMORY_MODES, MemoryPlan, plan_memory
 from .preview import LatentPreviewer
 from .quantize import quantize_transformer
+from .request_checks import validate_request
 from .style_lora import StyleLoRA, activate, load_style_lora
 from .text import T5_MAX_TOKENS, PromptEncoder
 from .tiny import build_tiny_components
 from .transformer import EAGER_RUNNERS, BlockRunners, SeeThroughTransformer
-from .validation import validate_request
 from .weights import WeightsFile, resolve_model_folder, resolve_seethrough_lora
 
 __all__ = ["MEMORY_MODES", "GenerationCancelled", "GenerationOutput", "SeeThroughPipeline", "StepInfo"]

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .errors import SetupError
+from .model_errors import SetupError
 from .quantize import QUANTIZATIONS, auto_quantization, require_backend
 
 MEMORY_MODES = ("full", "offload", "24gb")

@@ -17,7 +17,7 @@ from types import ModuleType
 import torch
 from torch import nn
 
-from .errors import SetupError
+from .model_errors import SetupError
 
 QUANTIZATIONS = ("fp8", "nf4")
 QUANTIZED_PREFIXES = ("transformer_blocks.", "single_transformer_blocks.")

@@ -55,10 +55,10 @@ from seethrough_core.protocol import (
 )
 
 from .auth import CurveSettings, Gatekeeper, HandshakeLog
-from .errors import RequestError
 from .intake import IntakeGuard
-from .jobs import JobQueue, QueueFullError, ServerJob
+from .job_queue import JobQueue, QueueFullError, ServerJob
 from .memory import free_memory, memory_kind
+from .model_errors import RequestError
 from .ports import port_owner
 from .worker import Worker
 

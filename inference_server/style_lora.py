@@ -15,7 +15,7 @@ from diffusers import FluxTransformer2DModel
 from diffusers.loaders import FluxLoraLoaderMixin
 from safetensors.torch import load_file
 
-from .errors import WeightsMismatchError
+from .model_errors import WeightsMismatchError
 from .weights import WeightsFile, resolve_style_lora
 
 logger = logging.getLogger(__name__)

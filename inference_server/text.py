@@ -16,7 +16,7 @@ from transformers import PreTrainedModel
 
 from seethrough_core.prompt import ComposedPrompt, compose_prompt
 
-from .errors import PromptTooLongError, RequestError, SetupError
+from .model_errors import PromptTooLongError, RequestError, SetupError
 
 T5_MAX_TOKENS = 512  # FLUX.1-dev's max_sequence_length; the text stream is always this long
 

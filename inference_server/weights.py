@@ -17,7 +17,7 @@ from huggingface_hub import snapshot_download
 from huggingface_hub.errors import LocalEntryNotFoundError
 
 from .components import COMPONENT_NAMES
-from .errors import WeightsNotFoundError
+from .model_errors import WeightsNotFoundError
 
 FLUX_REPO = "black-forest-labs/FLUX.1-dev"
 SEETHROUGH_LORA_REPO = "va1bhavagrawa1/seethrough3d-flux.1-weights"

@@ -28,8 +28,8 @@ from seethrough_core.errors import SeeThroughError
 from seethrough_core.limits import MAX_SEED
 from seethrough_core.protocol import ErrorCode, ErrorReply, Frame, Progress, Result
 
-from .errors import GenerationCancelled, RequestError
-from .jobs import JobQueue, ServerJob
+from .job_queue import JobQueue, ServerJob
+from .model_errors import GenerationCancelled, RequestError
 
 if TYPE_CHECKING:  # the pipeline module imports torch; the worker only calls what it is given
     from .pipeline import SeeThroughPipeline, StepInfo

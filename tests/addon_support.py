@@ -40,7 +40,7 @@ def configure(address: str, out_dir: Path, timeout_s: float = 30.0) -> None:
 def pump_until_done(timeout_s: float = 120.0, on_pump: Callable[[], None] | None = None):
     """Drive the main-thread pump as Blender's timer would; returns the job's final status."""
     from blender_addon import generation
-    from blender_addon.jobs import RUNNER
+    from blender_addon.generation_jobs import RUNNER
 
     deadline = time.monotonic() + timeout_s
     while generation.pump():

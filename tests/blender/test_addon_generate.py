@@ -26,10 +26,10 @@ from conftest import BASE_LAYOUT, MAIN_PYTHON
 from PIL import Image
 
 from blender_addon import background_render, images, scene_io, ui
-from blender_addon.jobs import RUNNER
-from blender_addon.local_server import SERVER
+from blender_addon.generation_jobs import RUNNER
 from blender_addon.oscr_cache import cache_key
 from blender_addon.render import render_layout
+from blender_addon.server_launcher import SERVER
 from seethrough_core.client import SeeThroughClient, ServerUnavailableError
 from seethrough_core.keys import ClientKeys, create_key_pair
 from seethrough_core.local_server import ServerProcess

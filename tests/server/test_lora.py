@@ -6,8 +6,8 @@ import torch
 from model_comparison import assert_same_generation
 from safetensors.torch import load_file, save_file
 
-from inference_server.errors import LoRAFormatError, WeightsMismatchError, WeightsNotFoundError
 from inference_server.lora import ConditionLoRA, SeeThroughLoRA, expected_release_keys, save_seethrough_lora
+from inference_server.model_errors import LoRAFormatError, WeightsMismatchError, WeightsNotFoundError
 from inference_server.pipeline import SeeThroughPipeline
 
 

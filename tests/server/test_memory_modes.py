@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from inference_server import placement
-from inference_server.errors import SetupError
+from inference_server.model_errors import SetupError
 from inference_server.offload import stream_t5, t5_units
 from inference_server.pipeline import SeeThroughPipeline
 from inference_server.placement import plan_memory

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from inference_server.condition import condition_position_ids, encode_condition, oscr_to_pixels
-from inference_server.errors import GenerationCancelled, RequestError
 from inference_server.latents import image_position_ids
+from inference_server.model_errors import GenerationCancelled, RequestError
 from inference_server.pipeline import SeeThroughPipeline, StepInfo
 from seethrough_core.oscr_spec import jpeg_round_trip
 from seethrough_core.prompt import compose_prompt

@@ -10,8 +10,8 @@ from model_comparison import assert_same_generation, assert_same_weights
 
 from inference_server.components import COMPONENT_NAMES, MODEL_NAMES, FluxComponents
 from inference_server.cpu_alignment import is_aligned
-from inference_server.errors import SetupError, WeightsMismatchError, WeightsNotFoundError
 from inference_server.lora import save_seethrough_lora
+from inference_server.model_errors import SetupError, WeightsMismatchError, WeightsNotFoundError
 from inference_server.pipeline import SeeThroughPipeline
 
 SNAPSHOT = "0123456789abcdef0123456789abcdef01234567"

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from inference_server.errors import PromptTooLongError, RequestError
+from inference_server.model_errors import PromptTooLongError, RequestError
 from inference_server.text import T5_MAX_TOKENS, tokenize_for_t5
 from inference_server.tiny import tiny_t5_tokenizer
 from seethrough_core.prompt import compose_prompt

@@ -18,7 +18,7 @@ from seethrough_core.limits import (
 )
 
 from .condition import CONDITION_GRID
-from .errors import RequestError
+from .model_errors import RequestError
 
 
 def _is_int(value: object) -> bool:

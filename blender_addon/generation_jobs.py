@@ -88,7 +88,7 @@ class Connected:
 
 
 @dataclass(frozen=True)
-class Accepted:
+class JobAccepted:
     job_id: str
     queue_position: int
 
@@ -117,7 +117,7 @@ class Stopped:
     """The job was cancelled before it produced an image."""
 
 
-Event = Rendering | Rendered | Connected | Accepted | Step | Finished | Failed | Stopped
+Event = Rendering | Rendered | Connected | JobAccepted | Step | Finished | Failed | Stopped
 
 
 # --- the status the panel shows (main thread only) --------------------------------------------
@@ -249,7 +249,7 @@ class GenerationJob:
     def _accepted(self, server_job: Job) -> None:
         with self._lock:
             self._server_job = server_job
-        self._post(Accepted(server_job.id, server_job.queue_position))
+        self._post(JobAccepted(server_job.id, server_job.queue_position))
         if self._cancel.is_set():
             server_job.cancel()
 
@@ -317,7 +317,7 @@ def _update_status(status: JobStatus, event: Event) -> None:
             status.message = f"Connected: {event.model}" + (
                 " (random weights: noise)" if event.is_noise else ""
             )
-    elif isinstance(event, Accepted):
+    elif isinstance(event, JobAccepted):
         if status.state != "cancelling":
             status.state = "queued" if event.queue_position else "running"
             status.message = (
