@@ -169,7 +169,7 @@ scene.render.resolution_x = scene.render.resolution_y = 256
 scene.render.resolution_percentage = 100
 bpy.context.preferences.addons[{module!r}].preferences.output_dir = os.path.join(os.getcwd(), "out")
 bpy.ops.seethrough.render_oscr()
-runner = sys.modules[{module!r} + ".jobs"].RUNNER
+runner = sys.modules[{module!r} + ".generation_jobs"].RUNNER
 pump = sys.modules[{module!r} + ".generation"].pump
 deadline = time.monotonic() + 240
 while pump() and time.monotonic() < deadline:
