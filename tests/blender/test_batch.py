@@ -239,7 +239,15 @@ def test_ctrl_c_leaves_no_half_written_file_and_a_rerun_finishes(empty_blender, 
         "--seeds",
         "1,2,3,4",
     ]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # Ctrl-C as in a terminal: a test run started in the background (a CI step, `cmd &`) hands its
+    # children SIGINT ignored, and Python then never raises KeyboardInterrupt
+    process = subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     try:
         for line in process.stderr:  # wait until the first image is finished, then interrupt
             if line.startswith("[1/4] done"):
