@@ -11,7 +11,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxTransformer2DModel
-from torch import nn
 from transformers import AutoTokenizer, CLIPTextModel, T5EncoderModel
 
 from .lora import SeeThroughLoRA
@@ -57,6 +56,3 @@ class FluxComponents:
     def by_name(self) -> dict[str, object]:
         """The components of FLUX_COMPONENTS, by name (the LoRA is not one of them)."""
         return {name: getattr(self, name) for name in COMPONENT_NAMES}
-
-    def models(self) -> list[nn.Module]:
-        return [getattr(self, name) for name in MODEL_NAMES]
