@@ -21,9 +21,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from blender_addon.batch.runner import BatchOptions, BatchRunner  # noqa: E402
+from seethrough.batch.runner import BatchOptions, BatchRunner  # noqa: E402
 from seethrough_core.layout import Layout, load_layout  # noqa: E402
-from seethrough_core.local_server import ServerProcess  # noqa: E402
+from seethrough_core.server_process import ServerProcess  # noqa: E402
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "assets" / "examples" / "street.json"
 

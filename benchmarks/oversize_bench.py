@@ -24,7 +24,7 @@ from zmq.utils.monitor import recv_monitor_message
 
 from seethrough_core.client import SeeThroughClient
 from seethrough_core.limits import MAX_MESSAGE_BYTES
-from seethrough_core.local_server import ServerProcess
+from seethrough_core.server_process import ServerProcess
 
 MIB = 1 << 20
 

@@ -24,8 +24,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from seethrough_core.client import SeeThroughClient  # noqa: E402  (after the path fix-up above)
-from seethrough_core.local_server import ServerProcess  # noqa: E402
 from seethrough_core.protocol import GenerateRequest  # noqa: E402
+from seethrough_core.server_process import ServerProcess  # noqa: E402
 
 
 @dataclass

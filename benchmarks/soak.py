@@ -32,7 +32,6 @@ import numpy as np
 import zmq
 
 from seethrough_core.client import SeeThroughClient
-from seethrough_core.local_server import ServerProcess
 from seethrough_core.protocol import (
     Accepted,
     Cancelled,
@@ -42,6 +41,7 @@ from seethrough_core.protocol import (
     Result,
     decode_reply,
 )
+from seethrough_core.server_process import ServerProcess
 
 SIDE = 256
 

@@ -4,7 +4,7 @@ A Cycles OSCR render runs on the CPU for seconds to minutes; in Blender's own pr
 block the UI all that time. Instead the main thread writes the layout to a file and captures a
 command line (render_task), and a worker thread runs it (run_render): Blender in the background
 with factory settings, loading this add-on's modules straight from its folder, rendering with the
-same code as `seethrough render` (cli_render.child_main). Cancelling kills the process; a killed
+same code as `seethrough render` (render_process.child_main). Cancelling kills the process; a killed
 render leaves no masks.json, so the cache never takes it for complete. No bpy here: the caller
 passes Blender's executable.
 """
@@ -42,7 +42,7 @@ spec = importlib.util.spec_from_file_location(
 module = importlib.util.module_from_spec(spec)
 sys.modules[{package!r}] = module
 spec.loader.exec_module(module)
-sys.exit(importlib.import_module({package!r} + ".cli_render").child_main())
+sys.exit(importlib.import_module({package!r} + ".render_process").child_main())
 """
 
 

@@ -18,12 +18,12 @@ import numpy as np
 
 from seethrough_core import __version__
 from seethrough_core.endpoint import parse_endpoint
+from seethrough_core.generate_and_save import safe_name
 from seethrough_core.protocol import GenerateRequest
 from seethrough_core.token_grid import GRID_SIZE
 
 from . import images
 from .background_render import render_task
-from .batch.plan import safe_name
 from .generation_jobs import RUNNER, Event, Failed, Finished, GenerationJob, JobSpec, Rendered, Step
 from .oscr_cache import cache_dir, is_complete, read_render
 from .preferences import Settings

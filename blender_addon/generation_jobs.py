@@ -26,14 +26,13 @@ import numpy as np
 
 from seethrough_core.client import Job, SeeThroughClient, ServerError, ServerUnavailableError
 from seethrough_core.errors import SeeThroughError
-from seethrough_core.generate_and_save import Destination, generate_and_save
+from seethrough_core.generate_and_save import Destination, generate_and_save, safe_name
 from seethrough_core.keys import ClientKeys
 from seethrough_core.layout import Layout
 from seethrough_core.protocol import GenerateRequest
 from seethrough_core.record import GenerationRecord
 
 from .background_render import RenderTask, run_render
-from .batch.plan import safe_name
 from .oscr_cache import OscrInputs
 
 log = logging.getLogger(__name__)

@@ -144,7 +144,7 @@ class SEETHROUGH_AP_preferences(bpy.types.AddonPreferences):  # noqa: N801
     server_arguments: StringProperty(
         name="Arguments",
         description="Arguments for it; --bind is added from the server address. With a Python "
-        "interpreter as executable, start with -m seethrough_core",
+        "interpreter as executable, start with -m seethrough",
         default=DEFAULT_SERVER_ARGUMENTS,
     )
     server_log: StringProperty(

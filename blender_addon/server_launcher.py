@@ -16,12 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from seethrough_core.endpoint import parse_endpoint
-from seethrough_core.local_server import LocalServerError, ServerProcess
+from seethrough_core.server_process import LocalServerError, ServerProcess
 
 
 @dataclass(frozen=True)
 class ServerCommand:
-    executable: str  # `seethrough`, a path to it, or a Python interpreter (then: -m seethrough_core ...)
+    executable: str  # `seethrough`, a path to it, or a Python interpreter (then: -m seethrough ...)
     arguments: str  # e.g. "serve --tiny"; split like a shell would
     address: str  # the add-on's server address: passed as --bind unless the arguments have one
     log_path: Path

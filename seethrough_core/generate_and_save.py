@@ -9,6 +9,7 @@ fallback folder instead.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,14 @@ from .protocol import GenerateRequest, Progress, Result
 from .record import GenerationRecord
 
 log = logging.getLogger(__name__)
+
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def safe_name(text: str) -> str:
+    """A file-name-safe version of a scene, camera or file name."""
+    return _UNSAFE.sub("_", text).strip("._") or "unnamed"
 
 
 def sidecar_path_for(image_path: Path) -> Path:

@@ -8,7 +8,6 @@ public key (safe to copy anywhere), NAME.key_secret the public and secret key (o
 
 from __future__ import annotations
 
-import argparse
 import os
 import stat
 import sys
@@ -120,15 +119,3 @@ def _load(path: str | Path) -> tuple[bytes, bytes | None]:
     if any(key is not None and len(key) != _Z85_KEY_CHARS for key in (public, secret)):
         raise KeyFileError(f"{file} holds a malformed key (CURVE keys are {_Z85_KEY_CHARS} Z85 characters)")
     return public, secret
-
-
-def run_keys(args: argparse.Namespace) -> int:
-    """`seethrough keys create NAME [--dir DIR]`."""
-    try:
-        public, secret = create_key_pair(args.name, args.dir)
-    except (KeyFileError, OSError) as exc:
-        print(f"seethrough keys: error: {exc}", file=sys.stderr)
-        return 2
-    print(f"public key: {public}  (give it to the other side)")
-    print(f"secret key: {secret}  (keep it here; readable by you only)")
-    return 0

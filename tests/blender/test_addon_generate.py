@@ -32,8 +32,8 @@ from blender_addon.render import render_layout
 from blender_addon.server_launcher import SERVER
 from seethrough_core.client import SeeThroughClient, ServerUnavailableError
 from seethrough_core.keys import ClientKeys, create_key_pair
-from seethrough_core.local_server import ServerProcess
-from seethrough_core.local_server import free_loopback_port as free_port
+from seethrough_core.server_process import ServerProcess
+from seethrough_core.server_process import free_loopback_port as free_port
 
 pytestmark = pytest.mark.slow
 
@@ -54,7 +54,7 @@ def tiny_server(tmp_path_factory):
     log_path = tmp_path_factory.mktemp("server") / "server.log"
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
-            [MAIN_PYTHON, "-m", "seethrough_core", "serve", "--tiny", "--bind", address],
+            [MAIN_PYTHON, "-m", "seethrough", "serve", "--tiny", "--bind", address],
             stdout=log,
             stderr=subprocess.STDOUT,
         )
@@ -318,7 +318,7 @@ def test_local_server_starts_and_stops_with_the_addon(addon, tmp_path):
     address = f"tcp://127.0.0.1:{free_port()}"
     configure(address, tmp_path)
     p = prefs()
-    p.server_executable, p.server_arguments = MAIN_PYTHON, "-m seethrough_core serve --tiny"
+    p.server_executable, p.server_arguments = MAIN_PYTHON, "-m seethrough serve --tiny"
     p.server_log = str(tmp_path / "server.log")
 
     assert bpy.ops.seethrough.start_server() == {"FINISHED"}

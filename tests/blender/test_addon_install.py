@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from blender_addon import build
+from seethrough import build_addon as build
 from seethrough_core import __version__
 
 REPO = Path(__file__).resolve().parents[2]
@@ -39,7 +39,7 @@ pytestmark = pytest.mark.slow
 def addon_zip(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("dist")
     run = subprocess.run(
-        [sys.executable, "-m", "seethrough_core", "build-addon", "--out", str(out)],
+        [sys.executable, "-m", "seethrough", "build-addon", "--out", str(out)],
         capture_output=True,
         text=True,
         timeout=900,

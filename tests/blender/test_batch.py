@@ -11,12 +11,12 @@ import bpy
 import pytest
 from PIL import Image
 
-from blender_addon.batch.inputs import CameraChoice, InputError, expand_inputs, parse_frames, parse_seeds
-from blender_addon.batch.runner import BatchOptions, BatchRunner
 from blender_addon.scene_io import add_camera, layout_to_scene
+from seethrough.batch.inputs import CameraChoice, InputError, expand_inputs, parse_frames, parse_seeds
+from seethrough.batch.runner import BatchOptions, BatchRunner
 from seethrough_core.layout import Camera, Layout, load_layout
-from seethrough_core.local_server import ServerProcess
 from seethrough_core.record import PNG_KEY, GenerationRecord
+from seethrough_core.server_process import ServerProcess
 
 pytestmark = pytest.mark.slow  # renders with Blender and runs servers
 
@@ -131,7 +131,7 @@ def test_cli_exit_code_and_summary(empty_blender, tmp_path, servers):
     command = [
         sys.executable,
         "-m",
-        "seethrough_core",
+        "seethrough",
         "batch",
         str(tmp_path / "ok.json"),
         str(tmp_path / "bad.json"),
@@ -152,7 +152,7 @@ def test_cli_exit_code_and_summary(empty_blender, tmp_path, servers):
 
 def test_unreachable_server_fails_the_jobs_without_hanging(empty_blender, tmp_path):
     small_layout().save(tmp_path / "ok.json")
-    from seethrough_core.local_server import free_loopback_port
+    from seethrough_core.server_process import free_loopback_port
 
     dead = f"tcp://127.0.0.1:{free_loopback_port()}"
     opts = BatchOptions(out_dir=tmp_path / "out", servers=[dead], seeds=[1], steps=STEPS, timeout_s=1.0)
@@ -167,7 +167,7 @@ def test_a_bad_server_address_is_refused_before_any_render(tmp_path):
     command = [
         sys.executable,
         "-m",
-        "seethrough_core",
+        "seethrough",
         "batch",
         str(tmp_path / "ok.json"),
         "--out",
@@ -183,7 +183,7 @@ def test_a_bad_server_address_is_refused_before_any_render(tmp_path):
 
 def test_curve_keys_are_checked_before_any_render(tmp_path):
     small_layout().save(tmp_path / "ok.json")
-    base = [sys.executable, "-m", "seethrough_core", "batch", str(tmp_path / "ok.json"), "--out"]
+    base = [sys.executable, "-m", "seethrough", "batch", str(tmp_path / "ok.json"), "--out"]
     half = subprocess.run(
         [*base, str(tmp_path / "out"), "--client-key", str(tmp_path / "me.key_secret")],
         capture_output=True,
@@ -227,7 +227,7 @@ def test_ctrl_c_leaves_no_half_written_file_and_a_rerun_finishes(empty_blender, 
     command = [
         sys.executable,
         "-m",
-        "seethrough_core",
+        "seethrough",
         "batch",
         str(tmp_path / "shot.json"),
         "--out",

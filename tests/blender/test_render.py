@@ -111,7 +111,7 @@ def test_oscr_image_and_masks_match_the_main_installs_blender(empty_blender, tmp
     layout = Layout.from_dict({**layout.to_dict(), "resolution": [336, 256]})
     (tmp_path / "layout.json").write_text(layout.to_json())
     reference = subprocess.run(
-        [MAIN_PYTHON, "-m", "seethrough_core", "render", str(tmp_path / "layout.json"), "--out", "reference"],
+        [MAIN_PYTHON, "-m", "seethrough", "render", str(tmp_path / "layout.json"), "--out", "reference"],
         cwd=tmp_path,
         capture_output=True,
         text=True,

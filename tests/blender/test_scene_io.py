@@ -119,7 +119,7 @@ def test_cli_renders_a_blend_file(empty_blender, tmp_path):
     bpy.ops.wm.save_as_mainfile(filepath=str(blend))
     out = tmp_path / "out"
     run = subprocess.run(
-        [sys.executable, "-m", "seethrough_core", "render", str(blend), "--out", str(out)],
+        [sys.executable, "-m", "seethrough", "render", str(blend), "--out", str(out)],
         capture_output=True,
         text=True,
         timeout=300,
@@ -137,7 +137,7 @@ def test_cli_names_the_bad_field(tmp_path):
     path = tmp_path / "bad.json"
     path.write_text(json.dumps(bad))
     run = subprocess.run(
-        [sys.executable, "-m", "seethrough_core", "render", str(path), "--out", str(tmp_path / "o")],
+        [sys.executable, "-m", "seethrough", "render", str(path), "--out", str(tmp_path / "o")],
         capture_output=True,
         text=True,
         timeout=120,

@@ -16,12 +16,12 @@ from pathlib import Path
 
 import pytest
 
-from inference_server.cli_serve import add_serve_arguments, run_serve
 from inference_server.server import SeeThroughServer, ServerConfig
-from seethrough_core.cli import build_parser
+from seethrough.cli import build_parser
+from seethrough.serve_command import add_serve_arguments, run_serve
 from seethrough_core.client import SeeThroughClient, ServerError, ServerUnavailableError
-from seethrough_core.local_server import free_loopback_port as free_port
 from seethrough_core.protocol import ErrorCode, GenerateRequest
+from seethrough_core.server_process import free_loopback_port as free_port
 
 pytestmark = pytest.mark.slow  # starts server processes
 
@@ -36,7 +36,7 @@ def serve_args(*argv: str) -> argparse.Namespace:
 
 def test_the_seethrough_command_dispatches_serve_here():
     args = build_parser().parse_args(["serve", "--tiny", "--bind", "tcp://127.0.0.1:6000"])
-    assert args.handler == ("inference_server.cli_serve", "run_serve")
+    assert args.handler == ("serve_command", "serve")
     assert (args.tiny, args.bind, args.memory, args.allow_remote) == (
         True,
         "tcp://127.0.0.1:6000",
@@ -133,12 +133,12 @@ def test_a_model_that_fails_to_load_stops_the_server_with_a_clear_error(tmp_path
 
 
 class ServeProcess:
-    """`python -m seethrough_core serve --tiny` as a user runs it."""
+    """`python -m seethrough serve --tiny` as a user runs it."""
 
     def __init__(self, port: int) -> None:
         self.endpoint = f"tcp://127.0.0.1:{port}"
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "seethrough_core", "serve", "--tiny", "--bind", self.endpoint],
+            [sys.executable, "-m", "seethrough", "serve", "--tiny", "--bind", self.endpoint],
             cwd=REPO,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,

@@ -8,7 +8,7 @@ import stat
 import pytest
 from server_support import gated_tiny_pipeline, running_server
 
-from seethrough_core.cli import main
+from seethrough.cli import main
 from seethrough_core.client import SeeThroughClient, ServerUnavailableError
 from seethrough_core.keys import ClientKeys, KeyFileError, create_key_pair, read_key_pair
 

@@ -1,8 +1,8 @@
-"""`seethrough render LAYOUT --out DIR`: the command-line face of the native renderer."""
+"""Renders one layout file to a folder and reports it: the add-on's background render process
+(background_render.py runs child_main) and `seethrough render` share this code."""
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
@@ -24,23 +24,24 @@ def read_layout(path: Path) -> Layout:
     return load_layout(path)
 
 
-def run_render(args: argparse.Namespace) -> int:
-    path = Path(args.layout)
+def render_file(layout_path: str | Path, out: str | Path, engine: str, profile: str = DEFAULT_PROFILE) -> int:
+    """Render, print one line per box, and return the exit code (2: the layout or engine is wrong)."""
+    path = Path(layout_path)
     try:
         layout = read_layout(path)
     except LayoutError as exc:
         print(f"error: {path}: {exc}", file=sys.stderr)
         return 2
-    if args.engine not in ENGINES:
-        print(f"error: unknown engine {args.engine!r}", file=sys.stderr)
+    if engine not in ENGINES:
+        print(f"error: unknown engine {engine!r}", file=sys.stderr)
         return 2
     print(
         f"Rendering {path.name}: {len(layout.boxes)} boxes, {layout.width}x{layout.height}, "
-        f"{args.engine}, profile {args.profile} ...",
+        f"{engine}, profile {profile} ...",
         flush=True,
     )
     start = time.perf_counter()
-    result = render_layout(layout, args.out, engine=args.engine, profile=args.profile, quiet=True)
+    result = render_layout(layout, out, engine=engine, profile=profile, quiet=True)
     for box in result.report["boxes"]:
         print(f"  box {box['index']:3d}  visible {box['visibility_ratio']:6.1%}  {box['description']}")
     print(f"Wrote {result.out_dir}/oscr.png, masks/ and masks.json in {time.perf_counter() - start:.1f} s")
@@ -48,11 +49,11 @@ def run_render(args: argparse.Namespace) -> int:
 
 
 def child_main(argv: list[str] | None = None) -> int:
-    """The add-on's background render (background_render.py): LAYOUT_JSON OUT_DIR ENGINE after "--"."""
+    """The add-on's background render: LAYOUT_JSON OUT_DIR ENGINE after "--"."""
     argv = sys.argv if argv is None else argv
     try:
         layout, out, engine = argv[argv.index("--") + 1 :]
     except ValueError:
         print('usage: ... -- LAYOUT_JSON OUT_DIR ENGINE (after a "--")', file=sys.stderr)
         return 2
-    return run_render(argparse.Namespace(layout=layout, out=out, engine=engine, profile=DEFAULT_PROFILE))
+    return render_file(layout, out, engine)

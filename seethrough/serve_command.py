@@ -1,4 +1,4 @@
-"""`seethrough serve`: the inference server's command line (seethrough_core/cli.py dispatches here).
+"""`seethrough serve`: the inference server's command line (seethrough/cli.py dispatches here).
 
 Importing this module stays cheap (no torch): the `seethrough` command builds its parser from it
 for every sub-command. The address is checked and bound before the model loads, so a typo or a
@@ -107,7 +107,7 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
 def run_serve(args: argparse.Namespace) -> int:
     """Bind, load the model on the worker thread, serve until Ctrl-C. Returns the exit status."""
     _setup_logging()
-    from .server import SeeThroughServer, ServerConfig  # the server imports zmq, not torch
+    from inference_server.server import SeeThroughServer, ServerConfig  # the server imports zmq, not torch
 
     if args.tiny and args.lora:
         log.warning("--tiny uses random weights: ignoring --lora %s", args.lora)
@@ -155,7 +155,7 @@ def _pipeline_loader(args: argparse.Namespace, device: str) -> Callable[[], obje
                 "loading %s with LoRA %s (scale %g) on %s, %s, memory %s%s",
                 args.model, args.lora, args.lora_scale, device, args.dtype, args.memory, styles,
             )  # fmt: skip
-        from .pipeline import SeeThroughPipeline  # torch and diffusers: seconds to import
+        from inference_server.pipeline import SeeThroughPipeline  # torch and diffusers: seconds to import
 
         speed = {
             "memory": args.memory,

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
+from blender_addon.render import render_layout
 from seethrough_core.client import Job, JobCancelledError, SeeThroughClient, ServerUnavailableError
 from seethrough_core.endpoint import parse_endpoint
 from seethrough_core.errors import SeeThroughError
@@ -25,7 +26,6 @@ from seethrough_core.keys import ClientKeys
 from seethrough_core.limits import DEFAULT_GUIDANCE, DEFAULT_STEPS
 from seethrough_core.protocol import GenerateRequest
 
-from ..render import render_layout
 from .inputs import CameraChoice
 from .plan import Shot, Task, output_names
 from .progress import BatchProgress

@@ -10,7 +10,7 @@ from pathlib import Path
 from seethrough_core.endpoint import DEFAULT_ENDPOINT, EndpointError, parse_endpoint
 from seethrough_core.keys import ClientKeys, KeyFileError
 from seethrough_core.limits import DEFAULT_GUIDANCE, DEFAULT_STEPS
-from seethrough_core.local_server import LocalServerError, ServerProcess
+from seethrough_core.server_process import LocalServerError, ServerProcess
 
 from .batch.inputs import CameraChoice, InputError, expand_inputs, parse_frames, parse_seeds
 from .batch.plan import output_names

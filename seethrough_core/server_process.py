@@ -47,7 +47,7 @@ class ServerProcess:
     def tiny(cls, log_path: Path, *extra_args: str, keys: ClientKeys | None = None) -> ServerProcess:
         """The tiny random-weight server on a free loopback port, run by this Python."""
         endpoint = f"tcp://127.0.0.1:{free_loopback_port()}"
-        argv = [sys.executable, "-m", "seethrough_core", "serve", "--tiny", "--bind", endpoint, *extra_args]
+        argv = [sys.executable, "-m", "seethrough", "serve", "--tiny", "--bind", endpoint, *extra_args]
         return cls(argv, log_path, endpoint, keys)
 
     @property

@@ -26,13 +26,13 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import blender_addon
 import seethrough_core
+from blender_addon.templates import SEARCH_PATHS as TEMPLATE_PATHS
 from seethrough_core import __version__
 from seethrough_core.errors import SeeThroughError
 
-from .templates import SEARCH_PATHS as TEMPLATE_PATHS
-
-ADDON_DIR = Path(__file__).resolve().parent
+ADDON_DIR = Path(blender_addon.__file__).resolve().parent
 MANIFEST_NAME = "blender_manifest.toml"
 EXTENSION_ID = "seethrough"
 
@@ -260,6 +260,17 @@ def build_addon(out_dir: Path, cache_root: Path | None = None, *, offline: bool 
     core.unlink()
     core.parent.rmdir()
     return BuildResult(zip_path, tuple(names), core.name)
+
+
+def add_build_addon_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", default="dist", help="output folder (default: dist)")
+    parser.add_argument(
+        "--wheel-cache",
+        metavar="DIR",
+        help="where downloaded PyPI wheels are kept and reused "
+        "(default: $SEETHROUGH_WHEEL_CACHE or ~/.cache/seethrough/wheels)",
+    )
+    parser.add_argument("--offline", action="store_true", help="never download: use only cached wheels")
 
 
 def run_build_addon(args: argparse.Namespace) -> int:

@@ -2,20 +2,12 @@
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from seethrough_core.generate_and_save import sidecar_path_for
+from seethrough_core.generate_and_save import safe_name, sidecar_path_for
 from seethrough_core.layout import Layout
-
-_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
-
-
-def safe_name(text: str) -> str:
-    """A file-name-safe version of a camera or file name."""
-    return _UNSAFE.sub("_", text).strip("._") or "unnamed"
 
 
 def output_names(inputs: list[Path]) -> dict[Path, str]:
