@@ -14,13 +14,11 @@ import random
 import traceback
 
 import bpy
-import numpy as np
 
 from seethrough_core import __version__
 from seethrough_core.endpoint import parse_endpoint
 from seethrough_core.generate_and_save import safe_name
-from seethrough_core.protocol import GenerateRequest
-from seethrough_core.token_grid import GRID_SIZE
+from seethrough_core.generation_settings import GenerationSettings
 
 from . import images
 from .background_render import render_task
@@ -40,7 +38,7 @@ def build_spec(
     (from the cache when the layout is unchanged since the last one, else a render task).
 
     Raises LayoutError (bad scene), EndpointError (bad address), KeyFileError (unusable key files)
-    or ProtocolError (a setting out of range) with the reason; in each case nothing has been
+    or SettingError (a setting out of range) with the reason; in each case nothing has been
     rendered or sent.
     """
     endpoint = parse_endpoint(settings.server_address).url if generate else ""
@@ -49,21 +47,14 @@ def build_spec(
     props = scene.seethrough
     seed = random.randint(0, MAX_UI_SEED) if props.random_seed else props.seed
     scene_dir = settings.output_root() / safe_name(scene.name)
-    request = GenerateRequest.for_layout(
+    generation_settings = GenerationSettings.for_layout(
         layout,
-        b"rendered by the job",  # the OSCR PNG and the token grids are filled in after the render
-        np.zeros((len(layout.boxes), GRID_SIZE, GRID_SIZE), dtype=bool),
         seed=seed,
         steps=props.steps,
         guidance=props.guidance,
         preview_interval=1 if props.show_previews else 0,
-        metadata={
-            "scene": scene.name,
-            "camera": layout.camera.name,
-            "client": f"SeeThrough for Blender {__version__} (Blender {bpy.app.version_string})",
-        },
     )
-    request.validate()  # the settings, before a render is spent on them
+    generation_settings.check()  # before a render is spent on them
     oscr_dir = cache_dir(layout, scene_dir, engine)
     oscr = read_render(oscr_dir) if is_complete(oscr_dir) else None
     render = None if oscr is not None else render_task(layout, oscr_dir, engine, bpy.app.binary_path)
@@ -71,7 +62,12 @@ def build_spec(
         endpoint=endpoint,
         keys=keys,
         timeout_s=settings.timeout_s,
-        request=request,
+        settings=generation_settings,
+        metadata={
+            "scene": scene.name,
+            "camera": layout.camera.name,
+            "client": f"SeeThrough for Blender {__version__} (Blender {bpy.app.version_string})",
+        },
         layout=layout,
         scene_name=scene.name,
         camera_name=layout.camera.name,

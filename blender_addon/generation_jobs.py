@@ -19,14 +19,16 @@ import threading
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from seethrough_core.client import Job, SeeThroughClient, ServerError, ServerUnavailableError
 from seethrough_core.errors import SeeThroughError
 from seethrough_core.generate_and_save import Destination, generate_and_save, safe_name
+from seethrough_core.generation_settings import GenerationSettings
 from seethrough_core.keys import ClientKeys
 from seethrough_core.layout import Layout
 from seethrough_core.protocol import GenerateRequest
@@ -42,14 +44,15 @@ log = logging.getLogger(__name__)
 class JobSpec:
     """Everything the worker needs, captured on the main thread (the worker never reads bpy).
 
-    Exactly one of `oscr` (the cache had the render) and `render` (run it first) is set. `request`
-    is complete but for its OSCR image and token grids, filled in from the render.
+    Exactly one of `oscr` (the cache had the render) and `render` (run it first) is set. `settings`
+    were checked before anything was rendered; the request is made once the OSCR image exists.
     """
 
     endpoint: str
     keys: ClientKeys | None  # CURVE keys, or None for a plain connection
     timeout_s: float
-    request: GenerateRequest
+    settings: GenerationSettings
+    metadata: dict[str, Any]  # returned with the result: scene, camera, client
     layout: Layout
     scene_name: str
     camera_name: str
@@ -60,7 +63,7 @@ class JobSpec:
 
     @property
     def image_name(self) -> str:
-        return f"{self.scene_name} {self.camera_name} seed {self.request.seed}"
+        return f"{self.scene_name} {self.camera_name} seed {self.settings.seed}"
 
 
 # --- events: worker -> main thread ------------------------------------------------------------
@@ -205,10 +208,11 @@ class GenerationJob:
                     return
                 if not oscr.cached:
                     self._post(Rendered(oscr, final=False))
-                request = replace(
-                    spec.request,
-                    oscr_image=oscr.oscr_path.read_bytes(),  # PNG bytes as rendered: no decode here
-                    masks=oscr.token_grids,  # the amodal masks pooled by the core, as the server would
+                request = GenerateRequest.for_settings(
+                    spec.settings,
+                    oscr.oscr_path.read_bytes(),  # PNG bytes as rendered: no decode here
+                    oscr.token_grids,  # the amodal masks pooled by the core, as the server would
+                    spec.metadata,
                 )
                 # Written right away, off the main thread (encoding takes time); an image that arrived
                 # is never dropped: if the output folder fails, the temp folder takes it.

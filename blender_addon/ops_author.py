@@ -14,7 +14,7 @@ from seethrough_core.layout import Box, load_layout
 from seethrough_core.limits import MAX_BOXES
 from seethrough_core.png import write_bytes_atomic
 
-from . import look, scene_io
+from . import box_links, look, scene_io
 from .props import TEMPLATE_ITEMS
 from .scene_checks import scene_layout
 from .templates import get_template
@@ -105,9 +105,9 @@ class SEETHROUGH_OT_boxes_from_selection(bpy.types.Operator):  # noqa: N801
     )
 
     def execute(self, context: bpy.types.Context) -> set[str]:
-        from seethrough_core.box_fitting import clean_description, fit_box
+        from seethrough_core.box_fitting import clean_description
 
-        from .object_points import fits, front_direction, world_points
+        from .object_points import fits
 
         scene = context.scene
         sources = [o for o in context.selected_objects if fits(o) and not scene_io.is_box(o)]
@@ -129,11 +129,10 @@ class SEETHROUGH_OT_boxes_from_selection(bpy.types.Operator):  # noqa: N801
         depsgraph = context.evaluated_depsgraph_get()
         fitted = []
         for obj in sources:
-            points = world_points(obj, depsgraph)
-            if not len(points):
+            box = box_links.fit_to(obj, depsgraph, self.upright)
+            if box is None:
                 self.report({"ERROR"}, f'"{obj.name}" has no geometry to fit a box to; nothing was added')
                 return {"CANCELLED"}
-            box = fit_box(points, front_direction(obj), yaw_only=self.upright)
             description = str(obj.get("seethrough_description", "")).strip() or clean_description(obj.name)
             fitted.append((obj, box, description or "object"))
         next_index = 1 + max((scene_io.box_index(o, -1) for o in scene_io.box_objects(scene)), default=-1)
@@ -144,11 +143,11 @@ class SEETHROUGH_OT_boxes_from_selection(bpy.types.Operator):  # noqa: N801
             obj = scene_io.add_box(
                 scene, Box(description, box.center, box.size, box.rotation_euler_deg), next_index + offset
             )
-            scene_io.get_props(obj)["source"] = source.name
+            box_links.link(obj, source, self.upright)
             look.style_box(obj)
             obj.select_set(True)
             context.view_layer.objects.active = obj
-        self.report({"INFO"}, f"Added {len(fitted)} boxes fitted to the selection")
+        self.report({"INFO"}, f"Added {len(fitted)} boxes linked to the selection: they follow its changes")
         return {"FINISHED"}
 
 
@@ -164,7 +163,35 @@ class SEETHROUGH_OT_flip_front(bpy.types.Operator):  # noqa: N801
         if obj is None or not scene_io.is_box(obj):
             self.report({"ERROR"}, "select a SeeThrough box to flip")
             return {"CANCELLED"}
-        obj.rotation_euler.z = math.remainder(obj.rotation_euler.z + math.pi, 2 * math.pi)
+        if box_links.is_linked(obj):  # it follows its object: remember the flip for every refit
+            props = scene_io.get_props(obj)
+            props[box_links.FLIPPED_KEY] = int(not props.get(box_links.FLIPPED_KEY, 0))
+            box_links.refit(obj, context.evaluated_depsgraph_get())
+        else:
+            obj.rotation_euler.z = math.remainder(obj.rotation_euler.z + math.pi, 2 * math.pi)
+        return {"FINISHED"}
+
+
+class SEETHROUGH_OT_toggle_link(bpy.types.Operator):  # noqa: N801
+    """Linked: the box follows its source object (moves, edits, pose, animation). Unlink it to edit
+    the box by hand; link it again to snap it back onto the object"""
+
+    bl_idname = "seethrough.toggle_link"
+    bl_label = "Linked"
+    bl_options = {"REGISTER", "UNDO"}
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        obj = context.active_object
+        if obj is None or not scene_io.is_box(obj) or not scene_io.get_props(obj).get(box_links.SOURCE_KEY):
+            self.report({"ERROR"}, "select a box made with Boxes From Selection")
+            return {"CANCELLED"}
+        linked = not box_links.is_linked(obj)
+        if linked and bpy.data.objects.get(str(scene_io.get_props(obj)[box_links.SOURCE_KEY])) is None:
+            self.report({"ERROR"}, f"its object {scene_io.get_props(obj)[box_links.SOURCE_KEY]!r} is gone")
+            return {"CANCELLED"}
+        box_links.set_linked(obj, linked)
+        if linked:
+            box_links.refit(obj, context.evaluated_depsgraph_get())
         return {"FINISHED"}
 
 
@@ -242,6 +269,7 @@ CLASSES = (
     SEETHROUGH_OT_add_box,
     SEETHROUGH_OT_boxes_from_selection,
     SEETHROUGH_OT_flip_front,
+    SEETHROUGH_OT_toggle_link,
     SEETHROUGH_OT_remove_box,
     SEETHROUGH_OT_import_layout,
     SEETHROUGH_OT_export_layout,

@@ -29,7 +29,7 @@ class SEETHROUGH_OT_generate(bpy.types.Operator):  # noqa: N801
             self.report({"ERROR"}, f"cannot generate: {exc}")
             return {"CANCELLED"}
         generation.start(spec)
-        request = spec.request
+        request = spec.settings
         first = "Sending" if spec.oscr is not None else "Rendering OSCR, then sending"
         self.report(
             {"INFO"},

@@ -5,6 +5,7 @@ from __future__ import annotations
 import bpy
 
 from . import (
+    box_links,
     generation,
     ops_author,
     ops_generate,
@@ -33,6 +34,7 @@ def register() -> None:
     props.register()
     for cls in CLASSES:
         bpy.utils.register_class(cls)
+    box_links.register_handlers()
     current = preferences.settings()
     if current.start_server_with_blender and not SERVER.running:
         try:
@@ -45,6 +47,7 @@ def unregister() -> None:
     # First stop what runs in the background: the job's thread, its timer, the local server.
     RUNNER.shutdown()
     generation.stop_timer()
+    box_links.unregister_handlers()
     SERVER.stop()
     for cls in reversed(CLASSES):
         bpy.utils.unregister_class(cls)

@@ -95,7 +95,7 @@ def scene_to_layout(scene: bpy.types.Scene, camera: bpy.types.Object | None = No
         "scene_prompt": str(props.get("scene_prompt", "")),
         "resolution": [round(render.resolution_x * scale), round(render.resolution_y * scale)],
         "camera": _camera_dict(camera, render),
-        "boxes": [_box_dict(obj) for obj in box_objects(scene)],
+        "boxes": _box_dicts(scene),
         "extras": json.loads(extras) if extras else {},
     }
     if "light_seed" in props:
@@ -153,6 +153,29 @@ def _camera_dict(obj: bpy.types.Object, render) -> dict:
         "shift_y": round(data.shift_y, 6),
         "clip_start": _metres(data.clip_start),
         "clip_end": _metres(data.clip_end),
+    }
+
+
+def _box_dicts(scene: bpy.types.Scene) -> list[dict]:
+    """Every box as the layout has it: a linked box from its source as drawn now (box_links.py)."""
+    from .box_links import depsgraph_for, is_linked, linked_box
+
+    boxes = box_objects(scene)
+    depsgraph = depsgraph_for(scene) if any(is_linked(obj) for obj in boxes) else None
+    dicts = []
+    for obj in boxes:
+        fitted = linked_box(obj, depsgraph) if depsgraph is not None else None
+        dicts.append(_box_dict(obj) if fitted is None else _fitted_dict(fitted))
+    return dicts
+
+
+def _fitted_dict(box: Box) -> dict:
+    return {
+        "name": box.name,
+        "description": box.description,
+        "center": [_metres(v) for v in box.center],
+        "size": [_metres(v) for v in box.size],
+        "rotation_euler_deg": [round(float(a), 4) + 0.0 for a in box.rotation_euler_deg],
     }
 
 

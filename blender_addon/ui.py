@@ -7,7 +7,7 @@ import time
 
 import bpy
 
-from . import compat, scene_io
+from . import box_links, compat, scene_io
 from .generation_jobs import RUNNER
 from .preferences import address_problem, draw_server_controls, preferences, settings
 from .server_launcher import SERVER
@@ -127,6 +127,15 @@ class SEETHROUGH_PT_boxes(SeeThroughPanel, bpy.types.Panel):  # noqa: N801
             column.prop(obj.seethrough, "description", text="")
             column.prop(obj, "scale", text="Size (m)")
             column.prop(obj, "rotation_euler", index=2, text="Turn")
+            source = scene_io.get_props(obj).get(box_links.SOURCE_KEY)
+            if source:
+                linked = box_links.is_linked(obj)
+                layout.operator(
+                    "seethrough.toggle_link",
+                    text=f"Follows {source}" if linked else f"Unlinked from {source}",
+                    icon="LINKED" if linked else "UNLINKED",
+                    depress=linked,
+                )
             row = layout.row(align=True)
             row.operator("seethrough.flip_front", text="Flip Front", icon="LOOP_BACK")
             row.operator("seethrough.remove_box", text="Remove Box", icon="TRASH").name = obj.name

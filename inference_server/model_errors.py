@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 from seethrough_core.errors import SeeThroughError
+from seethrough_core.generation_settings import SettingError
 
 
-class RequestError(SeeThroughError, ValueError):
-    """A bad input in a generation request; ``field`` names it (e.g. ``width``, ``descriptions[2]``)."""
-
-    def __init__(self, field: str, message: str) -> None:
-        self.field = field
-        self.message = message
-        super().__init__(f"{field}: {message}")
+class RequestError(SettingError):
+    """A generation the pipeline cannot take (its arrays, or the loaded model's limits); ``field`` names
+    the protocol field (e.g. ``masks``, ``descriptions[2]``). Setting rules raise the core's SettingError."""
 
 
 class PromptTooLongError(RequestError):

@@ -29,6 +29,7 @@ from diffusers import FluxTransformer2DModel
 from diffusers.utils.torch_utils import randn_tensor
 from torch import nn
 
+from seethrough_core.generation_settings import GenerationSettings
 from seethrough_core.limits import DEFAULT_GUIDANCE, DEFAULT_STEPS, MAX_BOXES
 from seethrough_core.oscr_spec import SEETHROUGH3D_V1, OscrProfile
 from seethrough_core.prompt import compose_prompt
@@ -345,19 +346,11 @@ class SeeThroughPipeline:
         the checkpoint's training renders were saved (False: the pixels as sent).
         """
         started = time.perf_counter()
-        validate_request(
-            scene_prompt=scene_prompt,
-            descriptions=descriptions,
-            oscr_image=oscr_image,
-            box_token_masks=box_token_masks,
-            width=width,
-            height=height,
-            seed=seed,
-            num_inference_steps=num_inference_steps,
-            guidance_scale=guidance_scale,
-            preview_interval=preview_interval,
-            max_boxes=self.max_boxes,
-        )
+        settings = GenerationSettings(
+            scene_prompt, descriptions, width, height, seed, num_inference_steps, guidance_scale,
+            preview_interval,
+        )  # fmt: skip
+        validate_request(settings, oscr_image, box_token_masks, self.max_boxes)
         timings: dict[str, float] = {}
         jpeg_quality = self.profile.condition_jpeg_quality
         composed = compose_prompt(scene_prompt, list(descriptions))

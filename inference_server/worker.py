@@ -25,21 +25,20 @@ from typing import TYPE_CHECKING, Any
 import zmq
 
 from seethrough_core.errors import SeeThroughError
+from seethrough_core.generation_settings import SettingError
 from seethrough_core.limits import MAX_SEED
 from seethrough_core.protocol import ErrorCode, ErrorReply, Frame, Progress, Result
 
 from .job_queue import JobQueue, ServerJob
-from .model_errors import GenerationCancelled, RequestError
+from .model_errors import GenerationCancelled
 
 if TYPE_CHECKING:  # the pipeline module imports torch; the worker only calls what it is given
     from .pipeline import SeeThroughPipeline, StepInfo
 
 log = logging.getLogger(__name__)
 
+
 # The pipeline's argument names where they differ from the protocol's field names.
-_FIELD_NAMES = {"box_token_masks": "masks", "num_inference_steps": "steps", "guidance_scale": "guidance"}
-
-
 class Worker(threading.Thread):
     def __init__(
         self,
@@ -120,10 +119,9 @@ class Worker(threading.Thread):
         except GenerationCancelled:
             log.info("job %s cancelled after %.2f s", job.job_id, time.monotonic() - started)
             return b"cancelled", []
-        except RequestError as exc:
+        except SettingError as exc:  # the pipeline's checks, RequestError included
             log.info("job %s rejected by the model: %s", job.job_id, exc)
-            field = _FIELD_NAMES.get(exc.field, exc.field)
-            return b"error", self._error(job, ErrorCode.INVALID_FIELD, exc.message, field)
+            return b"error", self._error(job, ErrorCode.INVALID_FIELD, exc.message, exc.field)
         except Exception as exc:
             log.exception("job %s failed", job.job_id)
             return b"error", self._error(job, ErrorCode.GENERATION_FAILED, _failure_message(exc))

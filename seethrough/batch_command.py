@@ -8,6 +8,7 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from seethrough_core.endpoint import DEFAULT_ENDPOINT, EndpointError, parse_endpoint
+from seethrough_core.generation_settings import SettingError, check_guidance, check_steps
 from seethrough_core.keys import ClientKeys, KeyFileError
 from seethrough_core.limits import DEFAULT_GUIDANCE, DEFAULT_STEPS
 from seethrough_core.server_process import LocalServerError, ServerProcess
@@ -81,8 +82,13 @@ def run_batch(args: argparse.Namespace) -> int:
             timeout_s=args.timeout,
             keys=_client_keys(args.server_public_key, args.client_key),
         )
-        # A typo in an address fails here, before Blender renders anything.
+        # A typo in an address or a setting out of range fails here, before Blender renders anything.
         options.servers = [parse_endpoint(server).url for server in options.servers]
+        check_steps(options.steps)
+        check_guidance(options.guidance)
+    except SettingError as exc:
+        print(f"error: --{exc.field}: {exc.message}", file=sys.stderr)
+        return 2
     except (InputError, EndpointError, KeyFileError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -18,9 +18,7 @@ from .limits import (
     MAX_BOXES,
     MAX_DESCRIPTION_CHARS,
     MAX_LIGHT_SEED,
-    MAX_SIDE,
-    MIN_SIDE,
-    SIDE_MULTIPLE,
+    side_problem,
 )
 
 FORMAT = "seethrough.layout"
@@ -197,13 +195,9 @@ def _resolution(raw: Any) -> tuple[int, int]:
         name = f"resolution ({axis})"
         if isinstance(value, bool) or not isinstance(value, int):
             raise LayoutError("resolution", f"{axis} must be an integer number of pixels, got {value!r}")
-        if not MIN_SIDE <= value <= MAX_SIDE:
-            raise LayoutError("resolution", f"{name} {value} is outside {MIN_SIDE}..{MAX_SIDE}")
-        if value % SIDE_MULTIPLE:
-            raise LayoutError(
-                "resolution",
-                f"{name} {value} is not a multiple of {SIDE_MULTIPLE} (FLUX works on 16 px patches)",
-            )
+        problem = side_problem(value)
+        if problem:
+            raise LayoutError("resolution", f"{name}: {problem}")
         out.append(value)
     return out[0], out[1]
 

@@ -17,6 +17,20 @@ MAX_DESCRIPTION_CHARS = 300
 MAX_BOX_SIDE_M = 1000.0
 MAX_LIGHT_SEED = 2**31 - 1
 
+
+def side_problem(side: int) -> str | None:
+    """What is wrong with an output side (integer px), or None: the rule layouts and requests share."""
+    if not MIN_SIDE <= side <= MAX_SIDE:
+        return f"{side} px is outside {MIN_SIDE}..{MAX_SIDE}"
+    if side % SIDE_MULTIPLE:
+        lower = side // SIDE_MULTIPLE * SIDE_MULTIPLE
+        return (
+            f"{side} px is not a multiple of {SIDE_MULTIPLE} (FLUX works on 16 px patches); "
+            f"use {lower} or {lower + SIDE_MULTIPLE}"
+        )
+    return None
+
+
 # A generation
 MAX_SCENE_PROMPT_CHARS = 2000  # the composed prompt must also fit the model's 512 T5 tokens
 MAX_STEPS = 100

@@ -25,27 +25,18 @@ import msgpack
 import numpy as np
 
 from .errors import SeeThroughError
+from .generation_settings import GenerationSettings, SettingError, is_int, is_number
 from .layout import Layout
 from .limits import (
     DEFAULT_GUIDANCE,
     DEFAULT_SIDE,
     DEFAULT_STEPS,
-    MAX_BOXES,
-    MAX_DESCRIPTION_CHARS,
     MAX_FRAMES,
-    MAX_GUIDANCE,
     MAX_HEADER_BYTES,
     MAX_ID_CHARS,
     MAX_IMAGE_SIDE,
     MAX_MESSAGE_BYTES,
-    MAX_PREVIEW_INTERVAL,
-    MAX_SCENE_PROMPT_CHARS,
-    MAX_SEED,
-    MAX_SIDE,
-    MAX_STEPS,
     MIN_IMAGE_SIDE,
-    MIN_SIDE,
-    SIDE_MULTIPLE,
 )
 from .token_grid import BINARY_THRESHOLD, GRID_SIZE, pool_to_token_grid
 
@@ -231,19 +222,46 @@ class GenerateRequest(Message):
     ) -> GenerateRequest:
         """The request for a rendered layout: its prompt, descriptions and size, its OSCR image (PNG
         bytes or pixels) and its boxes' token grids (seethrough_core.masks, in box order)."""
+        settings = GenerationSettings.for_layout(
+            layout, seed=seed, steps=steps, guidance=guidance, preview_interval=preview_interval
+        )
+        return cls.for_settings(settings, oscr_image, token_grids, metadata)
+
+    @classmethod
+    def for_settings(
+        cls,
+        settings: GenerationSettings,
+        oscr_image: np.ndarray | bytes,
+        token_grids: np.ndarray,
+        metadata: dict[str, Any] | None = None,
+    ) -> GenerateRequest:
+        """The request once the images exist, for settings checked before they were rendered."""
         return cls(
-            scene_prompt=layout.scene_prompt,
-            descriptions=layout.descriptions,
+            scene_prompt=settings.scene_prompt,
+            descriptions=list(settings.descriptions),
             oscr_image=oscr_image,
             masks=token_grids,
             mask_kind="token_grid",
-            width=layout.width,
-            height=layout.height,
-            seed=seed,
-            steps=steps,
-            guidance=guidance,
-            preview_interval=preview_interval,
+            width=settings.width,
+            height=settings.height,
+            seed=settings.seed,
+            steps=settings.steps,
+            guidance=settings.guidance,
+            preview_interval=settings.preview_interval,
             metadata=dict(metadata or {}),
+        )
+
+    @property
+    def settings(self) -> GenerationSettings:
+        return GenerationSettings(
+            self.scene_prompt,
+            self.descriptions,
+            self.width,
+            self.height,
+            self.seed,
+            self.steps,
+            self.guidance,
+            self.preview_interval,
         )
 
     def validate(self) -> None:
@@ -251,37 +269,12 @@ class GenerateRequest(Message):
             return ProtocolError(ErrorCode.INVALID_FIELD, message, name, self.request_id or None)
 
         _check_id(self.request_id, "request_id", allow_empty=False)
-        if not isinstance(self.scene_prompt, str) or len(self.scene_prompt) > MAX_SCENE_PROMPT_CHARS:
-            raise bad("scene_prompt", f"must be a string of at most {MAX_SCENE_PROMPT_CHARS} characters")
-        if not isinstance(self.descriptions, list) or not 1 <= len(self.descriptions) <= MAX_BOXES:
-            raise bad("descriptions", f"must be a list of 1 to {MAX_BOXES} descriptions, one per box")
-        for i, text in enumerate(self.descriptions):
-            if not isinstance(text, str) or not text.strip():
-                raise bad(f"descriptions[{i}]", 'must be a non-empty string, e.g. "a red vintage car"')
-            if len(text) > MAX_DESCRIPTION_CHARS:
-                raise bad(f"descriptions[{i}]", f"{len(text)} characters; at most {MAX_DESCRIPTION_CHARS}")
-        for name in ("width", "height"):
-            side = getattr(self, name)
-            if not _is_int(side) or not MIN_SIDE <= side <= MAX_SIDE:
-                raise bad(name, f"{side!r} px is outside {MIN_SIDE}..{MAX_SIDE}")
-            if side % SIDE_MULTIPLE:
-                lower = side // SIDE_MULTIPLE * SIDE_MULTIPLE
-                raise bad(
-                    name,
-                    f"{side} px is not a multiple of {SIDE_MULTIPLE} (FLUX works on 16 px patches); "
-                    f"use {lower} or {lower + SIDE_MULTIPLE}",
-                )
-        if self.seed is not None and (not _is_int(self.seed) or not 0 <= self.seed <= MAX_SEED):
-            raise bad("seed", f"must be an integer in 0..{MAX_SEED} or nil, got {self.seed!r}")
-        if not _is_int(self.steps) or not 1 <= self.steps <= MAX_STEPS:
-            raise bad("steps", f"must be an integer in 1..{MAX_STEPS}, got {self.steps!r}")
-        if not _is_number(self.guidance) or not 0.0 <= self.guidance <= MAX_GUIDANCE:
-            raise bad("guidance", f"must be a number in 0..{MAX_GUIDANCE}, got {self.guidance!r}")
-        if not _is_int(self.preview_interval) or not 0 <= self.preview_interval <= MAX_PREVIEW_INTERVAL:
-            raise bad(
-                "preview_interval",
-                f"must be an integer in 0..{MAX_PREVIEW_INTERVAL}, got {self.preview_interval!r}",
-            )
+        if not isinstance(self.descriptions, list):
+            raise bad("descriptions", "must be a list of descriptions, one per box")
+        try:
+            self.settings.check()
+        except SettingError as exc:
+            raise bad(exc.field, exc.message) from None
         if not isinstance(self.metadata, dict) or not all(isinstance(k, str) for k in self.metadata):
             raise bad("metadata", "must be a map with string keys")
         if not isinstance(self.oscr_jpeg_round_trip, bool):
@@ -539,7 +532,7 @@ def _decode_frames(
         )
     if "protocol" not in header:
         raise fail(ErrorCode.MISSING_FIELD, f'every header needs "protocol": {PROTOCOL_VERSION}', "protocol")
-    if not _is_int(header["protocol"]) or header["protocol"] != PROTOCOL_VERSION:  # 1.0 is no version
+    if not is_int(header["protocol"]) or header["protocol"] != PROTOCOL_VERSION:  # 1.0 is no version
         raise fail(
             ErrorCode.UNSUPPORTED_PROTOCOL,
             f"protocol {header['protocol']!r} is not supported; this side speaks protocol "
@@ -621,13 +614,13 @@ class _Reader:
         self, name: str, *, default: Any = _MISSING, optional: bool = False, lo: int | None = None
     ) -> Any:
         value = self.get(name, default, optional)
-        if value is not None and (not _is_int(value) or (lo is not None and value < lo)):
+        if value is not None and (not is_int(value) or (lo is not None and value < lo)):
             raise self.invalid(name, "an integer" if lo is None else f"an integer >= {lo}", value)
         return value
 
     def number(self, name: str, *, default: Any = _MISSING) -> float:
         value = self.get(name, default, False)
-        if not _is_number(value):
+        if not is_number(value):
             raise self.invalid(name, "a finite number", value)
         return float(value)
 
@@ -645,7 +638,7 @@ class _Reader:
 
     def float_map(self, name: str) -> dict[str, float]:
         value = self.mapping(name)
-        if not all(_is_number(v) for v in value.values()):
+        if not all(is_number(v) for v in value.values()):
             raise self.invalid(name, "a map of numbers", value)
         return {k: float(v) for k, v in value.items()}
 
@@ -658,14 +651,14 @@ class _Reader:
     def int_lists(self, name: str) -> list[list[int]]:
         value = self.get(name, _MISSING, False)
         if not isinstance(value, list) or not all(
-            isinstance(row, list) and all(_is_int(v) for v in row) for row in value
+            isinstance(row, list) and all(is_int(v) for v in row) for row in value
         ):
             raise self.invalid(name, "a list of lists of integers", value)
         return value
 
     def frame(self, name: str, ref: dict[Any, Any]) -> memoryview:
         index = ref.get("frame")
-        if not _is_int(index) or not 1 <= index < len(self.frames):
+        if not is_int(index) or not 1 <= index < len(self.frames):
             raise self.fail(
                 ErrorCode.INVALID_FIELD,
                 f"{name}.frame",
@@ -691,7 +684,7 @@ class _Reader:
         if (
             not isinstance(shape, list)
             or not 1 <= len(shape) <= 4
-            or not all(_is_int(s) and 0 <= s <= 1 << 20 for s in shape)
+            or not all(is_int(s) and 0 <= s <= 1 << 20 for s in shape)
         ):
             raise self.invalid(f"{name}.shape", "a list of 1 to 4 non-negative integers", shape)
         expected = math.prod(shape)  # both dtypes are one byte per element
@@ -790,11 +783,3 @@ def _sniff_encoding(data: bytes | bytearray) -> str:
     if data[:3] == b"\xff\xd8\xff":
         return "jpeg"
     raise ProtocolError(ErrorCode.INVALID_FIELD, "image bytes must be a PNG or JPEG file", "oscr_image")
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)

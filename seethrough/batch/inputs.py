@@ -7,6 +7,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from seethrough_core.limits import MAX_SEED
+
 LAYOUT_SUFFIXES = (".blend", ".json")
 
 
@@ -81,8 +83,8 @@ def parse_seeds(seeds: str | None, num_seeds: int | None, default: int = 42) -> 
         values = [int(s) for s in seeds.split(",") if s.strip()]
     except ValueError:
         raise InputError(f"--seeds: {seeds!r} is not a comma-separated list of integers") from None
-    if not values or any(not 0 <= v < 2**32 for v in values):
-        raise InputError("--seeds: give integers in 0..4294967295")
+    if not values or any(not 0 <= v <= MAX_SEED for v in values):
+        raise InputError(f"--seeds: give integers in 0..{MAX_SEED}")
     return list(dict.fromkeys(values))
 
 

@@ -8,7 +8,7 @@ import bpy
 import numpy as np
 import pytest
 
-from blender_addon import scene_io
+from blender_addon import box_links, scene_io
 from seethrough_core.geometry import euler_xyz_matrix
 from seethrough_core.limits import MAX_BOXES
 
@@ -129,3 +129,115 @@ def test_refusals_say_why_and_add_nothing(addon):
     with pytest.raises(RuntimeError, match=f"at most {MAX_BOXES}"):
         bpy.ops.seethrough.boxes_from_selection()
     assert fitted_boxes() == []
+
+
+def layout_boxes() -> list:
+    """The boxes as the layout reads them (a linked box from its object, as drawn now)."""
+    return [b.__dict__ for b in scene_io.scene_to_layout(bpy.context.scene, camera_for_layout()).boxes]
+
+
+def camera_for_layout() -> bpy.types.Object:
+    scene = bpy.context.scene
+    scene.render.resolution_x = scene.render.resolution_y = 512
+    scene.render.resolution_percentage = 100
+    if scene.camera is None:
+        bpy.ops.object.camera_add(location=(0.0, -8.0, 3.0), rotation=(math.radians(70), 0.0, 0.0))
+        scene.camera = bpy.context.active_object
+    return scene.camera
+
+
+def linked_cube(location=(0.0, 0.0, 0.5)) -> tuple[bpy.types.Object, bpy.types.Object]:
+    bpy.ops.mesh.primitive_cube_add(size=1.0, location=location)
+    cube = bpy.context.active_object
+    cube.name = "Blockout Crate"
+    select_only(cube)
+    bpy.ops.seethrough.boxes_from_selection()
+    return cube, bpy.context.active_object
+
+
+def test_a_linked_box_follows_its_object_and_an_unlinked_one_stays(addon):
+    camera_for_layout()
+    cube, box_obj = linked_cube()
+    assert box_links.is_linked(box_obj)
+    cube.location = (3.0, 1.0, 0.5)
+    cube.rotation_euler.z = math.radians(20)
+    cube.scale.x = 2.0
+    bpy.context.view_layer.update()
+    (box,) = layout_boxes()
+    np.testing.assert_allclose(box["center"], [3.0, 1.0, 0.5], atol=1e-4)
+    np.testing.assert_allclose(sorted(box["size"]), [1.0, 1.0, 2.0], atol=1e-4)
+    # The add-on's depsgraph handler moved the box object too, as after an edit in the viewport.
+    assert contains(scene_io._box_dict(box_obj), vertices(cube))
+    box_links.unregister_handlers()
+    try:
+        cube.location.y = -2.0
+        bpy.context.view_layer.update()
+        assert not contains(scene_io._box_dict(box_obj), vertices(cube))  # no handler: the box stayed
+        assert box_links.refit_scene(bpy.context.scene, bpy.context.evaluated_depsgraph_get()) == 1
+        assert contains(scene_io._box_dict(box_obj), vertices(cube))
+    finally:
+        box_links.register_handlers()
+
+    select_only(box_obj)
+    assert bpy.ops.seethrough.toggle_link() == {"FINISHED"}
+    assert not box_links.is_linked(box_obj)
+    cube.location = (-5.0, 0.0, 0.5)
+    bpy.context.view_layer.update()
+    (box,) = layout_boxes()
+    np.testing.assert_allclose(box["center"], [3.0, -2.0, 0.5], atol=1e-4)  # stays where it was
+    assert bpy.ops.seethrough.toggle_link() == {"FINISHED"}  # linking again snaps it back
+    np.testing.assert_allclose(scene_io._box_dict(box_obj)["center"], [-5.0, 0.0, 0.5], atol=1e-4)
+
+
+def test_flip_front_on_a_linked_box_survives_refits(addon):
+    camera_for_layout()
+    cube, box_obj = linked_cube()
+    before = layout_boxes()[0]["rotation_euler_deg"][2]
+    select_only(box_obj)
+    bpy.ops.seethrough.flip_front()
+    cube.location.x = 2.0
+    bpy.context.view_layer.update()
+    (box,) = layout_boxes()
+    assert abs(math.remainder(box["rotation_euler_deg"][2] - before - 180.0, 360.0)) < 1e-3
+    assert box["center"][0] == pytest.approx(2.0, abs=1e-4)
+
+
+def test_an_armature_pose_changes_the_box(addon):
+    camera_for_layout()
+    bpy.ops.mesh.primitive_cube_add(size=1.0, location=(0.0, 0.0, 1.0))
+    arm_mesh = bpy.context.active_object
+    arm_mesh.scale = (0.2, 0.2, 1.0)
+    bpy.context.view_layer.update()
+    bpy.ops.object.armature_add(location=(0.0, 0.0, 0.5))
+    rig = bpy.context.active_object
+    arm_mesh.parent = rig
+    arm_mesh.matrix_parent_inverse = rig.matrix_world.inverted()
+    modifier = arm_mesh.modifiers.new("rig", "ARMATURE")
+    modifier.object = rig
+    group = arm_mesh.vertex_groups.new(name=rig.data.bones[0].name)
+    group.add(list(range(len(arm_mesh.data.vertices))), 1.0, "REPLACE")
+    select_only(arm_mesh)
+    bpy.ops.seethrough.boxes_from_selection()
+    upright = layout_boxes()[0]
+    rig.pose.bones[0].rotation_mode = "XYZ"
+    rig.pose.bones[0].rotation_euler.x = math.radians(90)  # the bone lays the arm down
+    bpy.context.view_layer.update()
+    posed = layout_boxes()[0]
+    assert upright["size"][2] > 0.9 and posed["size"][2] < 0.5
+    assert contains(posed, vertices(arm_mesh))
+
+
+def test_an_animated_object_drives_its_box_frame_by_frame_in_the_batch(addon, tmp_path):
+    from blender_addon.blend_shots import read_blend_shots
+
+    camera_for_layout()
+    cube, _ = linked_cube(location=(0.0, 0.0, 0.5))
+    cube.keyframe_insert("location", frame=1)
+    cube.location.x = 4.5
+    cube.keyframe_insert("location", frame=10)
+    path = tmp_path / "animated.blend"
+    bpy.ops.wm.save_as_mainfile(filepath=str(path))
+    shots = read_blend_shots(path, "active", (), [1, 10])  # what `seethrough batch --frames 1,10` reads
+    assert [shot.frame for shot in shots] == [1, 10]
+    assert shots[0].layout.boxes[0].center[0] == pytest.approx(0.0, abs=1e-4)
+    assert shots[1].layout.boxes[0].center[0] == pytest.approx(4.5, abs=1e-4)

@@ -6,8 +6,9 @@ import torch
 
 from inference_server.condition import condition_position_ids, encode_condition, oscr_to_pixels
 from inference_server.latents import image_position_ids
-from inference_server.model_errors import GenerationCancelled, RequestError
+from inference_server.model_errors import GenerationCancelled
 from inference_server.pipeline import SeeThroughPipeline, StepInfo
+from seethrough_core.generation_settings import SettingError
 from seethrough_core.oscr_spec import jpeg_round_trip
 from seethrough_core.prompt import compose_prompt
 
@@ -167,14 +168,14 @@ def test_oscr_is_resized_to_512_and_scaled():
 @pytest.mark.parametrize(
     ("change", "field"),
     [
-        ({"box_token_masks": np.zeros((3, 32, 32), dtype=bool)}, "box_token_masks"),
-        ({"box_token_masks": np.zeros((2, 32, 32), dtype=np.uint8)}, "box_token_masks"),
-        ({"box_token_masks": np.zeros((2, 16, 16), dtype=bool)}, "box_token_masks"),
+        ({"box_token_masks": np.zeros((3, 32, 32), dtype=bool)}, "masks"),
+        ({"box_token_masks": np.zeros((2, 32, 32), dtype=np.uint8)}, "masks"),
+        ({"box_token_masks": np.zeros((2, 16, 16), dtype=bool)}, "masks"),
         ({"width": 250}, "width"),
         ({"width": 240}, "width"),
         ({"height": 2064}, "height"),
-        ({"num_inference_steps": 0}, "num_inference_steps"),
-        ({"num_inference_steps": 101}, "num_inference_steps"),
+        ({"num_inference_steps": 0}, "steps"),
+        ({"num_inference_steps": 101}, "steps"),
         ({"descriptions": ["mars rover", "  "]}, "descriptions[1]"),
         ({"descriptions": [], "box_token_masks": np.zeros((0, 32, 32), dtype=bool)}, "descriptions"),
         (
@@ -184,17 +185,18 @@ def test_oscr_is_resized_to_512_and_scaled():
         ({"oscr_image": np.zeros((64, 64, 3), dtype=np.float32)}, "oscr_image"),
         ({"oscr_image": np.zeros((64, 64), dtype=np.uint8)}, "oscr_image"),
         ({"seed": -1}, "seed"),
-        ({"guidance_scale": float("nan")}, "guidance_scale"),
+        ({"guidance_scale": float("nan")}, "guidance"),
         ({"scene_prompt": "dog " * 600}, "scene_prompt"),
     ],
 )
 def test_bad_inputs_name_the_field(tiny_pipeline, make_request, change, field):
-    with pytest.raises(RequestError) as caught:
+    # Named as the protocol names them, so the server passes the name on as it is.
+    with pytest.raises(SettingError) as caught:
         tiny_pipeline(**make_request(**change))
     assert isinstance(caught.value, ValueError) and caught.value.field == field
 
 
 def test_bad_preview_interval(tiny_pipeline, make_request):
-    with pytest.raises(RequestError) as caught:
+    with pytest.raises(SettingError) as caught:
         tiny_pipeline(**make_request(), preview_interval=-1)
     assert caught.value.field == "preview_interval"

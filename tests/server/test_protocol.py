@@ -201,7 +201,7 @@ def test_a_request_type_is_not_a_reply_and_back():
         ({"width": 128}, "width", "outside"),
         ({"descriptions": ["a car"]}, "masks", "2 masks for 1 descriptions"),
         ({"descriptions": ["a car", "  "]}, "descriptions[1]", "non-empty"),
-        ({"descriptions": [f"box {i}" for i in range(17)]}, "descriptions", "1 to 16"),
+        ({"descriptions": [f"box {i}" for i in range(17)]}, "descriptions", "at most 16"),
         ({"seed": -1}, "seed", "0.."),
         ({"steps": 0}, "steps", "1..100"),
         ({"guidance": float("nan")}, "guidance", "number"),

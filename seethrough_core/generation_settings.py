@@ -1,0 +1,140 @@
+"""The settings of one generation and their rules, checked once for every caller.
+
+The protocol's `generate` message, the server's pipeline, the add-on (before it spends a render)
+and the command line all check a generation with these functions, in one vocabulary: the
+protocol's field names (`steps`, `guidance`, `masks` ...). Only what depends on the loaded model
+(how many boxes it takes, how many prompt tokens it reads) is checked by the server on top.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from .errors import SeeThroughError
+from .layout import Layout
+from .limits import (
+    DEFAULT_GUIDANCE,
+    DEFAULT_STEPS,
+    MAX_BOXES,
+    MAX_DESCRIPTION_CHARS,
+    MAX_GUIDANCE,
+    MAX_PREVIEW_INTERVAL,
+    MAX_SCENE_PROMPT_CHARS,
+    MAX_SEED,
+    MAX_STEPS,
+    side_problem,
+)
+
+
+class SettingError(SeeThroughError, ValueError):
+    """A generation setting out of its rules; ``field`` names it (e.g. ``width``, ``descriptions[2]``)."""
+
+    def __init__(self, field: str, message: str) -> None:
+        self.field = field
+        self.message = message
+        super().__init__(f"{field}: {message}")
+
+
+# Plain Python numbers only: they are what msgpack carries (a numpy integer would not encode).
+def is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def check_side(name: str, side: object) -> None:
+    if not is_int(side):
+        raise SettingError(name, f"must be an integer number of pixels, got {side!r}")
+    problem = side_problem(side)
+    if problem:
+        raise SettingError(name, problem)
+
+
+def check_seed(seed: object, *, optional: bool = False) -> None:
+    if seed is None and optional:
+        return
+    if not is_int(seed) or not 0 <= seed <= MAX_SEED:
+        raise SettingError("seed", f"must be an integer in 0..{MAX_SEED}, got {seed!r}")
+
+
+def check_steps(steps: object) -> None:
+    if not is_int(steps) or not 1 <= steps <= MAX_STEPS:
+        raise SettingError("steps", f"must be an integer in 1..{MAX_STEPS}, got {steps!r}")
+
+
+def check_guidance(guidance: object) -> None:
+    if not is_number(guidance) or not 0.0 <= guidance <= MAX_GUIDANCE:
+        raise SettingError("guidance", f"must be a number in 0..{MAX_GUIDANCE:g}, got {guidance!r}")
+
+
+def check_preview_interval(interval: object) -> None:
+    if not is_int(interval) or not 0 <= interval <= MAX_PREVIEW_INTERVAL:
+        raise SettingError(
+            "preview_interval",
+            f"must be 0 (no previews) or a step count up to {MAX_PREVIEW_INTERVAL}, got {interval!r}",
+        )
+
+
+def check_texts(scene_prompt: object, descriptions: object, max_boxes: int = MAX_BOXES) -> None:
+    if not isinstance(scene_prompt, str) or len(scene_prompt) > MAX_SCENE_PROMPT_CHARS:
+        raise SettingError("scene_prompt", f"must be a string of at most {MAX_SCENE_PROMPT_CHARS} characters")
+    if not isinstance(descriptions, list | tuple) or not descriptions:
+        raise SettingError("descriptions", "at least one box description is needed, one per box")
+    if len(descriptions) > max_boxes:
+        raise SettingError("descriptions", f"{len(descriptions)} boxes; at most {max_boxes} are supported")
+    for i, text in enumerate(descriptions):
+        if not isinstance(text, str) or not text.strip():
+            raise SettingError(f"descriptions[{i}]", 'must be a non-empty string, e.g. "a red vintage car"')
+        if len(text) > MAX_DESCRIPTION_CHARS:
+            raise SettingError(
+                f"descriptions[{i}]", f"{len(text)} characters; at most {MAX_DESCRIPTION_CHARS}"
+            )
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    """Everything about one generation but its images: checkable before the OSCR is rendered."""
+
+    scene_prompt: str
+    descriptions: Sequence[str]
+    width: int
+    height: int
+    seed: int | None  # None: the server picks one
+    steps: int = DEFAULT_STEPS
+    guidance: float = DEFAULT_GUIDANCE
+    preview_interval: int = 0  # 0: no previews; n: a preview with every n-th progress message
+
+    @classmethod
+    def for_layout(
+        cls,
+        layout: Layout,
+        *,
+        seed: int | None,
+        steps: int = DEFAULT_STEPS,
+        guidance: float = DEFAULT_GUIDANCE,
+        preview_interval: int = 0,
+    ) -> GenerationSettings:
+        return cls(
+            layout.scene_prompt,
+            layout.descriptions,
+            layout.width,
+            layout.height,
+            seed,
+            steps,
+            guidance,
+            preview_interval,
+        )
+
+    def check(self, max_boxes: int = MAX_BOXES) -> None:
+        """Raises SettingError naming the first setting out of its rules."""
+        check_texts(self.scene_prompt, self.descriptions, max_boxes)
+        check_side("width", self.width)
+        check_side("height", self.height)
+        check_seed(self.seed, optional=True)
+        check_steps(self.steps)
+        check_guidance(self.guidance)
+        check_preview_interval(self.preview_interval)
