@@ -69,7 +69,10 @@ class Trainer:
         on_step: StepHook | None = None,
         show_progress: bool = True,
         handle_signals: bool = True,
+        components: tuple[FluxComponents, str] | None = None,
     ) -> None:
+        """``components``: models built by the caller and their name (benchmarks with random weights);
+        by default they are loaded as ``config`` says."""
         self.config = config
         self.on_step = on_step
         self.show_progress = show_progress
@@ -91,7 +94,7 @@ class Trainer:
         self.run_dir = Path(config.out)
         resume_from = self._check_run_folder()
 
-        self.components, self.model_name = self._load_components()
+        self.components, self.model_name = self._place(*(components or self._load_components()))
         with self.accelerator.main_process_first():  # one process encodes, the others then read the cache
             self.dataset: EncodedDataset = encode_datasets(
                 config.data,
@@ -163,7 +166,10 @@ class Trainer:
 
             components = load_components(folder, torch.bfloat16, place)
             name = str(folder.resolve())
-        components.condition_lora = None
+        return components, name
+
+    def _place(self, components: FluxComponents, name: str) -> tuple[FluxComponents, str]:
+        components.condition_lora = None  # the LoRA being trained is the trainer's own
         components.transformer.requires_grad_(False).to(self.device)
         components.vae.to(self.device)
         components.text_encoder.to(self.device)
