@@ -78,6 +78,7 @@ class Trainer:
         self.show_progress = show_progress
         self.handle_signals = handle_signals
         device = config.device or ("cpu" if config.tiny else None)
+        _check_device(device)
         self.accelerator = Accelerator(
             mixed_precision=config.mixed_precision or _default_precision(device),
             cpu=device == "cpu",
@@ -385,6 +386,16 @@ def _optimizer(lora: SeeThroughLoRA, config: TrainingConfig) -> torch.optim.Opti
             ) from None
         return bitsandbytes.optim.AdamW8bit(lora.parameters(), **options)
     return torch.optim.AdamW(lora.parameters(), **options)
+
+
+def _check_device(device: str | None) -> None:
+    if device is None and not torch.cuda.is_available():
+        raise TrainingError(
+            "no CUDA GPU found: training FLUX.1-dev needs one (pass --device cpu to train on the CPU anyway, "
+            "very slowly, or --tiny to try the command)"
+        )
+    if device is not None and torch.device(device).type == "cuda" and not torch.cuda.is_available():
+        raise TrainingError(f"--device {device}: CUDA is not available here; use --device cpu or --tiny")
 
 
 def _default_precision(device: str | None) -> str:

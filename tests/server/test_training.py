@@ -17,7 +17,7 @@ import torch
 from training_support import two_box_masks, write_dataset, write_rendered_layout
 
 from inference_server.lora import SeeThroughLoRA, save_seethrough_lora
-from inference_server.model_errors import LoRAFormatError, NonFiniteLossError
+from inference_server.model_errors import LoRAFormatError, NonFiniteLossError, TrainingError
 from inference_server.pipeline import SeeThroughPipeline
 from inference_server.tiny import TINY_LORA_RANK
 from inference_server.training.amodal_weights import amodal_balanced_weights
@@ -41,7 +41,8 @@ def dataset(tmp_path_factory) -> Path:
 
 
 def config(dataset: Path, out: Path, **overrides) -> TrainingConfig:
-    """A quick tiny run: rank of the tiny model, one sample per step, no activation recomputation."""
+    """A quick tiny run: rank of the tiny model, the samples' own 256 px, one sample per step, no
+    activation recomputation."""
     options = dict(
         data=(dataset,),
         out=out,
@@ -52,6 +53,7 @@ def config(dataset: Path, out: Path, **overrides) -> TrainingConfig:
         batch=1,
         checkpoint_every=2,
         gradient_checkpointing=False,
+        resolution=256,
     )
     options.update(overrides)
     return TrainingConfig(**options)
@@ -127,6 +129,25 @@ def test_init_lora_of_the_wrong_rank_or_layout_names_the_first_bad_key(tmp_path,
     assert error.value.key.startswith("transformer_blocks.2.")
 
 
+def test_the_amodal_balanced_loss_weighs_the_hidden_objects_pixels(tmp_path, dataset):
+    flow = Trainer(config(dataset, tmp_path / "flow"), show_progress=False)
+    balanced = Trainer(
+        config(dataset, tmp_path / "balanced", loss="amodal-balanced", amodal_weight=3.0), show_progress=False
+    )
+    sample = balanced.dataset[0]
+    assert sample.visibility.tolist() == pytest.approx([1.0, 0.8125])  # from the dataset: 3/16 hidden
+    assert sample.visible.shape == (2, 32, 32)  # coverage on the 256 px sample's latent grid
+    draw = flow.draw(0, 0)
+    plain, weighted = flow.evaluate_loss(0, draw), balanced.evaluate_loss(0, draw)
+    assert np.isfinite(weighted) and abs(weighted - plain) > 1e-4 * plain
+
+
+def test_training_the_real_model_without_a_gpu_says_what_to_do(tmp_path, dataset, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(TrainingError, match="no CUDA GPU found.*--tiny"):
+        Trainer(TrainingConfig(data=(dataset,), out=tmp_path, model="black-forest-labs/FLUX.1-dev"))
+
+
 # ----------------------------------------------------------------- training runs (seconds each)
 
 
@@ -143,7 +164,7 @@ def test_forty_steps_overfit_a_fixed_batch(tmp_path, dataset):
     run = config(dataset, tmp_path / "run", steps=40, lr=2e-3, caption_dropout=0.0, checkpoint_every=40)
     Trainer(run, on_step=measure, show_progress=False).run()
     first, last = np.mean(fixed[:10]), np.mean(fixed[-10:])
-    assert last < first, (first, last)
+    assert last < 0.99 * first, (first, last)  # measured 3.4% lower; 1e-6 lr moves it by 1e-5
     assert latest_checkpoint(tmp_path / "run").name == "checkpoint-40"
 
 
