@@ -72,6 +72,7 @@ class LoRALossModel(nn.Module):
 
 
 def _sample_latents(mean: torch.Tensor, std: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """One draw from the cached VAE posterior: [1, C, h, w] float32 on the CPU."""
-    mean, std = mean.float()[None], std.float()[None]
+    """One draw from the cached VAE posterior: [1, C, h, w] float32 on the CPU (where the generator is;
+    a data-parallel wrapper may have moved the sample to the GPU)."""
+    mean, std = mean.float().cpu()[None], std.float().cpu()[None]
     return mean + std * torch.randn(mean.shape, generator=generator)

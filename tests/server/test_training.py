@@ -21,6 +21,7 @@ from inference_server.model_errors import LoRAFormatError, NonFiniteLossError, T
 from inference_server.pipeline import SeeThroughPipeline
 from inference_server.tiny import TINY_LORA_RANK
 from inference_server.training.amodal_weights import amodal_balanced_weights
+from inference_server.training.block_checkpointing import checkpointed_runners
 from inference_server.training.checkpoints import LORA_FILE, latest_checkpoint
 from inference_server.training.config import TrainingConfig
 from inference_server.training.flow_loss import draw_micro_batch, training_sigmas
@@ -140,6 +141,21 @@ def test_the_amodal_balanced_loss_weighs_the_hidden_objects_pixels(tmp_path, dat
     draw = flow.draw(0, 0)
     plain, weighted = flow.evaluate_loss(0, draw), balanced.evaluate_loss(0, draw)
     assert np.isfinite(weighted) and abs(weighted - plain) > 1e-4 * plain
+
+
+@pytest.mark.slow
+def test_gradient_checkpointing_gives_the_same_gradients(tmp_path, dataset):
+    trainer = Trainer(config(dataset, tmp_path / "run"), show_progress=False)
+    model = trainer.components.transformer
+    lora = SeeThroughLoRA.random(model.inner_dim, TINY_LORA_RANK, 2, 2, seed=3).requires_grad_(True)
+    gradients = []
+    for runners in (EAGER_RUNNERS, checkpointed_runners()):
+        loss_model = LoRALossModel(model, lora, runners, trainer.dataset.empty_prompt, None)
+        loss_model(trainer.dataset[0], trainer.draw(0, 0)).backward()
+        gradients.append(torch.cat([p.grad.flatten() for p in lora.parameters()]))
+        lora.zero_grad(set_to_none=True)
+    assert gradients[0].abs().max() > 0
+    assert torch.allclose(gradients[0], gradients[1], rtol=1e-4, atol=1e-7)
 
 
 def test_training_the_real_model_without_a_gpu_says_what_to_do(tmp_path, dataset, monkeypatch):
