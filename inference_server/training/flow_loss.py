@@ -8,8 +8,8 @@ takes the scheduler's training timestep ``floor(1000 u)`` and its sigma: with FL
 weight 1 (its "none" weighting scheme). The model is told ``timestep = sigma``.
 
 Every draw of a micro-batch (sigma, caption dropout, the noise, the VAE posterior samples) comes from a
-generator seeded by (run seed, step, micro-batch, process): a resumed run draws exactly what an
-uninterrupted one would.
+generator seeded by (run seed, step, the sample's slot in the step): a resumed run draws exactly what
+an uninterrupted one would.
 """
 
 from __future__ import annotations
@@ -36,10 +36,14 @@ class MicroBatchDraw:
 
 
 def draw_micro_batch(
-    seed: int, step: int, micro: int, process: int, sigmas: torch.Tensor, caption_dropout: float
+    seed: int, step: int, slot: int, sigmas: torch.Tensor, caption_dropout: float
 ) -> MicroBatchDraw:
-    """The random choices of micro-batch ``micro`` of optimizer step ``step`` (0-based) on ``process``."""
-    state = int(np.random.SeedSequence([seed, step, micro, process]).generate_state(1, dtype=np.uint64)[0])
+    """The random choices of sample ``slot`` of optimizer step ``step`` (0-based).
+
+    ``slot = micro * processes + process`` numbers the step's samples across processes, so one process
+    with a batch of 2 draws what two processes with a batch of 1 draw.
+    """
+    state = int(np.random.SeedSequence([seed, step, slot]).generate_state(1, dtype=np.uint64)[0])
     generator = torch.Generator("cpu").manual_seed(state)
     u = torch.rand(2, generator=generator, dtype=torch.float64)
     index = min(int(u[0] * len(sigmas)), len(sigmas) - 1)

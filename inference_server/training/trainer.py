@@ -207,14 +207,9 @@ class Trainer:
 
     def draw(self, step: int, micro: int) -> MicroBatchDraw:
         """The random choices of one micro-batch (0-based optimizer step) on this process."""
-        return draw_micro_batch(
-            self.config.seed,
-            step,
-            micro,
-            self.accelerator.process_index,
-            self.sigmas,
-            self.config.caption_dropout,
-        )
+        accelerator = self.accelerator
+        slot = micro * accelerator.num_processes + accelerator.process_index
+        return draw_micro_batch(self.config.seed, step, slot, self.sigmas, self.config.caption_dropout)
 
     @torch.no_grad()
     def evaluate_loss(self, sample_index: int, draw: MicroBatchDraw) -> float:
@@ -353,6 +348,7 @@ class SampleOrder:
         self.count, self.seed, self.processes, self.process = count, seed, processes, process
 
     def index(self, step: int, micro: int, micro_batches: int) -> int:
+        # the same numbering of a step's samples as the draws' slots: (micro, process)
         position = (step * micro_batches + micro) * self.processes + self.process
         epoch, offset = divmod(position, self.count)
         return int(self._permutation(epoch)[offset])

@@ -16,7 +16,7 @@ import pytest
 import torch
 from training_support import two_box_masks, write_dataset, write_rendered_layout
 
-from inference_server.lora import SeeThroughLoRA, save_seethrough_lora
+from inference_server.lora import SeeThroughLoRA, read_seethrough_lora, save_seethrough_lora
 from inference_server.model_errors import LoRAFormatError, NonFiniteLossError, TrainingError
 from inference_server.pipeline import SeeThroughPipeline
 from inference_server.tiny import TINY_LORA_RANK
@@ -32,6 +32,7 @@ from inference_server.transformer import EAGER_RUNNERS
 from seethrough.cli import main
 from seethrough.serve_command import _pipeline_loader, add_serve_arguments
 from seethrough_core.dataset_format import METADATA_NAME
+from seethrough_core.server_process import free_loopback_port as free_port
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -86,15 +87,15 @@ def test_amodal_balanced_weights_on_two_boxes():
 def test_caption_dropout_and_noise_levels_follow_the_reference():
     sigmas = training_sigmas(SeeThroughPipeline.tiny().scheduler.config)
     assert len(sigmas) == 1000 and sigmas.max() == 1.0 and torch.isclose(sigmas.min(), torch.tensor(0.001))
-    draws = [draw_micro_batch(3, step, micro, 0, sigmas, 0.1) for step in range(2500) for micro in range(2)]
+    draws = [draw_micro_batch(3, step, slot, sigmas, 0.1) for step in range(2500) for slot in range(2)]
     dropped = np.mean([draw.drop_caption for draw in draws])
     assert 0.085 < dropped < 0.115  # 5000 draws: 10% within about 3 standard deviations
     levels = np.array([draw.sigma for draw in draws])
     assert 0.48 < levels.mean() < 0.52 and levels.min() >= 0.001 and levels.max() <= 1.0
-    assert not any(draw_micro_batch(3, s, 0, 0, sigmas, 0.0).drop_caption for s in range(200))
-    assert all(draw_micro_batch(3, s, 0, 0, sigmas, 1.0).drop_caption for s in range(200))
-    assert draw_micro_batch(3, 7, 1, 0, sigmas, 0.1) == draw_micro_batch(3, 7, 1, 0, sigmas, 0.1)
-    assert draw_micro_batch(3, 7, 1, 0, sigmas, 0.1) != draw_micro_batch(3, 7, 1, 1, sigmas, 0.1)
+    assert not any(draw_micro_batch(3, s, 0, sigmas, 0.0).drop_caption for s in range(200))
+    assert all(draw_micro_batch(3, s, 0, sigmas, 1.0).drop_caption for s in range(200))
+    assert draw_micro_batch(3, 7, 1, sigmas, 0.1) == draw_micro_batch(3, 7, 1, sigmas, 0.1)
+    assert draw_micro_batch(3, 7, 1, sigmas, 0.1) != draw_micro_batch(3, 7, 2, sigmas, 0.1)
 
 
 def test_a_dataset_sample_without_a_field_is_named(tmp_path, dataset, capsys):
@@ -287,18 +288,43 @@ def test_ctrl_c_saves_a_resumable_checkpoint(tmp_path, dataset):
     assert resumed.start_step == 1 and resumed.run().step == 2
 
 
-@pytest.mark.slow
-def test_accelerate_launch_runs_the_command(tmp_path, dataset):
-    run = tmp_path / "run"
-    command = [
-        sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "1",
-        "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-        "-m", "seethrough", "train", "--tiny", "--data", str(dataset), "--out", str(run),
-        "--rank", "4", "--steps", "2", "--batch", "1", "--checkpoint-every", "1", "--warmup", "0",
-        "--no-gradient-checkpointing",
-    ]  # fmt: skip
+def launch(tmp_path: Path, launcher: list[str], *train_args: str) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", *launcher, "-m", "seethrough", "train", "--tiny", *train_args]
     env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
-    done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
+    return subprocess.run(command, capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
+
+
+@pytest.mark.slow
+def test_accelerate_launch_runs_the_command_in_one_process(tmp_path, dataset):
+    run = tmp_path / "run"
+    args = ["--rank", "4", "--steps", "2", "--batch", "1", "--checkpoint-every", "1", "--warmup", "0"]
+    accelerate = ["accelerate.commands.launch", "--cpu", "--num_processes", "1", "--num_machines", "1"]
+    accelerate += ["--mixed_precision", "no", "--dynamo_backend", "no"]
+    done = launch(tmp_path, accelerate, "--data", str(dataset), "--out", str(run), *args)
     assert done.returncode == 0, done.stderr[-3000:]
     assert latest_checkpoint(run).name == "checkpoint-2"
     assert len(logged(run)) == 2
+
+
+@pytest.mark.slow
+def test_two_processes_train_as_one_with_twice_the_batch(tmp_path, dataset):
+    """Data parallel: each process runs one sample, their gradients are averaged. On CPUs accelerate
+    launches several processes only through MPI, so torchrun starts them here; the trainer reads the
+    same environment either way (accelerate launch --multi_gpu on GPUs)."""
+    options = ["--rank", "4", "--steps", "2", "--warmup", "0", "--lr", "1e-2", "--no-gradient-checkpointing"]
+    options += ["--batch", "1", "--checkpoint-every", "2"]
+    parallel = tmp_path / "parallel"
+    torchrun = ["torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1"]
+    torchrun += ["--master_port", str(free_port())]
+    done = launch(tmp_path, torchrun, "--data", str(dataset), "--out", str(parallel), *options)
+    assert done.returncode == 0, done.stderr[-3000:]
+    single = tmp_path / "single"
+    Trainer(config(dataset, single, steps=2, lr=1e-2, batch=2, resolution=512), show_progress=False).run()
+
+    for (step, loss, lr), (step_1, loss_1, lr_1) in zip(logged(parallel), logged(single), strict=True):
+        assert (step, lr) == (step_1, pytest.approx(lr_1))
+        assert loss == pytest.approx(loss_1, rel=1e-4)
+    weights = [read_seethrough_lora(run / "checkpoint-2" / LORA_FILE, SeeThroughPipeline.tiny().transformer)
+               for run in (parallel, single)]  # fmt: skip
+    for key, value in weights[0].release_state_dict().items():
+        assert torch.allclose(value, weights[1].release_state_dict()[key], rtol=1e-4, atol=1e-6), key
