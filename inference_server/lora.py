@@ -162,16 +162,25 @@ def _parse_all(num_double: int, num_single: int):
                     yield release_key(kind, block, target, part), (kind, block, target, part)
 
 
+def lora_shape_of(transformer: nn.Module) -> dict[str, int]:
+    """The keyword arguments (features, num_double, num_single) a LoRA for ``transformer`` has."""
+    return {
+        "features": transformer.inner_dim,
+        "num_double": len(transformer.transformer_blocks),
+        "num_single": len(transformer.single_transformer_blocks),
+    }
+
+
+def read_seethrough_lora(path: Path, transformer: nn.Module, scale: float = 1.0) -> SeeThroughLoRA:
+    """A released-layout file checked against ``transformer``, as a float32 module on the CPU."""
+    return SeeThroughLoRA.from_release_state_dict(
+        load_file(str(path), device="cpu"), **lora_shape_of(transformer), scale=scale
+    )
+
+
 def load_seethrough_lora(path: Path, transformer: nn.Module, scale: float = 1.0) -> SeeThroughLoRA:
     """Read a released-layout file and check it fits ``transformer`` (a diffusers FluxTransformer2DModel)."""
-    state = load_file(str(path), device="cpu")
-    lora = SeeThroughLoRA.from_release_state_dict(
-        state,
-        features=transformer.inner_dim,
-        num_double=len(transformer.transformer_blocks),
-        num_single=len(transformer.single_transformer_blocks),
-        scale=scale,
-    )
+    lora = read_seethrough_lora(path, transformer, scale)
     # x_embedder: never quantized (quantize.py), so its weight has the compute dtype
     parameter = transformer.x_embedder.weight
     return lora.to(device=parameter.device, dtype=parameter.dtype)

@@ -42,3 +42,15 @@ class LoRAFormatError(WeightsMismatchError):
 
 class SetupError(SeeThroughError, RuntimeError):
     """The pipeline cannot be set up as asked (device missing, unknown dtype or memory mode)."""
+
+
+class TrainingError(SeeThroughError):
+    """Training cannot start or go on (bad option, dataset or memory); the message says what to do."""
+
+
+class NonFiniteLossError(TrainingError):
+    """The loss became NaN or infinite; ``step`` is the optimizer step at which it happened."""
+
+    def __init__(self, step: int, message: str) -> None:
+        self.step = step
+        super().__init__(message)

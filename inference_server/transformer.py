@@ -11,6 +11,9 @@ The weights are the stock FLUX.1-dev transformer; only the forward pass differs 
 Everything that does not change during one generation (text embedding, condition embedding, the
 condition's modulation, RoPE tables, attention masks) is computed once per request in ``prepare``.
 
+The caller chooses the autograd mode: the pipeline denoises under ``torch.inference_mode``, and the
+trainer (``training/``) runs this same forward with autograd on, so gradients reach the LoRA.
+
 Cached condition stream (``prepare(..., cache_condition=True)``, off by default): condition rows never
 attend to image tokens, so the condition tokens' keys and values in each block depend only on the
 condition stream and on the text keys their boxes may see. The first step computes everything and keeps
@@ -103,7 +106,6 @@ class SeeThroughTransformer:
             return self.model.time_text_embed(timestep_1000, pooled)
         return self.model.time_text_embed(timestep_1000, guidance.to(self.dtype) * 1000, pooled)
 
-    @torch.inference_mode()
     def prepare(
         self,
         prompt_embeds: torch.Tensor,
@@ -133,7 +135,6 @@ class SeeThroughTransformer:
             text_hidden, cond_hidden, pooled, guidance, cond_temb, rotary, attend, rotary_main, cache
         )
 
-    @torch.inference_mode()
     def __call__(
         self, latents: torch.Tensor, timestep: torch.Tensor, request: RequestConstants
     ) -> torch.Tensor:

@@ -30,6 +30,7 @@ COMMANDS = (
     Command("render", "render a layout's OSCR image and box masks with Blender", "render_command", "render"),
     Command("batch", "generate every shot of many .blend/.json layouts, resumably", "batch_command", "batch"),
     Command("serve", "run the inference server (FLUX.1-dev + SeeThrough3D LoRA)", "serve_command", "serve"),
+    Command("train", "train or fine-tune the SeeThrough3D LoRA on a dataset", "train_command", "train"),
     Command(
         "build-addon",
         "pack the Blender extension zip (add-on, wheels, size templates)",

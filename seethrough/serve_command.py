@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import sys
 from collections.abc import Callable
-from types import FrameType
 
 from seethrough_core.endpoint import DEFAULT_ENDPOINT
 from seethrough_core.errors import SeeThroughError
+from seethrough_core.stop_signals import install_stop_handlers
 
 log = logging.getLogger("seethrough.serve")
 
@@ -25,7 +24,8 @@ LORA_HINT = (
 )
 
 
-def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
+def add_model_arguments(parser: argparse.ArgumentParser, tiny_help: str) -> None:
+    """--model PATH_OR_HF_ID or --tiny, exactly one (serve and train)."""
     what = parser.add_mutually_exclusive_group(required=True)
     what.add_argument(
         "--model",
@@ -33,13 +33,20 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         help="FLUX.1-dev in diffusers layout: a folder, or a Hugging Face id already in the local cache "
         "(e.g. black-forest-labs/FLUX.1-dev); nothing is downloaded",
     )
-    what.add_argument(
-        "--tiny",
-        action="store_true",
-        help="the same pipeline at tiny size with random weights: every image is noise; for testing the "
+    what.add_argument("--tiny", action="store_true", help=tiny_help)
+
+
+def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
+    add_model_arguments(
+        parser,
+        "the same pipeline at tiny size with random weights: every image is noise; for testing the "
         "connection and the add-on without a GPU",
     )
-    parser.add_argument("--lora", metavar="PATH", help=f"{LORA_HINT} (required with --model)")
+    parser.add_argument(
+        "--lora",
+        metavar="PATH",
+        help=f"{LORA_HINT} (required with --model; with --tiny, a LoRA trained by `seethrough train --tiny`)",
+    )
     parser.add_argument(
         "--bind",
         default=DEFAULT_ENDPOINT,
@@ -109,8 +116,6 @@ def run_serve(args: argparse.Namespace) -> int:
     _setup_logging()
     from inference_server.server import SeeThroughServer, ServerConfig  # the server imports zmq, not torch
 
-    if args.tiny and args.lora:
-        log.warning("--tiny uses random weights: ignoring --lora %s", args.lora)
     if not args.tiny and not args.lora:
         return _fail(f"--lora is required with --model: give the path of {LORA_HINT}")
     if args.max_queue < 1:
@@ -164,7 +169,10 @@ def _pipeline_loader(args: argparse.Namespace, device: str) -> Callable[[], obje
             "condition_cache": args.condition_cache,
         }
         if args.tiny:
-            return SeeThroughPipeline.tiny(seed=0, device=device, **speed)
+            pipeline = SeeThroughPipeline.tiny(seed=0, device=device, **speed)
+            if args.lora:  # e.g. a checkpoint of `seethrough train --tiny`
+                pipeline.load_condition_lora(args.lora, scale=args.lora_scale)
+            return pipeline
         return SeeThroughPipeline.from_pretrained(
             args.model,
             args.lora,
@@ -192,21 +200,12 @@ def _style_lora(text: str) -> tuple[str, float]:
 
 def _install_stop_handlers(stop: Callable[..., None]) -> Callable[[], None]:
     """First Ctrl-C (or SIGTERM): stop cleanly. A second Ctrl-C: KeyboardInterrupt, exit at once."""
-    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
 
-    def handler(signum: int, frame: FrameType | None) -> None:
+    def request_stop() -> None:
         log.info("stopping; a running job is cancelled (Ctrl-C again to quit at once)")
-        signal.signal(signal.SIGINT, signal.default_int_handler)
         stop(wait=False)
 
-    for sig in previous:
-        signal.signal(sig, handler)
-
-    def restore() -> None:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
-
-    return restore
+    return install_stop_handlers(request_stop)
 
 
 def _setup_logging() -> None:

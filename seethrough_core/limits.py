@@ -51,3 +51,17 @@ MAX_MESSAGE_BYTES = 96 << 20
 MAX_ID_CHARS = 128
 MIN_IMAGE_SIDE = GRID_SIZE  # OSCR images and full-size masks: at least one pixel per token cell
 MAX_IMAGE_SIDE = 4096
+
+# Training (`seethrough train`): the reference recipe's values
+TRAIN_RANK = 128
+TRAIN_LEARNING_RATE = 1e-4
+TRAIN_WARMUP_STEPS = 500
+TRAIN_STEPS = 25_000  # stage 1 at 512 px; stage 2 is 5,000 more at 1024 px
+TRAIN_BATCH = 2
+TRAIN_RESOLUTIONS = (512, 1024)
+TRAIN_CAPTION_DROPOUT = 0.1
+TRAIN_GUIDANCE = 1.0  # FLUX.1-dev's guidance embedding during training
+TRAIN_WEIGHT_DECAY = 1e-4
+TRAIN_MAX_GRAD_NORM = 1.0
+TRAIN_AMODAL_WEIGHT = 2.0  # --loss amodal-balanced: extra weight of a fully hidden object's visible pixels
+TRAIN_CHECKPOINT_EVERY = 1000
