@@ -56,6 +56,7 @@ def make_dataset(settings: MakeSettings, stream=sys.stderr) -> MakeSummary:
     out.mkdir(parents=True, exist_ok=True)
     for path in settings.missing:
         print(f"skipped {path}: not found", file=stream)
+    _check_same_dataset(out, settings, None)  # before anything starts, even when nothing is left to do
     done = _finished_ids(out)
     todo = [i for i in range(settings.scenes) if sample_id(i) not in done]
     summary = MakeSummary(skipped=settings.scenes - len(todo))
@@ -121,9 +122,12 @@ def _load_assets(pool: WorkerPool, settings: MakeSettings, stream) -> list[Asset
     return [AssetSpec(a["id"], a["description"], tuple(a["size"])) for a in first["assets"]]
 
 
-def _check_same_dataset(out: Path, settings: MakeSettings, assets: list[AssetSpec]) -> None:
-    """A folder holds one dataset: a rerun with other settings or assets would mix two."""
-    made_with = {**settings.fingerprint(), "assets": [[a.id, a.description, list(a.size)] for a in assets]}
+def _check_same_dataset(out: Path, settings: MakeSettings, assets: list[AssetSpec] | None) -> None:
+    """A folder holds one dataset: a rerun with other settings or assets would mix two. Without
+    ``assets`` only the settings are compared; with them, the record is written on the first run."""
+    made_with: dict = settings.fingerprint()
+    if assets is not None:
+        made_with["assets"] = [[a.id, a.description, list(a.size)] for a in assets]
     made_with = json.loads(json.dumps(made_with))  # tuples as lists, as read back
     path = out / SETTINGS_NAME
     if path.is_file():
@@ -135,7 +139,8 @@ def _check_same_dataset(out: Path, settings: MakeSettings, assets: list[AssetSpe
                 "same options and assets, or make the new dataset in another folder"
             )
         return
-    write_bytes_atomic(path, (json.dumps(made_with, indent=1) + "\n").encode())
+    if assets is not None:
+        write_bytes_atomic(path, (json.dumps(made_with, indent=1) + "\n").encode())
 
 
 def _run(

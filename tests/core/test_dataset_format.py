@@ -57,9 +57,7 @@ def test_a_missing_field_is_named_with_its_line(tmp_path, example):
     del raw["visible_masks"]
     with open(tmp_path / METADATA_NAME, "a") as f:
         f.write(json.dumps(raw) + "\n")
-    with pytest.raises(
-        DatasetError, match=r"jsonl:2: the sample lacks the field\(s\) visible_masks"
-    ):
+    with pytest.raises(DatasetError, match=r"jsonl:2: the sample lacks the field\(s\) visible_masks"):
         read_samples(tmp_path)
 
 
