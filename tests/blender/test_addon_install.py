@@ -69,6 +69,7 @@ def test_zip_holds_the_addon_its_manifest_and_unmodified_wheels(addon_zip):
     assert sorted(manifest["wheels"]) == sorted(f"./wheels/{n}" for n in wheels)
     assert "__init__.py" in names and "registration.py" in names
     assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc") or n == "build.py"]
+    assert not [n for n in names if n.startswith("dataset/")]  # `seethrough dataset make`'s side only
     assert templates == (REPO / "assets" / "size_templates.json").read_bytes()
     # The repository's manifest is the source of the zip's: same version.
     assert (
