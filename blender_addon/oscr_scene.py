@@ -77,11 +77,11 @@ def oscr_scene(layout: Layout, profile: OscrProfile, engine: str) -> Iterator[bp
         temp.remove()
 
 
-def _configure_render(scene: bpy.types.Scene, layout: Layout, profile: OscrProfile, engine: str) -> None:
-    scene.world = None  # no world: a black background, as in training
+def configure_png_still(scene: bpy.types.Scene, resolution: tuple[int, int], engine: str) -> None:
+    """Render settings for one opaque 8-bit RGB PNG at ``resolution``, straight from the renderer."""
     render = scene.render
     render.engine = compat.engine_id(engine)
-    render.resolution_x, render.resolution_y = layout.resolution
+    render.resolution_x, render.resolution_y = resolution
     render.resolution_percentage = 100
     render.pixel_aspect_x = render.pixel_aspect_y = 1.0
     render.film_transparent = False
@@ -91,6 +91,11 @@ def _configure_render(scene: bpy.types.Scene, layout: Layout, profile: OscrProfi
     settings.file_format = "PNG"
     settings.color_mode = "RGB"
     settings.color_depth = "8"
+
+
+def _configure_render(scene: bpy.types.Scene, layout: Layout, profile: OscrProfile, engine: str) -> None:
+    scene.world = None  # no world: a black background, as in training
+    configure_png_still(scene, layout.resolution, engine)
     scene.view_settings.view_transform = profile.view_transform
     scene.view_settings.look = profile.look
     scene.view_settings.exposure = 0.0

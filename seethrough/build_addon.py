@@ -48,8 +48,8 @@ PLATFORMS = {
 PYTHON_VERSIONS = ("3.11", "3.13")  # Blender 4.5 LTS, 5.0: 3.11; Blender 5.1+ (5.2 LTS): 3.13
 
 _ZIP_TIME = (1980, 1, 1, 0, 0, 0)  # fixed timestamps: the same sources give the same zip
-_EXCLUDED_PARTS = {"__pycache__", "tests"}
-_EXCLUDED_FILES = {"build.py"}  # this packager is no part of the extension
+# dataset_render/: the Blender side of `seethrough dataset make`, run from the command line only
+_EXCLUDED_PARTS = {"__pycache__", "tests", "dataset_render"}
 
 
 class BuildError(SeeThroughError):
@@ -226,7 +226,6 @@ def addon_files() -> list[tuple[str, Path]]:
             not path.is_file()
             or path.name == MANIFEST_NAME
             or _EXCLUDED_PARTS.intersection(relative.parts)
-            or relative.as_posix() in _EXCLUDED_FILES
             or path.suffix == ".pyc"
         ):
             continue

@@ -37,6 +37,9 @@ COMMANDS = (
         "build_addon",
         "build_addon",
     ),
+    Command(
+        "dataset", "make a synthetic occlusion dataset from assets; its stats", "dataset_command", "dataset"
+    ),
     Command("keys", "CURVE key pairs for serving to other machines (docs/server.md)", "keys_command", "keys"),
 )
 

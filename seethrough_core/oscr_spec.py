@@ -104,14 +104,21 @@ DEFAULT_PROFILE = SEETHROUGH3D_V1.name
 RENDER_REVISION = 2
 
 
-def jpeg_round_trip(image: np.ndarray, quality: int) -> np.ndarray:
-    """uint8 RGB pixels after saving them as JPEG at ``quality`` with 4:2:0 chroma (as Blender writes
-    JPEG) and reading them back."""
-    from PIL import Image  # the server's condition path needs it; the add-on inside Blender never does
+def encode_condition_jpeg(image: np.ndarray, quality: int) -> bytes:
+    """JPEG bytes of uint8 RGB pixels at ``quality`` with 4:2:0 chroma, as Blender writes JPEG (the
+    checkpoint's training OSCR images were saved that way)."""
+    from PIL import Image  # the server and the dataset maker need it; the add-on inside Blender never does
 
     buffer = io.BytesIO()
     Image.fromarray(np.ascontiguousarray(image)).save(buffer, "JPEG", quality=quality, subsampling=2)
-    return np.asarray(Image.open(buffer).convert("RGB"))
+    return buffer.getvalue()
+
+
+def jpeg_round_trip(image: np.ndarray, quality: int) -> np.ndarray:
+    """uint8 RGB pixels after saving them as JPEG (encode_condition_jpeg) and reading them back."""
+    from PIL import Image
+
+    return np.asarray(Image.open(io.BytesIO(encode_condition_jpeg(image, quality))).convert("RGB"))
 
 
 def get_profile(name: str) -> OscrProfile:

@@ -71,6 +71,7 @@ def test_zip_holds_the_addon_its_manifest_and_unmodified_wheels(addon_zip):
     assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc")]
     # Only what the add-on runs: the command line's own code (batch, packager) stays out.
     assert not [n for n in names if n.startswith(("batch/", "seethrough/")) or n.endswith("_command.py")]
+    assert not [n for n in names if n.startswith("dataset_render/")]  # `seethrough dataset make`'s side only
     assert templates == (REPO / "assets" / "size_templates.json").read_bytes()
 
     # Every platform x Python pair has a pyzmq and a msgpack wheel.

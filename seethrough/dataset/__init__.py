@@ -1,0 +1,1 @@
+"""`seethrough dataset`: the synthetic occlusion dataset's orchestration (make) and statistics (stats)."""
