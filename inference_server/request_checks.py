@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 
+from seethrough_core.edit_input import EditInput, edit_problem
 from seethrough_core.limits import (
     MAX_BOXES,
     MAX_GUIDANCE,
@@ -94,3 +95,10 @@ def validate_request(
             "preview_interval",
             f"{preview_interval!r}: must be 0 (no previews) or a step count up to {MAX_PREVIEW_INTERVAL}",
         )
+
+
+def validate_edit(edit: EditInput, width: int, height: int) -> None:
+    """An edit of a previous result (docs/edit.md); the rule is the protocol's, errors name `edit.*`."""
+    problem = edit_problem(edit, width, height)
+    if problem is not None:
+        raise RequestError(problem.field, problem.message)
