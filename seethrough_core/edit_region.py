@@ -18,9 +18,9 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from .edit_input import MASK_INSIDE
+from .edit_input import MASK_INSIDE, EditInput
 from .layout import Box, Camera, Layout
-from .limits import DEFAULT_EDIT_MARGIN_PX, MAX_EDIT_MARGIN_PX
+from .limits import DEFAULT_EDIT_MARGIN_PX, DEFAULT_EDIT_STRENGTH, MAX_EDIT_MARGIN_PX
 from .masks import compute_masks
 from .oscr_spec import SEETHROUGH3D_V1, OscrProfile
 
@@ -58,6 +58,21 @@ class LayoutChange:
     def unchanged(self) -> bool:
         """Nothing to regenerate: no box changed, or none of the changes reaches the frame."""
         return not self.full and (self.region is None or not self.region.any())
+
+    def edit_of(self, previous: np.ndarray, strength: float = DEFAULT_EDIT_STRENGTH) -> EditInput | None:
+        """The `edit` of a request that applies this change to the picture ``previous`` (None: a full
+        regeneration, which has no previous picture to keep)."""
+        return None if self.full else EditInput(previous, self.mask(), strength)
+
+    def summary(self) -> str:
+        """One line for people: what changed and how much of the picture that touches."""
+        if self.full:
+            return f"full regeneration: {self.full_reason}"
+        if not self.boxes:
+            return "nothing changed"
+        share = float(self.region.mean()) if self.region is not None else 0.0
+        changes = "; ".join(c.describe() for c in self.boxes)
+        return f"{changes} ({share:.1%} of the picture may change)"
 
     def mask(self) -> np.ndarray:
         """The region as an edit mask: uint8 H x W, 255 where the picture may change."""

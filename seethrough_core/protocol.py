@@ -238,9 +238,11 @@ class GenerateRequest(Message):
         guidance: float = DEFAULT_GUIDANCE,
         preview_interval: int = 0,
         metadata: dict[str, Any] | None = None,
+        edit: EditInput | None = None,
     ) -> GenerateRequest:
         """The request for a rendered layout: its prompt, descriptions and size, its OSCR image (PNG
-        bytes or pixels) and its boxes' token grids (seethrough_core.masks, in box order)."""
+        bytes or pixels) and its boxes' token grids (seethrough_core.masks, in box order); with
+        ``edit``, a change of a previous picture inside the edit's mask only."""
         return cls(
             scene_prompt=layout.scene_prompt,
             descriptions=layout.descriptions,
@@ -254,6 +256,7 @@ class GenerateRequest(Message):
             guidance=guidance,
             preview_interval=preview_interval,
             metadata=dict(metadata or {}),
+            edit=edit,
         )
 
     def validate(self) -> None:
