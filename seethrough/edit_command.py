@@ -10,13 +10,9 @@ its record), NAME.json, and the region as NAME_region.png.
 from __future__ import annotations
 
 import argparse
-import io
 import sys
 from contextlib import ExitStack
-from dataclasses import dataclass
 from pathlib import Path
-
-import numpy as np
 
 from seethrough_core.client import SeeThroughClient
 from seethrough_core.edit_input import edit_problem
@@ -27,12 +23,10 @@ from seethrough_core.generate_and_save import Destination, generate_and_save, sa
 from seethrough_core.layout import Layout
 from seethrough_core.limits import DEFAULT_EDIT_MARGIN_PX, DEFAULT_EDIT_STRENGTH, MAX_EDIT_MARGIN_PX, MAX_SEED
 from seethrough_core.protocol import GenerateRequest
-from seethrough_core.record import GenerationRecord, parent_entry, read_png_record
+from seethrough_core.record import parent_entry
 from seethrough_core.server_process import LocalServerError, ServerProcess
 
-
-class EditInputError(ValueError):
-    """An input `seethrough edit` cannot use (exit code 2); the message says why and what to do."""
+from .previous_picture import EditInputError, Previous, read_previous
 
 
 def add_edit_arguments(p: argparse.ArgumentParser) -> None:
@@ -70,48 +64,6 @@ def add_edit_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--timeout", type=float, default=30.0, help="seconds of silence before the server counts as gone"
     )
-
-
-@dataclass
-class Previous:
-    """The picture an edit starts from."""
-
-    path: Path
-    png: bytes
-    image: np.ndarray  # uint8 H x W x 3
-    record: GenerationRecord
-    layout: Layout
-
-
-def read_previous(path: Path) -> Previous:
-    """The previous picture and its record; EditInputError when it cannot be the start of an edit."""
-    from PIL import Image
-
-    try:
-        png = path.read_bytes()
-    except OSError as exc:
-        raise EditInputError(f"cannot read {path}: {exc.strerror or exc}") from None
-    try:
-        record = read_png_record(png)
-    except ValueError as exc:
-        raise EditInputError(f"{path}: {exc}") from None
-    if record is None:
-        raise EditInputError(
-            f"{path} has no SeeThrough generation record, so its layout and seed are unknown; "
-            "edit a PNG that SeeThrough saved (seethrough batch, seethrough edit or the add-on)"
-        )
-    with Image.open(io.BytesIO(png)) as decoded:
-        image = np.asarray(decoded.convert("RGB"))
-    if image.shape[:2] != (record.height, record.width):
-        raise EditInputError(
-            f"{path} is {image.shape[1]}x{image.shape[0]} px but its record says "
-            f"{record.width}x{record.height}: the picture was changed after it was generated"
-        )
-    try:
-        layout = Layout.from_dict(record.layout)
-    except LayoutError as exc:
-        raise EditInputError(f"{path}: the layout in its record is not usable: {exc}") from None
-    return Previous(path, png, image, record, layout)
 
 
 def plan_change(previous: Previous, layout: Layout, margin: int) -> LayoutChange:

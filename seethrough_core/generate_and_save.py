@@ -62,7 +62,7 @@ class SavedImage:
     image_path: Path
     sidecar_path: Path | None
     record: GenerationRecord
-    result: Result
+    result: Result | None  # None: saved without generating (an unchanged frame of a consistent batch)
 
 
 def generate_and_save(
@@ -96,6 +96,13 @@ def generate_and_save(
 def save_result(result: Result, layout: Layout, destination: Destination) -> SavedImage:
     """Write ``result`` as a PNG with its record (and the record beside it as JSON if asked)."""
     record = GenerationRecord.from_result(result, layout, destination.source, destination.parent)
+    return save_image(result.image, record, destination, result)
+
+
+def save_image(
+    image: np.ndarray, record: GenerationRecord, destination: Destination, result: Result | None = None
+) -> SavedImage:
+    """Write ``image`` as a PNG carrying ``record`` (and the sidecar, and an edit's region, if asked)."""
     folders = [destination.image_path.parent]
     if destination.fallback_dir is not None:
         folders.append(destination.fallback_dir)
@@ -103,7 +110,7 @@ def save_result(result: Result, layout: Layout, destination: Destination) -> Sav
         path = folder / destination.image_path.name
         try:
             folder.mkdir(parents=True, exist_ok=True)
-            write_png(path, result.image, text=record.png_text())
+            write_png(path, image, text=record.png_text())
             if destination.region is not None:
                 write_png(region_path_for(path), destination.region)
             sidecar_path = sidecar_path_for(path) if destination.sidecar else None
