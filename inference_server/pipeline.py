@@ -29,8 +29,9 @@ from diffusers import FluxTransformer2DModel
 from diffusers.utils.torch_utils import randn_tensor
 from torch import nn
 
+from seethrough_core.edit_input import EditInput
 from seethrough_core.generation_settings import GenerationSettings
-from seethrough_core.limits import DEFAULT_GUIDANCE, DEFAULT_STEPS, MAX_BOXES
+from seethrough_core.limits import DEFAULT_GUIDANCE, DEFAULT_STEPS, EDIT_FEATHER_PX, MAX_BOXES
 from seethrough_core.oscr_spec import SEETHROUGH3D_V1, OscrProfile
 from seethrough_core.prompt import compose_prompt
 
@@ -39,6 +40,7 @@ from .compile import CompileNotices, CompileSettings, compiled_runners, use_comp
 from .components import COMPONENT_NAMES, MODEL_NAMES, FluxComponents
 from .condition import CONDITION_TOKENS, condition_position_ids, encode_condition, oscr_to_pixels
 from .cpu_alignment import align_cpu_weights
+from .edit_blend import LatentEdit, composite
 from .latents import PIXELS_PER_TOKEN, image_position_ids, pack_latents, unpack_latents
 from .loading import load_components
 from .lora import SeeThroughLoRA, load_seethrough_lora
@@ -47,7 +49,7 @@ from .offload import StreamedModule, stream_t5
 from .placement import MEMORY_MODES, MemoryPlan, plan_memory
 from .preview import LatentPreviewer
 from .quantize import quantize_transformer
-from .request_checks import validate_request
+from .request_checks import validate_edit, validate_request
 from .style_lora import StyleLoRA, activate, load_style_lora
 from .text import T5_MAX_TOKENS, PromptEncoder
 from .tiny import build_tiny_components
@@ -338,12 +340,15 @@ class SeeThroughPipeline:
         preview_interval: int = 0,
         condition_cache: bool | None = None,
         oscr_jpeg_round_trip: bool = True,
+        edit: EditInput | None = None,
     ) -> GenerationOutput:
         """Generate one image; ``GenerationCancelled`` from ``step_callback`` stops it before the decode.
 
         ``condition_cache`` overrides the pipeline's default (``set_condition_cache``) for this request.
         ``oscr_jpeg_round_trip`` passes the OSCR image through JPEG at the profile's quality first, as
-        the checkpoint's training renders were saved (False: the pixels as sent).
+        the checkpoint's training renders were saved (False: the pixels as sent). ``edit`` regenerates
+        only inside its mask of its previous image (docs/edit.md): the steps run are the last
+        ``edit.strength`` of the schedule, and every pixel outside the mask is the previous image's.
         """
         started = time.perf_counter()
         settings = GenerationSettings(
@@ -351,6 +356,8 @@ class SeeThroughPipeline:
             preview_interval,
         )  # fmt: skip
         validate_request(settings, oscr_image, box_token_masks, self.max_boxes)
+        if edit is not None:
+            validate_edit(edit, width, height)
         timings: dict[str, float] = {}
         jpeg_quality = self.profile.condition_jpeg_quality
         composed = compose_prompt(scene_prompt, list(descriptions))
@@ -370,6 +377,12 @@ class SeeThroughPipeline:
                 self.previewer.fit(self.vae)
         timings["encode_condition_s"] = self._lap(mark)
         timings["encode_s"] = timings["encode_text_s"] + timings["encode_condition_s"]
+        latent_edit = None
+        if edit is not None:
+            mark = time.perf_counter()
+            with self._on_device(self.vae):
+                latent_edit = LatentEdit.prepare(self.vae, edit, latents).to(self.device)
+            timings["encode_edit_s"] = self._lap(mark)
 
         mark = time.perf_counter()
         with self._on_device(self.transformer, *self._condition_lora_modules()):
@@ -388,6 +401,7 @@ class SeeThroughPipeline:
                 preview_interval=preview_interval,
                 started=started,
                 condition_cache=condition_cache,
+                edit=latent_edit,
             )
         timings["denoise_s"] = self._lap(mark)
 
@@ -395,6 +409,10 @@ class SeeThroughPipeline:
         with self._on_device(self.vae):
             image = self.decode(latents, height, width)
         timings["decode_s"] = time.perf_counter() - mark
+        if edit is not None:
+            mark = time.perf_counter()
+            image = composite(edit.image, image, edit.region(), EDIT_FEATHER_PX)
+            timings["composite_s"] = time.perf_counter() - mark
         timings["total_s"] = time.perf_counter() - started
         return GenerationOutput(
             image=image,
@@ -424,8 +442,13 @@ class SeeThroughPipeline:
         preview_interval: int = 0,
         started: float | None = None,
         condition_cache: bool | None = None,
+        edit: LatentEdit | None = None,
     ) -> torch.Tensor:
-        """The denoising loop on packed latents; returns the final packed latents."""
+        """The denoising loop on packed latents; returns the final packed latents.
+
+        With ``edit`` the loop starts at its first step and pins the latents outside its region to the
+        previous image after every step (``latents`` is then the job's noise, which ``edit`` holds too).
+        """
         started = time.perf_counter() if started is None else started
         cache_condition = self.condition_cache if condition_cache is None else bool(condition_cache)
         device = self.device
@@ -460,17 +483,26 @@ class SeeThroughPipeline:
         mu = _flux_shift(latents.shape[1], self.scheduler.config)
         self.scheduler.set_timesteps(sigmas=sigmas, device=device, mu=mu)
         timesteps = self.scheduler.timesteps
+        first = 0
+        if edit is not None:
+            first = edit.first_step(len(timesteps))
+            timesteps = timesteps[first:]
+            self.scheduler.set_begin_index(first)
+            latents = edit.start(self.scheduler.sigmas[first]).to(latents.dtype)
+        schedule = self.scheduler.sigmas  # one per timestep, and 0 after the last
         total = len(timesteps)
         for index, t in enumerate(timesteps):
             timestep = t.expand(latents.shape[0]).to(latents.dtype)
             noise_pred = model(latents, timestep / 1000, request)
             previous = latents
             latents = self.scheduler.step(noise_pred, t, latents, return_dict=False)[0]
+            if edit is not None:
+                latents = edit.pin(latents, schedule[first + index + 1]).to(previous.dtype)
             step = index + 1
             preview = None
             if step_callback is not None and preview_interval and step % preview_interval == 0:
                 # flow matching: x_t = (1 - sigma) x_0 + sigma * noise and the model predicts noise - x_0
-                clean = previous.float() - self.scheduler.sigmas[index].to(device) * noise_pred.float()
+                clean = previous.float() - schedule[first + index].to(device) * noise_pred.float()
                 preview = self.previewer(self._raw_latents(clean, height, width))
             if step_callback is not None:
                 if device.type == "cuda":

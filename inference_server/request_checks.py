@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from seethrough_core.edit_input import EditInput, edit_problem
 from seethrough_core.generation_settings import GenerationSettings, check_seed
 
 from .condition import CONDITION_GRID
@@ -32,3 +33,10 @@ def validate_request(
         raise RequestError("oscr_image", "must be a uint8 numpy array of shape (height, width, 3)")
     if oscr_image.ndim != 3 or oscr_image.shape[2] != 3 or min(oscr_image.shape[:2]) < 1:
         raise RequestError("oscr_image", f"shape {oscr_image.shape}, expected (height, width, 3) RGB")
+
+
+def validate_edit(edit: EditInput, width: int, height: int) -> None:
+    """An edit of a previous result (docs/edit.md); the rule is the protocol's, errors name `edit.*`."""
+    problem = edit_problem(edit, width, height)
+    if problem is not None:
+        raise RequestError(problem.field, problem.message)

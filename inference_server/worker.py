@@ -115,6 +115,7 @@ class Worker(threading.Thread):
                 step_callback=on_step,
                 preview_interval=request.preview_interval,
                 oscr_jpeg_round_trip=request.oscr_jpeg_round_trip,
+                edit=request.edit,
             )
         except GenerationCancelled:
             log.info("job %s cancelled after %.2f s", job.job_id, time.monotonic() - started)

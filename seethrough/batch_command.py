@@ -7,10 +7,11 @@ import sys
 from contextlib import ExitStack
 from pathlib import Path
 
+from seethrough_core.edit_region import check_margin
 from seethrough_core.endpoint import DEFAULT_ENDPOINT, EndpointError, parse_endpoint
 from seethrough_core.generation_settings import SettingError, check_guidance, check_steps
 from seethrough_core.keys import ClientKeys, KeyFileError
-from seethrough_core.limits import DEFAULT_GUIDANCE, DEFAULT_STEPS
+from seethrough_core.limits import DEFAULT_EDIT_MARGIN_PX, DEFAULT_GUIDANCE, DEFAULT_STEPS
 from seethrough_core.server_process import LocalServerError, ServerProcess
 
 from .batch.inputs import CameraChoice, InputError, expand_inputs, parse_frames, parse_seeds
@@ -40,6 +41,19 @@ def add_batch_arguments(p: argparse.ArgumentParser) -> None:
         "--cameras", default="active", help="active (default), all, or camera names separated by commas"
     )
     p.add_argument("--frames", help="frames of a .blend, e.g. 1-24 or 1,5,9 (default: its current frame)")
+    p.add_argument(
+        "--consistent",
+        action="store_true",
+        help="with --frames: each frame after the first is an edit of the previous frame's picture, "
+        "regenerating only what moved (docs/batch.md)",
+    )
+    p.add_argument(
+        "--margin",
+        type=int,
+        default=DEFAULT_EDIT_MARGIN_PX,
+        metavar="PX",
+        help=f"with --consistent: grow each frame's region of change by PX pixels ({DEFAULT_EDIT_MARGIN_PX})",
+    )
     p.add_argument("--engine", default="cycles", choices=["cycles", "eevee"], help="OSCR render engine")
     p.add_argument("--steps", type=int, default=DEFAULT_STEPS, help=f"denoising steps ({DEFAULT_STEPS})")
     p.add_argument(
@@ -81,7 +95,12 @@ def run_batch(args: argparse.Namespace) -> int:
             overwrite=args.overwrite,
             timeout_s=args.timeout,
             keys=_client_keys(args.server_public_key, args.client_key),
+            consistent=args.consistent,
+            margin_px=args.margin,
         )
+        if args.consistent and args.frames is None:
+            raise InputError("--consistent needs --frames: it makes each frame an edit of the one before")
+        check_margin(args.margin)
         # A typo in an address or a setting out of range fails here, before Blender renders anything.
         options.servers = [parse_endpoint(server).url for server in options.servers]
         check_steps(options.steps)

@@ -29,6 +29,9 @@ class Command:
 COMMANDS = (
     Command("render", "render a layout's OSCR image and box masks with Blender", "render_command", "render"),
     Command("batch", "generate every shot of many .blend/.json layouts, resumably", "batch_command", "batch"),
+    Command(
+        "edit", "regenerate only what changed since a previous picture (docs/edit.md)", "edit_command", "edit"
+    ),
     Command("serve", "run the inference server (FLUX.1-dev + SeeThrough3D LoRA)", "serve_command", "serve"),
     Command("train", "train or fine-tune the SeeThrough3D LoRA on a dataset", "train_command", "train"),
     Command(

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from .client import Job, SeeThroughClient
 from .errors import SeeThroughError
 from .layout import Layout
@@ -38,6 +40,11 @@ def sidecar_path_for(image_path: Path) -> Path:
     return image_path.with_suffix(".json")
 
 
+def region_path_for(image_path: Path) -> Path:
+    """Where an edit's region mask is written: beside the image, NAME_region.png."""
+    return image_path.with_name(f"{image_path.stem}_region.png")
+
+
 @dataclass(frozen=True)
 class Destination:
     """Where and how an image is saved."""
@@ -46,6 +53,8 @@ class Destination:
     source: dict[str, Any]  # the record's "source": input file, scene, camera, frame, server
     sidecar: bool = False  # also write the record as JSON beside the image (same name, .json)
     fallback_dir: Path | None = None  # where the image goes if its own folder cannot be written
+    parent: dict[str, Any] | None = None  # an edit's origin, for the record (record.parent_entry)
+    region: np.ndarray | None = None  # an edit's mask (uint8, 255 = may change), saved beside the image
 
 
 @dataclass(frozen=True)
@@ -53,7 +62,7 @@ class SavedImage:
     image_path: Path
     sidecar_path: Path | None
     record: GenerationRecord
-    result: Result
+    result: Result | None  # None: saved without generating (an unchanged frame of a consistent batch)
 
 
 def generate_and_save(
@@ -86,7 +95,14 @@ def generate_and_save(
 
 def save_result(result: Result, layout: Layout, destination: Destination) -> SavedImage:
     """Write ``result`` as a PNG with its record (and the record beside it as JSON if asked)."""
-    record = GenerationRecord.from_result(result, layout, destination.source)
+    record = GenerationRecord.from_result(result, layout, destination.source, destination.parent)
+    return save_image(result.image, record, destination, result)
+
+
+def save_image(
+    image: np.ndarray, record: GenerationRecord, destination: Destination, result: Result | None = None
+) -> SavedImage:
+    """Write ``image`` as a PNG carrying ``record`` (and the sidecar, and an edit's region, if asked)."""
     folders = [destination.image_path.parent]
     if destination.fallback_dir is not None:
         folders.append(destination.fallback_dir)
@@ -94,7 +110,9 @@ def save_result(result: Result, layout: Layout, destination: Destination) -> Sav
         path = folder / destination.image_path.name
         try:
             folder.mkdir(parents=True, exist_ok=True)
-            write_png(path, result.image, text=record.png_text())
+            write_png(path, image, text=record.png_text())
+            if destination.region is not None:
+                write_png(region_path_for(path), destination.region)
             sidecar_path = sidecar_path_for(path) if destination.sidecar else None
             if sidecar_path is not None:
                 write_bytes_atomic(sidecar_path, record.to_json().encode("utf-8"))

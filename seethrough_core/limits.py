@@ -43,6 +43,12 @@ DEFAULT_STEPS = 25
 DEFAULT_GUIDANCE = 3.5
 DEFAULT_SIDE = 1024
 
+# Regional regeneration (an edit of a previous result; docs/edit.md)
+DEFAULT_EDIT_STRENGTH = 1.0  # 1: the region starts from pure noise; lower keeps more of the previous image
+DEFAULT_EDIT_MARGIN_PX = 24  # the region of a layout change grows by this much around the changed boxes
+MAX_EDIT_MARGIN_PX = 512
+EDIT_FEATHER_PX = 4  # the composite fades the new pixels in over this many pixels inside the mask
+
 # Messages on the wire. A largest legal request (2048 px OSCR image and 16 full-size 2048 px masks) is
 # about 80 MB.
 MAX_FRAMES = 8

@@ -62,3 +62,34 @@ def write_bytes_atomic(path: str | Path, data: bytes) -> None:
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(tmp, path)
+
+
+def read_png_text(data: bytes) -> dict[str, str]:
+    """The text chunks (tEXt, zTXt, iTXt) of PNG file bytes, without decoding any pixel.
+
+    Pure Python like the writer, so the add-on (Blender ships no Pillow) reads records the same way.
+    Raises ValueError when ``data`` is not a PNG.
+    """
+    if data[:8] != _SIGNATURE:
+        raise ValueError("not a PNG file (its first bytes are not the PNG signature)")
+    text: dict[str, str] = {}
+    offset = 8
+    while offset + 8 <= len(data):
+        (length,) = struct.unpack(">I", data[offset : offset + 4])
+        kind = data[offset + 4 : offset + 8]
+        body = data[offset + 8 : offset + 8 + length]
+        offset += 12 + length
+        if kind == b"IEND":
+            break
+        key, _, rest = body.partition(b"\0")
+        name = key.decode("latin-1")
+        if kind == b"tEXt":
+            text[name] = rest.decode("latin-1")
+        elif kind == b"zTXt":
+            text[name] = zlib.decompress(rest[1:]).decode("latin-1")
+        elif kind == b"iTXt":
+            compressed, rest = rest[0], rest[2:]  # compression flag, method
+            _language, _, rest = rest.partition(b"\0")
+            _translated, _, value = rest.partition(b"\0")
+            text[name] = (zlib.decompress(value) if compressed else value).decode("utf-8")
+    return text

@@ -17,17 +17,19 @@ import math
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, is_dataclass
 from enum import StrEnum
 from typing import Any, ClassVar, Self
 
 import msgpack
 import numpy as np
 
+from .edit_input import EditInput, edit_problem
 from .errors import SeeThroughError
 from .generation_settings import GenerationSettings, SettingError, is_int, is_number
 from .layout import Layout
 from .limits import (
+    DEFAULT_EDIT_STRENGTH,
     DEFAULT_GUIDANCE,
     DEFAULT_SIDE,
     DEFAULT_STEPS,
@@ -107,16 +109,7 @@ class Message(ABC):
         header: dict[str, Any] = {"type": self.TYPE, "protocol": PROTOCOL_VERSION}
         frames: list[Frame] = [b""]
         for f in fields(self):
-            value = getattr(self, f.name)
-            if isinstance(value, np.ndarray):
-                array = np.ascontiguousarray(value)
-                header[f.name] = {"frame": len(frames), "dtype": array.dtype.name, "shape": list(array.shape)}
-                frames.append(array)
-            elif isinstance(value, bytes | bytearray):
-                header[f.name] = {"frame": len(frames), "encoding": _sniff_encoding(value)}
-                frames.append(value)
-            else:
-                header[f.name] = value
+            header[f.name] = _encode_value(getattr(self, f.name), frames)
         frames[0] = msgpack.packb(header, use_bin_type=True)
         return frames
 
@@ -124,6 +117,21 @@ class Message(ABC):
     @abstractmethod
     def _decode(cls, r: _Reader) -> Self:
         """The message from a checked header; raises ProtocolError naming the first bad field."""
+
+
+def _encode_value(value: Any, frames: list[Frame]) -> Any:
+    """A field's header value; arrays and bytes go to their own frames, a nested dataclass (an edit)
+    becomes a map encoded the same way."""
+    if isinstance(value, np.ndarray):
+        array = np.ascontiguousarray(value)
+        frames.append(array)
+        return {"frame": len(frames) - 1, "dtype": array.dtype.name, "shape": list(array.shape)}
+    if isinstance(value, bytes | bytearray):
+        frames.append(value)
+        return {"frame": len(frames) - 1, "encoding": _sniff_encoding(value)}
+    if is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _encode_value(getattr(value, f.name), frames) for f in fields(value)}
+    return value
 
 
 @dataclass
@@ -206,6 +214,8 @@ class GenerateRequest(Message):
     # The server passes the OSCR image through JPEG at the profile's quality (90), as the checkpoint's
     # training renders were saved; false: the pixels as sent (e.g. an image already saved that way).
     oscr_jpeg_round_trip: bool = True
+    # Regional regeneration: change only inside edit.mask of the previous result edit.image (docs/edit.md).
+    edit: EditInput | None = None
 
     @classmethod
     def for_layout(
@@ -219,13 +229,15 @@ class GenerateRequest(Message):
         guidance: float = DEFAULT_GUIDANCE,
         preview_interval: int = 0,
         metadata: dict[str, Any] | None = None,
+        edit: EditInput | None = None,
     ) -> GenerateRequest:
         """The request for a rendered layout: its prompt, descriptions and size, its OSCR image (PNG
-        bytes or pixels) and its boxes' token grids (seethrough_core.masks, in box order)."""
+        bytes or pixels) and its boxes' token grids (seethrough_core.masks, in box order); with
+        ``edit``, a change of a previous picture inside the edit's mask only."""
         settings = GenerationSettings.for_layout(
             layout, seed=seed, steps=steps, guidance=guidance, preview_interval=preview_interval
         )
-        return cls.for_settings(settings, oscr_image, token_grids, metadata)
+        return cls.for_settings(settings, oscr_image, token_grids, metadata, edit)
 
     @classmethod
     def for_settings(
@@ -234,6 +246,7 @@ class GenerateRequest(Message):
         oscr_image: np.ndarray | bytes,
         token_grids: np.ndarray,
         metadata: dict[str, Any] | None = None,
+        edit: EditInput | None = None,
     ) -> GenerateRequest:
         """The request once the images exist, for settings checked before they were rendered."""
         return cls(
@@ -249,6 +262,7 @@ class GenerateRequest(Message):
             guidance=settings.guidance,
             preview_interval=settings.preview_interval,
             metadata=dict(metadata or {}),
+            edit=edit,
         )
 
     @property
@@ -284,6 +298,16 @@ class GenerateRequest(Message):
         elif not isinstance(self.oscr_image, bytes | bytearray) or not self.oscr_image:
             raise bad("oscr_image", "must be a uint8 H x W x 3 array or the bytes of a PNG/JPEG file")
         self._validate_masks(bad)
+        self._validate_edit()
+
+    def _validate_edit(self) -> None:
+        if self.edit is None:
+            return
+        problem = edit_problem(self.edit, self.width, self.height)
+        if problem is not None:
+            raise ProtocolError(
+                ErrorCode.INVALID_FIELD, problem.message, problem.field, self.request_id or None
+            )
 
     def _validate_masks(self, bad: Any) -> None:
         if self.mask_kind not in MASK_KINDS:
@@ -345,9 +369,22 @@ class GenerateRequest(Message):
             preview_interval=r.integer("preview_interval", default=0),
             metadata=r.mapping("metadata", default={}),
             oscr_jpeg_round_trip=r.boolean("oscr_jpeg_round_trip", default=True),
+            edit=_decode_edit(r),
         )
         request.validate()
         return request
+
+
+def _decode_edit(r: _Reader) -> EditInput | None:
+    """The optional `edit` map: {"image": raw array, "mask": raw array, "strength": number}."""
+    sub = r.nested("edit")
+    if sub is None:
+        return None
+    return EditInput(
+        image=sub.array("image"),
+        mask=sub.array("mask"),
+        strength=sub.number("strength", default=DEFAULT_EDIT_STRENGTH),
+    )
 
 
 @dataclass
@@ -562,16 +599,31 @@ class _Reader:
     """Typed access to header keys; every failure names the key."""
 
     def __init__(
-        self, header: dict[Any, Any], frames: list[memoryview], request_id: str | None, job_id: str | None
+        self,
+        header: dict[Any, Any],
+        frames: list[memoryview],
+        request_id: str | None,
+        job_id: str | None,
+        prefix: str = "",
     ) -> None:
         self.header = header
         self.frames = frames
         self.request_id = request_id
         self.job_id = job_id
         self.used_frames = {0}
+        self.prefix = prefix  # "edit." inside a nested map: errors name the full path
 
     def fail(self, code: ErrorCode, name: str, message: str) -> ProtocolError:
-        return ProtocolError(code, message, name, self.request_id, self.job_id)
+        return ProtocolError(code, message, self.prefix + name, self.request_id, self.job_id)
+
+    def nested(self, name: str) -> _Reader | None:
+        """A reader of the optional map at ``name`` (None when absent), sharing this message's frames."""
+        value = self.mapping(name, optional=True)
+        if value is None:
+            return None
+        sub = _Reader(value, self.frames, self.request_id, self.job_id, f"{self.prefix}{name}.")
+        sub.used_frames = self.used_frames  # one record of referenced frames for the whole message
+        return sub
 
     def get(self, name: str, default: Any, optional: bool) -> Any:
         value = self.header.get(name, _MISSING)

@@ -6,12 +6,14 @@ stores it on the image datablock. One definition, so every finished image can be
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from .layout import Layout
+from .png import read_png_text
 
 RECORD_FORMAT = "seethrough.generation"
 RECORD_VERSION = 1
@@ -36,13 +38,19 @@ class GenerationRecord:
     layout: dict[str, Any]
     source: dict[str, Any] = field(default_factory=dict)  # input file, camera, frame, server
     oscr_jpeg_quality: int | None = None  # the JPEG round trip the server gave the OSCR image (None: none)
+    # An edit's origin: the previous PNG's sha256 and record, and how it was changed (parent_entry)
+    parent: dict[str, Any] | None = None
     created: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%S%z"))
 
     @classmethod
     def from_result(
-        cls, result: Any, layout: Layout, source: dict[str, Any] | None = None
+        cls,
+        result: Any,
+        layout: Layout,
+        source: dict[str, Any] | None = None,
+        parent: dict[str, Any] | None = None,
     ) -> GenerationRecord:
-        """A record of a protocol `Result` for a layout."""
+        """A record of a protocol `Result` for a layout (``parent``: what it is an edit of)."""
         height, width = result.image.shape[:2]
         return cls(
             prompt=result.prompt,
@@ -61,6 +69,7 @@ class GenerationRecord:
             layout=layout.to_dict(),
             source=dict(source or {}),
             oscr_jpeg_quality=result.oscr_jpeg_quality,
+            parent=parent,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -88,3 +97,24 @@ class GenerationRecord:
             raise ValueError(f"not a SeeThrough generation record (format {data.get('format')!r})")
         known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
         return cls(**known)
+
+
+def read_png_record(data: bytes) -> GenerationRecord | None:
+    """The record stored in PNG file bytes; None when the PNG has none. ValueError: not a PNG, or a
+    damaged record."""
+    text = read_png_text(data).get(PNG_KEY)
+    if text is None:
+        return None
+    try:
+        return GenerationRecord.from_dict(json.loads(text))
+    except (json.JSONDecodeError, TypeError) as exc:
+        raise ValueError(f"the PNG's SeeThrough record is damaged: {exc}") from None
+
+
+def parent_entry(png: bytes, record: GenerationRecord, **details: Any) -> dict[str, Any]:
+    """The `parent` of an edit of the picture in ``png``: its sha256, its record and ``details`` (how
+    it was changed). The parent's own parent keeps only its sha256, so chains of edits stay small."""
+    previous = record.to_dict()
+    if previous.get("parent"):
+        previous["parent"] = {"sha256": previous["parent"].get("sha256")}
+    return {"sha256": hashlib.sha256(png).hexdigest(), "record": previous, **details}

@@ -81,22 +81,27 @@ class GatedPipeline:
                 return step
 
 
-@functools.cache
-def gated_tiny_pipeline() -> GatedPipeline:
-    """One warmed-up pipeline for the whole session: the first call of a fresh one is slow."""
-    pipeline = GatedPipeline(SeeThroughPipeline.tiny(seed=0, device="cpu"))
-    request = build_request("warm-up", boxes=1, steps=2, preview_interval=1)
-    pipeline.inner(
+def run_in_process(pipeline: Any, request: GenerateRequest, **kwargs: Any) -> Any:
+    """The pipeline called directly with a protocol request's inputs (and any other arguments)."""
+    return pipeline(
         scene_prompt=request.scene_prompt,
         descriptions=request.descriptions,
         oscr_image=request.oscr_image,
         box_token_masks=request.token_grids(),
         width=request.width,
         height=request.height,
-        seed=0,
+        seed=request.seed,
         num_inference_steps=request.steps,
-        preview_interval=1,
+        **kwargs,
     )
+
+
+@functools.cache
+def gated_tiny_pipeline() -> GatedPipeline:
+    """One warmed-up pipeline for the whole session: the first call of a fresh one is slow."""
+    pipeline = GatedPipeline(SeeThroughPipeline.tiny(seed=0, device="cpu"))
+    request = build_request("warm-up", boxes=1, steps=2, preview_interval=1, seed=0)
+    run_in_process(pipeline.inner, request, preview_interval=1)
     pipeline.decodes = 0
     return pipeline
 

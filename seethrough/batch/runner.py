@@ -5,7 +5,8 @@ image and masks and puts the shot's tasks on a short queue. Each server has a wo
 its own client, taking tasks as soon as its server is free, so the GPUs never wait on Blender and
 Blender renders the next shot while they generate. Finished images and sidecars are written
 atomically, sidecar last: a rerun skips what is complete, and an interrupted run leaves no
-half-written file.
+half-written file. With `consistent`, the frames of one camera and seed go to one worker as a chain,
+each an edit of the frame before it (consistent.py).
 """
 
 from __future__ import annotations
@@ -21,11 +22,12 @@ from blender_addon.render import render_layout
 from seethrough_core.client import Job, JobCancelledError, SeeThroughClient, ServerUnavailableError
 from seethrough_core.endpoint import parse_endpoint
 from seethrough_core.errors import SeeThroughError
-from seethrough_core.generate_and_save import Destination, generate_and_save
+from seethrough_core.generate_and_save import Destination, generate_and_save, save_image
 from seethrough_core.keys import ClientKeys
-from seethrough_core.limits import DEFAULT_GUIDANCE, DEFAULT_STEPS
+from seethrough_core.limits import DEFAULT_EDIT_MARGIN_PX, DEFAULT_GUIDANCE, DEFAULT_STEPS
 from seethrough_core.protocol import GenerateRequest
 
+from .consistent import Chain, Condition, Link, chains_of, copied_record, plan_frame
 from .inputs import CameraChoice
 from .plan import Shot, Task, output_names
 from .progress import BatchProgress
@@ -45,6 +47,8 @@ class BatchOptions:
     overwrite: bool = False
     timeout_s: float = 30.0
     keys: ClientKeys | None = None  # CURVE keys for servers started with --server-key
+    consistent: bool = False  # each frame an edit of the frame before it (consistent.py)
+    margin_px: int = DEFAULT_EDIT_MARGIN_PX  # with consistent: how far the region grows around changes
 
 
 @dataclass
@@ -120,8 +124,12 @@ class BatchRunner:
         interrupted = False
         try:
             for shots in shots_by_input.values():
-                for shot in shots:
-                    render_s += self._produce(shot)
+                if self.options.consistent:
+                    for chain in chains_of(shots):
+                        render_s += self._produce_chain(chain)
+                else:
+                    for shot in shots:
+                        render_s += self._produce(shot)
         except KeyboardInterrupt:
             interrupted = True
             self._stop.set()
@@ -156,15 +164,46 @@ class BatchRunner:
 
     def _produce(self, shot: Shot) -> float:
         """Render a shot's condition if any of its images is missing, then queue those tasks."""
-        tasks = [Task.of(shot, seed, self.options.out_dir) for seed in self.options.seeds]
+        pending = self._pending(shot)
+        elapsed, condition = self._render(shot, pending)
+        if condition is not None:
+            for task in pending:
+                if not self._put(Chain([Link(task, condition)])):
+                    break
+        return elapsed
+
+    def _produce_chain(self, shots: list[Shot]) -> float:
+        """Render every frame of one camera, then queue one chain per seed, in frame order."""
+        elapsed = 0.0
+        chains: dict[int, list[Link]] = {seed: [] for seed in self.options.seeds}
+        previous: dict[int, Task] = {}
+        for shot in shots:
+            pending = self._pending(shot)
+            seconds, condition = self._render(shot, pending)
+            elapsed += seconds
+            for task in pending if condition is not None else []:
+                chains[task.seed].append(Link(task, condition, previous.get(task.seed)))
+            for seed in self.options.seeds:
+                previous[seed] = Task.of(shot, seed, self.options.out_dir)
+        for links in chains.values():
+            if links and not self._put(Chain(links)):
+                break
+        return elapsed
+
+    def _pending(self, shot: Shot) -> list[Task]:
+        """The shot's tasks still to do; the complete ones are reported as skipped."""
         pending = []
-        for task in tasks:
+        for task in (Task.of(shot, seed, self.options.out_dir) for seed in self.options.seeds):
             if task.is_complete() and not self.options.overwrite:
                 self._finish(Outcome(shot.input_path, task.label, "skipped", image_path=task.image_path))
             else:
                 pending.append(task)
+        return pending
+
+    def _render(self, shot: Shot, pending: list[Task]) -> tuple[float, Condition | None]:
+        """Seconds spent, and the shot's condition (None: nothing to do, or the render failed)."""
         if not pending or self._stop.is_set():
-            return 0.0
+            return 0.0, None
         self._progress.status("blender", f"rendering {shot.output_name}/{shot.camera} frame {shot.frame}")
         start = time.perf_counter()
         try:
@@ -174,15 +213,10 @@ class BatchRunner:
         except (SeeThroughError, RuntimeError, ValueError) as exc:
             for task in pending:
                 self._finish(Outcome(shot.input_path, task.label, "failed", f"rendering failed: {exc}"))
-            return time.perf_counter() - start
+            return time.perf_counter() - start, None
         finally:
             self._progress.status("blender", None)
-        elapsed = time.perf_counter() - start
-        condition = (rendered.oscr_path.read_bytes(), rendered.masks.token_grids())
-        for task in pending:
-            if not self._put((task, condition)):
-                break
-        return elapsed
+        return time.perf_counter() - start, (rendered.oscr_path.read_bytes(), rendered.masks.token_grids())
 
     def _put(self, item) -> bool:
         """Queue an item; a task is dropped once the batch is stopping, so Ctrl-C never hangs here.
@@ -205,50 +239,61 @@ class BatchRunner:
         reachable = True
         try:
             while True:
-                item = self._tasks.get()
-                if item is _STOP:
+                chain = self._tasks.get()
+                if chain is _STOP:
                     return
-                task, condition = item
-                if self._stop.is_set():
-                    continue  # interrupted: leave the task for the next run
-                if not reachable:
-                    self._finish(
-                        Outcome(
-                            task.shot.input_path,
-                            task.label,
-                            "failed",
-                            f"no server reachable (last tried {endpoint})",
-                            endpoint,
-                        )
-                    )
-                    continue
-                try:
-                    self._generate(client, endpoint, task, condition)
-                except ServerUnavailableError as exc:
-                    with self._lock:
-                        self._alive_servers -= 1
-                        others = self._alive_servers > 0
-                    if others:
-                        # Another server can still do it; this one leaves the pool.
-                        self._tasks.put(item)
-                        self._progress.note(
-                            f"server {endpoint} is unreachable; its jobs go to the others: {exc}"
-                        )
-                        return
-                    reachable = False
-                    self._finish(Outcome(task.shot.input_path, task.label, "failed", str(exc), endpoint))
-                except SeeThroughError as exc:
-                    self._finish(Outcome(task.shot.input_path, task.label, "failed", str(exc), endpoint))
-                except Exception as exc:  # a bug must fail one task, not hang the whole batch
-                    reason = f"unexpected {type(exc).__name__}: {exc}"
-                    self._finish(Outcome(task.shot.input_path, task.label, "failed", reason, endpoint))
+                for link in chain.links:
+                    task = link.task
+                    if task.image_path in chain.done:
+                        continue  # finished before this chain came back from a lost server
+                    if self._stop.is_set():
+                        break  # interrupted: leave the rest for the next run
+                    if not reachable:
+                        reason = f"no server reachable (last tried {endpoint})"
+                        self._finish(Outcome(task.shot.input_path, task.label, "failed", reason, endpoint))
+                        continue
+                    try:
+                        self._generate(client, endpoint, link)
+                    except ServerUnavailableError as exc:
+                        with self._lock:
+                            self._alive_servers -= 1
+                            others = self._alive_servers > 0
+                        if others:
+                            # Another server can still do it; this one leaves the pool.
+                            self._tasks.put(chain)
+                            self._progress.note(
+                                f"server {endpoint} is unreachable; its jobs go to the others: {exc}"
+                            )
+                            return
+                        reachable = False
+                        self._finish(Outcome(task.shot.input_path, task.label, "failed", str(exc), endpoint))
+                    except SeeThroughError as exc:
+                        self._finish(Outcome(task.shot.input_path, task.label, "failed", str(exc), endpoint))
+                    except Exception as exc:  # a bug must fail one task, not hang the whole batch
+                        reason = f"unexpected {type(exc).__name__}: {exc}"
+                        self._finish(Outcome(task.shot.input_path, task.label, "failed", reason, endpoint))
+                    chain.done.add(task.image_path)
         finally:
             self._progress.status(endpoint, None)
             client.close()
 
-    def _generate(self, client: SeeThroughClient, endpoint: str, task: Task, condition) -> None:
-        oscr_png, token_grids = condition
+    def _generate(self, client: SeeThroughClient, endpoint: str, link: Link) -> None:
+        task = link.task
+        oscr_png, token_grids = link.condition
         layout = task.shot.layout
+        plan = plan_frame(link.previous, layout, self.options.margin_px) if link.previous else None
+        source = {
+            "input": str(task.shot.input_path),
+            "camera": task.shot.camera,
+            "frame": task.shot.frame,
+            "server": endpoint,
+        }
+        if plan is not None and plan.copy_of is not None:
+            record = copied_record(plan.copy_of, layout, source, plan.parent)
+            save_image(plan.copy_of.image, record, Destination(task.image_path, source, sidecar=True))
+            self._finish(Outcome(task.shot.input_path, task.label, "done", server=endpoint,
+                                 image_path=task.image_path), f" ({plan.note})")  # fmt: skip
+            return
         request = GenerateRequest.for_layout(
             layout,
             oscr_png,
@@ -261,6 +306,7 @@ class BatchRunner:
                 "camera": task.shot.camera,
                 "frame": task.shot.frame,
             },
+            edit=plan.edit if plan is not None else None,
         )
         start = time.perf_counter()
         jobs: list[Job] = []
@@ -270,21 +316,23 @@ class BatchRunner:
                 jobs[0].cancel()
             self._progress.status(endpoint, f"{task.label} step {progress.step}/{progress.total}")
 
-        source = {
-            "input": str(task.shot.input_path),
-            "camera": task.shot.camera,
-            "frame": task.shot.frame,
-            "server": endpoint,
-        }
         # the sidecar is written last: a task is complete once it exists (Task.is_complete)
-        destination = Destination(task.image_path, source, sidecar=True)
+        destination = Destination(
+            task.image_path,
+            source,
+            sidecar=True,
+            parent=plan.parent if plan is not None else None,
+            region=plan.region if plan is not None else None,
+        )
         saved = generate_and_save(
             client, request, layout, destination, on_accepted=jobs.append, on_progress=on_progress
         )
         if saved is None:
             raise JobCancelledError(f"{task.label} was cancelled")
         elapsed = time.perf_counter() - start
-        note = " (noise: tiny random model)" if saved.result.is_noise else ""
+        note = " (noise: tiny random model)" if saved.result is not None and saved.result.is_noise else ""
+        if plan is not None:
+            note += f" ({plan.note})"
         self._finish(
             Outcome(
                 task.shot.input_path,

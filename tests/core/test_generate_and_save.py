@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import numpy as np
-from PIL import Image
+import pytest
+from PIL import Image, PngImagePlugin
 
-from seethrough_core.generate_and_save import Destination, save_result, sidecar_path_for
+from seethrough_core.generate_and_save import Destination, region_path_for, save_result, sidecar_path_for
 from seethrough_core.layout import Layout
+from seethrough_core.png import read_png_text
 from seethrough_core.protocol import Result
-from seethrough_core.record import PNG_KEY
+from seethrough_core.record import PNG_KEY, parent_entry, read_png_record
 
 
 def result() -> Result:
@@ -45,3 +48,34 @@ def test_an_image_that_arrived_goes_to_the_fallback_folder_when_its_own_cannot_b
     saved = save_result(result(), Layout.from_dict(layout_dict), destination)
     assert saved.image_path == tmp_path / "fallback" / "a.png" and saved.image_path.is_file()
     assert saved.sidecar_path is None
+
+
+def test_an_edit_is_saved_with_its_parent_and_region_and_read_back(layout_dict, tmp_path):
+    layout = Layout.from_dict(layout_dict)
+    first = save_result(result(), layout, Destination(tmp_path / "a.png", {}, sidecar=True))
+    png = first.image_path.read_bytes()
+    assert read_png_record(png) == first.record  # read back without Pillow, as the add-on does
+    region = np.zeros((256, 256), np.uint8)
+    region[40:80, 40:90] = 255
+    parent = parent_entry(png, first.record, kind="edit", strength=0.5)
+    destination = Destination(tmp_path / "b.png", {}, sidecar=True, parent=parent, region=region)
+    second = save_result(result(), layout, destination)
+    assert second.record.parent["sha256"] == hashlib.sha256(png).hexdigest()
+    assert second.record.parent["record"]["seed"] == 7 and second.record.parent["strength"] == 0.5
+    assert np.array_equal(np.asarray(Image.open(region_path_for(second.image_path))), region)
+    # A chain of edits stays small: the grandparent is named by its sha256 only.
+    third = parent_entry(second.image_path.read_bytes(), second.record)
+    assert third["record"]["parent"] == {"sha256": hashlib.sha256(png).hexdigest()}
+
+
+def test_png_text_written_by_other_tools_is_read(tmp_path):
+    info = PngImagePlugin.PngInfo()
+    info.add_text("plain", "latin text")
+    info.add_text("packed", "x" * 2000, zip=True)
+    info.add_itxt("utf", "gr\u00fc\u00dfe", zip=True)
+    Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(tmp_path / "p.png", pnginfo=info)
+    text = read_png_text((tmp_path / "p.png").read_bytes())
+    assert text == {"plain": "latin text", "packed": "x" * 2000, "utf": "gr\u00fc\u00dfe"}
+    assert read_png_record((tmp_path / "p.png").read_bytes()) is None
+    with pytest.raises(ValueError, match="not a PNG"):
+        read_png_text(b"GIF89a")

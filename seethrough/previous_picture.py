@@ -1,0 +1,59 @@
+"""The picture an edit starts from: a PNG saved by SeeThrough, its pixels and its generation record."""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from seethrough_core.errors import LayoutError
+from seethrough_core.layout import Layout
+from seethrough_core.record import GenerationRecord, read_png_record
+
+
+class EditInputError(ValueError):
+    """An input an edit cannot use (`seethrough edit` exits 2); the message says why and what to do."""
+
+
+@dataclass
+class Previous:
+    """The picture an edit starts from."""
+
+    path: Path
+    png: bytes
+    image: np.ndarray  # uint8 H x W x 3
+    record: GenerationRecord
+    layout: Layout
+
+
+def read_previous(path: Path) -> Previous:
+    """The previous picture and its record; EditInputError when it cannot be the start of an edit."""
+    from PIL import Image
+
+    try:
+        png = path.read_bytes()
+    except OSError as exc:
+        raise EditInputError(f"cannot read {path}: {exc.strerror or exc}") from None
+    try:
+        record = read_png_record(png)
+    except ValueError as exc:
+        raise EditInputError(f"{path}: {exc}") from None
+    if record is None:
+        raise EditInputError(
+            f"{path} has no SeeThrough generation record, so its layout and seed are unknown; "
+            "edit a PNG that SeeThrough saved (seethrough batch, seethrough edit or the add-on)"
+        )
+    with Image.open(io.BytesIO(png)) as decoded:
+        image = np.asarray(decoded.convert("RGB"))
+    if image.shape[:2] != (record.height, record.width):
+        raise EditInputError(
+            f"{path} is {image.shape[1]}x{image.shape[0]} px but its record says "
+            f"{record.width}x{record.height}: the picture was changed after it was generated"
+        )
+    try:
+        layout = Layout.from_dict(record.layout)
+    except LayoutError as exc:
+        raise EditInputError(f"{path}: the layout in its record is not usable: {exc}") from None
+    return Previous(path, png, image, record, layout)
