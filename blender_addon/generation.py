@@ -19,10 +19,21 @@ from seethrough_core import __version__
 from seethrough_core.endpoint import parse_endpoint
 from seethrough_core.generate_and_save import safe_name
 from seethrough_core.generation_settings import GenerationSettings
+from seethrough_core.layout import Layout
 
 from . import images
 from .background_render import render_task
-from .generation_jobs import RUNNER, Event, Failed, Finished, GenerationJob, JobSpec, Rendered, Step
+from .generation_jobs import (
+    RUNNER,
+    Event,
+    Failed,
+    Finished,
+    GenerationJob,
+    JobSpec,
+    Rendered,
+    ResultEdit,
+    Step,
+)
 from .oscr_cache import cache_dir, is_complete, read_render
 from .preferences import Settings
 from .props import MAX_UI_SEED
@@ -34,27 +45,40 @@ PUMP_INTERVAL_S = 0.1
 def build_spec(
     scene: bpy.types.Scene, settings: Settings, *, generate: bool = True, engine: str = "cycles"
 ) -> JobSpec:
-    """Validate the scene and the address, and prepare the job: the request, and the OSCR render
-    (from the cache when the layout is unchanged since the last one, else a render task).
+    """Validate the scene, its generation settings and the address, and prepare the job.
 
     Raises LayoutError (bad scene), EndpointError (bad address), KeyFileError (unusable key files)
     or SettingError (a setting out of range) with the reason; in each case nothing has been
     rendered or sent.
     """
-    endpoint = parse_endpoint(settings.server_address).url if generate else ""
-    keys = settings.client_keys() if generate else None
     layout = scene_layout(scene)
     props = scene.seethrough
-    seed = random.randint(0, MAX_UI_SEED) if props.random_seed else props.seed
-    scene_dir = settings.output_root() / safe_name(scene.name)
     generation_settings = GenerationSettings.for_layout(
         layout,
-        seed=seed,
+        seed=random.randint(0, MAX_UI_SEED) if props.random_seed else props.seed,
         steps=props.steps,
         guidance=props.guidance,
-        preview_interval=1 if props.show_previews else 0,
+        preview_interval=preview_interval(scene),
     )
     generation_settings.check()  # before a render is spent on them
+    return job_spec(scene, settings, layout, generation_settings, generate=generate, engine=engine)
+
+
+def job_spec(
+    scene: bpy.types.Scene,
+    settings: Settings,
+    layout: Layout,
+    generation_settings: GenerationSettings,
+    *,
+    generate: bool = True,
+    engine: str = "cycles",
+    edit: ResultEdit | None = None,
+) -> JobSpec:
+    """The job for checked settings: the OSCR render from the cache when the layout is unchanged
+    since the last one, else a render task; the server's address and keys when it generates."""
+    endpoint = parse_endpoint(settings.server_address).url if generate else ""
+    keys = settings.client_keys() if generate else None
+    scene_dir = settings.output_root() / safe_name(scene.name)
     oscr_dir = cache_dir(layout, scene_dir, engine)
     oscr = read_render(oscr_dir) if is_complete(oscr_dir) else None
     render = None if oscr is not None else render_task(layout, oscr_dir, engine, bpy.app.binary_path)
@@ -75,7 +99,12 @@ def build_spec(
         oscr=oscr,
         render=render,
         generate=generate,
+        edit=edit,
     )
+
+
+def preview_interval(scene: bpy.types.Scene) -> int:
+    return 1 if scene.seethrough.show_previews else 0
 
 
 def start(spec: JobSpec) -> GenerationJob:
@@ -121,7 +150,7 @@ def apply_event(job: GenerationJob, event: Event) -> None:
         job.status.image_name = image.name
         job.status.message = f"Done: {image.name}"
         if scene is not None:
-            add_history(scene, image, event, job.spec.camera_name)
+            add_history(scene, image, event, job.spec)
         images.show_in_image_editor(image)
     elif isinstance(event, Rendered) and event.final:  # Render OSCR: show what was rendered
         loaded = images.load_oscr_images(event.oscr)
@@ -131,15 +160,18 @@ def apply_event(job: GenerationJob, event: Event) -> None:
         print(f"SeeThrough: {'generation' if job.spec.generate else 'OSCR render'} failed: {event.message}")
 
 
-def add_history(scene: bpy.types.Scene, image: bpy.types.Image, event: Finished, camera: str) -> None:
+def add_history(scene: bpy.types.Scene, image: bpy.types.Image, event: Finished, spec: JobSpec) -> None:
     history = scene.seethrough.history
     item = history.add()
     item.name = image.name
     item.image = image
     item.seed = str(event.record.seed)
     item.prompt = event.record.prompt
-    item.camera = camera
+    item.camera = spec.camera_name
     item.created = event.record.created
+    if spec.edit is not None:  # which result this one came from, and how
+        item.parent = spec.edit.parent_image
+        item.change = spec.edit.summary
     scene.seethrough.history_index = len(history) - 1
 
 

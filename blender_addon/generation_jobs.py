@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from seethrough_core.client import Job, SeeThroughClient, ServerError, ServerUnavailableError
+from seethrough_core.edit_input import EditInput
 from seethrough_core.errors import SeeThroughError
 from seethrough_core.generate_and_save import Destination, generate_and_save, safe_name
 from seethrough_core.generation_settings import GenerationSettings
@@ -60,10 +61,24 @@ class JobSpec:
     oscr: OscrInputs | None = None
     render: RenderTask | None = None
     generate: bool = True  # False: Render OSCR, no server involved
+    edit: ResultEdit | None = None  # Regenerate Changed / Vary Box: what the result is made from
 
     @property
     def image_name(self) -> str:
-        return f"{self.scene_name} {self.camera_name} seed {self.settings.seed}"
+        name = f"{self.scene_name} {self.camera_name} seed {self.settings.seed}"
+        return name if self.edit is None else f"{name} {self.edit.kind}"
+
+
+@dataclass(frozen=True)
+class ResultEdit:
+    """A generation made from an earlier result (edit_plan.EditPlan, plus the result's name)."""
+
+    kind: str  # "edit", "variation" or "regeneration", as in the record's parent
+    parent_image: str  # the earlier result's image, for the history
+    edit: EditInput | None  # None: regenerated whole (the camera or size changed)
+    parent: dict[str, Any]  # the new record's `parent`
+    region: np.ndarray | None  # the edit's mask, saved beside the image
+    summary: str  # what changed, for the history and the panel
 
 
 # --- events: worker -> main thread ------------------------------------------------------------
@@ -208,11 +223,13 @@ class GenerationJob:
                     return
                 if not oscr.cached:
                     self._post(Rendered(oscr, final=False))
+                edit = spec.edit
                 request = GenerateRequest.for_settings(
                     spec.settings,
                     oscr.oscr_path.read_bytes(),  # PNG bytes as rendered: no decode here
                     oscr.token_grids,  # the amodal masks pooled by the core, as the server would
                     spec.metadata,
+                    edit=edit.edit if edit is not None else None,
                 )
                 # Written right away, off the main thread (encoding takes time); an image that arrived
                 # is never dropped: if the output folder fails, the temp folder takes it.
@@ -224,6 +241,8 @@ class GenerationJob:
                         spec.out_dir / f"{safe_name(spec.image_name)}_{request.request_id[:8]}.png",
                         {"scene": spec.scene_name, "camera": spec.camera_name, "server": spec.endpoint},
                         fallback_dir=Path(tempfile.gettempdir()) / "seethrough-results",
+                        parent=edit.parent if edit is not None else None,
+                        region=edit.region if edit is not None else None,
                     ),
                     on_accepted=self._accepted,
                     on_progress=lambda p: self._post(Step(p.step, p.total, p.elapsed_s, p.preview)),

@@ -131,6 +131,17 @@ def image_record(image: bpy.types.Image) -> dict[str, Any] | None:
     return json.loads(props["record_json"])
 
 
+def image_rgb(image: bpy.types.Image) -> np.ndarray:
+    """An 8-bit image's pixels as uint8 H x W x 3, top row first (Blender keeps the bottom row first).
+
+    For byte images Blender's float pixels are the stored bytes / 255, so this is exact."""
+    width, height = image.size
+    pixels = np.empty(width * height * 4, np.float32)
+    image.pixels.foreach_get(pixels)
+    rgba = np.rint(pixels.reshape(height, width, 4)[::-1] * 255.0)
+    return rgba[..., :3].astype(np.uint8)
+
+
 def set_camera_background(camera: bpy.types.Object, image: bpy.types.Image) -> None:
     """Show the image behind the camera view, replacing an earlier SeeThrough backplate."""
     data = camera.data

@@ -18,13 +18,24 @@ from bpy.props import (
     StringProperty,
 )
 
-from seethrough_core.limits import DEFAULT_GUIDANCE, DEFAULT_STEPS, MAX_GUIDANCE, MAX_SEED, MAX_STEPS
+from seethrough_core.limits import (
+    DEFAULT_EDIT_MARGIN_PX,
+    DEFAULT_EDIT_STRENGTH,
+    DEFAULT_GUIDANCE,
+    DEFAULT_STEPS,
+    MAX_EDIT_MARGIN_PX,
+    MAX_GUIDANCE,
+    MAX_SEED,
+    MAX_STEPS,
+)
 
 from .templates import load_templates
 
 # Blender's integer properties are signed 32-bit: the seed field (and the add-on's random picks) stop
 # below the protocol's MAX_SEED.
 MAX_UI_SEED = min(MAX_SEED, 2**31 - 1)
+# An edit's strength lies in (0, 1]; the slider stops at a step the artist can still see.
+MIN_UI_EDIT_STRENGTH = 0.05
 
 
 def template_items() -> list[tuple[str, str, str]]:
@@ -85,6 +96,8 @@ class SEETHROUGH_PG_history_item(bpy.types.PropertyGroup):  # noqa: N801
     prompt: StringProperty(name="Prompt")
     camera: StringProperty(name="Camera")
     created: StringProperty(name="Created")
+    parent: StringProperty(name="Made From", description="The result this one is an edit of")
+    change: StringProperty(name="Change", description="What the edit regenerated")
 
 
 class SEETHROUGH_PG_scene(bpy.types.PropertyGroup):  # noqa: N801
@@ -118,6 +131,24 @@ class SEETHROUGH_PG_scene(bpy.types.PropertyGroup):  # noqa: N801
         name="Step Previews",
         description='Show a small preview after each step in the image "SeeThrough Preview"',
         default=True,
+    )
+
+    # Regenerate Changed and Vary Box (docs/edit.md).
+    edit_strength: FloatProperty(
+        name="Strength",
+        description="1: the changed region regenerates from noise; lower keeps more of the previous picture",
+        min=MIN_UI_EDIT_STRENGTH,
+        max=1.0,
+        default=DEFAULT_EDIT_STRENGTH,
+    )
+    edit_margin: IntProperty(
+        name="Margin",
+        description="Pixels the regenerated region grows around the changed boxes (contact, shadows)",
+        min=0,
+        max=MAX_EDIT_MARGIN_PX,
+        soft_max=128,
+        default=DEFAULT_EDIT_MARGIN_PX,
+        subtype="PIXEL",
     )
 
     # Add Box inputs.

@@ -78,8 +78,13 @@ def box_objects(scene: bpy.types.Scene) -> list[bpy.types.Object]:
 # --- Blender -> layout ------------------------------------------------------------------------
 
 
-def scene_to_layout(scene: bpy.types.Scene, camera: bpy.types.Object | None = None) -> Layout:
-    """The layout a scene describes; raises LayoutError naming what is missing or wrong."""
+def scene_to_layout(
+    scene: bpy.types.Scene, camera: bpy.types.Object | None = None, *, follow_links: bool = True
+) -> Layout:
+    """The layout a scene describes; raises LayoutError naming what is missing or wrong.
+
+    ``follow_links=False`` reads linked boxes as their objects stand (the viewport's handlers keep
+    them fitted) instead of refitting them to their sources: cheap enough for a panel's redraw."""
     camera = camera or scene.camera
     if camera is None:
         raise LayoutError("camera", f"scene {scene.name!r} has no active camera; add one and make it active")
@@ -95,7 +100,7 @@ def scene_to_layout(scene: bpy.types.Scene, camera: bpy.types.Object | None = No
         "scene_prompt": str(props.get("scene_prompt", "")),
         "resolution": [round(render.resolution_x * scale), round(render.resolution_y * scale)],
         "camera": _camera_dict(camera, render),
-        "boxes": _box_dicts(scene),
+        "boxes": _box_dicts(scene) if follow_links else [_box_dict(obj) for obj in box_objects(scene)],
         "extras": json.loads(extras) if extras else {},
     }
     if "light_seed" in props:

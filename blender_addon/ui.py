@@ -61,7 +61,9 @@ class SEETHROUGH_UL_boxes(bpy.types.UIList):  # noqa: N801
 class SEETHROUGH_UL_history(bpy.types.UIList):  # noqa: N801
     def draw_item(self, context, layout, data, item, icon, active_data, active_propname, index=0, flt_flag=0):
         if item.image is not None:
-            layout.label(text=item.name, icon_value=layout.icon(item.image))
+            # An edit shows which result it was made from.
+            text = f"{item.name}  \u2190 {item.parent}" if item.parent else item.name
+            layout.label(text=text, icon_value=layout.icon(item.image))
         else:
             layout.label(text=f"{item.name} (image deleted)", icon="ERROR")
 
@@ -139,6 +141,7 @@ class SEETHROUGH_PT_boxes(SeeThroughPanel, bpy.types.Panel):  # noqa: N801
             row = layout.row(align=True)
             row.operator("seethrough.flip_front", text="Flip Front", icon="LOOP_BACK")
             row.operator("seethrough.remove_box", text="Remove Box", icon="TRASH").name = obj.name
+            layout.operator("seethrough.vary_box", text="Vary Box in Result", icon="SHADERFX")
 
 
 class SEETHROUGH_PT_generate(SeeThroughPanel, bpy.types.Panel):  # noqa: N801
@@ -163,6 +166,13 @@ class SEETHROUGH_PT_generate(SeeThroughPanel, bpy.types.Panel):  # noqa: N801
         row.enabled = not busy  # one job at a time: an OSCR render or a generation
         row.operator("seethrough.render_oscr", icon="RENDER_STILL")
         row.operator("seethrough.generate", icon="PLAY")
+        # Edits of the shown result: only what changed regenerates (docs/edit.md).
+        column = layout.column(align=True)
+        column.enabled = not busy
+        column.operator("seethrough.regenerate_changed", icon="FILE_REFRESH")
+        row = column.row(align=True)
+        row.prop(props, "edit_strength")
+        row.prop(props, "edit_margin")
 
         status = RUNNER.status
         if status is None:
@@ -200,6 +210,8 @@ class SEETHROUGH_PT_results(SeeThroughPanel, bpy.types.Panel):  # noqa: N801
         if 0 <= props.history_index < len(props.history):
             item = props.history[props.history_index]
             draw_message(layout, f"seed {item.seed}, camera {item.camera}: {item.prompt}", "INFO")
+            if item.parent:
+                draw_message(layout, f"Made from {item.parent}: {item.change}", "FILE_REFRESH")
 
 
 class SEETHROUGH_PT_server(SeeThroughPanel, bpy.types.Panel):  # noqa: N801

@@ -1,10 +1,10 @@
 """`seethrough edit NEW_LAYOUT --from PREVIOUS.png --out DIR`: regenerate only what a layout change touches.
 
-Reads the previous picture and its generation record (layout, seed, steps, guidance) from the PNG,
-computes the region of the change (seethrough_core.edit_region), renders the new layout's OSCR image,
-and asks the server for an edit of the previous picture inside that region (docs/edit.md). The result
-is written as DIR/NAME.png with its record (whose `parent` names the previous PNG by sha256 and holds
-its record), NAME.json, and the region as NAME_region.png.
+Reads the previous picture and its generation record (layout, seed, steps, guidance) from the PNG, plans
+the edit (seethrough_core.edit_plan: the region of the change, the settings), renders the new layout's
+OSCR image, and asks the server for an edit of the previous picture inside that region (docs/edit.md).
+The result is written as DIR/NAME.png with its record (whose `parent` names the previous PNG by sha256
+and holds its record), NAME.json, and the region as NAME_region.png.
 """
 
 from __future__ import annotations
@@ -15,19 +15,16 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from seethrough_core.client import SeeThroughClient
-from seethrough_core.edit_input import edit_problem
-from seethrough_core.edit_region import LayoutChange, layout_change
+from seethrough_core.edit_plan import EditPlanError, plan_edit
 from seethrough_core.endpoint import DEFAULT_ENDPOINT, EndpointError, parse_endpoint
 from seethrough_core.errors import LayoutError, SeeThroughError
 from seethrough_core.generate_and_save import Destination, generate_and_save, safe_name
-from seethrough_core.generation_settings import SettingError, check_seed
-from seethrough_core.layout import Layout
+from seethrough_core.generation_settings import SettingError
 from seethrough_core.limits import DEFAULT_EDIT_MARGIN_PX, DEFAULT_EDIT_STRENGTH
 from seethrough_core.protocol import GenerateRequest
-from seethrough_core.record import parent_entry
 from seethrough_core.server_process import LocalServerError, ServerProcess
 
-from .previous_picture import EditInputError, Previous, read_previous
+from .previous_picture import EditInputError, read_previous
 
 
 def add_edit_arguments(p: argparse.ArgumentParser) -> None:
@@ -67,69 +64,44 @@ def add_edit_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
-def plan_change(previous: Previous, layout: Layout, margin: int) -> LayoutChange:
-    change = layout_change(previous.layout, layout, margin)
-    if change.unchanged:
-        what = "no box changed" if not change.boxes else "no changed box is in the frame"
-        raise EditInputError(
-            f"the layout is unchanged from {previous.path.name} ({what}): there is nothing to regenerate; "
-            "move, add, remove, resize, turn or re-describe a box first"
-        )
-    return change
-
-
 def run_edit(args: argparse.Namespace) -> int:
     # Blender is loaded only now: `seethrough --help` and argument errors stay instant.
     from blender_addon.render import render_layout
     from blender_addon.render_process import read_layout
 
     layout_path = Path(args.layout)
+    previous_path = Path(args.previous)
     try:
-        previous = read_previous(args.previous)
+        previous = read_previous(previous_path)
         layout = read_layout(layout_path)
-        change = plan_change(previous, layout, args.margin)
-        edit = change.edit_of(previous.image, args.strength)
-        problem = edit_problem(edit, layout.width, layout.height) if edit is not None else None
-        if problem is not None:  # the mask and image are right by construction: the strength is not
-            raise EditInputError(f"--strength {problem.message}")
-        seed = previous.record.seed if args.seed is None else args.seed
-        check_seed(seed)
+        plan = plan_edit(previous, layout, margin_px=args.margin, strength=args.strength, seed=args.seed)
         endpoint = parse_endpoint(args.server).url if args.server else None
     except SettingError as exc:
         print(f"error: --{exc.field}: {exc.message}", file=sys.stderr)
         return 2
-    except (EditInputError, LayoutError, EndpointError) as exc:
+    except (EditInputError, EditPlanError, LayoutError, EndpointError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if args.tiny and endpoint:
         print("error: give --tiny or --server, not both", file=sys.stderr)
         return 2
-    print(f"{layout_path.name} from {previous.path.name}: {change.summary()}", file=sys.stderr, flush=True)
+    print(f"{layout_path.name} from {previous.label}: {plan.summary()}", file=sys.stderr, flush=True)
 
     name = safe_name(layout_path.stem)
     rendered = render_layout(layout, args.out / "conditions" / name, engine=args.engine, quiet=True)
-    request = GenerateRequest.for_layout(
-        layout,
+    request = GenerateRequest.for_settings(
+        plan.settings,
         rendered.oscr_path.read_bytes(),
         rendered.masks.token_grids(),
-        seed=seed,
-        steps=previous.record.steps,
-        guidance=previous.record.guidance,
-        metadata={"input": str(layout_path), "edit_of": str(previous.path)},
-        edit=edit,
+        metadata={"input": str(layout_path), "edit_of": str(previous_path)},
+        edit=plan.edit,
     )
-    details = {"file": str(previous.path), "kind": "edit" if edit is not None else "regeneration"}
-    if edit is not None:
-        changes = [c.describe() for c in change.boxes]
-        details.update(strength=edit.strength, margin_px=args.margin, changes=changes)
-    else:
-        details["reason"] = change.full_reason
     destination = Destination(
         args.out / f"{name}.png",
         {"input": str(layout_path), "camera": layout.camera.name},
         sidecar=True,
-        parent=parent_entry(previous.png, previous.record, **details),
-        region=change.mask() if edit is not None else None,
+        parent=plan.parent,
+        region=plan.region_mask,
     )
     with ExitStack() as stack:
         try:

@@ -3,32 +3,21 @@
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from seethrough_core.edit_plan import PreviousPicture
 from seethrough_core.errors import LayoutError
 from seethrough_core.layout import Layout
-from seethrough_core.record import GenerationRecord, read_png_record
+from seethrough_core.record import read_png_record
 
 
 class EditInputError(ValueError):
     """An input an edit cannot use (`seethrough edit` exits 2); the message says why and what to do."""
 
 
-@dataclass
-class Previous:
-    """The picture an edit starts from."""
-
-    path: Path
-    png: bytes
-    image: np.ndarray  # uint8 H x W x 3
-    record: GenerationRecord
-    layout: Layout
-
-
-def read_previous(path: Path) -> Previous:
+def read_previous(path: Path) -> PreviousPicture:
     """The previous picture and its record; EditInputError when it cannot be the start of an edit."""
     from PIL import Image
 
@@ -56,4 +45,4 @@ def read_previous(path: Path) -> Previous:
         layout = Layout.from_dict(record.layout)
     except LayoutError as exc:
         raise EditInputError(f"{path}: the layout in its record is not usable: {exc}") from None
-    return Previous(path, png, image, record, layout)
+    return PreviousPicture(path.name, {"file": str(path)}, png, image, record, layout)

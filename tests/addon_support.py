@@ -4,15 +4,18 @@ recording stand-in for UILayout so panel draw code runs headless (the bpy module
 
 from __future__ import annotations
 
+import subprocess
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import bpy
 import numpy as np
 import zmq
 
+from seethrough_core.client import SeeThroughClient, ServerUnavailableError
 from seethrough_core.protocol import (
     Accepted,
     GenerateRequest,
@@ -22,6 +25,7 @@ from seethrough_core.protocol import (
     Result,
     decode_request,
 )
+from seethrough_core.server_process import free_loopback_port
 
 ADDON = "blender_addon"  # the package name when enabled from this checkout
 
@@ -35,6 +39,34 @@ def configure(address: str, out_dir: Path, timeout_s: float = 30.0) -> None:
     p.server_address = address
     p.timeout_s = timeout_s
     p.output_dir = str(out_dir)
+
+
+@contextmanager
+def tiny_server(python: str, log_path: Path) -> Iterator[str]:
+    """`seethrough serve --tiny` run by ``python`` on a free loopback port; yields its address once ready."""
+    address = f"tcp://127.0.0.1:{free_loopback_port()}"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            [python, "-m", "seethrough", "serve", "--tiny", "--bind", address],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        with SeeThroughClient(address, timeout_s=2.0) as client:
+            deadline = time.monotonic() + 180
+            while True:
+                assert process.poll() is None, log_path.read_text()
+                try:
+                    if client.info().state == "ready":
+                        break
+                except ServerUnavailableError:
+                    pass
+                assert time.monotonic() < deadline, log_path.read_text()
+                time.sleep(0.2)
+        yield address
+    finally:
+        process.terminate()
+        process.wait(30)
 
 
 def pump_until_done(timeout_s: float = 120.0, on_pump: Callable[[], None] | None = None):

@@ -18,11 +18,12 @@ from typing import Any
 import numpy as np
 
 from seethrough_core.edit_input import EditInput
+from seethrough_core.edit_plan import PreviousPicture
 from seethrough_core.edit_region import layout_change
 from seethrough_core.layout import Layout
 from seethrough_core.record import GenerationRecord, parent_entry
 
-from ..previous_picture import EditInputError, Previous, read_previous
+from ..previous_picture import EditInputError, read_previous
 from .plan import Shot, Task
 
 Condition = tuple[bytes, np.ndarray]  # the OSCR PNG and the token grids of a rendered shot
@@ -52,7 +53,7 @@ class FramePlan:
     edit: EditInput | None  # None: a full generation (or a copy)
     parent: dict[str, Any] | None  # the record's parent: the previous frame
     region: np.ndarray | None  # the edit's mask, saved beside the image
-    copy_of: Previous | None  # the layout did not change: the previous picture, as it is
+    copy_of: PreviousPicture | None  # the layout did not change: the previous picture, as it is
     note: str  # for the progress line, e.g. "edit: car moved"
 
 
@@ -90,7 +91,7 @@ def plan_frame(previous: Task, layout: Layout, margin_px: int) -> FramePlan:
 
 
 def copied_record(
-    previous: Previous, layout: Layout, source: dict[str, Any], parent: dict[str, Any] | None
+    previous: PreviousPicture, layout: Layout, source: dict[str, Any], parent: dict[str, Any] | None
 ) -> GenerationRecord:
     """The record of a frame that is the previous frame's picture unchanged (nothing was generated)."""
     return replace(

@@ -5,7 +5,6 @@ the bpy module, so the tests drive the add-on's main-thread pump themselves."""
 from __future__ import annotations
 
 import json
-import subprocess
 import time
 
 import addon_utils
@@ -21,6 +20,7 @@ from addon_support import (
     prefs,
     pump_until_done,
 )
+from addon_support import tiny_server as start_tiny_server
 from bpy_helpers import read_rgb
 from conftest import BASE_LAYOUT, MAIN_PYTHON
 from PIL import Image
@@ -30,7 +30,7 @@ from blender_addon.generation_jobs import RUNNER
 from blender_addon.oscr_cache import cache_key
 from blender_addon.render import render_layout
 from blender_addon.server_launcher import SERVER
-from seethrough_core.client import SeeThroughClient, ServerUnavailableError
+from seethrough_core.client import SeeThroughClient
 from seethrough_core.keys import ClientKeys, create_key_pair
 from seethrough_core.server_process import ServerProcess
 from seethrough_core.server_process import free_loopback_port as free_port
@@ -50,30 +50,8 @@ LAYOUT = {
 @pytest.fixture(scope="module")
 def tiny_server(tmp_path_factory):
     """`seethrough serve --tiny` in a subprocess on a free loopback port, ready to generate."""
-    address = f"tcp://127.0.0.1:{free_port()}"
-    log_path = tmp_path_factory.mktemp("server") / "server.log"
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            [MAIN_PYTHON, "-m", "seethrough", "serve", "--tiny", "--bind", address],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        with SeeThroughClient(address, timeout_s=2.0) as client:
-            deadline = time.monotonic() + 180
-            while True:
-                assert process.poll() is None, log_path.read_text()
-                try:
-                    if client.info().state == "ready":
-                        break
-                except ServerUnavailableError:
-                    pass
-                assert time.monotonic() < deadline, log_path.read_text()
-                time.sleep(0.2)
+    with start_tiny_server(MAIN_PYTHON, tmp_path_factory.mktemp("server") / "server.log") as address:
         yield address
-    finally:
-        process.terminate()
-        process.wait(30)
 
 
 @pytest.fixture(scope="module")

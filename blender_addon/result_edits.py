@@ -1,0 +1,134 @@
+"""Regenerate Changed and Vary Box: new pictures made from the result shown in the history.
+
+The shown result is the active history entry. Its packed PNG holds the exact bytes the server's
+picture was saved as (its sha256 names the parent in the new record) and its generation record
+(layout, seed, steps, guidance); its pixels are read back exactly from the 8-bit image. The plan
+itself (which region changes, which settings) is the core's (seethrough_core.edit_plan), the same
+as `seethrough edit`'s. Main thread only.
+"""
+
+from __future__ import annotations
+
+import random
+
+import bpy
+
+from seethrough_core.edit_plan import EditPlan, PreviousPicture, plan_edit, plan_variation
+from seethrough_core.edit_region import box_changes, full_regeneration_reason
+from seethrough_core.errors import LayoutError, SeeThroughError
+from seethrough_core.layout import Layout
+from seethrough_core.record import read_png_record
+
+from . import images
+from .generation import job_spec, preview_interval
+from .generation_jobs import JobSpec, ResultEdit
+from .preferences import Settings
+from .props import MAX_UI_SEED
+from .scene_checks import scene_layout
+from .scene_io import box_objects, is_box, scene_to_layout
+
+
+class ResultEditError(SeeThroughError):
+    """No usable result to start from; the message says what to do."""
+
+
+def shown_result(scene: bpy.types.Scene) -> bpy.types.PropertyGroup | None:
+    """The active history entry, or None."""
+    props = scene.seethrough
+    return props.history[props.history_index] if 0 <= props.history_index < len(props.history) else None
+
+
+def previous_picture(scene: bpy.types.Scene) -> PreviousPicture:
+    """The shown result as the start of an edit; ResultEditError when it cannot be one."""
+    item = shown_result(scene)
+    if item is None:
+        raise ResultEditError("pick a result in the Results list first: edits start from the shown result")
+    image = item.image
+    if image is None or image.packed_file is None:
+        raise ResultEditError(f"the image of {item.name!r} is gone or no longer packed; generate a new one")
+    png = bytes(image.packed_file.data)
+    try:
+        record = read_png_record(png)
+    except ValueError as exc:
+        raise ResultEditError(f"{image.name!r}: {exc}") from None
+    if record is None:
+        raise ResultEditError(f"{image.name!r} has no generation record; generate a new picture first")
+    pixels = images.image_rgb(image)
+    if pixels.shape[:2] != (record.height, record.width):
+        raise ResultEditError(
+            f"{image.name!r} is {pixels.shape[1]}x{pixels.shape[0]} px but was generated at "
+            f"{record.width}x{record.height}: it was changed since; generate a new picture"
+        )
+    try:
+        layout = Layout.from_dict(record.layout)
+    except LayoutError as exc:
+        raise ResultEditError(f"{image.name!r}: the layout in its record is not usable: {exc}") from None
+    return PreviousPicture(image.name, {"image": image.name}, png, pixels, record, layout)
+
+
+def regenerate_changed_spec(scene: bpy.types.Scene, settings: Settings) -> JobSpec:
+    """The shown result brought to the scene's layout: only the region of the change regenerates
+    (all of it after a camera, size or scene-prompt change). Raises SeeThroughError with the reason
+    (EditPlanError: nothing changed)."""
+    previous = previous_picture(scene)
+    layout = scene_layout(scene)
+    props = scene.seethrough
+    plan = plan_edit(
+        previous,
+        layout,
+        margin_px=props.edit_margin,
+        strength=props.edit_strength,
+        preview_interval=preview_interval(scene),
+    )
+    return job_spec(scene, settings, layout, plan.settings, edit=_result_edit(plan, previous))
+
+
+def vary_box_spec(scene: bpy.types.Scene, settings: Settings, box: bpy.types.Object) -> JobSpec:
+    """New noise inside ``box``'s region of the shown result (and wherever the layout changed since);
+    every other pixel stays."""
+    if not is_box(box):
+        raise ResultEditError(f"{box.name!r} is not a SeeThrough box; select a box to vary")
+    previous = previous_picture(scene)
+    layout = scene_layout(scene)
+    props = scene.seethrough
+    seed = previous.record.seed
+    while seed == previous.record.seed:  # new noise, never the picture's own
+        seed = random.randint(0, MAX_UI_SEED)
+    plan = plan_variation(
+        previous,
+        layout,
+        box_objects(scene).index(box),
+        seed,
+        margin_px=props.edit_margin,
+        strength=props.edit_strength,
+        preview_interval=preview_interval(scene),
+    )
+    return job_spec(scene, settings, layout, plan.settings, edit=_result_edit(plan, previous))
+
+
+def unchanged_reason(scene: bpy.types.Scene) -> str | None:
+    """Why Regenerate Changed has nothing to do now (None: the scene differs from the shown result).
+
+    Cheap enough for a panel's poll: the stored record, and boxes as the viewport shows them."""
+    item = shown_result(scene)
+    record = images.image_record(item.image) if item is not None and item.image is not None else None
+    if record is None:
+        return "Pick a generated result in the Results list first"
+    try:
+        before = Layout.from_dict(record["layout"])
+        now = scene_to_layout(scene, follow_links=False)
+    except (LayoutError, KeyError, TypeError):
+        return None  # let the operator say what is wrong
+    if full_regeneration_reason(before, now) is None and not box_changes(before, now):
+        return f"The scene's layout is the one of {item.name!r}: move, add, remove or re-describe a box"
+    return None
+
+
+def _result_edit(plan: EditPlan, previous: PreviousPicture) -> ResultEdit:
+    kind = str(plan.parent["kind"])
+    summary = plan.summary()
+    if kind == "variation":
+        summary = f"new noise in {plan.parent['box']}" + (
+            f"; {summary}" if plan.change.boxes else f" ({plan.change.region.mean():.1%} of the picture)"
+        )
+    return ResultEdit(kind, previous.label, plan.edit, plan.parent, plan.region_mask, summary)

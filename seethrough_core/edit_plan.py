@@ -1,0 +1,142 @@
+"""An edit of a saved picture, planned from its record and a new layout (docs/edit.md).
+
+One plan for `seethrough edit` and the add-on's Regenerate Changed and Vary Box: which region may
+change, the generation's settings (the previous picture's steps and guidance, its seed unless another is
+given), the request's `edit`, and the `parent` the new record will carry. Nothing here renders or talks
+to a server.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .edit_input import EditInput, edit_problem
+from .edit_region import LayoutChange, box_region, layout_change
+from .errors import SeeThroughError
+from .generation_settings import GenerationSettings, SettingError
+from .layout import Layout
+from .limits import DEFAULT_EDIT_MARGIN_PX, DEFAULT_EDIT_STRENGTH
+from .record import GenerationRecord, parent_entry
+
+
+class EditPlanError(SeeThroughError, ValueError):
+    """An edit that cannot be made (nothing changed, a box out of the picture); the message says why."""
+
+
+@dataclass(frozen=True)
+class PreviousPicture:
+    """The picture an edit starts from, as saved by SeeThrough."""
+
+    label: str  # how people know it: a file name, an image's name
+    origin: dict[str, Any]  # where it is, for the new record's parent: {"file": path} or {"image": name}
+    png: bytes  # the saved PNG (its sha256 names the parent)
+    image: np.ndarray  # its pixels, uint8 H x W x 3
+    record: GenerationRecord
+    layout: Layout
+
+
+@dataclass(frozen=True)
+class EditPlan:
+    settings: GenerationSettings
+    edit: EditInput | None  # None: a full regeneration (camera, resolution or scene prompt changed)
+    change: LayoutChange
+    parent: dict[str, Any]  # the new record's `parent` (record.parent_entry)
+
+    @property
+    def region_mask(self) -> np.ndarray | None:
+        """The region as saved beside the result (uint8, 255 = may change); None for a regeneration."""
+        return None if self.edit is None else self.change.mask()
+
+    def summary(self) -> str:
+        return self.change.summary()
+
+
+def plan_edit(
+    previous: PreviousPicture,
+    layout: Layout,
+    *,
+    margin_px: int = DEFAULT_EDIT_MARGIN_PX,
+    strength: float = DEFAULT_EDIT_STRENGTH,
+    seed: int | None = None,
+    preview_interval: int = 0,
+) -> EditPlan:
+    """The previous picture brought to ``layout``: only the region of the change regenerates.
+
+    EditPlanError when nothing changed; SettingError (field ``margin``, ``strength``, ``seed`` ...)
+    for a setting out of its rules. A change of camera, resolution or scene prompt plans a full
+    regeneration with the previous settings (``plan.edit`` is None; the summary says why)."""
+    change = layout_change(previous.layout, layout, margin_px)
+    if change.unchanged:
+        what = "no box changed" if not change.boxes else "no changed box is in the frame"
+        raise EditPlanError(
+            f"the layout is unchanged from {previous.label} ({what}): there is nothing to regenerate; "
+            "move, add, remove, resize, turn or re-describe a box first"
+        )
+    kind = "regeneration" if change.full else "edit"
+    return _plan(previous, layout, change, kind, margin_px, strength, seed, preview_interval)
+
+
+def plan_variation(
+    previous: PreviousPicture,
+    layout: Layout,
+    box_index: int,
+    seed: int,
+    *,
+    margin_px: int = DEFAULT_EDIT_MARGIN_PX,
+    strength: float = DEFAULT_EDIT_STRENGTH,
+    preview_interval: int = 0,
+) -> EditPlan:
+    """New noise (``seed``) inside one box's region of the previous picture; any other change of the
+    layout since that picture regenerates too. EditPlanError when the whole picture would have to
+    change (camera, resolution, scene prompt) or the box is outside the picture."""
+    change = layout_change(previous.layout, layout, margin_px)
+    if change.full:
+        raise EditPlanError(
+            f"cannot vary one box of {previous.label}: {change.full_reason}; generate a new picture first"
+        )
+    region = box_region(layout, box_index, margin_px)
+    label = layout.boxes[box_index].name or layout.boxes[box_index].description
+    if not region.any():
+        raise EditPlanError(f"box {label!r} is outside the camera's view: there is nothing of it to vary")
+    if change.region is not None:
+        region = region | change.region
+    varied = LayoutChange(None, change.boxes, region)
+    plan = _plan(previous, layout, varied, "variation", margin_px, strength, seed, preview_interval)
+    plan.parent["box"] = label
+    return plan
+
+
+def _plan(
+    previous: PreviousPicture,
+    layout: Layout,
+    change: LayoutChange,
+    kind: str,
+    margin_px: int,
+    strength: float,
+    seed: int | None,
+    preview_interval: int,
+) -> EditPlan:
+    record = previous.record
+    settings = GenerationSettings.for_layout(
+        layout,
+        seed=record.seed if seed is None else seed,
+        steps=record.steps,
+        guidance=record.guidance,
+        preview_interval=preview_interval,
+    )
+    settings.check()
+    edit = change.edit_of(previous.image, strength)
+    if edit is not None:
+        problem = edit_problem(edit, layout.width, layout.height)
+        if problem is not None:  # the image and mask are right by construction: the strength is not
+            raise SettingError(problem.field.removeprefix("edit."), problem.message)
+    details: dict[str, Any] = {**previous.origin, "kind": kind}
+    if edit is None:
+        details["reason"] = change.full_reason
+    else:
+        changes = [c.describe() for c in change.boxes]
+        details.update(strength=edit.strength, margin_px=margin_px, changes=changes)
+    return EditPlan(settings, edit, change, parent_entry(previous.png, record, **details))

@@ -1,0 +1,157 @@
+"""Regenerate Changed and Vary Box in Blender, against a real tiny server: every pixel outside the
+edited region stays the shown result's, byte for byte; the history says which result came from which.
+Blender's timers never fire in the bpy module, so the tests drive the add-on's pump themselves."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from pathlib import Path
+
+import bpy
+import numpy as np
+import pytest
+from addon_support import DrawSelf, RecordingLayout, configure, prefs, pump_until_done
+from addon_support import tiny_server as start_tiny_server
+from conftest import BASE_LAYOUT, MAIN_PYTHON
+from PIL import Image
+
+from blender_addon import scene_io, ui
+from seethrough_core.edit_region import box_region
+from seethrough_core.generate_and_save import safe_name
+from seethrough_core.record import read_png_record
+
+pytestmark = pytest.mark.slow
+
+LAYOUT = {
+    **BASE_LAYOUT,
+    "boxes": [
+        *BASE_LAYOUT["boxes"],
+        {"description": "a small white dog", "center": [-4.6, 0.4, 0.3], "size": [0.3, 0.8, 0.6]},
+    ],
+}
+
+
+@pytest.fixture(scope="module")
+def tiny_server(tmp_path_factory):
+    with start_tiny_server(MAIN_PYTHON, tmp_path_factory.mktemp("server") / "server.log") as address:
+        yield address
+
+
+@pytest.fixture
+def shot(addon, tmp_path, tiny_server):
+    """LAYOUT imported through the add-on, connected to the tiny server, with one result generated
+    (seed 5, 2 steps) and shown in the history."""
+    path = tmp_path / "layout.json"
+    path.write_text(json.dumps(LAYOUT))
+    assert bpy.ops.seethrough.import_layout(filepath=str(path)) == {"FINISHED"}
+    configure(tiny_server, tmp_path / "out")
+    scene = bpy.context.scene
+    props = scene.seethrough
+    props.random_seed, props.seed, props.steps, props.show_previews = False, 5, 2, False
+    assert bpy.ops.seethrough.generate() == {"FINISHED"}
+    status = pump_until_done()
+    assert status.state == "done", status.message
+    assert len(props.history) == 1 and props.history_index == 0
+    return scene
+
+
+def packed_rgb(image: bpy.types.Image) -> tuple[bytes, np.ndarray]:
+    """The PNG bytes a result carries and its pixels as decoded by Pillow (not by the add-on)."""
+    png = bytes(image.packed_file.data)
+    with Image.open(io.BytesIO(png)) as decoded:
+        return png, np.asarray(decoded.convert("RGB"))
+
+
+def run_and_wait(operator) -> bpy.types.Image:
+    assert operator() == {"FINISHED"}
+    status = pump_until_done()
+    assert status.state == "done", status.message
+    return bpy.data.images[status.image_name]
+
+
+def drawn_results() -> list[str]:
+    log: list[str] = []
+    ui.SEETHROUGH_PT_results.draw(DrawSelf(RecordingLayout(log)), bpy.context)
+    return log
+
+
+@pytest.mark.each_blender
+def test_regenerate_changed_keeps_every_pixel_outside_the_changed_region(shot):
+    first = shot.seethrough.history[0].image
+    assert not bpy.ops.seethrough.regenerate_changed.poll()  # nothing changed yet
+
+    shot.objects["a small white dog"].location.x += 0.4
+    assert bpy.ops.seethrough.regenerate_changed.poll()
+    edited = run_and_wait(bpy.ops.seethrough.regenerate_changed)
+
+    before_png, before = packed_rgb(first)
+    _, after = packed_rgb(edited)
+    record = read_png_record(bytes(edited.packed_file.data))
+    parent = record.parent
+    assert parent["sha256"] == hashlib.sha256(before_png).hexdigest() and parent["kind"] == "edit"
+    assert parent["image"] == first.name and "a small white dog: moved" in parent["changes"]
+    assert record.seed == 5 and record.steps == 2  # the shown result's settings
+    assert record.layout == scene_io.scene_to_layout(shot).to_dict()
+
+    # The region saved beside the result: everything outside it is the shown result's, exactly.
+    png_path = next(p for p in shot_out(shot).glob("*edit*.png") if not p.stem.endswith("_region"))
+    with Image.open(png_path.with_name(f"{png_path.stem}_region.png")) as region_png:
+        region = np.asarray(region_png) == 255
+    assert 0 < region.mean() < 0.5
+    assert np.array_equal(after[~region], before[~region])
+    assert not np.array_equal(after[region], before[region])
+
+    history = shot.seethrough.history
+    assert len(history) == 2 and history[1].image == edited and history[1].parent == first.name
+    assert "a small white dog: moved" in history[1].change
+    assert any(first.name in line and "Made from" in line for line in drawn_results())
+    assert not bpy.ops.seethrough.regenerate_changed.poll()  # the shown result is now the edit
+
+
+def test_vary_box_gives_new_noise_inside_that_box_only(shot):
+    first = shot.seethrough.history[0].image
+    car = shot.objects["a red vintage car"]
+    bpy.context.view_layer.objects.active = car
+    varied = run_and_wait(bpy.ops.seethrough.vary_box)
+
+    _, before = packed_rgb(first)
+    _, after = packed_rgb(varied)
+    record = read_png_record(bytes(varied.packed_file.data))
+    assert record.seed != 5 and record.parent["kind"] == "variation" and record.parent["box"] == car.name
+    layout = scene_io.scene_to_layout(shot)
+    region = box_region(layout, scene_io.box_objects(shot).index(car), shot.seethrough.edit_margin)
+    assert np.array_equal(after[~region], before[~region])
+    assert not np.array_equal(after[region], before[region])
+    history = shot.seethrough.history
+    assert history[1].parent == first.name and history[1].change.startswith(f"new noise in {car.name}")
+
+
+def test_a_camera_move_regenerates_the_whole_picture_and_vary_box_refuses(shot):
+    first = shot.seethrough.history[0].image
+    shot.camera.location.z += 0.5
+    bpy.context.view_layer.objects.active = shot.objects["a red vintage car"]
+    with pytest.raises(RuntimeError, match="cannot vary the box: .*camera"):
+        bpy.ops.seethrough.vary_box()
+
+    regenerated = run_and_wait(bpy.ops.seethrough.regenerate_changed)
+    record = read_png_record(bytes(regenerated.packed_file.data))
+    assert record.parent["kind"] == "regeneration" and "camera" in record.parent["reason"]
+    assert record.seed == 5
+    assert not list(shot_out(shot).glob("*_region.png"))  # a regeneration has no region
+    assert shot.seethrough.history[1].parent == first.name
+
+
+def test_without_a_result_the_edit_buttons_are_off_and_say_why(addon, tmp_path):
+    path = tmp_path / "layout.json"
+    path.write_text(json.dumps(LAYOUT))
+    assert bpy.ops.seethrough.import_layout(filepath=str(path)) == {"FINISHED"}
+    assert not bpy.ops.seethrough.regenerate_changed.poll()
+    bpy.context.view_layer.objects.active = bpy.context.scene.objects["a red vintage car"]
+    assert not bpy.ops.seethrough.vary_box.poll()
+
+
+def shot_out(scene: bpy.types.Scene) -> Path:
+    """Where the add-on saved this scene's results."""
+    return Path(prefs().output_dir) / safe_name(scene.name) / "results"
