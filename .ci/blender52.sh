@@ -31,7 +31,7 @@ echo "CI: bpy $BPY_VERSION pass with $python313"
 requirements=$("$python313" -c \
     'import tomllib; print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]))')
 mapfile -t requirements <<<"$requirements"
-.venv313/bin/python -m pip install -q "bpy==$BPY_VERSION" "${requirements[@]}" "pytest>=8"
+.venv313/bin/python -m pip install -q "bpy==$BPY_VERSION" "${requirements[@]}" "pytest>=8" "pytest-timeout>=2.3"
 installed=$SECONDS
 PYTHONPATH=$PWD .venv313/bin/python -m pytest -q -m each_blender \
     -W error::DeprecationWarning tests/blender

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from process_support import run_command
 
 from seethrough_core.dataset_format import METADATA_NAME, read_samples
 from seethrough_core.dataset_scenes import AssetSpec, SceneSettings, make_scene, scene_seed
@@ -35,13 +36,7 @@ def cli_env() -> dict[str, str]:
 
 
 def run_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "seethrough", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=cli_env(),
-    )
+    return run_command([sys.executable, "-m", "seethrough", *args], timeout=timeout, env=cli_env())
 
 
 @pytest.fixture(scope="module")

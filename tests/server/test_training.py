@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from process_support import run_command
 from training_support import two_box_masks, write_dataset, write_rendered_layout
 
 from inference_server.lora import SeeThroughLoRA, read_seethrough_lora, save_seethrough_lora
@@ -291,7 +292,7 @@ def test_ctrl_c_saves_a_resumable_checkpoint(tmp_path, dataset):
 def launch(tmp_path: Path, launcher: list[str], *train_args: str) -> subprocess.CompletedProcess:
     command = [sys.executable, "-m", *launcher, "-m", "seethrough", "train", "--tiny", *train_args]
     env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
-    return subprocess.run(command, capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
+    return run_command(command, timeout=300, env=env, cwd=tmp_path)
 
 
 @pytest.mark.slow
