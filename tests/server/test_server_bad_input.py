@@ -13,7 +13,6 @@ import zmq
 from server_support import build_request, gated_tiny_pipeline, running_server
 from zmq.utils.monitor import recv_monitor_message
 
-from inference_server.server import INTAKE_SLACK_BYTES
 from seethrough_core.client import SeeThroughClient, ServerError
 from seethrough_core.protocol import ErrorCode, ErrorReply, InfoReply, decode_reply
 
@@ -201,14 +200,14 @@ HEADER = msgpack.packb({"type": "info", "protocol": 1, "request_id": "big"})
 
 # Frames over the limit: dropped before any is stored (before this limit the server held all 8).
 # Many legal frames: the intake guard cuts the connection once its unfinished message is LIMIT +
-# slack ahead (before, the server held all 100 frames, 300 MiB). The guard measures every 2 ms
-# from its own thread, and loopback moves tens of MiB in that time on a loaded 2-core machine
-# (76 MiB seen for a 36 MiB threshold), so the bound is half of what an unguarded server holds.
+# slack ahead; an unguarded server holds the whole 1 GiB message. The guard samples every 2 ms from
+# its own thread, and loopback moves tens of MiB a millisecond, so where it cuts depends on the
+# scheduler (131 MiB seen on a loaded 2-core machine for a 36 MiB threshold): the bound is half the
+# message, which only a missing guard reaches. benchmarks/oversize_bench.py measures the real figures.
 OVERSIZED = {
     "frames over the limit": (LIMIT + MIB, 8, 3 * LIMIT),
-    "many legal frames": (3 * MIB, 100, 150 * MIB),
+    "many legal frames": (3 * MIB, 342, 512 * MIB),
 }
-assert OVERSIZED["many legal frames"][2] > 4 * (LIMIT + INTAKE_SLACK_BYTES)
 
 
 @linux_only
