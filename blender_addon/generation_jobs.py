@@ -73,12 +73,13 @@ class JobSpec:
 class ResultEdit:
     """A generation made from an earlier result (edit_plan.EditPlan, plus the result's name)."""
 
-    kind: str  # "edit", "variation" or "regeneration", as in the record's parent
+    kind: str  # "edit", "reprojected", "variation" or "regeneration", as in the record's parent
     parent_image: str  # the earlier result's image, for the history
     edit: EditInput | None  # None: regenerated whole (the camera or size changed)
     parent: dict[str, Any]  # the new record's `parent`
     region: np.ndarray | None  # the edit's mask, saved beside the image
     summary: str  # what changed, for the history and the panel
+    reprojected: np.ndarray | None = None  # a camera move: the picture the edit started from, saved beside
 
 
 # --- events: worker -> main thread ------------------------------------------------------------
@@ -243,6 +244,7 @@ class GenerationJob:
                         fallback_dir=Path(tempfile.gettempdir()) / "seethrough-results",
                         parent=edit.parent if edit is not None else None,
                         region=edit.region if edit is not None else None,
+                        reprojected=edit.reprojected if edit is not None else None,
                     ),
                     on_accepted=self._accepted,
                     on_progress=lambda p: self._post(Step(p.step, p.total, p.elapsed_s, p.preview)),

@@ -22,6 +22,7 @@ from seethrough_core.limits import (
     DEFAULT_EDIT_MARGIN_PX,
     DEFAULT_EDIT_STRENGTH,
     DEFAULT_GUIDANCE,
+    DEFAULT_REPROJECT_LIMIT,
     DEFAULT_STEPS,
     MAX_EDIT_MARGIN_PX,
     MAX_GUIDANCE,
@@ -149,6 +150,16 @@ class SEETHROUGH_PG_scene(bpy.types.PropertyGroup):  # noqa: N801
         soft_max=128,
         default=DEFAULT_EDIT_MARGIN_PX,
         subtype="PIXEL",
+    )
+    reproject_limit: FloatProperty(
+        name="Reproject Limit",
+        description="After a camera move the result is reprojected into the new camera and only what the "
+        "move reveals (and the boxes) regenerates, unless that is more of the picture than this; "
+        "0: always a new picture",
+        min=0.0,
+        max=1.0,
+        default=DEFAULT_REPROJECT_LIMIT,
+        subtype="FACTOR",
     )
 
     # Add Box inputs.

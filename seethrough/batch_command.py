@@ -11,7 +11,13 @@ from seethrough_core.edit_region import check_margin
 from seethrough_core.endpoint import DEFAULT_ENDPOINT, EndpointError, parse_endpoint
 from seethrough_core.generation_settings import SettingError, check_guidance, check_steps
 from seethrough_core.keys import ClientKeys, KeyFileError
-from seethrough_core.limits import DEFAULT_EDIT_MARGIN_PX, DEFAULT_GUIDANCE, DEFAULT_STEPS
+from seethrough_core.limits import (
+    DEFAULT_EDIT_MARGIN_PX,
+    DEFAULT_GUIDANCE,
+    DEFAULT_REPROJECT_LIMIT,
+    DEFAULT_STEPS,
+)
+from seethrough_core.reprojection import check_reproject_limit
 from seethrough_core.server_process import LocalServerError, ServerProcess
 
 from .batch.inputs import CameraChoice, InputError, expand_inputs, parse_frames, parse_seeds
@@ -53,6 +59,15 @@ def add_batch_arguments(p: argparse.ArgumentParser) -> None:
         default=DEFAULT_EDIT_MARGIN_PX,
         metavar="PX",
         help=f"with --consistent: grow each frame's region of change by PX pixels ({DEFAULT_EDIT_MARGIN_PX})",
+    )
+    p.add_argument(
+        "--reproject-limit",
+        type=float,
+        default=DEFAULT_REPROJECT_LIMIT,
+        metavar="SHARE",
+        help="with --consistent: a camera move is the previous picture reprojected, regenerating only what "
+        "it reveals and the boxes, unless that is more than SHARE of the picture (0..1; 0: off; "
+        f"default {DEFAULT_REPROJECT_LIMIT})",
     )
     p.add_argument("--engine", default="cycles", choices=["cycles", "eevee"], help="OSCR render engine")
     p.add_argument("--steps", type=int, default=DEFAULT_STEPS, help=f"denoising steps ({DEFAULT_STEPS})")
@@ -97,10 +112,12 @@ def run_batch(args: argparse.Namespace) -> int:
             keys=_client_keys(args.server_public_key, args.client_key),
             consistent=args.consistent,
             margin_px=args.margin,
+            reproject_limit=args.reproject_limit,
         )
         if args.consistent and args.frames is None:
             raise InputError("--consistent needs --frames: it makes each frame an edit of the one before")
         check_margin(args.margin)
+        check_reproject_limit(args.reproject_limit)
         # A typo in an address or a setting out of range fails here, before Blender renders anything.
         options.servers = [parse_endpoint(server).url for server in options.servers]
         check_steps(options.steps)

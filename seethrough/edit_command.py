@@ -4,7 +4,8 @@ Reads the previous picture and its generation record (layout, seed, steps, guida
 the edit (seethrough_core.edit_plan: the region of the change, the settings), renders the new layout's
 OSCR image, and asks the server for an edit of the previous picture inside that region (docs/edit.md).
 The result is written as DIR/NAME.png with its record (whose `parent` names the previous PNG by sha256
-and holds its record), NAME.json, and the region as NAME_region.png.
+and holds its record), NAME.json, and the region as NAME_region.png (and, for a camera move, the
+previous picture reprojected into the new camera as NAME_reprojected.png).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from seethrough_core.endpoint import DEFAULT_ENDPOINT, EndpointError, parse_endp
 from seethrough_core.errors import LayoutError, SeeThroughError
 from seethrough_core.generate_and_save import Destination, generate_and_save, safe_name
 from seethrough_core.generation_settings import SettingError
-from seethrough_core.limits import DEFAULT_EDIT_MARGIN_PX, DEFAULT_EDIT_STRENGTH
+from seethrough_core.limits import DEFAULT_EDIT_MARGIN_PX, DEFAULT_EDIT_STRENGTH, DEFAULT_REPROJECT_LIMIT
 from seethrough_core.protocol import GenerateRequest
 from seethrough_core.server_process import LocalServerError, ServerProcess
 
@@ -57,6 +58,14 @@ def add_edit_arguments(p: argparse.ArgumentParser) -> None:
         metavar="PX",
         help=f"grow the region around the changed boxes by PX pixels (default {DEFAULT_EDIT_MARGIN_PX})",
     )
+    p.add_argument(
+        "--reproject-limit",
+        type=float,
+        default=DEFAULT_REPROJECT_LIMIT,
+        metavar="SHARE",
+        help="a camera move keeps the previous picture, reprojected, unless more than SHARE of it would "
+        f"regenerate (0..1; 0: off; default {DEFAULT_REPROJECT_LIMIT})",
+    )
     p.add_argument("--seed", type=int, help="default: the previous picture's seed (another seed varies it)")
     p.add_argument("--engine", default="cycles", choices=["cycles", "eevee"], help="OSCR render engine")
     p.add_argument(
@@ -74,7 +83,14 @@ def run_edit(args: argparse.Namespace) -> int:
     try:
         previous = read_previous(previous_path)
         layout = read_layout(layout_path)
-        plan = plan_edit(previous, layout, margin_px=args.margin, strength=args.strength, seed=args.seed)
+        plan = plan_edit(
+            previous,
+            layout,
+            margin_px=args.margin,
+            strength=args.strength,
+            seed=args.seed,
+            reproject_limit=args.reproject_limit,
+        )
         endpoint = parse_endpoint(args.server).url if args.server else None
     except SettingError as exc:
         print(f"error: --{exc.field}: {exc.message}", file=sys.stderr)
@@ -102,6 +118,7 @@ def run_edit(args: argparse.Namespace) -> int:
         sidecar=True,
         parent=plan.parent,
         region=plan.region_mask,
+        reprojected=plan.reprojected,
     )
     with ExitStack() as stack:
         try:

@@ -45,6 +45,12 @@ def region_path_for(image_path: Path) -> Path:
     return image_path.with_name(f"{image_path.stem}_region.png")
 
 
+def reprojected_path_for(image_path: Path) -> Path:
+    """Where a camera move's reprojected picture (what its edit started from) is written, beside the image:
+    NAME_reprojected.png."""
+    return image_path.with_name(f"{image_path.stem}_reprojected.png")
+
+
 @dataclass(frozen=True)
 class Destination:
     """Where and how an image is saved."""
@@ -55,6 +61,7 @@ class Destination:
     fallback_dir: Path | None = None  # where the image goes if its own folder cannot be written
     parent: dict[str, Any] | None = None  # an edit's origin, for the record (record.parent_entry)
     region: np.ndarray | None = None  # an edit's mask (uint8, 255 = may change), saved beside the image
+    reprojected: np.ndarray | None = None  # a camera move's reprojected picture, saved beside the image
 
 
 @dataclass(frozen=True)
@@ -113,6 +120,8 @@ def save_image(
             write_png(path, image, text=record.png_text())
             if destination.region is not None:
                 write_png(region_path_for(path), destination.region)
+            if destination.reprojected is not None:
+                write_png(reprojected_path_for(path), destination.reprojected)
             sidecar_path = sidecar_path_for(path) if destination.sidecar else None
             if sidecar_path is not None:
                 write_bytes_atomic(sidecar_path, record.to_json().encode("utf-8"))

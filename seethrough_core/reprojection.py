@@ -246,10 +246,10 @@ def is_camera_move(before: Layout, after: Layout) -> bool:
 
 
 def check_reproject_limit(limit: object) -> None:
-    """Raises SettingError (field ``reproject_limit``) unless a share in [0, 1]."""
+    """Raises SettingError (field ``reproject-limit``) unless a share in [0, 1]."""
     if isinstance(limit, bool) or not isinstance(limit, int | float) or not 0.0 <= limit <= 1.0:
         raise SettingError(
-            "reproject_limit",
+            "reproject-limit",
             f"must be a share of the picture in 0..1 (0 turns reprojection off), got {limit!r}",
         )
 

@@ -24,7 +24,12 @@ from seethrough_core.endpoint import parse_endpoint
 from seethrough_core.errors import SeeThroughError
 from seethrough_core.generate_and_save import Destination, generate_and_save, save_image
 from seethrough_core.keys import ClientKeys
-from seethrough_core.limits import DEFAULT_EDIT_MARGIN_PX, DEFAULT_GUIDANCE, DEFAULT_STEPS
+from seethrough_core.limits import (
+    DEFAULT_EDIT_MARGIN_PX,
+    DEFAULT_GUIDANCE,
+    DEFAULT_REPROJECT_LIMIT,
+    DEFAULT_STEPS,
+)
 from seethrough_core.protocol import GenerateRequest
 
 from .consistent import Chain, Condition, Link, chains_of, copied_record, plan_frame
@@ -49,6 +54,8 @@ class BatchOptions:
     keys: ClientKeys | None = None  # CURVE keys for servers started with --server-key
     consistent: bool = False  # each frame an edit of the frame before it (consistent.py)
     margin_px: int = DEFAULT_EDIT_MARGIN_PX  # with consistent: how far the region grows around changes
+    # with consistent: a camera move regenerating more of the picture than this is a new picture
+    reproject_limit: float = DEFAULT_REPROJECT_LIMIT
 
 
 @dataclass
@@ -281,7 +288,11 @@ class BatchRunner:
         task = link.task
         oscr_png, token_grids = link.condition
         layout = task.shot.layout
-        plan = plan_frame(link.previous, layout, self.options.margin_px) if link.previous else None
+        plan = (
+            plan_frame(link.previous, layout, self.options.margin_px, self.options.reproject_limit)
+            if link.previous
+            else None
+        )
         source = {
             "input": str(task.shot.input_path),
             "camera": task.shot.camera,
@@ -290,7 +301,8 @@ class BatchRunner:
         }
         if plan is not None and plan.copy_of is not None:
             record = copied_record(plan.copy_of, layout, source, plan.parent)
-            save_image(plan.copy_of.image, record, Destination(task.image_path, source, sidecar=True))
+            destination = Destination(task.image_path, source, sidecar=True, reprojected=plan.reprojected)
+            save_image(plan.copy_of.image, record, destination)
             self._finish(Outcome(task.shot.input_path, task.label, "done", server=endpoint,
                                  image_path=task.image_path), f" ({plan.note})")  # fmt: skip
             return
@@ -323,6 +335,7 @@ class BatchRunner:
             sidecar=True,
             parent=plan.parent if plan is not None else None,
             region=plan.region if plan is not None else None,
+            reprojected=plan.reprojected if plan is not None else None,
         )
         saved = generate_and_save(
             client, request, layout, destination, on_accepted=jobs.append, on_progress=on_progress

@@ -219,7 +219,7 @@ def test_a_move_past_the_limit_is_a_full_regeneration_and_zero_turns_reprojectio
     assert plan_camera_move(picture, before, before, MARGIN) is None  # the camera did not move
     resized = Layout("a street", (WIDTH + 16, HEIGHT), camera(yaw=3.0), (CAR,))
     assert plan_camera_move(picture, before, resized, MARGIN) is None  # a new size is a new picture
-    with pytest.raises(SettingError, match="reproject_limit"):
+    with pytest.raises(SettingError, match="reproject-limit"):
         plan_camera_move(picture, before, scene(camera(yaw=3.0)), MARGIN, limit=1.5)
 
 
