@@ -1,9 +1,5 @@
-"""Reprojection of a picture into a moved camera, checked against exact homographies on synthetic pictures.
-
-Tolerance: the reprojected picture is the previous one resampled bilinearly and rounded to 8 bits; the
-reference here resamples with its own bilinear code through the homography (the same sample points up
-to ~1e-12 px), so the two may differ by one level where a value sits at a rounding boundary: at most 1.
-"""
+"""Reprojection of a picture into a moved camera, checked against exact homographies on synthetic pictures
+(tolerance: reprojection_support.RESAMPLE_TOLERANCE, one 8-bit level of rounding)."""
 
 from __future__ import annotations
 
@@ -11,6 +7,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+from reprojection_support import RESAMPLE_TOLERANCE, max_resample_error, resample_through
 
 from seethrough_core.edit_region import dilate
 from seethrough_core.generation_settings import SettingError
@@ -30,7 +27,6 @@ from seethrough_core.reprojection import (
 
 WIDTH, HEIGHT = 320, 256
 MARGIN = 6
-TOLERANCE = 1  # 8-bit levels (module doc)
 
 
 def box(description: str, center: tuple[float, float, float], side: float) -> Box:
@@ -52,48 +48,22 @@ def camera(yaw: float = 0.0, pitch: float = 80.0, lens: float = 35.0, y: float =
 
 @pytest.fixture(scope="module")
 def picture() -> np.ndarray:
-    """A smooth random picture (bilinear sampling of white noise would hide nothing either, but a smooth
-    one makes wrong sample positions show as large errors, not as noise)."""
+    """A smooth random picture: wrong sample positions show as large errors, not as noise."""
     rng = np.random.default_rng(3)
-    coarse = rng.integers(0, 256, (HEIGHT // 8 + 1, WIDTH // 8 + 1, 3)).astype(np.float64)
-    rows, cols = np.arange(HEIGHT) / 8, np.arange(WIDTH) / 8
-    return np.rint(resample(coarse, *np.meshgrid(cols, rows))).astype(np.uint8)
+    rows, cols = np.mgrid[0:HEIGHT, 0:WIDTH]
+    waves = np.zeros((HEIGHT, WIDTH, 3))
+    for _ in range(6):
+        fx, fy = rng.uniform(-0.15, 0.15, size=2)
+        waves += np.sin(fx * cols + fy * rows + rng.uniform(0, 2 * np.pi, size=(3, 1, 1))).transpose(1, 2, 0)
+    return np.clip(127.5 + 21 * waves, 0, 255).astype(np.uint8)
 
 
-def resample(image: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Bilinear samples of ``image`` at index coordinates (x, y): the tests' own reference."""
-    h, w = image.shape[:2]
-    x0 = np.clip(np.floor(x).astype(int), 0, w - 2)
-    y0 = np.clip(np.floor(y).astype(int), 0, h - 2)
-    ax, ay = (x - x0)[..., None], (y - y0)[..., None]
-    top = image[y0, x0] * (1 - ax) + image[y0, x0 + 1] * ax
-    bottom = image[y0 + 1, x0] * (1 - ax) + image[y0 + 1, x0 + 1] * ax
-    return top * (1 - ay) + bottom * ay
-
-
-def through(homography: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Index coordinates in the previous picture of every new pixel centre, and whether they are inside."""
-    cols, rows = np.meshgrid(np.arange(WIDTH) + 0.5, np.arange(HEIGHT) + 0.5)
-    mapped = np.stack([cols, rows, np.ones_like(cols)], axis=-1) @ homography.T
-    x = mapped[..., 0] / mapped[..., 2] - 0.5
-    y = mapped[..., 1] / mapped[..., 2] - 0.5
-    inside = (mapped[..., 2] > 0) & (x >= 0) & (x <= WIDTH - 1) & (y >= 0) & (y <= HEIGHT - 1)
-    return x, y, inside
+def assert_matches(result_image: np.ndarray, expected: np.ndarray, where: np.ndarray) -> None:
+    assert max_resample_error(result_image, expected, where) <= RESAMPLE_TOLERANCE
 
 
 def model(layout: Layout) -> CameraModel:
     return CameraModel(layout.camera, layout.width, layout.height)
-
-
-def expected_through(picture: np.ndarray, homography: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    x, y, inside = through(homography)
-    return resample(picture.astype(np.float64), x, y), inside
-
-
-def assert_matches(result_image: np.ndarray, expected: np.ndarray, where: np.ndarray) -> None:
-    assert where.any()
-    error = np.abs(result_image[where].astype(np.float64) - np.rint(expected[where]))
-    assert error.max() <= TOLERANCE, f"{(error > TOLERANCE).sum()} pixels off by up to {error.max()}"
 
 
 def test_the_pixel_matrix_is_the_projection():
@@ -123,7 +93,7 @@ def test_a_pan_keeps_every_pixel_the_rotation_maps_into_the_picture(picture, yaw
     before, after = scene(camera()), scene(camera(yaw=yaw))
     result = reproject(picture, before, after, MARGIN)
     homography = rotation_homography(model(before), model(after))
-    expected, inside = expected_through(picture, homography)
+    expected, inside = resample_through(picture, homography)
     # a rotation reveals nothing behind the car: only the strip at the frame's edge is not seen
     assert np.array_equal(result.seen, inside)
     boxes = compute_masks(after).amodal.any(axis=0)
@@ -142,7 +112,7 @@ def test_a_pan_keeps_every_pixel_the_rotation_maps_into_the_picture(picture, yaw
 def test_a_zoom_follows_the_zoom_homography(picture, lens_before, lens_after):
     before, after = scene(camera(lens=lens_before)), scene(camera(lens=lens_after))
     result = reproject(picture, before, after, MARGIN)
-    expected, inside = expected_through(picture, rotation_homography(model(before), model(after)))
+    expected, inside = resample_through(picture, rotation_homography(model(before), model(after)))
     assert np.array_equal(result.seen, inside)
     assert_matches(result.image, expected, ~result.region)
     if lens_after > lens_before:  # zooming in reveals nothing
@@ -162,9 +132,9 @@ def test_a_dolly_over_an_empty_floor_follows_the_floors_homography(picture, step
     floor, far = depth.surface == FLOOR, depth.surface == FAR
     assert floor.mean() > 0.5 and far.any() and not result.untrusted.any()
     floor_homography = plane_homography(model(before), model(after), (0.0, 0.0, 1.0), 0.0)
-    on_floor, inside_floor = expected_through(picture, floor_homography)
+    on_floor, inside_floor = resample_through(picture, floor_homography)
     assert_matches(result.image, on_floor, floor & ~result.region)
-    in_sky, _ = expected_through(picture, rotation_homography(model(before), model(after)))
+    in_sky, _ = resample_through(picture, rotation_homography(model(before), model(after)))
     assert_matches(result.image, in_sky, far & ~result.region)
     # what is not seen: floor points outside the previous picture; the horizon mixes floor and sky
     # only where their parallax is below half a pixel, so a thin band at most
