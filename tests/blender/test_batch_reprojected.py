@@ -7,10 +7,11 @@ Tolerance: reprojection_support.RESAMPLE_TOLERANCE (one 8-bit level of rounding)
 
 from __future__ import annotations
 
+import _thread
 import hashlib
+import io
 import json
 import math
-import signal
 import subprocess
 import sys
 from dataclasses import replace
@@ -23,6 +24,8 @@ from PIL import Image
 from reprojection_support import RESAMPLE_TOLERANCE, max_resample_error, resample_through
 
 from blender_addon.scene_io import layout_to_scene
+from seethrough.batch.inputs import expand_inputs
+from seethrough.batch.runner import BatchOptions, BatchRunner
 from seethrough_core.edit_region import dilate
 from seethrough_core.geometry import CameraModel
 from seethrough_core.layout import Layout, load_layout
@@ -65,11 +68,25 @@ def pixels(path: Path) -> np.ndarray:
         return np.asarray(image.convert("RGB"))
 
 
-def batch_command(blend: Path, out: Path, endpoint: str, steps: int) -> list[str]:
+class CtrlCAfter(io.StringIO):
+    """A progress stream that presses Ctrl-C once a line starts with ``line_start``."""
+
+    def __init__(self, line_start: str) -> None:
+        super().__init__()
+        self.line_start, self.pressed = line_start, False
+
+    def write(self, text: str) -> int:
+        if text.startswith(self.line_start) and not self.pressed:
+            self.pressed = True
+            _thread.interrupt_main()
+        return super().write(text)
+
+
+def batch_command(blend: Path, out: Path, endpoint: str) -> list[str]:
     return [
         sys.executable, "-m", "seethrough", "batch", str(blend), "--out", str(out), "--server", endpoint,
         "--frames", "1-5", "--seeds", "5", "--consistent", "--margin", str(MARGIN),
-        "--reproject-limit", str(LIMIT), "--steps", str(steps),
+        "--reproject-limit", str(LIMIT), "--steps", "2",
     ]  # fmt: skip
 
 
@@ -79,28 +96,24 @@ def test_a_pan_keeps_the_picture_and_only_the_revealed_strip_regenerates(empty_b
     out = tmp_path / "out"
     folder = out / "pan" / "Camera"
     with ServerProcess.tiny(tmp_path / "server.log") as server:
-        # Ctrl-C once the second frame is done (as in a terminal: see test_batch's Ctrl-C test)
-        process = subprocess.Popen(
-            batch_command(blend, out, server.endpoint, steps=12),
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        # Ctrl-C once the second frame is done: KeyboardInterrupt in the thread running the batch, as
+        # a terminal's Ctrl-C raises it, while the third frame generates (12 steps: it takes a while)
+        options = BatchOptions(
+            out_dir=out, servers=[server.endpoint], seeds=[5], frames=list(FRAMES), steps=12,
+            consistent=True, margin_px=MARGIN, reproject_limit=LIMIT,
         )  # fmt: skip
-        try:
-            for line in process.stderr:
-                if line.startswith("[2/5] done"):
-                    break
-            process.send_signal(signal.SIGINT)
-            stdout, _ = process.communicate(timeout=300)
-        finally:
-            process.kill()
-        assert process.returncode == 130, stdout
+        progress = CtrlCAfter("[2/5] done")
+        summary = BatchRunner(options, progress).run(expand_inputs([str(blend)]))
+        assert summary.interrupted and progress.pressed
         assert not [p for p in out.rglob("*") if "partial" in p.name or p.name.startswith(".")]
         interrupted = sorted(p.name for p in folder.glob("000?_5.png"))
         assert interrupted == [f"000{f}_5.png" for f in FRAMES[: len(interrupted)]]  # a prefix of the chain
         assert 2 <= len(interrupted) < 5
+        for png in folder.glob("000?_5.png"):
+            assert png.with_suffix(".json").is_file()
 
         rerun = subprocess.run(
-            batch_command(blend, out, server.endpoint, steps=2), capture_output=True, text=True, timeout=600
+            batch_command(blend, out, server.endpoint), capture_output=True, text=True, timeout=600
         )
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert rerun.stderr.count("skipped") == len(interrupted)
