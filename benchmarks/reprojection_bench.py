@@ -162,9 +162,11 @@ def main() -> int:
           "background change (levels) | detail kept at the last frame |")  # fmt: skip
     print("|---|---|---|---|---|---|")
     for r in results:
+        generated = f"{r['generated_mean']:.1%} / {r['generated_max']:.1%}"
+        full = f"{r['full_frames']} of {args.frames - 1}"
         print(
-            f"| {r['shot']} | {r['mode']} | {r['generated_mean']:.1%} / {r['generated_max']:.1%} | "
-            f"{r['full_frames']} of {args.frames - 1} | {r['background_change']:.2f} | {r['detail_kept']:.2f} |"
+            f"| {r['shot']} | {r['mode']} | {generated} | {full} | {r['background_change']:.2f} | "
+            f"{r['detail_kept']:.2f} |"
         )
     (work / "reprojection_bench.json").write_text(json.dumps(results, indent=2))
     return 0

@@ -21,7 +21,7 @@ from .generation_settings import GenerationSettings, SettingError
 from .layout import Layout
 from .limits import DEFAULT_EDIT_MARGIN_PX, DEFAULT_EDIT_STRENGTH, DEFAULT_REPROJECT_LIMIT
 from .record import GenerationRecord, parent_entry
-from .reprojection import CameraMove, plan_camera_move
+from .reprojection import REPROJECTED, CameraMove, plan_camera_move
 
 
 class EditPlanError(SeeThroughError, ValueError):
@@ -85,7 +85,7 @@ def plan_edit(
         change, move = reprojected_change(change, move)
         if move is not None:
             return _plan(
-                previous, layout, change, "reprojected", margin_px, strength, seed, preview_interval, move
+                previous, layout, change, REPROJECTED, margin_px, strength, seed, preview_interval, move
             )
     if change.unchanged:
         what = "no box changed" if not change.boxes else "no changed box is in the frame"

@@ -39,6 +39,7 @@ from .limits import DEFAULT_EDIT_STRENGTH, DEFAULT_REPROJECT_LIMIT
 from .masks import MaskSet, compute_masks
 from .oscr_spec import SEETHROUGH3D_V1, OscrProfile
 
+REPROJECTED = "reprojected"  # the `kind` of a record's parent made by reprojection
 # What a pixel of a layout's depth sees.
 FAR, FLOOR, BOX = 0, 1, 2
 # Two surfaces meeting at a bilinear footprint may be mixed when their parallax in the new camera is

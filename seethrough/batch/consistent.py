@@ -25,7 +25,7 @@ from seethrough_core.edit_region import LayoutChange, layout_change
 from seethrough_core.layout import Layout
 from seethrough_core.limits import DEFAULT_REPROJECT_LIMIT
 from seethrough_core.record import GenerationRecord, parent_entry
-from seethrough_core.reprojection import CameraMove, plan_camera_move
+from seethrough_core.reprojection import REPROJECTED, CameraMove, plan_camera_move
 
 from ..previous_picture import EditInputError, read_previous
 from .plan import Shot, Task
@@ -107,9 +107,7 @@ def reprojected_frame(before: PreviousPicture, move: CameraMove, margin_px: int)
     """An edit of the previous picture as the new camera sees it; a copy of that when nothing in it
     needs regenerating (a zoom in, no box in view)."""
     details = move.details(margin_px)
-    parent = parent_entry(
-        before.png, before.record, file=before.origin["file"], kind="reprojected", **details
-    )
+    parent = parent_entry(before.png, before.record, file=before.origin["file"], kind=REPROJECTED, **details)
     edit = move.edit_of()
     if edit is None:
         copy = replace(before, image=move.image)
