@@ -15,7 +15,7 @@ from seethrough_core.client import SeeThroughClient, ServerError
 from seethrough_core.endpoint import DEFAULT_ENDPOINT, EndpointError, parse_endpoint
 from seethrough_core.errors import SeeThroughError
 from seethrough_core.keys import KeyFileError
-from seethrough_core.protocol import InfoReply, ProtocolError, SetLoraRequest, StyleLoraChoice
+from seethrough_core.protocol import ProtocolError, SetLoraRequest, StyleLoraChoice, describe_loras
 
 from .batch_command import _client_keys
 from .serve_command import LORA_HINT, _style_lora
@@ -76,7 +76,9 @@ def run_lora(args: argparse.Namespace) -> int:
     except SeeThroughError as exc:
         print(f"seethrough lora: error: {exc}", file=sys.stderr)
         return 1
-    print("\n".join(describe_loras(info)))
+    if info.state == "loading":
+        print("the model is still loading; its LoRAs are listed once it is ready")
+    print("\n".join(describe_loras(info.model, info.lora)))
     return 0
 
 
@@ -98,18 +100,3 @@ def _as_sent(path: str) -> str:
     machine) as given."""
     local = Path(path).expanduser()
     return str(local.absolute()) if local.exists() else path
-
-
-def describe_loras(info: InfoReply) -> list[str]:
-    """What the server holds, as `info` reports it: the SeeThrough3D LoRA and the style LoRAs."""
-    lora = info.lora
-    if lora is None:
-        loading = " (the model is still loading)" if info.state == "loading" else ""
-        lines = [f"SeeThrough3D LoRA: none{loading}"]
-    else:
-        sha = f", sha256 {lora['sha256']}" if lora.get("sha256") else ""
-        scale = f", scale {lora['scale']:g}" if lora.get("scale") is not None else ""
-        lines = [f"SeeThrough3D LoRA: {lora.get('name')}{sha}{scale}"]
-    styles = info.model.get("style_loras") or []
-    lines += [f"style LoRA: {s['path']}, sha256 {s['sha256']}, scale {s['scale']:g}" for s in styles]
-    return lines or ["no style LoRAs"]

@@ -570,6 +570,18 @@ class LoraSet(Message):
         )  # fmt: skip
 
 
+def describe_loras(model: dict[str, Any], lora: dict[str, Any] | None) -> list[str]:
+    """The LoRAs a server holds, one line each, from the `model` and `lora` of `info_reply` or `lora_set`."""
+    if lora is None:
+        lines = ["SeeThrough3D LoRA: none"]
+    else:
+        sha = f", sha256 {lora['sha256']}" if lora.get("sha256") else ""
+        scale = f", scale {lora['scale']:g}" if is_number(lora.get("scale")) else ""
+        lines = [f"SeeThrough3D LoRA: {lora.get('name')}{sha}{scale}"]
+    styles = model.get("style_loras") or []
+    return lines + [f"style LoRA: {s.get('path')}, sha256 {s.get('sha256')}, scale {s.get('scale')}" for s in styles]
+
+
 @dataclass
 class ErrorReply(Message):
     TYPE: ClassVar[str] = "error"
