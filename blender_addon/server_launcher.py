@@ -52,13 +52,13 @@ class ServerCommand:
             arguments = shlex.split(self.arguments, posix=os.name != "nt")
         except ValueError as exc:
             raise LocalServerError(f"cannot read the server arguments: {exc}") from None
-        arguments += self._lora_arguments(arguments)
         resolved = shutil.which(executable) or (executable if Path(executable).is_file() else None)
         if resolved is None:
             raise LocalServerError(
                 f"cannot find {executable!r}: give the full path of the `seethrough` command in the "
                 "environment where the server is installed (e.g. /home/me/seethrough/.venv/bin/seethrough)"
             )
+        arguments += self._lora_arguments(arguments)
         if not _has(arguments, "--bind"):
             arguments += ["--bind", parse_endpoint(self.address).url]
         return [resolved, *arguments]

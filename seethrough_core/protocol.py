@@ -579,7 +579,9 @@ def describe_loras(model: dict[str, Any], lora: dict[str, Any] | None) -> list[s
         scale = f", scale {lora['scale']:g}" if is_number(lora.get("scale")) else ""
         lines = [f"SeeThrough3D LoRA: {lora.get('name')}{sha}{scale}"]
     styles = model.get("style_loras") or []
-    return lines + [f"style LoRA: {s.get('path')}, sha256 {s.get('sha256')}, scale {s.get('scale')}" for s in styles]
+    return lines + [
+        f"style LoRA: {s.get('path')}, sha256 {s.get('sha256')}, scale {s.get('scale')}" for s in styles
+    ]
 
 
 @dataclass

@@ -17,16 +17,18 @@ import time
 from pathlib import Path
 
 from .client import SeeThroughClient, ServerUnavailableError
-from .protocol import InfoReply
 from .errors import SeeThroughError
 from .keys import ClientKeys
+from .protocol import InfoReply
 
 
 class LocalServerError(SeeThroughError):
     """The local server could not be started or did not come up; the message says why. When it ran
     and exited: ``exit_code`` and the last ``log_lines`` of its log."""
 
-    def __init__(self, message: str, exit_code: int | None = None, log_lines: list[str] | None = None) -> None:
+    def __init__(
+        self, message: str, exit_code: int | None = None, log_lines: list[str] | None = None
+    ) -> None:
         super().__init__(message)
         self.exit_code = exit_code
         self.log_lines = log_lines or []
