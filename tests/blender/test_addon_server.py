@@ -41,16 +41,16 @@ def settle(callback, timeout_s: float = 120.0) -> None:
         time.sleep(0.05)
 
 
-def tiny_lora_file(path: Path) -> Path:
-    """A SeeThrough3D LoRA with random weights that fits the tiny model (written by the server's Python)."""
+def write_tiny_lora_file(path: Path) -> subprocess.Popen:
+    """Starts writing a SeeThrough3D LoRA with random weights that fits the tiny model (by the server's
+    Python, which has torch); wait() for it."""
     script = (
         "import sys; sys.path.insert(0, sys.argv[2]); from server_support import random_lora_for; "
         "from inference_server.lora import save_seethrough_lora; "
         "from inference_server.pipeline import SeeThroughPipeline; "
         "save_seethrough_lora(random_lora_for(SeeThroughPipeline.tiny(seed=0), seed=5), sys.argv[1])"
     )
-    subprocess.run([MAIN_PYTHON, "-c", script, str(path), str(TESTS)], check=True, timeout=300)
-    return path
+    return subprocess.Popen([MAIN_PYTHON, "-c", script, str(path), str(TESTS)])
 
 
 @pytest.fixture
@@ -64,6 +64,7 @@ def local_server(addon, tmp_path):
     SERVER.stop()
 
 
+@pytest.mark.each_blender
 def test_the_shipped_arguments_hold_no_relative_path_and_ask_for_the_lora_file(addon, tmp_path):
     configure("tcp://127.0.0.1:5555", tmp_path)
     p = prefs()
@@ -98,6 +99,8 @@ def test_a_server_that_exits_is_reported_with_its_exit_code_and_log(local_server
 
 
 def test_a_background_script_starts_the_server_generates_and_changes_the_lora(local_server, tmp_path):
+    lora = tmp_path / "mine.safetensors"
+    writing = write_tiny_lora_file(lora)  # meanwhile
     # What a script run with `blender -b --python` does, with no timer and no internal call.
     assert bpy.ops.seethrough.start_server(wait=True) == {"FINISHED"}
     assert SERVER.state.answering and "Started" in SERVER.state.message
@@ -115,7 +118,7 @@ def test_a_background_script_starts_the_server_generates_and_changes_the_lora(lo
     assert first.name == "Scene Camera seed 3" and first.packed_file is not None
 
     # Apply LoRAs, as the preferences' button does: a worker thread, a main-thread callback.
-    lora = tiny_lora_file(tmp_path / "mine.safetensors")
+    assert writing.wait(300) == 0
     local_server.lora_file, local_server.lora_scale = str(lora), 0.5
     assert bpy.ops.seethrough.apply_loras() == {"FINISHED"}
     settle(ops_server.poll_lora_change)
@@ -135,6 +138,7 @@ def test_a_background_script_starts_the_server_generates_and_changes_the_lora(lo
         assert client.info().lora["name"] == str(lora)  # a refused change leaves the LoRA in use
 
 
+@pytest.mark.each_blender
 def test_wait_reports_a_failed_generation_as_an_error(addon, tmp_path):
     configure(f"tcp://127.0.0.1:{free_port()}", tmp_path, timeout_s=0.5)
     layout = tmp_path / "layout.json"
