@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import time
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -330,6 +331,7 @@ class SeeThroughPipeline:
         checks = SetupChecks()
         path = checks.run(resolve_seethrough_lora, lora) if lora is not None else None
         condition = checks.run(load_seethrough_lora, path, self.transformer) if path is not None else None
+        source = WeightsFile.of(path) if condition is not None else None  # read before anything changes
         if lora is None and lora_scale is not None and self.condition_lora is None:
             checks.add(SetupError("no SeeThrough3D LoRA is loaded: give a LoRA file to set its scale"))
         styles: list[StyleLoRA] = []
@@ -343,7 +345,7 @@ class SeeThroughPipeline:
         if condition is not None:
             scale = self.condition_lora.scale if self.condition_lora is not None else 1.0
             self.set_condition_lora(condition)
-            self.lora_source = WeightsFile.of(path)
+            self.lora_source = source
             self.condition_lora.set_scale(scale)  # a new file keeps the scale unless one is given
         if lora_scale is not None:
             self.condition_lora.set_scale(lora_scale)
@@ -354,7 +356,9 @@ class SeeThroughPipeline:
 
     def _delete_style_adapters(self, entries: Sequence[StyleLoRA]) -> None:
         if entries:
-            self.transformer.delete_adapters([entry.adapter_name for entry in entries])
+            with warnings.catch_warnings():  # peft's "active adapter deleted": activate() follows
+                warnings.filterwarnings("ignore", message="Adapter .* was active which is now deleted")
+                self.transformer.delete_adapters([entry.adapter_name for entry in entries])
 
     def set_attention(self, name: str) -> None:
         """``split`` (default, fast and exact), ``dense`` (one full mask per request) or ``dense-rebuild``
