@@ -65,7 +65,9 @@ def write_shot(path: Path, shot: str, frames: int, side: int) -> None:
         camera.rotation_euler.z -= math.radians(frames - 1)
         camera.keyframe_insert("rotation_euler", frame=frames)
     else:
-        forward = camera.matrix_world.to_3x3().col[2] * -1.0
+        from mathutils import Vector
+
+        forward = camera.rotation_euler.to_matrix() @ Vector((0.0, 0.0, -1.0))  # the view axis
         camera.location += forward * 0.1 * (frames - 1)
         camera.keyframe_insert("location", frame=frames)
     for fcurve in camera.animation_data.action.fcurves:  # a steady move: the same step every frame
@@ -115,7 +117,10 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=2)
     parser.add_argument("--engine", default="eevee", choices=["cycles", "eevee"])
     parser.add_argument("--out", type=Path, help="keep the frames here (default: a temporary folder)")
+    parser.add_argument("--shots", default=",".join(SHOTS), help="which shots: pan,dolly")
+    parser.add_argument("--modes", default="reprojection,full", help="with reprojection, full generations")
     args = parser.parse_args()
+    shots = [shot for shot in SHOTS if shot in args.shots.split(",")]
 
     from seethrough.batch.inputs import expand_inputs
     from seethrough.batch.runner import BatchOptions, BatchRunner
@@ -123,9 +128,10 @@ def main() -> int:
 
     work = args.out or Path(tempfile.mkdtemp(prefix="reprojection_bench_"))
     work.mkdir(parents=True, exist_ok=True)
-    for shot in SHOTS:
+    for shot in shots:
         write_shot(work / f"{shot}.blend", shot, args.frames, args.size)
     modes = {"reprojection": DEFAULT_REPROJECT_LIMIT, "full generations": 0.0}
+    modes = {mode: limit for mode, limit in modes.items() if mode.split()[0] in args.modes.split(",")}
     results = []
     with ServerProcess.tiny(work / "server.log") as server:
         for mode, limit in modes.items():
@@ -134,12 +140,12 @@ def main() -> int:
                 frames=list(range(1, args.frames + 1)), engine=args.engine, steps=args.steps,
                 consistent=True, margin_px=MARGIN, reproject_limit=limit,
             )  # fmt: skip
-            inputs = expand_inputs([str(work / f"{shot}.blend") for shot in SHOTS])
+            inputs = expand_inputs([str(work / f"{shot}.blend") for shot in shots])
             summary = BatchRunner(options, sys.stderr).run(inputs)
             if not summary.ok:
                 print(f"the batch failed ({mode}): see {work}", file=sys.stderr)
                 return 1
-            for shot in SHOTS:
+            for shot in shots:
                 images, records = frames_of(options.out_dir / shot / "Camera", args.frames)
                 layouts = [Layout.from_dict(r.layout) for r in records]
                 shares = [generated_share(r) for r in records[1:]]

@@ -45,6 +45,9 @@ FAR, FLOOR, BOX = 0, 1, 2
 # Two surfaces meeting at a bilinear footprint may be mixed when their parallax in the new camera is
 # below this (pixels): a rotation has none, so every pixel is filled exactly.
 PARALLAX_TOLERANCE_PX = 0.5
+# A pixel that maps onto the picture's outermost pixel centres (a move along the view axis keeps the
+# far background in place) is inside, whatever the rounding of its coordinates.
+_EDGE_TOLERANCE_PX = 1e-6
 
 
 @dataclass(frozen=True)
@@ -119,7 +122,10 @@ def reproject(
     new_rays = _times(new_cam.pixel_rays(), new_cam.rotation.T)
     source, old_scale = _pixels_in(old_cam, new_rays, new_depth.inverse_depth, new_cam.position)
     x, y = source[..., 0] - 0.5, source[..., 1] - 0.5  # pixel centres sit at index + 0.5
-    inside = (old_scale > 0) & (x >= 0) & (x <= width - 1) & (y >= 0) & (y <= height - 1)
+    tolerance = _EDGE_TOLERANCE_PX
+    inside = (old_scale > 0) & (x >= -tolerance) & (x <= width - 1 + tolerance)
+    inside &= (y >= -tolerance) & (y <= height - 1 + tolerance)
+    x, y = np.clip(x, 0, width - 1), np.clip(y, 0, height - 1)
     x0 = np.clip(np.floor(np.where(inside, x, 0)), 0, max(width - 2, 0)).astype(np.int64)
     y0 = np.clip(np.floor(np.where(inside, y, 0)), 0, max(height - 2, 0)).astype(np.int64)
     fx, fy = np.where(inside, x - x0, 0.0), np.where(inside, y - y0, 0.0)

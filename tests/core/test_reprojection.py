@@ -136,6 +136,8 @@ def test_a_dolly_over_an_empty_floor_follows_the_floors_homography(picture, step
     assert_matches(result.image, on_floor, floor & ~result.region)
     in_sky, _ = resample_through(picture, rotation_homography(model(before), model(after)))
     assert_matches(result.image, in_sky, far & ~result.region)
+    # the far background stays in place, to the frame's outermost pixels
+    assert result.seen[far].all()
     # what is not seen: floor points outside the previous picture; the horizon mixes floor and sky
     # only where their parallax is below half a pixel, so a thin band at most
     unseen_floor = floor & ~result.seen
@@ -203,3 +205,16 @@ def test_boxes_that_move_with_the_camera_add_their_old_place_seen_from_the_new_c
     assert (move.reprojection.region <= move.region).all()
     edit = move.edit_of()
     assert edit.image is move.image and np.array_equal(edit.region(), move.region)
+
+
+def test_a_push_in_keeps_the_far_background_to_the_frames_edge():
+    """Along the view axis the far background maps onto itself, the outermost pixel centres too (their
+    coordinates round a hair outside the picture: that must not count as a revealed strip)."""
+    start = Camera(location=(0.0, 0.0, 1.6), rotation_euler_deg=(80.0, 0.0, 0.0), lens_mm=35.0)
+    forward = euler_xyz_matrix(start.rotation_euler_deg) @ [0.0, 0.0, -1.0]
+    moved = replace(start, location=tuple(np.asarray(start.location) + 0.1 * forward))
+    before = Layout("a street", (256, 256), start, (BEHIND,))
+    after = Layout("a street", (256, 256), moved, (BEHIND,))
+    result = reproject(np.zeros((256, 256, 3), np.uint8), before, after, MARGIN)
+    assert (layout_depth(after).surface == FAR).any()
+    assert result.seen.all() and result.share == 0.0
