@@ -43,6 +43,10 @@ DEFAULT_STEPS = 25
 DEFAULT_GUIDANCE = 3.5
 DEFAULT_SIDE = 1024
 
+# `seethrough batch` against its servers
+DEFAULT_BATCH_TIMEOUT_S = 30.0  # silence after which a server counts as gone (--timeout)
+DEFAULT_SERVER_RETRY_S = 300.0  # how long a server that went away is tried again (--retry-for)
+
 # Regional regeneration (an edit of a previous result; docs/edit.md)
 DEFAULT_EDIT_STRENGTH = 1.0  # 1: the region starts from pure noise; lower keeps more of the previous image
 DEFAULT_EDIT_MARGIN_PX = 24  # the region of a layout change grows by this much around the changed boxes
