@@ -59,6 +59,10 @@ MAX_FRAMES = 8
 MAX_HEADER_BYTES = 1 << 20
 MAX_MESSAGE_BYTES = 96 << 20
 MAX_ID_CHARS = 128
+# What jobs waiting in a server's queue may hold (their images and masks, PNG/JPEG files still
+# encoded): per client, about one maximum message; in all, a few. Beyond it: `queue_full`.
+MAX_QUEUED_BYTES_PER_CLIENT = MAX_MESSAGE_BYTES
+MAX_QUEUED_BYTES = 4 * MAX_MESSAGE_BYTES
 MIN_IMAGE_SIDE = GRID_SIZE  # OSCR images and full-size masks: at least one pixel per token cell
 MAX_IMAGE_SIDE = 4096
 

@@ -24,7 +24,7 @@ from seethrough.batch.runner import BatchOptions, BatchRunner
 from seethrough_core.generate_and_save import Destination, save_image
 from seethrough_core.layout import Layout, load_layout
 from seethrough_core.png import write_png
-from seethrough_core.record import GenerationRecord, read_png_file_record
+from seethrough_core.record import GenerationRecord, read_png_record
 from seethrough_core.server_process import ServerProcess
 
 pytestmark = pytest.mark.slow  # renders with Blender and runs servers
@@ -332,11 +332,11 @@ def test_a_rerun_regenerates_an_image_left_with_a_stale_sidecar(empty_blender, t
     newer = out / "newer"
     run([tmp_path / "shot.json"], newer, [server], seeds=[1], steps=2)
     os.replace(newer / "shot" / "Camera" / "0001_1.png", png)  # the state a kill mid --overwrite leaves
-    assert read_png_file_record(png).steps == 2
+    assert read_png_record(png.read_bytes()).steps == 2
     assert json.loads(png.with_suffix(".json").read_text())["steps"] == 3
     rerun = run([tmp_path / "shot.json"], out, [server], seeds=[1], steps=3)
     assert rerun.count("skipped") == 0 and rerun.count("done") == 1
-    assert read_png_file_record(png).steps == 3 and Task(None, 1, png, png.with_suffix(".json")).is_complete()  # type: ignore[arg-type]
+    assert read_png_record(png.read_bytes()).steps == 3 and Task(None, 1, png, png.with_suffix(".json")).is_complete()  # type: ignore[arg-type]
 
 
 def test_sigterm_stops_like_ctrl_c_and_prints_the_summary(empty_blender, tmp_path, server):
