@@ -88,13 +88,18 @@ def run(inputs: list[Path], out: Path, servers: list[str], stream=None, **option
     return BatchRunner(opts, stream).run(inputs)
 
 
+def task_at(png: Path) -> Task:
+    """The task of an image file, for its completion check (which reads only the two files)."""
+    return Task(None, 0, png, png.with_suffix(".json"))  # type: ignore[arg-type]
+
+
 def assert_every_image_complete(summary, out: Path, seeds: list[int], names: list[str]) -> None:
     assert summary.count("failed") == 0, [o.reason for o in summary.outcomes if o.status == "failed"]
     assert summary.ok and summary.count("done") == len(seeds) * len(names)
     for name in names:
         for seed in seeds:
             png = out / name / "Camera" / f"0001_{seed}.png"
-            assert Task(None, seed, png, png.with_suffix(".json")).is_complete(), png  # type: ignore[arg-type]
+            assert task_at(png).is_complete(), png
     assert not [p for p in out.rglob("*") if "partial" in p.name]
 
 
@@ -313,7 +318,7 @@ def record_with(steps: int) -> GenerationRecord:
 def test_a_png_whose_sidecar_belongs_to_the_old_image_is_not_complete(tmp_path):
     """--overwrite killed between its two renames leaves the new PNG beside the old sidecar."""
     image = tmp_path / "0001_1.png"
-    task = Task(None, 1, image, image.with_suffix(".json"))  # type: ignore[arg-type]
+    task = task_at(image)
     pixels = np.zeros((32, 32, 3), np.uint8)
     save_image(pixels, record_with(3), Destination(image, {}, sidecar=True))  # the old image, complete
     assert task.is_complete()
@@ -336,7 +341,7 @@ def test_a_rerun_regenerates_an_image_left_with_a_stale_sidecar(empty_blender, t
     assert json.loads(png.with_suffix(".json").read_text())["steps"] == 3
     rerun = run([tmp_path / "shot.json"], out, [server], seeds=[1], steps=3)
     assert rerun.count("skipped") == 0 and rerun.count("done") == 1
-    assert read_png_record(png.read_bytes()).steps == 3 and Task(None, 1, png, png.with_suffix(".json")).is_complete()  # type: ignore[arg-type]
+    assert read_png_record(png.read_bytes()).steps == 3 and task_at(png).is_complete()
 
 
 def test_sigterm_stops_like_ctrl_c_and_prints_the_summary(empty_blender, tmp_path, server):
