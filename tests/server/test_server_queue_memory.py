@@ -96,6 +96,7 @@ def test_queued_png_jobs_wait_encoded_and_hold_little_memory(held_server):
         before = rss()
         jobs = [client.submit(build_request(f"png {i}", oscr_image=png)) for i in range(16)]
         growth = rss() - before
+        print(f"16 queued 4096 px PNG jobs: RSS +{growth / MIB:.0f} MiB")
         waiting = [held_server._jobs[job.id] for job in jobs]
         try:
             assert all(isinstance(job.request.oscr_image, bytes) for job in waiting)  # not decoded
@@ -122,6 +123,7 @@ def test_raw_images_past_a_clients_budget_are_refused_as_queue_full(held_server)
             except ServerError as exc:
                 refused.append(exc)
         growth = rss() - before
+        print(f"8 raw 4096 px jobs from one client: {len(accepted)} accepted, RSS +{growth / MIB:.0f} MiB")
         own = other.submit(build_request("other client", oscr_image=raw))  # its own budget
         try:
             assert len(accepted) == 1 and len(refused) == 7
@@ -159,6 +161,7 @@ def test_info_answers_at_once_while_large_pngs_arrive(held_server):
         try:
             assert len(jobs) == 6
             median = statistics.median(latencies)
+            print(f"info while PNGs arrive: median {median * 1e3:.0f} ms, max {max(latencies) * 1e3:.0f} ms")
             assert median < 0.2, f"info took {median * 1000:.0f} ms (median of {len(latencies)})"
         finally:
             cancel_all(sender, jobs)
