@@ -285,6 +285,8 @@ class BatchRunner:
                 except _ServerDownError as down:
                     self._pool.give_back(chain)  # first in line for a live server
                     if not self._wait_for_server(client, endpoint, str(down)):
+                        if self._pool.stopping:
+                            return  # interrupted: what is left stays for the next run
                         for orphan in self._pool.leave():  # the last server gave up: fail what is left
                             self._fail_chain(orphan, self._no_server_reason())
                         return
@@ -302,27 +304,34 @@ class BatchRunner:
                 continue  # finished before this chain came back from a lost server
             if self._pool.stopping:
                 return  # interrupted: leave the rest for the next run
-            for attempt in range(1, RESUBMITS + 2):
-                try:
-                    self._generate(client, endpoint, link)
-                except JobLostError as exc:  # the server restarted under the job: send it again
-                    if attempt > RESUBMITS:
-                        self._fail(task, f"{exc} (sent {attempt} times)", endpoint)
-                        break
-                    self._progress.note(f"server {endpoint} lost {task.label} (restarted?); sending it again")
-                    continue
-                except ServerUnavailableError as exc:
-                    raise _ServerDownError(str(exc)) from exc
-                except ServerError as exc:
-                    if exc.code in _SERVER_GOING:
-                        raise _ServerDownError(str(exc)) from exc
-                    self._fail(task, str(exc), endpoint)
-                except SeeThroughError as exc:
-                    self._fail(task, str(exc), endpoint)
-                except Exception as exc:  # a bug must fail one task, not hang the whole batch
-                    self._fail(task, f"unexpected {type(exc).__name__}: {exc}", endpoint)
-                break
+            self._run_link(client, endpoint, link)
             chain.done.add(task.image_path)
+
+    def _run_link(self, client: SeeThroughClient, endpoint: str, link: Link) -> None:
+        """One image, done or failed with its reason; _ServerDownError when the server cannot go on."""
+        task = link.task
+        for sent in range(1, RESUBMITS + 2):
+            try:
+                self._generate(client, endpoint, link)
+                return
+            except JobLostError as exc:  # the server restarted under the job: send it again
+                if sent > RESUBMITS:
+                    self._fail(task, f"{exc} (sent {sent} times)", endpoint)
+                    return
+                self._progress.note(f"server {endpoint} lost {task.label} (restarted?); sending it again")
+            except ServerUnavailableError as exc:
+                raise _ServerDownError(str(exc)) from exc
+            except ServerError as exc:
+                if exc.code in _SERVER_GOING:
+                    raise _ServerDownError(str(exc)) from exc
+                self._fail(task, str(exc), endpoint)
+                return
+            except SeeThroughError as exc:
+                self._fail(task, str(exc), endpoint)
+                return
+            except Exception as exc:  # a bug must fail one task, not hang the whole batch
+                self._fail(task, f"unexpected {type(exc).__name__}: {exc}", endpoint)
+                return
 
     def _wait_for_server(self, client: SeeThroughClient, endpoint: str, reason: str) -> bool:
         """Ask a server that went away again, with back-off, for up to retry_s; True once it answers.
