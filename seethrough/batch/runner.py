@@ -399,7 +399,7 @@ class BatchRunner:
                 jobs[0].cancel()
             self._progress.status(endpoint, f"{task.label} step {progress.step}/{progress.total}")
 
-        # the sidecar is written last: a task is complete once it exists (Task.is_complete)
+        # the sidecar is written last: a task is complete once it holds the PNG's record (Task.is_complete)
         destination = Destination(
             task.image_path,
             source,
