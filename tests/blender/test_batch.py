@@ -155,7 +155,9 @@ def test_unreachable_server_fails_the_jobs_without_hanging(empty_blender, tmp_pa
     from seethrough_core.server_process import free_loopback_port
 
     dead = f"tcp://127.0.0.1:{free_loopback_port()}"
-    opts = BatchOptions(out_dir=tmp_path / "out", servers=[dead], seeds=[1], steps=STEPS, timeout_s=1.0)
+    opts = BatchOptions(
+        out_dir=tmp_path / "out", servers=[dead], seeds=[1], steps=STEPS, timeout_s=1.0, retry_s=1.0
+    )
     summary = BatchRunner(opts).run([tmp_path / "ok.json"])
     assert summary.count("failed") == 1
     assert dead in summary.outcomes[0].reason or "seethrough serve" in summary.outcomes[0].reason
