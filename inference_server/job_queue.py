@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from seethrough_core.limits import MAX_QUEUED_BYTES, MAX_QUEUED_BYTES_PER_CLIENT
-from seethrough_core.protocol import GenerateRequest
+from seethrough_core.protocol import GenerateRequest, SetLoraRequest
 
 
 def held_bytes(request: GenerateRequest) -> int:
@@ -35,7 +35,7 @@ def held_bytes(request: GenerateRequest) -> int:
 @dataclass
 class ServerJob:
     job_id: str
-    request: GenerateRequest
+    request: GenerateRequest | SetLoraRequest  # a generation, or a LoRA change between generations
     owner: bytes  # ZeroMQ routing id of the connection that submitted it
     received_at: float = field(default_factory=time.monotonic)  # when its message arrived
     held_bytes: int = 0  # counted against the queue's byte budgets while it waits
