@@ -12,11 +12,13 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from .edit_input import strength_problem
 from .errors import SeeThroughError
 from .layout import Layout
 from .limits import (
     DEFAULT_GUIDANCE,
     DEFAULT_STEPS,
+    MAX_BASE_MEGAPIXELS,
     MAX_BOXES,
     MAX_DESCRIPTION_CHARS,
     MAX_GUIDANCE,
@@ -24,6 +26,8 @@ from .limits import (
     MAX_SCENE_PROMPT_CHARS,
     MAX_SEED,
     MAX_STEPS,
+    MIN_BASE_MEGAPIXELS,
+    frame_side_problem,
     side_problem,
 )
 
@@ -50,6 +54,30 @@ def check_side(name: str, side: object) -> None:
     if not is_int(side):
         raise SettingError(name, f"must be an integer number of pixels, got {side!r}")
     problem = side_problem(side)
+    if problem:
+        raise SettingError(name, problem)
+
+
+def check_frame_side(name: str, side: object) -> None:
+    """A final frame's side: any integer size up to the upscale's limit (not only the model's sizes)."""
+    if not is_int(side):
+        raise SettingError(name, f"must be an integer number of pixels, got {side!r}")
+    problem = frame_side_problem(side)
+    if problem:
+        raise SettingError(name, problem)
+
+
+def check_base_megapixels(megapixels: object) -> None:
+    if not is_number(megapixels) or not MIN_BASE_MEGAPIXELS <= megapixels <= MAX_BASE_MEGAPIXELS:
+        raise SettingError(
+            "base_megapixels",
+            f"must be a number in {MIN_BASE_MEGAPIXELS:g}..{MAX_BASE_MEGAPIXELS:g} (1.0 is the model's "
+            f"native 1024 x 1024), got {megapixels!r}",
+        )
+
+
+def check_strength(strength: object, name: str = "strength") -> None:
+    problem = strength_problem(strength)
     if problem:
         raise SettingError(name, problem)
 
