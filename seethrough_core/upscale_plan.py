@@ -226,7 +226,9 @@ def plan_upscale(
 # --- the layouts each stage renders -----------------------------------------------------------------
 
 
-def view_layout(frame_layout: Layout, frame_size: tuple[int, int], rect: FrameRect, out_size: tuple[int, int]):
+def view_layout(
+    frame_layout: Layout, frame_size: tuple[int, int], rect: FrameRect, out_size: tuple[int, int]
+):
     """The layout whose render at ``out_size`` is the frame's OSCR over ``rect``: the frame camera's view
     cropped (view_camera) and the frame's own lights (its light seed, which would otherwise follow the
     changed camera)."""

@@ -123,7 +123,12 @@ def test_tile_seeds_derive_from_the_request_seed():
 
 def _frame(layout_dict, size) -> Layout:
     layout_dict["boxes"].append(
-        {"description": "a bench", "center": [-4.5, 1.6, 0.4], "size": [1.6, 0.6, 0.8], "rotation_euler_deg": [0, 0, 0]}
+        {
+            "description": "a bench",
+            "center": [-4.5, 1.6, 0.4],
+            "size": [1.6, 0.6, 0.8],
+            "rotation_euler_deg": [0, 0, 0],
+        }
     )
     layout_dict["camera"]["shift_x"] = 0.07
     layout_dict["camera"]["shift_y"] = -0.04
