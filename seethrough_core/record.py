@@ -40,6 +40,9 @@ class GenerationRecord:
     oscr_jpeg_quality: int | None = None  # the JPEG round trip the server gave the OSCR image (None: none)
     # An edit's origin: the previous PNG's sha256 and record, and how it was changed (parent_entry)
     parent: dict[str, Any] | None = None
+    # A frame made in two stages (docs/upscale.md): the base's size and seed, the tile grid, overlap,
+    # strength and each tile's rectangle, seed and boxes
+    upscale: dict[str, Any] | None = None
     created: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%S%z"))
 
     @classmethod

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from .generation_settings import (
+    SettingError,
     check_base_megapixels,
     check_frame_side,
     check_seed,
@@ -170,6 +171,23 @@ def plan_base(frame_width: int, frame_height: int, base_megapixels: float) -> Ba
     return BasePlan(width, height, scale, rect)
 
 
+def existing_base(base_width: int, base_height: int, frame_width: int, frame_height: int) -> BasePlan:
+    """The plan of a base picture that already exists (a saved result) at ``base_width`` x ``base_height``
+    of the same camera: the sensor spans the larger side of each (AUTO fit), both centred on the lens
+    shift. It must show the whole frame (same aspect, or a wider view); SettingError("to") otherwise."""
+    scale = max(base_width, base_height) / max(frame_width, frame_height)
+    view_w, view_h = base_width / scale, base_height / scale
+    rect = FrameRect((frame_width - view_w) / 2, (frame_height - view_h) / 2, view_w, view_h)
+    if (frame_width - view_w) * scale > 1.0 or (frame_height - view_h) * scale > 1.0:
+        raise SettingError(
+            "to",
+            f"{frame_width}x{frame_height} shows more of the scene than the {base_width}x{base_height} "
+            "picture does (another aspect); ask for a frame of the picture's aspect, or generate the frame "
+            "from its layout",
+        )
+    return BasePlan(base_width, base_height, scale, rect)
+
+
 def tile_side_for(base_megapixels: float) -> int:
     """Tiles are refined at the model's native scale: the base's megapixels as one square tile."""
     return _clamp_side(_round_up(math.sqrt(base_megapixels * MEGAPIXEL)))
@@ -195,14 +213,19 @@ def plan_upscale(
     seed: int,
     base_megapixels: float = DEFAULT_BASE_MEGAPIXELS,
     strength: float = DEFAULT_UPSCALE_STRENGTH,
+    base_size: tuple[int, int] | None = None,
 ) -> UpscalePlan:
-    """Both stages of a frame. Raises SettingError naming the field before any work."""
+    """Both stages of a frame (``base_size``: of a base picture that already exists). Raises SettingError
+    naming the field before any work."""
     check_frame_side("width", frame_width)
     check_frame_side("height", frame_height)
     check_base_megapixels(base_megapixels)
     check_strength(strength)
     check_seed(seed)
-    base = plan_base(frame_width, frame_height, base_megapixels)
+    if base_size is None:
+        base = plan_base(frame_width, frame_height, base_megapixels)
+    else:
+        base = existing_base(*base_size, frame_width, frame_height)
     side = tile_side_for(base_megapixels)
     overlap = _round_up(side * UPSCALE_OVERLAP_FRACTION, 8)
     tile_w, cols = axis_starts(frame_width, side, overlap)
