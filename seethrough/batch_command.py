@@ -16,6 +16,7 @@ from seethrough_core.server_process import LocalServerError, ServerProcess
 
 from .batch.inputs import CameraChoice, InputError, expand_inputs, parse_frames, parse_seeds
 from .batch.plan import output_names
+from .frame_options import add_frame_arguments, check_frame_arguments
 
 
 def add_batch_arguments(p: argparse.ArgumentParser) -> None:
@@ -63,6 +64,7 @@ def add_batch_arguments(p: argparse.ArgumentParser) -> None:
         "--timeout", type=float, default=30.0, help="seconds of silence before a server counts as gone"
     )
     p.add_argument("--overwrite", action="store_true", help="regenerate images that already exist")
+    add_frame_arguments(p)
     p.add_argument(
         "--server-public-key",
         metavar="FILE",
@@ -97,6 +99,8 @@ def run_batch(args: argparse.Namespace) -> int:
             keys=_client_keys(args.server_public_key, args.client_key),
             consistent=args.consistent,
             margin_px=args.margin,
+            base_megapixels=args.base_megapixels,
+            upscale_strength=args.upscale_strength,
         )
         if args.consistent and args.frames is None:
             raise InputError("--consistent needs --frames: it makes each frame an edit of the one before")
@@ -105,6 +109,7 @@ def run_batch(args: argparse.Namespace) -> int:
         options.servers = [parse_endpoint(server).url for server in options.servers]
         check_steps(options.steps)
         check_guidance(options.guidance)
+        check_frame_arguments(args)
     except SettingError as exc:
         print(f"error: --{exc.field}: {exc.message}", file=sys.stderr)
         return 2

@@ -27,6 +27,7 @@ from .layout import Layout
 from .limits import (
     DEFAULT_BASE_MEGAPIXELS,
     DEFAULT_UPSCALE_STRENGTH,
+    MAX_LIGHT_SEED,
     MAX_SEED,
     MAX_SIDE,
     MEGAPIXEL,
@@ -260,13 +261,21 @@ def view_layout(
         frame_layout,
         resolution=(int(out_size[0]), int(out_size[1])),
         camera=camera,
-        light_seed=light_seed(frame_layout),
+        light_seed=frame_light_seed(frame_layout),
     )
 
 
+def frame_light_seed(layout: Layout) -> int:
+    """The lights of a frame and of all its views: the layout's light seed, or its geometry's hash
+    folded to the range a layout (and a .blend) can store, so every view's layout carries it."""
+    return light_seed(layout) % (MAX_LIGHT_SEED + 1)
+
+
 def frame_layout_at(layout: Layout, frame_size: tuple[int, int]) -> Layout:
-    """The layout as the frame of ``frame_size`` (same camera and boxes, that resolution)."""
-    return replace(layout, resolution=(int(frame_size[0]), int(frame_size[1])))
+    """The layout as the frame of ``frame_size`` (same camera, boxes and lights, that resolution)."""
+    return replace(
+        layout, resolution=(int(frame_size[0]), int(frame_size[1])), light_seed=frame_light_seed(layout)
+    )
 
 
 def base_layout(frame_layout: Layout, plan: UpscalePlan) -> Layout:

@@ -58,5 +58,13 @@ class Task:
         return self.image_path.is_file() and self.sidecar_path.is_file()
 
     @property
+    def base_path(self) -> Path:
+        """Where the base picture of a frame made in two stages is kept (docs/upscale.md)."""
+        return self.image_path.with_name(f"{self.image_path.stem}_base.png")
+
+    def base_is_complete(self) -> bool:
+        return self.base_path.is_file() and sidecar_path_for(self.base_path).is_file()
+
+    @property
     def label(self) -> str:
         return f"{self.shot.output_name}/{safe_name(self.shot.camera)}/{self.image_path.name}"

@@ -144,3 +144,25 @@ def test_settings_out_of_range_are_refused_before_any_work(tmp_path, base_png, s
     run = run_command(taller, timeout=120)
     assert run.returncode == 2 and "error: --to:" in run.stderr, run.stderr
     assert not (tmp_path / "bad").exists()
+
+
+def test_batch_gives_the_frame_at_the_layouts_resolution(tmp_path, server):
+    """A layout of 480 x 240 (not a size the model takes): a base near --base-megapixels, then tiles."""
+    data = copy.deepcopy(BASE_LAYOUT)
+    data["resolution"] = list(FRAME)
+    (tmp_path / "shot.json").write_text(Layout.from_dict(data).to_json())
+    out = tmp_path / "out"
+    command = [
+        sys.executable, "-m", "seethrough", "batch", str(tmp_path / "shot.json"), "--out", str(out),
+        "--server", server.endpoint, "--steps", str(STEPS), "--seeds", "3", "--base-megapixels", "0.0625",
+    ]  # fmt: skip
+    run = run_command(command, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    [final] = out.rglob("0001_3.png")
+    assert read_rgb(final).shape == (FRAME[1], FRAME[0], 3)
+    record = read_png_record(final.read_bytes())
+    assert record.upscale["base"]["size"] == [368, 256] and record.seed == 3
+    assert Layout.from_dict(record.layout).resolution == FRAME
+    assert read_rgb(final.with_name("0001_3_base.png")).shape == (256, 368, 3)
+    rerun = run_command(command, timeout=300)
+    assert rerun.returncode == 0 and "skipped" in rerun.stderr + rerun.stdout

@@ -163,6 +163,7 @@ def test_tile_masks_are_the_frames_masks_cropped(layout_dict):
     for tile in plan.tiles:
         layout = tile_layout(frame, plan, tile)
         assert light_positions(layout) == light_positions(frame)  # the frame's own lights
+        assert Layout.from_dict(layout.to_dict()) == layout  # a view's layout is a valid layout file
         masks = compute_masks(layout)
         rows, cols, tile_rows, tile_cols = tile_window(plan, tile)
         for name in ("amodal", "visible"):
