@@ -9,7 +9,7 @@ protocol's field names (`steps`, `guidance`, `masks` ...). Only what depends on 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from .edit_input import strength_problem
@@ -50,21 +50,18 @@ def is_number(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def check_side(name: str, side: object) -> None:
+def check_side(name: str, side: object, problem_of: Callable[[int], str | None] = side_problem) -> None:
+    """An output side the model takes (``problem_of``: another rule, e.g. a final frame's)."""
     if not is_int(side):
         raise SettingError(name, f"must be an integer number of pixels, got {side!r}")
-    problem = side_problem(side)
+    problem = problem_of(side)
     if problem:
         raise SettingError(name, problem)
 
 
 def check_frame_side(name: str, side: object) -> None:
     """A final frame's side: any integer size up to the upscale's limit (not only the model's sizes)."""
-    if not is_int(side):
-        raise SettingError(name, f"must be an integer number of pixels, got {side!r}")
-    problem = frame_side_problem(side)
-    if problem:
-        raise SettingError(name, problem)
+    check_side(name, side, frame_side_problem)
 
 
 def check_base_megapixels(megapixels: object) -> None:

@@ -113,6 +113,11 @@ class UpscalePlan:
         return self.frame_width, self.frame_height
 
     @property
+    def two_stages(self) -> bool:
+        """True when the model cannot make the frame directly: a base picture, then the upscale."""
+        return (self.base.width, self.base.height) != self.frame_size
+
+    @property
     def needs_tiles(self) -> bool:
         """False when the base is the frame itself or larger (then the frame is the base resampled)."""
         return self.base.scale < 1.0

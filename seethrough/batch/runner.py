@@ -175,8 +175,7 @@ class BatchRunner:
         )
 
     def _two_stages(self, layout: Layout) -> bool:
-        base = self.frame_plan(layout, 0).base
-        return (base.width, base.height) != (layout.width, layout.height)
+        return self.frame_plan(layout, 0).two_stages
 
     def _generation_layout(self, layout: Layout) -> Layout:
         """What the model generates for a shot: the layout, or its base view for other frame sizes."""

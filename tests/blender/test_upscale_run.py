@@ -166,3 +166,17 @@ def test_batch_gives_the_frame_at_the_layouts_resolution(tmp_path, server):
     assert read_rgb(final.with_name("0001_3_base.png")).shape == (256, 368, 3)
     rerun = run_command(command, timeout=300)
     assert rerun.returncode == 0 and "skipped" in rerun.stderr + rerun.stdout
+
+    # seethrough edit of that frame: the base is edited (a box moved), then upscaled to the frame again
+    data["boxes"][0]["center"] = [-5.6, 0.3, 0.75]
+    (tmp_path / "moved.json").write_text(Layout.from_dict(data).to_json())
+    edit = run_command(
+        [sys.executable, "-m", "seethrough", "edit", str(tmp_path / "moved.json"), "--from", str(final),
+         "--out", str(tmp_path / "edited"), "--server", server.endpoint, "--base-megapixels", "0.0625"],
+        timeout=600,
+    )  # fmt: skip
+    assert edit.returncode == 0, edit.stderr[-3000:]
+    assert edit.stdout.strip() == str(tmp_path / "edited" / "moved.png")
+    assert read_rgb(tmp_path / "edited" / "moved.png").shape == (FRAME[1], FRAME[0], 3)
+    edited_base = read_png_record((tmp_path / "edited" / "moved_base.png").read_bytes())
+    assert edited_base.parent["record"]["width"] == 368  # an edit of the base picture
