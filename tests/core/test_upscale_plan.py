@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -11,6 +13,8 @@ from seethrough_core.layout import Layout
 from seethrough_core.limits import MAX_SIDE, MEGAPIXEL, MIN_SIDE, SIDE_MULTIPLE
 from seethrough_core.masks import compute_masks
 from seethrough_core.oscr_spec import light_positions
+from seethrough_core.png import encode_png
+from seethrough_core.record import GenerationRecord
 from seethrough_core.resample import sample_view
 from seethrough_core.upscale_plan import (
     TileBlend,
@@ -21,6 +25,7 @@ from seethrough_core.upscale_plan import (
     tile_layout,
     tile_window,
 )
+from seethrough_core.upscale_run import Upscale, ViewCondition, tile_request, tile_start
 
 FRAMES = [(1920, 1080), (2048, 858), (1080, 1920), (3840, 2160), (7680, 4320)]
 
@@ -228,3 +233,34 @@ def test_overlaps_blend_without_a_seam(blend):
     ]
     worst_seam, elsewhere = _seam_steps(image, seams)
     assert (worst_seam <= elsewhere + 1) == blend, (worst_seam, elsewhere)
+
+
+def test_a_tiles_prompt_holds_exactly_the_boxes_that_reach_into_it(layout_dict):
+    """Tile jobs name only the boxes whose amodal mask meets the tile (inside the frame), in box order,
+    with those boxes' token grids; the start image is the enlarged base over the tile, the whole tile
+    may change (img2img at the plan's strength)."""
+    layout_dict["boxes"].append(  # beside the camera: out of the frame
+        {"description": "a lamp post", "center": [-0.8, -4.0, 1.0], "size": [0.2, 0.2, 2.0]}
+    )
+    frame = _frame(layout_dict, (384, 216))
+    plan = plan_upscale(384, 216, seed=9, base_megapixels=0.0625, strength=0.4)
+    base = np.random.default_rng(2).integers(0, 256, (plan.base.height, plan.base.width, 3), dtype=np.uint8)
+    record = GenerationRecord("p", frame.scene_prompt, frame.descriptions, 9, 2, 3.5, plan.base.width,
+                              plan.base.height, {}, None, True, [], {}, frame.to_dict())  # fmt: skip
+    upscale = Upscale(plan, frame, base, record, Path("unused.png"), 2, 3.5, {})
+    full = compute_masks(frame).amodal
+    held = []
+    for tile in plan.tiles:
+        masks = compute_masks(tile_layout(frame, plan, tile))
+        oscr = encode_png(np.zeros((tile.height, tile.width, 3), dtype=np.uint8))
+        request, boxes = tile_request(upscale, tile, ViewCondition(oscr, masks.amodal, masks.token_grids()))
+        rows, cols, _, _ = tile_window(plan, tile)
+        assert boxes == [i for i in range(len(frame.boxes)) if full[i, rows, cols].any()]
+        assert request.descriptions == [frame.boxes[i].description for i in boxes]
+        np.testing.assert_array_equal(request.masks, masks.token_grids()[boxes])
+        assert (request.width, request.height, request.seed) == (tile.width, tile.height, tile.seed)
+        assert request.edit.strength == 0.4 and request.edit.region().all()
+        np.testing.assert_array_equal(request.edit.image, tile_start(upscale, tile))
+        held.append(set(boxes))
+    assert held[0] != held[1]  # the bench is in one tile only
+    assert not full[1].any() and 1 not in held[0] | held[1]  # the lamp post: in no tile's prompt
