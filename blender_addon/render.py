@@ -25,7 +25,7 @@ from seethrough_core.layout import Layout
 from seethrough_core.masks import MaskSet, compute_masks
 from seethrough_core.oscr_spec import DEFAULT_PROFILE, get_profile, light_positions
 from seethrough_core.png import write_bytes_atomic, write_png
-from seethrough_core.upscale_run import ViewCondition
+from seethrough_core.upscale_plan import ViewCondition
 
 from .oscr_scene import oscr_scene
 

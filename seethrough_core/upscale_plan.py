@@ -255,6 +255,15 @@ def plan_upscale(
 # --- the layouts each stage renders -----------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class ViewCondition:
+    """A rendered view: its OSCR image (PNG bytes), and its boxes' amodal masks and token grids."""
+
+    oscr_png: bytes
+    amodal: np.ndarray  # N x H x W bool, in box order
+    token_grids: np.ndarray  # N x 32 x 32
+
+
 def view_layout(
     frame_layout: Layout, frame_size: tuple[int, int], rect: FrameRect, out_size: tuple[int, int]
 ):

@@ -35,20 +35,11 @@ from .png import write_bytes_atomic
 from .protocol import GenerateRequest, Progress, Result
 from .record import GenerationRecord
 from .resample import sample_view
-from .upscale_plan import Tile, TileBlend, UpscalePlan, tile_layout, tile_window
+from .upscale_plan import Tile, TileBlend, UpscalePlan, ViewCondition, tile_layout, tile_window
 
 log = logging.getLogger(__name__)
 
 PLAN_FILE = "upscale_plan.json"
-
-
-@dataclass(frozen=True)
-class ViewCondition:
-    """A rendered view: its OSCR image (PNG bytes), and its boxes' amodal masks and token grids."""
-
-    oscr_png: bytes
-    amodal: np.ndarray  # N x H x W bool, in box order
-    token_grids: np.ndarray  # N x 32 x 32
 
 
 # Renders a layout's OSCR and masks into a folder (Blender: the command line's render, the add-on's

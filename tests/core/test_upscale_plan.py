@@ -18,6 +18,7 @@ from seethrough_core.record import GenerationRecord
 from seethrough_core.resample import sample_view
 from seethrough_core.upscale_plan import (
     TileBlend,
+    ViewCondition,
     axis_weights,
     base_layout,
     frame_layout_at,
@@ -25,7 +26,7 @@ from seethrough_core.upscale_plan import (
     tile_layout,
     tile_window,
 )
-from seethrough_core.upscale_run import Upscale, ViewCondition, tile_request, tile_start
+from seethrough_core.upscale_run import Upscale, tile_request, tile_start
 
 FRAMES = [(1920, 1080), (2048, 858), (1080, 1920), (3840, 2160), (7680, 4320)]
 
