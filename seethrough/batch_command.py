@@ -24,17 +24,7 @@ def add_batch_arguments(p: argparse.ArgumentParser) -> None:
         "inputs", nargs="+", metavar="INPUT", help=".blend or layout .json files, folders or globs"
     )
     p.add_argument("--out", required=True, type=Path, help="output folder")
-    p.add_argument(
-        "--server",
-        action="append",
-        metavar="ENDPOINT",
-        help=f"a server to send jobs to; repeat it to use several GPUs (default {DEFAULT_ENDPOINT})",
-    )
-    p.add_argument(
-        "--tiny",
-        action="store_true",
-        help="start an embedded server with the tiny random-weight model (images are noise; for testing)",
-    )
+    add_servers_arguments(p, "jobs")
     seeds = p.add_mutually_exclusive_group()
     seeds.add_argument("--seeds", help="comma-separated seeds, e.g. 1,2,3 (default 42)")
     seeds.add_argument("--num-seeds", type=int, metavar="N", help="N seeds: 42, 43, ...")
@@ -65,6 +55,21 @@ def add_batch_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--overwrite", action="store_true", help="regenerate images that already exist")
     add_frame_arguments(p)
+
+
+def add_servers_arguments(p: argparse.ArgumentParser, what: str) -> None:
+    """--server (repeatable), --tiny and the CURVE key files: `batch` and `upscale` use servers alike."""
+    p.add_argument(
+        "--server",
+        action="append",
+        metavar="ENDPOINT",
+        help=f"a server to send {what} to; repeat it to use several GPUs (default {DEFAULT_ENDPOINT})",
+    )
+    p.add_argument(
+        "--tiny",
+        action="store_true",
+        help="start an embedded server with the tiny random-weight model (images are noise; for testing)",
+    )
     p.add_argument(
         "--server-public-key",
         metavar="FILE",

@@ -27,7 +27,7 @@ from seethrough_core.stop_signals import install_stop_handlers
 from seethrough_core.upscale_plan import frame_layout_at, plan_upscale
 from seethrough_core.upscale_run import TileProgress, Upscale, UpscaleRunner
 
-from .batch_command import _client_keys
+from .batch_command import _client_keys, add_servers_arguments
 from .previous_picture import EditInputError, read_previous
 
 _SIZE = re.compile(r"^\s*(\d+)\s*[xX]\s*(\d+)\s*$")
@@ -50,17 +50,7 @@ def add_upscale_arguments(p: argparse.ArgumentParser) -> None:
         help=f"the frame's size, any up to {MAX_FRAME_SIDE} px a side, with the picture's aspect",
     )
     p.add_argument("--out", required=True, type=Path, help="output folder")
-    p.add_argument(
-        "--server",
-        action="append",
-        metavar="ENDPOINT",
-        help=f"a server to send tiles to; repeat it to use several GPUs (default {DEFAULT_ENDPOINT})",
-    )
-    p.add_argument(
-        "--tiny",
-        action="store_true",
-        help="start an embedded server with the tiny random-weight model (images are noise; for testing)",
-    )
+    add_servers_arguments(p, "tiles")
     p.add_argument("--steps", type=int, help="denoising steps of each tile (default: the picture's)")
     p.add_argument("--guidance", type=float, help="FLUX guidance (default: the picture's)")
     p.add_argument(
@@ -81,8 +71,6 @@ def add_upscale_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--timeout", type=float, default=30.0, help="seconds of silence before a server counts as gone"
     )
-    p.add_argument("--server-public-key", metavar="FILE", help="CURVE: the server's public key file")
-    p.add_argument("--client-key", metavar="FILE_SECRET", help="CURVE: this machine's secret key file")
 
 
 class _Printer:
