@@ -30,11 +30,12 @@ from diffusers.utils.torch_utils import randn_tensor
 from torch import nn
 
 from seethrough_core.edit_input import EditInput
-from seethrough_core.generation_settings import GenerationSettings
+from seethrough_core.generation_settings import GenerationSettings, SettingError, check_step_cache
 from seethrough_core.limits import DEFAULT_GUIDANCE, DEFAULT_STEPS, EDIT_FEATHER_PX, MAX_BOXES
 from seethrough_core.oscr_spec import SEETHROUGH3D_V1, OscrProfile
 from seethrough_core.prompt import compose_prompt
 
+from . import vae_tiles
 from .attention import ATTENTION_PROCESSORS, DEFAULT_ATTENTION, AttentionLayout
 from .compile import CompileNotices, CompileSettings, compiled_runners, use_compile_cache
 from .components import COMPONENT_NAMES, MODEL_NAMES, FluxComponents
@@ -51,12 +52,19 @@ from .preview import LatentPreviewer
 from .quantize import quantize_transformer
 from .request_checks import validate_edit, validate_request
 from .style_lora import StyleLoRA, activate, load_style_lora
-from .text import T5_MAX_TOKENS, PromptEncoder
+from .text import PROMPT_CACHE_ENTRIES, T5_MAX_TOKENS, PromptEncoder
 from .tiny import build_tiny_components
 from .transformer import EAGER_RUNNERS, BlockRunners, SeeThroughTransformer
 from .weights import WeightsFile, resolve_model_folder, resolve_seethrough_lora
 
-__all__ = ["MEMORY_MODES", "GenerationCancelled", "GenerationOutput", "SeeThroughPipeline", "StepInfo"]
+__all__ = [
+    "MEMORY_MODES",
+    "DenoiseReport",
+    "GenerationCancelled",
+    "GenerationOutput",
+    "SeeThroughPipeline",
+    "StepInfo",
+]
 
 DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 
@@ -81,6 +89,14 @@ class GenerationOutput:
     timings: dict[str, float] = field(default_factory=dict)
     is_noise: bool = False  # True for the tiny random model
     oscr_jpeg_quality: int | None = None  # the JPEG round trip the OSCR image went through (None: none)
+    steps_computed: int | None = None  # denoising steps that ran every block (fewer with the step cache)
+
+
+@dataclass
+class DenoiseReport:
+    """What one denoising loop did, filled in by ``denoise``."""
+
+    steps_computed: int = 0  # steps that ran every block; the others reused the step cache
 
 
 def _flux_shift(image_tokens: int, config) -> float:
@@ -120,10 +136,11 @@ class SeeThroughPipeline:
         quantization: str = "auto",
         compile: bool | CompileSettings = False,
         condition_cache: bool = False,
+        step_cache: float | None = None,
     ) -> None:
         """The pipeline over ``components`` (built in code or loaded by ``from_pretrained``), with their
         condition LoRA set."""
-        self.plan = plan_memory(memory, quantization, torch.device(device))
+        self.plan = plan_memory(memory, quantization, torch.device(device), compiled=compile is not False)
         for name, component in components.by_name().items():
             setattr(self, name, component)
         self.device = torch.device(device)
@@ -131,13 +148,15 @@ class SeeThroughPipeline:
         self.model_name = model_name
         self.is_noise = is_noise
         self.prompt_encoder = PromptEncoder(
-            self.tokenizer, self.text_encoder, self.tokenizer_2, self.text_encoder_2
+            self.tokenizer, self.text_encoder, self.tokenizer_2, self.text_encoder_2, PROMPT_CACHE_ENTRIES
         )
         self.condition_lora: SeeThroughLoRA | None = None
         self.lora_source: WeightsFile | None = None  # where the condition LoRA came from (None: built)
         self.style_loras: list[StyleLoRA] = []
         self.attention = DEFAULT_ATTENTION
         self.condition_cache = bool(condition_cache)
+        self.step_cache: float | None = None
+        self.set_step_cache(step_cache)
         self.runners: BlockRunners = EAGER_RUNNERS
         self.compile_notices = CompileNotices()
         self.text_encoder_stream: StreamedModule | None = None
@@ -165,6 +184,7 @@ class SeeThroughPipeline:
             "quantization": self.plan.quantization,
             "attention": self.attention,
             "condition_cache": self.condition_cache,
+            "step_cache": self.step_cache,
             "compile": self.runners is not EAGER_RUNNERS,
         }
 
@@ -184,6 +204,7 @@ class SeeThroughPipeline:
         quantization: str = "auto",
         compile: bool | CompileSettings = False,
         condition_cache: bool = False,
+        step_cache: float | None = None,
     ) -> SeeThroughPipeline:
         """Load FLUX.1-dev from a local diffusers folder or a cached repo id (never downloads).
 
@@ -194,12 +215,14 @@ class SeeThroughPipeline:
         seethrough[fp8] or seethrough[nf4]) and streams the T5 encoder from CPU memory. ``compile`` compiles
         the transformer blocks (the first request at each size compiles for minutes; cached on disk).
         ``condition_cache`` computes the condition stream once per request and reuses it (faster,
-        approximate; see docs/performance.md).
+        approximate; see docs/performance.md). ``step_cache`` (a threshold; None: off) lets a step reuse
+        the previous step's work of all blocks but the first when the first barely changed.
         """
         if dtype not in DTYPES:
             raise SetupError(f"dtype must be one of {sorted(DTYPES)}, got '{dtype}'")
         target = _check_device(device)
-        plan = plan_memory(memory, quantization, target)  # a missing extra fails here, before any loading
+        # a missing extra fails here, before any loading
+        plan = plan_memory(memory, quantization, target, compiled=compile is not False)
         folder = resolve_model_folder(model)
 
         def place_transformer(transformer: FluxTransformer2DModel) -> None:
@@ -217,6 +240,7 @@ class SeeThroughPipeline:
             quantization=quantization,  # resolves as above; the transformer is already quantized
             compile=compile,
             condition_cache=condition_cache,
+            step_cache=step_cache,
         )
         if target.type == "cpu":  # computed where they were read: the same numbers as a model built in memory
             for module in pipeline._modules():
@@ -237,6 +261,7 @@ class SeeThroughPipeline:
         quantization: str = "auto",
         compile: bool | CompileSettings = False,
         condition_cache: bool = False,
+        step_cache: float | None = None,
     ) -> SeeThroughPipeline:
         """The same pipeline at toy size with random weights (and a random condition LoRA)."""
         pipeline = cls(
@@ -248,6 +273,7 @@ class SeeThroughPipeline:
             quantization=quantization,
             compile=compile,
             condition_cache=condition_cache,
+            step_cache=step_cache,
         )
         pipeline.lora_source = WeightsFile("random tiny", None)
         return pipeline
@@ -303,6 +329,15 @@ class SeeThroughPipeline:
         """The default for requests that do not say: compute the condition stream once and reuse it."""
         self.condition_cache = bool(enabled)
 
+    def set_step_cache(self, threshold: float | None) -> None:
+        """The default for requests that do not say: None turns the step cache off; a threshold in
+        0..MAX_STEP_CACHE turns it on (0 computes every step and is exact)."""
+        try:
+            check_step_cache(threshold)
+        except SettingError as error:
+            raise SetupError(str(error)) from None
+        self.step_cache = None if threshold is None else float(threshold)
+
     def set_compile(self, compile: bool | CompileSettings) -> None:
         """Compile the transformer blocks (True: inductor, default settings) or go back to eager (False)."""
         if compile is False:
@@ -341,10 +376,12 @@ class SeeThroughPipeline:
         condition_cache: bool | None = None,
         oscr_jpeg_round_trip: bool = True,
         edit: EditInput | None = None,
+        step_cache: float | None = None,
     ) -> GenerationOutput:
         """Generate one image; ``GenerationCancelled`` from ``step_callback`` stops it before the decode.
 
-        ``condition_cache`` overrides the pipeline's default (``set_condition_cache``) for this request.
+        ``condition_cache`` and ``step_cache`` override the pipeline's defaults (``set_condition_cache``,
+        ``set_step_cache``) for this request when given.
         ``oscr_jpeg_round_trip`` passes the OSCR image through JPEG at the profile's quality first, as
         the checkpoint's training renders were saved (False: the pixels as sent). ``edit`` regenerates
         only inside its mask of its previous image (docs/edit.md): the steps run are the last
@@ -353,7 +390,7 @@ class SeeThroughPipeline:
         started = time.perf_counter()
         settings = GenerationSettings(
             scene_prompt, descriptions, width, height, seed, num_inference_steps, guidance_scale,
-            preview_interval,
+            preview_interval, condition_cache, step_cache,
         )  # fmt: skip
         validate_request(settings, oscr_image, box_token_masks, self.max_boxes)
         if edit is not None:
@@ -385,6 +422,7 @@ class SeeThroughPipeline:
             timings["encode_edit_s"] = self._lap(mark)
 
         mark = time.perf_counter()
+        report = DenoiseReport()
         with self._on_device(self.transformer, *self._condition_lora_modules()):
             latents = self.denoise(
                 latents=latents.to(self.device),
@@ -402,6 +440,8 @@ class SeeThroughPipeline:
                 started=started,
                 condition_cache=condition_cache,
                 edit=latent_edit,
+                step_cache=step_cache,
+                report=report,
             )
         timings["denoise_s"] = self._lap(mark)
 
@@ -422,6 +462,7 @@ class SeeThroughPipeline:
             timings=timings,
             is_noise=self.is_noise,
             oscr_jpeg_quality=jpeg_quality if oscr_jpeg_round_trip else None,
+            steps_computed=report.steps_computed,
         )
 
     @torch.inference_mode()
@@ -443,14 +484,18 @@ class SeeThroughPipeline:
         started: float | None = None,
         condition_cache: bool | None = None,
         edit: LatentEdit | None = None,
+        step_cache: float | None = None,
+        report: DenoiseReport | None = None,
     ) -> torch.Tensor:
         """The denoising loop on packed latents; returns the final packed latents.
 
         With ``edit`` the loop starts at its first step and pins the latents outside its region to the
         previous image after every step (``latents`` is then the job's noise, which ``edit`` holds too).
+        ``step_cache`` overrides the pipeline's default threshold; ``report`` receives the steps computed.
         """
         started = time.perf_counter() if started is None else started
         cache_condition = self.condition_cache if condition_cache is None else bool(condition_cache)
+        step_threshold = self.step_cache if step_cache is None else float(step_cache)
         device = self.device
         layout = AttentionLayout(
             text_len=prompt_embeds.shape[1],
@@ -472,6 +517,7 @@ class SeeThroughPipeline:
             condition_position_ids(height, width),
             attend,
             cache_condition=cache_condition,
+            step_cache=step_threshold,
         )
         compiling = ""
         if self.runners is not EAGER_RUNNERS:
@@ -510,6 +556,8 @@ class SeeThroughPipeline:
                 step_callback(StepInfo(step, total, time.perf_counter() - started, preview, latents))
         if compiling:
             CompileNotices.done(compiling, time.perf_counter() - started)
+        if report is not None:
+            report.steps_computed = request.step_cache.computed if request.step_cache else total
         return latents
 
     @torch.inference_mode()
@@ -517,7 +565,8 @@ class SeeThroughPipeline:
         """Packed latents -> uint8 [height, width, 3]."""
         raw = self._raw_latents(latents, height, width)
         parameter = next(self.vae.parameters())
-        pixels = self.vae.decode(raw.to(device=parameter.device, dtype=parameter.dtype), return_dict=False)[0]
+        tiled = vae_tiles.needs_tiles(width, height, parameter.dtype, self.plan.vae_decode_budget_bytes)
+        pixels = vae_tiles.decode(self.vae, raw.to(device=parameter.device, dtype=parameter.dtype), tiled)
         pixels = (pixels / 2 + 0.5).clamp(0, 1)[0].permute(1, 2, 0).float().cpu().numpy()
         return (pixels * 255).round().astype(np.uint8)
 

@@ -40,6 +40,7 @@ class GenerationRecord:
     oscr_jpeg_quality: int | None = None  # the JPEG round trip the server gave the OSCR image (None: none)
     # An edit's origin: the previous PNG's sha256 and record, and how it was changed (parent_entry)
     parent: dict[str, Any] | None = None
+    steps_computed: int | None = None  # steps whose blocks all ran (fewer than `steps` with the step cache)
     created: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%S%z"))
 
     @classmethod
@@ -70,6 +71,7 @@ class GenerationRecord:
             source=dict(source or {}),
             oscr_jpeg_quality=result.oscr_jpeg_quality,
             parent=parent,
+            steps_computed=result.steps_computed,
         )
 
     def to_dict(self) -> dict[str, Any]:
