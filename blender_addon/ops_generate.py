@@ -19,13 +19,26 @@ class SEETHROUGH_OT_generate(bpy.types.Operator):  # noqa: N801
     bl_idname = "seethrough.generate"
     bl_label = "Generate"
 
+    draft: bpy.props.BoolProperty(  # type: ignore[valid-type]
+        name="Draft", default=False, options={"SKIP_SAVE"}
+    )
+
+    @classmethod
+    def description(cls, context: bpy.types.Context, properties) -> str:
+        if properties.draft:
+            return (
+                "A quick look at the layout: a smaller picture (512 px on the longer side), the OSCR "
+                "condition computed once and steps that barely change skipped. Generate for the final image"
+            )
+        return cls.__doc__
+
     def execute(self, context: bpy.types.Context) -> set[str]:
         if RUNNER.active:
             self.report({"ERROR"}, "a render or generation is already running; cancel it or wait for it")
             return {"CANCELLED"}
         current = settings()
         try:
-            spec = generation.build_spec(context.scene, current)
+            spec = generation.build_spec(context.scene, current, draft=self.draft)
         except SeeThroughError as exc:  # bad scene, address or setting: nothing was sent
             self.report({"ERROR"}, f"cannot generate: {exc}")
             return {"CANCELLED"}
@@ -33,7 +46,7 @@ class SEETHROUGH_OT_generate(bpy.types.Operator):  # noqa: N801
         return _start(
             self,
             spec,
-            f"{len(request.descriptions)} boxes to {spec.endpoint}, "
+            f"{'draft, ' if self.draft else ''}{len(request.descriptions)} boxes to {spec.endpoint}, "
             f"{request.width}x{request.height}, seed {request.seed}, {request.steps} steps",
         )
 

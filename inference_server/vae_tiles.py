@@ -30,11 +30,11 @@ def needs_tiles(width: int, height: int, dtype: torch.dtype, budget_bytes: int |
     return budget_bytes is not None and decode_bytes(width, height, dtype) > budget_bytes
 
 
-def decode(vae: AutoencoderKL, raw: torch.Tensor, tiled: bool, tile_px: int = TILE_PX) -> torch.Tensor:
-    """Decode raw (unpacked, unnormalised) latents to pixels in [-1, 1], whole or in tiles."""
+def decode(vae: AutoencoderKL, raw: torch.Tensor, tiled: bool) -> torch.Tensor:
+    """Decode raw (unpacked, unnormalised) latents to pixels in [-1, 1], whole or in TILE_PX tiles."""
     if not tiled:
         return vae.decode(raw, return_dict=False)[0]
-    with _tile_size(vae, tile_px):
+    with _tile_size(vae, TILE_PX):
         return vae.tiled_decode(raw, return_dict=False)[0]
 
 
