@@ -90,6 +90,8 @@ class GenerationOutput:
     is_noise: bool = False  # True for the tiny random model
     oscr_jpeg_quality: int | None = None  # the JPEG round trip the OSCR image went through (None: none)
     steps_computed: int | None = None  # denoising steps that ran every block (fewer with the step cache)
+    condition_cache: bool | None = None  # the speed options this image was made with (the request's or
+    step_cache: float | None = None  # the pipeline's default; step_cache None: off)
 
 
 @dataclass
@@ -97,6 +99,8 @@ class DenoiseReport:
     """What one denoising loop did, filled in by ``denoise``."""
 
     steps_computed: int = 0  # steps that ran every block; the others reused the step cache
+    condition_cache: bool = False  # the speed options the loop ran with
+    step_cache: float | None = None
 
 
 def _flux_shift(image_tokens: int, config) -> float:
@@ -463,6 +467,8 @@ class SeeThroughPipeline:
             is_noise=self.is_noise,
             oscr_jpeg_quality=jpeg_quality if oscr_jpeg_round_trip else None,
             steps_computed=report.steps_computed,
+            condition_cache=report.condition_cache,
+            step_cache=report.step_cache,
         )
 
     @torch.inference_mode()
@@ -558,6 +564,7 @@ class SeeThroughPipeline:
             CompileNotices.done(compiling, time.perf_counter() - started)
         if report is not None:
             report.steps_computed = request.step_cache.computed if request.step_cache else total
+            report.condition_cache, report.step_cache = cache_condition, step_threshold
         return latents
 
     @torch.inference_mode()

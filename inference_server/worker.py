@@ -151,6 +151,8 @@ class Worker(threading.Thread):
             metadata=request.metadata,
             oscr_jpeg_quality=output.oscr_jpeg_quality,
             steps_computed=output.steps_computed,
+            condition_cache=output.condition_cache,
+            step_cache=output.step_cache,
         )
         log.info("job %s done in %.2f s", job.job_id, finished - started)
         return b"result", result.encode()

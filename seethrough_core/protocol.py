@@ -384,6 +384,20 @@ class GenerateRequest(Message):
         return request
 
 
+def _optional_flag(r: _Reader, name: str) -> bool | None:
+    value = r.get(name, None, True)
+    if value is not None and not isinstance(value, bool):
+        raise r.invalid(name, "true, false or nil", value)
+    return value
+
+
+def _optional_number(r: _Reader, name: str) -> float | None:
+    value = r.get(name, None, True)
+    if value is not None and not is_number(value):
+        raise r.invalid(name, "a finite number or nil", value)
+    return None if value is None else float(value)
+
+
 def _decode_edit(r: _Reader) -> EditInput | None:
     """The optional `edit` map: {"image": raw array, "mask": raw array, "strength": number}."""
     sub = r.nested("edit")
@@ -454,6 +468,9 @@ class Result(Message):
     # Denoising steps whose transformer blocks all ran; fewer than `steps` when the step cache reused
     # earlier steps' work (None: a server that does not report it)
     steps_computed: int | None = None
+    # The speed options the image was made with (the request's, else the server's defaults); None: unknown
+    condition_cache: bool | None = None
+    step_cache: float | None = None  # None also when the step cache was off
 
     @classmethod
     def _decode(cls, r: _Reader) -> Self:
@@ -476,6 +493,8 @@ class Result(Message):
             metadata=r.mapping("metadata"),
             oscr_jpeg_quality=r.integer("oscr_jpeg_quality", optional=True, lo=1),
             steps_computed=r.integer("steps_computed", optional=True, lo=0),
+            condition_cache=_optional_flag(r, "condition_cache"),
+            step_cache=_optional_number(r, "step_cache"),
         )
 
 

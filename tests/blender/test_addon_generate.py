@@ -231,6 +231,7 @@ def test_draft_is_a_smaller_quicker_look_beside_generate(shot, tiny_server, out_
     assert tuple(image.size) == (256, 256)  # within the draft's 512 px already (draft_size: core tests)
     record = images.image_record(image)
     assert record["steps"] == 3 and 1 <= record["steps_computed"] <= 3  # the step cache's count
+    assert (record["condition_cache"], record["step_cache"]) == (True, pytest.approx(0.1))  # the draft's
 
 
 @pytest.mark.each_blender

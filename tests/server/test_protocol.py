@@ -165,6 +165,8 @@ def test_reply_messages_round_trip():
             {"k": [1, 2]},
             90,
             3,  # steps computed: one of the 4 reused the step cache
+            True,  # made with the condition cache
+            0.1,  # and the step cache at 0.1
         ),
         Cancelled("r", "j", True),
         ErrorReply("invalid_field", "bad", "width", "r", None),

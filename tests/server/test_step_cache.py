@@ -96,9 +96,14 @@ def test_composes_with_the_condition_cache(make_request):
     assert calls["single"] == singles and calls["single_cached"] == (computed - 1) * singles
 
 
-def test_the_pipeline_default_and_its_checks():
+def test_the_pipeline_default_and_its_checks(make_request):
     pipeline = SeeThroughPipeline.tiny(seed=0, step_cache=0.1)
     assert pipeline.identity["step_cache"] == 0.1
+    request = make_request(num_inference_steps=1)
+    output = pipeline(**request)  # the output says which options it was made with: here the defaults
+    assert (output.condition_cache, output.step_cache, output.steps_computed) == (False, 0.1, 1)
+    output = pipeline(**request, condition_cache=True, step_cache=0.0)  # or the request's own
+    assert (output.condition_cache, output.step_cache) == (True, 0.0)
     pipeline.set_step_cache(None)
     assert pipeline.identity["step_cache"] is None
     with pytest.raises(SetupError, match="step_cache"):
