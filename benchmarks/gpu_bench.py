@@ -84,7 +84,8 @@ class Mode:
 
 # `--suite speed`: the compiled 24-GB and 16-GB modes, the step cache and the draft preset, each mode
 # capped at its card's memory, in order of priority (a run that is stopped keeps what it measured).
-# About 10 minutes on an H100 (mostly compilation with a cold cache); `--suite-parts` runs a subset.
+# Estimated at about 10 minutes on an H100 (mostly compilation with a cold cache; not yet timed on a GPU);
+# `--suite-parts` runs a subset.
 STEP_CACHE_ROWS = ("exact sc0.05", "exact sc0.1", "exact sc0.2")
 SPEED_SUITE = (
     Mode("24gb", "fp8", ("plain", "exact", *STEP_CACHE_ROWS, "draft"), (True,), (1024,), 24.0, "fp8-24gb"),
