@@ -4,6 +4,7 @@ The quantized kernels and the real GPU peak are measured by benchmarks/gpu_bench
 selection logic, the errors, and the streaming's residency (with "meta" standing in for the GPU).
 """
 
+import copy
 import sys
 
 import numpy as np
@@ -146,4 +147,27 @@ def test_nf4_24gb_mode_end_to_end_on_the_tiny_model(make_request):
     assert type(transformer.x_embedder) is torch.nn.Linear and pipeline.dtype == torch.float32
     assert pipeline.text_encoder_stream is not None
     image = pipeline(**make_request()).image
+    assert np.abs(image.astype(int) - reference.astype(int)).mean() < 2  # NF4 noise, same picture
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="pinned memory and copy streams need CUDA")
+def test_pinned_t5_streaming_with_the_copy_stream_equals_the_encoder_on_the_gpu():
+    encoder = build_tiny_components(0).text_encoder_2
+    ids = torch.randint(3, 100, (1, 12), generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        expected = copy.deepcopy(encoder).to("cuda")(ids.cuda())[0]
+        stream = stream_t5(encoder, torch.device("cuda"))
+        assert stream.pinned and all(p.is_pinned() for p in encoder.parameters())
+        for _ in range(2):  # a second prompt streams again from the pinned weights
+            torch.testing.assert_close(encoder(ids)[0], expected, rtol=0, atol=0)
+    assert stream.resident == set() and all(p.device.type == "cpu" for p in encoder.parameters())
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (see the 24gb test's docstring)")
+def test_nf4_16gb_mode_end_to_end_on_the_tiny_model(make_request):
+    pytest.importorskip("bitsandbytes")
+    reference = SeeThroughPipeline.tiny(seed=0, device="cuda")(**make_request()).image
+    pipeline = SeeThroughPipeline.tiny(seed=0, device="cuda", memory="16gb")
+    assert pipeline.identity["quantization"] == "nf4" and pipeline.text_encoder_stream.pinned
+    image = pipeline(**make_request(step_cache=0.0)).image
     assert np.abs(image.astype(int) - reference.astype(int)).mean() < 2  # NF4 noise, same picture
