@@ -24,29 +24,12 @@ sys.path[:0] = [str(REPO), str(REPO / "benchmarks")]
 
 import numpy as np  # noqa: E402  (after the path fix-up above)
 import torch  # noqa: E402
-from edit_bench import build  # noqa: E402
+from edit_bench import build, request  # noqa: E402
 
 from inference_server.step_cache import StepCache  # noqa: E402
 
 THRESHOLDS = (None, 0.0, 0.05, 0.1, 0.2, 0.5, 1.0)
 PROBE = 1e-9  # on, but reuses only when the first block's output did not change at all
-
-
-def request(side: int, steps: int) -> dict:
-    """A two-box request at ``side`` px with a random stand-in OSCR image."""
-    masks = np.zeros((2, 32, 32), dtype=bool)
-    masks[0, 4:20, 2:14], masks[1, 10:28, 10:24] = True, True
-    oscr = (np.random.default_rng(0).random((512, 512, 3)) * 255).astype(np.uint8)
-    return dict(
-        scene_prompt="on a quiet street",
-        descriptions=["a red car", "a small brown dog"],
-        oscr_image=oscr,
-        box_token_masks=masks,
-        width=side,
-        height=side,
-        seed=42,
-        num_inference_steps=steps,
-    )
 
 
 def relative_changes(pipeline, inputs: dict) -> list[float]:
