@@ -475,7 +475,9 @@ class SeeThroughPipeline:
         composed = compose_prompt(scene_prompt, list(descriptions))
         self.prompt_encoder.tokenize(composed)  # rejects a too-long prompt before any model runs
 
-        with self._on_device(self.text_encoder, self.text_encoder_2):
+        # a cached prompt needs no encoder: with memory="offload", none is moved to the device
+        cached = self.prompt_encoder.is_cached(composed, self.dtype)
+        with self._on_device(*(() if cached else (self.text_encoder, self.text_encoder_2))):
             encoding = self.prompt_encoder.encode(composed, self.dtype)
         timings["encode_text_s"] = self._lap(started)
 

@@ -130,6 +130,9 @@ class PromptCache:
     def __len__(self) -> int:
         return len(self._entries)
 
+    def __contains__(self, key: tuple[str, torch.dtype]) -> bool:
+        return key in self._entries  # a look, not a use: neither counted nor refreshed
+
     def get(self, key: tuple[str, torch.dtype]) -> PromptEncoding | None:
         encoding = self._entries.get(key)
         if encoding is None:
@@ -189,6 +192,9 @@ class PromptEncoder:
             tokenize_for_t5(tokenizer, composed)
 
         return check
+
+    def is_cached(self, composed: ComposedPrompt, dtype: torch.dtype) -> bool:
+        return (composed.text, dtype) in self.cache
 
     def encode(self, composed: ComposedPrompt, dtype: torch.dtype) -> PromptEncoding:
         """The encoding of ``composed`` (from the cache when it was encoded lately; do not modify it)."""

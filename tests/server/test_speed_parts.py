@@ -37,6 +37,21 @@ def test_a_repeated_prompt_is_encoded_once_and_gives_the_same_embeddings(make_re
     assert torch.equal(fresh.pooled_embeds, kept.pooled_embeds) and fresh.call_ids == kept.call_ids
 
 
+def test_with_offload_a_cached_prompt_moves_no_text_encoder(make_request, monkeypatch):
+    pipeline = SeeThroughPipeline.tiny(seed=0, memory="offload")
+    moves = []
+    original = type(pipeline.text_encoder_2).to
+    monkeypatch.setattr(
+        type(pipeline.text_encoder_2), "to", lambda self, *a, **k: moves.append(a) or original(self, *a, **k)
+    )
+    request = make_request(num_inference_steps=1)
+    pipeline(**request)
+    assert moves  # the first request moves T5 to the device and back
+    moves.clear()
+    pipeline(**request)
+    assert moves == [] and pipeline.prompt_encoder.cache.hits == 1
+
+
 def test_the_prompt_cache_is_bounded_and_drops_the_least_recently_used():
     cache = PromptCache(2)
     cache.put(("a", torch.float32), "A")
