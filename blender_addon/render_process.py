@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 from seethrough_core.errors import LayoutError
+from seethrough_core.in_view import boxes_in_view
 from seethrough_core.layout import Layout, load_layout
 from seethrough_core.oscr_spec import DEFAULT_PROFILE
 
@@ -44,6 +45,9 @@ def render_file(layout_path: str | Path, out: str | Path, engine: str, profile: 
     result = render_layout(layout, out, engine=engine, profile=profile, quiet=True)
     for box in result.report["boxes"]:
         print(f"  box {box['index']:3d}  visible {box['visibility_ratio']:6.1%}  {box['description']}")
+    note = boxes_in_view(result.masks.amodal).note(layout.descriptions, path.name)
+    if note is not None:
+        print(note)
     print(f"Wrote {result.out_dir}/oscr.png, masks/ and masks.json in {time.perf_counter() - start:.1f} s")
     return 0
 

@@ -20,6 +20,7 @@ from seethrough_core.endpoint import DEFAULT_ENDPOINT, EndpointError, parse_endp
 from seethrough_core.errors import LayoutError, SeeThroughError
 from seethrough_core.generate_and_save import Destination, generate_and_save, safe_name
 from seethrough_core.generation_settings import SettingError
+from seethrough_core.in_view import boxes_in_view
 from seethrough_core.limits import DEFAULT_EDIT_MARGIN_PX, DEFAULT_EDIT_STRENGTH
 from seethrough_core.protocol import GenerateRequest
 from seethrough_core.server_process import LocalServerError, ServerProcess
@@ -89,10 +90,19 @@ def run_edit(args: argparse.Namespace) -> int:
 
     name = safe_name(layout_path.stem)
     rendered = render_layout(layout, args.out / "conditions" / name, engine=args.engine, quiet=True)
+    view = boxes_in_view(rendered.masks.amodal)
+    note = view.note(layout.descriptions, layout_path.name)
+    if note is not None:
+        print(note, file=sys.stderr, flush=True)
+    try:
+        settings = view.settings(plan.settings)  # only the boxes the frame shows (in_view.py)
+    except SeeThroughError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     request = GenerateRequest.for_settings(
-        plan.settings,
+        settings,
         rendered.oscr_path.read_bytes(),
-        rendered.masks.token_grids(),
+        view.token_grids(rendered.masks.token_grids()),
         metadata={"input": str(layout_path), "edit_of": str(previous_path)},
         edit=plan.edit,
     )
@@ -102,6 +112,7 @@ def run_edit(args: argparse.Namespace) -> int:
         sidecar=True,
         parent=plan.parent,
         region=plan.region_mask,
+        out_of_view=view.left_out,
     )
     with ExitStack() as stack:
         try:

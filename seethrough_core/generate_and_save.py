@@ -55,6 +55,7 @@ class Destination:
     fallback_dir: Path | None = None  # where the image goes if its own folder cannot be written
     parent: dict[str, Any] | None = None  # an edit's origin, for the record (record.parent_entry)
     region: np.ndarray | None = None  # an edit's mask (uint8, 255 = may change), saved beside the image
+    out_of_view: tuple[int, ...] = ()  # boxes left out of the request: not in the frame (in_view.py)
 
 
 @dataclass(frozen=True)
@@ -95,7 +96,9 @@ def generate_and_save(
 
 def save_result(result: Result, layout: Layout, destination: Destination) -> SavedImage:
     """Write ``result`` as a PNG with its record (and the record beside it as JSON if asked)."""
-    record = GenerationRecord.from_result(result, layout, destination.source, destination.parent)
+    record = GenerationRecord.from_result(
+        result, layout, destination.source, destination.parent, destination.out_of_view
+    )
     return save_image(result.image, record, destination, result)
 
 

@@ -40,6 +40,9 @@ class GenerationRecord:
     oscr_jpeg_quality: int | None = None  # the JPEG round trip the server gave the OSCR image (None: none)
     # An edit's origin: the previous PNG's sha256 and record, and how it was changed (parent_entry)
     parent: dict[str, Any] | None = None
+    # Indices of the layout's boxes with no pixel in the frame: left out of the prompt and the token
+    # grids (seethrough_core.in_view); `descriptions` holds only the boxes that were sent.
+    boxes_out_of_view: list[int] = field(default_factory=list)
     created: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%S%z"))
 
     @classmethod
@@ -49,13 +52,15 @@ class GenerationRecord:
         layout: Layout,
         source: dict[str, Any] | None = None,
         parent: dict[str, Any] | None = None,
+        out_of_view: tuple[int, ...] = (),
     ) -> GenerationRecord:
-        """A record of a protocol `Result` for a layout (``parent``: what it is an edit of)."""
+        """A record of a protocol `Result` for a layout (``parent``: what it is an edit of;
+        ``out_of_view``: the boxes left out of the request because the frame does not show them)."""
         height, width = result.image.shape[:2]
         return cls(
             prompt=result.prompt,
             scene_prompt=layout.scene_prompt,
-            descriptions=layout.descriptions,
+            descriptions=[d for i, d in enumerate(layout.descriptions) if i not in out_of_view],
             seed=result.seed,
             steps=result.steps,
             guidance=result.guidance,
@@ -70,6 +75,7 @@ class GenerationRecord:
             source=dict(source or {}),
             oscr_jpeg_quality=result.oscr_jpeg_quality,
             parent=parent,
+            boxes_out_of_view=sorted(out_of_view),
         )
 
     def to_dict(self) -> dict[str, Any]:

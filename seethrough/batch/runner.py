@@ -23,6 +23,8 @@ from seethrough_core.client import Job, JobCancelledError, SeeThroughClient, Ser
 from seethrough_core.endpoint import parse_endpoint
 from seethrough_core.errors import SeeThroughError
 from seethrough_core.generate_and_save import Destination, generate_and_save, save_image
+from seethrough_core.generation_settings import GenerationSettings
+from seethrough_core.in_view import boxes_in_view
 from seethrough_core.keys import ClientKeys
 from seethrough_core.limits import DEFAULT_EDIT_MARGIN_PX, DEFAULT_GUIDANCE, DEFAULT_STEPS
 from seethrough_core.protocol import GenerateRequest
@@ -216,7 +218,18 @@ class BatchRunner:
             return time.perf_counter() - start, None
         finally:
             self._progress.status("blender", None)
-        return time.perf_counter() - start, (rendered.oscr_path.read_bytes(), rendered.masks.token_grids())
+        elapsed = time.perf_counter() - start
+        view = boxes_in_view(rendered.masks.amodal)
+        where = f"{shot.output_name}/{shot.camera} frame {shot.frame}"
+        if not view.shown:
+            reason = "no box is in view, so there is nothing to generate: move the camera or the boxes"
+            for task in pending:
+                self._finish(Outcome(shot.input_path, task.label, "failed", reason))
+            return elapsed, None
+        note = view.note(shot.layout.descriptions, where)
+        if note is not None:
+            self._progress.note(note)
+        return elapsed, (rendered.oscr_path.read_bytes(), rendered.masks.token_grids(), view)
 
     def _put(self, item) -> bool:
         """Queue an item; a task is dropped once the batch is stopping, so Ctrl-C never hangs here.
@@ -279,7 +292,7 @@ class BatchRunner:
 
     def _generate(self, client: SeeThroughClient, endpoint: str, link: Link) -> None:
         task = link.task
-        oscr_png, token_grids = link.condition
+        oscr_png, token_grids, view = link.condition
         layout = task.shot.layout
         plan = plan_frame(link.previous, layout, self.options.margin_px) if link.previous else None
         source = {
@@ -294,13 +307,13 @@ class BatchRunner:
             self._finish(Outcome(task.shot.input_path, task.label, "done", server=endpoint,
                                  image_path=task.image_path), f" ({plan.note})")  # fmt: skip
             return
-        request = GenerateRequest.for_layout(
-            layout,
+        settings = GenerationSettings.for_layout(
+            layout, seed=task.seed, steps=self.options.steps, guidance=self.options.guidance
+        )
+        request = GenerateRequest.for_settings(
+            view.settings(settings),  # only the boxes the frame shows (in_view.py)
             oscr_png,
-            token_grids,
-            seed=task.seed,
-            steps=self.options.steps,
-            guidance=self.options.guidance,
+            view.token_grids(token_grids),
             metadata={
                 "input": str(task.shot.input_path),
                 "camera": task.shot.camera,
@@ -323,6 +336,7 @@ class BatchRunner:
             sidecar=True,
             parent=plan.parent if plan is not None else None,
             region=plan.region if plan is not None else None,
+            out_of_view=view.left_out,
         )
         saved = generate_and_save(
             client, request, layout, destination, on_accepted=jobs.append, on_progress=on_progress
