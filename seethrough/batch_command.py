@@ -14,13 +14,18 @@ from seethrough_core.keys import ClientKeys, KeyFileError
 from seethrough_core.limits import DEFAULT_EDIT_MARGIN_PX, DEFAULT_GUIDANCE, DEFAULT_STEPS
 from seethrough_core.server_process import LocalServerError, ServerProcess
 
-from .batch.inputs import CameraChoice, InputError, expand_inputs, parse_frames, parse_seeds
+from .batch.inputs import CameraChoice, InputError, expand_inputs, parse_frames, parse_seeds, stills
 from .batch.plan import output_names
+from .render_options import add_engine_argument, add_size_arguments, size_from_args
 
 
 def add_batch_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "inputs", nargs="+", metavar="INPUT", help=".blend or layout .json files, folders or globs"
+        "inputs",
+        nargs="+",
+        metavar="INPUT",
+        help=".blend or layout .json files, folders (searched for both) or globs; a result .png saved by "
+        "SeeThrough, named or globbed, gives the layout in its record",
     )
     p.add_argument("--out", required=True, type=Path, help="output folder")
     p.add_argument(
@@ -36,7 +41,7 @@ def add_batch_arguments(p: argparse.ArgumentParser) -> None:
     )
     seeds = p.add_mutually_exclusive_group()
     seeds.add_argument("--seeds", help="comma-separated seeds, e.g. 1,2,3 (default 42)")
-    seeds.add_argument("--num-seeds", type=int, metavar="N", help="N seeds: 42, 43, ...")
+    seeds.add_argument("--num-seeds", type=int, metavar="N", help="N seeds: 42, 43, ... (default: --seeds)")
     p.add_argument(
         "--cameras", default="active", help="active (default), all, or camera names separated by commas"
     )
@@ -54,25 +59,30 @@ def add_batch_arguments(p: argparse.ArgumentParser) -> None:
         metavar="PX",
         help=f"with --consistent: grow each frame's region of change by PX pixels ({DEFAULT_EDIT_MARGIN_PX})",
     )
-    p.add_argument("--engine", default="cycles", choices=["cycles", "eevee"], help="OSCR render engine")
+    add_engine_argument(p)
     p.add_argument("--steps", type=int, default=DEFAULT_STEPS, help=f"denoising steps ({DEFAULT_STEPS})")
     p.add_argument(
         "--guidance", type=float, default=DEFAULT_GUIDANCE, help=f"FLUX guidance ({DEFAULT_GUIDANCE})"
     )
     p.add_argument(
-        "--timeout", type=float, default=30.0, help="seconds of silence before a server counts as gone"
+        "--timeout",
+        type=float,
+        default=30.0,
+        help="seconds of silence before a server counts as gone (default 30)",
     )
     p.add_argument("--overwrite", action="store_true", help="regenerate images that already exist")
+    add_size_arguments(p)
     p.add_argument(
         "--server-public-key",
         metavar="FILE",
-        help="CURVE: the server's public key file (NAME.key), for servers started with --server-key",
+        help="CURVE: the server's public key file (NAME.key), for servers started with --server-key "
+        "(default: no CURVE)",
     )
     p.add_argument(
         "--client-key",
         metavar="FILE_SECRET",
         help="CURVE: this machine's secret key file (NAME.key_secret); its NAME.key must be in the "
-        "server's --client-keys folder",
+        "server's --client-keys folder (default: no CURVE)",
     )
 
 
@@ -97,6 +107,7 @@ def run_batch(args: argparse.Namespace) -> int:
             keys=_client_keys(args.server_public_key, args.client_key),
             consistent=args.consistent,
             margin_px=args.margin,
+            size=size_from_args(args),
         )
         if args.consistent and args.frames is None:
             raise InputError("--consistent needs --frames: it makes each frame an edit of the one before")
@@ -114,6 +125,11 @@ def run_batch(args: argparse.Namespace) -> int:
     if args.tiny and options.servers:
         print("error: give --tiny or --server, not both", file=sys.stderr)
         return 2
+    if options.frames is not None:
+        for path in stills(inputs):
+            print(
+                f"note: --frames is ignored for {path}: a layout file is a still (frame 1)", file=sys.stderr
+            )
     with ExitStack() as stack:
         if args.tiny:
             print(

@@ -4,7 +4,8 @@ Reads the previous picture and its generation record (layout, seed, steps, guida
 the edit (seethrough_core.edit_plan: the region of the change, the settings), renders the new layout's
 OSCR image, and asks the server for an edit of the previous picture inside that region (docs/edit.md).
 The result is written as DIR/NAME.png with its record (whose `parent` names the previous PNG by sha256
-and holds its record), NAME.json, and the region as NAME_region.png.
+and holds its record), NAME.json, and the region as NAME_region.png; a result already there is kept and
+the new one is NAME_2.png (NAME_3.png ...) unless --overwrite.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from seethrough_core.client import SeeThroughClient
 from seethrough_core.edit_plan import EditPlanError, plan_edit
 from seethrough_core.endpoint import DEFAULT_ENDPOINT, EndpointError, parse_endpoint
 from seethrough_core.errors import LayoutError, SeeThroughError
-from seethrough_core.generate_and_save import Destination, generate_and_save, safe_name
+from seethrough_core.generate_and_save import Destination, generate_and_save, safe_name, unused_image_path
 from seethrough_core.generation_settings import SettingError
 from seethrough_core.in_view import boxes_in_view
 from seethrough_core.limits import DEFAULT_EDIT_MARGIN_PX, DEFAULT_EDIT_STRENGTH
@@ -26,10 +27,15 @@ from seethrough_core.protocol import GenerateRequest
 from seethrough_core.server_process import LocalServerError, ServerProcess
 
 from .previous_picture import EditInputError, read_previous
+from .render_options import add_engine_argument, add_size_arguments, size_from_args
 
 
 def add_edit_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("layout", help="the new layout: a .json file or a .blend authored with the add-on")
+    p.add_argument(
+        "layout",
+        help="the new layout: a .json file, a .blend authored with the add-on (its active camera at its "
+        "current frame), or a result PNG saved by SeeThrough (the layout in its record)",
+    )
     p.add_argument(
         "--from",
         dest="previous",
@@ -38,7 +44,12 @@ def add_edit_arguments(p: argparse.ArgumentParser) -> None:
         metavar="PREVIOUS.png",
         help="the picture to change: a PNG saved by SeeThrough (it carries its generation record)",
     )
-    p.add_argument("--out", required=True, type=Path, help="output folder")
+    p.add_argument("--out", required=True, type=Path, help="output folder (required)")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace DIR/NAME.png if it exists (default: keep it and write NAME_2.png, NAME_3.png ...)",
+    )
     p.add_argument("--server", metavar="ENDPOINT", help=f"the server (default {DEFAULT_ENDPOINT})")
     p.add_argument(
         "--tiny",
@@ -49,7 +60,8 @@ def add_edit_arguments(p: argparse.ArgumentParser) -> None:
         "--strength",
         type=float,
         default=DEFAULT_EDIT_STRENGTH,
-        help="in (0, 1]: 1 regenerates the region from noise, lower keeps more of the previous picture",
+        help="in (0, 1]: 1 regenerates the region from noise, lower keeps more of the previous picture "
+        f"(default {DEFAULT_EDIT_STRENGTH:g})",
     )
     p.add_argument(
         "--margin",
@@ -58,11 +70,17 @@ def add_edit_arguments(p: argparse.ArgumentParser) -> None:
         metavar="PX",
         help=f"grow the region around the changed boxes by PX pixels (default {DEFAULT_EDIT_MARGIN_PX})",
     )
-    p.add_argument("--seed", type=int, help="default: the previous picture's seed (another seed varies it)")
-    p.add_argument("--engine", default="cycles", choices=["cycles", "eevee"], help="OSCR render engine")
     p.add_argument(
-        "--timeout", type=float, default=30.0, help="seconds of silence before the server counts as gone"
+        "--seed", type=int, help="the seed (default: the previous picture's seed; another seed varies it)"
     )
+    add_engine_argument(p)
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=30.0,
+        help="seconds of silence before the server counts as gone (default 30)",
+    )
+    add_size_arguments(p)
 
 
 def run_edit(args: argparse.Namespace) -> int:
@@ -74,7 +92,7 @@ def run_edit(args: argparse.Namespace) -> int:
     previous_path = Path(args.previous)
     try:
         previous = read_previous(previous_path)
-        layout = read_layout(layout_path)
+        layout = size_from_args(args).apply(read_layout(layout_path))
         plan = plan_edit(previous, layout, margin_px=args.margin, strength=args.strength, seed=args.seed)
         endpoint = parse_endpoint(args.server).url if args.server else None
     except SettingError as exc:
@@ -106,8 +124,11 @@ def run_edit(args: argparse.Namespace) -> int:
         metadata={"input": str(layout_path), "edit_of": str(previous_path)},
         edit=plan.edit,
     )
+    image_path = args.out / f"{name}.png"
+    if not args.overwrite:
+        image_path = unused_image_path(image_path)
     destination = Destination(
-        args.out / f"{name}.png",
+        image_path,
         {"input": str(layout_path), "camera": layout.camera.name},
         sidecar=True,
         parent=plan.parent,
@@ -128,5 +149,7 @@ def run_edit(args: argparse.Namespace) -> int:
     if saved is None:
         print("error: the job was cancelled", file=sys.stderr)
         return 1
+    kept = "" if saved.image_path.name == f"{name}.png" else f" ({name}.png is kept; --overwrite replaces it)"
+    print(f"wrote {saved.image_path}{kept}", file=sys.stderr)
     print(saved.image_path)
     return 0

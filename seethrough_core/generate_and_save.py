@@ -40,6 +40,20 @@ def sidecar_path_for(image_path: Path) -> Path:
     return image_path.with_suffix(".json")
 
 
+def unused_image_path(image_path: Path) -> Path:
+    """``image_path`` if nothing is saved there yet, else the first free NAME_2.png, NAME_3.png ...: a
+    finished image (or its record) is never replaced by a new result."""
+
+    def taken(path: Path) -> bool:
+        return any(p.exists() for p in (path, sidecar_path_for(path), region_path_for(path)))
+
+    candidate, number = image_path, 1
+    while taken(candidate):
+        number += 1
+        candidate = image_path.with_name(f"{image_path.stem}_{number}{image_path.suffix}")
+    return candidate
+
+
 def region_path_for(image_path: Path) -> Path:
     """Where an edit's region mask is written: beside the image, NAME_region.png."""
     return image_path.with_name(f"{image_path.stem}_region.png")

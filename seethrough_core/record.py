@@ -10,9 +10,11 @@ import hashlib
 import json
 import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
-from .layout import Layout
+from .errors import LayoutError
+from .layout import Layout, load_layout
 from .png import read_png_text
 
 RECORD_FORMAT = "seethrough.generation"
@@ -124,3 +126,36 @@ def parent_entry(png: bytes, record: GenerationRecord, **details: Any) -> dict[s
     if previous.get("parent"):
         previous["parent"] = {"sha256": previous["parent"].get("sha256")}
     return {"sha256": hashlib.sha256(png).hexdigest(), "record": previous, **details}
+
+
+RESULT_SUFFIX = ".png"  # a result picture: its record holds the layout it was generated from
+
+
+def read_result_record(path: str | Path) -> GenerationRecord:
+    """The generation record of a result PNG; LayoutError (naming the file) when it has none."""
+    path = Path(path)
+    try:
+        record = read_png_record(path.read_bytes())
+    except FileNotFoundError:
+        raise LayoutError("", f"file not found: {path}") from None
+    except (OSError, ValueError) as exc:
+        raise LayoutError("", f"cannot read {path}: {exc}") from None
+    if record is None:
+        raise LayoutError(
+            "",
+            f"{path} has no SeeThrough generation record, so its layout is unknown; give a layout .json, "
+            "a .blend, or a PNG that SeeThrough saved",
+        )
+    return record
+
+
+def load_layout_or_result(path: str | Path) -> Layout:
+    """A layout from a layout .json, or from the record of a result PNG (the scene it was made from)."""
+    path = Path(path)
+    if path.suffix.lower() != RESULT_SUFFIX:
+        return load_layout(path)
+    record = read_result_record(path)
+    try:
+        return Layout.from_dict(record.layout)
+    except LayoutError as exc:
+        raise LayoutError(exc.field, f"{path}: the layout in its record: {exc.message}") from None

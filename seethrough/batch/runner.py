@@ -14,7 +14,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TextIO
 
@@ -27,6 +27,7 @@ from seethrough_core.generation_settings import GenerationSettings
 from seethrough_core.in_view import boxes_in_view
 from seethrough_core.keys import ClientKeys
 from seethrough_core.limits import DEFAULT_EDIT_MARGIN_PX, DEFAULT_GUIDANCE, DEFAULT_STEPS
+from seethrough_core.output_size import OutputSize
 from seethrough_core.protocol import GenerateRequest
 
 from .consistent import Chain, Condition, Link, chains_of, copied_record, plan_frame
@@ -51,6 +52,7 @@ class BatchOptions:
     keys: ClientKeys | None = None  # CURVE keys for servers started with --server-key
     consistent: bool = False  # each frame an edit of the frame before it (consistent.py)
     margin_px: int = DEFAULT_EDIT_MARGIN_PX  # with consistent: how far the region grows around changes
+    size: OutputSize = field(default_factory=OutputSize)  # --resolution / --percentage
 
 
 @dataclass
@@ -155,7 +157,8 @@ class BatchRunner:
         shots: dict[Path, list[Shot]] = {}
         for path in inputs:
             try:
-                shots[path] = read_shots(path, names[path], self.options.cameras, self.options.frames)
+                read = read_shots(path, names[path], self.options.cameras, self.options.frames)
+                shots[path] = [replace(shot, layout=self.options.size.apply(shot.layout)) for shot in read]
             except SeeThroughError as exc:
                 self._outcomes.append(Outcome(path, str(path), "failed", str(exc)))
             except Exception as exc:  # whatever a damaged file makes Blender raise: skip this input only
