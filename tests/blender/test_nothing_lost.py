@@ -11,6 +11,8 @@ import pytest
 from PIL import Image
 
 from blender_addon.scene_io import add_camera, layout_to_scene
+from seethrough.batch.report import CAPTION_H, GAP, THUMB, SheetEntry
+from seethrough.batch.runner import Outcome
 from seethrough.cli import main
 from seethrough_core.layout import Camera, Layout, load_layout
 from seethrough_core.record import GenerationRecord
@@ -58,6 +60,23 @@ def test_a_box_out_of_view_leaves_the_prompt_and_the_record_says_so(server, tmp_
     assert "a brown dog" not in record.prompt and "a brown dog" not in record.descriptions
     assert record.descriptions == small_layout().descriptions
     assert len(record.layout["boxes"]) == 3  # the whole layout is kept, to restore the scene
+
+    # The contact sheet: the result beside its OSCR image, captioned, at the pictures' 3:2 aspect.
+    image = tmp_path / "out" / "dog" / "Camera" / "0001_3.png"
+    entry = SheetEntry.of(Outcome(tmp_path / "dog.json", "dog/Camera/0001_3.png", "done", image_path=image))
+    assert entry.caption == "Camera  frame 1  seed 3" and entry.is_noise
+    assert entry.oscr_path == tmp_path / "out" / "dog" / "Camera" / "conditions" / "0001" / "oscr.png"
+    with Image.open(tmp_path / "out" / "dog" / "contact_sheet.png") as sheet:
+        sheet = sheet.convert("RGB")
+    tile_w, tile_h = THUMB, round(THUMB * 256 / 384)
+    assert sheet.size == (2 * tile_w + 3 * GAP, tile_h + CAPTION_H + GAP)
+    for left, source in ((GAP, entry.oscr_path), (2 * GAP + tile_w, image)):
+        with Image.open(source) as picture:
+            thumb = picture.convert("RGB")
+            thumb.thumbnail((tile_w, tile_h))
+        x, y = left + (tile_w - thumb.width) // 2, (tile_h - thumb.height) // 2
+        shown = sheet.crop((x, y, x + thumb.width, y + thumb.height))
+        assert np.array_equal(np.asarray(shown), np.asarray(thumb))
 
 
 def test_a_misspelled_key_fails_the_input_with_the_closest_key(server, tmp_path, capsys):
