@@ -10,9 +10,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from blender_addon.render_process import read_layout
 from blender_addon.scene_io import add_camera, layout_to_scene
+from seethrough.batch.inputs import CameraChoice, expand_inputs
 from seethrough.batch.report import CAPTION_H, GAP, THUMB, SheetEntry
 from seethrough.batch.runner import Outcome
+from seethrough.batch.shots import read_shots
 from seethrough.cli import main
 from seethrough_core.layout import Camera, Layout, load_layout
 from seethrough_core.record import GenerationRecord
@@ -110,17 +113,13 @@ def test_edit_keeps_an_earlier_result_and_restores_from_a_result_png(server, tmp
     assert main([*args, "--seed", "7", "--overwrite"]) == 0
     assert record_of(out / "moved.png").seed == 7 and not (out / "moved_3.png").exists()
 
-    # A result PNG stands for its layout: render it, batch it, edit towards it.
-    assert main(["render", str(out / "moved_2.png"), "--out", str(tmp_path / "r"), "--engine", "eevee"]) == 0
-    assert Layout.from_dict(json.loads((tmp_path / "r" / "layout.json").read_text())) == Layout.from_dict(
-        data
-    )
-    assert batch([out / "moved_2.png"], tmp_path / "again", server) == 0
-    assert record_of(tmp_path / "again" / "moved_2" / "Camera" / "0001_3.png").layout == data
-    capsys.readouterr()
-    assert main(["edit", str(previous), "--from", str(out / "moved.png"), "--out", str(out)]
-                + ["--server", server, "--engine", "eevee"]) == 0  # fmt: skip
-    assert "0001_3.png" in capsys.readouterr().out
+    # A result PNG stands for its layout wherever a layout is read: render and edit (read_layout) and
+    # batch (its inputs and shots).
+    restored = Layout.from_dict(data)
+    assert read_layout(out / "moved_2.png") == restored
+    assert expand_inputs([str(out / "moved_2.png")]) == [out / "moved_2.png"]
+    (shot,) = read_shots(out / "moved_2.png", "moved_2", CameraChoice("active"), None)
+    assert shot.layout == restored and shot.frame == 1
 
 
 def write_blend(path) -> None:
