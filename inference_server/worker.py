@@ -27,7 +27,16 @@ import zmq
 from seethrough_core.errors import SeeThroughError
 from seethrough_core.generation_settings import SettingError
 from seethrough_core.limits import MAX_SEED
-from seethrough_core.protocol import ErrorCode, ErrorReply, Frame, LoraSet, Progress, Result, SetLoraRequest
+from seethrough_core.protocol import (
+    ErrorCode,
+    ErrorReply,
+    Frame,
+    LoraSet,
+    Progress,
+    ProtocolError,
+    Result,
+    SetLoraRequest,
+)
 
 from .job_queue import JobQueue, ServerJob
 from .model_errors import GenerationCancelled
@@ -105,10 +114,16 @@ class Worker(threading.Thread):
             events.send_multipart([b"send", job.job_id.encode(), *progress.encode()], copy=False)
 
         try:
+            # A PNG/JPEG waited encoded in the queue; it is decoded here, off the socket loop.
+            oscr_image = request.oscr_pixels()
+        except ProtocolError as exc:
+            log.info("job %s: its OSCR image does not decode: %s", job.job_id, exc)
+            return b"error", self._error(job, ErrorCode(exc.code), exc.message, exc.field)
+        try:
             output = pipeline(
                 scene_prompt=request.scene_prompt,
                 descriptions=request.descriptions,
-                oscr_image=request.oscr_image,
+                oscr_image=oscr_image,
                 box_token_masks=request.token_grids(),
                 width=request.width,
                 height=request.height,

@@ -3,20 +3,39 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from contextlib import ExitStack
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from seethrough_core.edit_region import check_margin
 from seethrough_core.endpoint import DEFAULT_ENDPOINT, EndpointError, parse_endpoint
 from seethrough_core.generation_settings import SettingError, check_guidance, check_steps
 from seethrough_core.keys import ClientKeys, KeyFileError
-from seethrough_core.limits import DEFAULT_EDIT_MARGIN_PX, DEFAULT_GUIDANCE, DEFAULT_STEPS
+from seethrough_core.limits import (
+    DEFAULT_BATCH_TIMEOUT_S,
+    DEFAULT_EDIT_MARGIN_PX,
+    DEFAULT_GUIDANCE,
+    DEFAULT_SERVER_RETRY_S,
+    DEFAULT_STEPS,
+)
 from seethrough_core.server_process import LocalServerError, ServerProcess
 
-from .batch.inputs import CameraChoice, InputError, expand_inputs, parse_frames, parse_seeds, stills
+from .batch.inputs import (
+    CameraChoice,
+    InputError,
+    check_output_folder,
+    expand_inputs,
+    parse_frames,
+    parse_seeds,
+    stills,
+)
 from .batch.plan import output_names
 from .render_options import add_engine_argument, add_size_arguments, size_from_args
+
+if TYPE_CHECKING:  # the runner loads Blender
+    from .batch.runner import BatchOptions
 
 
 def add_batch_arguments(p: argparse.ArgumentParser) -> None:
@@ -67,8 +86,16 @@ def add_batch_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--timeout",
         type=float,
-        default=30.0,
-        help="seconds of silence before a server counts as gone (default 30)",
+        default=DEFAULT_BATCH_TIMEOUT_S,
+        help=f"seconds of silence before a server counts as gone (default {DEFAULT_BATCH_TIMEOUT_S:g})",
+    )
+    p.add_argument(
+        "--retry-for",
+        type=float,
+        default=DEFAULT_SERVER_RETRY_S,
+        metavar="S",
+        help="how long a server that went away is tried again (with growing pauses) before the images "
+        f"left for it fail (default {DEFAULT_SERVER_RETRY_S:g})",
     )
     p.add_argument("--overwrite", action="store_true", help="regenerate images that already exist")
     add_size_arguments(p)
@@ -88,8 +115,7 @@ def add_batch_arguments(p: argparse.ArgumentParser) -> None:
 
 def run_batch(args: argparse.Namespace) -> int:
     # Blender is loaded only now: `seethrough --help` and argument errors stay instant.
-    from .batch.report import contact_sheets, summary_table
-    from .batch.runner import BatchOptions, BatchRunner
+    from .batch.runner import BatchOptions
 
     try:
         inputs = expand_inputs(args.inputs)
@@ -104,6 +130,7 @@ def run_batch(args: argparse.Namespace) -> int:
             guidance=args.guidance,
             overwrite=args.overwrite,
             timeout_s=args.timeout,
+            retry_s=args.retry_for,
             keys=_client_keys(args.server_public_key, args.client_key),
             consistent=args.consistent,
             margin_px=args.margin,
@@ -112,6 +139,8 @@ def run_batch(args: argparse.Namespace) -> int:
         if args.consistent and args.frames is None:
             raise InputError("--consistent needs --frames: it makes each frame an edit of the one before")
         check_margin(args.margin)
+        if not args.timeout > 0 or not args.retry_for >= 0:
+            raise InputError("--timeout must be more than 0 seconds and --retry-for at least 0")
         # A typo in an address or a setting out of range fails here, before Blender renders anything.
         options.servers = [parse_endpoint(server).url for server in options.servers]
         check_steps(options.steps)
@@ -130,6 +159,26 @@ def run_batch(args: argparse.Namespace) -> int:
             print(
                 f"note: --frames is ignored for {path}: a layout file is a still (frame 1)", file=sys.stderr
             )
+    try:
+        check_output_folder(args.out)
+    except InputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    # SIGTERM (a job scheduler, `kill`) stops the batch as Ctrl-C does: jobs cancelled, summary printed.
+    previous_sigterm = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        return _run(args, options, inputs)
+    except KeyboardInterrupt:  # before the runner started (the embedded server was coming up)
+        print("interrupted before any image was generated", file=sys.stderr)
+        return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous_sigterm)
+
+
+def _run(args: argparse.Namespace, options: BatchOptions, inputs: list[Path]) -> int:
+    from .batch.report import contact_sheets, summary_table
+    from .batch.runner import BatchRunner
+
     with ExitStack() as stack:
         if args.tiny:
             print(
@@ -152,13 +201,15 @@ def run_batch(args: argparse.Namespace) -> int:
             flush=True,
         )
         summary = BatchRunner(options).run(inputs)
-    sheets = contact_sheets(summary, output_names(inputs), args.out)
+    sheets, sheet_problems = contact_sheets(summary, output_names(inputs), args.out)
     print(summary_table(summary, inputs))
     for sheet in sheets:
         print(f"contact sheet: {sheet}")
+    for problem in sheet_problems:
+        print(f"contact sheet NOT written: {problem}")
     if summary.interrupted:
         return 130
-    return 0 if summary.ok else 1
+    return 0 if summary.ok and not sheet_problems else 1
 
 
 def _client_keys(server_public_key: str | None, client_key: str | None) -> ClientKeys | None:

@@ -54,23 +54,33 @@ class SheetEntry:
         )
 
 
-def contact_sheets(summary: BatchSummary, names: dict[Path, str], out_dir: Path) -> list[Path]:
+def contact_sheets(
+    summary: BatchSummary, names: dict[Path, str], out_dir: Path
+) -> tuple[list[Path], list[str]]:
     """One sheet per input with every finished image (new or from earlier runs): each result beside
     the OSCR image it was made from, captioned with camera, frame and seed, and marked when it is the
-    tiny model's noise. Pictures keep their aspect ratio."""
+    tiny model's noise. Pictures keep their aspect ratio.
+
+    Returns the sheets written and, for each one that could not be (a full disk), why: a sheet is
+    never worth losing the summary over."""
     entries: dict[Path, list[SheetEntry]] = defaultdict(list)
     for outcome in sorted(summary.outcomes, key=lambda o: o.label):
         if outcome.status in ("done", "skipped") and outcome.image_path and outcome.image_path.is_file():
             entries[outcome.input_path].append(SheetEntry.of(outcome))
-    written = []
+    written: list[Path] = []
+    problems: list[str] = []
     for input_path, items in entries.items():
         path = out_dir / names[input_path] / "contact_sheet.png"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        buffer = io.BytesIO()
-        draw_sheet(items).save(buffer, format="PNG")
-        write_bytes_atomic(path, buffer.getvalue())
+        try:
+            buffer = io.BytesIO()
+            draw_sheet(items).save(buffer, format="PNG")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_bytes_atomic(path, buffer.getvalue())
+        except OSError as exc:  # Pillow's errors for unreadable images are OSErrors too
+            problems.append(f"{path}: {exc.strerror or exc}")
+            continue
         written.append(path)
-    return written
+    return written, problems
 
 
 def tile_size(entries: list[SheetEntry]) -> tuple[int, int]:
