@@ -25,12 +25,14 @@ from inference_server.attention import ATTENTION_PROCESSORS, AttentionLayout, pl
 from inference_server.components import FluxComponents
 from inference_server.lora import SeeThroughLoRA
 from inference_server.pipeline import SeeThroughPipeline, StepInfo
+from inference_server.placement import STREAMED_TEXT_ENCODER_MODES
 from inference_server.tiny import (
     FLUX_SCHEDULER_CONFIG,
     build_tiny_components,
     tiny_clip_tokenizer,
     tiny_t5_tokenizer,
 )
+from seethrough_core.generation_settings import GenerationSettings
 from seethrough_core.limits import DEFAULT_GUIDANCE
 from seethrough_core.prompt import compose_prompt
 
@@ -86,7 +88,7 @@ def flux_dev_components(device: torch.device, dtype: torch.dtype, memory: str) -
         text_encoder_2 = T5EncoderModel(T5Config(**configs["text_encoder_2"]))
         text_encoder = CLIPTextModel(CLIPTextConfig(**configs["text_encoder"]))
         vae = AutoencoderKL(**configs["vae"])
-    if memory == "24gb":
+    if memory in STREAMED_TEXT_ENCODER_MODES:
         transformer.to("cpu")
         text_encoder_2.to("cpu")
     blocks = len(transformer.transformer_blocks), len(transformer.single_transformer_blocks)
@@ -113,9 +115,10 @@ class Pipelines:
     model: str  # what the rows say about the weights
 
 
-def build_pipelines(args: argparse.Namespace, device: torch.device, memory: str) -> Pipelines:
+def build_pipelines(
+    args: argparse.Namespace, device: torch.device, memory: str, quantization: str
+) -> Pipelines:
     dtype = torch.float32 if args.tiny else torch.bfloat16
-    quantization = args.quantization if memory == "24gb" else "auto"
     if args.model:
         ours = SeeThroughPipeline.from_pretrained(
             args.model,
@@ -170,13 +173,25 @@ def request(size: int, steps: int) -> dict:
     )
 
 
-def runner(pipes: Pipelines, variant: Variant, size: int, steps: int) -> Callable[[], np.ndarray]:
-    """A function that generates one image with ``variant``."""
+class Run:
+    """Generates one image with a variant; ``steps_computed`` is the last image's count."""
+
+    def __init__(self, call: Callable[[], tuple[np.ndarray, int]]) -> None:
+        self.call = call
+        self.steps_computed: int | None = None
+
+    def __call__(self) -> np.ndarray:
+        image, self.steps_computed = self.call()
+        return image
+
+
+def runner(pipes: Pipelines, variant: Variant, size: int, steps: int) -> Run:
+    """A function that generates one image with ``variant`` (a draft: the draft of a ``size`` layout)."""
     if variant.attention is None:
         prompt = compose_prompt(SCENE, list(DESCRIPTIONS)).text
 
-        def plain() -> np.ndarray:
-            return pipes.plain(
+        def plain() -> tuple[np.ndarray, int]:
+            image = pipes.plain(
                 prompt=prompt,
                 height=size,
                 width=size,
@@ -186,16 +201,23 @@ def runner(pipes: Pipelines, variant: Variant, size: int, steps: int) -> Callabl
                 output_type="np",
                 max_sequence_length=512,
             ).images[0]
+            return image, steps
 
-        return plain
+        return Run(plain)
 
     inputs = request(size, steps)
+    options = {"condition_cache": variant.condition_cache, "step_cache": variant.step_cache}
+    if variant.draft:  # the preset's size and speed options, as the add-on's Draft sends them
+        draft = GenerationSettings(SCENE, DESCRIPTIONS, size, size, SEED, steps).draft()
+        inputs["width"], inputs["height"] = draft.width, draft.height
+        options = {"condition_cache": draft.condition_cache, "step_cache": draft.step_cache}
 
-    def ours() -> np.ndarray:
+    def ours() -> tuple[np.ndarray, int]:
         pipes.ours.set_attention(variant.attention)
-        return pipes.ours(**inputs, condition_cache=variant.condition_cache).image
+        output = pipes.ours(**inputs, **options)
+        return output.image, output.steps_computed
 
-    return ours
+    return Run(ours)
 
 
 def sync(device: torch.device) -> None:

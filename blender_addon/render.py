@@ -25,6 +25,7 @@ from seethrough_core.layout import Layout
 from seethrough_core.masks import MaskSet, compute_masks
 from seethrough_core.oscr_spec import DEFAULT_PROFILE, get_profile, light_positions
 from seethrough_core.png import write_bytes_atomic, write_png
+from seethrough_core.upscale_plan import ViewCondition
 
 from .oscr_scene import oscr_scene
 
@@ -36,6 +37,10 @@ class RenderOutput:
     masks: MaskSet
     report: dict
     timings: dict[str, float] = field(default_factory=dict)
+
+    def view_condition(self) -> ViewCondition:
+        """The render as an upscale tile's condition: OSCR bytes, amodal masks, token grids."""
+        return ViewCondition(self.oscr_path.read_bytes(), self.masks.amodal, self.masks.token_grids())
 
 
 @contextmanager

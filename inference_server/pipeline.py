@@ -31,11 +31,12 @@ from diffusers.utils.torch_utils import randn_tensor
 from torch import nn
 
 from seethrough_core.edit_input import EditInput
-from seethrough_core.generation_settings import GenerationSettings
+from seethrough_core.generation_settings import GenerationSettings, SettingError, check_step_cache
 from seethrough_core.limits import DEFAULT_GUIDANCE, DEFAULT_STEPS, EDIT_FEATHER_PX, MAX_BOXES
 from seethrough_core.oscr_spec import SEETHROUGH3D_V1, OscrProfile
 from seethrough_core.prompt import compose_prompt
 
+from . import vae_tiles
 from .attention import ATTENTION_PROCESSORS, DEFAULT_ATTENTION, AttentionLayout
 from .compile import CompileNotices, CompileSettings, compiled_runners, use_compile_cache
 from .components import COMPONENT_NAMES, MODEL_NAMES, FluxComponents
@@ -52,12 +53,19 @@ from .preview import LatentPreviewer
 from .quantize import quantize_transformer
 from .request_checks import validate_edit, validate_request
 from .style_lora import StyleLoRA, activate, load_style_lora
-from .text import T5_MAX_TOKENS, PromptEncoder
+from .text import PROMPT_CACHE_ENTRIES, T5_MAX_TOKENS, PromptEncoder
 from .tiny import build_tiny_components
 from .transformer import EAGER_RUNNERS, BlockRunners, SeeThroughTransformer
 from .weights import WeightsFile, resolve_model_folder, resolve_seethrough_lora, resolve_style_lora
 
-__all__ = ["MEMORY_MODES", "GenerationCancelled", "GenerationOutput", "SeeThroughPipeline", "StepInfo"]
+__all__ = [
+    "MEMORY_MODES",
+    "DenoiseReport",
+    "GenerationCancelled",
+    "GenerationOutput",
+    "SeeThroughPipeline",
+    "StepInfo",
+]
 
 DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 
@@ -82,6 +90,18 @@ class GenerationOutput:
     timings: dict[str, float] = field(default_factory=dict)
     is_noise: bool = False  # True for the tiny random model
     oscr_jpeg_quality: int | None = None  # the JPEG round trip the OSCR image went through (None: none)
+    steps_computed: int | None = None  # denoising steps that ran every block (fewer with the step cache)
+    condition_cache: bool | None = None  # the speed options this image was made with (the request's or
+    step_cache: float | None = None  # the pipeline's default; step_cache None: off)
+
+
+@dataclass
+class DenoiseReport:
+    """What one denoising loop did, filled in by ``denoise``."""
+
+    steps_computed: int = 0  # steps that ran every block; the others reused the step cache
+    condition_cache: bool = False  # the speed options the loop ran with
+    step_cache: float | None = None
 
 
 def _flux_shift(image_tokens: int, config) -> float:
@@ -121,10 +141,11 @@ class SeeThroughPipeline:
         quantization: str = "auto",
         compile: bool | CompileSettings = False,
         condition_cache: bool = False,
+        step_cache: float | None = None,
     ) -> None:
         """The pipeline over ``components`` (built in code or loaded by ``from_pretrained``), with their
         condition LoRA set."""
-        self.plan = plan_memory(memory, quantization, torch.device(device))
+        self.plan = plan_memory(memory, quantization, torch.device(device), compiled=compile is not False)
         for name, component in components.by_name().items():
             setattr(self, name, component)
         self.device = torch.device(device)
@@ -132,7 +153,7 @@ class SeeThroughPipeline:
         self.model_name = model_name
         self.is_noise = is_noise
         self.prompt_encoder = PromptEncoder(
-            self.tokenizer, self.text_encoder, self.tokenizer_2, self.text_encoder_2
+            self.tokenizer, self.text_encoder, self.tokenizer_2, self.text_encoder_2, PROMPT_CACHE_ENTRIES
         )
         self.condition_lora: SeeThroughLoRA | None = None
         self.lora_source: WeightsFile | None = None  # where the condition LoRA came from (None: built)
@@ -140,6 +161,8 @@ class SeeThroughPipeline:
         self._style_adapters_made = 0
         self.attention = DEFAULT_ATTENTION
         self.condition_cache = bool(condition_cache)
+        self.step_cache: float | None = None
+        self.set_step_cache(step_cache)
         self.runners: BlockRunners = EAGER_RUNNERS
         self.compile_notices = CompileNotices()
         self.text_encoder_stream: StreamedModule | None = None
@@ -167,6 +190,7 @@ class SeeThroughPipeline:
             "quantization": self.plan.quantization,
             "attention": self.attention,
             "condition_cache": self.condition_cache,
+            "step_cache": self.step_cache,
             "compile": self.runners is not EAGER_RUNNERS,
         }
 
@@ -186,6 +210,7 @@ class SeeThroughPipeline:
         quantization: str = "auto",
         compile: bool | CompileSettings = False,
         condition_cache: bool = False,
+        step_cache: float | None = None,
     ) -> SeeThroughPipeline:
         """Load FLUX.1-dev from a local diffusers folder or a cached repo id (never downloads).
 
@@ -196,7 +221,8 @@ class SeeThroughPipeline:
         seethrough[fp8] or seethrough[nf4]) and streams the T5 encoder from CPU memory. ``compile`` compiles
         the transformer blocks (the first request at each size compiles for minutes; cached on disk).
         ``condition_cache`` computes the condition stream once per request and reuses it (faster,
-        approximate; see docs/performance.md).
+        approximate; see docs/performance.md). ``step_cache`` (a threshold; None: off) lets a step reuse
+        the previous step's work of all blocks but the first when the first barely changed.
         """
         # Every problem at once, the files first: a missing folder is not hidden behind a missing GPU.
         checks = SetupChecks()
@@ -208,7 +234,11 @@ class SeeThroughPipeline:
             checks.run(resolve_style_lora, source)
         target = checks.run(_check_device, device)
         # a missing extra fails here, before any loading
-        plan = checks.run(plan_memory, memory, quantization, target) if target is not None else None
+        plan = (
+            checks.run(plan_memory, memory, quantization, target, compile is not False)
+            if target is not None
+            else None
+        )
         checks.raise_any()
 
         def place_transformer(transformer: FluxTransformer2DModel) -> None:
@@ -226,6 +256,7 @@ class SeeThroughPipeline:
             quantization=quantization,  # resolves as above; the transformer is already quantized
             compile=compile,
             condition_cache=condition_cache,
+            step_cache=step_cache,
         )
         if target.type == "cpu":  # computed where they were read: the same numbers as a model built in memory
             for module in pipeline._modules():
@@ -246,6 +277,7 @@ class SeeThroughPipeline:
         quantization: str = "auto",
         compile: bool | CompileSettings = False,
         condition_cache: bool = False,
+        step_cache: float | None = None,
     ) -> SeeThroughPipeline:
         """The same pipeline at toy size with random weights (and a random condition LoRA)."""
         pipeline = cls(
@@ -257,6 +289,7 @@ class SeeThroughPipeline:
             quantization=quantization,
             compile=compile,
             condition_cache=condition_cache,
+            step_cache=step_cache,
         )
         pipeline.lora_source = WeightsFile("random tiny", None)
         return pipeline
@@ -371,6 +404,15 @@ class SeeThroughPipeline:
         """The default for requests that do not say: compute the condition stream once and reuse it."""
         self.condition_cache = bool(enabled)
 
+    def set_step_cache(self, threshold: float | None) -> None:
+        """The default for requests that do not say: None turns the step cache off; a threshold in
+        0..MAX_STEP_CACHE turns it on (0 computes every step and is exact)."""
+        try:
+            check_step_cache(threshold)
+        except SettingError as error:
+            raise SetupError(str(error)) from None
+        self.step_cache = None if threshold is None else float(threshold)
+
     def set_compile(self, compile: bool | CompileSettings) -> None:
         """Compile the transformer blocks (True: inductor, default settings) or go back to eager (False)."""
         if compile is False:
@@ -409,10 +451,12 @@ class SeeThroughPipeline:
         condition_cache: bool | None = None,
         oscr_jpeg_round_trip: bool = True,
         edit: EditInput | None = None,
+        step_cache: float | None = None,
     ) -> GenerationOutput:
         """Generate one image; ``GenerationCancelled`` from ``step_callback`` stops it before the decode.
 
-        ``condition_cache`` overrides the pipeline's default (``set_condition_cache``) for this request.
+        ``condition_cache`` and ``step_cache`` override the pipeline's defaults (``set_condition_cache``,
+        ``set_step_cache``) for this request when given.
         ``oscr_jpeg_round_trip`` passes the OSCR image through JPEG at the profile's quality first, as
         the checkpoint's training renders were saved (False: the pixels as sent). ``edit`` regenerates
         only inside its mask of its previous image (docs/edit.md): the steps run are the last
@@ -421,7 +465,7 @@ class SeeThroughPipeline:
         started = time.perf_counter()
         settings = GenerationSettings(
             scene_prompt, descriptions, width, height, seed, num_inference_steps, guidance_scale,
-            preview_interval,
+            preview_interval, condition_cache, step_cache,
         )  # fmt: skip
         validate_request(settings, oscr_image, box_token_masks, self.max_boxes)
         if edit is not None:
@@ -431,7 +475,9 @@ class SeeThroughPipeline:
         composed = compose_prompt(scene_prompt, list(descriptions))
         self.prompt_encoder.tokenize(composed)  # rejects a too-long prompt before any model runs
 
-        with self._on_device(self.text_encoder, self.text_encoder_2):
+        # a cached prompt needs no encoder: with memory="offload", none is moved to the device
+        cached = self.prompt_encoder.is_cached(composed, self.dtype)
+        with self._on_device(*(() if cached else (self.text_encoder, self.text_encoder_2))):
             encoding = self.prompt_encoder.encode(composed, self.dtype)
         timings["encode_text_s"] = self._lap(started)
 
@@ -453,6 +499,7 @@ class SeeThroughPipeline:
             timings["encode_edit_s"] = self._lap(mark)
 
         mark = time.perf_counter()
+        report = DenoiseReport()
         with self._on_device(self.transformer, *self._condition_lora_modules()):
             latents = self.denoise(
                 latents=latents.to(self.device),
@@ -470,6 +517,8 @@ class SeeThroughPipeline:
                 started=started,
                 condition_cache=condition_cache,
                 edit=latent_edit,
+                step_cache=step_cache,
+                report=report,
             )
         timings["denoise_s"] = self._lap(mark)
 
@@ -490,6 +539,9 @@ class SeeThroughPipeline:
             timings=timings,
             is_noise=self.is_noise,
             oscr_jpeg_quality=jpeg_quality if oscr_jpeg_round_trip else None,
+            steps_computed=report.steps_computed,
+            condition_cache=report.condition_cache,
+            step_cache=report.step_cache,
         )
 
     @torch.inference_mode()
@@ -511,14 +563,18 @@ class SeeThroughPipeline:
         started: float | None = None,
         condition_cache: bool | None = None,
         edit: LatentEdit | None = None,
+        step_cache: float | None = None,
+        report: DenoiseReport | None = None,
     ) -> torch.Tensor:
         """The denoising loop on packed latents; returns the final packed latents.
 
         With ``edit`` the loop starts at its first step and pins the latents outside its region to the
         previous image after every step (``latents`` is then the job's noise, which ``edit`` holds too).
+        ``step_cache`` overrides the pipeline's default threshold; ``report`` receives the steps computed.
         """
         started = time.perf_counter() if started is None else started
         cache_condition = self.condition_cache if condition_cache is None else bool(condition_cache)
+        step_threshold = self.step_cache if step_cache is None else float(step_cache)
         device = self.device
         layout = AttentionLayout(
             text_len=prompt_embeds.shape[1],
@@ -540,6 +596,7 @@ class SeeThroughPipeline:
             condition_position_ids(height, width),
             attend,
             cache_condition=cache_condition,
+            step_cache=step_threshold,
         )
         compiling = ""
         if self.runners is not EAGER_RUNNERS:
@@ -578,6 +635,9 @@ class SeeThroughPipeline:
                 step_callback(StepInfo(step, total, time.perf_counter() - started, preview, latents))
         if compiling:
             CompileNotices.done(compiling, time.perf_counter() - started)
+        if report is not None:
+            report.steps_computed = request.step_cache.computed if request.step_cache else total
+            report.condition_cache, report.step_cache = cache_condition, step_threshold
         return latents
 
     @torch.inference_mode()
@@ -585,7 +645,8 @@ class SeeThroughPipeline:
         """Packed latents -> uint8 [height, width, 3]."""
         raw = self._raw_latents(latents, height, width)
         parameter = next(self.vae.parameters())
-        pixels = self.vae.decode(raw.to(device=parameter.device, dtype=parameter.dtype), return_dict=False)[0]
+        tiled = vae_tiles.needs_tiles(width, height, parameter.dtype, self.plan.vae_decode_budget_bytes)
+        pixels = vae_tiles.decode(self.vae, raw.to(device=parameter.device, dtype=parameter.dtype), tiled)
         pixels = (pixels / 2 + 0.5).clamp(0, 1)[0].permute(1, 2, 0).float().cpu().numpy()
         return (pixels * 255).round().astype(np.uint8)
 

@@ -134,6 +134,8 @@ class Worker(threading.Thread):
                 preview_interval=request.preview_interval,
                 oscr_jpeg_round_trip=request.oscr_jpeg_round_trip,
                 edit=request.edit,
+                condition_cache=request.condition_cache,
+                step_cache=request.step_cache,
             )
         except GenerationCancelled:
             log.info("job %s cancelled after %.2f s", job.job_id, time.monotonic() - started)
@@ -166,6 +168,9 @@ class Worker(threading.Thread):
             is_noise=bool(output.is_noise),
             metadata=request.metadata,
             oscr_jpeg_quality=output.oscr_jpeg_quality,
+            steps_computed=output.steps_computed,
+            condition_cache=output.condition_cache,
+            step_cache=output.step_cache,
         )
         log.info("job %s done in %.2f s", job.job_id, finished - started)
         return b"result", result.encode()

@@ -32,6 +32,7 @@ from .batch.inputs import (
     stills,
 )
 from .batch.plan import output_names
+from .frame_options import add_frame_arguments, check_frame_arguments
 from .render_options import add_engine_argument, add_size_arguments, size_from_args
 
 if TYPE_CHECKING:  # the runner loads Blender
@@ -47,17 +48,7 @@ def add_batch_arguments(p: argparse.ArgumentParser) -> None:
         "SeeThrough, named or globbed, gives the layout in its record",
     )
     p.add_argument("--out", required=True, type=Path, help="output folder")
-    p.add_argument(
-        "--server",
-        action="append",
-        metavar="ENDPOINT",
-        help=f"a server to send jobs to; repeat it to use several GPUs (default {DEFAULT_ENDPOINT})",
-    )
-    p.add_argument(
-        "--tiny",
-        action="store_true",
-        help="start an embedded server with the tiny random-weight model (images are noise; for testing)",
-    )
+    add_servers_arguments(p, "jobs")
     seeds = p.add_mutually_exclusive_group()
     seeds.add_argument("--seeds", help="comma-separated seeds, e.g. 1,2,3 (default 42)")
     seeds.add_argument("--num-seeds", type=int, metavar="N", help="N seeds: 42, 43, ... (default: --seeds)")
@@ -99,6 +90,22 @@ def add_batch_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--overwrite", action="store_true", help="regenerate images that already exist")
     add_size_arguments(p)
+    add_frame_arguments(p)
+
+
+def add_servers_arguments(p: argparse.ArgumentParser, what: str) -> None:
+    """--server (repeatable), --tiny and the CURVE key files: `batch` and `upscale` use servers alike."""
+    p.add_argument(
+        "--server",
+        action="append",
+        metavar="ENDPOINT",
+        help=f"a server to send {what} to; repeat it to use several GPUs (default {DEFAULT_ENDPOINT})",
+    )
+    p.add_argument(
+        "--tiny",
+        action="store_true",
+        help="start an embedded server with the tiny random-weight model (images are noise; for testing)",
+    )
     p.add_argument(
         "--server-public-key",
         metavar="FILE",
@@ -135,6 +142,8 @@ def run_batch(args: argparse.Namespace) -> int:
             consistent=args.consistent,
             margin_px=args.margin,
             size=size_from_args(args),
+            base_megapixels=args.base_megapixels,
+            upscale_strength=args.upscale_strength,
         )
         if args.consistent and args.frames is None:
             raise InputError("--consistent needs --frames: it makes each frame an edit of the one before")
@@ -145,6 +154,7 @@ def run_batch(args: argparse.Namespace) -> int:
         options.servers = [parse_endpoint(server).url for server in options.servers]
         check_steps(options.steps)
         check_guidance(options.guidance)
+        check_frame_arguments(args)
     except SettingError as exc:
         print(f"error: --{exc.field}: {exc.message}", file=sys.stderr)
         return 2

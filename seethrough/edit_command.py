@@ -25,7 +25,10 @@ from seethrough_core.in_view import boxes_in_view
 from seethrough_core.limits import DEFAULT_EDIT_MARGIN_PX, DEFAULT_EDIT_STRENGTH
 from seethrough_core.protocol import GenerateRequest
 from seethrough_core.server_process import LocalServerError, ServerProcess
+from seethrough_core.upscale_plan import base_layout, plan_upscale
+from seethrough_core.upscale_run import Upscale, UpscaleRunner
 
+from .frame_options import add_frame_arguments, check_frame_arguments
 from .previous_picture import EditInputError, read_previous
 from .render_options import add_engine_argument, add_size_arguments, size_from_args
 
@@ -70,6 +73,7 @@ def add_edit_arguments(p: argparse.ArgumentParser) -> None:
         metavar="PX",
         help=f"grow the region around the changed boxes by PX pixels (default {DEFAULT_EDIT_MARGIN_PX})",
     )
+    add_frame_arguments(p)
     p.add_argument(
         "--seed", type=int, help="the seed (default: the previous picture's seed; another seed varies it)"
     )
@@ -91,8 +95,14 @@ def run_edit(args: argparse.Namespace) -> int:
     layout_path = Path(args.layout)
     previous_path = Path(args.previous)
     try:
+        check_frame_arguments(args)
+        frame = size_from_args(args).apply(read_layout(layout_path))
+        frame_plan = plan_upscale(frame.width, frame.height, seed=0, base_megapixels=args.base_megapixels)
+        two_stages = frame_plan.two_stages
+        # a frame made in two stages is edited at its base, then upscaled again (docs/upscale.md)
+        layout = base_layout(frame, frame_plan) if two_stages else frame
+        previous_path = base_of(previous_path) if two_stages else previous_path
         previous = read_previous(previous_path)
-        layout = size_from_args(args).apply(read_layout(layout_path))
         plan = plan_edit(previous, layout, margin_px=args.margin, strength=args.strength, seed=args.seed)
         endpoint = parse_endpoint(args.server).url if args.server else None
     except SettingError as exc:
@@ -106,7 +116,7 @@ def run_edit(args: argparse.Namespace) -> int:
         return 2
     print(f"{layout_path.name} from {previous.label}: {plan.summary()}", file=sys.stderr, flush=True)
 
-    name = safe_name(layout_path.stem)
+    name = safe_name(layout_path.stem) + ("_base" if two_stages else "")
     rendered = render_layout(layout, args.out / "conditions" / name, engine=args.engine, quiet=True)
     view = boxes_in_view(rendered.masks.amodal)
     note = view.note(layout.descriptions, layout_path.name)
@@ -124,9 +134,8 @@ def run_edit(args: argparse.Namespace) -> int:
         metadata={"input": str(layout_path), "edit_of": str(previous_path)},
         edit=plan.edit,
     )
-    image_path = args.out / f"{name}.png"
-    if not args.overwrite:
-        image_path = unused_image_path(image_path)
+    intended = args.out / f"{name}.png"
+    image_path = intended if args.overwrite else unused_image_path(intended)
     destination = Destination(
         image_path,
         {"input": str(layout_path), "camera": layout.camera.name},
@@ -146,10 +155,60 @@ def run_edit(args: argparse.Namespace) -> int:
         except (LocalServerError, SeeThroughError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 1
+        if saved is not None and two_stages:
+            try:
+                saved = upscale_base(
+                    saved, frame, args, client, args.out / f"{safe_name(layout_path.stem)}.png"
+                )
+            except SeeThroughError as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                return 1
     if saved is None:
         print("error: the job was cancelled", file=sys.stderr)
         return 1
-    kept = "" if saved.image_path.name == f"{name}.png" else f" ({name}.png is kept; --overwrite replaces it)"
+    kept = "" if image_path == intended else f" ({intended.name} is kept; --overwrite replaces it)"
     print(f"wrote {saved.image_path}{kept}", file=sys.stderr)
     print(saved.image_path)
     return 0
+
+
+def base_of(previous_path: Path) -> Path:
+    """The base picture of a frame made in two stages: NAME_base.png beside it (as batch and edit keep
+    it), or the picture itself when it is a base."""
+    if previous_path.stem.endswith("_base"):
+        return previous_path
+    base = previous_path.with_name(f"{previous_path.stem}_base.png")
+    if not base.is_file():
+        raise EditInputError(
+            f"{previous_path} is a frame made in two stages, and its base {base.name} is not beside it; "
+            "an edit changes the base picture, then upscales it again"
+        )
+    return base
+
+
+def upscale_base(saved, frame, args, client, out_path: Path):
+    """The edited base made into the frame again (seethrough_core.upscale_run), on the same server."""
+    from blender_addon.render import render_layout
+
+    plan = plan_upscale(
+        frame.width,
+        frame.height,
+        seed=saved.record.seed,
+        base_megapixels=args.base_megapixels,
+        strength=args.upscale_strength,
+    )
+    image = read_previous(saved.image_path).image
+    upscale = Upscale(
+        plan, frame, image, saved.record, out_path, saved.record.steps, saved.record.guidance,
+        {**saved.record.source, "base": str(saved.image_path)},
+    )  # fmt: skip
+
+    def render_view(view, folder: Path):
+        return render_layout(view, folder, engine=args.engine, quiet=True).view_condition()
+
+    print(
+        f"upscaling to {frame.width}x{frame.height} in {len(plan.tiles)} tiles ...",
+        file=sys.stderr,
+        flush=True,
+    )
+    return UpscaleRunner(upscale, [client], render_view).run()

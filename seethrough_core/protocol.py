@@ -219,6 +219,9 @@ class GenerateRequest(Message):
     oscr_jpeg_round_trip: bool = True
     # Regional regeneration: change only inside edit.mask of the previous result edit.image (docs/edit.md).
     edit: EditInput | None = None
+    # Speed options (GenerationSettings); None: the server's default
+    condition_cache: bool | None = None
+    step_cache: float | None = None
 
     @classmethod
     def for_layout(
@@ -266,6 +269,8 @@ class GenerateRequest(Message):
             preview_interval=settings.preview_interval,
             metadata=dict(metadata or {}),
             edit=edit,
+            condition_cache=settings.condition_cache,
+            step_cache=settings.step_cache,
         )
 
     @property
@@ -279,6 +284,8 @@ class GenerateRequest(Message):
             self.steps,
             self.guidance,
             self.preview_interval,
+            self.condition_cache,
+            self.step_cache,
         )
 
     def validate(self) -> None:
@@ -383,9 +390,25 @@ class GenerateRequest(Message):
             metadata=r.mapping("metadata", default={}),
             oscr_jpeg_round_trip=r.boolean("oscr_jpeg_round_trip", default=True),
             edit=_decode_edit(r),
+            condition_cache=r.get("condition_cache", None, True),  # checked with the settings
+            step_cache=r.get("step_cache", None, True),
         )
         request.validate()
         return request
+
+
+def _optional_flag(r: _Reader, name: str) -> bool | None:
+    value = r.get(name, None, True)
+    if value is not None and not isinstance(value, bool):
+        raise r.invalid(name, "true, false or nil", value)
+    return value
+
+
+def _optional_number(r: _Reader, name: str) -> float | None:
+    value = r.get(name, None, True)
+    if value is not None and not is_number(value):
+        raise r.invalid(name, "a finite number or nil", value)
+    return None if value is None else float(value)
 
 
 def _decode_edit(r: _Reader) -> EditInput | None:
@@ -455,6 +478,12 @@ class Result(Message):
     is_noise: bool
     metadata: dict[str, Any]
     oscr_jpeg_quality: int | None = None  # the JPEG round trip the OSCR image went through (None: none)
+    # Denoising steps whose transformer blocks all ran; fewer than `steps` when the step cache reused
+    # earlier steps' work (None: a server that does not report it)
+    steps_computed: int | None = None
+    # The speed options the image was made with (the request's, else the server's defaults); None: unknown
+    condition_cache: bool | None = None
+    step_cache: float | None = None  # None also when the step cache was off
 
     @classmethod
     def _decode(cls, r: _Reader) -> Self:
@@ -476,6 +505,9 @@ class Result(Message):
             is_noise=r.boolean("is_noise"),
             metadata=r.mapping("metadata"),
             oscr_jpeg_quality=r.integer("oscr_jpeg_quality", optional=True, lo=1),
+            steps_computed=r.integer("steps_computed", optional=True, lo=0),
+            condition_cache=_optional_flag(r, "condition_cache"),
+            step_cache=_optional_number(r, "step_cache"),
         )
 
 

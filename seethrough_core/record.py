@@ -45,6 +45,12 @@ class GenerationRecord:
     # Indices of the layout's boxes with no pixel in the frame: left out of the prompt and the token
     # grids (seethrough_core.in_view); `descriptions` holds only the boxes that were sent.
     boxes_out_of_view: list[int] = field(default_factory=list)
+    # A frame made in two stages (docs/upscale.md): the base's size and seed, the tile grid, overlap,
+    # strength and each tile's rectangle, seed and boxes
+    upscale: dict[str, Any] | None = None
+    steps_computed: int | None = None  # steps whose blocks all ran (fewer than `steps` with the step cache)
+    condition_cache: bool | None = None  # the speed options it was made with (docs/performance.md)
+    step_cache: float | None = None  # None: the step cache was off (or an older record)
     created: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%S%z"))
 
     @classmethod
@@ -78,6 +84,9 @@ class GenerationRecord:
             oscr_jpeg_quality=result.oscr_jpeg_quality,
             parent=parent,
             boxes_out_of_view=sorted(out_of_view),
+            steps_computed=result.steps_computed,
+            condition_cache=result.condition_cache,
+            step_cache=result.step_cache,
         )
 
     def to_dict(self) -> dict[str, Any]:

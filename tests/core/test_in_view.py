@@ -88,6 +88,7 @@ def test_the_record_lists_the_boxes_left_out():
         prompt, seed, steps, guidance = "a photo of ...", 1, 2, 3.5
         model, lora, is_noise, call_ids = {}, None, True, [[1], [2]]
         timings, model_timings, oscr_jpeg_quality = {}, {}, 90
+        steps_computed, condition_cache, step_cache = 2, False, None
 
     record = GenerationRecord.from_result(Result(), layout, out_of_view=(1,))
     assert record.boxes_out_of_view == [1]

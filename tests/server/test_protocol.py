@@ -88,7 +88,8 @@ def test_generate_round_trip_keeps_every_field_and_sends_arrays_as_frames():
     back = decode_request(wire(frames))
     assert isinstance(back, GenerateRequest)
     for name in ("scene_prompt", "descriptions", "mask_kind", "width", "height", "seed", "steps", "guidance",
-                 "preview_interval", "metadata", "request_id", "oscr_jpeg_round_trip"):  # fmt: skip
+                 "preview_interval", "metadata", "request_id", "oscr_jpeg_round_trip", "condition_cache",
+                 "step_cache"):  # fmt: skip
         assert getattr(back, name) == getattr(request, name), name
     np.testing.assert_array_equal(back.oscr_image, request.oscr_image)
     np.testing.assert_array_equal(back.masks, request.masks)
@@ -165,6 +166,9 @@ def test_reply_messages_round_trip():
             True,
             {"k": [1, 2]},
             90,
+            3,  # steps computed: one of the 4 reused the step cache
+            True,  # made with the condition cache
+            0.1,  # and the step cache at 0.1
         ),
         Cancelled("r", "j", True),
         ErrorReply("invalid_field", "bad", "width", "r", None),
@@ -177,6 +181,13 @@ def test_reply_messages_round_trip():
                 np.testing.assert_array_equal(getattr(back, name), value)
             else:
                 assert getattr(back, name) == value, (type(message).__name__, name)
+
+
+def test_speed_options_travel_and_absent_means_the_servers_default():
+    back = decode_request(wire(make_request(condition_cache=True, step_cache=0.1).encode()))
+    assert (back.condition_cache, back.step_cache) == (True, 0.1)
+    back = decode_request(wire(make_request().encode()))
+    assert (back.condition_cache, back.step_cache) == (None, None)
 
 
 def test_request_ids_are_generated_and_unique():
@@ -219,6 +230,9 @@ def test_a_request_type_is_not_a_reply_and_back():
         ({"oscr_image": np.zeros((256, 256), np.uint8)}, "oscr_image", "H x W x 3"),
         ({"oscr_image": np.zeros((256, 256, 3), np.float32)}, "oscr_image", "uint8"),
         ({"oscr_jpeg_round_trip": 1}, "oscr_jpeg_round_trip", "true or false"),
+        ({"step_cache": 1.5}, "step_cache", "0..1"),
+        ({"step_cache": "fast"}, "step_cache", "0..1"),
+        ({"condition_cache": 1}, "condition_cache", "true, false or absent"),
     ],
 )
 def test_invalid_requests_name_the_field(overrides, field, fragment):
