@@ -30,6 +30,7 @@ from seethrough_core.edit_input import EditInput
 from seethrough_core.errors import SeeThroughError
 from seethrough_core.generate_and_save import Destination, generate_and_save, safe_name
 from seethrough_core.generation_settings import GenerationSettings
+from seethrough_core.in_view import boxes_in_view
 from seethrough_core.keys import ClientKeys
 from seethrough_core.layout import Layout
 from seethrough_core.protocol import GenerateRequest
@@ -225,10 +226,11 @@ class GenerationJob:
                 if not oscr.cached:
                     self._post(Rendered(oscr, final=False))
                 edit = spec.edit
+                view = boxes_in_view(oscr.token_grids)  # boxes not in the frame stay out of the prompt
                 request = GenerateRequest.for_settings(
-                    spec.settings,
+                    view.settings(spec.settings),
                     oscr.oscr_path.read_bytes(),  # PNG bytes as rendered: no decode here
-                    oscr.token_grids,  # the amodal masks pooled by the core, as the server would
+                    view.token_grids(oscr.token_grids),  # the amodal masks pooled by the core
                     spec.metadata,
                     edit=edit.edit if edit is not None else None,
                 )
@@ -245,6 +247,7 @@ class GenerationJob:
                         parent=edit.parent if edit is not None else None,
                         region=edit.region if edit is not None else None,
                         reprojected=edit.reprojected if edit is not None else None,
+                        out_of_view=view.left_out,
                     ),
                     on_accepted=self._accepted,
                     on_progress=lambda p: self._post(Step(p.step, p.total, p.elapsed_s, p.preview)),

@@ -78,6 +78,20 @@ def _box_index_set(self, value: int) -> None:
         view_layer.objects.active = obj
 
 
+def _description_changed(self, context) -> None:
+    """A box is named after what it is: when its description changes, the object and its mesh follow,
+    so the Outliner never shows "a dog" for a box that now says "a cat"."""
+    from .scene_io import name_for_description
+
+    obj = self.id_data
+    name = name_for_description(self.description)
+    if not name or obj.name == name or obj.name.startswith(f"{name}."):  # ".001": the name was taken
+        return
+    obj.name = name
+    if obj.data is not None and obj.data.users == 1:
+        obj.data.name = name
+
+
 class SEETHROUGH_PG_box(bpy.types.PropertyGroup):  # noqa: N801
     """``object.seethrough``: marks an object as a layout box."""
 
@@ -85,6 +99,7 @@ class SEETHROUGH_PG_box(bpy.types.PropertyGroup):  # noqa: N801
     description: StringProperty(
         name="Description",
         description='What this box is, in a few words, e.g. "a red vintage car"',
+        update=_description_changed,
     )
     index: IntProperty(name="Index", description="Order of the box in the layout and its masks", min=0)
 

@@ -22,6 +22,7 @@ import numpy as np
 from seethrough_core.edit_input import EditInput
 from seethrough_core.edit_plan import PreviousPicture
 from seethrough_core.edit_region import LayoutChange, layout_change
+from seethrough_core.in_view import BoxesInView
 from seethrough_core.layout import Layout
 from seethrough_core.limits import DEFAULT_REPROJECT_LIMIT
 from seethrough_core.record import GenerationRecord, parent_entry
@@ -30,7 +31,8 @@ from seethrough_core.reprojection import REPROJECTED, CameraMove, plan_camera_mo
 from ..previous_picture import EditInputError, read_previous
 from .plan import Shot, Task
 
-Condition = tuple[bytes, np.ndarray]  # the OSCR PNG and the token grids of a rendered shot
+# The OSCR PNG and the token grids of a rendered shot, and which of its boxes the frame shows
+Condition = tuple[bytes, np.ndarray, BoxesInView]
 
 
 @dataclass
