@@ -20,6 +20,7 @@ from seethrough_core.endpoint import parse_endpoint
 from seethrough_core.generate_and_save import safe_name
 from seethrough_core.generation_settings import GenerationSettings
 from seethrough_core.layout import Layout
+from seethrough_core.vocabulary import DEFAULT_RENDER_ENGINE
 
 from . import images
 from .background_render import render_task
@@ -43,7 +44,7 @@ PUMP_INTERVAL_S = 0.1
 
 
 def build_spec(
-    scene: bpy.types.Scene, settings: Settings, *, generate: bool = True, engine: str = "cycles"
+    scene: bpy.types.Scene, settings: Settings, *, generate: bool = True, engine: str = DEFAULT_RENDER_ENGINE
 ) -> JobSpec:
     """Validate the scene, its generation settings and the address, and prepare the job.
 
@@ -71,7 +72,7 @@ def job_spec(
     generation_settings: GenerationSettings,
     *,
     generate: bool = True,
-    engine: str = "cycles",
+    engine: str = DEFAULT_RENDER_ENGINE,
     edit: ResultEdit | None = None,
 ) -> JobSpec:
     """The job for checked settings: the OSCR render from the cache when the layout is unchanged

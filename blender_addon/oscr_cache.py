@@ -18,6 +18,7 @@ import numpy as np
 from seethrough_core.layout import Layout
 from seethrough_core.oscr_spec import DEFAULT_PROFILE, RENDER_REVISION
 from seethrough_core.token_grid import grid_from_strings
+from seethrough_core.vocabulary import DEFAULT_RENDER_ENGINE
 
 
 @dataclass(frozen=True)
@@ -37,7 +38,7 @@ def cache_key(layout: Layout, engine: str, profile: str = DEFAULT_PROFILE) -> st
     return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
-def cache_dir(layout: Layout, root: Path, engine: str = "cycles") -> Path:
+def cache_dir(layout: Layout, root: Path, engine: str = DEFAULT_RENDER_ENGINE) -> Path:
     """Where the layout's render lives (or will): root/oscr/<key>/."""
     return root / "oscr" / cache_key(layout, engine)
 

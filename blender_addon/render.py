@@ -25,6 +25,7 @@ from seethrough_core.layout import Layout
 from seethrough_core.masks import MaskSet, compute_masks
 from seethrough_core.oscr_spec import DEFAULT_PROFILE, get_profile, light_positions
 from seethrough_core.png import write_bytes_atomic, write_png
+from seethrough_core.vocabulary import DEFAULT_RENDER_ENGINE
 
 from .oscr_scene import oscr_scene
 
@@ -62,7 +63,7 @@ def render_oscr_image(
     layout: Layout,
     path: str | Path,
     *,
-    engine: str = "cycles",
+    engine: str = DEFAULT_RENDER_ENGINE,
     profile: str = DEFAULT_PROFILE,
     quiet: bool = False,
 ) -> None:
@@ -93,7 +94,7 @@ def render_layout(
     layout: Layout,
     out_dir: str | Path,
     *,
-    engine: str = "cycles",
+    engine: str = DEFAULT_RENDER_ENGINE,
     profile: str = DEFAULT_PROFILE,
     quiet: bool = False,
 ) -> RenderOutput:

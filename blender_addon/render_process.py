@@ -10,8 +10,8 @@ from pathlib import Path
 from seethrough_core.errors import LayoutError
 from seethrough_core.layout import Layout, load_layout
 from seethrough_core.oscr_spec import DEFAULT_PROFILE
+from seethrough_core.vocabulary import RENDER_ENGINES
 
-from .compat import ENGINES
 from .render import render_layout
 
 
@@ -32,7 +32,7 @@ def render_file(layout_path: str | Path, out: str | Path, engine: str, profile: 
     except LayoutError as exc:
         print(f"error: {path}: {exc}", file=sys.stderr)
         return 2
-    if engine not in ENGINES:
+    if engine not in RENDER_ENGINES:
         print(f"error: unknown engine {engine!r}", file=sys.stderr)
         return 2
     print(

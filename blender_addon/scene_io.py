@@ -21,6 +21,8 @@ import bpy
 from mathutils import Euler, Matrix, Vector
 
 from seethrough_core.errors import LayoutError
+from seethrough_core.layout import FORMAT as LAYOUT_FORMAT
+from seethrough_core.layout import VERSION as LAYOUT_VERSION
 from seethrough_core.layout import Box, Camera, Layout
 
 from . import compat
@@ -95,8 +97,8 @@ def scene_to_layout(
     scale = render.resolution_percentage / 100.0
     extras = props.get("extras_json")
     data = {
-        "format": "seethrough.layout",
-        "version": 1,
+        "format": LAYOUT_FORMAT,
+        "version": LAYOUT_VERSION,
         "scene_prompt": str(props.get("scene_prompt", "")),
         "resolution": [round(render.resolution_x * scale), round(render.resolution_y * scale)],
         "camera": _camera_dict(camera, render),

@@ -7,6 +7,8 @@ import time
 
 import bpy
 
+from seethrough_core.limits import side_problem
+
 from . import box_links, compat, scene_io
 from .generation_jobs import RUNNER
 from .preferences import address_problem, draw_server_controls, preferences, settings
@@ -91,13 +93,10 @@ class SEETHROUGH_PT_scene(SeeThroughPanel, bpy.types.Panel):  # noqa: N801
         column.prop(render, "resolution_percentage", text="Scale")
         scale = render.resolution_percentage / 100.0
         width, height = round(render.resolution_x * scale), round(render.resolution_y * scale)
-        if width % 16 or height % 16 or not (256 <= width <= 2048 and 256 <= height <= 2048):
-            draw_message(
-                layout,
-                f"{width} x {height}: each side must be 256..2048 and a multiple of 16",
-                "ERROR",
-                alert=True,
-            )
+        for name, side in (("width", width), ("height", height)):
+            problem = side_problem(side)
+            if problem:
+                draw_message(layout, f"{width} x {height}: the {name} {problem}", "ERROR", alert=True)
         row = layout.row(align=True)
         row.operator("seethrough.import_layout", text="Import", icon="IMPORT")
         row.operator("seethrough.export_layout", text="Export", icon="EXPORT")

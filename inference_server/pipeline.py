@@ -34,6 +34,8 @@ from seethrough_core.generation_settings import GenerationSettings
 from seethrough_core.limits import DEFAULT_GUIDANCE, DEFAULT_STEPS, EDIT_FEATHER_PX, MAX_BOXES
 from seethrough_core.oscr_spec import SEETHROUGH3D_V1, OscrProfile
 from seethrough_core.prompt import compose_prompt
+from seethrough_core.vocabulary import DEFAULT_DTYPE, DEFAULT_MEMORY_MODE, DEFAULT_QUANTIZATION
+from seethrough_core.vocabulary import DTYPES as DTYPE_NAMES
 
 from .attention import ATTENTION_PROCESSORS, DEFAULT_ATTENTION, AttentionLayout
 from .compile import CompileNotices, CompileSettings, compiled_runners, use_compile_cache
@@ -58,7 +60,7 @@ from .weights import WeightsFile, resolve_model_folder, resolve_seethrough_lora
 
 __all__ = ["MEMORY_MODES", "GenerationCancelled", "GenerationOutput", "SeeThroughPipeline", "StepInfo"]
 
-DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
+DTYPES = {name: getattr(torch, name) for name in DTYPE_NAMES}
 
 
 @dataclass
@@ -117,7 +119,7 @@ class SeeThroughPipeline:
         memory: str = "full",
         model_name: str = "",
         is_noise: bool = False,
-        quantization: str = "auto",
+        quantization: str = DEFAULT_QUANTIZATION,
         compile: bool | CompileSettings = False,
         condition_cache: bool = False,
     ) -> None:
@@ -177,11 +179,11 @@ class SeeThroughPipeline:
         lora: str | None,
         *,
         device: str = "cuda",
-        dtype: str = "bfloat16",
-        memory: str = "full",
+        dtype: str = DEFAULT_DTYPE,
+        memory: str = DEFAULT_MEMORY_MODE,
         lora_scale: float = 1.0,
         style_loras: Sequence[tuple[str, float]] = (),
-        quantization: str = "auto",
+        quantization: str = DEFAULT_QUANTIZATION,
         compile: bool | CompileSettings = False,
         condition_cache: bool = False,
     ) -> SeeThroughPipeline:
@@ -234,7 +236,7 @@ class SeeThroughPipeline:
         device: str = "cpu",
         *,
         memory: str = "full",
-        quantization: str = "auto",
+        quantization: str = DEFAULT_QUANTIZATION,
         compile: bool | CompileSettings = False,
         condition_cache: bool = False,
     ) -> SeeThroughPipeline:

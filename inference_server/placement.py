@@ -13,11 +13,10 @@ from dataclasses import dataclass
 
 import torch
 
-from .model_errors import SetupError
-from .quantize import QUANTIZATIONS, auto_quantization, require_backend
+from seethrough_core.vocabulary import MEMORY_MODES, QUANTIZATION_CHOICES
 
-MEMORY_MODES = ("full", "offload", "24gb")
-QUANTIZATION_CHOICES = ("auto", "none", *QUANTIZATIONS)
+from .model_errors import SetupError
+from .quantize import auto_quantization, require_backend
 
 
 @dataclass(frozen=True)

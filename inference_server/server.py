@@ -53,6 +53,7 @@ from seethrough_core.protocol import (
     decode_request,
     new_id,
 )
+from seethrough_core.vocabulary import DEFAULT_MAX_QUEUE
 
 from .auth import CurveSettings, Gatekeeper, HandshakeLog
 from .intake import IntakeGuard
@@ -102,7 +103,7 @@ class ServerConfig:
     allow_remote: bool = False
     device: str = "cuda"  # where free memory is measured; the pipeline's identity may refine it
     model: str = ""  # what is being loaded, for info replies before the pipeline is ready
-    max_pending: int = 32
+    max_pending: int = DEFAULT_MAX_QUEUE
     max_frames: int = MAX_FRAMES
     max_message_bytes: int = MAX_MESSAGE_BYTES
     # CURVE: the server's NAME.key_secret file and the folder of the clients' NAME.key files. With

@@ -13,9 +13,11 @@ from seethrough_core.generation_settings import SettingError, check_guidance, ch
 from seethrough_core.keys import ClientKeys, KeyFileError
 from seethrough_core.limits import DEFAULT_EDIT_MARGIN_PX, DEFAULT_GUIDANCE, DEFAULT_STEPS
 from seethrough_core.server_process import LocalServerError, ServerProcess
+from seethrough_core.vocabulary import DEFAULT_SEED
 
 from .batch.inputs import CameraChoice, InputError, expand_inputs, parse_frames, parse_seeds
 from .batch.plan import output_names
+from .options import add_engine_argument
 
 
 def add_batch_arguments(p: argparse.ArgumentParser) -> None:
@@ -35,8 +37,10 @@ def add_batch_arguments(p: argparse.ArgumentParser) -> None:
         help="start an embedded server with the tiny random-weight model (images are noise; for testing)",
     )
     seeds = p.add_mutually_exclusive_group()
-    seeds.add_argument("--seeds", help="comma-separated seeds, e.g. 1,2,3 (default 42)")
-    seeds.add_argument("--num-seeds", type=int, metavar="N", help="N seeds: 42, 43, ...")
+    seeds.add_argument("--seeds", help=f"comma-separated seeds, e.g. 1,2,3 (default {DEFAULT_SEED})")
+    seeds.add_argument(
+        "--num-seeds", type=int, metavar="N", help=f"N seeds: {DEFAULT_SEED}, {DEFAULT_SEED + 1}, ..."
+    )
     p.add_argument(
         "--cameras", default="active", help="active (default), all, or camera names separated by commas"
     )
@@ -54,7 +58,7 @@ def add_batch_arguments(p: argparse.ArgumentParser) -> None:
         metavar="PX",
         help=f"with --consistent: grow each frame's region of change by PX pixels ({DEFAULT_EDIT_MARGIN_PX})",
     )
-    p.add_argument("--engine", default="cycles", choices=["cycles", "eevee"], help="OSCR render engine")
+    add_engine_argument(p)
     p.add_argument("--steps", type=int, default=DEFAULT_STEPS, help=f"denoising steps ({DEFAULT_STEPS})")
     p.add_argument(
         "--guidance", type=float, default=DEFAULT_GUIDANCE, help=f"FLUX guidance ({DEFAULT_GUIDANCE})"

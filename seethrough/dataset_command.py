@@ -9,6 +9,7 @@ from seethrough_core.dataset_scenes import SceneSettings
 from seethrough_core.limits import DEFAULT_SIDE
 
 from .dataset.make_settings import DEFAULT_SAMPLES, DEFAULT_SEED
+from .options import add_engine_argument
 
 
 def _span(values: tuple[float, float]) -> str:
@@ -81,7 +82,7 @@ def add_dataset_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help=f"scenes drawn per sample before the filters count as impossible ({defaults.max_tries})",
     )
-    make.add_argument("--engine", default="cycles", choices=["cycles", "eevee"], help="OSCR render engine")
+    add_engine_argument(make)
     make.add_argument(
         "--samples",
         type=int,

@@ -24,6 +24,7 @@ from seethrough_core.limits import DEFAULT_EDIT_MARGIN_PX, DEFAULT_EDIT_STRENGTH
 from seethrough_core.protocol import GenerateRequest
 from seethrough_core.server_process import LocalServerError, ServerProcess
 
+from .options import add_engine_argument
 from .previous_picture import EditInputError, read_previous
 
 
@@ -58,7 +59,7 @@ def add_edit_arguments(p: argparse.ArgumentParser) -> None:
         help=f"grow the region around the changed boxes by PX pixels (default {DEFAULT_EDIT_MARGIN_PX})",
     )
     p.add_argument("--seed", type=int, help="default: the previous picture's seed (another seed varies it)")
-    p.add_argument("--engine", default="cycles", choices=["cycles", "eevee"], help="OSCR render engine")
+    add_engine_argument(p)
     p.add_argument(
         "--timeout", type=float, default=30.0, help="seconds of silence before the server counts as gone"
     )

@@ -6,11 +6,13 @@ import argparse
 
 from seethrough_core.oscr_spec import DEFAULT_PROFILE, PROFILES
 
+from .options import add_engine_argument
+
 
 def add_render_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("layout", help="a layout .json file or a .blend authored with the add-on")
     parser.add_argument("--out", required=True, help="output folder")
-    parser.add_argument("--engine", default="cycles", choices=["cycles", "eevee"])
+    add_engine_argument(parser)
     parser.add_argument("--profile", default=DEFAULT_PROFILE, choices=sorted(PROFILES))
 
 

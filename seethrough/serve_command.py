@@ -15,6 +15,15 @@ from collections.abc import Callable
 from seethrough_core.endpoint import DEFAULT_ENDPOINT
 from seethrough_core.errors import SeeThroughError
 from seethrough_core.stop_signals import install_stop_handlers
+from seethrough_core.vocabulary import (
+    DEFAULT_DTYPE,
+    DEFAULT_MAX_QUEUE,
+    DEFAULT_MEMORY_MODE,
+    DEFAULT_QUANTIZATION,
+    DTYPES,
+    MEMORY_MODES,
+    QUANTIZATION_CHOICES,
+)
 
 log = logging.getLogger("seethrough.serve")
 
@@ -72,18 +81,18 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         "connection, so adding or removing a file needs no restart",
     )
     parser.add_argument("--device", help="torch device (default: cuda; cpu with --tiny)")
-    parser.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16", "float32"])
+    parser.add_argument("--dtype", default=DEFAULT_DTYPE, choices=DTYPES)
     parser.add_argument(
         "--memory",
-        default="full",
-        choices=["full", "offload", "24gb"],
+        default=DEFAULT_MEMORY_MODE,
+        choices=MEMORY_MODES,
         help="full: everything on the GPU (about 34 GB); offload: parts move to the GPU as needed (slower); "
         "24gb: quantized transformer and T5 streamed from CPU memory, for 24 GB cards (docs/performance.md)",
     )
     parser.add_argument(
         "--quantization",
-        default="auto",
-        choices=["auto", "fp8", "nf4", "none"],
+        default=DEFAULT_QUANTIZATION,
+        choices=QUANTIZATION_CHOICES,
         help="with --memory 24gb: fp8 (needs seethrough[fp8], GPUs with fp8 units), nf4 (seethrough[nf4]); "
         "auto picks fp8 where the GPU has it",
     )
@@ -108,7 +117,13 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         type=_style_lora,
         help="an extra style LoRA and its strength, e.g. watercolor.safetensors:0.8 (repeatable)",
     )
-    parser.add_argument("--max-queue", type=int, default=32, metavar="N", help="jobs that may wait (32)")
+    parser.add_argument(
+        "--max-queue",
+        type=int,
+        default=DEFAULT_MAX_QUEUE,
+        metavar="N",
+        help=f"jobs that may wait ({DEFAULT_MAX_QUEUE})",
+    )
 
 
 def run_serve(args: argparse.Namespace) -> int:

@@ -24,6 +24,12 @@ from seethrough_core.limits import (
     TRAIN_STEPS,
     TRAIN_WARMUP_STEPS,
 )
+from seethrough_core.vocabulary import (
+    DEFAULT_TRAIN_LOSS,
+    DEFAULT_TRAIN_MEMORY_MODE,
+    TRAIN_LOSSES,
+    TRAIN_MEMORY_MODES,
+)
 
 from .serve_command import add_model_arguments
 
@@ -70,8 +76,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--loss",
-        default="flow",
-        choices=["flow", "amodal-balanced"],
+        default=DEFAULT_TRAIN_LOSS,
+        choices=TRAIN_LOSSES,
         help="flow: the reference's rectified-flow loss; amodal-balanced: weighted towards occluded objects",
     )
     parser.add_argument(
@@ -112,8 +118,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resume", action="store_true", help="continue RUN from its latest checkpoint")
     parser.add_argument(
         "--memory",
-        default="full",
-        choices=["full", "24gb"],
+        default=DEFAULT_TRAIN_MEMORY_MODE,
+        choices=TRAIN_MEMORY_MODES,
         help="full: bf16 transformer (a 48 GB+ GPU); 24gb: NF4 transformer and 8-bit AdamW, for 24 GB "
         "cards at 512 px (needs seethrough[train])",
     )

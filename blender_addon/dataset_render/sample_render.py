@@ -18,6 +18,7 @@ from seethrough_core.dataset_scenes import TargetLook
 from seethrough_core.layout import Layout
 from seethrough_core.oscr_spec import DEFAULT_PROFILE, encode_condition_jpeg, get_profile
 from seethrough_core.png import write_bytes_atomic
+from seethrough_core.vocabulary import DEFAULT_RENDER_ENGINE
 
 from ..render import render_layout
 from .asset_library import AssetLibrary
@@ -35,7 +36,7 @@ def render_sample(
     out_dir: Path,
     *,
     samples: int,
-    engine: str = "cycles",
+    engine: str = DEFAULT_RENDER_ENGINE,
     profile: str = DEFAULT_PROFILE,
 ) -> dict:
     """Write every file of one sample into ``out_dir`` (emptied first: an interrupted attempt's leftovers

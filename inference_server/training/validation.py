@@ -20,13 +20,14 @@ from seethrough_core.errors import LayoutError
 from seethrough_core.layout import load_layout
 from seethrough_core.limits import DEFAULT_GUIDANCE
 from seethrough_core.token_grid import grid_from_strings
+from seethrough_core.vocabulary import DEFAULT_SEED
 
 from ..components import FluxComponents
 from ..lora import SeeThroughLoRA
 from ..model_errors import TrainingError
 from ..pipeline import SeeThroughPipeline
 
-VALIDATION_SEED = 42  # the reference's default seed
+VALIDATION_SEED = DEFAULT_SEED  # the reference's default seed
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ from seethrough_core.generate_and_save import Destination, generate_and_save, sa
 from seethrough_core.keys import ClientKeys
 from seethrough_core.limits import DEFAULT_EDIT_MARGIN_PX, DEFAULT_GUIDANCE, DEFAULT_STEPS
 from seethrough_core.protocol import GenerateRequest
+from seethrough_core.vocabulary import DEFAULT_RENDER_ENGINE
 
 from .consistent import Chain, Condition, Link, chains_of, copied_record, plan_frame
 from .inputs import CameraChoice
@@ -41,7 +42,7 @@ class BatchOptions:
     seeds: list[int]
     cameras: CameraChoice = field(default_factory=lambda: CameraChoice("active"))
     frames: list[int] | None = None
-    engine: str = "cycles"
+    engine: str = DEFAULT_RENDER_ENGINE
     steps: int = DEFAULT_STEPS
     guidance: float = DEFAULT_GUIDANCE
     overwrite: bool = False
