@@ -31,6 +31,8 @@ from inference_server.tiny import (
     tiny_clip_tokenizer,
     tiny_t5_tokenizer,
 )
+from seethrough_core.condition_input import ConditionInput
+from seethrough_core.generation_settings import GenerationSettings
 from seethrough_core.limits import DEFAULT_GUIDANCE
 from seethrough_core.prompt import compose_prompt
 
@@ -152,22 +154,13 @@ def build_pipelines(args: argparse.Namespace, device: torch.device, memory: str)
 # --- one request --------------------------------------------------------------------------------------
 
 
-def request(size: int, steps: int) -> dict:
+def request(size: int, steps: int) -> tuple[GenerationSettings, ConditionInput]:
     """A three-box request at ``size`` px: overlapping boxes, a random stand-in OSCR image."""
     masks = np.zeros((3, 32, 32), dtype=bool)
     masks[0, 4:20, 2:14], masks[1, 10:28, 10:24], masks[2, 16:30, 18:31] = True, True, True
     oscr = (np.random.default_rng(0).random((512, 512, 3)) * 255).astype(np.uint8)
-    return dict(
-        scene_prompt=SCENE,
-        descriptions=list(DESCRIPTIONS),
-        oscr_image=oscr,
-        box_token_masks=masks,
-        width=size,
-        height=size,
-        seed=SEED,
-        num_inference_steps=steps,
-        guidance_scale=GUIDANCE,
-    )
+    settings = GenerationSettings(SCENE, list(DESCRIPTIONS), size, size, SEED, steps, GUIDANCE)
+    return settings, ConditionInput(oscr, masks)
 
 
 def runner(pipes: Pipelines, variant: Variant, size: int, steps: int) -> Callable[[], np.ndarray]:
@@ -193,7 +186,7 @@ def runner(pipes: Pipelines, variant: Variant, size: int, steps: int) -> Callabl
 
     def ours() -> np.ndarray:
         pipes.ours.set_attention(variant.attention)
-        return pipes.ours(**inputs, condition_cache=variant.condition_cache).image
+        return pipes.ours.generate(*inputs, condition_cache=variant.condition_cache).image
 
     return ours
 
@@ -240,7 +233,7 @@ def measure_fidelity(pipes: Pipelines, size: int, steps: int) -> tuple[list[floa
         def keep(info: StepInfo) -> None:
             latents.append(info.latents.float().cpu())
 
-        image = pipeline(**inputs, condition_cache=cache, step_callback=keep).image
+        image = pipeline.generate(*inputs, condition_cache=cache, step_callback=keep).image
         return latents, image
 
     exact_latents, exact_image = run(False)
@@ -258,7 +251,7 @@ def measure_attention(
 ) -> dict[str, float]:
     """Milliseconds per attention call of one block at ``size`` px, per variant (random q/k/v)."""
     text, image, cond = 512, (size // 16) ** 2, 1024
-    masks = torch.from_numpy(request(size, 1)["box_token_masks"].reshape(3, -1))
+    masks = torch.from_numpy(request(size, 1)[1].token_grids.reshape(3, -1))
     layout = AttentionLayout(text, image, cond, [[3, 4, 5], [7, 8], [10, 11, 12]], masks)
     generator = torch.Generator(device).manual_seed(0)
     query, key, value = (

@@ -15,8 +15,7 @@ import bpy
 import numpy as np
 
 from seethrough_core.record import GenerationRecord
-
-from .oscr_cache import OscrInputs
+from seethrough_core.rendered_layout import RenderedLayout
 
 PROP = "seethrough"  # the ID property group of a generated image's record
 PREVIEW_IMAGE = "SeeThrough Preview"
@@ -37,7 +36,7 @@ def load_file_image(name: str, path: Path) -> bpy.types.Image:
     return image
 
 
-def load_oscr_images(oscr: OscrInputs) -> list[bpy.types.Image]:
+def load_oscr_images(oscr: RenderedLayout) -> list[bpy.types.Image]:
     """The OSCR image and every box's masks as images "SeeThrough OSCR", "SeeThrough amodal 000", ..."""
     loaded = [load_file_image(OSCR_IMAGE, oscr.oscr_path)]
     for box in oscr.report["boxes"]:
@@ -51,12 +50,12 @@ def load_oscr_images(oscr: OscrInputs) -> list[bpy.types.Image]:
     return loaded
 
 
-def out_of_frame(oscr: OscrInputs) -> list[str]:
+def out_of_frame(oscr: RenderedLayout) -> list[str]:
     """The descriptions of the boxes the camera does not see at all."""
     return [box["description"] for box in oscr.report["boxes"] if not box["in_frame"]]
 
 
-def oscr_summary(oscr: OscrInputs, shown: bool) -> str:
+def oscr_summary(oscr: RenderedLayout, shown: bool) -> str:
     """One line for the artist: how the render came about, and which boxes the camera misses."""
     took = "unchanged since the last render" if oscr.cached else f"rendered in {oscr.seconds:.1f} s"
     message = f"OSCR {took}: image {OSCR_IMAGE!r}"

@@ -29,12 +29,12 @@ class SEETHROUGH_OT_generate(bpy.types.Operator):  # noqa: N801
         except SeeThroughError as exc:  # bad scene, address or setting: nothing was sent
             self.report({"ERROR"}, f"cannot generate: {exc}")
             return {"CANCELLED"}
-        request = spec.settings
+        chosen = spec.settings
         return _start(
             self,
             spec,
-            f"{len(request.descriptions)} boxes to {spec.endpoint}, "
-            f"{request.width}x{request.height}, seed {request.seed}, {request.steps} steps",
+            f"{len(chosen.descriptions)} boxes to {spec.endpoint}, "
+            f"{chosen.width}x{chosen.height}, seed {chosen.seed}, {chosen.steps} steps",
         )
 
 

@@ -29,6 +29,7 @@ from diffusers import FluxTransformer2DModel
 from diffusers.utils.torch_utils import randn_tensor
 from torch import nn
 
+from seethrough_core.condition_input import ConditionInput
 from seethrough_core.edit_input import EditInput
 from seethrough_core.generation_settings import GenerationSettings
 from seethrough_core.limits import DEFAULT_GUIDANCE, DEFAULT_STEPS, EDIT_FEATHER_PX, MAX_BOXES
@@ -344,25 +345,43 @@ class SeeThroughPipeline:
         oscr_jpeg_round_trip: bool = True,
         edit: EditInput | None = None,
     ) -> GenerationOutput:
-        """Generate one image; ``GenerationCancelled`` from ``step_callback`` stops it before the decode.
-
-        ``condition_cache`` overrides the pipeline's default (``set_condition_cache``) for this request.
-        ``oscr_jpeg_round_trip`` passes the OSCR image through JPEG at the profile's quality first, as
-        the checkpoint's training renders were saved (False: the pixels as sent). ``edit`` regenerates
-        only inside its mask of its previous image (docs/edit.md): the steps run are the last
-        ``edit.strength`` of the schedule, and every pixel outside the mask is the previous image's.
-        """
-        started = time.perf_counter()
+        """The diffusers-style call: ``generate`` with its settings and condition given as arguments."""
         settings = GenerationSettings(
             scene_prompt, descriptions, width, height, seed, num_inference_steps, guidance_scale,
             preview_interval,
         )  # fmt: skip
+        condition = ConditionInput(oscr_image, box_token_masks, oscr_jpeg_round_trip)
+        return self.generate(
+            settings, condition, edit, step_callback=step_callback, condition_cache=condition_cache
+        )
+
+    def generate(
+        self,
+        settings: GenerationSettings,
+        condition: ConditionInput,
+        edit: EditInput | None = None,
+        *,
+        step_callback: Callable[[StepInfo], None] | None = None,
+        condition_cache: bool | None = None,
+    ) -> GenerationOutput:
+        """Generate one image; ``GenerationCancelled`` from ``step_callback`` stops it before the decode.
+
+        ``settings.seed`` must be set (the server picks one for a request without). ``condition_cache``
+        overrides the pipeline's default (``set_condition_cache``) for this request. With
+        ``condition.jpeg_round_trip`` the OSCR image goes through JPEG at the profile's quality first, as
+        the checkpoint's training renders were saved. ``edit`` regenerates only inside its mask of its
+        previous image (docs/edit.md): the steps run are the last ``edit.strength`` of the schedule, and
+        every pixel outside the mask is the previous image's.
+        """
+        started = time.perf_counter()
+        oscr_image, box_token_masks = condition.oscr_image, condition.token_grids
         validate_request(settings, oscr_image, box_token_masks, self.max_boxes)
+        width, height, seed = settings.width, settings.height, settings.seed
         if edit is not None:
             validate_edit(edit, width, height)
         timings: dict[str, float] = {}
         jpeg_quality = self.profile.condition_jpeg_quality
-        composed = compose_prompt(scene_prompt, list(descriptions))
+        composed = compose_prompt(settings.scene_prompt, list(settings.descriptions))
         self.prompt_encoder.tokenize(composed)  # rejects a too-long prompt before any model runs
 
         with self._on_device(self.text_encoder, self.text_encoder_2):
@@ -373,9 +392,9 @@ class SeeThroughPipeline:
         generator = torch.Generator("cpu").manual_seed(int(seed))
         latents = self._initial_noise(generator, height, width)
         with self._on_device(self.vae):
-            pixels = oscr_to_pixels(oscr_image, jpeg_quality if oscr_jpeg_round_trip else None)
+            pixels = oscr_to_pixels(oscr_image, jpeg_quality if condition.jpeg_round_trip else None)
             cond_latents = encode_condition(self.vae, pixels, generator)
-            if preview_interval and not self.previewer.fitted:
+            if settings.preview_interval and not self.previewer.fitted:
                 self.previewer.fit(self.vae)
         timings["encode_condition_s"] = self._lap(mark)
         timings["encode_s"] = timings["encode_text_s"] + timings["encode_condition_s"]
@@ -397,10 +416,10 @@ class SeeThroughPipeline:
                 box_token_masks=box_token_masks,
                 width=width,
                 height=height,
-                num_inference_steps=num_inference_steps,
-                guidance_scale=guidance_scale,
+                num_inference_steps=settings.steps,
+                guidance_scale=settings.guidance,
                 step_callback=step_callback,
-                preview_interval=preview_interval,
+                preview_interval=settings.preview_interval,
                 started=started,
                 condition_cache=condition_cache,
                 edit=latent_edit,
@@ -423,7 +442,7 @@ class SeeThroughPipeline:
             seed=int(seed),
             timings=timings,
             is_noise=self.is_noise,
-            oscr_jpeg_quality=jpeg_quality if oscr_jpeg_round_trip else None,
+            oscr_jpeg_quality=jpeg_quality if condition.jpeg_round_trip else None,
         )
 
     @torch.inference_mode()

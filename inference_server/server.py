@@ -354,16 +354,17 @@ class SeeThroughServer:
         )
 
     def _on_generate(self, peer: bytes, request: GenerateRequest, received: float) -> None:
-        if self._pipeline is not None and len(request.descriptions) > self._pipeline.max_boxes:
+        settings = request.settings
+        if self._pipeline is not None and len(settings.descriptions) > self._pipeline.max_boxes:
             raise ProtocolError(
                 ErrorCode.INVALID_FIELD,
-                f"{len(request.descriptions)} boxes; this model takes at most {self._pipeline.max_boxes}",
+                f"{len(settings.descriptions)} boxes; this model takes at most {self._pipeline.max_boxes}",
                 "descriptions",
                 request.request_id,
             )
         if self._check_prompt is not None:  # while the model loads, the worker checks it later
             try:
-                self._check_prompt(request.scene_prompt, request.descriptions)
+                self._check_prompt(settings.scene_prompt, settings.descriptions)
             except RequestError as exc:
                 raise ProtocolError(
                     ErrorCode.INVALID_FIELD, exc.message, exc.field, request.request_id

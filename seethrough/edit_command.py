@@ -15,17 +15,24 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from seethrough_core.client import SeeThroughClient
-from seethrough_core.edit_plan import EditPlanError, plan_edit
-from seethrough_core.endpoint import DEFAULT_ENDPOINT, EndpointError, parse_endpoint
+from seethrough_core.edit_plan import EditPlanError, PreviousPictureError, plan_edit
+from seethrough_core.endpoint import EndpointError
 from seethrough_core.errors import LayoutError, SeeThroughError
 from seethrough_core.generate_and_save import Destination, generate_and_save, safe_name
 from seethrough_core.generation_settings import SettingError
+from seethrough_core.keys import KeyFileError
 from seethrough_core.limits import DEFAULT_EDIT_MARGIN_PX, DEFAULT_EDIT_STRENGTH
 from seethrough_core.protocol import GenerateRequest
-from seethrough_core.server_process import LocalServerError, ServerProcess
+from seethrough_core.server_process import LocalServerError
 
-from .options import add_engine_argument
-from .previous_picture import EditInputError, read_previous
+from .options import (
+    ClientOptionError,
+    add_client_arguments,
+    add_engine_argument,
+    client_options,
+    server_endpoints,
+)
+from .previous_picture import read_previous
 
 
 def add_edit_arguments(p: argparse.ArgumentParser) -> None:
@@ -39,12 +46,7 @@ def add_edit_arguments(p: argparse.ArgumentParser) -> None:
         help="the picture to change: a PNG saved by SeeThrough (it carries its generation record)",
     )
     p.add_argument("--out", required=True, type=Path, help="output folder")
-    p.add_argument("--server", metavar="ENDPOINT", help=f"the server (default {DEFAULT_ENDPOINT})")
-    p.add_argument(
-        "--tiny",
-        action="store_true",
-        help="start an embedded server with the tiny random-weight model (images are noise; for testing)",
-    )
+    add_client_arguments(p)
     p.add_argument(
         "--strength",
         type=float,
@@ -60,14 +62,11 @@ def add_edit_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--seed", type=int, help="default: the previous picture's seed (another seed varies it)")
     add_engine_argument(p)
-    p.add_argument(
-        "--timeout", type=float, default=30.0, help="seconds of silence before the server counts as gone"
-    )
 
 
 def run_edit(args: argparse.Namespace) -> int:
     # Blender is loaded only now: `seethrough --help` and argument errors stay instant.
-    from blender_addon.render import render_layout
+    from blender_addon.render import render_or_reuse
     from blender_addon.render_process import read_layout
 
     layout_path = Path(args.layout)
@@ -76,24 +75,28 @@ def run_edit(args: argparse.Namespace) -> int:
         previous = read_previous(previous_path)
         layout = read_layout(layout_path)
         plan = plan_edit(previous, layout, margin_px=args.margin, strength=args.strength, seed=args.seed)
-        endpoint = parse_endpoint(args.server).url if args.server else None
+        client_choice = client_options(args)
     except SettingError as exc:
         print(f"error: --{exc.field}: {exc.message}", file=sys.stderr)
         return 2
-    except (EditInputError, EditPlanError, LayoutError, EndpointError) as exc:
+    except (
+        PreviousPictureError,
+        EditPlanError,
+        LayoutError,
+        EndpointError,
+        KeyFileError,
+        ClientOptionError,
+    ) as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
-    if args.tiny and endpoint:
-        print("error: give --tiny or --server, not both", file=sys.stderr)
         return 2
     print(f"{layout_path.name} from {previous.label}: {plan.summary()}", file=sys.stderr, flush=True)
 
     name = safe_name(layout_path.stem)
-    rendered = render_layout(layout, args.out / "conditions" / name, engine=args.engine, quiet=True)
+    rendered = render_or_reuse(layout, args.out / "conditions" / name, engine=args.engine, quiet=True)
     request = GenerateRequest.for_settings(
         plan.settings,
         rendered.oscr_path.read_bytes(),
-        rendered.masks.token_grids(),
+        rendered.token_grids,
         metadata={"input": str(layout_path), "edit_of": str(previous_path)},
         edit=plan.edit,
     )
@@ -106,11 +109,10 @@ def run_edit(args: argparse.Namespace) -> int:
     )
     with ExitStack() as stack:
         try:
-            if args.tiny:
-                print("Starting an embedded server with the tiny random-weight model ...", file=sys.stderr)
-                server = stack.enter_context(ServerProcess.tiny(args.out / "logs" / "tiny_server.log"))
-                endpoint = server.endpoint
-            client = stack.enter_context(SeeThroughClient(endpoint or DEFAULT_ENDPOINT, args.timeout))
+            (endpoint,) = stack.enter_context(server_endpoints(client_choice, args.out / "logs"))
+            client = stack.enter_context(
+                SeeThroughClient(endpoint, client_choice.timeout_s, keys=client_choice.keys)
+            )
             saved = generate_and_save(client, request, layout, destination)
         except (LocalServerError, SeeThroughError) as exc:
             print(f"error: {exc}", file=sys.stderr)

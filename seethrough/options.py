@@ -4,8 +4,17 @@ from seethrough_core.vocabulary and limits, as the server and the add-on read th
 from __future__ import annotations
 
 import argparse
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
 
-from seethrough_core.vocabulary import DEFAULT_RENDER_ENGINE, RENDER_ENGINES
+from seethrough_core.endpoint import DEFAULT_ENDPOINT, parse_endpoint
+from seethrough_core.errors import SeeThroughError
+from seethrough_core.keys import ClientKeys, KeyFileError
+from seethrough_core.server_process import ServerProcess
+from seethrough_core.vocabulary import DEFAULT_CLIENT_TIMEOUT_S, DEFAULT_RENDER_ENGINE, RENDER_ENGINES
 
 
 def add_engine_argument(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
@@ -15,3 +24,92 @@ def add_engine_argument(parser: argparse.ArgumentParser | argparse._ArgumentGrou
         choices=RENDER_ENGINES,
         help=f"OSCR render engine (default {DEFAULT_RENDER_ENGINE}, the profile's)",
     )
+
+
+# --- talking to a server: every command that sends jobs takes these, with the same meaning ------------
+
+
+class ClientOptionError(SeeThroughError):
+    """Client options that do not go together."""
+
+
+@dataclass(frozen=True)
+class ClientOptions:
+    servers: list[str]  # checked endpoint URLs; empty: the default one, or the embedded tiny server
+    tiny: bool
+    timeout_s: float
+    keys: ClientKeys | None  # CURVE, for servers started with --server-key
+
+
+def add_client_arguments(parser: argparse.ArgumentParser, *, several_servers: bool = False) -> None:
+    group = parser.add_argument_group("server", "where the jobs go (docs/server.md)")
+    if several_servers:
+        group.add_argument(
+            "--server",
+            action="append",
+            metavar="ENDPOINT",
+            help=f"a server to send jobs to; repeat it to use several GPUs (default {DEFAULT_ENDPOINT})",
+        )
+    else:
+        group.add_argument("--server", metavar="ENDPOINT", help=f"the server (default {DEFAULT_ENDPOINT})")
+    group.add_argument(
+        "--tiny",
+        action="store_true",
+        help="start an embedded server with the tiny random-weight model (images are noise; for testing)",
+    )
+    group.add_argument(
+        "--timeout",
+        type=float,
+        default=DEFAULT_CLIENT_TIMEOUT_S,
+        help=f"seconds of silence before a server counts as gone (default {DEFAULT_CLIENT_TIMEOUT_S:g})",
+    )
+    group.add_argument(
+        "--server-public-key",
+        metavar="FILE",
+        help="CURVE: the server's public key file (NAME.key), for servers started with --server-key",
+    )
+    group.add_argument(
+        "--client-key",
+        metavar="FILE_SECRET",
+        help="CURVE: this machine's secret key file (NAME.key_secret); its NAME.key must be in the "
+        "server's --client-keys folder",
+    )
+
+
+def client_options(args: argparse.Namespace) -> ClientOptions:
+    """The options checked: EndpointError, KeyFileError or ClientOptionError before anything runs."""
+    given = args.server if isinstance(args.server, list) else [args.server] if args.server else []
+    servers = [parse_endpoint(server).url for server in given]
+    if args.tiny and servers:
+        raise ClientOptionError("give --tiny or --server, not both")
+    return ClientOptions(
+        servers, args.tiny, args.timeout, _client_keys(args.server_public_key, args.client_key)
+    )
+
+
+@contextmanager
+def server_endpoints(options: ClientOptions, log_dir: Path) -> Iterator[list[str]]:
+    """The endpoints to send to: the embedded tiny server's (started here, stopped on leaving; its log in
+    ``log_dir``), the given ones, or the default. Raises LocalServerError when the tiny one fails."""
+    if not options.tiny:
+        yield options.servers or [DEFAULT_ENDPOINT]
+        return
+    print(
+        "Starting an embedded server with the tiny random-weight model (images will be noise) ...",
+        file=sys.stderr,
+        flush=True,
+    )
+    with ServerProcess.tiny(log_dir / "tiny_server.log") as server:
+        yield [server.endpoint]
+
+
+def _client_keys(server_public_key: str | None, client_key: str | None) -> ClientKeys | None:
+    """CURVE keys from the two options, which go together."""
+    if server_public_key is None and client_key is None:
+        return None
+    if server_public_key is None or client_key is None:
+        raise KeyFileError(
+            "CURVE needs both --server-public-key (the server's NAME.key) and --client-key "
+            "(this machine's NAME.key_secret)"
+        )
+    return ClientKeys.from_files(server_public_key, client_key)

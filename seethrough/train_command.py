@@ -24,7 +24,9 @@ from seethrough_core.limits import (
     TRAIN_STEPS,
     TRAIN_WARMUP_STEPS,
 )
+from seethrough_core.rendered_layout import is_complete
 from seethrough_core.vocabulary import (
+    DEFAULT_RENDER_ENGINE,
     DEFAULT_TRAIN_LOSS,
     DEFAULT_TRAIN_MEMORY_MODE,
     TRAIN_LOSSES,
@@ -200,10 +202,10 @@ def _validation_folders(items: list[Path], run: Path) -> list[Path]:
     for item in items:
         if item.is_file() and item.suffix.lower() in LAYOUT_SUFFIXES:
             folder = run / "validation-inputs" / item.stem
-            if not (folder / "masks.json").is_file():
+            if not is_complete(folder):
                 from blender_addon.render_process import render_file  # loads Blender
 
-                if render_file(item, folder, engine="cycles") != 0:
+                if render_file(item, folder, engine=DEFAULT_RENDER_ENGINE) != 0:
                     raise SeeThroughError(f"--validate {item}: the layout could not be rendered (see above)")
             folders.append(folder)
         else:

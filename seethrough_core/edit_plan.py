@@ -8,6 +8,7 @@ to a server.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,11 +16,11 @@ import numpy as np
 
 from .edit_input import EditInput, edit_problem
 from .edit_region import LayoutChange, box_region, layout_change
-from .errors import SeeThroughError
+from .errors import LayoutError, SeeThroughError
 from .generation_settings import GenerationSettings, SettingError
 from .layout import Layout
 from .limits import DEFAULT_EDIT_MARGIN_PX, DEFAULT_EDIT_STRENGTH
-from .record import GenerationRecord, parent_entry
+from .record import GenerationRecord, parent_entry, read_png_record
 
 
 class EditPlanError(SeeThroughError, ValueError):
@@ -38,12 +39,50 @@ class PreviousPicture:
     layout: Layout
 
 
+class PreviousPictureError(SeeThroughError, ValueError):
+    """A picture an edit cannot start from; the message says why and what to do."""
+
+
+def read_previous_picture(
+    label: str, origin: dict[str, Any], png: bytes, pixels: Callable[[], np.ndarray], remedy: str
+) -> PreviousPicture:
+    """A saved PNG as the start of an edit: its record must be there and describe these pixels.
+
+    ``pixels`` decodes the PNG (Pillow on the command line, Blender's image in the add-on; the core has
+    neither); ``remedy`` ends each message with what to do where the picture came from.
+    """
+    try:
+        record = read_png_record(png)
+    except ValueError as exc:
+        raise PreviousPictureError(f"{label}: {exc}") from None
+    if record is None:
+        raise PreviousPictureError(
+            f"{label} has no SeeThrough generation record, so its layout and seed are unknown; {remedy}"
+        )
+    image = pixels()
+    if image.shape[:2] != (record.height, record.width):
+        raise PreviousPictureError(
+            f"{label} is {image.shape[1]}x{image.shape[0]} px but its record says "
+            f"{record.width}x{record.height}: the picture was changed after it was generated; {remedy}"
+        )
+    try:
+        layout = Layout.from_dict(record.layout)
+    except LayoutError as exc:
+        raise PreviousPictureError(f"{label}: the layout in its record is not usable: {exc}") from None
+    return PreviousPicture(label, origin, png, image, record, layout)
+
+
 @dataclass(frozen=True)
 class EditPlan:
     settings: GenerationSettings
     edit: EditInput | None  # None: a full regeneration (camera, resolution or scene prompt changed)
     change: LayoutChange
     parent: dict[str, Any]  # the new record's `parent` (record.parent_entry)
+
+    @property
+    def unchanged(self) -> bool:
+        """Nothing in the frame changed: the previous picture is the new one (a sequence copies it)."""
+        return self.edit is None and not self.change.full
 
     @property
     def region_mask(self) -> np.ndarray | None:
@@ -128,15 +167,39 @@ def _plan(
         preview_interval=preview_interval,
     )
     settings.check()
-    edit = change.edit_of(previous.image, strength)
+    return _edit_plan(previous, layout, settings, change, kind, margin_px, strength)
+
+
+def plan_next_frame(
+    previous: PreviousPicture, layout: Layout, settings: GenerationSettings, *, margin_px: int
+) -> EditPlan:
+    """A frame of a sequence (`seethrough batch --consistent`) from the frame before it, with the
+    sequence's own settings: an edit over what changed, a full regeneration (camera, resolution or scene
+    prompt changed), or, when nothing changed, no edit and ``plan.unchanged`` (copy the picture)."""
+    change = layout_change(previous.layout, layout, margin_px)
+    kind = "regeneration" if change.full else "unchanged" if change.unchanged else "edit"
+    return _edit_plan(previous, layout, settings, change, kind, margin_px, DEFAULT_EDIT_STRENGTH)
+
+
+def _edit_plan(
+    previous: PreviousPicture,
+    layout: Layout,
+    settings: GenerationSettings,
+    change: LayoutChange,
+    kind: str,
+    margin_px: int,
+    strength: float,
+) -> EditPlan:
+    """The edit of the previous picture for ``change`` and the parent entry naming it, one way for all."""
+    edit = None if change.unchanged else change.edit_of(previous.image, strength)
     if edit is not None:
         problem = edit_problem(edit, layout.width, layout.height)
         if problem is not None:  # the image and mask are right by construction: the strength is not
             raise SettingError(problem.field.removeprefix("edit."), problem.message)
     details: dict[str, Any] = {**previous.origin, "kind": kind}
-    if edit is None:
+    if change.full:
         details["reason"] = change.full_reason
-    else:
+    elif edit is not None:
         changes = [c.describe() for c in change.boxes]
         details.update(strength=edit.strength, margin_px=margin_px, changes=changes)
-    return EditPlan(settings, edit, change, parent_entry(previous.png, record, **details))
+    return EditPlan(settings, edit, change, parent_entry(previous.png, previous.record, **details))

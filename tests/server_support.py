@@ -13,12 +13,15 @@ import queue
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
+from protocol_support import request_of
 
 from inference_server.pipeline import SeeThroughPipeline, StepInfo
 from inference_server.server import SeeThroughServer, ServerConfig
+from seethrough_core.generation_settings import GenerationSettings
 from seethrough_core.protocol import GenerateRequest
 
 GATE_TIMEOUT_S = 60.0
@@ -50,19 +53,20 @@ class GatedPipeline:
     def identity(self) -> dict[str, Any]:
         return self.inner.identity
 
-    def __call__(self, **kwargs: Any) -> Any:
-        prompt = kwargs["scene_prompt"]
+    def generate(
+        self, settings: GenerationSettings, *args: Any, step_callback: Any = None, **kwargs: Any
+    ) -> Any:
+        prompt = settings.scene_prompt
         self.calls.append(prompt)
-        callback = kwargs.pop("step_callback")
 
         def gated(info: StepInfo) -> None:
             self.reached.put((prompt, info.step))
             if not self.gate.wait(GATE_TIMEOUT_S):
                 raise RuntimeError("the test never opened the gate")
-            if callback is not None:
-                callback(info)
+            if step_callback is not None:
+                step_callback(info)
 
-        return self.inner(**kwargs, step_callback=gated)
+        return self.inner.generate(settings, *args, step_callback=gated, **kwargs)
 
     def hold(self) -> None:
         """Jobs pause after their next step until release()."""
@@ -81,19 +85,12 @@ class GatedPipeline:
                 return step
 
 
-def run_in_process(pipeline: Any, request: GenerateRequest, **kwargs: Any) -> Any:
-    """The pipeline called directly with a protocol request's inputs (and any other arguments)."""
-    return pipeline(
-        scene_prompt=request.scene_prompt,
-        descriptions=request.descriptions,
-        oscr_image=request.oscr_image,
-        box_token_masks=request.token_grids(),
-        width=request.width,
-        height=request.height,
-        seed=request.seed,
-        num_inference_steps=request.steps,
-        **kwargs,
-    )
+def run_in_process(pipeline: Any, request: GenerateRequest, **settings: Any) -> Any:
+    """The pipeline called directly with a protocol request's settings (``settings`` changed), condition
+    and edit, as the server's worker calls it."""
+    edit = settings.pop("edit", request.edit)
+    options = {k: settings.pop(k) for k in ("step_callback", "condition_cache") if k in settings}
+    return pipeline.generate(replace(request.settings, **settings), request.condition(), edit, **options)
 
 
 @functools.cache
@@ -138,4 +135,4 @@ def build_request(scene_prompt: str = "on a quiet street", *, boxes: int = 2, si
         steps=3,
     )
     fields.update(kwargs)
-    return GenerateRequest(**fields)
+    return request_of(**fields)

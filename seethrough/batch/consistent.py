@@ -18,12 +18,12 @@ from typing import Any
 import numpy as np
 
 from seethrough_core.edit_input import EditInput
-from seethrough_core.edit_plan import PreviousPicture
-from seethrough_core.edit_region import layout_change
+from seethrough_core.edit_plan import PreviousPicture, PreviousPictureError, plan_next_frame
+from seethrough_core.generation_settings import GenerationSettings
 from seethrough_core.layout import Layout
-from seethrough_core.record import GenerationRecord, parent_entry
+from seethrough_core.record import GenerationRecord
 
-from ..previous_picture import EditInputError, read_previous
+from ..previous_picture import read_previous
 from .plan import Shot, Task
 
 Condition = tuple[bytes, np.ndarray]  # the OSCR PNG and the token grids of a rendered shot
@@ -65,29 +65,21 @@ def chains_of(shots: list[Shot]) -> list[list[Shot]]:
     return [sorted(group, key=lambda s: s.frame) for group in by_camera.values()]
 
 
-def plan_frame(previous: Task, layout: Layout, margin_px: int) -> FramePlan:
-    """An edit of the previous frame's picture over what changed, a copy, or a full generation."""
+def plan_frame(previous: Task, layout: Layout, settings: GenerationSettings, margin_px: int) -> FramePlan:
+    """An edit of the previous frame's picture over what changed, a copy, or a full generation: the
+    core's plan (seethrough_core.edit_plan), the one `seethrough edit` and the add-on make."""
     if not previous.is_complete():
         return FramePlan(None, None, None, None, "full: the previous frame has no picture")
     try:
         before = read_previous(previous.image_path)
-    except EditInputError as exc:
+    except PreviousPictureError as exc:
         return FramePlan(None, None, None, None, f"full: {exc}")
-    change = layout_change(before.layout, layout, margin_px)
-    kind = "regeneration" if change.full else "unchanged" if change.unchanged else "edit"
-    details: dict[str, Any] = {"file": str(previous.image_path), "kind": kind}
-    if change.full:
-        details["reason"] = change.full_reason
-        return FramePlan(
-            None, parent_entry(before.png, before.record, **details), None, None, change.summary()
-        )
-    if change.unchanged:
-        parent = parent_entry(before.png, before.record, **details)
-        return FramePlan(None, parent, None, before, "unchanged: the previous picture, copied")
-    details.update(margin_px=margin_px, changes=[c.describe() for c in change.boxes])
-    parent = parent_entry(before.png, before.record, **details)
-    edit = change.edit_of(before.image)
-    return FramePlan(edit, parent, change.mask(), None, f"edit: {change.summary()}")
+    plan = plan_next_frame(before, layout, settings, margin_px=margin_px)
+    if plan.unchanged:
+        return FramePlan(None, plan.parent, None, before, "unchanged: the previous picture, copied")
+    if plan.edit is None:
+        return FramePlan(None, plan.parent, None, None, plan.summary())
+    return FramePlan(plan.edit, plan.parent, plan.region_mask, None, f"edit: {plan.summary()}")
 
 
 def copied_record(

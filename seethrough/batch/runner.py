@@ -18,11 +18,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
-from blender_addon.render import render_layout
+from blender_addon.render import render_or_reuse
 from seethrough_core.client import Job, JobCancelledError, SeeThroughClient, ServerUnavailableError
 from seethrough_core.endpoint import parse_endpoint
 from seethrough_core.errors import SeeThroughError
 from seethrough_core.generate_and_save import Destination, generate_and_save, save_image
+from seethrough_core.generation_settings import GenerationSettings
 from seethrough_core.keys import ClientKeys
 from seethrough_core.limits import DEFAULT_EDIT_MARGIN_PX, DEFAULT_GUIDANCE, DEFAULT_STEPS
 from seethrough_core.protocol import GenerateRequest
@@ -208,7 +209,8 @@ class BatchRunner:
         self._progress.status("blender", f"rendering {shot.output_name}/{shot.camera} frame {shot.frame}")
         start = time.perf_counter()
         try:
-            rendered = render_layout(
+            # A resumed batch finds the frames it rendered before in their conditions/ folders.
+            rendered = render_or_reuse(
                 shot.layout, shot.condition_dir(self.options.out_dir), engine=self.options.engine, quiet=True
             )
         except (SeeThroughError, RuntimeError, ValueError) as exc:
@@ -217,7 +219,7 @@ class BatchRunner:
             return time.perf_counter() - start, None
         finally:
             self._progress.status("blender", None)
-        return time.perf_counter() - start, (rendered.oscr_path.read_bytes(), rendered.masks.token_grids())
+        return time.perf_counter() - start, (rendered.oscr_path.read_bytes(), rendered.token_grids)
 
     def _put(self, item) -> bool:
         """Queue an item; a task is dropped once the batch is stopping, so Ctrl-C never hangs here.
@@ -282,7 +284,10 @@ class BatchRunner:
         task = link.task
         oscr_png, token_grids = link.condition
         layout = task.shot.layout
-        plan = plan_frame(link.previous, layout, self.options.margin_px) if link.previous else None
+        settings = GenerationSettings.for_layout(
+            layout, seed=task.seed, steps=self.options.steps, guidance=self.options.guidance
+        )
+        plan = plan_frame(link.previous, layout, settings, self.options.margin_px) if link.previous else None
         source = {
             "input": str(task.shot.input_path),
             "camera": task.shot.camera,
@@ -295,13 +300,10 @@ class BatchRunner:
             self._finish(Outcome(task.shot.input_path, task.label, "done", server=endpoint,
                                  image_path=task.image_path), f" ({plan.note})")  # fmt: skip
             return
-        request = GenerateRequest.for_layout(
-            layout,
+        request = GenerateRequest.for_settings(
+            settings,
             oscr_png,
             token_grids,
-            seed=task.seed,
-            steps=self.options.steps,
-            guidance=self.options.guidance,
             metadata={
                 "input": str(task.shot.input_path),
                 "camera": task.shot.camera,

@@ -27,11 +27,11 @@ from PIL import Image
 
 from blender_addon import background_render, images, scene_io, ui
 from blender_addon.generation_jobs import RUNNER
-from blender_addon.oscr_cache import cache_key
 from blender_addon.render import render_layout
 from blender_addon.server_launcher import SERVER
 from seethrough_core.client import SeeThroughClient
 from seethrough_core.keys import ClientKeys, create_key_pair
+from seethrough_core.rendered_layout import render_key as cache_key
 from seethrough_core.server_process import ServerProcess
 from seethrough_core.server_process import free_loopback_port as free_port
 

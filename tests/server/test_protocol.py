@@ -8,6 +8,7 @@ import msgpack
 import numpy as np
 import pytest
 from PIL import Image
+from protocol_support import request_of, wire_field
 
 from seethrough_core.endpoint import EndpointError, check_bind_allowed, parse_endpoint
 from seethrough_core.protocol import (
@@ -47,7 +48,7 @@ def make_request(**overrides) -> GenerateRequest:
         metadata={"scene": "street", "frame": 3},
     )
     fields.update(overrides)
-    return GenerateRequest(**fields)
+    return request_of(**fields)
 
 
 def wire(frames) -> list[bytes]:
@@ -89,7 +90,7 @@ def test_generate_round_trip_keeps_every_field_and_sends_arrays_as_frames():
     assert isinstance(back, GenerateRequest)
     for name in ("scene_prompt", "descriptions", "mask_kind", "width", "height", "seed", "steps", "guidance",
                  "preview_interval", "metadata", "request_id", "oscr_jpeg_round_trip"):  # fmt: skip
-        assert getattr(back, name) == getattr(request, name), name
+        assert wire_field(back, name) == wire_field(request, name), name
     np.testing.assert_array_equal(back.oscr_image, request.oscr_image)
     np.testing.assert_array_equal(back.masks, request.masks)
 
@@ -304,7 +305,12 @@ def test_errors_carry_the_request_id_when_it_is_readable():
 
 def test_nil_optional_fields_take_their_defaults():
     back = decode_request(tampered(make_request().encode(), seed=None, steps=None, metadata=None))
-    assert (back.seed, back.steps, back.metadata, back.oscr_jpeg_round_trip) == (None, 25, {}, True)
+    assert (back.settings.seed, back.settings.steps, back.metadata, back.oscr_jpeg_round_trip) == (
+        None,
+        25,
+        {},
+        True,
+    )
 
 
 def test_the_jpeg_round_trip_is_on_unless_the_request_opts_out():
