@@ -20,7 +20,7 @@ from seethrough_core.rendered_layout import RenderedLayout
 PROP = "seethrough"  # the ID property group of a generated image's record
 PREVIEW_IMAGE = "SeeThrough Preview"
 OSCR_IMAGE = "SeeThrough OSCR"
-_MAX_ID_INT = 2**31 - 1
+RECORD_KEY = "record_json"  # the record's JSON inside the image's ID property group
 
 
 def load_file_image(name: str, path: Path) -> bpy.types.Image:
@@ -94,40 +94,24 @@ def set_preview(rgb: np.ndarray) -> bpy.types.Image:
     return image
 
 
-def record_id_properties(record: GenerationRecord) -> dict[str, Any]:
-    """The record as ID property values: nested data as JSON text, out-of-range integers as text."""
-    props: dict[str, Any] = {}
-    for key, value in record.to_dict().items():
-        if isinstance(value, bool):
-            props[key] = int(value)
-        elif isinstance(value, int):
-            props[key] = value if -_MAX_ID_INT <= value <= _MAX_ID_INT else str(value)
-        elif isinstance(value, float | str):
-            props[key] = value
-        elif isinstance(value, list) and all(isinstance(v, str) for v in value):
-            props[key] = list(value)
-        else:
-            props[f"{key}_json"] = json.dumps(value, sort_keys=True)
-    props["record_json"] = record.to_json()
-    return props
-
-
 def result_image(name: str, png_path: Path, record: GenerationRecord) -> bpy.types.Image:
     """A packed image of the generated PNG, carrying the generation record as ID properties."""
     image = bpy.data.images.load(str(png_path), check_existing=False)
     image.name = name
     image.pack()  # the .blend now holds the PNG bytes, metadata chunks included
     image.use_fake_user = True  # never lost, even when removed from the history
-    image[PROP] = record_id_properties(record)
+    # The record once, as the PNG's text chunk holds it: read back cheaply (a panel's poll) by
+    # image_record, without decoding the packed PNG.
+    image[PROP] = {RECORD_KEY: record.to_json()}
     return image
 
 
 def image_record(image: bpy.types.Image) -> dict[str, Any] | None:
     """The record stored on a generated image, as a dict; None for other images."""
     props = image.get(PROP)
-    if props is None or "record_json" not in props:
+    if props is None or RECORD_KEY not in props:
         return None
-    return json.loads(props["record_json"])
+    return json.loads(props[RECORD_KEY])
 
 
 def image_rgb(image: bpy.types.Image) -> np.ndarray:

@@ -25,12 +25,13 @@ from seethrough_core.errors import LayoutError, SeeThroughError
 from seethrough_core.layout import Layout
 
 from . import images
+from .box_props import box_objects, is_box
 from .generation import job_spec, preview_interval
 from .generation_jobs import JobSpec, ResultEdit
 from .preferences import Settings
 from .props import MAX_UI_SEED
 from .scene_checks import scene_layout
-from .scene_io import box_objects, is_box, scene_to_layout
+from .scene_io import scene_to_layout
 
 
 class ResultEditError(SeeThroughError):

@@ -9,7 +9,7 @@ import bpy
 
 from seethrough_core.limits import side_problem
 
-from . import box_links, compat, scene_io
+from . import box_links, box_props, compat
 from .generation_jobs import RUNNER
 from .preferences import address_problem, draw_server_controls, preferences, settings
 from .server_launcher import SERVER
@@ -50,7 +50,7 @@ class SEETHROUGH_UL_boxes(bpy.types.UIList):  # noqa: N801
     def filter_items(self, context, data, propname):
         objects = getattr(data, propname)
         keys = [
-            (0, scene_io.box_index(obj), obj.name) if scene_io.is_box(obj) else (1, 0, obj.name)
+            (0, box_props.box_index(obj), obj.name) if box_props.is_box(obj) else (1, 0, obj.name)
             for obj in objects
         ]
         flags = [self.bitflag_filter_item if key[0] == 0 else 0 for key in keys]
@@ -123,12 +123,12 @@ class SEETHROUGH_PT_boxes(SeeThroughPanel, bpy.types.Panel):  # noqa: N801
 
         layout.template_list("SEETHROUGH_UL_boxes", "", scene, "objects", props, "box_index", rows=4)
         obj = context.active_object
-        if obj is not None and scene_io.is_box(obj):
+        if obj is not None and box_props.is_box(obj):
             column = layout.column(align=True)
             column.prop(obj.seethrough, "description", text="")
             column.prop(obj, "scale", text="Size (m)")
             column.prop(obj, "rotation_euler", index=2, text="Turn")
-            source = scene_io.get_props(obj).get(box_links.SOURCE_KEY)
+            source = box_props.get_props(obj).get(box_links.SOURCE_KEY)
             if source:
                 linked = box_links.is_linked(obj)
                 layout.operator(

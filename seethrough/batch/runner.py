@@ -29,10 +29,10 @@ from seethrough_core.limits import DEFAULT_EDIT_MARGIN_PX, DEFAULT_GUIDANCE, DEF
 from seethrough_core.protocol import GenerateRequest
 from seethrough_core.vocabulary import DEFAULT_RENDER_ENGINE
 
+from ..progress import ProgressLine
 from .consistent import Chain, Condition, Link, chains_of, copied_record, plan_frame
 from .inputs import CameraChoice
 from .plan import Shot, Task, output_names
-from .progress import BatchProgress
 from .shots import read_shots
 
 
@@ -99,7 +99,7 @@ class BatchRunner:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._alive_servers = len(options.servers)
-        self._progress: BatchProgress | None = None
+        self._progress: ProgressLine | None = None
 
     # --- main thread --------------------------------------------------------------------------
 
@@ -112,7 +112,7 @@ class BatchRunner:
             for shot in shots
             for seed in self.options.seeds
         ]
-        self._progress = BatchProgress(len(all_tasks) + len(self._outcomes), self.stream)
+        self._progress = ProgressLine(len(all_tasks) + len(self._outcomes), self.stream)
         for outcome in list(self._outcomes):  # inputs that could not be read
             self._progress.advance(f"FAILED {outcome.label}: {outcome.reason}")
 
