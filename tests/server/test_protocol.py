@@ -95,6 +95,31 @@ def test_generate_round_trip_keeps_every_field_and_sends_arrays_as_frames():
     np.testing.assert_array_equal(back.masks, request.masks)
 
 
+def test_the_settings_travel_as_header_keys_of_their_own():
+    """The request holds one GenerationSettings; the wire keeps the flat keys of docs/protocol.md."""
+    request = make_request()
+    header = header_of(request.encode())
+    assert set(header) == {
+        "type", "protocol", "scene_prompt", "descriptions", "width", "height", "seed", "steps", "guidance",
+        "preview_interval", "oscr_image", "masks", "mask_kind", "metadata", "request_id",
+        "oscr_jpeg_round_trip", "edit",
+    }  # fmt: skip
+    assert decode_request(wire(request.encode())).settings == request.settings
+
+
+def test_a_field_missing_from_the_header_is_refused_unless_the_dataclass_gives_a_default():
+    frames = make_request().encode()
+    for name in ("width", "height", "descriptions", "masks", "mask_kind"):
+        assert error_of(tampered(frames, **{name: ...})).field == name
+    back = decode_request(tampered(frames, guidance=..., preview_interval=..., metadata=..., edit=...))
+    assert (back.settings.guidance, back.settings.preview_interval, back.metadata, back.edit) == (
+        3.5,
+        0,
+        {},
+        None,
+    )
+
+
 def test_decoded_arrays_are_views_of_the_received_frames():
     frames = wire(make_request().encode())
     back = decode_request(frames)
