@@ -17,6 +17,7 @@ from .generation_jobs import RUNNER
 from .preferences import settings
 
 ENGINE_HINTS = {"cycles": "The profile's engine", "eevee": "Faster on a GPU"}
+ENGINE_ITEMS = [(name, name.title(), ENGINE_HINTS[name]) for name in RENDER_ENGINES]
 
 
 class SEETHROUGH_OT_render_oscr(bpy.types.Operator):  # noqa: N801
@@ -28,7 +29,7 @@ class SEETHROUGH_OT_render_oscr(bpy.types.Operator):  # noqa: N801
 
     engine: EnumProperty(
         name="Engine",
-        items=[(name, name.title(), ENGINE_HINTS[name]) for name in RENDER_ENGINES],
+        items=ENGINE_ITEMS,
         default=DEFAULT_RENDER_ENGINE,
     )
 
