@@ -36,6 +36,7 @@ from .generation_jobs import (
     ResultEdit,
     Step,
 )
+from .headless import run_callback_until_done
 from .preferences import Settings
 from .props import MAX_UI_SEED
 from .scene_checks import scene_layout
@@ -122,6 +123,18 @@ def pump() -> bool:
 
 def _timer() -> float | None:
     return PUMP_INTERVAL_S if pump() else None
+
+
+def wait_for_job(operator: bpy.types.Operator) -> set[str]:
+    """wait=True (background Blender): run the pump until the job is over, then report its outcome;
+    a failure raises in the script. Ctrl-C cancels the job first (on the server too)."""
+    run_callback_until_done(_timer, lambda: RUNNER.job.request_cancel() if RUNNER.job else None)
+    status = RUNNER.status
+    if status is None or status.state == "done":
+        operator.report({"INFO"}, status.message if status else "Done")
+        return {"FINISHED"}
+    operator.report({"ERROR"} if status.state == "failed" else {"WARNING"}, status.message)
+    return {"CANCELLED"}
 
 
 def stop_timer() -> None:

@@ -41,7 +41,10 @@ class ClientOptions:
     keys: ClientKeys | None  # CURVE, for servers started with --server-key
 
 
-def add_client_arguments(parser: argparse.ArgumentParser, *, several_servers: bool = False) -> None:
+def add_client_arguments(
+    parser: argparse.ArgumentParser, *, several_servers: bool = False, embedded: bool = True
+) -> None:
+    """``several_servers``: --server may repeat; ``embedded``: --tiny starts a tiny server to talk to."""
     group = parser.add_argument_group("server", "where the jobs go (docs/server.md)")
     if several_servers:
         group.add_argument(
@@ -52,11 +55,12 @@ def add_client_arguments(parser: argparse.ArgumentParser, *, several_servers: bo
         )
     else:
         group.add_argument("--server", metavar="ENDPOINT", help=f"the server (default {DEFAULT_ENDPOINT})")
-    group.add_argument(
-        "--tiny",
-        action="store_true",
-        help="start an embedded server with the tiny random-weight model (images are noise; for testing)",
-    )
+    if embedded:
+        group.add_argument(
+            "--tiny",
+            action="store_true",
+            help="start an embedded server with the tiny random-weight model (images are noise; for testing)",
+        )
     group.add_argument(
         "--timeout",
         type=float,
@@ -80,11 +84,10 @@ def client_options(args: argparse.Namespace) -> ClientOptions:
     """The options checked: EndpointError, KeyFileError or ClientOptionError before anything runs."""
     given = args.server if isinstance(args.server, list) else [args.server] if args.server else []
     servers = [parse_endpoint(server).url for server in given]
-    if args.tiny and servers:
+    tiny = bool(getattr(args, "tiny", False))  # commands without an embedded server have no --tiny
+    if tiny and servers:
         raise ClientOptionError("give --tiny or --server, not both")
-    return ClientOptions(
-        servers, args.tiny, args.timeout, _client_keys(args.server_public_key, args.client_key)
-    )
+    return ClientOptions(servers, tiny, args.timeout, _client_keys(args.server_public_key, args.client_key))
 
 
 @contextmanager

@@ -65,6 +65,7 @@ class ErrorCode(StrEnum):
     LOAD_FAILED = "load_failed"  # the model never loaded; the server is stopping
     SHUTTING_DOWN = "shutting_down"
     SERVER_ERROR = "server_error"  # a bug in the server; it keeps serving
+    LORA_FAILED = "lora_failed"  # a set_lora whose files are missing or do not fit; nothing changed
 
 
 class ProtocolError(SeeThroughError, ValueError):
@@ -179,6 +180,8 @@ def _encode_value(value: Any, frames: list[Frame]) -> Any:
         return {"frame": len(frames) - 1, "encoding": _sniff_encoding(value)}
     if is_dataclass(value) and not isinstance(value, type):
         return _encode_fields(value, frames)
+    if isinstance(value, list) and any(is_dataclass(item) for item in value):  # set_lora's style_loras
+        return [_encode_value(item, frames) for item in value]
     return value
 
 
@@ -223,9 +226,11 @@ def _decode_field(r: _Reader, f: Field[Any], hint: Any) -> Any:
     if hint is int:
         return r.integer(name, default=default, optional=optional, lo=rules.get("lo"))
     if hint is float:
-        return r.number(name, default=default)
+        return r.number(name, default=default, optional=optional)
     if origin is dict:
         return r.float_map(name) if args[1] is float else r.mapping(name, default=default, optional=optional)
+    if origin in (list, Sequence) and is_dataclass(args[0]):
+        return r.dataclass_list(name, args[0], optional=optional)
     if origin in (list, Sequence):
         return r.int_lists(name) if typing.get_origin(args[0]) is list else r.str_list(name)
     if hint is np.ndarray:
@@ -456,6 +461,73 @@ class Cancelled(Message):
 
 
 @dataclass
+class StyleLoraChoice:
+    """One style LoRA of a `set_lora` request: a file on the server's machine and its strength."""
+
+    path: str
+    scale: float = 1.0
+
+
+@dataclass
+class SetLoraRequest(Message):
+    """Change the LoRAs of the loaded model without restarting the server (docs/protocol.md).
+
+    It waits its turn in the job queue: jobs sent before it finish with the LoRAs they were sent to,
+    jobs sent after it use the new ones. Answered with `accepted`, then `lora_set` (or `error`; the
+    LoRAs in use then stay as they were). None keeps what is loaded.
+    """
+
+    TYPE: ClassVar[str] = "set_lora"
+    lora: str | None = None  # the SeeThrough3D LoRA: a .safetensors file, a folder, a cached repo id
+    lora_scale: float | None = None  # None: the current scale
+    style_loras: list[StyleLoraChoice] | None = None  # the complete new list; [] removes them all
+    request_id: str = field(default_factory=new_id, metadata=_REQUEST_ID)
+
+    def validate(self) -> None:
+        def bad(name: str, message: str) -> ProtocolError:
+            return ProtocolError(ErrorCode.INVALID_FIELD, message, name, self.request_id or None)
+
+        _check_id(self.request_id, "request_id", allow_empty=False)
+        if self.lora is not None and (not isinstance(self.lora, str) or not self.lora.strip()):
+            raise bad("lora", "must be the path of a LoRA file on the server's machine, or nil")
+        if self.lora_scale is not None and not (is_number(self.lora_scale) and self.lora_scale >= 0):
+            raise bad("lora_scale", f"must be a number >= 0, got {self.lora_scale!r}")
+        for index, style in enumerate(self.style_loras or ()):
+            if not isinstance(style.path, str) or not style.path.strip():
+                raise bad(f"style_loras[{index}].path", "must be the path of a LoRA file")
+            if not is_number(style.scale):
+                raise bad(f"style_loras[{index}].scale", f"must be a finite number, got {style.scale!r}")
+        if self.lora is None and self.lora_scale is None and self.style_loras is None:
+            raise bad("lora", "nothing to change: give lora, lora_scale or style_loras")
+
+
+@dataclass
+class LoraSet(Message):
+    """The LoRAs are changed; `model` and `lora` as in `info_reply` now say so."""
+
+    TYPE: ClassVar[str] = "lora_set"
+    request_id: str = field(metadata=_ID)
+    job_id: str = field(metadata=_ID)
+    model: dict[str, Any]
+    lora: dict[str, Any] | None
+    load_s: float
+
+
+def describe_loras(model: dict[str, Any], lora: dict[str, Any] | None) -> list[str]:
+    """The LoRAs a server holds, one line each, from the `model` and `lora` of `info_reply` or `lora_set`."""
+    if lora is None:
+        lines = ["SeeThrough3D LoRA: none"]
+    else:
+        sha = f", sha256 {lora['sha256']}" if lora.get("sha256") else ""
+        scale = f", scale {lora['scale']:g}" if is_number(lora.get("scale")) else ""
+        lines = [f"SeeThrough3D LoRA: {lora.get('name')}{sha}{scale}"]
+    styles = model.get("style_loras") or []
+    return lines + [
+        f"style LoRA: {s.get('path')}, sha256 {s.get('sha256')}, scale {s.get('scale')}" for s in styles
+    ]
+
+
+@dataclass
 class ErrorReply(Message):
     TYPE: ClassVar[str] = "error"
     code: str
@@ -469,16 +541,18 @@ class ErrorReply(Message):
         return cls(exc.code, exc.message, exc.field, exc.request_id, exc.job_id)
 
 
-REQUESTS: dict[str, type[Message]] = {m.TYPE: m for m in (InfoRequest, GenerateRequest, CancelRequest)}
+REQUESTS: dict[str, type[Message]] = {
+    m.TYPE: m for m in (InfoRequest, GenerateRequest, CancelRequest, SetLoraRequest)
+}
 REPLIES: dict[str, type[Message]] = {
-    m.TYPE: m for m in (InfoReply, Accepted, Progress, Result, Cancelled, ErrorReply)
+    m.TYPE: m for m in (InfoReply, Accepted, Progress, Result, Cancelled, LoraSet, ErrorReply)
 }
 
 
 def decode_request(
     frames: Sequence[Any], *, max_frames: int = MAX_FRAMES, max_bytes: int = MAX_MESSAGE_BYTES
 ) -> Message:
-    """A client's message (info, generate, cancel) from its frames; ProtocolError if malformed."""
+    """A client's message (info, generate, cancel, set_lora) from its frames; ProtocolError if malformed."""
     return _decode_frames(frames, REQUESTS, max_frames, max_bytes)
 
 
@@ -615,11 +689,27 @@ class _Reader:
             raise self.invalid(name, "an integer" if lo is None else f"an integer >= {lo}", value)
         return value
 
-    def number(self, name: str, *, default: Any = _MISSING) -> float:
-        value = self.get(name, default, False)
+    def number(self, name: str, *, default: Any = _MISSING, optional: bool = False) -> float | None:
+        value = self.get(name, default, optional)
+        if value is None and optional:
+            return None
         if not is_number(value):
             raise self.invalid(name, "a finite number", value)
         return float(value)
+
+    def dataclass_list(self, name: str, item_type: type, *, optional: bool = False) -> list[Any] | None:
+        """A list of maps, each one ``item_type``'s fields (a missing one takes the field's default, or
+        nil); the message's validate() checks the values."""
+        value = self.get(name, _MISSING, optional)
+        if value is None:
+            return None
+        if not isinstance(value, list) or not all(isinstance(item, dict) for item in value):
+            names = ", ".join(f'"{f.name}"' for f in fields(item_type))
+            raise self.invalid(name, f"a list of maps {{{names}}}", value)
+        defaults = {f.name: None if f.default is MISSING else f.default for f in fields(item_type)}
+        return [
+            item_type(**{key: item.get(key, default) for key, default in defaults.items()}) for item in value
+        ]
 
     def boolean(self, name: str, *, default: Any = _MISSING) -> bool:
         value = self.get(name, default, False)

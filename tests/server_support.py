@@ -14,11 +14,15 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from protocol_support import request_of
+from safetensors.torch import save_file
 
+from inference_server.lora import SeeThroughLoRA
 from inference_server.pipeline import SeeThroughPipeline, StepInfo
 from inference_server.server import SeeThroughServer, ServerConfig
 from seethrough_core.generation_settings import GenerationSettings
@@ -52,6 +56,9 @@ class GatedPipeline:
     @property
     def identity(self) -> dict[str, Any]:
         return self.inner.identity
+
+    def __getattr__(self, name: str) -> Any:  # the rest (LoRA changes, log lines) as the real one has it
+        return getattr(self.inner, name)
 
     def generate(
         self, settings: GenerationSettings, *args: Any, step_callback: Any = None, **kwargs: Any
@@ -91,6 +98,39 @@ def run_in_process(pipeline: Any, request: GenerateRequest, **settings: Any) -> 
     edit = settings.pop("edit", request.edit)
     options = {k: settings.pop(k) for k in ("step_callback", "condition_cache") if k in settings}
     return pipeline.generate(replace(request.settings, **settings), request.condition(), edit, **options)
+
+
+def random_lora_for(pipeline: SeeThroughPipeline, seed: int, rank: int = 3) -> SeeThroughLoRA:
+    """A SeeThrough3D LoRA with random weights that fits ``pipeline``'s transformer."""
+    transformer = pipeline.transformer
+    return SeeThroughLoRA.random(
+        transformer.inner_dim,
+        rank,
+        len(transformer.transformer_blocks),
+        len(transformer.single_transformer_blocks),
+        seed,
+    )
+
+
+def write_style_lora(path: Path, pipeline: SeeThroughPipeline, seed: int, rank: int = 2) -> None:
+    """A diffusers/peft-format FLUX LoRA (``transformer.<module>.lora_A/B.weight``) with random weights."""
+    generator = torch.Generator().manual_seed(seed)
+    modules = {
+        "transformer_blocks.0.attn.to_q": (32, 32),
+        "transformer_blocks.0.attn.to_v": (32, 32),
+        "transformer_blocks.1.ff.net.2": (128, 32),
+        "single_transformer_blocks.0.attn.to_k": (32, 32),
+        "single_transformer_blocks.1.proj_out": (160, 32),
+    }
+    state = {}
+    for module, (features_in, features_out) in modules.items():
+        state[f"transformer.{module}.lora_A.weight"] = (
+            torch.randn(rank, features_in, generator=generator) * 0.3
+        )
+        state[f"transformer.{module}.lora_B.weight"] = (
+            torch.randn(features_out, rank, generator=generator) * 0.3
+        )
+    save_file(state, str(path))
 
 
 @functools.cache

@@ -87,5 +87,7 @@ def test_client_defaults_are_the_shared_ones():
     from inference_server.training.validation import VALIDATION_SEED
 
     assert parse_seeds(None, None) == [vocabulary.DEFAULT_SEED] == [VALIDATION_SEED]
-    for command in ("batch", "edit"):
-        assert option(command, "--timeout").default == vocabulary.DEFAULT_CLIENT_TIMEOUT_S
+    for command, subcommand in (("batch", None), ("edit", None), ("lora", "show"), ("lora", "set")):
+        for flag in ("--server", "--timeout", "--server-public-key", "--client-key"):
+            option(command, flag, subcommand)  # every command that talks to a server takes the group
+        assert option(command, "--timeout", subcommand).default == vocabulary.DEFAULT_CLIENT_TIMEOUT_S
