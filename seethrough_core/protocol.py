@@ -13,6 +13,7 @@ server and the client share one definition and one set of checks.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import io
 import math
 import types
@@ -185,8 +186,14 @@ def _encode_value(value: Any, frames: list[Frame]) -> Any:
     return value
 
 
+@functools.cache
+def _field_types(cls: type) -> dict[str, Any]:
+    """A dataclass's resolved field types, worked out once per class (the loop decodes every message)."""
+    return typing.get_type_hints(cls)
+
+
 def _decode_fields(cls: type, r: _Reader) -> dict[str, Any]:
-    hints = typing.get_type_hints(cls)
+    hints = _field_types(cls)
     values: dict[str, Any] = {}
     for f in fields(cls):
         if f.metadata.get("flatten"):
