@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from seethrough_core.errors import SeeThroughError
+from seethrough_core.layout import load_layout
 from seethrough_core.limits import (
     DEFAULT_STEPS,
     TRAIN_AMODAL_WEIGHT,
@@ -24,7 +25,7 @@ from seethrough_core.limits import (
     TRAIN_STEPS,
     TRAIN_WARMUP_STEPS,
 )
-from seethrough_core.rendered_layout import is_complete
+from seethrough_core.rendered_layout import is_complete, reusable
 from seethrough_core.vocabulary import (
     DEFAULT_RENDER_ENGINE,
     DEFAULT_TRAIN_LOSS,
@@ -33,9 +34,8 @@ from seethrough_core.vocabulary import (
     TRAIN_MEMORY_MODES,
 )
 
+from .batch.inputs import LAYOUT_SUFFIXES
 from .serve_command import add_model_arguments
-
-LAYOUT_SUFFIXES = (".json", ".blend")
 
 
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
@@ -202,7 +202,10 @@ def _validation_folders(items: list[Path], run: Path) -> list[Path]:
     for item in items:
         if item.is_file() and item.suffix.lower() in LAYOUT_SUFFIXES:
             folder = run / "validation-inputs" / item.stem
-            if not is_complete(folder):
+            # A .json layout is read here, so a changed file is rendered again (the one reuse rule of
+            # rendered_layout); a .blend needs Blender to read, so its finished render is kept.
+            layout = load_layout(item) if item.suffix.lower() == ".json" else None
+            if (reusable(folder, layout) is None) if layout is not None else not is_complete(folder):
                 from blender_addon.render_process import render_file  # loads Blender
 
                 if render_file(item, folder, engine=DEFAULT_RENDER_ENGINE) != 0:
