@@ -30,7 +30,13 @@ from seethrough_core.endpoint import (
     parse_endpoint,
 )
 from seethrough_core.errors import SeeThroughError
-from seethrough_core.limits import MAX_BOXES, MAX_FRAMES, MAX_MESSAGE_BYTES
+from seethrough_core.limits import (
+    MAX_BOXES,
+    MAX_FRAMES,
+    MAX_MESSAGE_BYTES,
+    MAX_QUEUED_BYTES,
+    MAX_QUEUED_BYTES_PER_CLIENT,
+)
 from seethrough_core.protocol import (
     PROTOCOL_VERSION,
     Accepted,
@@ -51,7 +57,7 @@ from seethrough_core.vocabulary import DEFAULT_MAX_QUEUE
 
 from .auth import CurveSettings, Gatekeeper, HandshakeLog
 from .intake import IntakeGuard
-from .job_queue import JobQueue, QueueFullError, ServerJob
+from .job_queue import JobQueue, QueueFullError, ServerJob, held_bytes
 from .memory import free_memory, memory_kind
 from .model_errors import RequestError
 from .outbox import Delivery, Outboxes
@@ -82,6 +88,8 @@ class ServerConfig:
     device: str = "cuda"  # where free memory is measured; the pipeline's identity may refine it
     model: str = ""  # what is being loaded, for info replies before the pipeline is ready
     max_pending: int = DEFAULT_MAX_QUEUE
+    max_queued_bytes: int = MAX_QUEUED_BYTES  # what waiting jobs may hold in all (job_queue.py)
+    max_queued_bytes_per_client: int = MAX_QUEUED_BYTES_PER_CLIENT
     max_frames: int = MAX_FRAMES
     max_message_bytes: int = MAX_MESSAGE_BYTES
     # CURVE: the server's NAME.key_secret file and the folder of the clients' NAME.key files. With
@@ -119,7 +127,9 @@ class SeeThroughServer:
         self._context = zmq.Context()
         self._router: zmq.Socket | None = None
         self._events: zmq.Socket | None = None
-        self._queue = JobQueue(self.config.max_pending)
+        self._queue = JobQueue(
+            self.config.max_pending, self.config.max_queued_bytes, self.config.max_queued_bytes_per_client
+        )
         self._jobs: dict[str, ServerJob] = {}  # queued or running, until their last message is sent
         self._outboxes: Outboxes | None = None  # what clients that are behind are owed; set by bind()
         self._worker: Worker | None = None
@@ -346,20 +356,18 @@ class SeeThroughServer:
                     ErrorCode.INVALID_FIELD, exc.message, exc.field, request.request_id
                 ) from None
         # Pool full-size masks now: a queued job then holds 16 KB of token grids, not up to 67 MB.
+        # A PNG/JPEG OSCR image stays encoded (checked, not decoded): the worker decodes it.
         request.masks, request.mask_kind = request.token_grids(), "token_grid"
-        self._queue_job(ServerJob(new_id(), request, peer, received_at=received))
+        self._queue_job(
+            ServerJob(new_id(), request, peer, received_at=received, held_bytes=held_bytes(request))
+        )
 
     def _queue_job(self, job: ServerJob) -> None:
         request, peer = job.request, job.owner
         try:
             position = self._queue.put(job)
-        except QueueFullError:
-            raise ProtocolError(
-                ErrorCode.QUEUE_FULL,
-                f"{self.config.max_pending} jobs are waiting already; try again when some have finished",
-                "",
-                request.request_id,
-            ) from None
+        except QueueFullError as exc:
+            raise ProtocolError(ErrorCode.QUEUE_FULL, str(exc), "", request.request_id) from None
         self._jobs[job.job_id] = job
         # Sent before the loop forwards any worker event, so `accepted` always precedes `progress`.
         self._send(peer, Accepted(request.request_id, job.job_id, position).encode(), Delivery.PROMISED)

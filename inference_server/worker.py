@@ -28,7 +28,16 @@ import zmq
 from seethrough_core.errors import SeeThroughError
 from seethrough_core.generation_settings import SettingError
 from seethrough_core.limits import MAX_SEED
-from seethrough_core.protocol import ErrorCode, ErrorReply, Frame, LoraSet, Progress, Result, SetLoraRequest
+from seethrough_core.protocol import (
+    ErrorCode,
+    ErrorReply,
+    Frame,
+    LoraSet,
+    Progress,
+    ProtocolError,
+    Result,
+    SetLoraRequest,
+)
 
 from .job_queue import JobQueue, ServerJob
 from .model_errors import GenerationCancelled
@@ -107,7 +116,13 @@ class Worker(threading.Thread):
             events.send_multipart([b"send", job.job_id.encode(), *progress.encode()], copy=False)
 
         try:
-            output = pipeline.generate(settings, request.condition(), request.edit, step_callback=on_step)
+            # A PNG/JPEG waited encoded in the queue; it is decoded here, off the socket loop.
+            condition = request.condition()
+        except ProtocolError as exc:
+            log.info("job %s: its OSCR image does not decode: %s", job.job_id, exc)
+            return b"error", self._error(job, ErrorCode(exc.code), exc.message, exc.field)
+        try:
+            output = pipeline.generate(settings, condition, request.edit, step_callback=on_step)
         except GenerationCancelled:
             log.info("job %s cancelled after %.2f s", job.job_id, time.monotonic() - started)
             return b"cancelled", []

@@ -3,27 +3,45 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from contextlib import ExitStack
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from seethrough_core.edit_region import check_margin
 from seethrough_core.endpoint import EndpointError
 from seethrough_core.generation_settings import SettingError, check_guidance, check_steps
 from seethrough_core.keys import KeyFileError
-from seethrough_core.limits import DEFAULT_EDIT_MARGIN_PX, DEFAULT_GUIDANCE, DEFAULT_STEPS
+from seethrough_core.limits import (
+    DEFAULT_EDIT_MARGIN_PX,
+    DEFAULT_GUIDANCE,
+    DEFAULT_SERVER_RETRY_S,
+    DEFAULT_STEPS,
+)
 from seethrough_core.server_process import LocalServerError
 from seethrough_core.vocabulary import DEFAULT_SEED
 
-from .batch.inputs import CameraChoice, InputError, expand_inputs, parse_frames, parse_seeds
+from .batch.inputs import (
+    CameraChoice,
+    InputError,
+    check_output_folder,
+    expand_inputs,
+    parse_frames,
+    parse_seeds,
+)
 from .batch.plan import output_names
 from .options import (
     ClientOptionError,
+    ClientOptions,
     add_client_arguments,
     add_engine_argument,
     client_options,
     server_endpoints,
 )
+
+if TYPE_CHECKING:  # the runner loads Blender
+    from .batch.runner import BatchOptions
 
 
 def add_batch_arguments(p: argparse.ArgumentParser) -> None:
@@ -59,13 +77,20 @@ def add_batch_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--guidance", type=float, default=DEFAULT_GUIDANCE, help=f"FLUX guidance ({DEFAULT_GUIDANCE})"
     )
+    p.add_argument(
+        "--retry-for",
+        type=float,
+        default=DEFAULT_SERVER_RETRY_S,
+        metavar="S",
+        help="how long a server that went away is tried again (with growing pauses) before the images "
+        f"left for it fail ({DEFAULT_SERVER_RETRY_S:g})",
+    )
     p.add_argument("--overwrite", action="store_true", help="regenerate images that already exist")
 
 
 def run_batch(args: argparse.Namespace) -> int:
     # Blender is loaded only now: `seethrough --help` and argument errors stay instant.
-    from .batch.report import contact_sheets, summary_table
-    from .batch.runner import BatchOptions, BatchRunner
+    from .batch.runner import BatchOptions
 
     try:
         inputs = expand_inputs(args.inputs)
@@ -81,6 +106,7 @@ def run_batch(args: argparse.Namespace) -> int:
             guidance=args.guidance,
             overwrite=args.overwrite,
             timeout_s=client.timeout_s,
+            retry_s=args.retry_for,
             keys=client.keys,
             consistent=args.consistent,
             margin_px=args.margin,
@@ -88,6 +114,8 @@ def run_batch(args: argparse.Namespace) -> int:
         if args.consistent and args.frames is None:
             raise InputError("--consistent needs --frames: it makes each frame an edit of the one before")
         check_margin(args.margin)
+        if not args.timeout > 0 or not args.retry_for >= 0:
+            raise InputError("--timeout must be more than 0 seconds and --retry-for at least 0")
         # A typo in an address or a setting out of range fails here, before Blender renders anything.
         check_steps(options.steps)
         check_guidance(options.guidance)
@@ -97,6 +125,26 @@ def run_batch(args: argparse.Namespace) -> int:
     except (InputError, EndpointError, KeyFileError, ClientOptionError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    try:
+        check_output_folder(args.out)
+    except InputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    # SIGTERM (a job scheduler, `kill`) stops the batch as Ctrl-C does: jobs cancelled, summary printed.
+    previous_sigterm = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        return _run(args, options, inputs, client)
+    except KeyboardInterrupt:  # before the runner started (the embedded server was coming up)
+        print("interrupted before any image was generated", file=sys.stderr)
+        return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous_sigterm)
+
+
+def _run(args: argparse.Namespace, options: BatchOptions, inputs: list[Path], client: ClientOptions) -> int:
+    from .batch.report import contact_sheets, summary_table
+    from .batch.runner import BatchRunner
+
     with ExitStack() as stack:
         try:
             options.servers = stack.enter_context(server_endpoints(client, args.out / "logs"))
@@ -109,10 +157,12 @@ def run_batch(args: argparse.Namespace) -> int:
             flush=True,
         )
         summary = BatchRunner(options).run(inputs)
-    sheets = contact_sheets(summary, output_names(inputs), args.out)
+    sheets, sheet_problems = contact_sheets(summary, output_names(inputs), args.out)
     print(summary_table(summary, inputs))
     for sheet in sheets:
         print(f"contact sheet: {sheet}")
+    for problem in sheet_problems:
+        print(f"contact sheet NOT written: {problem}")
     if summary.interrupted:
         return 130
-    return 0 if summary.ok else 1
+    return 0 if summary.ok and not sheet_problems else 1

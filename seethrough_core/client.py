@@ -5,9 +5,11 @@ thread: a cancel goes out on a short-lived socket of its own, never on the one a
 reads. That one DEALER socket serves every other call: whichever thread is waiting pumps it (under a
 lock) and sorts replies into per-request mailboxes, so nobody misses a message meant for somebody else.
 
-Every wait is bounded. While a job runs (or sits in the queue, which can take minutes without
-a single message), silence longer than `timeout_s` makes the client ask the server about the job:
-a dead server becomes a `ServerUnavailableError` error within the timeout, a busy one is waited for.
+Every wait is bounded. A request (delivery and answer together) gets `timeout_s`. While a job runs
+(or sits in the queue, which can take minutes without a single message), half of `timeout_s` of
+silence makes the client ask the server about the job, and the answer gets the other half: a dead
+server becomes a `ServerUnavailableError` within `timeout_s` of its last message, a busy one is
+waited for, and a restarted one that no longer knows the job raises `JobLostError`.
 """
 
 from __future__ import annotations
@@ -78,6 +80,10 @@ class ServerError(SeeThroughError):
         super().__init__(f"{reply.field}: {reply.message}" if reply.field else reply.message)
 
 
+class JobLostError(ServerError):
+    """The server no longer knows a job it accepted (it was restarted): submitting it again is safe."""
+
+
 class JobCancelledError(SeeThroughError):
     """The job was cancelled before it produced an image."""
 
@@ -146,10 +152,12 @@ class SeeThroughClient:
 
     # --- public API ---------------------------------------------------------------------------------
 
-    def info(self, job_id: str | None = None) -> InfoReply:
-        """The server's state (model, device, free memory, queue); with job_id, that job's state too."""
+    def info(self, job_id: str | None = None, timeout_s: float | None = None) -> InfoReply:
+        """The server's state (model, device, free memory, queue); with job_id, that job's state too.
+
+        ``timeout_s`` bounds delivery and answer together (default: the client's timeout)."""
         request = InfoRequest(job_id=job_id)
-        reply = self._request(request, f"info request to {self.endpoint}")
+        reply = self._request(request, f"info request to {self.endpoint}", timeout_s=timeout_s)
         if not isinstance(reply, InfoReply):
             raise self._unexpected(reply, "info_reply")
         return reply
@@ -235,30 +243,38 @@ class SeeThroughClient:
         socket.connect(self.endpoint)
         return socket, monitor
 
-    def _request(self, message: Message, what: str, box: deque[Message] | None = None) -> Message:
-        """Send one request and wait for its first reply (keyed by request_id) within the timeout."""
+    def _request(
+        self,
+        message: Message,
+        what: str,
+        box: deque[Message] | None = None,
+        timeout_s: float | None = None,
+    ) -> Message:
+        """Send one request and wait for its first reply (keyed by request_id): both within one timeout."""
+        timeout_s = self.timeout_s if timeout_s is None else timeout_s
+        deadline = time.monotonic() + timeout_s
         request_id = message.request_id  # type: ignore[attr-defined]
         own_box = box is None
         box = self._open_box(request_id, box)
         try:
-            self._send(message, what)
-            reply = self._next(box, time.monotonic() + self.timeout_s)
+            self._send(message, what, deadline)
+            reply = self._next(box, deadline)
         finally:
             if own_box:
                 self._close_box(request_id)
         if reply is None:
             raise ServerUnavailableError(
-                f"no answer to the {what} within {self.timeout_s:g} s: is the SeeThrough server running "
+                f"no answer to the {what} within {timeout_s:g} s: is the SeeThrough server running "
                 f"there? {START_HINT}"
             )
         return reply
 
-    def _send(self, message: Message, what: str) -> None:
+    def _send(self, message: Message, what: str, deadline: float | None = None) -> None:
         frames = message.encode()  # validates: bad requests fail here, before any network traffic
         with self._turn():
             self._check_open()
             self._connected = self._wait_connected(
-                self._monitor, time.monotonic() + self.timeout_s, self._connected
+                self._monitor, deadline or time.monotonic() + self.timeout_s, self._connected
             )
             if not self._connected:
                 raise self._undeliverable(what)
@@ -429,7 +445,8 @@ class Job:
     def _next_event(self, deadline: float | None) -> Message:
         client = self.client
         while True:
-            quiet_until = time.monotonic() + client.timeout_s
+            # Half the timeout of silence, then a question that gets the other half.
+            quiet_until = time.monotonic() + client.timeout_s / 2
             limit = quiet_until if deadline is None else min(deadline, quiet_until)
             message = client._next(self.box, limit)
             if message is not None:
@@ -439,12 +456,12 @@ class Job:
                     f"job {self.id} did not finish within the time allowed; cancel() it or wait longer"
                 )
             # Quiet for timeout_s: a long queue or a slow step, or a dead server? Ask.
-            state = client.info(job_id=self.id).job_state
+            state = client.info(job_id=self.id, timeout_s=client.timeout_s / 2).job_state
             if self.box:
                 continue  # the job's last message came in while we asked
             if state == "unknown":
                 self.done = True
-                raise ServerError(
+                raise JobLostError(
                     ErrorReply(
                         ErrorCode.UNKNOWN_JOB,
                         f"the server at {client.endpoint} no longer knows job {self.id} (was it restarted?); "

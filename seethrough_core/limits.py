@@ -43,6 +43,9 @@ DEFAULT_STEPS = 25
 DEFAULT_GUIDANCE = 3.5
 DEFAULT_SIDE = 1024
 
+# `seethrough batch` against its servers
+DEFAULT_SERVER_RETRY_S = 300.0  # how long a server that went away is tried again (--retry-for)
+
 # Regional regeneration (an edit of a previous result; docs/edit.md)
 DEFAULT_EDIT_STRENGTH = 1.0  # 1: the region starts from pure noise; lower keeps more of the previous image
 DEFAULT_EDIT_MARGIN_PX = 24  # the region of a layout change grows by this much around the changed boxes
@@ -55,6 +58,10 @@ MAX_FRAMES = 8
 MAX_HEADER_BYTES = 1 << 20
 MAX_MESSAGE_BYTES = 96 << 20
 MAX_ID_CHARS = 128
+# What jobs waiting in a server's queue may hold (their images and masks, PNG/JPEG files still
+# encoded): per client, about one maximum message; in all, a few. Beyond it: `queue_full`.
+MAX_QUEUED_BYTES_PER_CLIENT = MAX_MESSAGE_BYTES
+MAX_QUEUED_BYTES = 4 * MAX_MESSAGE_BYTES
 MIN_IMAGE_SIDE = GRID_SIZE  # OSCR images and full-size masks: at least one pixel per token cell
 MAX_IMAGE_SIDE = 4096
 

@@ -6,10 +6,12 @@ the server. Files are written to a temporary name and renamed, so a crash never 
 
 from __future__ import annotations
 
+import io
 import os
 import struct
 import zlib
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -55,13 +57,21 @@ def write_png(path: str | Path, image: np.ndarray, text: dict[str, str] | None =
 
 
 def write_bytes_atomic(path: str | Path, data: bytes) -> None:
+    """Write a file atomically; on any failure (a full disk) the temporary file is removed again."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.partial")
-    with open(tmp, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass  # the folder itself cannot be written: nothing was left there either
+        raise
 
 
 def read_png_text(data: bytes) -> dict[str, str]:
@@ -70,17 +80,28 @@ def read_png_text(data: bytes) -> dict[str, str]:
     Pure Python like the writer, so the add-on (Blender ships no Pillow) reads records the same way.
     Raises ValueError when ``data`` is not a PNG.
     """
-    if data[:8] != _SIGNATURE:
+    return _read_text_chunks(io.BytesIO(data))
+
+
+def read_png_file_text(path: str | Path) -> dict[str, str]:
+    """read_png_text of a file, reading only its text chunks (the image data is skipped, not read)."""
+    with open(path, "rb") as handle:
+        return _read_text_chunks(handle)
+
+
+def _read_text_chunks(stream: BinaryIO) -> dict[str, str]:
+    if stream.read(8) != _SIGNATURE:
         raise ValueError("not a PNG file (its first bytes are not the PNG signature)")
     text: dict[str, str] = {}
-    offset = 8
-    while offset + 8 <= len(data):
-        (length,) = struct.unpack(">I", data[offset : offset + 4])
-        kind = data[offset + 4 : offset + 8]
-        body = data[offset + 8 : offset + 8 + length]
-        offset += 12 + length
+    while len(head := stream.read(8)) == 8:
+        length, kind = struct.unpack(">I", head[:4])[0], head[4:]
         if kind == b"IEND":
             break
+        if kind not in (b"tEXt", b"zTXt", b"iTXt"):
+            stream.seek(length + 4, io.SEEK_CUR)  # the chunk and its CRC
+            continue
+        body = stream.read(length)
+        stream.seek(4, io.SEEK_CUR)
         key, _, rest = body.partition(b"\0")
         name = key.decode("latin-1")
         if kind == b"tEXt":

@@ -327,8 +327,9 @@ class GenerateRequest(Message):
         return cls(settings, oscr_image, token_grids, "token_grid", dict(metadata or {}), edit=edit)
 
     def condition(self) -> ConditionInput:
-        """What the pipeline conditions on: the decoded OSCR image and the masks on the token grid."""
-        return ConditionInput(np.asarray(self.oscr_image), self.token_grids(), self.oscr_jpeg_round_trip)
+        """What the pipeline conditions on: the OSCR image's pixels (a PNG/JPEG decoded now:
+        ProtocolError if it does not) and the masks on the token grid."""
+        return ConditionInput(self.oscr_pixels(), self.token_grids(), self.oscr_jpeg_round_trip)
 
     def validate(self) -> None:
         def bad(name: str, message: str) -> ProtocolError:
@@ -400,6 +401,16 @@ class GenerateRequest(Message):
                         f"over {BINARY_THRESHOLD} as inside: the box would vanish. Send 255 inside and 0 "
                         "outside, or a bool array",
                     )
+
+    def oscr_pixels(self) -> np.ndarray:
+        """The OSCR image as uint8 H x W x 3 pixels: a PNG/JPEG file is decoded now.
+
+        A request read from the wire keeps such a file encoded (checked, not decoded: a 60 KB PNG
+        of a 4096 px image would hold 48 MB while it waits); the server decodes it when the job
+        starts. ProtocolError (bad_image) if it does not decode after all."""
+        if isinstance(self.oscr_image, np.ndarray):
+            return self.oscr_image
+        return decode_image_file(memoryview(self.oscr_image), "oscr_image", self.request_id)
 
     def token_grids(self) -> np.ndarray:
         """The box masks on the condition-token grid: bool N x 32 x 32."""
@@ -792,8 +803,9 @@ class _Reader:
         # Any nonzero byte is "true": never reinterpret arbitrary bytes as numpy bools.
         return array != 0 if dtype == "bool" else array
 
-    def image(self, name: str) -> np.ndarray:
-        """An RGB image: a raw uint8 H x W x 3 array, or the bytes of a PNG/JPEG file."""
+    def image(self, name: str) -> np.ndarray | bytes:
+        """An RGB image: a raw uint8 H x W x 3 array, or the bytes of a PNG/JPEG file, checked but
+        kept encoded (see GenerateRequest.oscr_pixels)."""
         ref = self.get(name, _MISSING, False)
         if not isinstance(ref, dict):
             raise self.invalid(name, 'a map {"frame", "dtype", "shape"} or {"frame", "encoding": "png"}', ref)
@@ -804,7 +816,7 @@ class _Reader:
             image = self.array(name)
             _check_image(image, name, self.request_id)
             return image
-        return _decode_image_file(self.frame(name, ref), name, self.request_id)
+        return check_image_file(self.frame(name, ref), name, self.request_id)
 
     def check_all_frames_used(self) -> None:
         unused = sorted(set(range(len(self.frames))) - self.used_frames)
@@ -816,30 +828,85 @@ class _Reader:
             )
 
 
-def _decode_image_file(data: memoryview, name: str, request_id: str | None) -> np.ndarray:
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_JPEG_FRAME_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}  # SOF0..SOF15: size inside
+
+
+def image_file_size(data: bytes | memoryview) -> tuple[int, int] | None:
+    """(width, height) from a PNG's or JPEG's header, without decoding anything; None if neither."""
+    data = memoryview(data)
+    if bytes(data[:8]) == _PNG_SIGNATURE and bytes(data[12:16]) == b"IHDR" and data.nbytes >= 24:
+        return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    if bytes(data[:2]) != b"\xff\xd8":
+        return None
+    offset = 2
+    while offset + 9 <= data.nbytes:  # JPEG segments: FF marker, 2-byte length, payload
+        if data[offset] != 0xFF:
+            return None
+        marker = data[offset + 1]
+        if marker in _JPEG_FRAME_MARKERS:
+            height = int.from_bytes(data[offset + 5 : offset + 7], "big")
+            return int.from_bytes(data[offset + 7 : offset + 9], "big"), height
+        offset += 2 + int.from_bytes(data[offset + 2 : offset + 4], "big")
+    return None
+
+
+def check_image_file(data: memoryview, name: str, request_id: str | None) -> bytes:
+    """A PNG/JPEG file's bytes once its header is checked: its size before any decoding (an image
+    bomb never reaches the decoder) and, for a PNG, every chunk's checksum. Pixels are not decoded."""
     from PIL import Image  # only needed for the rare PNG/JPEG path
 
-    try:
-        with Image.open(io.BytesIO(data)) as img:
-            if max(img.size) > MAX_IMAGE_SIDE:
-                raise ProtocolError(
-                    ErrorCode.INVALID_FIELD,
-                    f"{img.size[0]}x{img.size[1]} is over {MAX_IMAGE_SIDE} px a side",
-                    name,
-                    request_id,
-                )
-            image = np.asarray(img.convert("RGB"))
-    except ProtocolError:
-        raise
-    except Exception as exc:  # Pillow raises many types for corrupt files
+    size = image_file_size(data)
+    if size is None:
         raise ProtocolError(
-            ErrorCode.BAD_IMAGE,
-            f"the image file does not decode ({exc}); send PNG, JPEG or a raw array",
+            ErrorCode.BAD_IMAGE, "the image file is not a PNG or JPEG file; send PNG, JPEG or a raw array",
+            name, request_id,
+        )  # fmt: skip
+    if max(size) > MAX_IMAGE_SIDE:
+        raise ProtocolError(
+            ErrorCode.INVALID_FIELD,
+            f"{size[0]}x{size[1]} is over {MAX_IMAGE_SIDE} px a side",
             name,
             request_id,
-        ) from None
+        )
+    if min(size) < MIN_IMAGE_SIDE:
+        raise ProtocolError(
+            ErrorCode.INVALID_FIELD,
+            f"{size[0]}x{size[1]} px; each side must be within {MIN_IMAGE_SIDE}..{MAX_IMAGE_SIDE}",
+            name,
+            request_id,
+        )
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            img.verify()  # a PNG's chunks and checksums; reads no pixels
+    except Exception as exc:  # Pillow raises many types for corrupt files
+        raise _undecodable(exc, name, request_id) from None
+    return bytes(data)  # a copy: the message's frames are freed while the job waits
+
+
+def decode_image_file(data: memoryview, name: str, request_id: str | None) -> np.ndarray:
+    """The pixels of a PNG/JPEG file, uint8 H x W x 3; ProtocolError when it is not a usable image."""
+    from PIL import Image
+
+    size = image_file_size(data)
+    if size is None or max(size) > MAX_IMAGE_SIDE:
+        check_image_file(data, name, request_id)  # raises the error that says why
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            image = np.asarray(img.convert("RGB"))
+    except Exception as exc:
+        raise _undecodable(exc, name, request_id) from None
     _check_image(image, name, request_id)
     return image
+
+
+def _undecodable(exc: Exception, name: str, request_id: str | None) -> ProtocolError:
+    return ProtocolError(
+        ErrorCode.BAD_IMAGE,
+        f"the image file does not decode ({exc}); send PNG, JPEG or a raw array",
+        name,
+        request_id,
+    )
 
 
 def _check_image(

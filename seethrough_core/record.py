@@ -10,10 +10,11 @@ import hashlib
 import json
 import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 from .layout import Layout
-from .png import read_png_text
+from .png import read_png_file_text, read_png_text
 
 RECORD_FORMAT = "seethrough.generation"
 RECORD_VERSION = 1
@@ -102,7 +103,28 @@ class GenerationRecord:
 def read_png_record(data: bytes) -> GenerationRecord | None:
     """The record stored in PNG file bytes; None when the PNG has none. ValueError: not a PNG, or a
     damaged record."""
-    text = read_png_text(data).get(PNG_KEY)
+    return _record_of_text(read_png_text(data).get(PNG_KEY))
+
+
+def read_png_file_record(path: str | Path) -> GenerationRecord | None:
+    """read_png_record of a file, reading its text chunks only; OSError when it cannot be read."""
+    return _record_of_text(read_png_file_text(path).get(PNG_KEY))
+
+
+def has_matching_sidecar(image_path: str | Path, sidecar_path: str | Path) -> bool:
+    """True when the PNG and the JSON sidecar beside it hold the same record: the image is complete.
+    A sidecar left from an earlier image (a run killed between the two renames), a missing or
+    unreadable file, or a damaged record is False."""
+    try:
+        image_record = read_png_file_record(image_path)
+        with open(sidecar_path, encoding="utf-8") as handle:
+            sidecar_record = GenerationRecord.from_dict(json.load(handle))
+    except Exception:  # unreadable, not a PNG, damaged chunks or JSON: in any case not complete
+        return False
+    return image_record is not None and image_record.to_dict() == sidecar_record.to_dict()
+
+
+def _record_of_text(text: str | None) -> GenerationRecord | None:
     if text is None:
         return None
     try:

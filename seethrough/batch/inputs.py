@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import glob
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +16,21 @@ LAYOUT_SUFFIXES = (".blend", ".json")
 
 class InputError(ValueError):
     """A command-line value that cannot be used; the message says which and why."""
+
+
+def check_output_folder(out_dir: Path) -> None:
+    """Create the output folder and prove it takes a file, so an unwritable one fails before any work."""
+    probe = out_dir / f".seethrough-write-test-{os.getpid()}"
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"ok")
+        probe.unlink()
+    except OSError as exc:
+        why = exc.strerror or str(exc)
+        raise InputError(
+            f"cannot write to the output folder {out_dir}: {why}. Choose a folder you can write to "
+            "(--out), or free some space on its disk"
+        ) from None
 
 
 def expand_inputs(items: list[str]) -> list[Path]:

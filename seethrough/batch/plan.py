@@ -8,6 +8,7 @@ from pathlib import Path
 
 from seethrough_core.generate_and_save import safe_name, sidecar_path_for
 from seethrough_core.layout import Layout
+from seethrough_core.record import has_matching_sidecar
 
 
 def output_names(inputs: list[Path]) -> dict[Path, str]:
@@ -54,8 +55,9 @@ class Task:
         return cls(shot, seed, image_path, sidecar_path_for(image_path))
 
     def is_complete(self) -> bool:
-        """Done when both files exist: the sidecar is written last, each file atomically."""
-        return self.image_path.is_file() and self.sidecar_path.is_file()
+        """Done when the PNG and its sidecar hold the same record (each is written atomically, the
+        sidecar last): a PNG whose sidecar belongs to an earlier image is not done."""
+        return has_matching_sidecar(self.image_path, self.sidecar_path)
 
     @property
     def label(self) -> str:

@@ -16,34 +16,48 @@ THUMB = 256
 COLUMNS = 4
 
 
-def contact_sheets(summary: BatchSummary, names: dict[Path, str], out_dir: Path) -> list[Path]:
-    """One sheet per input with every finished image (new or from earlier runs), labelled."""
+def contact_sheets(
+    summary: BatchSummary, names: dict[Path, str], out_dir: Path
+) -> tuple[list[Path], list[str]]:
+    """One sheet per input with every finished image (new or from earlier runs), labelled.
+
+    Returns the sheets written and, for each one that could not be (a full disk), why: a sheet is
+    never worth losing the summary over."""
     images: dict[Path, list] = defaultdict(list)
     for outcome in summary.outcomes:
         if outcome.status in ("done", "skipped") and outcome.image_path and outcome.image_path.is_file():
             images[outcome.input_path].append(outcome)
-    written = []
+    written: list[Path] = []
+    problems: list[str] = []
     for input_path, outcomes in images.items():
-        outcomes.sort(key=lambda o: o.label)
-        rows = (len(outcomes) + COLUMNS - 1) // COLUMNS
-        cols = min(COLUMNS, len(outcomes))
-        sheet = Image.new("RGB", (cols * THUMB, rows * (THUMB + 20)), (24, 24, 24))
-        draw = ImageDraw.Draw(sheet)
-        for i, outcome in enumerate(outcomes):
-            with Image.open(outcome.image_path) as image:
-                thumb = image.convert("RGB")
-                thumb.thumbnail((THUMB, THUMB))
-            x, y = (i % COLUMNS) * THUMB, (i // COLUMNS) * (THUMB + 20)
-            sheet.paste(thumb, (x + (THUMB - thumb.width) // 2, y))
-            caption = "/".join(outcome.label.split("/")[1:])  # camera/frame_seed.png
-            draw.text((x + 4, y + THUMB + 4), caption, fill=(220, 220, 220))
         path = out_dir / names[input_path] / "contact_sheet.png"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        buffer = io.BytesIO()
-        sheet.save(buffer, format="PNG")
-        write_bytes_atomic(path, buffer.getvalue())
+        try:
+            buffer = io.BytesIO()
+            _sheet(outcomes).save(buffer, format="PNG")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_bytes_atomic(path, buffer.getvalue())
+        except OSError as exc:  # Pillow's errors for unreadable images are OSErrors too
+            problems.append(f"{path}: {exc.strerror or exc}")
+            continue
         written.append(path)
-    return written
+    return written, problems
+
+
+def _sheet(outcomes: list) -> Image.Image:
+    outcomes = sorted(outcomes, key=lambda o: o.label)
+    rows = (len(outcomes) + COLUMNS - 1) // COLUMNS
+    cols = min(COLUMNS, len(outcomes))
+    sheet = Image.new("RGB", (cols * THUMB, rows * (THUMB + 20)), (24, 24, 24))
+    draw = ImageDraw.Draw(sheet)
+    for i, outcome in enumerate(outcomes):
+        with Image.open(outcome.image_path) as image:
+            thumb = image.convert("RGB")
+            thumb.thumbnail((THUMB, THUMB))
+        x, y = (i % COLUMNS) * THUMB, (i // COLUMNS) * (THUMB + 20)
+        sheet.paste(thumb, (x + (THUMB - thumb.width) // 2, y))
+        caption = "/".join(outcome.label.split("/")[1:])  # camera/frame_seed.png
+        draw.text((x + 4, y + THUMB + 4), caption, fill=(220, 220, 220))
+    return sheet
 
 
 def summary_table(summary: BatchSummary, inputs: list[Path]) -> str:

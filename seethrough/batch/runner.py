@@ -7,11 +7,15 @@ Blender renders the next shot while they generate. Finished images and sidecars 
 atomically, sidecar last: a rerun skips what is complete, and an interrupted run leaves no
 half-written file. With `consistent`, the frames of one camera and seed go to one worker as a chain,
 each an edit of the frame before it (consistent.py).
+
+No planned image is lost (work_pool.py keeps the count): each ends done, skipped or failed with a
+reason. A server that stops answering gives its chain back to the pool for the other servers, then
+is asked again with back-off for `retry_s` before it gives up; a job that a restarted server no
+longer knows is submitted again. When the last server gives up, what is left fails with its name.
 """
 
 from __future__ import annotations
 
-import queue
 import threading
 import time
 from dataclasses import dataclass, field
@@ -19,21 +23,44 @@ from pathlib import Path
 from typing import TextIO
 
 from blender_addon.render import render_or_reuse
-from seethrough_core.client import Job, JobCancelledError, SeeThroughClient, ServerUnavailableError
+from seethrough_core.client import (
+    Job,
+    JobCancelledError,
+    JobLostError,
+    SeeThroughClient,
+    ServerError,
+    ServerUnavailableError,
+)
 from seethrough_core.endpoint import parse_endpoint
 from seethrough_core.errors import SeeThroughError
 from seethrough_core.generate_and_save import Destination, generate_and_save, save_image
 from seethrough_core.generation_settings import GenerationSettings
 from seethrough_core.keys import ClientKeys
-from seethrough_core.limits import DEFAULT_EDIT_MARGIN_PX, DEFAULT_GUIDANCE, DEFAULT_STEPS
-from seethrough_core.protocol import GenerateRequest
-from seethrough_core.vocabulary import DEFAULT_RENDER_ENGINE
+from seethrough_core.limits import (
+    DEFAULT_EDIT_MARGIN_PX,
+    DEFAULT_GUIDANCE,
+    DEFAULT_SERVER_RETRY_S,
+    DEFAULT_STEPS,
+)
+from seethrough_core.protocol import ErrorCode, GenerateRequest
+from seethrough_core.vocabulary import DEFAULT_CLIENT_TIMEOUT_S, DEFAULT_RENDER_ENGINE
 
 from ..progress import ProgressLine
 from .consistent import Chain, Condition, Link, chains_of, copied_record, plan_frame
 from .inputs import CameraChoice
 from .plan import Shot, Task, output_names
 from .shots import read_shots
+from .work_pool import WorkPool
+
+RESUBMITS = 3  # how often one job is sent again to servers that lost it (restarted) before it fails
+RETRY_FIRST_S = 1.0  # the first wait before asking a server that went away again; doubles each time
+RETRY_LONGEST_S = 30.0
+# A server answering with these is going away (stopping, or its model did not load): try it later.
+_SERVER_GOING = (ErrorCode.SHUTTING_DOWN, ErrorCode.LOAD_FAILED)
+
+
+class _ServerDownError(Exception):
+    """The worker's server cannot run the chain now; the worker gives it back and retries the server."""
 
 
 @dataclass
@@ -47,7 +74,8 @@ class BatchOptions:
     steps: int = DEFAULT_STEPS
     guidance: float = DEFAULT_GUIDANCE
     overwrite: bool = False
-    timeout_s: float = 30.0
+    timeout_s: float = DEFAULT_CLIENT_TIMEOUT_S  # silence after which a server counts as gone
+    retry_s: float = DEFAULT_SERVER_RETRY_S  # how long a server that went away is tried again
     keys: ClientKeys | None = None  # CURVE keys for servers started with --server-key
     consistent: bool = False  # each frame an edit of the frame before it (consistent.py)
     margin_px: int = DEFAULT_EDIT_MARGIN_PX  # with consistent: how far the region grows around changes
@@ -83,9 +111,6 @@ class BatchSummary:
         return not self.interrupted and self.count("failed") == 0
 
 
-_STOP = object()  # queue sentinel: no more tasks
-
-
 class BatchRunner:
     def __init__(self, options: BatchOptions, stream: TextIO | None = None) -> None:
         if not options.servers:
@@ -94,12 +119,11 @@ class BatchRunner:
             parse_endpoint(server)  # a bad address must fail here, not kill a worker thread
         self.options = options
         self.stream = stream
-        self._tasks: queue.Queue = queue.Queue(maxsize=len(options.servers))
+        self._pool = WorkPool(len(options.servers))
         self._outcomes: list[Outcome] = []
         self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._alive_servers = len(options.servers)
         self._progress: ProgressLine | None = None
+        self._last_server_error = ""  # why the last server gave up, for the tasks failed after it
 
     # --- main thread --------------------------------------------------------------------------
 
@@ -134,21 +158,31 @@ class BatchRunner:
                         render_s += self._produce(shot)
         except KeyboardInterrupt:
             interrupted = True
-            self._stop.set()
+            self._pool.stop()
         finally:
-            for _ in workers:
-                self._put(_STOP)
+            self._pool.close()
             try:
                 for worker in workers:
                     while worker.is_alive():
                         worker.join(timeout=0.2)
             except KeyboardInterrupt:
                 interrupted = True
-                self._stop.set()  # a second Ctrl-C: cancel running jobs, then stop
+                self._pool.stop()  # a second Ctrl-C: cancel running jobs, then stop
                 for worker in workers:
                     worker.join(timeout=self.options.timeout_s)
+            if not interrupted:
+                self._account_for(all_tasks)
             self._progress.close()
         return BatchSummary(self._outcomes, time.perf_counter() - start, render_s, interrupted)
+
+    def _account_for(self, tasks: list[Task]) -> None:
+        """Every planned image must have an outcome; one without is reported, never dropped silently."""
+        with self._lock:
+            seen = {o.image_path for o in self._outcomes} | {o.label for o in self._outcomes}
+        for task in tasks:
+            if task.image_path not in seen and task.label not in seen:
+                reason = "no result came back for it (rerun the same command to make it)"
+                self._finish(Outcome(task.shot.input_path, task.label, "failed", reason))
 
     def _read_inputs(self, inputs: list[Path]) -> dict[Path, list[Shot]]:
         names = output_names(inputs)
@@ -170,8 +204,7 @@ class BatchRunner:
         elapsed, condition = self._render(shot, pending)
         if condition is not None:
             for task in pending:
-                if not self._put(Chain([Link(task, condition)])):
-                    break
+                self._put(Chain([Link(task, condition)]))
         return elapsed
 
     def _produce_chain(self, shots: list[Shot]) -> float:
@@ -188,15 +221,15 @@ class BatchRunner:
             for seed in self.options.seeds:
                 previous[seed] = Task.of(shot, seed, self.options.out_dir)
         for links in chains.values():
-            if links and not self._put(Chain(links)):
-                break
+            if links:
+                self._put(Chain(links))
         return elapsed
 
     def _pending(self, shot: Shot) -> list[Task]:
         """The shot's tasks still to do; the complete ones are reported as skipped."""
         pending = []
         for task in (Task.of(shot, seed, self.options.out_dir) for seed in self.options.seeds):
-            if task.is_complete() and not self.options.overwrite:
+            if not self.options.overwrite and task.is_complete():
                 self._finish(Outcome(shot.input_path, task.label, "skipped", image_path=task.image_path))
             else:
                 pending.append(task)
@@ -204,7 +237,11 @@ class BatchRunner:
 
     def _render(self, shot: Shot, pending: list[Task]) -> tuple[float, Condition | None]:
         """Seconds spent, and the shot's condition (None: nothing to do, or the render failed)."""
-        if not pending or self._stop.is_set():
+        if not pending or self._pool.stopping:
+            return 0.0, None
+        if not self._pool.servers_left:  # no server to generate them: do not render for nothing
+            for task in pending:
+                self._fail(task, self._no_server_reason())
             return 0.0, None
         self._progress.status("blender", f"rendering {shot.output_name}/{shot.camera} frame {shot.frame}")
         start = time.perf_counter()
@@ -213,72 +250,117 @@ class BatchRunner:
             rendered = render_or_reuse(
                 shot.layout, shot.condition_dir(self.options.out_dir), engine=self.options.engine, quiet=True
             )
-        except (SeeThroughError, RuntimeError, ValueError) as exc:
+        except (SeeThroughError, RuntimeError, ValueError, OSError) as exc:
             for task in pending:
-                self._finish(Outcome(shot.input_path, task.label, "failed", f"rendering failed: {exc}"))
+                self._fail(task, f"rendering failed: {_describe(exc)}")
             return time.perf_counter() - start, None
         finally:
             self._progress.status("blender", None)
-        return time.perf_counter() - start, (rendered.oscr_path.read_bytes(), rendered.token_grids)
+        try:
+            condition = (rendered.oscr_path.read_bytes(), rendered.token_grids)
+        except OSError as exc:
+            for task in pending:
+                self._fail(task, f"cannot read its rendered OSCR image: {_describe(exc)}")
+            return time.perf_counter() - start, None
+        return time.perf_counter() - start, condition
 
-    def _put(self, item) -> bool:
-        """Queue an item; a task is dropped once the batch is stopping, so Ctrl-C never hangs here.
+    def _put(self, chain: Chain) -> None:
+        """Queue a chain; when no server is left its images fail here (when stopping, they stay to do)."""
+        if not self._pool.put(chain) and not self._pool.stopping:
+            self._fail_chain(chain, self._no_server_reason())
 
-        The workers always drain the queue (they skip tasks while stopping), so the end-of-work
-        sentinels always get in.
-        """
-        while True:
-            try:
-                self._tasks.put(item, timeout=0.2)
-                return True
-            except queue.Full:
-                if self._stop.is_set() and item is not _STOP:
-                    return False
+    def _no_server_reason(self) -> str:
+        servers = ", ".join(self.options.servers)
+        return (
+            f"not generated: no server could be reached ({servers}; each tried again for "
+            f"{self.options.retry_s:g} s, see --retry-for). Last error: {self._last_server_error}"
+        )
 
     # --- worker threads -----------------------------------------------------------------------
 
     def _worker(self, endpoint: str) -> None:
         client = SeeThroughClient(endpoint, self.options.timeout_s, keys=self.options.keys)
-        reachable = True
         try:
-            while True:
-                chain = self._tasks.get()
-                if chain is _STOP:
-                    return
-                for link in chain.links:
-                    task = link.task
-                    if task.image_path in chain.done:
-                        continue  # finished before this chain came back from a lost server
-                    if self._stop.is_set():
-                        break  # interrupted: leave the rest for the next run
-                    if not reachable:
-                        reason = f"no server reachable (last tried {endpoint})"
-                        self._finish(Outcome(task.shot.input_path, task.label, "failed", reason, endpoint))
-                        continue
-                    try:
-                        self._generate(client, endpoint, link)
-                    except ServerUnavailableError as exc:
-                        with self._lock:
-                            self._alive_servers -= 1
-                            others = self._alive_servers > 0
-                        if others:
-                            # Another server can still do it; this one leaves the pool.
-                            self._tasks.put(chain)
-                            self._progress.note(
-                                f"server {endpoint} is unreachable; its jobs go to the others: {exc}"
-                            )
-                            return
-                        reachable = False
-                        self._finish(Outcome(task.shot.input_path, task.label, "failed", str(exc), endpoint))
-                    except SeeThroughError as exc:
-                        self._finish(Outcome(task.shot.input_path, task.label, "failed", str(exc), endpoint))
-                    except Exception as exc:  # a bug must fail one task, not hang the whole batch
-                        reason = f"unexpected {type(exc).__name__}: {exc}"
-                        self._finish(Outcome(task.shot.input_path, task.label, "failed", reason, endpoint))
-                    chain.done.add(task.image_path)
+            while (chain := self._pool.take()) is not None:
+                try:
+                    self._run_chain(client, endpoint, chain)
+                except _ServerDownError as down:
+                    self._pool.give_back(chain)  # first in line for a live server
+                    if not self._wait_for_server(client, endpoint, str(down)):
+                        if self._pool.stopping:
+                            return  # interrupted: what is left stays for the next run
+                        for orphan in self._pool.leave():  # the last server gave up: fail what is left
+                            self._fail_chain(orphan, self._no_server_reason())
+                        return
+                else:
+                    self._pool.finish(chain)
         finally:
             self._progress.status(endpoint, None)
             client.close()
+
+    def _run_chain(self, client: SeeThroughClient, endpoint: str, chain: Chain) -> None:
+        """Generate the chain's images in order; _ServerDownError when the server cannot go on."""
+        for link in chain.links:
+            task = link.task
+            if task.image_path in chain.done:
+                continue  # finished before this chain came back from a lost server
+            if self._pool.stopping:
+                return  # interrupted: leave the rest for the next run
+            self._run_link(client, endpoint, link)
+            chain.done.add(task.image_path)
+
+    def _run_link(self, client: SeeThroughClient, endpoint: str, link: Link) -> None:
+        """One image, done or failed with its reason; _ServerDownError when the server cannot go on."""
+        task = link.task
+        for sent in range(1, RESUBMITS + 2):
+            try:
+                self._generate(client, endpoint, link)
+                return
+            except JobLostError as exc:  # the server restarted under the job: send it again
+                if sent > RESUBMITS:
+                    self._fail(task, f"{exc} (sent {sent} times)", endpoint)
+                    return
+                self._progress.note(f"server {endpoint} lost {task.label} (restarted?); sending it again")
+            except ServerUnavailableError as exc:
+                raise _ServerDownError(str(exc)) from exc
+            except ServerError as exc:
+                if exc.code in _SERVER_GOING:
+                    raise _ServerDownError(str(exc)) from exc
+                self._fail(task, str(exc), endpoint)
+                return
+            except SeeThroughError as exc:
+                self._fail(task, str(exc), endpoint)
+                return
+            except Exception as exc:  # a bug must fail one task, not hang the whole batch
+                self._fail(task, f"unexpected {type(exc).__name__}: {exc}", endpoint)
+                return
+
+    def _wait_for_server(self, client: SeeThroughClient, endpoint: str, reason: str) -> bool:
+        """Ask a server that went away again, with back-off, for up to retry_s; True once it answers.
+        False when it did not come back, or when the batch finished or stopped meanwhile."""
+        self._last_server_error = reason
+        others = "its jobs go to the other servers; " if self._pool.servers_left > 1 else ""
+        self._progress.note(
+            f"server {endpoint} went away ({reason}); {others}trying it again for up to "
+            f"{self.options.retry_s:g} s"
+        )
+        self._progress.status(endpoint, "away, being retried")
+        deadline = time.monotonic() + self.options.retry_s
+        pause = RETRY_FIRST_S
+        while (remaining := deadline - time.monotonic()) > 0:
+            if self._pool.wait_until_done(min(pause, remaining)):
+                return False
+            try:
+                client.info(timeout_s=max(0.1, min(self.options.timeout_s, deadline - time.monotonic())))
+            except SeeThroughError as exc:
+                self._last_server_error = str(exc)
+                pause = min(pause * 2, RETRY_LONGEST_S)
+                continue
+            self._progress.note(f"server {endpoint} is back; sending it jobs again")
+            self._progress.status(endpoint, None)
+            return True
+        self._progress.note(f"server {endpoint} did not come back within {self.options.retry_s:g} s")
+        return False
 
     def _generate(self, client: SeeThroughClient, endpoint: str, link: Link) -> None:
         task = link.task
@@ -315,11 +397,11 @@ class BatchRunner:
         jobs: list[Job] = []
 
         def on_progress(progress) -> None:
-            if self._stop.is_set():
+            if self._pool.stopping:
                 jobs[0].cancel()
             self._progress.status(endpoint, f"{task.label} step {progress.step}/{progress.total}")
 
-        # the sidecar is written last: a task is complete once it exists (Task.is_complete)
+        # the sidecar is written last: a task is complete once it holds the PNG's record (Task.is_complete)
         destination = Destination(
             task.image_path,
             source,
@@ -348,6 +430,15 @@ class BatchRunner:
             note,
         )
 
+    def _fail(self, task: Task, reason: str, server: str = "") -> None:
+        self._finish(Outcome(task.shot.input_path, task.label, "failed", reason, server))
+
+    def _fail_chain(self, chain: Chain, reason: str) -> None:
+        for link in chain.links:
+            if link.task.image_path not in chain.done:
+                self._fail(link.task, reason)
+                chain.done.add(link.task.image_path)
+
     def _finish(self, outcome: Outcome, note: str = "") -> None:
         with self._lock:
             self._outcomes.append(outcome)
@@ -358,3 +449,10 @@ class BatchRunner:
         else:
             text = f"FAILED  {outcome.label}: {outcome.reason}"
         self._progress.advance(text)
+
+
+def _describe(exc: BaseException) -> str:
+    """An OS error as a user reads it: what failed on which file, e.g. "No space left on device: PATH"."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"{exc.strerror}: {exc.filename}" if exc.filename else exc.strerror
+    return str(exc)

@@ -155,7 +155,9 @@ def test_unreachable_server_fails_the_jobs_without_hanging(empty_blender, tmp_pa
     from seethrough_core.server_process import free_loopback_port
 
     dead = f"tcp://127.0.0.1:{free_loopback_port()}"
-    opts = BatchOptions(out_dir=tmp_path / "out", servers=[dead], seeds=[1], steps=STEPS, timeout_s=1.0)
+    opts = BatchOptions(
+        out_dir=tmp_path / "out", servers=[dead], seeds=[1], steps=STEPS, timeout_s=1.0, retry_s=1.0
+    )
     summary = BatchRunner(opts).run([tmp_path / "ok.json"])
     assert summary.count("failed") == 1
     assert dead in summary.outcomes[0].reason or "seethrough serve" in summary.outcomes[0].reason
@@ -219,7 +221,8 @@ def test_argument_parsing():
         expand_inputs(["/nonexistent/file.blend"])
 
 
-def test_ctrl_c_leaves_no_half_written_file_and_a_rerun_finishes(empty_blender, tmp_path, servers):
+@pytest.mark.parametrize("stop", ["SIGINT", "SIGTERM"])  # Ctrl-C; `kill` or a job scheduler
+def test_ctrl_c_leaves_no_half_written_file_and_a_rerun_finishes(empty_blender, tmp_path, servers, stop):
     import signal
 
     small_layout().save(tmp_path / "shot.json")
@@ -252,12 +255,12 @@ def test_ctrl_c_leaves_no_half_written_file_and_a_rerun_finishes(empty_blender, 
         for line in process.stderr:  # wait until the first image is finished, then interrupt
             if line.startswith("[1/4] done"):
                 break
-        process.send_signal(signal.SIGINT)
+        process.send_signal(getattr(signal, stop))
         stdout, _ = process.communicate(timeout=120)
     finally:
         process.kill()
     assert process.returncode == 130, stdout
-    assert "interrupted" in stdout
+    assert "interrupted" in stdout and "total" in stdout  # the summary
     assert not [p for p in out.rglob("*") if "partial" in p.name]
     finished = sorted(p.name for p in out.rglob("0001_*.png"))
     assert 1 <= len(finished) < 4

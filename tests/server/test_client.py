@@ -13,13 +13,14 @@ from server_support import build_request, gated_tiny_pipeline, running_server
 from seethrough_core.client import (
     Job,
     JobCancelledError,
+    JobLostError,
     SeeThroughClient,
     ServerError,
     ServerUnavailableError,
 )
 from seethrough_core.endpoint import EndpointError
 from seethrough_core.errors import SeeThroughError
-from seethrough_core.protocol import Accepted, ErrorCode, Progress, ProtocolError, Result
+from seethrough_core.protocol import Accepted, ErrorCode, Progress, ProtocolError, Result, decode_request
 
 
 def nothing_listening() -> str:
@@ -63,6 +64,36 @@ def test_a_server_that_never_answers_times_out():
                 client.info()
     finally:
         mute.close(linger=0)
+
+
+def test_a_server_that_goes_silent_mid_job_is_noticed_within_the_timeout():
+    """A server that accepted a job and then says nothing (hung, or killed with its connection left
+    open) is reported within timeout_s of its last message: half the time quiet, half for the answer
+    to the job check (before, each got the whole timeout: 2 x timeout_s)."""
+    router = zmq.Context.instance().socket(zmq.ROUTER)
+    port = router.bind_to_random_port("tcp://127.0.0.1")
+    accepted = threading.Event()
+
+    def accept_then_go_silent() -> None:
+        peer, *frames = router.recv_multipart()
+        request = decode_request(frames)
+        router.send_multipart([peer, *Accepted(request.request_id, "job-1", 0).encode()])
+        accepted.set()
+
+    thread = threading.Thread(target=accept_then_go_silent)
+    thread.start()
+    try:
+        with SeeThroughClient(f"tcp://127.0.0.1:{port}", timeout_s=2.0) as client:
+            job = client.submit(build_request())
+            assert accepted.is_set()
+            started = time.monotonic()
+            with pytest.raises(ServerUnavailableError):
+                job.wait()
+            waited = time.monotonic() - started
+        assert 1.0 <= waited < 3.0, f"noticed after {waited:.1f} s with a 2 s timeout"
+    finally:
+        thread.join(10)
+        router.close(linger=0)
 
 
 def test_bad_addresses_fail_at_construction():
@@ -162,7 +193,7 @@ def test_a_job_the_server_no_longer_knows_fails_instead_of_hanging(server):
         request = build_request()
         job = Job(client, request)
         job.accept(Accepted(request.request_id, "a-job-from-before-the-restart", 0))
-        with pytest.raises(ServerError) as info:
+        with pytest.raises(JobLostError) as info:  # a ServerError: submitting it again is safe
             job.wait(timeout_s=10)
         assert info.value.code == ErrorCode.UNKNOWN_JOB and "restarted" in info.value.message
 
