@@ -12,7 +12,7 @@ import platform
 import subprocess
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +25,7 @@ from inference_server.attention import ATTENTION_PROCESSORS, AttentionLayout, pl
 from inference_server.components import FluxComponents
 from inference_server.lora import SeeThroughLoRA
 from inference_server.pipeline import SeeThroughPipeline, StepInfo
+from inference_server.placement import STREAMED_TEXT_ENCODER_MODES
 from inference_server.tiny import (
     FLUX_SCHEDULER_CONFIG,
     build_tiny_components,
@@ -88,7 +89,7 @@ def flux_dev_components(device: torch.device, dtype: torch.dtype, memory: str) -
         text_encoder_2 = T5EncoderModel(T5Config(**configs["text_encoder_2"]))
         text_encoder = CLIPTextModel(CLIPTextConfig(**configs["text_encoder"]))
         vae = AutoencoderKL(**configs["vae"])
-    if memory == "24gb":
+    if memory in STREAMED_TEXT_ENCODER_MODES:
         transformer.to("cpu")
         text_encoder_2.to("cpu")
     blocks = len(transformer.transformer_blocks), len(transformer.single_transformer_blocks)
@@ -115,9 +116,10 @@ class Pipelines:
     model: str  # what the rows say about the weights
 
 
-def build_pipelines(args: argparse.Namespace, device: torch.device, memory: str) -> Pipelines:
+def build_pipelines(
+    args: argparse.Namespace, device: torch.device, memory: str, quantization: str
+) -> Pipelines:
     dtype = torch.float32 if args.tiny else torch.bfloat16
-    quantization = args.quantization if memory == "24gb" else "auto"
     if args.model:
         ours = SeeThroughPipeline.from_pretrained(
             args.model,
@@ -163,13 +165,25 @@ def request(size: int, steps: int) -> tuple[GenerationSettings, ConditionInput]:
     return settings, ConditionInput(oscr, masks)
 
 
-def runner(pipes: Pipelines, variant: Variant, size: int, steps: int) -> Callable[[], np.ndarray]:
-    """A function that generates one image with ``variant``."""
+class Run:
+    """Generates one image with a variant; ``steps_computed`` is the last image's count."""
+
+    def __init__(self, call: Callable[[], tuple[np.ndarray, int]]) -> None:
+        self.call = call
+        self.steps_computed: int | None = None
+
+    def __call__(self) -> np.ndarray:
+        image, self.steps_computed = self.call()
+        return image
+
+
+def runner(pipes: Pipelines, variant: Variant, size: int, steps: int) -> Run:
+    """A function that generates one image with ``variant`` (a draft: the draft of a ``size`` layout)."""
     if variant.attention is None:
         prompt = compose_prompt(SCENE, list(DESCRIPTIONS)).text
 
-        def plain() -> np.ndarray:
-            return pipes.plain(
+        def plain() -> tuple[np.ndarray, int]:
+            image = pipes.plain(
                 prompt=prompt,
                 height=size,
                 width=size,
@@ -179,16 +193,21 @@ def runner(pipes: Pipelines, variant: Variant, size: int, steps: int) -> Callabl
                 output_type="np",
                 max_sequence_length=512,
             ).images[0]
+            return image, steps
 
-        return plain
+        return Run(plain)
 
-    inputs = request(size, steps)
+    settings, condition = request(size, steps)
+    settings = replace(settings, condition_cache=variant.condition_cache, step_cache=variant.step_cache)
+    if variant.draft:  # the preset's size and speed options, as the add-on's Draft sends them
+        settings = settings.draft()
 
-    def ours() -> np.ndarray:
+    def ours() -> tuple[np.ndarray, int]:
         pipes.ours.set_attention(variant.attention)
-        return pipes.ours.generate(*inputs, condition_cache=variant.condition_cache).image
+        output = pipes.ours.generate(settings, condition)
+        return output.image, output.steps_computed
 
-    return ours
+    return Run(ours)
 
 
 def sync(device: torch.device) -> None:
@@ -225,7 +244,7 @@ def measure_fidelity(pipes: Pipelines, size: int, steps: int) -> tuple[list[floa
     """Exact vs cached with the same inputs: per-step latent distance, final latent and image distances."""
     pipeline = pipes.ours
     pipeline.set_attention("split")
-    inputs = request(size, steps)
+    settings, condition = request(size, steps)
 
     def run(cache: bool) -> tuple[list[torch.Tensor], np.ndarray]:
         latents: list[torch.Tensor] = []
@@ -233,7 +252,9 @@ def measure_fidelity(pipes: Pipelines, size: int, steps: int) -> tuple[list[floa
         def keep(info: StepInfo) -> None:
             latents.append(info.latents.float().cpu())
 
-        image = pipeline.generate(*inputs, condition_cache=cache, step_callback=keep).image
+        image = pipeline.generate(
+            replace(settings, condition_cache=cache), condition, step_callback=keep
+        ).image
         return latents, image
 
     exact_latents, exact_image = run(False)

@@ -17,6 +17,11 @@ EXACT_OVER_PLAIN = 1.30
 CACHED_OVER_PLAIN = 1.10
 REBUILD_OVER_EXACT = 2.0
 PEAK_24GB_GIB = 22.0  # a 24 GiB card minus ~2 GiB for the CUDA context, cuBLAS workspaces and the desktop
+# The speed suite's targets (1024 px, 28 steps, on an H100/H200)
+FP8_COMPILED_EXACT_S = 3.0  # exact conditioned image, fp8 + compile
+FP8_COMPILED_STEP_CACHE_S = 2.5  # the same with the step cache at 0.1
+EXACT_OVER_PLAIN_EVERY_MODE = 1.25
+PEAK_16GB_GIB = 14.0
 
 
 @dataclass(frozen=True)
@@ -24,6 +29,8 @@ class Variant:
     name: str
     attention: str | None  # None: plain FLUX (diffusers' FluxPipeline)
     condition_cache: bool = False
+    step_cache: float | None = None  # the step cache's threshold (None: off)
+    draft: bool = False  # the draft preset of the row's size (GenerationSettings.draft: 512 px image)
 
 
 VARIANTS = (
@@ -33,6 +40,15 @@ VARIANTS = (
     Variant("dense-rebuild", "dense-rebuild"),
     Variant("cached", "split", condition_cache=True),
 )
+# The speed suite's variants (`--suite speed`): the step cache at three thresholds, and the draft preset
+SPEED_VARIANTS = (
+    Variant("exact sc0.05", "split", step_cache=0.05),
+    Variant("exact sc0.1", "split", step_cache=0.1),
+    Variant("exact sc0.2", "split", step_cache=0.2),
+    Variant("cached sc0.1", "split", condition_cache=True, step_cache=0.1),
+    Variant("draft", "split", draft=True),
+)
+ALL_VARIANTS = VARIANTS + SPEED_VARIANTS
 
 
 @dataclass
@@ -50,6 +66,8 @@ class Row:
     peak_allocated_gib: float | None  # over the first and the timed images; None off CUDA
     peak_reserved_gib: float | None
     first_warm_s: float | None = None  # compiled: the first image in a new process with the cache warm
+    steps_computed: int | None = None  # steps that ran every block (fewer with the step cache)
+    memory_cap_gib: float | None = None  # torch.cuda.set_per_process_memory_fraction's cap during the row
 
     @property
     def median_s(self) -> float:
@@ -65,6 +83,7 @@ class Row:
             self.memory,
             self.quantization,
             self.compiled,
+            self.memory_cap_gib,
             self.variant,
         )
 
@@ -233,22 +252,25 @@ def render(results: Results) -> str:
         )
         lines += [f"### {machine}", ""]
         lines += [
-            "| model | size | steps | memory | compiled | variant | s / image | × plain "
+            "| model | size | steps | memory | compiled | variant | s / image | × plain | steps computed "
             "| first image s (compiled: cold / warm cache) "
             "| peak alloc GiB | peak reserved GiB |",
-            "|---|---|---|---|---|---|---|---|---|---|---|",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         index = {row.key(): row for row in rows}
         for row in rows:
             plain = index.get((*row.key()[:-1], "plain"))
             ratio = f"{row.median_s / plain.median_s:.2f}" if plain else "n/a"
-            memory = row.memory + (f" ({row.quantization})" if row.quantization else "")
+            computed = "—" if row.steps_computed is None else str(row.steps_computed)
             lines.append(
-                f"| {row.model} | {row.size} | {row.steps} | {memory} | {'yes' if row.compiled else 'no'} "
-                f"| {row.variant} | {row.median_s:.3f} | {ratio} | {_first(row)} "
+                f"| {row.model} | {row.size} | {row.steps} | {_memory(row)} "
+                f"| {'yes' if row.compiled else 'no'} | {row.variant} | {row.median_s:.3f} | {ratio} "
+                f"| {computed} | {_first(row)} "
                 f"| {format_gib(row.peak_allocated_gib)} | {format_gib(row.peak_reserved_gib)} |"
             )
         lines += ["", *_targets(rows, index), ""]
+        if any(row.variant in SPEED_NAMES for row in rows):
+            lines += [*_speed_targets(rows, index), ""]
     fidelity = sorted(results.fidelity, key=lambda f: (f.machine, f.model, -f.size, f.memory))
     if fidelity:
         lines += [
@@ -271,8 +293,58 @@ def render(results: Results) -> str:
     return "\n".join(lines)
 
 
+SPEED_NAMES = {variant.name for variant in SPEED_VARIANTS}
+
+
+def _memory(row: Row) -> str:
+    text = row.memory + (f" ({row.quantization})" if row.quantization else "")
+    return text + (f", cap {row.memory_cap_gib:g} GiB" if row.memory_cap_gib else "")
+
+
 def _order(variant: str) -> int:
-    return [v.name for v in VARIANTS].index(variant) if variant in [v.name for v in VARIANTS] else 99
+    names = [v.name for v in ALL_VARIANTS]
+    return names.index(variant) if variant in names else 99
+
+
+def _speed_targets(rows: list[Row], index: dict) -> list[str]:
+    """The speed suite's targets per (mode, compiled) group at 1024 px."""
+    lines = [
+        f"| size | memory | compiled | exact s (fp8 compiled ≤ {FP8_COMPILED_EXACT_S}) "
+        f"| exact sc0.1 s (fp8 compiled ≤ {FP8_COMPILED_STEP_CACHE_S}) "
+        f"| exact / plain (≤ {EXACT_OVER_PLAIN_EVERY_MODE}) | steps computed at sc 0.05 / 0.1 / 0.2 "
+        f"| peak reserved GiB (16gb ≤ {PEAK_16GB_GIB}) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for group in dict.fromkeys(row.key()[:-1] for row in rows):
+        members = {row.variant: row for row in rows if row.key()[:-1] == group}
+        if not SPEED_NAMES & members.keys():
+            continue
+        sample = next(iter(members.values()))
+        fp8_compiled = sample.quantization == "fp8" and sample.compiled
+
+        def seconds(name: str, members: dict = members) -> float | None:
+            return members[name].median_s if name in members else None
+
+        def limit(value: float | None, bound: float, applies: bool) -> str:
+            if value is None:
+                return "n/a"
+            return _check(value, bound, True) if applies else f"{value:.2f}"
+
+        exact, plain = seconds("exact"), seconds("plain")
+        ratio = exact / plain if exact is not None and plain else None
+        computed = " / ".join(
+            str(members[name].steps_computed) if name in members else "—"
+            for name in ("exact sc0.05", "exact sc0.1", "exact sc0.2")
+        )
+        peak = max((row.peak_reserved_gib or 0.0 for row in members.values()), default=0.0) or None
+        lines.append(
+            f"| {sample.size} | {_memory(sample)} | {'yes' if sample.compiled else 'no'} "
+            f"| {limit(exact, FP8_COMPILED_EXACT_S, fp8_compiled)} "
+            f"| {limit(seconds('exact sc0.1'), FP8_COMPILED_STEP_CACHE_S, fp8_compiled)} "
+            f"| {limit(ratio, EXACT_OVER_PLAIN_EVERY_MODE, True)} | {computed} "
+            f"| {limit(peak, PEAK_16GB_GIB, sample.memory == '16gb' and sample.size == 1024)} |"
+        )
+    return lines
 
 
 def _targets(rows: list[Row], index: dict) -> list[str]:
@@ -284,7 +356,7 @@ def _targets(rows: list[Row], index: dict) -> list[str]:
     ]
     groups = list(dict.fromkeys(row.key()[:-1] for row in rows))
     for group in groups:
-        machine, model, size, steps, memory, quantization, compiled = group
+        machine, model, size, steps, memory, quantization, compiled, _cap = group
 
         def seconds(name: str, group: tuple = group) -> float:
             row = index.get((*group, name))
@@ -297,7 +369,8 @@ def _targets(rows: list[Row], index: dict) -> list[str]:
             else "—"
         )
         lines.append(
-            f"| {model} | {size} | {steps} | {memory}{f' ({quantization})' if quantization else ''} "
+            f"| {model} | {size} | {steps} | {memory}{f' ({quantization})' if quantization else ''}"
+            f"{f', cap {_cap:g} GiB' if _cap else ''} "
             f"| {'yes' if compiled else 'no'} "
             f"| {_check(seconds('exact') / seconds('plain'), EXACT_OVER_PLAIN, True)} "
             f"| {_check(seconds('cached') / seconds('plain'), CACHED_OVER_PLAIN, True)} "

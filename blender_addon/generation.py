@@ -45,9 +45,15 @@ PUMP_INTERVAL_S = 0.1
 
 
 def build_spec(
-    scene: bpy.types.Scene, settings: Settings, *, generate: bool = True, engine: str = DEFAULT_RENDER_ENGINE
+    scene: bpy.types.Scene,
+    settings: Settings,
+    *,
+    generate: bool = True,
+    engine: str = DEFAULT_RENDER_ENGINE,
+    draft: bool = False,
 ) -> JobSpec:
-    """Validate the scene, its generation settings and the address, and prepare the job.
+    """Validate the scene, its generation settings and the address, and prepare the job (``draft``:
+    the draft preset of the settings, a quick look at the layout; the OSCR render is the same).
 
     Raises LayoutError (bad scene), EndpointError (bad address), KeyFileError (unusable key files)
     or SettingError (a setting out of range) with the reason; in each case nothing has been
@@ -62,6 +68,8 @@ def build_spec(
         guidance=props.guidance,
         preview_interval=preview_interval(scene),
     )
+    if draft:
+        generation_settings = generation_settings.draft()
     generation_settings.check()  # before a render is spent on them
     return job_spec(scene, settings, layout, generation_settings, generate=generate, engine=engine)
 

@@ -20,6 +20,19 @@ class SEETHROUGH_OT_generate(WaitsInBackground, bpy.types.Operator):  # noqa: N8
     bl_idname = "seethrough.generate"
     bl_label = "Generate"
 
+    draft: bpy.props.BoolProperty(  # type: ignore[valid-type]
+        name="Draft", default=False, options={"SKIP_SAVE"}
+    )
+
+    @classmethod
+    def description(cls, context: bpy.types.Context, properties) -> str:
+        if properties.draft:
+            return (
+                "A quick look at the layout: a smaller picture (512 px on the longer side), the OSCR "
+                "condition computed once and steps that barely change skipped. Generate for the final image"
+            )
+        return cls.__doc__
+
     def execute(self, context: bpy.types.Context) -> set[str]:
         if self.refuse_wait_in_ui():
             return {"CANCELLED"}
@@ -28,7 +41,7 @@ class SEETHROUGH_OT_generate(WaitsInBackground, bpy.types.Operator):  # noqa: N8
             return {"CANCELLED"}
         current = settings()
         try:
-            spec = generation.build_spec(context.scene, current)
+            spec = generation.build_spec(context.scene, current, draft=self.draft)
         except SeeThroughError as exc:  # bad scene, address or setting: nothing was sent
             self.report({"ERROR"}, f"cannot generate: {exc}")
             return {"CANCELLED"}
@@ -36,7 +49,7 @@ class SEETHROUGH_OT_generate(WaitsInBackground, bpy.types.Operator):  # noqa: N8
         return _start(
             self,
             spec,
-            f"{len(chosen.descriptions)} boxes to {spec.endpoint}, "
+            f"{'draft, ' if self.draft else ''}{len(chosen.descriptions)} boxes to {spec.endpoint}, "
             f"{chosen.width}x{chosen.height}, seed {chosen.seed}, {chosen.steps} steps",
         )
 

@@ -154,6 +154,7 @@ class SEETHROUGH_PT_generate(SeeThroughPanel, bpy.types.Panel):  # noqa: N801
         row.enabled = not busy  # one job at a time: an OSCR render or a generation
         row.operator("seethrough.render_oscr", icon="RENDER_STILL")
         row.operator("seethrough.generate", icon="PLAY")
+        row.operator("seethrough.generate", text="Draft", icon="SEQ_PREVIEW").draft = True
         # Edits of the shown result: only what changed regenerates (docs/edit.md).
         column = layout.column(align=True)
         column.enabled = not busy

@@ -32,13 +32,14 @@ from torch import nn
 
 from seethrough_core.condition_input import ConditionInput
 from seethrough_core.edit_input import EditInput
-from seethrough_core.generation_settings import GenerationSettings
+from seethrough_core.generation_settings import GenerationSettings, SettingError, check_step_cache
 from seethrough_core.limits import DEFAULT_GUIDANCE, DEFAULT_STEPS, EDIT_FEATHER_PX, MAX_BOXES
 from seethrough_core.oscr_spec import SEETHROUGH3D_V1, OscrProfile
 from seethrough_core.prompt import compose_prompt
 from seethrough_core.vocabulary import DEFAULT_DTYPE, DEFAULT_MEMORY_MODE, DEFAULT_QUANTIZATION
 from seethrough_core.vocabulary import DTYPES as DTYPE_NAMES
 
+from . import vae_tiles
 from .attention import ATTENTION_PROCESSORS, DEFAULT_ATTENTION, AttentionLayout
 from .compile import CompileNotices, CompileSettings, compiled_runners, use_compile_cache
 from .components import COMPONENT_NAMES, MODEL_NAMES, FluxComponents
@@ -55,12 +56,19 @@ from .preview import LatentPreviewer
 from .quantize import quantize_transformer
 from .request_checks import validate_edit, validate_request
 from .style_lora import StyleLoRA, activate, load_style_lora
-from .text import T5_MAX_TOKENS, PromptEncoder
+from .text import PROMPT_CACHE_ENTRIES, T5_MAX_TOKENS, PromptEncoder
 from .tiny import build_tiny_components
 from .transformer import EAGER_RUNNERS, BlockRunners, SeeThroughTransformer
 from .weights import WeightsFile, resolve_model_folder, resolve_seethrough_lora, resolve_style_lora
 
-__all__ = ["MEMORY_MODES", "GenerationCancelled", "GenerationOutput", "SeeThroughPipeline", "StepInfo"]
+__all__ = [
+    "MEMORY_MODES",
+    "DenoiseReport",
+    "GenerationCancelled",
+    "GenerationOutput",
+    "SeeThroughPipeline",
+    "StepInfo",
+]
 
 DTYPES = {name: getattr(torch, name) for name in DTYPE_NAMES}
 
@@ -85,6 +93,18 @@ class GenerationOutput:
     timings: dict[str, float] = field(default_factory=dict)
     is_noise: bool = False  # True for the tiny random model
     oscr_jpeg_quality: int | None = None  # the JPEG round trip the OSCR image went through (None: none)
+    steps_computed: int | None = None  # denoising steps that ran every block (fewer with the step cache)
+    condition_cache: bool | None = None  # the speed options this image was made with (the request's or
+    step_cache: float | None = None  # the pipeline's default; step_cache None: off)
+
+
+@dataclass
+class DenoiseReport:
+    """What one denoising loop did, filled in by ``denoise``."""
+
+    steps_computed: int = 0  # steps that ran every block; the others reused the step cache
+    condition_cache: bool = False  # the speed options the loop ran with
+    step_cache: float | None = None
 
 
 def _flux_shift(image_tokens: int, config) -> float:
@@ -124,10 +144,11 @@ class SeeThroughPipeline:
         quantization: str = DEFAULT_QUANTIZATION,
         compile: bool | CompileSettings = False,
         condition_cache: bool = False,
+        step_cache: float | None = None,
     ) -> None:
         """The pipeline over ``components`` (built in code or loaded by ``from_pretrained``), with their
         condition LoRA set."""
-        self.plan = plan_memory(memory, quantization, torch.device(device))
+        self.plan = plan_memory(memory, quantization, torch.device(device), compiled=compile is not False)
         for name, component in components.by_name().items():
             setattr(self, name, component)
         self.device = torch.device(device)
@@ -135,7 +156,7 @@ class SeeThroughPipeline:
         self.model_name = model_name
         self.is_noise = is_noise
         self.prompt_encoder = PromptEncoder(
-            self.tokenizer, self.text_encoder, self.tokenizer_2, self.text_encoder_2
+            self.tokenizer, self.text_encoder, self.tokenizer_2, self.text_encoder_2, PROMPT_CACHE_ENTRIES
         )
         self.condition_lora: SeeThroughLoRA | None = None
         self.lora_source: WeightsFile | None = None  # where the condition LoRA came from (None: built)
@@ -143,6 +164,8 @@ class SeeThroughPipeline:
         self._style_adapters_made = 0
         self.attention = DEFAULT_ATTENTION
         self.condition_cache = bool(condition_cache)
+        self.step_cache: float | None = None
+        self.set_step_cache(step_cache)
         self.runners: BlockRunners = EAGER_RUNNERS
         self.compile_notices = CompileNotices()
         self.text_encoder_stream: StreamedModule | None = None
@@ -170,6 +193,7 @@ class SeeThroughPipeline:
             "quantization": self.plan.quantization,
             "attention": self.attention,
             "condition_cache": self.condition_cache,
+            "step_cache": self.step_cache,
             "compile": self.runners is not EAGER_RUNNERS,
         }
 
@@ -189,6 +213,7 @@ class SeeThroughPipeline:
         quantization: str = DEFAULT_QUANTIZATION,
         compile: bool | CompileSettings = False,
         condition_cache: bool = False,
+        step_cache: float | None = None,
     ) -> SeeThroughPipeline:
         """Load FLUX.1-dev from a local diffusers folder or a cached repo id (never downloads).
 
@@ -199,7 +224,8 @@ class SeeThroughPipeline:
         seethrough[fp8] or seethrough[nf4]) and streams the T5 encoder from CPU memory. ``compile`` compiles
         the transformer blocks (the first request at each size compiles for minutes; cached on disk).
         ``condition_cache`` computes the condition stream once per request and reuses it (faster,
-        approximate; see docs/performance.md).
+        approximate; see docs/performance.md). ``step_cache`` (a threshold; None: off) lets a step reuse
+        the previous step's work of all blocks but the first when the first barely changed.
         """
         # Every problem at once, the files first: a missing folder is not hidden behind a missing GPU.
         checks = SetupChecks()
@@ -211,7 +237,11 @@ class SeeThroughPipeline:
             checks.run(resolve_style_lora, source)
         target = checks.run(_check_device, device)
         # a missing extra fails here, before any loading
-        plan = checks.run(plan_memory, memory, quantization, target) if target is not None else None
+        plan = (
+            checks.run(plan_memory, memory, quantization, target, compile is not False)
+            if target is not None
+            else None
+        )
         checks.raise_any()
 
         def place_transformer(transformer: FluxTransformer2DModel) -> None:
@@ -229,6 +259,7 @@ class SeeThroughPipeline:
             quantization=quantization,  # resolves as above; the transformer is already quantized
             compile=compile,
             condition_cache=condition_cache,
+            step_cache=step_cache,
         )
         if target.type == "cpu":  # computed where they were read: the same numbers as a model built in memory
             for module in pipeline._modules():
@@ -249,6 +280,7 @@ class SeeThroughPipeline:
         quantization: str = DEFAULT_QUANTIZATION,
         compile: bool | CompileSettings = False,
         condition_cache: bool = False,
+        step_cache: float | None = None,
     ) -> SeeThroughPipeline:
         """The same pipeline at toy size with random weights (and a random condition LoRA)."""
         pipeline = cls(
@@ -260,6 +292,7 @@ class SeeThroughPipeline:
             quantization=quantization,
             compile=compile,
             condition_cache=condition_cache,
+            step_cache=step_cache,
         )
         pipeline.lora_source = WeightsFile("random tiny", None)
         return pipeline
@@ -374,6 +407,15 @@ class SeeThroughPipeline:
         """The default for requests that do not say: compute the condition stream once and reuse it."""
         self.condition_cache = bool(enabled)
 
+    def set_step_cache(self, threshold: float | None) -> None:
+        """The default for requests that do not say: None turns the step cache off; a threshold in
+        0..MAX_STEP_CACHE turns it on (0 computes every step and is exact)."""
+        try:
+            check_step_cache(threshold)
+        except SettingError as error:
+            raise SetupError(str(error)) from None
+        self.step_cache = None if threshold is None else float(threshold)
+
     def set_compile(self, compile: bool | CompileSettings) -> None:
         """Compile the transformer blocks (True: inductor, default settings) or go back to eager (False)."""
         if compile is False:
@@ -412,16 +454,15 @@ class SeeThroughPipeline:
         condition_cache: bool | None = None,
         oscr_jpeg_round_trip: bool = True,
         edit: EditInput | None = None,
+        step_cache: float | None = None,
     ) -> GenerationOutput:
         """The diffusers-style call: ``generate`` with its settings and condition given as arguments."""
         settings = GenerationSettings(
             scene_prompt, descriptions, width, height, seed, num_inference_steps, guidance_scale,
-            preview_interval,
+            preview_interval, condition_cache, step_cache,
         )  # fmt: skip
         condition = ConditionInput(oscr_image, box_token_masks, oscr_jpeg_round_trip)
-        return self.generate(
-            settings, condition, edit, step_callback=step_callback, condition_cache=condition_cache
-        )
+        return self.generate(settings, condition, edit, step_callback=step_callback)
 
     def generate(
         self,
@@ -430,12 +471,12 @@ class SeeThroughPipeline:
         edit: EditInput | None = None,
         *,
         step_callback: Callable[[StepInfo], None] | None = None,
-        condition_cache: bool | None = None,
     ) -> GenerationOutput:
         """Generate one image; ``GenerationCancelled`` from ``step_callback`` stops it before the decode.
 
-        ``settings.seed`` must be set (the server picks one for a request without). ``condition_cache``
-        overrides the pipeline's default (``set_condition_cache``) for this request. With
+        ``settings.seed`` must be set (the server picks one for a request without). The settings'
+        ``condition_cache`` and ``step_cache`` override the pipeline's defaults (``set_condition_cache``,
+        ``set_step_cache``) when given. With
         ``condition.jpeg_round_trip`` the OSCR image goes through JPEG at the profile's quality first, as
         the checkpoint's training renders were saved. ``edit`` regenerates only inside its mask of its
         previous image (docs/edit.md): the steps run are the last ``edit.strength`` of the schedule, and
@@ -452,7 +493,9 @@ class SeeThroughPipeline:
         composed = compose_prompt(settings.scene_prompt, list(settings.descriptions))
         self.prompt_encoder.tokenize(composed)  # rejects a too-long prompt before any model runs
 
-        with self._on_device(self.text_encoder, self.text_encoder_2):
+        # a cached prompt needs no encoder: with memory="offload", none is moved to the device
+        cached = self.prompt_encoder.is_cached(composed, self.dtype)
+        with self._on_device(*(() if cached else (self.text_encoder, self.text_encoder_2))):
             encoding = self.prompt_encoder.encode(composed, self.dtype)
         timings["encode_text_s"] = self._lap(started)
 
@@ -474,6 +517,7 @@ class SeeThroughPipeline:
             timings["encode_edit_s"] = self._lap(mark)
 
         mark = time.perf_counter()
+        report = DenoiseReport()
         with self._on_device(self.transformer, *self._condition_lora_modules()):
             latents = self.denoise(
                 latents=latents.to(self.device),
@@ -489,8 +533,10 @@ class SeeThroughPipeline:
                 step_callback=step_callback,
                 preview_interval=settings.preview_interval,
                 started=started,
-                condition_cache=condition_cache,
+                condition_cache=settings.condition_cache,
                 edit=latent_edit,
+                step_cache=settings.step_cache,
+                report=report,
             )
         timings["denoise_s"] = self._lap(mark)
 
@@ -511,6 +557,9 @@ class SeeThroughPipeline:
             timings=timings,
             is_noise=self.is_noise,
             oscr_jpeg_quality=jpeg_quality if condition.jpeg_round_trip else None,
+            steps_computed=report.steps_computed,
+            condition_cache=report.condition_cache,
+            step_cache=report.step_cache,
         )
 
     @torch.inference_mode()
@@ -532,14 +581,18 @@ class SeeThroughPipeline:
         started: float | None = None,
         condition_cache: bool | None = None,
         edit: LatentEdit | None = None,
+        step_cache: float | None = None,
+        report: DenoiseReport | None = None,
     ) -> torch.Tensor:
         """The denoising loop on packed latents; returns the final packed latents.
 
         With ``edit`` the loop starts at its first step and pins the latents outside its region to the
         previous image after every step (``latents`` is then the job's noise, which ``edit`` holds too).
+        ``step_cache`` overrides the pipeline's default threshold; ``report`` receives the steps computed.
         """
         started = time.perf_counter() if started is None else started
         cache_condition = self.condition_cache if condition_cache is None else bool(condition_cache)
+        step_threshold = self.step_cache if step_cache is None else float(step_cache)
         device = self.device
         layout = AttentionLayout(
             text_len=prompt_embeds.shape[1],
@@ -561,6 +614,7 @@ class SeeThroughPipeline:
             condition_position_ids(height, width),
             attend,
             cache_condition=cache_condition,
+            step_cache=step_threshold,
         )
         compiling = ""
         if self.runners is not EAGER_RUNNERS:
@@ -599,6 +653,9 @@ class SeeThroughPipeline:
                 step_callback(StepInfo(step, total, time.perf_counter() - started, preview, latents))
         if compiling:
             CompileNotices.done(compiling, time.perf_counter() - started)
+        if report is not None:
+            report.steps_computed = request.step_cache.computed if request.step_cache else total
+            report.condition_cache, report.step_cache = cache_condition, step_threshold
         return latents
 
     @torch.inference_mode()
@@ -606,7 +663,8 @@ class SeeThroughPipeline:
         """Packed latents -> uint8 [height, width, 3]."""
         raw = self._raw_latents(latents, height, width)
         parameter = next(self.vae.parameters())
-        pixels = self.vae.decode(raw.to(device=parameter.device, dtype=parameter.dtype), return_dict=False)[0]
+        tiled = vae_tiles.needs_tiles(width, height, parameter.dtype, self.plan.vae_decode_budget_bytes)
+        pixels = vae_tiles.decode(self.vae, raw.to(device=parameter.device, dtype=parameter.dtype), tiled)
         pixels = (pixels / 2 + 0.5).clamp(0, 1)[0].permute(1, 2, 0).float().cpu().numpy()
         return (pixels * 255).round().astype(np.uint8)
 

@@ -8,6 +8,7 @@ these text tokens, so they must match what the checkpoint saw in training.
 from __future__ import annotations
 
 import copy
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -19,6 +20,8 @@ from seethrough_core.prompt import ComposedPrompt, compose_prompt
 from .model_errors import PromptTooLongError, RequestError, SetupError
 
 T5_MAX_TOKENS = 512  # FLUX.1-dev's max_sequence_length; the text stream is always this long
+# Encoded prompts the pipeline keeps (batches, variations and edits repeat prompts): 4 MiB each in bf16
+PROMPT_CACHE_ENTRIES = 16
 
 
 @dataclass(frozen=True)
@@ -115,11 +118,50 @@ def _raise_too_long(
     )
 
 
+class PromptCache:
+    """The last ``capacity`` encodings by prompt text and dtype, least recently used dropped first."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.hits = 0
+        self.misses = 0
+        self._entries: OrderedDict[tuple[str, torch.dtype], PromptEncoding] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __contains__(self, key: tuple[str, torch.dtype]) -> bool:
+        return key in self._entries  # a look, not a use: neither counted nor refreshed
+
+    def get(self, key: tuple[str, torch.dtype]) -> PromptEncoding | None:
+        encoding = self._entries.get(key)
+        if encoding is None:
+            self.misses += 1
+            return None
+        self.hits += 1
+        self._entries.move_to_end(key)
+        return encoding
+
+    def put(self, key: tuple[str, torch.dtype], encoding: PromptEncoding) -> None:
+        if self.capacity <= 0:
+            return
+        self._entries[key] = encoding
+        self._entries.move_to_end(key)
+        while len(self._entries) > self.capacity:
+            self._entries.popitem(last=False)
+
+
 class PromptEncoder:
-    """Runs CLIP (pooled embedding) and T5 (sequence embeddings) on a composed prompt."""
+    """Runs CLIP (pooled embedding) and T5 (sequence embeddings) on a composed prompt; with
+    ``cache_entries``, a repeated prompt reuses its encoding (the encoders are frozen: same result)."""
 
     def __init__(
-        self, tokenizer, text_encoder: PreTrainedModel, tokenizer_2, text_encoder_2: PreTrainedModel
+        self,
+        tokenizer,
+        text_encoder: PreTrainedModel,
+        tokenizer_2,
+        text_encoder_2: PreTrainedModel,
+        cache_entries: int = 0,
     ):
         if not getattr(tokenizer_2, "is_fast", False):
             raise SetupError(
@@ -129,6 +171,7 @@ class PromptEncoder:
         self.clip_encoder = text_encoder
         self.t5_tokenizer = tokenizer_2
         self.t5_encoder = text_encoder_2
+        self.cache = PromptCache(cache_entries)
 
     def tokenize(self, composed: ComposedPrompt) -> TokenizedPrompt:
         return tokenize_for_t5(self.t5_tokenizer, composed)
@@ -150,8 +193,20 @@ class PromptEncoder:
 
         return check
 
-    @torch.inference_mode()
+    def is_cached(self, composed: ComposedPrompt, dtype: torch.dtype) -> bool:
+        return (composed.text, dtype) in self.cache
+
     def encode(self, composed: ComposedPrompt, dtype: torch.dtype) -> PromptEncoding:
+        """The encoding of ``composed`` (from the cache when it was encoded lately; do not modify it)."""
+        key = (composed.text, dtype)
+        encoding = self.cache.get(key)
+        if encoding is None:
+            encoding = self._encode(composed, dtype)
+            self.cache.put(key, encoding)
+        return encoding
+
+    @torch.inference_mode()
+    def _encode(self, composed: ComposedPrompt, dtype: torch.dtype) -> PromptEncoding:
         tokens = self.tokenize(composed)
         t5_device = next(self.t5_encoder.parameters()).device
         t5_ids = torch.full((1, T5_MAX_TOKENS), self.t5_tokenizer.pad_token_id, dtype=torch.long)

@@ -23,6 +23,9 @@ APPROXIMATION: text rows attend to image tokens, so the text hidden states chang
 from block 1 on, and with them the text keys the condition rows read from block 1 on, hence the condition
 keys/values from block 2 on. Blocks 0 and 1 are exact, and the whole cache is exact when no condition
 token lies in a box (the condition then reads no text). docs/performance.md has the measured distance.
+
+Step cache (``prepare(..., step_cache=THRESHOLD)``, off by default; ``step_cache.py``): a step whose first
+block barely changed from the last computed step reuses what the other blocks added then.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from diffusers.models.embeddings import apply_rotary_emb
 from .attention import JointAttention, plain_attention
 from .latents import text_position_ids
 from .lora import BlockLoRA, SeeThroughLoRA
+from .step_cache import StepCache
 
 Rotary = tuple[torch.Tensor, torch.Tensor]
 KeyValue = tuple[torch.Tensor, torch.Tensor]  # RoPE'd keys and values [1, C, heads, head_dim]
@@ -64,6 +68,7 @@ class RequestConstants:
     attend: JointAttention
     rotary_main: Rotary | None = None  # RoPE over [text | image] only: what a cached step computes
     cache: ConditionCache | None = None  # set when the condition stream is computed once and reused
+    step_cache: StepCache | None = None  # set when steps may reuse the previous step's blocks (step_cache.py)
 
 
 @dataclass(frozen=True)
@@ -116,6 +121,7 @@ class SeeThroughTransformer:
         cond_ids: torch.Tensor,
         attend: JointAttention,
         cache_condition: bool = False,
+        step_cache: float | None = None,
     ) -> RequestConstants:
         model, device, dtype = self.model, self.device, self.dtype
         text_hidden = model.context_embedder(prompt_embeds.to(device=device, dtype=dtype))
@@ -131,8 +137,9 @@ class SeeThroughTransformer:
         main_len = text_hidden.shape[1] + image_ids.shape[0]
         rotary_main = (rotary[0][:main_len], rotary[1][:main_len])
         cache = ConditionCache() if cache_condition else None
+        steps = StepCache(float(step_cache)) if step_cache is not None else None
         return RequestConstants(
-            text_hidden, cond_hidden, pooled, guidance, cond_temb, rotary, attend, rotary_main, cache
+            text_hidden, cond_hidden, pooled, guidance, cond_temb, rotary, attend, rotary_main, cache, steps
         )
 
     def __call__(
@@ -142,51 +149,69 @@ class SeeThroughTransformer:
         model = self.model
         image = model.x_embedder(latents)
         temb = self._time_embedding(timestep.to(image.dtype) * 1000, request.guidance, request.pooled)
-        cache = request.cache
-        if cache is not None and cache.filled:
-            joint = self._blocks_from_cache(image, temb, request, cache)
-        else:
-            joint = self._blocks(image, temb, request, cache)
-        image = model.norm_out(joint[:, request.text_hidden.shape[1] :], temb)
+        image = model.norm_out(self._blocks(image, temb, request), temb)
         return model.proj_out(image)
 
-    def _blocks(
-        self, image: torch.Tensor, temb: torch.Tensor, request: RequestConstants, cache: ConditionCache | None
-    ) -> torch.Tensor:
-        """All blocks over text, image and condition; fills ``cache`` when given. Returns [text|image]."""
-        model, runners, lora = self.model, self.runners, self.condition_lora
-        text, cond = request.text_hidden, request.cond_hidden
-        for index, block in enumerate(model.transformer_blocks):
+    def _blocks(self, image: torch.Tensor, temb: torch.Tensor, request: RequestConstants) -> torch.Tensor:
+        """All blocks (or, when the step cache allows, the first one and the kept residual of the others);
+        returns the image stream. Without a filled condition cache the condition stream runs beside the
+        others (and fills the cache when there is one); with it, text and image attend to the kept keys."""
+        cache, steps = request.cache, request.step_cache
+        cond = None if cache is not None and cache.filled else request.cond_hidden
+        text, first, cond = self._double_blocks(range(1), request.text_hidden, image, cond, temb, request)
+        if steps is not None and steps.reuse(first - image):
+            return first + steps.rest_residual
+        count = len(self.model.transformer_blocks)
+        text, image_out, cond = self._double_blocks(range(1, count), text, first, cond, temb, request)
+        joint = self._single_blocks(torch.cat([text, image_out], dim=1), cond, temb, request)
+        image_out = joint[:, text.shape[1] :]
+        if steps is not None:
+            steps.remember(first - image, image_out - first)
+        if cache is not None:
+            cache.filled = True
+        return image_out
+
+    def _double_blocks(
+        self,
+        indices: range,
+        text: torch.Tensor,
+        image: torch.Tensor,
+        cond: torch.Tensor | None,
+        temb: torch.Tensor,
+        request: RequestConstants,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Double-stream blocks ``indices``; ``cond`` None: the condition comes from the filled cache."""
+        runners, lora, cache = self.runners, self.condition_lora, request.cache
+        for index in indices:
+            block = self.model.transformer_blocks[index]
+            if cond is None:
+                key, value = cache.double[index]
+                text, image = runners.double_cached(block, text, image, temb, request.rotary_main, key, value)
+                continue
             block_lora = lora.double_blocks[index] if lora is not None else None
             text, image, cond, kv = runners.double(
                 block, block_lora, text, image, cond, temb, request.cond_temb, request.rotary, request.attend
             )
             if cache is not None:
                 cache.double.append(_keep(kv))
+        return text, image, cond
 
-        joint = torch.cat([text, image], dim=1)
-        for index, block in enumerate(model.single_transformer_blocks):
+    def _single_blocks(
+        self, joint: torch.Tensor, cond: torch.Tensor | None, temb: torch.Tensor, request: RequestConstants
+    ) -> torch.Tensor:
+        """All single-stream blocks over [text|image]; ``cond`` None: the condition from the filled cache."""
+        runners, lora, cache = self.runners, self.condition_lora, request.cache
+        for index, block in enumerate(self.model.single_transformer_blocks):
+            if cond is None:
+                key, value = cache.single[index]
+                joint = runners.single_cached(block, joint, temb, request.rotary_main, key, value)
+                continue
             block_lora = lora.single_blocks[index] if lora is not None else None
             joint, cond, kv = runners.single(
                 block, block_lora, joint, cond, temb, request.cond_temb, request.rotary, request.attend
             )
             if cache is not None:
                 cache.single.append(_keep(kv))
-        if cache is not None:
-            cache.filled = True
-        return joint
-
-    def _blocks_from_cache(
-        self, image: torch.Tensor, temb: torch.Tensor, request: RequestConstants, cache: ConditionCache
-    ) -> torch.Tensor:
-        """All blocks over text and image only, attending to the cached condition keys/values."""
-        model, runners = self.model, self.runners
-        text = request.text_hidden
-        for block, (key, value) in zip(model.transformer_blocks, cache.double, strict=True):
-            text, image = runners.double_cached(block, text, image, temb, request.rotary_main, key, value)
-        joint = torch.cat([text, image], dim=1)
-        for block, (key, value) in zip(model.single_transformer_blocks, cache.single, strict=True):
-            joint = runners.single_cached(block, joint, temb, request.rotary_main, key, value)
         return joint
 
 

@@ -154,6 +154,9 @@ class Worker(threading.Thread):
             is_noise=bool(output.is_noise),
             metadata=request.metadata,
             oscr_jpeg_quality=output.oscr_jpeg_quality,
+            steps_computed=output.steps_computed,
+            condition_cache=output.condition_cache,
+            step_cache=output.step_cache,
         )
         log.info("job %s done in %.2f s", job.job_id, finished - started)
         return b"result", result.encode()

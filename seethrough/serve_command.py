@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 from seethrough_core.endpoint import DEFAULT_ENDPOINT
 from seethrough_core.errors import SeeThroughError
+from seethrough_core.generation_settings import SettingError, check_step_cache
 from seethrough_core.stop_signals import install_stop_handlers
 from seethrough_core.vocabulary import (
     DEFAULT_DTYPE,
@@ -87,14 +88,15 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         default=DEFAULT_MEMORY_MODE,
         choices=MEMORY_MODES,
         help="full: everything on the GPU (about 34 GB); offload: parts move to the GPU as needed (slower); "
-        "24gb: quantized transformer and T5 streamed from CPU memory, for 24 GB cards (docs/performance.md)",
+        "24gb: quantized transformer and T5 streamed from CPU memory, for 24 GB cards; 16gb: NF4 "
+        "transformer, streamed T5, VAE in tiles where needed, for 16 GB cards (docs/performance.md)",
     )
     parser.add_argument(
         "--quantization",
         default=DEFAULT_QUANTIZATION,
         choices=QUANTIZATION_CHOICES,
         help="with --memory 24gb: fp8 (needs seethrough[fp8], GPUs with fp8 units), nf4 (seethrough[nf4]); "
-        "auto picks fp8 where the GPU has it",
+        "auto picks the faster on this GPU: fp8 with --compile where the GPU has fp8 units, else nf4",
     )
     parser.add_argument(
         "--compile",
@@ -107,6 +109,15 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="compute the OSCR condition stream once per image and reuse it (faster, approximate; "
         "see docs/performance.md)",
+    )
+    parser.add_argument(
+        "--step-cache",
+        type=_step_cache,
+        default=None,
+        metavar="THRESHOLD",
+        help="let a denoising step reuse the previous step's work when the first block barely changed: "
+        "0 computes every step (exact), 0.05-0.2 skips more steps, faster but approximate (off by default; "
+        "a request may set its own, e.g. the add-on's Draft)",
     )
     parser.add_argument("--lora-scale", type=float, default=1.0, help="strength of the SeeThrough3D LoRA")
     parser.add_argument(
@@ -182,6 +193,7 @@ def _pipeline_loader(args: argparse.Namespace, device: str) -> Callable[[], obje
             "quantization": args.quantization,
             "compile": args.compile,
             "condition_cache": args.condition_cache,
+            "step_cache": args.step_cache,
         }
         if args.tiny:
             pipeline = SeeThroughPipeline.tiny(seed=0, device=device, **speed)
@@ -202,6 +214,17 @@ def _pipeline_loader(args: argparse.Namespace, device: str) -> Callable[[], obje
         return pipeline
 
     return load
+
+
+def _step_cache(text: str) -> float:
+    """A threshold checked with the request's own rule (seethrough_core.generation_settings)."""
+    try:
+        value = float(text)
+        check_step_cache(value)
+    except (ValueError, SettingError) as error:
+        message = error.message if isinstance(error, SettingError) else f"{text!r} is not a number"
+        raise argparse.ArgumentTypeError(message) from None
+    return value
 
 
 def _style_lora(text: str) -> tuple[str, float]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from .errors import SeeThroughError
@@ -18,13 +18,18 @@ from .layout import Layout
 from .limits import (
     DEFAULT_GUIDANCE,
     DEFAULT_STEPS,
+    DRAFT_SIDE,
+    DRAFT_STEP_CACHE,
     MAX_BOXES,
     MAX_DESCRIPTION_CHARS,
     MAX_GUIDANCE,
     MAX_PREVIEW_INTERVAL,
     MAX_SCENE_PROMPT_CHARS,
     MAX_SEED,
+    MAX_STEP_CACHE,
     MAX_STEPS,
+    MIN_SIDE,
+    SIDE_MULTIPLE,
     side_problem,
 )
 
@@ -80,6 +85,33 @@ def check_preview_interval(interval: object) -> None:
         )
 
 
+def check_condition_cache(enabled: object) -> None:
+    if enabled is not None and not isinstance(enabled, bool):
+        raise SettingError(
+            "condition_cache", f"must be true, false or absent (the server's default), got {enabled!r}"
+        )
+
+
+def check_step_cache(threshold: object) -> None:
+    if threshold is not None and (not is_number(threshold) or not 0.0 <= threshold <= MAX_STEP_CACHE):
+        raise SettingError(
+            "step_cache",
+            f"must be a number in 0..{MAX_STEP_CACHE:g} (0: every step computed; about 0.1: a quick look) "
+            f"or absent (the server's default), got {threshold!r}",
+        )
+
+
+def draft_size(width: int, height: int) -> tuple[int, int]:
+    """The draft preset's size for a width x height layout: the longer side at most DRAFT_SIDE, the
+    aspect kept to the nearest SIDE_MULTIPLE, no side under MIN_SIDE."""
+    scale = min(1.0, DRAFT_SIDE / max(width, height))
+
+    def side(value: int) -> int:
+        return max(MIN_SIDE, round(value * scale / SIDE_MULTIPLE) * SIDE_MULTIPLE)
+
+    return side(width), side(height)
+
+
 def check_texts(scene_prompt: object, descriptions: object, max_boxes: int = MAX_BOXES) -> None:
     if not isinstance(scene_prompt, str) or len(scene_prompt) > MAX_SCENE_PROMPT_CHARS:
         raise SettingError("scene_prompt", f"must be a string of at most {MAX_SCENE_PROMPT_CHARS} characters")
@@ -108,6 +140,9 @@ class GenerationSettings:
     steps: int = DEFAULT_STEPS
     guidance: float = DEFAULT_GUIDANCE
     preview_interval: int = 0  # 0: no previews; n: a preview with every n-th progress message
+    # Speed options of one request; None: the server's default (`seethrough serve` flags)
+    condition_cache: bool | None = None  # compute the OSCR condition stream once and reuse it
+    step_cache: float | None = None  # threshold of the step cache (0: exact; off when None and by default)
 
     @classmethod
     def for_layout(cls, layout: Layout, **choices: Any) -> GenerationSettings:
@@ -123,3 +158,11 @@ class GenerationSettings:
         check_steps(self.steps)
         check_guidance(self.guidance)
         check_preview_interval(self.preview_interval)
+        check_condition_cache(self.condition_cache)
+        check_step_cache(self.step_cache)
+
+    def draft(self) -> GenerationSettings:
+        """The draft preset of these settings, for a quick look at a layout: at most DRAFT_SIDE px on the
+        longer side, the condition stream cached and the step cache at DRAFT_STEP_CACHE."""
+        width, height = draft_size(self.width, self.height)
+        return replace(self, width=width, height=height, condition_cache=True, step_cache=DRAFT_STEP_CACHE)

@@ -42,6 +42,12 @@ MAX_PREVIEW_INTERVAL = MAX_STEPS
 DEFAULT_STEPS = 25
 DEFAULT_GUIDANCE = 3.5
 DEFAULT_SIDE = 1024
+# Step cache (docs/performance.md): a step reuses the previous step's work of all blocks but the first
+# when the first block's output changed by less than this fraction. 0 computes every step (exact).
+MAX_STEP_CACHE = 1.0
+# The draft preset: a quick look at a layout (the add-on's Draft button, `--draft`)
+DRAFT_SIDE = 512  # the longer side of a draft, px
+DRAFT_STEP_CACHE = 0.1  # the step cache's threshold in a draft
 
 # `seethrough batch` against its servers
 DEFAULT_SERVER_RETRY_S = 300.0  # how long a server that went away is tried again (--retry-for)

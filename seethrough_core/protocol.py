@@ -197,9 +197,22 @@ def _decode_fields(cls: type, r: _Reader) -> dict[str, Any]:
     values: dict[str, Any] = {}
     for f in fields(cls):
         if f.metadata.get("flatten"):
-            values[f.name] = hints[f.name](**_decode_fields(hints[f.name], r))
+            values[f.name] = hints[f.name](**_raw_fields(hints[f.name], r))
         else:
             values[f.name] = _decode_field(r, f, hints[f.name])
+    return values
+
+
+def _raw_fields(cls: type, r: _Reader) -> dict[str, Any]:
+    """A flattened object's fields as sent (missing or nil: the field's default), for an object that
+    checks itself (GenerationSettings.check, from the message's validate): one rule, one message."""
+    hints = _field_types(cls)
+    values: dict[str, Any] = {}
+    for f in fields(cls):
+        args = typing.get_args(hints[f.name])
+        optional = type(None) in args
+        default = f.default if f.default is not MISSING else _MISSING
+        values[f.name] = r.get(f.name, default, optional)
     return values
 
 
@@ -229,7 +242,7 @@ def _decode_field(r: _Reader, f: Field[Any], hint: Any) -> Any:
     if hint is str:
         return r.text(name, default=default, optional=optional)
     if hint is bool:
-        return r.boolean(name, default=default)
+        return r.boolean(name, default=default, optional=optional)
     if hint is int:
         return r.integer(name, default=default, optional=optional, lo=rules.get("lo"))
     if hint is float:
@@ -459,6 +472,12 @@ class Result(Message):
     metadata: dict[str, Any]
     # the JPEG round trip the OSCR image went through (None: none)
     oscr_jpeg_quality: int | None = field(default=None, metadata=wire(lo=1))
+    # Denoising steps whose transformer blocks all ran; fewer than `steps` when the step cache reused
+    # earlier steps' work (None: a server that does not report it)
+    steps_computed: int | None = field(default=None, metadata=wire(lo=0))
+    # The speed options the image was made with (the request's, else the server's defaults); None: unknown
+    condition_cache: bool | None = None
+    step_cache: float | None = None  # None also when the step cache was off
 
 
 @dataclass
@@ -729,8 +748,10 @@ class _Reader:
             item_type(**{key: item.get(key, default) for key, default in defaults.items()}) for item in value
         ]
 
-    def boolean(self, name: str, *, default: Any = _MISSING) -> bool:
-        value = self.get(name, default, False)
+    def boolean(self, name: str, *, default: Any = _MISSING, optional: bool = False) -> bool | None:
+        value = self.get(name, default, optional)
+        if value is None and optional:
+            return None
         if not isinstance(value, bool):
             raise self.invalid(name, "true or false", value)
         return value

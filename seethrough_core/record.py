@@ -41,6 +41,9 @@ class GenerationRecord:
     oscr_jpeg_quality: int | None = None  # the JPEG round trip the server gave the OSCR image (None: none)
     # An edit's origin: the previous PNG's sha256 and record, and how it was changed (parent_entry)
     parent: dict[str, Any] | None = None
+    steps_computed: int | None = None  # steps whose blocks all ran (fewer than `steps` with the step cache)
+    condition_cache: bool | None = None  # the speed options it was made with (docs/performance.md)
+    step_cache: float | None = None  # None: the step cache was off (or an older record)
     created: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%S%z"))
 
     @classmethod
@@ -71,6 +74,9 @@ class GenerationRecord:
             source=dict(source or {}),
             oscr_jpeg_quality=result.oscr_jpeg_quality,
             parent=parent,
+            steps_computed=result.steps_computed,
+            condition_cache=result.condition_cache,
+            step_cache=result.step_cache,
         )
 
     def to_dict(self) -> dict[str, Any]:

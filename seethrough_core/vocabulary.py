@@ -14,7 +14,7 @@ DEFAULT_RENDER_ENGINE = "cycles"
 
 # Server: where each model lives (placement.py), how the transformer is quantized (quantize.py), and
 # the weights' dtype.
-MEMORY_MODES = ("full", "offload", "24gb")
+MEMORY_MODES = ("full", "offload", "24gb", "16gb")
 DEFAULT_MEMORY_MODE = "full"
 QUANTIZATIONS = ("fp8", "nf4")
 QUANTIZATION_CHOICES = ("auto", "none", *QUANTIZATIONS)

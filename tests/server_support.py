@@ -96,8 +96,9 @@ def run_in_process(pipeline: Any, request: GenerateRequest, **settings: Any) -> 
     """The pipeline called directly with a protocol request's settings (``settings`` changed), condition
     and edit, as the server's worker calls it."""
     edit = settings.pop("edit", request.edit)
-    options = {k: settings.pop(k) for k in ("step_callback", "condition_cache") if k in settings}
-    return pipeline.generate(replace(request.settings, **settings), request.condition(), edit, **options)
+    step_callback = settings.pop("step_callback", None)
+    changed = replace(request.settings, **settings)
+    return pipeline.generate(changed, request.condition(), edit, step_callback=step_callback)
 
 
 def random_lora_for(pipeline: SeeThroughPipeline, seed: int, rank: int = 3) -> SeeThroughLoRA:

@@ -219,6 +219,21 @@ def test_generate_renders_a_changed_layout_in_the_background_first(shot, tiny_se
     assert json.loads(bpy.data.images[status.image_name]["seethrough"]["layout_json"]) == layout.to_dict()
 
 
+def test_draft_is_a_smaller_quicker_look_beside_generate(shot, tiny_server, out_dir):
+    configure(tiny_server, out_dir)  # the layout's OSCR render is cached: a draft renders nothing new
+    props = shot.seethrough
+    props.random_seed, props.seed, props.steps, props.show_previews = False, 5, 3, False
+    assert "operator:seethrough.generate" in draw_generate_panel()  # Generate, and Draft beside it
+    assert bpy.ops.seethrough.generate(draft=True) == {"FINISHED"}
+    status = pump_until_done()
+    assert status.state == "done", status.message
+    image = bpy.data.images[status.image_name]
+    assert tuple(image.size) == (256, 256)  # within the draft's 512 px already (draft_size: core tests)
+    record = images.image_record(image)
+    assert record["steps"] == 3 and 1 <= record["steps_computed"] <= 3  # the step cache's count
+    assert (record["condition_cache"], record["step_cache"]) == (True, pytest.approx(0.1))  # the draft's
+
+
 @pytest.mark.each_blender
 def test_cancel_stops_the_job_on_the_server(shot, tiny_server, out_dir):
     configure(tiny_server, out_dir)

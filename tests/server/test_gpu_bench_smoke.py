@@ -64,6 +64,37 @@ def test_tiny_run_end_to_end(bench, tmp_path):
     assert doc.read_text().count(bench.BEGIN) == 1
 
 
+def test_the_speed_suite_runs_its_rows_and_reports_the_steps_computed(bench, tmp_path):
+    results, doc = tmp_path / "results.json", tmp_path / "performance.md"
+    argv = [
+        "--tiny",
+        "--steps",
+        "3",
+        "--repeats",
+        "1",
+        "--suite",
+        "speed",
+        "--compile",
+        "off",
+        "--sizes",
+        "256",
+    ]
+    argv += ["--no-attention", "--no-fidelity", "--results", str(results), "--doc", str(doc)]
+    assert bench.main(argv) == 0
+
+    data = json.loads(results.read_text())
+    rows = {row["variant"]: row for row in data["rows"] if row["memory"] == "full"}
+    assert list(rows) == ["plain", "exact", "exact sc0.05", "exact sc0.1", "exact sc0.2", "draft"]
+    assert rows["plain"]["steps_computed"] == rows["exact"]["steps_computed"] == 3
+    assert all(1 <= row["steps_computed"] <= 3 for row in rows.values())
+    assert all(row["memory_cap_gib"] is None for row in rows.values())  # no CUDA: no cap, and a note says so
+    quantized = {row["memory"] for row in data["rows"]} - {"full"}
+    for part in ("24gb", "16gb"):  # run where the extras are installed, else said, not hidden
+        assert part in quantized or any(f"memory '{part}'" in note for note in data["notes"])
+    text = doc.read_text()
+    assert "steps computed at sc 0.05 / 0.1 / 0.2" in text and "| exact sc0.1 |" in text
+
+
 def test_without_cuda_the_full_size_run_says_how_to_run_on_the_cpu(bench, capsys, monkeypatch):
     monkeypatch.setattr(bench.torch.cuda, "is_available", lambda: False)
     assert bench.main(["--steps", "2"]) == 2

@@ -4,6 +4,7 @@ The quantized kernels and the real GPU peak are measured by benchmarks/gpu_bench
 selection logic, the errors, and the streaming's residency (with "meta" standing in for the GPU).
 """
 
+import copy
 import sys
 
 import numpy as np
@@ -15,7 +16,7 @@ from inference_server.model_errors import SetupError
 from inference_server.offload import stream_t5, t5_units
 from inference_server.pipeline import SeeThroughPipeline
 from inference_server.placement import plan_memory
-from inference_server.quantize import auto_quantization, require_backend
+from inference_server.quantize import auto_quantization, faster_quantization, require_backend
 from inference_server.tiny import build_tiny_components
 
 CPU = torch.device("cpu")
@@ -35,14 +36,17 @@ def extras_missing(monkeypatch):
 
 
 @pytest.mark.parametrize(
-    ("capability", "expected"),
-    [((9, 0), "fp8"), ((8, 9), "fp8"), ((8, 6), "nf4"), ((7, 5), "nf4")],
+    ("capability", "eager", "compiled"),
+    [((9, 0), "nf4", "fp8"), ((8, 9), "nf4", "fp8"), ((8, 6), "nf4", "nf4"), ((7, 5), "nf4", "nf4")],
     ids=["hopper", "ada", "ampere", "turing"],
 )
-def test_auto_picks_fp8_only_where_the_gpu_has_fp8_units(monkeypatch, capability, expected):
+def test_auto_picks_the_faster_kind_from_the_table(monkeypatch, capability, eager, compiled):
+    """fp8 only compiled (eager it was slower than NF4 on an H200) and only with fp8 matrix units."""
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
-    assert auto_quantization(torch.device("cuda")) == expected
-    assert auto_quantization(CPU) == "nf4"
+    assert auto_quantization(torch.device("cuda")) == eager
+    assert auto_quantization(torch.device("cuda"), compiled=True) == compiled
+    assert faster_quantization(capability, True).evidence  # every choice says where it comes from
+    assert auto_quantization(CPU) == auto_quantization(CPU, compiled=True) == "nf4"
 
 
 def test_memory_plans(extras_installed):
@@ -56,7 +60,15 @@ def test_memory_plans(extras_installed):
     with pytest.raises(SetupError, match="not 'offload'"):
         plan_memory("offload", "nf4", CPU)
     with pytest.raises(SetupError, match="memory must be one of"):
-        plan_memory("16gb", "auto", CPU)
+        plan_memory("8gb", "auto", CPU)
+    sixteen = plan_memory("16gb", "auto", CPU, compiled=True)
+    assert (sixteen.quantization, sixteen.stream_text_encoder) == ("nf4", True)
+    assert sixteen.vae_decode_budget_bytes == placement.VAE_DECODE_BUDGET_BYTES["16gb"]
+    assert plan_memory("24gb", "auto", CPU).vae_decode_budget_bytes is None  # tiles only in 16gb
+    with pytest.raises(SetupError, match="16gb.*NF4"):
+        plan_memory("16gb", "fp8", CPU)
+    with pytest.raises(SetupError, match="needs a quantized transformer"):
+        plan_memory("16gb", "none", CPU)
     with pytest.raises(SetupError, match="quantization must be one of"):
         plan_memory("24gb", "int4", CPU)
 
@@ -81,7 +93,7 @@ def test_default_memory_mode_needs_no_extra(extras_missing):
     assert pipeline.identity["memory"] == "full" and pipeline.identity["quantization"] is None
 
 
-def test_t5_streams_one_unit_at_a_time_and_keeps_its_cpu_weights():
+def test_t5_streams_unit_by_unit_with_the_next_copy_overlapped_and_keeps_its_cpu_weights():
     encoder = build_tiny_components(0).text_encoder_2
     ids = torch.randint(3, 100, (1, 12), generator=torch.Generator().manual_seed(0))
     expected = encoder(ids)[0]
@@ -103,8 +115,16 @@ def test_t5_streams_one_unit_at_a_time_and_keeps_its_cpu_weights():
     assert out.device.type == "meta"  # inputs followed the weights to the device
     assert [index for index, _, _ in residency] == list(range(len(units)))  # embedding, blocks, final norm
     for index, devices, resident in residency:
-        assert devices[index] == {"meta"} and resident == {index}
-        assert all(d == {"cpu"} for i, d in enumerate(devices) if i != index)  # only this unit on the device
+        # this unit runs on the device; the next one's copy is on its way (prefetched), nothing else
+        assert devices[index] == {"meta"} and resident == {index, index + 1} & set(range(len(units)))
+        assert all(d == {"cpu"} for i, d in enumerate(devices) if i != index)  # only this unit installed
+    # the next unit's copy starts before this unit runs, and only after the previous one finished
+    order = stream.order
+    for index in range(len(units) - 1):
+        assert order.index(("copy", index + 1)) < order.index(("run", index))
+        if index:
+            assert order.index(("done", index - 1)) < order.index(("copy", index + 1))
+    assert stream.resident == set() and not stream.pinned  # pinned memory is for CUDA only
     for name, tensor in encoder.named_parameters():
         assert tensor.device.type == "cpu" and torch.equal(tensor, weights[name])
 
@@ -127,4 +147,27 @@ def test_nf4_24gb_mode_end_to_end_on_the_tiny_model(make_request):
     assert type(transformer.x_embedder) is torch.nn.Linear and pipeline.dtype == torch.float32
     assert pipeline.text_encoder_stream is not None
     image = pipeline(**make_request()).image
+    assert np.abs(image.astype(int) - reference.astype(int)).mean() < 2  # NF4 noise, same picture
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="pinned memory and copy streams need CUDA")
+def test_pinned_t5_streaming_with_the_copy_stream_equals_the_encoder_on_the_gpu():
+    encoder = build_tiny_components(0).text_encoder_2
+    ids = torch.randint(3, 100, (1, 12), generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        expected = copy.deepcopy(encoder).to("cuda")(ids.cuda())[0]
+        stream = stream_t5(encoder, torch.device("cuda"))
+        assert stream.pinned and all(p.is_pinned() for p in encoder.parameters())
+        for _ in range(2):  # a second prompt streams again from the pinned weights
+            torch.testing.assert_close(encoder(ids)[0], expected, rtol=0, atol=0)
+    assert stream.resident == set() and all(p.device.type == "cpu" for p in encoder.parameters())
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (see the 24gb test's docstring)")
+def test_nf4_16gb_mode_end_to_end_on_the_tiny_model(make_request):
+    pytest.importorskip("bitsandbytes")
+    reference = SeeThroughPipeline.tiny(seed=0, device="cuda")(**make_request()).image
+    pipeline = SeeThroughPipeline.tiny(seed=0, device="cuda", memory="16gb")
+    assert pipeline.identity["quantization"] == "nf4" and pipeline.text_encoder_stream.pinned
+    image = pipeline(**make_request(step_cache=0.0)).image
     assert np.abs(image.astype(int) - reference.astype(int)).mean() < 2  # NF4 noise, same picture

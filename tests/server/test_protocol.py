@@ -89,7 +89,8 @@ def test_generate_round_trip_keeps_every_field_and_sends_arrays_as_frames():
     back = decode_request(wire(frames))
     assert isinstance(back, GenerateRequest)
     for name in ("scene_prompt", "descriptions", "mask_kind", "width", "height", "seed", "steps", "guidance",
-                 "preview_interval", "metadata", "request_id", "oscr_jpeg_round_trip"):  # fmt: skip
+                 "preview_interval", "metadata", "request_id", "oscr_jpeg_round_trip", "condition_cache",
+                 "step_cache"):  # fmt: skip
         assert wire_field(back, name) == wire_field(request, name), name
     np.testing.assert_array_equal(back.oscr_image, request.oscr_image)
     np.testing.assert_array_equal(back.masks, request.masks)
@@ -101,8 +102,8 @@ def test_the_settings_travel_as_header_keys_of_their_own():
     header = header_of(request.encode())
     assert set(header) == {
         "type", "protocol", "scene_prompt", "descriptions", "width", "height", "seed", "steps", "guidance",
-        "preview_interval", "oscr_image", "masks", "mask_kind", "metadata", "request_id",
-        "oscr_jpeg_round_trip", "edit",
+        "preview_interval", "condition_cache", "step_cache", "oscr_image", "masks", "mask_kind", "metadata",
+        "request_id", "oscr_jpeg_round_trip", "edit",
     }  # fmt: skip
     assert decode_request(wire(request.encode())).settings == request.settings
 
@@ -191,6 +192,9 @@ def test_reply_messages_round_trip():
             True,
             {"k": [1, 2]},
             90,
+            3,  # steps computed: one of the 4 reused the step cache
+            True,  # made with the condition cache
+            0.1,  # and the step cache at 0.1
         ),
         Cancelled("r", "j", True),
         ErrorReply("invalid_field", "bad", "width", "r", None),
@@ -203,6 +207,13 @@ def test_reply_messages_round_trip():
                 np.testing.assert_array_equal(getattr(back, name), value)
             else:
                 assert getattr(back, name) == value, (type(message).__name__, name)
+
+
+def test_speed_options_travel_and_absent_means_the_servers_default():
+    back = decode_request(wire(make_request(condition_cache=True, step_cache=0.1).encode()))
+    assert (back.settings.condition_cache, back.settings.step_cache) == (True, 0.1)
+    back = decode_request(wire(make_request().encode()))
+    assert (back.settings.condition_cache, back.settings.step_cache) == (None, None)
 
 
 def test_request_ids_are_generated_and_unique():
@@ -245,6 +256,9 @@ def test_a_request_type_is_not_a_reply_and_back():
         ({"oscr_image": np.zeros((256, 256), np.uint8)}, "oscr_image", "H x W x 3"),
         ({"oscr_image": np.zeros((256, 256, 3), np.float32)}, "oscr_image", "uint8"),
         ({"oscr_jpeg_round_trip": 1}, "oscr_jpeg_round_trip", "true or false"),
+        ({"step_cache": 1.5}, "step_cache", "0..1"),
+        ({"step_cache": "fast"}, "step_cache", "0..1"),
+        ({"condition_cache": 1}, "condition_cache", "true, false or absent"),
     ],
 )
 def test_invalid_requests_name_the_field(overrides, field, fragment):

@@ -59,6 +59,16 @@ def test_model_or_tiny_is_required():
         serve_args("--tiny", "--model", "x")
 
 
+def test_the_step_cache_flag_takes_a_threshold_in_its_range(capsys):
+    assert serve_args("--tiny").step_cache is None  # off by default
+    assert serve_args("--tiny", "--step-cache", "0").step_cache == 0.0
+    assert serve_args("--tiny", "--step-cache", "0.1", "--memory", "16gb").step_cache == 0.1
+    for bad in ("1.5", "-0.1", "fast", "nan"):
+        with pytest.raises(SystemExit):
+            serve_args("--tiny", "--step-cache", bad)
+    assert "--step-cache: must be a number in 0..1" in capsys.readouterr().err
+
+
 def test_style_loras_parse_with_their_scales():
     args = serve_args(
         "--model", "m", "--lora", "l", "--style-lora", "ink.safetensors:0.6", "--style-lora", "b"
