@@ -25,6 +25,7 @@ from seethrough_core.rendered_layout import (
     reusable,
     write_masks,
 )
+from seethrough_core.upscale_plan import ViewCondition
 from seethrough_core.vocabulary import DEFAULT_RENDER_ENGINE
 
 from .oscr_scene import oscr_scene
@@ -37,6 +38,10 @@ class RenderOutput:
     masks: MaskSet
     report: dict
     timings: dict[str, float] = field(default_factory=dict)
+
+    def view_condition(self) -> ViewCondition:
+        """The render as an upscale tile's condition: OSCR bytes, amodal masks, token grids."""
+        return ViewCondition(self.oscr_path.read_bytes(), self.masks.amodal, self.masks.token_grids())
 
 
 @contextmanager

@@ -31,6 +31,7 @@ from .batch.inputs import (
     parse_seeds,
 )
 from .batch.plan import output_names
+from .frame_options import add_frame_arguments, check_frame_arguments
 from .options import (
     ClientOptionError,
     ClientOptions,
@@ -86,6 +87,7 @@ def add_batch_arguments(p: argparse.ArgumentParser) -> None:
         f"left for it fail ({DEFAULT_SERVER_RETRY_S:g})",
     )
     p.add_argument("--overwrite", action="store_true", help="regenerate images that already exist")
+    add_frame_arguments(p)
 
 
 def run_batch(args: argparse.Namespace) -> int:
@@ -110,6 +112,8 @@ def run_batch(args: argparse.Namespace) -> int:
             keys=client.keys,
             consistent=args.consistent,
             margin_px=args.margin,
+            base_megapixels=args.base_megapixels,
+            upscale_strength=args.upscale_strength,
         )
         if args.consistent and args.frames is None:
             raise InputError("--consistent needs --frames: it makes each frame an edit of the one before")
@@ -119,6 +123,7 @@ def run_batch(args: argparse.Namespace) -> int:
         # A typo in an address or a setting out of range fails here, before Blender renders anything.
         check_steps(options.steps)
         check_guidance(options.guidance)
+        check_frame_arguments(args)
     except SettingError as exc:
         print(f"error: --{exc.field}: {exc.message}", file=sys.stderr)
         return 2

@@ -32,6 +32,12 @@ COMMANDS = (
     Command(
         "edit", "regenerate only what changed since a previous picture (docs/edit.md)", "edit_command", "edit"
     ),
+    Command(
+        "upscale",
+        "make a saved picture into a frame of any size, tile by tile (docs/upscale.md)",
+        "upscale_command",
+        "upscale",
+    ),
     Command("serve", "run the inference server (FLUX.1-dev + SeeThrough3D LoRA)", "serve_command", "serve"),
     Command("train", "train or fine-tune the SeeThrough3D LoRA on a dataset", "train_command", "train"),
     Command(

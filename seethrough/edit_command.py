@@ -24,7 +24,10 @@ from seethrough_core.keys import KeyFileError
 from seethrough_core.limits import DEFAULT_EDIT_MARGIN_PX, DEFAULT_EDIT_STRENGTH
 from seethrough_core.protocol import GenerateRequest
 from seethrough_core.server_process import LocalServerError
+from seethrough_core.upscale_plan import base_layout, plan_upscale
+from seethrough_core.upscale_run import Upscale, UpscaleRunner
 
+from .frame_options import add_frame_arguments, check_frame_arguments
 from .options import (
     ClientOptionError,
     add_client_arguments,
@@ -62,6 +65,7 @@ def add_edit_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--seed", type=int, help="default: the previous picture's seed (another seed varies it)")
     add_engine_argument(p)
+    add_frame_arguments(p)
 
 
 def run_edit(args: argparse.Namespace) -> int:
@@ -72,8 +76,14 @@ def run_edit(args: argparse.Namespace) -> int:
     layout_path = Path(args.layout)
     previous_path = Path(args.previous)
     try:
+        check_frame_arguments(args)
+        frame = read_layout(layout_path)
+        frame_plan = plan_upscale(frame.width, frame.height, seed=0, base_megapixels=args.base_megapixels)
+        two_stages = frame_plan.two_stages
+        # a frame made in two stages is edited at its base, then upscaled again (docs/upscale.md)
+        layout = base_layout(frame, frame_plan) if two_stages else frame
+        previous_path = base_of(previous_path) if two_stages else previous_path
         previous = read_previous(previous_path)
-        layout = read_layout(layout_path)
         plan = plan_edit(previous, layout, margin_px=args.margin, strength=args.strength, seed=args.seed)
         client_choice = client_options(args)
     except SettingError as exc:
@@ -91,7 +101,7 @@ def run_edit(args: argparse.Namespace) -> int:
         return 2
     print(f"{layout_path.name} from {previous.label}: {plan.summary()}", file=sys.stderr, flush=True)
 
-    name = safe_name(layout_path.stem)
+    name = safe_name(layout_path.stem) + ("_base" if two_stages else "")
     rendered = render_or_reuse(layout, args.out / "conditions" / name, engine=args.engine, quiet=True)
     request = GenerateRequest.for_settings(
         plan.settings,
@@ -117,8 +127,58 @@ def run_edit(args: argparse.Namespace) -> int:
         except (LocalServerError, SeeThroughError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 1
+        if saved is not None and two_stages:
+            try:
+                saved = upscale_base(
+                    saved, frame, args, client, args.out / f"{safe_name(layout_path.stem)}.png"
+                )
+            except SeeThroughError as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                return 1
     if saved is None:
         print("error: the job was cancelled", file=sys.stderr)
         return 1
     print(saved.image_path)
     return 0
+
+
+def base_of(previous_path: Path) -> Path:
+    """The base picture of a frame made in two stages: NAME_base.png beside it (as batch and edit keep
+    it), or the picture itself when it is a base."""
+    if previous_path.stem.endswith("_base"):
+        return previous_path
+    base = previous_path.with_name(f"{previous_path.stem}_base.png")
+    if not base.is_file():
+        raise PreviousPictureError(
+            f"{previous_path} is a frame made in two stages, and its base {base.name} is not beside it; "
+            "an edit changes the base picture, then upscales it again"
+        )
+    return base
+
+
+def upscale_base(saved, frame, args, client, out_path: Path):
+    """The edited base made into the frame again (seethrough_core.upscale_run), on the same server."""
+    from blender_addon.render import render_layout
+
+    plan = plan_upscale(
+        frame.width,
+        frame.height,
+        seed=saved.record.seed,
+        base_megapixels=args.base_megapixels,
+        strength=args.upscale_strength,
+    )
+    image = read_previous(saved.image_path).image
+    upscale = Upscale(
+        plan, frame, image, saved.record, out_path, saved.record.steps, saved.record.guidance,
+        {**saved.record.source, "base": str(saved.image_path)},
+    )  # fmt: skip
+
+    def render_view(view, folder: Path):
+        return render_layout(view, folder, engine=args.engine, quiet=True).view_condition()
+
+    print(
+        f"upscaling to {frame.width}x{frame.height} in {len(plan.tiles)} tiles ...",
+        file=sys.stderr,
+        flush=True,
+    )
+    return UpscaleRunner(upscale, [client], render_view).run()

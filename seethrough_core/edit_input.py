@@ -85,16 +85,23 @@ def edit_problem(edit: Any, width: int, height: int) -> EditProblem | None:
             "is empty: nothing may change, so the result would be the previous image; mark the region "
             f"to regenerate with {MASK_INSIDE}, or leave out edit for a new picture",
         )
+    problem = strength_problem(strength)
+    if problem:
+        return EditProblem("edit.strength", problem)
+    return None
+
+
+def strength_problem(strength: Any) -> str | None:
+    """What is wrong with an img2img strength (an edit's, an upscale's), or None."""
     if (
         not isinstance(strength, int | float)
         or isinstance(strength, bool)
         or not math.isfinite(strength)
         or not 0.0 < strength <= 1.0
     ):
-        return EditProblem(
-            "edit.strength",
-            f"must be a number in (0, 1], got {strength!r}: 1 regenerates the region from noise, "
-            "lower values keep more of the previous image",
+        return (
+            f"must be a number in (0, 1], got {strength!r}: 1 regenerates from noise, "
+            "lower values keep more of the previous image"
         )
     return None
 

@@ -9,10 +9,11 @@ protocol's field names (`steps`, `guidance`, `masks` ...). Only what depends on 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+from .edit_input import strength_problem
 from .errors import SeeThroughError
 from .layout import Layout
 from .limits import (
@@ -20,6 +21,7 @@ from .limits import (
     DEFAULT_STEPS,
     DRAFT_SIDE,
     DRAFT_STEP_CACHE,
+    MAX_BASE_MEGAPIXELS,
     MAX_BOXES,
     MAX_DESCRIPTION_CHARS,
     MAX_GUIDANCE,
@@ -28,8 +30,10 @@ from .limits import (
     MAX_SEED,
     MAX_STEP_CACHE,
     MAX_STEPS,
+    MIN_BASE_MEGAPIXELS,
     MIN_SIDE,
     SIDE_MULTIPLE,
+    frame_side_problem,
     side_problem,
 )
 
@@ -52,10 +56,31 @@ def is_number(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def check_side(name: str, side: object) -> None:
+def check_side(name: str, side: object, problem_of: Callable[[int], str | None] = side_problem) -> None:
+    """An output side the model takes (``problem_of``: another rule, e.g. a final frame's)."""
     if not is_int(side):
         raise SettingError(name, f"must be an integer number of pixels, got {side!r}")
-    problem = side_problem(side)
+    problem = problem_of(side)
+    if problem:
+        raise SettingError(name, problem)
+
+
+def check_frame_side(name: str, side: object) -> None:
+    """A final frame's side: any integer size up to the upscale's limit (not only the model's sizes)."""
+    check_side(name, side, frame_side_problem)
+
+
+def check_base_megapixels(megapixels: object) -> None:
+    if not is_number(megapixels) or not MIN_BASE_MEGAPIXELS <= megapixels <= MAX_BASE_MEGAPIXELS:
+        raise SettingError(
+            "base_megapixels",
+            f"must be a number in {MIN_BASE_MEGAPIXELS:g}..{MAX_BASE_MEGAPIXELS:g} (1.0 is the model's "
+            f"native 1024 x 1024), got {megapixels!r}",
+        )
+
+
+def check_strength(strength: object, name: str = "strength") -> None:
+    problem = strength_problem(strength)
     if problem:
         raise SettingError(name, problem)
 

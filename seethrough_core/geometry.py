@@ -8,7 +8,7 @@ camera ray through every pixel centre.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -140,6 +140,40 @@ class CameraModel:
         rays[..., 1] = y[:, None]
         rays[..., 2] = -1.0
         return rays
+
+
+@dataclass(frozen=True)
+class FrameRect:
+    """A rectangle of a frame in its pixels (x right, y down from the top-left corner); it may reach past
+    the frame's edges and need not fall on whole pixels."""
+
+    x: float
+    y: float
+    width: float
+    height: float
+
+
+def view_camera(
+    camera: Camera, frame_size: tuple[int, int], rect: FrameRect, out_size: tuple[int, int]
+) -> Camera:
+    """The camera whose ``out_size`` image is exactly ``camera``'s ``frame_size`` image over ``rect``.
+
+    Only the sensor and the lens shift change: a narrower (or wider) sensor scales the view, the shift
+    moves its centre, so every ray of the new image is a ray of the frame's (same position, rotation,
+    lens and clipping). ``rect`` and ``out_size`` must have the same aspect: one scale, no stretch.
+    From ``x = sensor / lens * ((u - W / 2) / max(W, H) + shift_x)`` for the frame's pixel column u,
+    and the same for the view's column, equal for every column.
+    """
+    frame_w, frame_h = frame_size
+    out_w, out_h = out_size
+    scale = out_w / rect.width  # view pixels per frame pixel
+    if not math.isclose(scale, out_h / rect.height, rel_tol=1e-9):
+        raise ValueError(f"{out_w} x {out_h} px does not have the aspect of {rect}: the view would stretch")
+    frame_span, out_span = max(frame_w, frame_h), max(out_w, out_h)  # AUTO fit: the larger side
+    k = out_span / scale / frame_span  # the view's sensor as a share of the frame's
+    shift_x = ((rect.x - frame_w / 2) / frame_span + camera.shift_x) / k + out_w / (2 * out_span)
+    shift_y = ((frame_h / 2 - rect.y) / frame_span + camera.shift_y) / k - out_h / (2 * out_span)
+    return replace(camera, sensor_width_mm=camera.sensor_width_mm * k, shift_x=shift_x, shift_y=shift_y)
 
 
 def convex_hull_2d(points: np.ndarray) -> np.ndarray:

@@ -18,7 +18,7 @@ from .limits import (
     MAX_BOXES,
     MAX_DESCRIPTION_CHARS,
     MAX_LIGHT_SEED,
-    side_problem,
+    frame_side_problem,
 )
 
 FORMAT = "seethrough.layout"
@@ -195,7 +195,7 @@ def _resolution(raw: Any) -> tuple[int, int]:
         name = f"resolution ({axis})"
         if isinstance(value, bool) or not isinstance(value, int):
             raise LayoutError("resolution", f"{axis} must be an integer number of pixels, got {value!r}")
-        problem = side_problem(value)
+        problem = frame_side_problem(value)
         if problem:
             raise LayoutError("resolution", f"{name}: {problem}")
         out.append(value)

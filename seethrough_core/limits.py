@@ -31,6 +31,24 @@ def side_problem(side: int) -> str | None:
     return None
 
 
+# The frame an artist renders, and the upscale that reaches it from a base picture (docs/upscale.md)
+MIN_FRAME_SIDE = 16
+MAX_FRAME_SIDE = 8192
+MEGAPIXEL = 1024 * 1024  # as the model counts: 1.0 megapixel is its native 1024 x 1024
+DEFAULT_BASE_MEGAPIXELS = 1.0  # the model's sweet spot (the LoRA was trained at 512 and 1024 px)
+MIN_BASE_MEGAPIXELS = 0.0625  # 256 x 256
+MAX_BASE_MEGAPIXELS = 4.0  # 2048 x 2048
+DEFAULT_UPSCALE_STRENGTH = 0.35  # how far each tile's img2img starts from noise: low keeps the base
+UPSCALE_OVERLAP_FRACTION = 0.125  # the least overlap of neighbouring tiles, as a share of the tile side
+
+
+def frame_side_problem(side: int) -> str | None:
+    """What is wrong with a final frame side (integer px), or None: any size, up to the upscale's limit."""
+    if not MIN_FRAME_SIDE <= side <= MAX_FRAME_SIDE:
+        return f"{side} px is outside {MIN_FRAME_SIDE}..{MAX_FRAME_SIDE}"
+    return None
+
+
 # A generation
 MAX_SCENE_PROMPT_CHARS = 2000  # the composed prompt must also fit the model's 512 T5 tokens
 MAX_STEPS = 100

@@ -41,6 +41,9 @@ class GenerationRecord:
     oscr_jpeg_quality: int | None = None  # the JPEG round trip the server gave the OSCR image (None: none)
     # An edit's origin: the previous PNG's sha256 and record, and how it was changed (parent_entry)
     parent: dict[str, Any] | None = None
+    # A frame made in two stages (docs/upscale.md): the base's size and seed, the tile grid, overlap,
+    # strength and each tile's rectangle, seed and boxes
+    upscale: dict[str, Any] | None = None
     steps_computed: int | None = None  # steps whose blocks all ran (fewer than `steps` with the step cache)
     condition_cache: bool | None = None  # the speed options it was made with (docs/performance.md)
     step_cache: float | None = None  # None: the step cache was off (or an older record)

@@ -60,5 +60,13 @@ class Task:
         return has_matching_sidecar(self.image_path, self.sidecar_path)
 
     @property
+    def base_path(self) -> Path:
+        """Where the base picture of a frame made in two stages is kept (docs/upscale.md)."""
+        return self.image_path.with_name(f"{self.image_path.stem}_base.png")
+
+    def base_is_complete(self) -> bool:
+        return has_matching_sidecar(self.base_path, sidecar_path_for(self.base_path))
+
+    @property
     def label(self) -> str:
         return f"{self.shot.output_name}/{safe_name(self.shot.camera)}/{self.image_path.name}"

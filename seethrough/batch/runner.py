@@ -18,11 +18,11 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TextIO
 
-from blender_addon.render import render_or_reuse
+from blender_addon.render import render_layout, render_or_reuse
 from seethrough_core.client import (
     Job,
     JobCancelledError,
@@ -33,18 +33,24 @@ from seethrough_core.client import (
 )
 from seethrough_core.endpoint import parse_endpoint
 from seethrough_core.errors import SeeThroughError
-from seethrough_core.generate_and_save import Destination, generate_and_save, save_image
+from seethrough_core.generate_and_save import Destination, generate_and_save, save_image, sidecar_path_for
 from seethrough_core.generation_settings import GenerationSettings
 from seethrough_core.keys import ClientKeys
+from seethrough_core.layout import Layout
 from seethrough_core.limits import (
+    DEFAULT_BASE_MEGAPIXELS,
     DEFAULT_EDIT_MARGIN_PX,
     DEFAULT_GUIDANCE,
     DEFAULT_SERVER_RETRY_S,
     DEFAULT_STEPS,
+    DEFAULT_UPSCALE_STRENGTH,
 )
 from seethrough_core.protocol import ErrorCode, GenerateRequest
+from seethrough_core.upscale_plan import UpscalePlan, base_layout, plan_upscale
+from seethrough_core.upscale_run import Upscale, UpscaleRunner
 from seethrough_core.vocabulary import DEFAULT_CLIENT_TIMEOUT_S, DEFAULT_RENDER_ENGINE
 
+from ..previous_picture import read_previous
 from ..progress import ProgressLine
 from .consistent import Chain, Condition, Link, chains_of, copied_record, plan_frame
 from .inputs import CameraChoice
@@ -79,6 +85,8 @@ class BatchOptions:
     keys: ClientKeys | None = None  # CURVE keys for servers started with --server-key
     consistent: bool = False  # each frame an edit of the frame before it (consistent.py)
     margin_px: int = DEFAULT_EDIT_MARGIN_PX  # with consistent: how far the region grows around changes
+    base_megapixels: float = DEFAULT_BASE_MEGAPIXELS  # frames of other sizes: the base picture's size
+    upscale_strength: float = DEFAULT_UPSCALE_STRENGTH
 
 
 @dataclass
@@ -123,6 +131,7 @@ class BatchRunner:
         self._outcomes: list[Outcome] = []
         self._lock = threading.Lock()
         self._progress: ProgressLine | None = None
+        self._to_upscale: list[Task] = []  # bases generated: the second stage runs after the first
         self._last_server_error = ""  # why the last server gave up, for the tasks failed after it
 
     # --- main thread --------------------------------------------------------------------------
@@ -171,6 +180,8 @@ class BatchRunner:
                 for worker in workers:
                     worker.join(timeout=self.options.timeout_s)
             if not interrupted:
+                interrupted = self._upscale_all()
+            if not interrupted:
                 self._account_for(all_tasks)
             self._progress.close()
         return BatchSummary(self._outcomes, time.perf_counter() - start, render_s, interrupted)
@@ -183,6 +194,84 @@ class BatchRunner:
             if task.image_path not in seen and task.label not in seen:
                 reason = "no result came back for it (rerun the same command to make it)"
                 self._finish(Outcome(task.shot.input_path, task.label, "failed", reason))
+
+    # --- frames at sizes the model does not take: base, then upscale (docs/upscale.md) -----------
+
+    def frame_plan(self, layout: Layout, seed: int) -> UpscalePlan:
+        return plan_upscale(
+            layout.width,
+            layout.height,
+            seed=seed,
+            base_megapixels=self.options.base_megapixels,
+            strength=self.options.upscale_strength,
+        )
+
+    def _two_stages(self, layout: Layout) -> bool:
+        return self.frame_plan(layout, 0).two_stages
+
+    def _generation_layout(self, layout: Layout) -> Layout:
+        """What the model generates for a shot: the layout, or its base view for other frame sizes."""
+        return base_layout(layout, self.frame_plan(layout, 0)) if self._two_stages(layout) else layout
+
+    def _upscale_all(self) -> bool:
+        """The second stage of every base generated (or kept); True when interrupted."""
+        clients = [
+            SeeThroughClient(endpoint, self.options.timeout_s, keys=self.options.keys)
+            for endpoint in self.options.servers
+        ]
+        try:
+            for task in self._to_upscale:
+                try:
+                    self._upscale(task, clients)
+                except KeyboardInterrupt:
+                    return True
+                except SeeThroughError as exc:
+                    self._finish(Outcome(task.shot.input_path, task.label, "failed", f"upscale: {exc}"))
+        finally:
+            for client in clients:
+                client.close()
+        return False
+
+    def _upscale(self, task: Task, clients: list[SeeThroughClient]) -> None:
+        base = read_previous(task.base_path)
+        layout = task.shot.layout
+        plan = self.frame_plan(layout, task.seed)
+        upscale = Upscale(
+            plan=plan,
+            frame_layout=layout,
+            base_image=base.image,
+            base_record=base.record,
+            out_path=task.image_path,
+            steps=self.options.steps,
+            guidance=self.options.guidance,
+            source={**base.record.source, "base": str(task.base_path)},
+        )
+
+        def render_view(view: Layout, folder: Path):
+            return render_layout(view, folder, engine=self.options.engine, quiet=True).view_condition()
+
+        def on_progress(event) -> None:
+            where = f"{task.label} tile {event.tile.index + 1}/{event.total}"
+            step = f" step {event.step}/{event.steps}" if event.step is not None else ""
+            self._progress.status("upscale", where + step)
+
+        start = time.perf_counter()
+        stop = threading.Event()
+        try:
+            saved = UpscaleRunner(upscale, clients, render_view, on_progress=on_progress, stop=stop).run()
+        except KeyboardInterrupt:
+            stop.set()
+            raise
+        finally:
+            self._progress.status("upscale", None)
+        if saved is None:
+            raise KeyboardInterrupt
+        note = f" (upscaled from {plan.base.width}x{plan.base.height} in {len(plan.tiles)} tiles)"
+        self._finish(
+            Outcome(task.shot.input_path, task.label, "done", image_path=task.image_path,
+                    generate_s=time.perf_counter() - start),
+            note,
+        )  # fmt: skip
 
     def _read_inputs(self, inputs: list[Path]) -> dict[Path, list[Shot]]:
         names = output_names(inputs)
@@ -231,6 +320,8 @@ class BatchRunner:
         for task in (Task.of(shot, seed, self.options.out_dir) for seed in self.options.seeds):
             if not self.options.overwrite and task.is_complete():
                 self._finish(Outcome(shot.input_path, task.label, "skipped", image_path=task.image_path))
+            elif self._two_stages(shot.layout) and task.base_is_complete() and not self.options.overwrite:
+                self._to_upscale.append(task)  # the base is kept from an interrupted run
             else:
                 pending.append(task)
         return pending
@@ -248,7 +339,10 @@ class BatchRunner:
         try:
             # A resumed batch finds the frames it rendered before in their conditions/ folders.
             rendered = render_or_reuse(
-                shot.layout, shot.condition_dir(self.options.out_dir), engine=self.options.engine, quiet=True
+                self._generation_layout(shot.layout),
+                shot.condition_dir(self.options.out_dir),
+                engine=self.options.engine,
+                quiet=True,
             )
         except (SeeThroughError, RuntimeError, ValueError, OSError) as exc:
             for task in pending:
@@ -365,11 +459,17 @@ class BatchRunner:
     def _generate(self, client: SeeThroughClient, endpoint: str, link: Link) -> None:
         task = link.task
         oscr_png, token_grids = link.condition
-        layout = task.shot.layout
+        layout = self._generation_layout(task.shot.layout)
+        two_stages = layout is not task.shot.layout
+        previous = link.previous
+        if previous is not None and two_stages:  # a chain of bases: each an edit of the one before
+            previous = replace(
+                previous, image_path=previous.base_path, sidecar_path=sidecar_path_for(previous.base_path)
+            )
         settings = GenerationSettings.for_layout(
             layout, seed=task.seed, steps=self.options.steps, guidance=self.options.guidance
         )
-        plan = plan_frame(link.previous, layout, settings, self.options.margin_px) if link.previous else None
+        plan = plan_frame(previous, layout, settings, self.options.margin_px) if previous else None
         source = {
             "input": str(task.shot.input_path),
             "camera": task.shot.camera,
@@ -378,7 +478,12 @@ class BatchRunner:
         }
         if plan is not None and plan.copy_of is not None:
             record = copied_record(plan.copy_of, layout, source, plan.parent)
-            save_image(plan.copy_of.image, record, Destination(task.image_path, source, sidecar=True))
+            target = task.base_path if two_stages else task.image_path
+            save_image(plan.copy_of.image, record, Destination(target, source, sidecar=True))
+            if two_stages:
+                with self._lock:
+                    self._to_upscale.append(task)
+                return
             self._finish(Outcome(task.shot.input_path, task.label, "done", server=endpoint,
                                  image_path=task.image_path), f" ({plan.note})")  # fmt: skip
             return
@@ -403,7 +508,7 @@ class BatchRunner:
 
         # the sidecar is written last: a task is complete once it holds the PNG's record (Task.is_complete)
         destination = Destination(
-            task.image_path,
+            task.base_path if two_stages else task.image_path,
             source,
             sidecar=True,
             parent=plan.parent if plan is not None else None,
@@ -415,6 +520,11 @@ class BatchRunner:
         if saved is None:
             raise JobCancelledError(f"{task.label} was cancelled")
         elapsed = time.perf_counter() - start
+        if two_stages:  # the frame is made by the second stage, after every base
+            with self._lock:
+                self._to_upscale.append(task)
+            self._progress.status(endpoint, f"{task.label}: base done in {elapsed:.1f} s")
+            return
         note = " (noise: tiny random model)" if saved.result is not None and saved.result.is_noise else ""
         if plan is not None:
             note += f" ({plan.note})"

@@ -138,8 +138,8 @@ def test_layout_json_round_trips_through_import_and_export(addon, tmp_path):
     assert exported.read_text(encoding="utf-8") == original.to_json()
 
     broken = tmp_path / "broken.json"
-    broken.write_text('{"format": "seethrough.layout", "version": 1, "resolution": [264, 256]}')
-    with pytest.raises(RuntimeError, match="multiple of 16"):
+    broken.write_text('{"format": "seethrough.layout", "version": 1, "resolution": [9000, 256]}')
+    with pytest.raises(RuntimeError, match="outside 16..8192"):
         bpy.ops.seethrough.import_layout(filepath=str(broken))
     assert len(box_props.box_objects(scene)) == 4  # nothing was touched
 

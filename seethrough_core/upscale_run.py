@@ -1,0 +1,330 @@
+"""The upscale stage (docs/upscale.md): the base picture enlarged, then refined tile by tile on servers.
+
+Each tile is an ordinary generate job: an edit of the enlarged base over the whole tile (img2img at the
+plan's strength) conditioned on the tile's own OSCR view, the masks and token grids of the boxes that
+reach into it, and a prompt of only those boxes. Finished tiles are kept beside the output
+(NAME.tiles/), so an interrupted upscale resumes with the tiles still missing; the final frame is
+blended from them and written atomically, and only then is the folder removed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import queue
+import shutil
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .client import Job, SeeThroughClient
+from .edit_input import MASK_INSIDE, EditInput
+from .errors import SeeThroughError
+from .generate_and_save import Destination, SavedImage, save_image
+from .generation_settings import GenerationSettings
+from .layout import Layout
+from .masks import boxes_in_view
+from .png import write_bytes_atomic
+from .protocol import GenerateRequest, Progress, Result
+from .record import GenerationRecord
+from .resample import sample_view
+from .upscale_plan import Tile, TileBlend, UpscalePlan, ViewCondition, tile_layout, tile_window
+
+log = logging.getLogger(__name__)
+
+PLAN_FILE = "upscale_plan.json"
+
+
+# Renders a layout's OSCR and masks into a folder (Blender: the command line's render, the add-on's
+# background render process).
+RenderView = Callable[[Layout, Path], ViewCondition]
+
+
+@dataclass(frozen=True)
+class TileProgress:
+    """One event of an upscale: a tile's step (``step`` of ``steps``), or a tile finished (step None)."""
+
+    tile: Tile
+    done: int  # tiles finished so far, this one included when finished
+    total: int
+    step: int | None = None
+    steps: int | None = None
+    generated: bool = True  # False: a finished tile kept from an interrupted run
+
+
+@dataclass
+class Upscale:
+    """One frame's upscale: what it starts from and where it goes."""
+
+    plan: UpscalePlan
+    frame_layout: Layout  # the layout at the frame's resolution
+    base_image: np.ndarray  # uint8, the base picture (plan.base's size)
+    base_record: GenerationRecord
+    out_path: Path
+    steps: int
+    guidance: float
+    source: dict[str, Any]
+
+    @property
+    def tiles_dir(self) -> Path:
+        return tiles_dir_for(self.out_path)
+
+    def identity(self) -> dict[str, Any]:
+        """What a kept tile must have been made for: the plan, the base's pixels, the model settings."""
+        return {
+            "plan": self.plan.to_record(),
+            "base_sha256": hashlib.sha256(np.ascontiguousarray(self.base_image).tobytes()).hexdigest(),
+            "steps": self.steps,
+            "guidance": self.guidance,
+            "layout": self.frame_layout.to_dict(),
+        }
+
+
+def tiles_dir_for(out_path: Path) -> Path:
+    """Where an upscale keeps its finished tiles until the frame is written: beside it, NAME.tiles/."""
+    return out_path.with_name(f"{out_path.stem}.tiles")
+
+
+def tile_start(upscale: Upscale, tile: Tile) -> np.ndarray:
+    """The tile's part of the enlarged base picture (the start of its img2img)."""
+    base = upscale.plan.base
+    return sample_view(upscale.base_image, base.rect, base.scale, tile.x, tile.y, tile.width, tile.height)
+
+
+def tile_request(upscale: Upscale, tile: Tile, condition: ViewCondition) -> tuple[GenerateRequest, list[int]]:
+    """A tile's job, and the boxes (frame indices) it holds: those whose amodal mask reaches the part of
+    the tile inside the frame. A tile no box reaches keeps the first box, its token grid empty there
+    (a request needs one description); the record lists it with no boxes."""
+    _, _, tile_rows, tile_cols = tile_window(upscale.plan, tile)
+    boxes = boxes_in_view(condition.amodal, (tile_rows, tile_cols))
+    kept = boxes or [0]
+    layout = upscale.frame_layout
+    settings = GenerationSettings(
+        layout.scene_prompt,
+        [layout.boxes[i].description for i in kept],
+        tile.width,
+        tile.height,
+        tile.seed,
+        upscale.steps,
+        upscale.guidance,
+    )
+    edit = EditInput(
+        tile_start(upscale, tile),
+        np.full((tile.height, tile.width), MASK_INSIDE, dtype=np.uint8),  # all of it: img2img
+        upscale.plan.strength,
+    )
+    request = GenerateRequest.for_settings(
+        settings,
+        condition.oscr_png,
+        np.asarray(condition.token_grids)[kept],
+        metadata={"upscale_tile": tile.name},
+        edit=edit,
+    )
+    return request, boxes
+
+
+class UpscaleRunner:
+    """Runs an upscale's missing tiles on one or more servers, then writes the frame.
+
+    The calling thread renders the tiles' views (Blender wants one thread); one thread per server sends
+    jobs. ``stop`` (an Event) cancels: running jobs are cancelled, finished tiles stay for a resume.
+    """
+
+    def __init__(
+        self,
+        upscale: Upscale,
+        clients: list[SeeThroughClient],
+        render_view: RenderView,
+        *,
+        on_progress: Callable[[TileProgress], None] | None = None,
+        stop: threading.Event | None = None,
+        blend: bool = True,
+    ) -> None:
+        if not clients:
+            raise ValueError("an upscale needs at least one server")
+        self.upscale = upscale
+        self.clients = clients
+        self.render_view = render_view
+        self.on_progress = on_progress or (lambda event: None)
+        self.stop = stop or threading.Event()
+        self.blend = blend
+        self.generated: list[str] = []  # tiles made by this run (the others were kept)
+        self._done = 0
+        self._lock = threading.Lock()
+        self._errors: list[BaseException] = []
+
+    # --- the kept tiles ---------------------------------------------------------------------------
+
+    def _tile_path(self, tile: Tile) -> Path:
+        return self.upscale.tiles_dir / f"{tile.name}.npy"
+
+    def _info_path(self, tile: Tile) -> Path:
+        return self.upscale.tiles_dir / f"{tile.name}.json"
+
+    def _open_tiles_dir(self) -> None:
+        """Create NAME.tiles/, or check that the tiles in it were made for this very upscale."""
+        folder = self.upscale.tiles_dir
+        identity = self.upscale.identity()
+        plan_path = folder / PLAN_FILE
+        if plan_path.is_file():
+            try:
+                kept = json.loads(plan_path.read_text(encoding="utf-8"))
+            except (OSError, json.JSONDecodeError):
+                kept = None
+            if kept != json.loads(json.dumps(identity)):
+                raise SeeThroughError(
+                    f"{folder} holds the tiles of another upscale (another picture, size or settings); "
+                    "remove that folder to start over, or write to another output"
+                )
+            return
+        folder.mkdir(parents=True, exist_ok=True)
+        write_bytes_atomic(plan_path, json.dumps(identity).encode("utf-8"))
+
+    def _save_tile(self, tile: Tile, image: np.ndarray, boxes: list[int], result: Result) -> None:
+        info = {**tile.to_dict(), "boxes": boxes, "prompt": result.prompt, "timings": result.timings}
+        write_bytes_atomic(self._info_path(tile), json.dumps(info).encode("utf-8"))
+        partial = self._tile_path(tile).with_name(f".{tile.name}.partial.npy")
+        with open(partial, "wb") as handle:
+            np.save(handle, image)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(partial, self._tile_path(tile))  # last: the .npy marks a finished tile
+
+    def _is_kept(self, tile: Tile) -> bool:
+        return self._tile_path(tile).is_file() and self._info_path(tile).is_file()
+
+    # --- running ----------------------------------------------------------------------------------
+
+    def run(self) -> SavedImage | None:
+        """The saved frame, or None when stopped (finished tiles stay in NAME.tiles/)."""
+        upscale = self.upscale
+        if not upscale.plan.needs_tiles:
+            base = upscale.plan.base
+            frame = sample_view(upscale.base_image, base.rect, base.scale, 0, 0, *upscale.plan.frame_size)
+            return self._write(frame, [])
+        self._open_tiles_dir()
+        tiles = upscale.plan.tiles
+        pending = [t for t in tiles if not self._is_kept(t)]
+        for tile in tiles:
+            if tile not in pending:
+                self._done += 1
+                self.on_progress(TileProgress(tile, self._done, len(tiles), generated=False))
+        jobs: queue.Queue = queue.Queue(maxsize=len(self.clients))
+        workers = [
+            threading.Thread(target=self._worker, args=(client, jobs), daemon=True, name=f"upscale-{i}")
+            for i, client in enumerate(self.clients)
+        ]
+        for worker in workers:
+            worker.start()
+        try:
+            for tile in pending:
+                if self.stop.is_set():
+                    break
+                condition = self.render_view(
+                    tile_layout(upscale.frame_layout, upscale.plan, tile),
+                    upscale.tiles_dir / "views" / tile.name,
+                )
+                request, boxes = tile_request(upscale, tile, condition)
+                while not self.stop.is_set():
+                    try:
+                        jobs.put((tile, request, boxes), timeout=0.2)
+                        break
+                    except queue.Full:
+                        continue
+        except BaseException:
+            self.stop.set()
+            raise
+        finally:
+            for _ in workers:
+                jobs.put(None)
+            for worker in workers:
+                worker.join()
+        if self._errors:
+            raise self._errors[0]
+        if self.stop.is_set() or not all(self._is_kept(t) for t in tiles):
+            return None
+        return self._finish()
+
+    def _worker(self, client: SeeThroughClient, jobs: queue.Queue) -> None:
+        while True:
+            item = jobs.get()
+            if item is None:
+                return
+            if self.stop.is_set():
+                continue
+            tile, request, boxes = item
+            try:
+                self._run_tile(client, tile, request, boxes)
+            except BaseException as exc:  # noqa: BLE001 - reported by run() on the caller's thread
+                with self._lock:
+                    self._errors.append(exc)
+                self.stop.set()
+
+    def _run_tile(
+        self, client: SeeThroughClient, tile: Tile, request: GenerateRequest, boxes: list[int]
+    ) -> None:
+        total = len(self.upscale.plan.tiles)
+        job: Job = client.submit(request)
+        for event in job.events():
+            if self.stop.is_set():
+                job.cancel()
+                return
+            if isinstance(event, Progress):
+                with self._lock:
+                    done = self._done
+                self.on_progress(TileProgress(tile, done, total, event.step, event.total))
+            elif isinstance(event, Result):
+                self._save_tile(tile, event.image, boxes, event)
+                with self._lock:
+                    self._done += 1
+                    self.generated.append(tile.name)
+                    done = self._done
+                self.on_progress(TileProgress(tile, done, total))
+                return
+            else:
+                self.stop.set()  # cancelled on the server: the whole upscale stops
+                return
+        raise SeeThroughError(f"the job of {tile.name} ended without a result")
+
+    def _finish(self) -> SavedImage:
+        blend = TileBlend(self.upscale.plan, blend=self.blend)
+        infos = []
+        for tile in self.upscale.plan.tiles:
+            blend.add(tile, np.load(self._tile_path(tile)))
+            infos.append(json.loads(self._info_path(tile).read_text(encoding="utf-8")))
+        saved = self._write(blend.result(), infos)
+        shutil.rmtree(self.upscale.tiles_dir, ignore_errors=True)  # the frame is written: tiles go
+        return saved
+
+    def _write(self, frame: np.ndarray, tiles: list[dict[str, Any]]) -> SavedImage:
+        upscale = self.upscale
+        record = upscale_record(upscale, tiles)
+        return save_image(frame, record, Destination(upscale.out_path, upscale.source, sidecar=True))
+
+
+def upscale_record(upscale: Upscale, tiles: list[dict[str, Any]]) -> GenerationRecord:
+    """The frame's record: the base picture's (its seed, prompt, settings) at the frame's size, with
+    ``upscale`` holding both stages: the base's size and seed, the tile grid, overlap, strength, and each
+    tile's rectangle, seed and boxes."""
+    base = upscale.base_record
+    stage = upscale.plan.to_record()
+    stage["base"]["record_timings"] = base.timings
+    stage["steps"] = upscale.steps
+    stage["tiles"] = tiles
+    width, height = upscale.plan.frame_size
+    return replace(
+        base,
+        width=width,
+        height=height,
+        layout=upscale.frame_layout.to_dict(),
+        source=dict(upscale.source),
+        upscale=stage,
+        created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    )

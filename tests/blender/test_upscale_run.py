@@ -1,0 +1,182 @@
+"""`seethrough upscale` end to end: real Blender tile views, a real tiny server, real files.
+
+The sizes are small for speed, the geometry is the one of a 4K frame: a base picture of another aspect
+(it shows more than the frame), enlarged and refined in overlapping tiles of the model's size, one tile
+row reaching past both edges of the frame.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from bpy_helpers import read_rgb
+from conftest import BASE_LAYOUT
+from process_support import run_command
+
+from blender_addon.render import render_layout
+from seethrough_core.client import SeeThroughClient
+from seethrough_core.generate_and_save import Destination, generate_and_save
+from seethrough_core.layout import Layout
+from seethrough_core.protocol import GenerateRequest
+from seethrough_core.record import read_png_record
+from seethrough_core.server_process import ServerProcess
+
+pytestmark = pytest.mark.slow  # renders with Blender and runs a server
+
+BASE = (448, 256)
+FRAME = (480, 240)  # a wider aspect than the base: cut from it; 2 tiles of 256 x 256
+STEPS = 2
+
+
+def _peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmHWM")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    with ServerProcess.tiny(tmp_path_factory.mktemp("logs") / "server.log") as process:
+        yield process
+
+
+@pytest.fixture(scope="module")
+def base_png(tmp_path_factory, server) -> Path:
+    """A picture saved by SeeThrough at the base size (a plain generation)."""
+    out = tmp_path_factory.mktemp("base")
+    data = copy.deepcopy(BASE_LAYOUT)
+    data["resolution"] = list(BASE)
+    data["boxes"].append({"description": "a bench", "center": [-4.5, 1.6, 0.4], "size": [1.6, 0.6, 0.8]})
+    layout = Layout.from_dict(data)
+    rendered = render_layout(layout, out / "conditions", quiet=True)
+    request = GenerateRequest.for_layout(
+        layout, rendered.oscr_path.read_bytes(), rendered.masks.token_grids(), seed=5, steps=STEPS
+    )
+    with SeeThroughClient(server.endpoint, 60.0) as client:
+        saved = generate_and_save(client, request, layout, Destination(out / "shot.png", {"input": "test"}))
+    return saved.image_path
+
+
+def _upscale(base: Path, out: Path, server, *extra: str) -> list[str]:
+    return [
+        sys.executable, "-m", "seethrough", "upscale", str(base), "--to", f"{FRAME[0]}x{FRAME[1]}",
+        "--out", str(out), "--server", server.endpoint, "--base-megapixels", "0.0625", *extra,
+    ]  # fmt: skip
+
+
+def test_upscale_reaches_the_frame_and_resumes_after_a_kill(tmp_path, base_png, server):
+    peak_before = _peak_rss_mb(server.pid)
+    whole = run_command(_upscale(base_png, tmp_path / "whole", server), timeout=600)
+    assert whole.returncode == 0, whole.stderr[-3000:]
+    result = tmp_path / "whole" / f"shot_{FRAME[0]}x{FRAME[1]}.png"
+    assert whole.stdout.strip() == str(result)
+    image = read_rgb(result)
+    assert image.shape == (FRAME[1], FRAME[0], 3)
+    assert not (tmp_path / "whole" / f"shot_{FRAME[0]}x{FRAME[1]}.tiles").exists()  # removed once written
+
+    # the record keeps both stages: the base's size and seed, the grid, each tile's seed and boxes
+    record = read_png_record(result.read_bytes())
+    base_record = read_png_record(base_png.read_bytes())
+    assert (record.width, record.height) == FRAME and record.seed == base_record.seed == 5
+    stage = record.upscale
+    assert stage["base"]["size"] == list(BASE) and stage["grid"] == [2, 1] and stage["strength"] == 0.35
+    assert [t["rect"] for t in stage["tiles"]] == [[0, -8, 256, 256], [224, -8, 256, 256]]
+    assert len({t["seed"] for t in stage["tiles"]}) == 2
+    for tile in stage["tiles"]:
+        assert tile["boxes"] and set(tile["boxes"]) <= {0, 1}
+        for i in tile["boxes"]:
+            assert base_record.descriptions[i] in tile["prompt"]
+    assert (tmp_path / "whole" / f"shot_{FRAME[0]}x{FRAME[1]}.json").is_file()
+
+    # killed (SIGKILL, no chance to clean up) once the first tile is finished
+    out = tmp_path / "resumed"
+    process = subprocess.Popen(
+        _upscale(base_png, out, server), stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
+    try:
+        for line in process.stderr:
+            if "generated (1/2 done)" in line:
+                os.killpg(process.pid, signal.SIGKILL)
+                break
+        process.wait(timeout=120)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+        process.stderr.close()
+    tiles_dir = out / f"shot_{FRAME[0]}x{FRAME[1]}.tiles"
+    assert sorted(p.name for p in tiles_dir.glob("*.npy")) == ["tile_r00_c00.npy"]
+    assert not (out / f"shot_{FRAME[0]}x{FRAME[1]}.png").exists()
+
+    rerun = run_command(_upscale(base_png, out, server), timeout=600)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert "tile_r00_c00: kept from an earlier run" in rerun.stderr
+    assert rerun.stderr.count(": generated") == 1  # only the missing tile
+    resumed = read_rgb(out / f"shot_{FRAME[0]}x{FRAME[1]}.png")
+    # the same jobs on the same server: equal up to the pipeline's float tolerance (1 level)
+    assert np.abs(resumed.astype(int) - image.astype(int)).max() <= 1
+
+    # the server only ever held tile-sized jobs: its peak memory did not grow with the frame
+    assert _peak_rss_mb(server.pid) <= peak_before * 1.05 + 64
+
+
+def test_settings_out_of_range_are_refused_before_any_work(tmp_path, base_png, server):
+    for extra, field in (
+        (["--strength", "0"], "--strength"),
+        (["--strength", "1.5"], "--strength"),
+        (["--base-megapixels", "9"], "--base-megapixels"),
+    ):
+        run = run_command(_upscale(base_png, tmp_path / "bad", server, *extra), timeout=120)
+        assert run.returncode == 2 and f"error: {field}:" in run.stderr, run.stderr
+    too_big = _upscale(base_png, tmp_path / "bad", server)
+    too_big[too_big.index("--to") + 1] = "9000x5143"
+    run = run_command(too_big, timeout=120)
+    assert run.returncode == 2 and "error: --to: width 9000 px is outside 16..8192" in run.stderr, run.stderr
+    taller = _upscale(base_png, tmp_path / "bad", server)
+    taller[taller.index("--to") + 1] = "480x480"  # shows more than the picture: refused, not stretched
+    run = run_command(taller, timeout=120)
+    assert run.returncode == 2 and "error: --to:" in run.stderr, run.stderr
+    assert not (tmp_path / "bad").exists()
+
+
+def test_batch_gives_the_frame_at_the_layouts_resolution(tmp_path, server):
+    """A layout of 480 x 240 (not a size the model takes): a base near --base-megapixels, then tiles."""
+    data = copy.deepcopy(BASE_LAYOUT)
+    data["resolution"] = list(FRAME)
+    (tmp_path / "shot.json").write_text(Layout.from_dict(data).to_json())
+    out = tmp_path / "out"
+    command = [
+        sys.executable, "-m", "seethrough", "batch", str(tmp_path / "shot.json"), "--out", str(out),
+        "--server", server.endpoint, "--steps", str(STEPS), "--seeds", "3", "--base-megapixels", "0.0625",
+    ]  # fmt: skip
+    run = run_command(command, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    [final] = out.rglob("0001_3.png")
+    assert read_rgb(final).shape == (FRAME[1], FRAME[0], 3)
+    record = read_png_record(final.read_bytes())
+    assert record.upscale["base"]["size"] == [368, 256] and record.seed == 3
+    assert Layout.from_dict(record.layout).resolution == FRAME
+    assert read_rgb(final.with_name("0001_3_base.png")).shape == (256, 368, 3)
+    rerun = run_command(command, timeout=300)
+    assert rerun.returncode == 0 and "skipped" in rerun.stderr + rerun.stdout
+
+    # seethrough edit of that frame: the base is edited (a box moved), then upscaled to the frame again
+    data["boxes"][0]["center"] = [-5.6, 0.3, 0.75]
+    (tmp_path / "moved.json").write_text(Layout.from_dict(data).to_json())
+    edit = run_command(
+        [sys.executable, "-m", "seethrough", "edit", str(tmp_path / "moved.json"), "--from", str(final),
+         "--out", str(tmp_path / "edited"), "--server", server.endpoint, "--base-megapixels", "0.0625"],
+        timeout=600,
+    )  # fmt: skip
+    assert edit.returncode == 0, edit.stderr[-3000:]
+    assert edit.stdout.strip() == str(tmp_path / "edited" / "moved.png")
+    assert read_rgb(tmp_path / "edited" / "moved.png").shape == (FRAME[1], FRAME[0], 3)
+    edited_base = read_png_record((tmp_path / "edited" / "moved_base.png").read_bytes())
+    assert edited_base.parent["record"]["width"] == 368  # an edit of the base picture
