@@ -23,8 +23,7 @@ from pathlib import Path
 import seethrough_core
 from seethrough_core.errors import SeeThroughError
 from seethrough_core.layout import Layout
-
-from .oscr_cache import OscrInputs, is_complete, read_render
+from seethrough_core.rendered_layout import RenderedLayout, is_complete, read_rendered
 
 ADDON_DIR = Path(__file__).resolve().parent
 CHILD_PACKAGE = "seethrough_render_child"  # the add-on's name inside the render process
@@ -85,7 +84,7 @@ def render_task(layout: Layout, out_dir: Path, engine: str, blender_binary: str)
 
 def run_render(
     task: RenderTask, cancel: threading.Event, on_tick: Callable[[float], None] | None = None
-) -> OscrInputs | None:
+) -> RenderedLayout | None:
     """Run the render to its end (worker thread); None if `cancel` was set (the process is killed).
 
     on_tick(elapsed seconds) is called about once a second while it renders.
@@ -113,7 +112,7 @@ def run_render(
             f"the OSCR render failed (exit code {process.returncode}): {_last_line(task.log_path)} "
             f"(the whole story is in {task.log_path})"
         )
-    return read_render(task.out_dir, seconds, cached=False)
+    return read_rendered(task.out_dir, seconds, cached=False)
 
 
 def _last_line(path: Path) -> str:

@@ -20,6 +20,8 @@ from seethrough_core.endpoint import parse_endpoint
 from seethrough_core.generate_and_save import safe_name
 from seethrough_core.generation_settings import GenerationSettings
 from seethrough_core.layout import Layout
+from seethrough_core.rendered_layout import cache_folder, reusable
+from seethrough_core.vocabulary import DEFAULT_RENDER_ENGINE
 
 from . import images
 from .background_render import render_task
@@ -35,7 +37,6 @@ from .generation_jobs import (
     Step,
 )
 from .headless import run_callback_until_done
-from .oscr_cache import cache_dir, is_complete, read_render
 from .preferences import Settings
 from .props import MAX_UI_SEED
 from .scene_checks import scene_layout
@@ -48,7 +49,7 @@ def build_spec(
     settings: Settings,
     *,
     generate: bool = True,
-    engine: str = "cycles",
+    engine: str = DEFAULT_RENDER_ENGINE,
     draft: bool = False,
 ) -> JobSpec:
     """Validate the scene, its generation settings and the address, and prepare the job (``draft``:
@@ -80,7 +81,7 @@ def job_spec(
     generation_settings: GenerationSettings,
     *,
     generate: bool = True,
-    engine: str = "cycles",
+    engine: str = DEFAULT_RENDER_ENGINE,
     edit: ResultEdit | None = None,
 ) -> JobSpec:
     """The job for checked settings: the OSCR render from the cache when the layout is unchanged
@@ -88,8 +89,8 @@ def job_spec(
     endpoint = parse_endpoint(settings.server_address).url if generate else ""
     keys = settings.client_keys() if generate else None
     scene_dir = settings.output_root() / safe_name(scene.name)
-    oscr_dir = cache_dir(layout, scene_dir, engine)
-    oscr = read_render(oscr_dir) if is_complete(oscr_dir) else None
+    oscr_dir = cache_folder(scene_dir, layout, engine)
+    oscr = reusable(oscr_dir, layout, engine)
     render = None if oscr is not None else render_task(layout, oscr_dir, engine, bpy.app.binary_path)
     return JobSpec(
         endpoint=endpoint,

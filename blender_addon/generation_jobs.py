@@ -35,9 +35,9 @@ from seethrough_core.keys import ClientKeys
 from seethrough_core.layout import Layout
 from seethrough_core.protocol import GenerateRequest
 from seethrough_core.record import GenerationRecord
+from seethrough_core.rendered_layout import RenderedLayout
 
 from .background_render import RenderTask, run_render
-from .oscr_cache import OscrInputs
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ class JobSpec:
     scene_name: str
     camera_name: str
     out_dir: Path
-    oscr: OscrInputs | None = None
+    oscr: RenderedLayout | None = None
     render: RenderTask | None = None
     generate: bool = True  # False: Render OSCR, no server involved
     edit: ResultEdit | None = None  # Regenerate Changed / Vary Box: what the result is made from
@@ -95,7 +95,7 @@ class Rendering:
 
 @dataclass(frozen=True)
 class Rendered:
-    oscr: OscrInputs
+    oscr: RenderedLayout
     final: bool  # the job's last event (Render OSCR); Generate goes on to the server
 
 
@@ -263,7 +263,7 @@ class GenerationJob:
             traceback.print_exc()
             self._post(Failed(f"unexpected error: {type(exc).__name__}: {exc}"))
 
-    def _oscr(self) -> OscrInputs | None:
+    def _oscr(self) -> RenderedLayout | None:
         """The cached render, or a background render now; None if it was cancelled."""
         spec = self.spec
         if spec.oscr is not None:

@@ -10,11 +10,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from seethrough_core.edit_region import check_margin
-from seethrough_core.endpoint import DEFAULT_ENDPOINT, EndpointError, parse_endpoint
+from seethrough_core.endpoint import EndpointError
 from seethrough_core.generation_settings import SettingError, check_guidance, check_steps
-from seethrough_core.keys import ClientKeys, KeyFileError
+from seethrough_core.keys import KeyFileError
 from seethrough_core.limits import (
-    DEFAULT_BATCH_TIMEOUT_S,
     DEFAULT_EDIT_MARGIN_PX,
     DEFAULT_GUIDANCE,
     DEFAULT_REPROJECT_LIMIT,
@@ -22,7 +21,8 @@ from seethrough_core.limits import (
     DEFAULT_STEPS,
 )
 from seethrough_core.reprojection import check_reproject_limit
-from seethrough_core.server_process import LocalServerError, ServerProcess
+from seethrough_core.server_process import LocalServerError
+from seethrough_core.vocabulary import DEFAULT_SEED
 
 from .batch.inputs import (
     CameraChoice,
@@ -35,7 +35,16 @@ from .batch.inputs import (
 )
 from .batch.plan import output_names
 from .frame_options import add_frame_arguments, check_frame_arguments
-from .render_options import add_engine_argument, add_size_arguments, size_from_args
+from .options import (
+    ClientOptionError,
+    ClientOptions,
+    add_client_arguments,
+    add_engine_argument,
+    add_size_arguments,
+    client_options,
+    server_endpoints,
+    size_from_args,
+)
 
 if TYPE_CHECKING:  # the runner loads Blender
     from .batch.runner import BatchOptions
@@ -50,10 +59,12 @@ def add_batch_arguments(p: argparse.ArgumentParser) -> None:
         "SeeThrough, named or globbed, gives the layout in its record",
     )
     p.add_argument("--out", required=True, type=Path, help="output folder")
-    add_servers_arguments(p, "jobs")
+    add_client_arguments(p, several_servers=True)
     seeds = p.add_mutually_exclusive_group()
-    seeds.add_argument("--seeds", help="comma-separated seeds, e.g. 1,2,3 (default 42)")
-    seeds.add_argument("--num-seeds", type=int, metavar="N", help="N seeds: 42, 43, ... (default: --seeds)")
+    seeds.add_argument("--seeds", help=f"comma-separated seeds, e.g. 1,2,3 (default {DEFAULT_SEED})")
+    seeds.add_argument(
+        "--num-seeds", type=int, metavar="N", help=f"N seeds: {DEFAULT_SEED}, {DEFAULT_SEED + 1}, ..."
+    )
     p.add_argument(
         "--cameras", default="active", help="active (default), all, or camera names separated by commas"
     )
@@ -86,12 +97,6 @@ def add_batch_arguments(p: argparse.ArgumentParser) -> None:
         "--guidance", type=float, default=DEFAULT_GUIDANCE, help=f"FLUX guidance ({DEFAULT_GUIDANCE})"
     )
     p.add_argument(
-        "--timeout",
-        type=float,
-        default=DEFAULT_BATCH_TIMEOUT_S,
-        help=f"seconds of silence before a server counts as gone (default {DEFAULT_BATCH_TIMEOUT_S:g})",
-    )
-    p.add_argument(
         "--retry-for",
         type=float,
         default=DEFAULT_SERVER_RETRY_S,
@@ -104,42 +109,16 @@ def add_batch_arguments(p: argparse.ArgumentParser) -> None:
     add_frame_arguments(p)
 
 
-def add_servers_arguments(p: argparse.ArgumentParser, what: str) -> None:
-    """--server (repeatable), --tiny and the CURVE key files: `batch` and `upscale` use servers alike."""
-    p.add_argument(
-        "--server",
-        action="append",
-        metavar="ENDPOINT",
-        help=f"a server to send {what} to; repeat it to use several GPUs (default {DEFAULT_ENDPOINT})",
-    )
-    p.add_argument(
-        "--tiny",
-        action="store_true",
-        help="start an embedded server with the tiny random-weight model (images are noise; for testing)",
-    )
-    p.add_argument(
-        "--server-public-key",
-        metavar="FILE",
-        help="CURVE: the server's public key file (NAME.key), for servers started with --server-key "
-        "(default: no CURVE)",
-    )
-    p.add_argument(
-        "--client-key",
-        metavar="FILE_SECRET",
-        help="CURVE: this machine's secret key file (NAME.key_secret); its NAME.key must be in the "
-        "server's --client-keys folder (default: no CURVE)",
-    )
-
-
 def run_batch(args: argparse.Namespace) -> int:
     # Blender is loaded only now: `seethrough --help` and argument errors stay instant.
     from .batch.runner import BatchOptions
 
     try:
         inputs = expand_inputs(args.inputs)
+        client = client_options(args)
         options = BatchOptions(
             out_dir=args.out,
-            servers=list(args.server or []),
+            servers=client.servers,
             seeds=parse_seeds(args.seeds, args.num_seeds),
             cameras=CameraChoice.parse(args.cameras),
             frames=parse_frames(args.frames),
@@ -147,9 +126,9 @@ def run_batch(args: argparse.Namespace) -> int:
             steps=args.steps,
             guidance=args.guidance,
             overwrite=args.overwrite,
-            timeout_s=args.timeout,
+            timeout_s=client.timeout_s,
             retry_s=args.retry_for,
-            keys=_client_keys(args.server_public_key, args.client_key),
+            keys=client.keys,
             consistent=args.consistent,
             margin_px=args.margin,
             reproject_limit=args.reproject_limit,
@@ -164,18 +143,14 @@ def run_batch(args: argparse.Namespace) -> int:
         if not args.timeout > 0 or not args.retry_for >= 0:
             raise InputError("--timeout must be more than 0 seconds and --retry-for at least 0")
         # A typo in an address or a setting out of range fails here, before Blender renders anything.
-        options.servers = [parse_endpoint(server).url for server in options.servers]
         check_steps(options.steps)
         check_guidance(options.guidance)
         check_frame_arguments(args)
     except SettingError as exc:
         print(f"error: --{exc.field}: {exc.message}", file=sys.stderr)
         return 2
-    except (InputError, EndpointError, KeyFileError) as exc:
+    except (InputError, EndpointError, KeyFileError, ClientOptionError) as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
-    if args.tiny and options.servers:
-        print("error: give --tiny or --server, not both", file=sys.stderr)
         return 2
     if options.frames is not None:
         for path in stills(inputs):
@@ -190,7 +165,7 @@ def run_batch(args: argparse.Namespace) -> int:
     # SIGTERM (a job scheduler, `kill`) stops the batch as Ctrl-C does: jobs cancelled, summary printed.
     previous_sigterm = signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
-        return _run(args, options, inputs)
+        return _run(args, options, inputs, client)
     except KeyboardInterrupt:  # before the runner started (the embedded server was coming up)
         print("interrupted before any image was generated", file=sys.stderr)
         return 130
@@ -198,26 +173,16 @@ def run_batch(args: argparse.Namespace) -> int:
         signal.signal(signal.SIGTERM, previous_sigterm)
 
 
-def _run(args: argparse.Namespace, options: BatchOptions, inputs: list[Path]) -> int:
+def _run(args: argparse.Namespace, options: BatchOptions, inputs: list[Path], client: ClientOptions) -> int:
     from .batch.report import contact_sheets, summary_table
     from .batch.runner import BatchRunner
 
     with ExitStack() as stack:
-        if args.tiny:
-            print(
-                "Starting an embedded server with the tiny random-weight model (images will be noise) ...",
-                file=sys.stderr,
-                flush=True,
-            )
-            server = ServerProcess.tiny(args.out / "logs" / "tiny_server.log")
-            try:
-                stack.enter_context(server)
-            except LocalServerError as exc:
-                print(f"error: {exc}", file=sys.stderr)
-                return 1
-            options.servers = [server.endpoint]
-        elif not options.servers:
-            options.servers = [DEFAULT_ENDPOINT]
+        try:
+            options.servers = stack.enter_context(server_endpoints(client, args.out / "logs"))
+        except LocalServerError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
         print(
             f"{len(inputs)} input(s), seeds {options.seeds}, servers {', '.join(options.servers)}",
             file=sys.stderr,
@@ -233,15 +198,3 @@ def _run(args: argparse.Namespace, options: BatchOptions, inputs: list[Path]) ->
     if summary.interrupted:
         return 130
     return 0 if summary.ok and not sheet_problems else 1
-
-
-def _client_keys(server_public_key: str | None, client_key: str | None) -> ClientKeys | None:
-    """CURVE keys from the two options, which go together."""
-    if server_public_key is None and client_key is None:
-        return None
-    if server_public_key is None or client_key is None:
-        raise KeyFileError(
-            "CURVE needs both --server-public-key (the server's NAME.key) and --client-key "
-            "(this machine's NAME.key_secret)"
-        )
-    return ClientKeys.from_files(server_public_key, client_key)
