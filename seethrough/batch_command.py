@@ -63,7 +63,10 @@ def add_batch_arguments(p: argparse.ArgumentParser) -> None:
     seeds = p.add_mutually_exclusive_group()
     seeds.add_argument("--seeds", help=f"comma-separated seeds, e.g. 1,2,3 (default {DEFAULT_SEED})")
     seeds.add_argument(
-        "--num-seeds", type=int, metavar="N", help=f"N seeds: {DEFAULT_SEED}, {DEFAULT_SEED + 1}, ..."
+        "--num-seeds",
+        type=int,
+        metavar="N",
+        help=f"N seeds: {DEFAULT_SEED}, {DEFAULT_SEED + 1}, ... (default: --seeds)",
     )
     p.add_argument(
         "--cameras", default="active", help="active (default), all, or camera names separated by commas"

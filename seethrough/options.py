@@ -115,13 +115,14 @@ def add_client_arguments(
     group.add_argument(
         "--server-public-key",
         metavar="FILE",
-        help="CURVE: the server's public key file (NAME.key), for servers started with --server-key",
+        help="CURVE: the server's public key file (NAME.key), for servers started with --server-key "
+        "(default: no CURVE)",
     )
     group.add_argument(
         "--client-key",
         metavar="FILE_SECRET",
         help="CURVE: this machine's secret key file (NAME.key_secret); its NAME.key must be in the "
-        "server's --client-keys folder",
+        "server's --client-keys folder (default: no CURVE)",
     )
 
 
