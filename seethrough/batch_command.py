@@ -9,6 +9,7 @@ from pathlib import Path
 
 from seethrough_core.edit_region import check_margin
 from seethrough_core.endpoint import DEFAULT_ENDPOINT, EndpointError, parse_endpoint
+from seethrough_core.errors import SeeThroughError
 from seethrough_core.generation_settings import SettingError, check_guidance, check_steps
 from seethrough_core.keys import ClientKeys, KeyFileError
 from seethrough_core.limits import DEFAULT_EDIT_MARGIN_PX, DEFAULT_GUIDANCE, DEFAULT_STEPS
@@ -16,6 +17,8 @@ from seethrough_core.server_process import LocalServerError, ServerProcess
 
 from .batch.inputs import CameraChoice, InputError, expand_inputs, parse_frames, parse_seeds
 from .batch.plan import output_names
+from .batch.ray_cluster import LOCAL, FarmError
+from .batch.shards import Shard
 
 
 def add_batch_arguments(p: argparse.ArgumentParser) -> None:
@@ -33,6 +36,33 @@ def add_batch_arguments(p: argparse.ArgumentParser) -> None:
         "--tiny",
         action="store_true",
         help="start an embedded server with the tiny random-weight model (images are noise; for testing)",
+    )
+    p.add_argument(
+        "--serve-model",
+        metavar="PATH_OR_HF_ID",
+        help="start an embedded `seethrough serve --model PATH_OR_HF_ID` for this run (with --serve-lora); "
+        "with --ray, the model each generation actor loads",
+    )
+    p.add_argument("--serve-lora", metavar="PATH", help="with --serve-model: the SeeThrough3D LoRA")
+    p.add_argument(
+        "--ray",
+        nargs="?",
+        const=LOCAL,
+        metavar="ADDRESS",
+        help="run on a Ray cluster (needs seethrough[farm]): auto, ray://HOST:10001 or HOST:6379; "
+        "alone, a Ray started on this machine for the run. Renders are Ray tasks, generation runs on one "
+        "actor per GPU loading --serve-model/--serve-lora or --tiny (docs/farm.md)",
+    )
+    p.add_argument(
+        "--ray-cpu-actors",
+        type=int,
+        metavar="N",
+        help="with --ray: N generation actors on CPUs instead of one per GPU (test clusters, --tiny)",
+    )
+    p.add_argument(
+        "--shard",
+        metavar="K/N",
+        help="run only the K-th of N disjoint parts of the plan (farm managers run N tasks; docs/farm.md)",
     )
     seeds = p.add_mutually_exclusive_group()
     seeds.add_argument("--seeds", help="comma-separated seeds, e.g. 1,2,3 (default 42)")
@@ -97,7 +127,9 @@ def run_batch(args: argparse.Namespace) -> int:
             keys=_client_keys(args.server_public_key, args.client_key),
             consistent=args.consistent,
             margin_px=args.margin,
+            shard=Shard.parse(args.shard) if args.shard is not None else None,
         )
+        serve_argv = _serve_arguments(args)
         if args.consistent and args.frames is None:
             raise InputError("--consistent needs --frames: it makes each frame an edit of the one before")
         check_margin(args.margin)
@@ -111,38 +143,115 @@ def run_batch(args: argparse.Namespace) -> int:
     except (InputError, EndpointError, KeyFileError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    if args.tiny and options.servers:
-        print("error: give --tiny or --server, not both", file=sys.stderr)
+    if serve_argv is not None and options.servers:
+        print("error: give --tiny or --serve-model, or --server, not both", file=sys.stderr)
         return 2
-    with ExitStack() as stack:
-        if args.tiny:
+    if args.ray is not None:
+        try:
+            summary = _run_on_ray(args, options, inputs, serve_argv)
+        except FarmError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        except SeeThroughError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        if summary is None:
+            return 130
+    else:
+        with ExitStack() as stack:
+            if serve_argv is not None:
+                what = (
+                    "the tiny random-weight model (images will be noise)" if args.tiny else args.serve_model
+                )
+                print(f"Starting an embedded server with {what} ...", file=sys.stderr, flush=True)
+                log_name = "tiny_server.log" if args.tiny else "server.log"
+                server = ServerProcess.serving(args.out / "logs" / log_name, *serve_argv)
+                try:
+                    stack.enter_context(server)
+                except LocalServerError as exc:
+                    print(f"error: {exc}", file=sys.stderr)
+                    return 1
+                options.servers = [server.endpoint]
+            elif not options.servers:
+                options.servers = [DEFAULT_ENDPOINT]
             print(
-                "Starting an embedded server with the tiny random-weight model (images will be noise) ...",
+                f"{len(inputs)} input(s), seeds {options.seeds}, servers {', '.join(options.servers)}"
+                + (f", shard {options.shard}" if options.shard else ""),
                 file=sys.stderr,
                 flush=True,
             )
-            server = ServerProcess.tiny(args.out / "logs" / "tiny_server.log")
-            try:
-                stack.enter_context(server)
-            except LocalServerError as exc:
-                print(f"error: {exc}", file=sys.stderr)
-                return 1
-            options.servers = [server.endpoint]
-        elif not options.servers:
-            options.servers = [DEFAULT_ENDPOINT]
-        print(
-            f"{len(inputs)} input(s), seeds {options.seeds}, servers {', '.join(options.servers)}",
-            file=sys.stderr,
-            flush=True,
-        )
-        summary = BatchRunner(options).run(inputs)
-    sheets = contact_sheets(summary, output_names(inputs), args.out)
+            summary = BatchRunner(options).run(inputs)
     print(summary_table(summary, inputs))
-    for sheet in sheets:
-        print(f"contact sheet: {sheet}")
+    if options.shard is None:
+        for sheet in contact_sheets(summary, output_names(inputs), args.out):
+            print(f"contact sheet: {sheet}")
+    else:  # a shard sees only its part; the run without --shard at the end writes the sheets
+        print(f"shard {options.shard}: contact sheets are written by a run without --shard")
     if summary.interrupted:
         return 130
     return 0 if summary.ok else 1
+
+
+def _serve_arguments(args: argparse.Namespace) -> list[str] | None:
+    """The `seethrough serve` options of the embedded server or the Ray actors; None: neither."""
+    if args.ray is not None and args.ray != LOCAL and Path(args.ray).suffix.lower() in (".json", ".blend"):
+        raise InputError(
+            f"--ray took {args.ray!r} as its address: put --ray after the inputs or write --ray=ADDRESS"
+        )
+    if args.ray_cpu_actors is not None:
+        if args.ray is None:
+            raise InputError("--ray-cpu-actors goes with --ray")
+        if args.ray_cpu_actors < 1:
+            raise InputError(f"--ray-cpu-actors must be at least 1, got {args.ray_cpu_actors}")
+    if args.serve_lora is not None and args.serve_model is None:
+        raise InputError("--serve-lora goes with --serve-model")
+    if args.tiny and args.serve_model is not None:
+        raise InputError("give --tiny or --serve-model, not both")
+    if args.serve_model is not None:
+        if args.serve_lora is None:
+            raise InputError("--serve-model needs --serve-lora: the SeeThrough3D LoRA the server loads")
+        return ["--model", args.serve_model, "--lora", args.serve_lora]
+    if args.tiny:
+        return ["--tiny"]
+    if args.ray is not None:
+        raise InputError(
+            "--ray needs the model its actors load: --serve-model PATH_OR_HF_ID --serve-lora PATH, or --tiny"
+        )
+    return None
+
+
+def _run_on_ray(args: argparse.Namespace, options, inputs: list[Path], serve_argv: list[str]):
+    """The batch on a Ray cluster; None if Ctrl-C stopped it before the first job."""
+    if options.keys is not None:
+        raise InputError("CURVE keys are for --server; a Ray cluster has its own security (docs/farm.md)")
+    from .batch.ray_cluster import connect, plan_actors
+
+    print(f"Connecting to Ray ({args.ray}) ...", file=sys.stderr, flush=True)
+    ray = connect(args.ray, args.timeout)
+    from .batch.ray_runner import RayBatchRunner, start_actors, stop_actors  # needs Ray
+
+    actors = {}
+    try:
+        resources = ray.cluster_resources()
+        plan = plan_actors(resources, args.ray_cpu_actors, args.ray)
+        nodes = sum(1 for node in ray.nodes() if node.get("Alive"))
+        print(
+            f"{len(inputs)} input(s), seeds {options.seeds}, Ray cluster of {nodes} node(s), "
+            f"{int(resources.get('CPU', 0))} CPUs, {int(resources.get('GPU', 0))} GPUs: {plan.describe()}"
+            + (f", shard {options.shard}" if options.shard else ""),
+            file=sys.stderr,
+            flush=True,
+        )
+        try:
+            actors = start_actors(plan, serve_argv, args.timeout)
+        except KeyboardInterrupt:
+            return None
+        options.servers = list(actors)
+        render_ahead = 2 * int(resources.get("CPU", 1))
+        return RayBatchRunner(options, actors, render_ahead).run(inputs)
+    finally:
+        stop_actors(actors)
+        ray.shutdown()
 
 
 def _client_keys(server_public_key: str | None, client_key: str | None) -> ClientKeys | None:

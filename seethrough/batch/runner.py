@@ -31,6 +31,7 @@ from .consistent import Chain, Condition, Link, chains_of, copied_record, plan_f
 from .inputs import CameraChoice
 from .plan import Shot, Task, output_names
 from .progress import BatchProgress
+from .shards import Shard
 from .shots import read_shots
 
 
@@ -49,6 +50,7 @@ class BatchOptions:
     keys: ClientKeys | None = None  # CURVE keys for servers started with --server-key
     consistent: bool = False  # each frame an edit of the frame before it (consistent.py)
     margin_px: int = DEFAULT_EDIT_MARGIN_PX  # with consistent: how far the region grows around changes
+    shard: Shard | None = None  # --shard K/N: only this part of the plan (shards.py)
 
 
 @dataclass
@@ -89,7 +91,7 @@ class BatchRunner:
         if not options.servers:
             raise ValueError("a batch needs at least one server endpoint")
         for server in options.servers:
-            parse_endpoint(server)  # a bad address must fail here, not kill a worker thread
+            self._check_worker(server)  # a bad address must fail here, not kill a worker thread
         self.options = options
         self.stream = stream
         self._tasks: queue.Queue = queue.Queue(maxsize=len(options.servers))
@@ -98,6 +100,21 @@ class BatchRunner:
         self._stop = threading.Event()
         self._alive_servers = len(options.servers)
         self._progress: BatchProgress | None = None
+
+    # --- what a subclass replaces: where jobs go and where shots render (ray_runner.py) ---------
+
+    def _check_worker(self, server: str) -> None:
+        parse_endpoint(server)
+
+    def _client(self, endpoint: str) -> SeeThroughClient:
+        return SeeThroughClient(endpoint, self.options.timeout_s, keys=self.options.keys)
+
+    def _render_condition(self, shot: Shot) -> Condition:
+        """The shot's OSCR image and token grids, its condition folder written; raises if it fails."""
+        rendered = render_layout(
+            shot.layout, shot.condition_dir(self.options.out_dir), engine=self.options.engine, quiet=True
+        )
+        return rendered.oscr_path.read_bytes(), rendered.masks.token_grids()
 
     # --- main thread --------------------------------------------------------------------------
 
@@ -160,6 +177,8 @@ class BatchRunner:
                 self._outcomes.append(
                     Outcome(path, str(path), "failed", f"cannot read it: {type(exc).__name__}: {exc}")
                 )
+        if self.options.shard is not None:
+            shots = self.options.shard.select(shots, self.options.consistent)
         return shots
 
     def _produce(self, shot: Shot) -> float:
@@ -207,16 +226,14 @@ class BatchRunner:
         self._progress.status("blender", f"rendering {shot.output_name}/{shot.camera} frame {shot.frame}")
         start = time.perf_counter()
         try:
-            rendered = render_layout(
-                shot.layout, shot.condition_dir(self.options.out_dir), engine=self.options.engine, quiet=True
-            )
+            condition = self._render_condition(shot)
         except (SeeThroughError, RuntimeError, ValueError) as exc:
             for task in pending:
                 self._finish(Outcome(shot.input_path, task.label, "failed", f"rendering failed: {exc}"))
             return time.perf_counter() - start, None
         finally:
             self._progress.status("blender", None)
-        return time.perf_counter() - start, (rendered.oscr_path.read_bytes(), rendered.masks.token_grids())
+        return time.perf_counter() - start, condition
 
     def _put(self, item) -> bool:
         """Queue an item; a task is dropped once the batch is stopping, so Ctrl-C never hangs here.
@@ -235,7 +252,7 @@ class BatchRunner:
     # --- worker threads -----------------------------------------------------------------------
 
     def _worker(self, endpoint: str) -> None:
-        client = SeeThroughClient(endpoint, self.options.timeout_s, keys=self.options.keys)
+        client = self._client(endpoint)
         reachable = True
         try:
             while True:
