@@ -76,13 +76,14 @@ def pixels(path: Path) -> np.ndarray:
 
 def comparable(record: dict, out: Path) -> dict:
     """A record without what depends on when and where it ran (timings, the server, the output folder)."""
-    text = json.dumps(record).replace(str(out), "OUT")
-    record = json.loads(text)
+    record = json.loads(json.dumps(record).replace(str(out), "OUT"))
     for key in ("timings", "model_timings", "created"):
         record.pop(key, None)
     record["source"].pop("server")
-    if record.get("parent"):
-        record["parent"].pop("sha256", None)  # of a picture equal within the tolerance, not bit for bit
+    if record.get("parent"):  # the previous frame: its record, and the sha256 of a picture equal only
+        record["parent"].pop("sha256", None)  # within the tolerance, not bit for bit
+        if "record" in record["parent"]:
+            record["parent"]["record"] = comparable(record["parent"]["record"], out)
     return record
 
 
