@@ -203,6 +203,8 @@ def _serve_arguments(args: argparse.Namespace) -> list[str] | None:
             raise InputError("--ray-cpu-actors goes with --ray")
         if args.ray_cpu_actors < 1:
             raise InputError(f"--ray-cpu-actors must be at least 1, got {args.ray_cpu_actors}")
+    if args.ray is not None and (args.server_public_key or args.client_key):
+        raise InputError("CURVE keys are for --server; a Ray cluster has its own security (docs/farm.md)")
     if args.serve_lora is not None and args.serve_model is None:
         raise InputError("--serve-lora goes with --serve-model")
     if args.tiny and args.serve_model is not None:
@@ -221,37 +223,13 @@ def _serve_arguments(args: argparse.Namespace) -> list[str] | None:
 
 
 def _run_on_ray(args: argparse.Namespace, options, inputs: list[Path], serve_argv: list[str]):
-    """The batch on a Ray cluster; None if Ctrl-C stopped it before the first job."""
-    if options.keys is not None:
-        raise InputError("CURVE keys are for --server; a Ray cluster has its own security (docs/farm.md)")
-    from .batch.ray_cluster import connect, plan_actors
+    """The batch on a Ray cluster (batch/ray_runner.py); None if Ctrl-C stopped it before the first job."""
+    from .batch.ray_cluster import import_ray
 
-    print(f"Connecting to Ray ({args.ray}) ...", file=sys.stderr, flush=True)
-    ray = connect(args.ray, args.timeout)
-    from .batch.ray_runner import RayBatchRunner, start_actors, stop_actors  # needs Ray
+    import_ray()  # without the farm extra: a message naming it, before anything else
+    from .batch.ray_runner import run_on_ray
 
-    actors = {}
-    try:
-        resources = ray.cluster_resources()
-        plan = plan_actors(resources, args.ray_cpu_actors, args.ray)
-        nodes = sum(1 for node in ray.nodes() if node.get("Alive"))
-        print(
-            f"{len(inputs)} input(s), seeds {options.seeds}, Ray cluster of {nodes} node(s), "
-            f"{int(resources.get('CPU', 0))} CPUs, {int(resources.get('GPU', 0))} GPUs: {plan.describe()}"
-            + (f", shard {options.shard}" if options.shard else ""),
-            file=sys.stderr,
-            flush=True,
-        )
-        try:
-            actors = start_actors(plan, serve_argv, args.timeout)
-        except KeyboardInterrupt:
-            return None
-        options.servers = list(actors)
-        render_ahead = 2 * int(resources.get("CPU", 1))
-        return RayBatchRunner(options, actors, render_ahead).run(inputs)
-    finally:
-        stop_actors(actors)
-        ray.shutdown()
+    return run_on_ray(args.ray, args.ray_cpu_actors, serve_argv, args.timeout, options, inputs)
 
 
 def _client_keys(server_public_key: str | None, client_key: str | None) -> ClientKeys | None:

@@ -36,7 +36,7 @@ from .ray_actors import (
     RenderedShot,
     render_shot,
 )
-from .ray_cluster import ActorPlan
+from .ray_cluster import ActorPlan, connect, plan_actors
 from .runner import BatchOptions, BatchRunner, BatchSummary
 
 POLL_S = 0.25  # how often a waiting driver thread looks at its job's progress
@@ -188,6 +188,42 @@ class RayBatchRunner(BatchRunner):
         finally:
             for ref in self._refs.values():
                 ray.cancel(ref)
+
+
+def run_on_ray(
+    address: str,
+    cpu_actors: int | None,
+    serve_argv: list[str],
+    timeout_s: float,
+    options: BatchOptions,
+    inputs: list[Path],
+) -> BatchSummary | None:
+    """Connect, check the cluster, load the actors, run the batch, stop everything; raises FarmError
+    (the cluster cannot run it) or SeeThroughError (the model did not load). None: Ctrl-C while loading."""
+    print(f"Connecting to Ray ({address}) ...", file=sys.stderr, flush=True)
+    connect(address, timeout_s)
+    actors: dict[str, Any] = {}
+    try:
+        resources = ray.cluster_resources()
+        plan = plan_actors(resources, cpu_actors, address)
+        nodes = sum(1 for node in ray.nodes() if node.get("Alive"))
+        print(
+            f"{len(inputs)} input(s), seeds {options.seeds}, Ray cluster of {nodes} node(s), "
+            f"{int(resources.get('CPU', 0))} CPUs, {int(resources.get('GPU', 0))} GPUs: {plan.describe()}"
+            + (f", shard {options.shard}" if options.shard else ""),
+            file=sys.stderr,
+            flush=True,
+        )
+        try:
+            actors = start_actors(plan, serve_argv, timeout_s)
+        except KeyboardInterrupt:
+            return None
+        options.servers = list(actors)
+        render_ahead = 2 * int(resources.get("CPU", 1))  # every CPU renders, one shot in hand
+        return RayBatchRunner(options, actors, render_ahead).run(inputs)
+    finally:
+        stop_actors(actors)
+        ray.shutdown()
 
 
 def start_actors(
