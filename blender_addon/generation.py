@@ -34,6 +34,7 @@ from .generation_jobs import (
     ResultEdit,
     Step,
 )
+from .headless import run_callback_until_done
 from .oscr_cache import cache_dir, is_complete, read_render
 from .preferences import Settings
 from .props import MAX_UI_SEED
@@ -121,6 +122,18 @@ def pump() -> bool:
 
 def _timer() -> float | None:
     return PUMP_INTERVAL_S if pump() else None
+
+
+def wait_for_job(operator: bpy.types.Operator) -> set[str]:
+    """wait=True (background Blender): run the pump until the job is over, then report its outcome;
+    a failure raises in the script. Ctrl-C cancels the job first (on the server too)."""
+    run_callback_until_done(_timer, lambda: RUNNER.job.request_cancel() if RUNNER.job else None)
+    status = RUNNER.status
+    if status is None or status.state == "done":
+        operator.report({"INFO"}, status.message if status else "Done")
+        return {"FINISHED"}
+    operator.report({"ERROR"} if status.state == "failed" else {"WARNING"}, status.message)
+    return {"CANCELLED"}
 
 
 def stop_timer() -> None:

@@ -8,11 +8,12 @@ from seethrough_core.errors import SeeThroughError
 
 from . import generation
 from .generation_jobs import RUNNER
+from .headless import WaitsInBackground
 from .preferences import settings
 from .result_edits import regenerate_changed_spec, shown_result, unchanged_reason, vary_box_spec
 
 
-class SEETHROUGH_OT_generate(bpy.types.Operator):  # noqa: N801
+class SEETHROUGH_OT_generate(WaitsInBackground, bpy.types.Operator):  # noqa: N801
     """Check the scene, render its OSCR image and masks, and send them to the SeeThrough server.
     Both run in the background; Blender stays usable meanwhile"""
 
@@ -20,6 +21,8 @@ class SEETHROUGH_OT_generate(bpy.types.Operator):  # noqa: N801
     bl_label = "Generate"
 
     def execute(self, context: bpy.types.Context) -> set[str]:
+        if self.refuse_wait_in_ui():
+            return {"CANCELLED"}
         if RUNNER.active:
             self.report({"ERROR"}, "a render or generation is already running; cancel it or wait for it")
             return {"CANCELLED"}
@@ -40,12 +43,14 @@ class SEETHROUGH_OT_generate(bpy.types.Operator):  # noqa: N801
 
 def _start(operator: bpy.types.Operator, spec, what: str) -> set[str]:
     generation.start(spec)
+    if operator.wait:
+        return generation.wait_for_job(operator)
     first = "Sending" if spec.oscr is not None else "Rendering OSCR, then sending"
     operator.report({"INFO"}, f"{first}: {what}")
     return {"FINISHED"}
 
 
-class SEETHROUGH_OT_regenerate_changed(bpy.types.Operator):  # noqa: N801
+class SEETHROUGH_OT_regenerate_changed(WaitsInBackground, bpy.types.Operator):  # noqa: N801
     """Regenerate only what changed since the shown result (the boxes moved, added, removed, resized,
     turned or re-described); every other pixel stays the shown result's"""
 
@@ -60,6 +65,8 @@ class SEETHROUGH_OT_regenerate_changed(bpy.types.Operator):  # noqa: N801
         return reason is None
 
     def execute(self, context: bpy.types.Context) -> set[str]:
+        if self.refuse_wait_in_ui():
+            return {"CANCELLED"}
         try:
             spec = regenerate_changed_spec(context.scene, settings())
         except SeeThroughError as exc:  # nothing changed, no usable result, a bad scene: nothing sent
@@ -68,7 +75,7 @@ class SEETHROUGH_OT_regenerate_changed(bpy.types.Operator):  # noqa: N801
         return _start(self, spec, f"{spec.edit.summary} (from {spec.edit.parent_image!r})")
 
 
-class SEETHROUGH_OT_vary_box(bpy.types.Operator):  # noqa: N801
+class SEETHROUGH_OT_vary_box(WaitsInBackground, bpy.types.Operator):  # noqa: N801
     """New noise inside the active box's region of the shown result; every other pixel stays"""
 
     bl_idname = "seethrough.vary_box"
@@ -86,6 +93,8 @@ class SEETHROUGH_OT_vary_box(bpy.types.Operator):  # noqa: N801
         return False
 
     def execute(self, context: bpy.types.Context) -> set[str]:
+        if self.refuse_wait_in_ui():
+            return {"CANCELLED"}
         try:
             spec = vary_box_spec(context.scene, settings(), context.active_object)
         except SeeThroughError as exc:

@@ -13,10 +13,11 @@ from seethrough_core.errors import SeeThroughError
 
 from . import generation, images
 from .generation_jobs import RUNNER
+from .headless import WaitsInBackground
 from .preferences import settings
 
 
-class SEETHROUGH_OT_render_oscr(bpy.types.Operator):  # noqa: N801
+class SEETHROUGH_OT_render_oscr(WaitsInBackground, bpy.types.Operator):  # noqa: N801
     """Render the OSCR image and the box masks from the active camera and show them in the Image Editor.
     The render runs in the background; Blender stays usable meanwhile"""
 
@@ -30,6 +31,8 @@ class SEETHROUGH_OT_render_oscr(bpy.types.Operator):  # noqa: N801
     )
 
     def execute(self, context: bpy.types.Context) -> set[str]:
+        if self.refuse_wait_in_ui():
+            return {"CANCELLED"}
         if RUNNER.active:
             self.report({"ERROR"}, "a render or generation is already running; cancel it or wait for it")
             return {"CANCELLED"}
@@ -44,6 +47,8 @@ class SEETHROUGH_OT_render_oscr(bpy.types.Operator):  # noqa: N801
             self.report({"WARNING"} if images.out_of_frame(spec.oscr) else {"INFO"}, message)
             return {"FINISHED"}
         generation.start(spec)
+        if self.wait:
+            return generation.wait_for_job(self)
         self.report({"INFO"}, f"Rendering OSCR in the background (log: {spec.render.log_path})")
         return {"FINISHED"}
 

@@ -6,6 +6,7 @@ touches bpy and the add-on still works (with defaults) when loaded without its p
 
 from __future__ import annotations
 
+import shlex
 import tempfile
 import textwrap
 from dataclasses import dataclass
@@ -16,15 +17,17 @@ from bpy.props import BoolProperty, FloatProperty, StringProperty
 
 from seethrough_core.client import DEFAULT_TIMEOUT_S
 from seethrough_core.endpoint import DEFAULT_ENDPOINT, EndpointError, parse_endpoint
+from seethrough_core.errors import SeeThroughError
 from seethrough_core.keys import ClientKeys, KeyFileError
+from seethrough_core.protocol import SetLoraRequest
 
 from . import server_launcher
+from .lora_change import LORA_CHANGE, lora_request
 
 # "bl_ext.user_default.seethrough" when installed as an extension, "blender_addon" from a checkout.
 ADDON_ID = __package__
-DEFAULT_SERVER_ARGUMENTS = (
-    "serve --model black-forest-labs/FLUX.1-dev --lora checkpoints/seethrough3d_release/lora.safetensors"
-)
+# The LoRA is a preference of its own (LoRA File, absolute), never a path relative to where Blender runs.
+DEFAULT_SERVER_ARGUMENTS = "serve --model black-forest-labs/FLUX.1-dev"
 
 
 @dataclass(frozen=True)
@@ -38,6 +41,10 @@ class Settings:
     start_server_with_blender: bool = False
     server_public_key: str = ""  # CURVE: the server's NAME.key file (empty: no CURVE)
     client_secret_key: str = ""  # CURVE: this workstation's NAME.key_secret file
+    lora_file: str = ""  # the SeeThrough3D LoRA: for the local server and Apply LoRAs
+    lora_scale: float = 1.0
+    style_lora_file: str = ""  # a style LoRA on top (empty: none)
+    style_lora_scale: float = 1.0
 
     def client_keys(self) -> ClientKeys | None:
         """The CURVE keys to connect with, None when neither file is set; KeyFileError if unusable."""
@@ -64,8 +71,33 @@ class Settings:
 
     def server_command(self) -> server_launcher.ServerCommand:
         return server_launcher.ServerCommand(
-            self.server_executable, self.server_arguments, self.server_address, self.log_path()
+            self.server_executable,
+            self.server_arguments,
+            self.server_address,
+            self.log_path(),
+            lora=_absolute(self.lora_file),
+            lora_scale=self.lora_scale,
+            style_lora=_absolute(self.style_lora_file),
+            style_lora_scale=self.style_lora_scale,
         )
+
+    def lora_request(self) -> SetLoraRequest:
+        """Apply LoRAs: the server's LoRAs as these preferences say."""
+        return lora_request(
+            _absolute(self.lora_file), self.lora_scale, _absolute(self.style_lora_file), self.style_lora_scale
+        )
+
+    def keys_or_none(self) -> ClientKeys | None:
+        """The CURVE keys, or None when they are not set or unusable (the Generate panel explains)."""
+        try:
+            return self.client_keys()
+        except KeyFileError:
+            return None
+
+
+def _absolute(path: str) -> str:
+    """A preference's file path made absolute ("//" is the .blend's folder); empty stays empty."""
+    return str(Path(bpy.path.abspath(path.strip())).absolute()) if path.strip() else ""
 
 
 def address_problem(address: str) -> str | None:
@@ -92,6 +124,10 @@ def settings() -> Settings:
         start_server_with_blender=prefs.start_server_with_blender,
         server_public_key=prefs.server_public_key,
         client_secret_key=prefs.client_secret_key,
+        lora_file=prefs.lora_file,
+        lora_scale=prefs.lora_scale,
+        style_lora_file=prefs.style_lora_file,
+        style_lora_scale=prefs.style_lora_scale,
     )
 
 
@@ -152,6 +188,24 @@ class SEETHROUGH_AP_preferences(bpy.types.AddonPreferences):  # noqa: N801
         description="Where the local server's output goes (empty: server.log in the output folder)",
         subtype="FILE_PATH",
     )
+    lora_file: StringProperty(
+        name="LoRA File",
+        description="The SeeThrough3D LoRA (lora.safetensors) on this machine: the local server starts with "
+        "it, and Apply LoRAs loads it into the running server",
+        subtype="FILE_PATH",
+    )
+    lora_scale: FloatProperty(
+        name="LoRA Scale", description="Strength of the SeeThrough3D LoRA (1: as trained)", default=1.0,
+        min=0.0, soft_max=2.0,
+    )  # fmt: skip
+    style_lora_file: StringProperty(
+        name="Style LoRA",
+        description="An ordinary FLUX.1 LoRA (a style, a character) on top; empty: none",
+        subtype="FILE_PATH",
+    )
+    style_lora_scale: FloatProperty(
+        name="Style Scale", description="Strength of the style LoRA", default=1.0, soft_min=0.0, soft_max=2.0
+    )
     start_server_with_blender: BoolProperty(
         name="Start with Blender",
         description="Start the local server when the add-on is enabled; it stops when Blender closes",
@@ -163,10 +217,7 @@ class SEETHROUGH_AP_preferences(bpy.types.AddonPreferences):  # noqa: N801
         col = layout.column()
         col.prop(self, "server_address")
         if problem := address_problem(self.server_address):
-            box = col.box()
-            box.alert = True
-            for i, line in enumerate(textwrap.wrap(problem, 90)):
-                box.label(text=line, icon="ERROR" if i == 0 else "BLANK1")
+            draw_message(col.box(), problem, "ERROR", alert=True, width=90)
         col.prop(self, "timeout_s")
         col.prop(self, "output_dir")
 
@@ -175,24 +226,75 @@ class SEETHROUGH_AP_preferences(bpy.types.AddonPreferences):  # noqa: N801
         keys.prop(self, "server_public_key")
         keys.prop(self, "client_secret_key")
 
+        draw_lora_controls(layout.box(), self)
+
         box = layout.box()
         box.label(text="Local Server", icon="CONSOLE")
         box.prop(self, "server_executable")
         box.prop(self, "server_arguments")
         box.prop(self, "server_log")
         box.prop(self, "start_server_with_blender")
-        draw_server_controls(box)
+        draw_server_controls(box, show_command=True)
 
 
-def draw_server_controls(layout: bpy.types.UILayout) -> None:
+def draw_message(
+    layout: bpy.types.UILayout, text: str, icon: str, *, alert: bool = False, width: int = 42
+) -> None:
+    """A wrapped message: the sidebar cuts long labels, and errors must be readable in full."""
+    column = layout.column(align=True)
+    column.alert = alert
+    for i, line in enumerate(textwrap.wrap(text, width) or [""]):
+        column.label(text=line, icon=icon if i == 0 else "BLANK1")
+
+
+def draw_lora_controls(layout: bpy.types.UILayout, prefs: SEETHROUGH_AP_preferences) -> None:
+    """The LoRA files, Apply LoRAs and what the last change did."""
+    layout.label(text="LoRAs", icon="MODIFIER")
+    layout.prop(prefs, "lora_file")
+    layout.prop(prefs, "lora_scale")
+    layout.prop(prefs, "style_lora_file")
+    layout.prop(prefs, "style_lora_scale")
+    change = LORA_CHANGE.state
+    row = layout.row()
+    row.enabled = change.settled
+    row.operator("seethrough.apply_loras", text="Apply LoRAs to the Server", icon="FILE_REFRESH")
+    if change.phase != "idle":
+        failed = change.phase == "failed"
+        draw_message(layout, change.message, "ERROR" if failed else "INFO", alert=failed, width=90)
+        for line in change.loaded:
+            layout.label(text=line, icon="BLANK1")
+
+
+def draw_server_controls(layout: bpy.types.UILayout, show_command: bool = False, width: int = 90) -> None:
+    """Start / Stop, what the local server is doing, and why it stopped (exit code, log lines)."""
     server = server_launcher.SERVER
+    state = server.state
+    current = settings()
+    try:
+        command = current.server_command().argv()
+        problem = None
+    except SeeThroughError as exc:
+        command, problem = [], str(exc)
+    if problem is not None and not server.running:
+        draw_message(layout, problem, "ERROR", alert=True, width=width)
+    elif show_command and not server.running:
+        draw_message(layout, "Runs: " + shlex.join(command), "CONSOLE", width=width)
     row = layout.row(align=True)
+    icons = {
+        "ready": "CHECKMARK",
+        "exited": "ERROR",
+        "silent": "ERROR",
+        "loading": "SORTTIME",
+        "starting": "SORTTIME",
+    }
+    alert = state.phase in ("exited", "silent")
+    draw_message(row, state.message, icons.get(state.phase, "DOT"), alert=alert, width=width)
     if server.running:
-        row.label(text=f"Running (pid {server.pid})", icon="CHECKMARK")
         row.operator("seethrough.stop_server", text="Stop", icon="CANCEL")
     else:
-        row.label(text=server.describe_exit(), icon="DOT")
         row.operator("seethrough.start_server", text="Start", icon="PLAY")
+    for line in state.log_lines:
+        layout.label(text=line[-110:], icon="BLANK1")
 
 
 CLASSES = (SEETHROUGH_AP_preferences,)

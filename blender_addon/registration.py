@@ -38,7 +38,7 @@ def register() -> None:
     current = preferences.settings()
     if current.start_server_with_blender and not SERVER.running:
         try:
-            SERVER.start(current.server_command())
+            ops_server.start_local_server(current)
         except Exception as exc:  # never let a server problem keep the add-on from loading
             print(f"SeeThrough: could not start the local server: {exc}")
 
@@ -47,6 +47,9 @@ def unregister() -> None:
     # First stop what runs in the background: the job's thread, its timer, the local server.
     RUNNER.shutdown()
     generation.stop_timer()
+    for timer in (ops_server.poll_local_server, ops_server.poll_lora_change):
+        if bpy.app.timers.is_registered(timer):
+            bpy.app.timers.unregister(timer)
     box_links.unregister_handlers()
     SERVER.stop()
     for cls in reversed(CLASSES):

@@ -2,25 +2,14 @@
 
 from __future__ import annotations
 
-import textwrap
 import time
 
 import bpy
 
 from . import box_links, compat, scene_io
 from .generation_jobs import RUNNER
-from .preferences import address_problem, draw_server_controls, preferences, settings
+from .preferences import address_problem, draw_message, draw_server_controls, preferences, settings
 from .server_launcher import SERVER
-
-
-def draw_message(
-    layout: bpy.types.UILayout, text: str, icon: str, *, alert: bool = False, width: int = 42
-) -> None:
-    """A wrapped message: the sidebar cuts long labels, and errors must be readable in full."""
-    column = layout.column(align=True)
-    column.alert = alert
-    for i, line in enumerate(textwrap.wrap(text, width) or [""]):
-        column.label(text=line, icon=icon if i == 0 else "BLANK1")
 
 
 class SeeThroughPanel:
@@ -231,8 +220,8 @@ class SEETHROUGH_PT_server(SeeThroughPanel, bpy.types.Panel):  # noqa: N801
         status = RUNNER.status
         if status is not None and status.model:
             draw_message(layout, f"Model: {status.model}", "INFO")
-        draw_server_controls(layout)
-        for line in SERVER.log_tail(3) if SERVER.log_path else []:
+        draw_server_controls(layout, width=42)
+        for line in SERVER.log_tail(3) if SERVER.running else []:  # loading progress; an exit shows its own
             layout.label(text=line[-60:])
 
 

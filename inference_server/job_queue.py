@@ -12,13 +12,13 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 
-from seethrough_core.protocol import GenerateRequest
+from seethrough_core.protocol import GenerateRequest, SetLoraRequest
 
 
 @dataclass
 class ServerJob:
     job_id: str
-    request: GenerateRequest
+    request: GenerateRequest | SetLoraRequest  # a generation, or a LoRA change between generations
     owner: bytes  # ZeroMQ routing id of the connection that submitted it
     received_at: float = field(default_factory=time.monotonic)  # when its message arrived
     cancel_event: threading.Event = field(default_factory=threading.Event)

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any, TypeVar
+
 from seethrough_core.errors import SeeThroughError
 from seethrough_core.generation_settings import SettingError
+
+T = TypeVar("T")
 
 
 class RequestError(SettingError):
@@ -42,6 +47,40 @@ class LoRAFormatError(WeightsMismatchError):
 
 class SetupError(SeeThroughError, RuntimeError):
     """The pipeline cannot be set up as asked (device missing, unknown dtype or memory mode)."""
+
+
+class SetupProblemsError(SetupError):
+    """Several things keep the pipeline from loading; the message lists every one (``problems``)."""
+
+    def __init__(self, problems: list[SeeThroughError]) -> None:
+        self.problems = problems
+        listed = "\n".join(f"  {number}. {problem}" for number, problem in enumerate(problems, 1))
+        super().__init__(f"{len(problems)} problems, fix them all before starting again:\n{listed}")
+
+
+class SetupChecks:
+    """Runs every check of a set-up and keeps each failure, so all are reported at once."""
+
+    def __init__(self) -> None:
+        self.problems: list[SeeThroughError] = []
+
+    def add(self, problem: SeeThroughError) -> None:
+        self.problems.append(problem)
+
+    def run(self, check: Callable[..., T], *args: Any) -> T | None:
+        """``check(*args)``, or None when it raised a SeeThroughError (kept as a problem)."""
+        try:
+            return check(*args)
+        except SeeThroughError as exc:
+            self.problems.append(exc)
+            return None
+
+    def raise_any(self) -> None:
+        """Nothing when all passed; the one problem as raised; several as SetupProblemsError."""
+        if len(self.problems) == 1:
+            raise self.problems[0]
+        if self.problems:
+            raise SetupProblemsError(self.problems)
 
 
 class TrainingError(SeeThroughError):

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import time
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -44,7 +45,7 @@ from .edit_blend import LatentEdit, composite
 from .latents import PIXELS_PER_TOKEN, image_position_ids, pack_latents, unpack_latents
 from .loading import load_components
 from .lora import SeeThroughLoRA, load_seethrough_lora
-from .model_errors import GenerationCancelled, SetupError
+from .model_errors import GenerationCancelled, SetupChecks, SetupError
 from .offload import StreamedModule, stream_t5
 from .placement import MEMORY_MODES, MemoryPlan, plan_memory
 from .preview import LatentPreviewer
@@ -54,7 +55,7 @@ from .style_lora import StyleLoRA, activate, load_style_lora
 from .text import T5_MAX_TOKENS, PromptEncoder
 from .tiny import build_tiny_components
 from .transformer import EAGER_RUNNERS, BlockRunners, SeeThroughTransformer
-from .weights import WeightsFile, resolve_model_folder, resolve_seethrough_lora
+from .weights import WeightsFile, resolve_model_folder, resolve_seethrough_lora, resolve_style_lora
 
 __all__ = ["MEMORY_MODES", "GenerationCancelled", "GenerationOutput", "SeeThroughPipeline", "StepInfo"]
 
@@ -136,6 +137,7 @@ class SeeThroughPipeline:
         self.condition_lora: SeeThroughLoRA | None = None
         self.lora_source: WeightsFile | None = None  # where the condition LoRA came from (None: built)
         self.style_loras: list[StyleLoRA] = []
+        self._style_adapters_made = 0
         self.attention = DEFAULT_ATTENTION
         self.condition_cache = bool(condition_cache)
         self.runners: BlockRunners = EAGER_RUNNERS
@@ -196,11 +198,18 @@ class SeeThroughPipeline:
         ``condition_cache`` computes the condition stream once per request and reuses it (faster,
         approximate; see docs/performance.md).
         """
+        # Every problem at once, the files first: a missing folder is not hidden behind a missing GPU.
+        checks = SetupChecks()
         if dtype not in DTYPES:
-            raise SetupError(f"dtype must be one of {sorted(DTYPES)}, got '{dtype}'")
-        target = _check_device(device)
-        plan = plan_memory(memory, quantization, target)  # a missing extra fails here, before any loading
-        folder = resolve_model_folder(model)
+            checks.add(SetupError(f"dtype must be one of {sorted(DTYPES)}, got '{dtype}'"))
+        folder = checks.run(resolve_model_folder, model)
+        lora_path = checks.run(resolve_seethrough_lora, lora) if lora is not None else None
+        for source, _ in style_loras:
+            checks.run(resolve_style_lora, source)
+        target = checks.run(_check_device, device)
+        # a missing extra fails here, before any loading
+        plan = checks.run(plan_memory, memory, quantization, target) if target is not None else None
+        checks.raise_any()
 
         def place_transformer(transformer: FluxTransformer2DModel) -> None:
             # quantized straight onto the device before the encoders load, so the bf16 transformer and
@@ -221,8 +230,8 @@ class SeeThroughPipeline:
         if target.type == "cpu":  # computed where they were read: the same numbers as a model built in memory
             for module in pipeline._modules():
                 align_cpu_weights(module)
-        if lora is not None:
-            pipeline.load_condition_lora(lora, scale=lora_scale)
+        if lora_path is not None:
+            pipeline.load_condition_lora(str(lora_path), scale=lora_scale)
         for source, scale in style_loras:
             pipeline.add_style_lora(source, scale)
         return pipeline
@@ -279,6 +288,21 @@ class SeeThroughPipeline:
         self.set_condition_lora(lora)
         self.lora_source = WeightsFile.of(path)
 
+    def lora_lines(self) -> list[str]:
+        """The LoRAs in use, one line each with the file's absolute path, SHA-256 prefix and scale (logs)."""
+        lora, source = self.condition_lora, self.lora_source
+        if lora is None:
+            lines = ["SeeThrough3D LoRA: none"]
+        else:
+            where = "built in memory" if source is None else source.label
+            if source is not None and source.sha256:
+                where += f" (sha256 {source.sha256})"
+            lines = [f"SeeThrough3D LoRA: {where}, scale {lora.scale:g}"]
+        return lines + [
+            f"style LoRA: {entry.path} (sha256 {entry.sha256}), scale {entry.scale:g}"
+            for entry in self.style_loras
+        ]
+
     def set_lora_scale(self, scale: float) -> None:
         if self.condition_lora is None:
             raise SetupError("no SeeThrough3D LoRA is loaded")
@@ -286,11 +310,55 @@ class SeeThroughPipeline:
 
     def add_style_lora(self, source: str, scale: float = 1.0) -> None:
         """Add an ordinary FLUX LoRA on top, applied to every token with ``scale``."""
-        entry = load_style_lora(
-            self.transformer, source, scale, adapter_name=f"style_{len(self.style_loras)}"
-        )
-        self.style_loras.append(entry)
+        self.style_loras.append(self._load_style_lora(source, scale))
         activate(self.transformer, self.style_loras)
+
+    def _load_style_lora(self, source: str, scale: float) -> StyleLoRA:
+        self._style_adapters_made += 1  # a fresh adapter name, also after swaps
+        return load_style_lora(self.transformer, source, scale, f"style_{self._style_adapters_made}")
+
+    def swap_loras(
+        self,
+        lora: str | None = None,
+        lora_scale: float | None = None,
+        style_loras: Sequence[tuple[str, float]] | None = None,
+    ) -> None:
+        """Change the LoRAs between two generations (the server's ``set_lora``). ``lora``: a new
+        SeeThrough3D LoRA file; ``lora_scale``: its scale (None keeps the current one); ``style_loras``:
+        the complete new list of (file, scale) (None keeps them, empty removes them). All files are
+        found and read first: on any problem (every one is reported) the LoRAs in use stay as they were.
+        """
+        checks = SetupChecks()
+        path = checks.run(resolve_seethrough_lora, lora) if lora is not None else None
+        condition = checks.run(load_seethrough_lora, path, self.transformer) if path is not None else None
+        source = WeightsFile.of(path) if condition is not None else None  # read before anything changes
+        if lora is None and lora_scale is not None and self.condition_lora is None:
+            checks.add(SetupError("no SeeThrough3D LoRA is loaded: give a LoRA file to set its scale"))
+        styles: list[StyleLoRA] = []
+        for source, scale in style_loras or ():
+            if (entry := checks.run(self._load_style_lora, source, scale)) is not None:
+                styles.append(entry)
+        if checks.problems:
+            self._delete_style_adapters(styles)
+            activate(self.transformer, self.style_loras)  # loading made the new ones active: undo that
+            checks.raise_any()
+        if condition is not None:
+            scale = self.condition_lora.scale if self.condition_lora is not None else 1.0
+            self.set_condition_lora(condition)
+            self.lora_source = source
+            self.condition_lora.set_scale(scale)  # a new file keeps the scale unless one is given
+        if lora_scale is not None:
+            self.condition_lora.set_scale(lora_scale)
+        if style_loras is not None:
+            self._delete_style_adapters(self.style_loras)
+            self.style_loras = styles
+            activate(self.transformer, self.style_loras)
+
+    def _delete_style_adapters(self, entries: Sequence[StyleLoRA]) -> None:
+        if entries:
+            with warnings.catch_warnings():  # peft's "active adapter deleted": activate() follows
+                warnings.filterwarnings("ignore", message="Adapter .* was active which is now deleted")
+                self.transformer.delete_adapters([entry.adapter_name for entry in entries])
 
     def set_attention(self, name: str) -> None:
         """``split`` (default, fast and exact), ``dense`` (one full mask per request) or ``dense-rebuild``

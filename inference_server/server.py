@@ -50,6 +50,7 @@ from seethrough_core.protocol import (
     InfoReply,
     InfoRequest,
     ProtocolError,
+    SetLoraRequest,
     decode_request,
     new_id,
 )
@@ -312,6 +313,8 @@ class SeeThroughServer:
                 self._on_generate(peer, request, received)
             elif isinstance(request, CancelRequest):
                 self._on_cancel(peer, request)
+            elif isinstance(request, SetLoraRequest):  # queued like a job: runs between generations
+                self._queue_job(ServerJob(new_id(), request, peer, received_at=received))
         except ProtocolError as exc:
             log.info("bad request from %s: %s (%s)", peer.hex(), exc, exc.code)
             self._send(peer, ErrorReply.from_exception(exc).encode())
@@ -369,7 +372,10 @@ class SeeThroughServer:
                 ) from None
         # Pool full-size masks now: a queued job then holds 16 KB of token grids, not up to 67 MB.
         request.masks, request.mask_kind = request.token_grids(), "token_grid"
-        job = ServerJob(new_id(), request, peer, received_at=received)
+        self._queue_job(ServerJob(new_id(), request, peer, received_at=received))
+
+    def _queue_job(self, job: ServerJob) -> None:
+        request, peer = job.request, job.owner
         try:
             position = self._queue.put(job)
         except QueueFullError:

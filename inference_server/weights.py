@@ -91,19 +91,26 @@ def check_model_folder(folder: Path) -> None:
 
 
 def resolve_lora_file(source: str, default_file: str, what: str, how_to_get: str) -> Path:
-    """A .safetensors LoRA from a file path, a folder holding it, or a repo id in the local cache.
+    """A .safetensors LoRA (its absolute path) from a file path, a folder holding it, or a repo id in the
+    local cache.
 
     In a folder (or a cached repo snapshot) ``default_file`` is taken first, then the only .safetensors.
     """
     if looks_like_repo_id(source):
         folder = cached_snapshot(source, what, how_to_get)
-        return _lora_in_folder(folder, default_file, what, how_to_get)
+        return absolute(_lora_in_folder(folder, default_file, what, how_to_get))
     path = Path(source).expanduser()
     if path.is_dir():
-        return _lora_in_folder(path, default_file, what, how_to_get)
+        return absolute(_lora_in_folder(path, default_file, what, how_to_get))
     if not path.is_file():
         raise WeightsNotFoundError(f"no {what} file at {path.resolve()}. To get it: {how_to_get}.")
-    return path
+    return absolute(path)
+
+
+def absolute(path: Path) -> Path:
+    """The absolute path, so logs and records name the file whatever the working folder; symlinks are
+    kept (a Hugging Face cache snapshot's file keeps its name instead of becoming a blob hash)."""
+    return Path(os.path.abspath(path))
 
 
 def _lora_in_folder(folder: Path, default_file: str, what: str, how_to_get: str) -> Path:

@@ -27,7 +27,7 @@ import zmq
 from seethrough_core.errors import SeeThroughError
 from seethrough_core.generation_settings import SettingError
 from seethrough_core.limits import MAX_SEED
-from seethrough_core.protocol import ErrorCode, ErrorReply, Frame, Progress, Result
+from seethrough_core.protocol import ErrorCode, ErrorReply, Frame, LoraSet, Progress, Result, SetLoraRequest
 
 from .job_queue import JobQueue, ServerJob
 from .model_errors import GenerationCancelled
@@ -73,7 +73,10 @@ class Worker(threading.Thread):
             log.info("model ready in %.1f s", time.monotonic() - started)
             events.send(b"ready")
             while (job := self._queue.take()) is not None:
-                outcome, frames = self._run(job, self.pipeline, events)
+                if isinstance(job.request, SetLoraRequest):
+                    outcome, frames = self._set_lora(job, job.request, self.pipeline)
+                else:
+                    outcome, frames = self._run(job, self.pipeline, events)
                 self._queue.finish(job)
                 events.send_multipart([b"end", job.job_id.encode(), outcome, *frames], copy=False)
         finally:
@@ -151,6 +154,33 @@ class Worker(threading.Thread):
         )
         log.info("job %s done in %.2f s", job.job_id, finished - started)
         return b"result", result.encode()
+
+    def _set_lora(
+        self, job: ServerJob, request: SetLoraRequest, pipeline: SeeThroughPipeline
+    ) -> tuple[bytes, list[Frame]]:
+        """Swap the LoRAs between two jobs; a refused change leaves the ones in use as they were."""
+        if job.cancel_event.is_set():
+            return b"cancelled", []
+        started = time.monotonic()
+        styles = request.style_loras
+        try:
+            pipeline.swap_loras(
+                request.lora,
+                request.lora_scale,
+                None if styles is None else [(style.path, style.scale) for style in styles],
+            )
+        except SeeThroughError as exc:
+            log.warning("LoRA change refused; the LoRAs in use are unchanged: %s", exc)
+            return b"error", self._error(job, ErrorCode.LORA_FAILED, f"{exc}. The LoRAs in use are unchanged")
+        except Exception as exc:
+            log.exception("LoRA change failed")
+            message = f"the LoRA change failed: {type(exc).__name__}: {exc}"
+            return b"error", self._error(job, ErrorCode.SERVER_ERROR, message)
+        load_s = time.monotonic() - started
+        for line in pipeline.lora_lines():
+            log.info("LoRAs changed in %.2f s: %s", load_s, line)
+        model, lora = self._describe(pipeline)
+        return b"result", LoraSet(request.request_id, job.job_id, model, lora, load_s).encode()
 
     @staticmethod
     def _error(job: ServerJob, code: ErrorCode, message: str, field: str = "") -> list[Frame]:

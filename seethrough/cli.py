@@ -44,6 +44,7 @@ COMMANDS = (
         "dataset", "make a synthetic occlusion dataset from assets; its stats", "dataset_command", "dataset"
     ),
     Command("keys", "CURVE key pairs for serving to other machines (docs/server.md)", "keys_command", "keys"),
+    Command("lora", "show or change a running server's LoRAs without restarting it", "lora_command", "lora"),
 )
 
 

@@ -192,16 +192,19 @@ def _pipeline_loader(args: argparse.Namespace, device: str) -> Callable[[], obje
             pipeline = SeeThroughPipeline.tiny(seed=0, device=device, **speed)
             if args.lora:  # e.g. a checkpoint of `seethrough train --tiny`
                 pipeline.load_condition_lora(args.lora, scale=args.lora_scale)
-            return pipeline
-        return SeeThroughPipeline.from_pretrained(
-            args.model,
-            args.lora,
-            device=device,
-            dtype=args.dtype,
-            lora_scale=args.lora_scale,
-            style_loras=tuple(args.style_lora),
-            **speed,
-        )
+        else:
+            pipeline = SeeThroughPipeline.from_pretrained(
+                args.model,
+                args.lora,
+                device=device,
+                dtype=args.dtype,
+                lora_scale=args.lora_scale,
+                style_loras=tuple(args.style_lora),
+                **speed,
+            )
+        for line in pipeline.lora_lines():  # which files, by absolute path and hash
+            log.info("%s", line)
+        return pipeline
 
     return load
 

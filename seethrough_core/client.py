@@ -34,10 +34,12 @@ from .protocol import (
     GenerateRequest,
     InfoReply,
     InfoRequest,
+    LoraSet,
     Message,
     Progress,
     ProtocolError,
     Result,
+    SetLoraRequest,
     decode_reply,
 )
 
@@ -162,8 +164,9 @@ class SeeThroughClient:
             raise self._unexpected(reply, "info_reply")
         return reply
 
-    def submit(self, request: GenerateRequest) -> Job:
-        """Queue a generation; returns once the server has accepted it (validation errors raise here)."""
+    def submit(self, request: GenerateRequest | SetLoraRequest) -> Job:
+        """Queue a generation (or a LoRA change); returns once the server has accepted it (validation
+        errors raise here)."""
         job = Job(self, request)
         self._open_box(request.request_id, job.box)
         try:
@@ -176,6 +179,16 @@ class SeeThroughClient:
             raise self._unexpected(reply, "accepted")
         job.accept(reply)
         return job
+
+    def set_lora(self, request: SetLoraRequest, timeout_s: float | None = None) -> LoraSet:
+        """Change the server's LoRAs; returns once they are in use (after the jobs queued before).
+        ServerError (code lora_failed) names every missing or unfit file; nothing changed then."""
+        for event in self.submit(request).events(timeout_s):
+            if isinstance(event, LoraSet):
+                return event
+            if isinstance(event, Cancelled):
+                raise JobCancelledError("the LoRA change was cancelled before it ran")
+        raise SeeThroughError("the server ended the LoRA change without an answer")
 
     def cancel(self, job_id: str) -> None:
         """Ask the server to cancel a job; the job itself then ends with `cancelled` (or its result)."""
@@ -324,7 +337,7 @@ class SeeThroughClient:
 
 def _routing_key(message: Message) -> str | None:
     """Job events go to their job's mailbox; everything else to the request that asked for it."""
-    if isinstance(message, Progress | Result | Cancelled):
+    if isinstance(message, Progress | Result | Cancelled | LoraSet):
         return message.job_id
     return getattr(message, "request_id", None)
 
@@ -332,7 +345,7 @@ def _routing_key(message: Message) -> str | None:
 class Job:
     """A generation the server accepted. Iterate `events()` or call `wait()`; `cancel()` from any thread."""
 
-    def __init__(self, client: SeeThroughClient, request: GenerateRequest) -> None:
+    def __init__(self, client: SeeThroughClient, request: GenerateRequest | SetLoraRequest) -> None:
         self.client = client
         self.request = request
         self.request_id = request.request_id
@@ -350,8 +363,9 @@ class Job:
         if not self.done:
             self.client.cancel(self.id)
 
-    def events(self, timeout_s: float | None = None) -> Iterator[Progress | Result | Cancelled]:
-        """Progress messages, then the Result or Cancelled. ServerError if the job failed.
+    def events(self, timeout_s: float | None = None) -> Iterator[Progress | Result | Cancelled | LoraSet]:
+        """Progress messages, then the Result (LoraSet for a LoRA change) or Cancelled. ServerError if
+        the job failed.
 
         `timeout_s` bounds the whole job (None: no bound, as long as the server keeps answering).
         """
@@ -362,9 +376,9 @@ class Job:
                 if isinstance(message, ErrorReply):
                     self.done = True
                     raise ServerError(message)
-                if isinstance(message, Result | Cancelled):
+                if isinstance(message, Result | Cancelled | LoraSet):
                     self.done = True
-                if isinstance(message, Progress | Result | Cancelled):
+                if isinstance(message, Progress | Result | Cancelled | LoraSet):
                     yield message
         finally:
             if self.done:

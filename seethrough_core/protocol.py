@@ -66,6 +66,7 @@ class ErrorCode(StrEnum):
     LOAD_FAILED = "load_failed"  # the model never loaded; the server is stopping
     SHUTTING_DOWN = "shutting_down"
     SERVER_ERROR = "server_error"  # a bug in the server; it keeps serving
+    LORA_FAILED = "lora_failed"  # a set_lora whose files are missing or do not fit; nothing changed
 
 
 class ProtocolError(SeeThroughError, ValueError):
@@ -131,6 +132,8 @@ def _encode_value(value: Any, frames: list[Frame]) -> Any:
         return {"frame": len(frames) - 1, "encoding": _sniff_encoding(value)}
     if is_dataclass(value) and not isinstance(value, type):
         return {f.name: _encode_value(getattr(value, f.name), frames) for f in fields(value)}
+    if isinstance(value, list) and any(is_dataclass(item) for item in value):  # set_lora's style_loras
+        return [_encode_value(item, frames) for item in value]
     return value
 
 
@@ -492,6 +495,96 @@ class Cancelled(Message):
 
 
 @dataclass
+class StyleLoraChoice:
+    """One style LoRA of a `set_lora` request: a file on the server's machine and its strength."""
+
+    path: str
+    scale: float = 1.0
+
+
+@dataclass
+class SetLoraRequest(Message):
+    """Change the LoRAs of the loaded model without restarting the server (docs/protocol.md).
+
+    It waits its turn in the job queue: jobs sent before it finish with the LoRAs they were sent to,
+    jobs sent after it use the new ones. Answered with `accepted`, then `lora_set` (or `error`; the
+    LoRAs in use then stay as they were). None keeps what is loaded.
+    """
+
+    TYPE: ClassVar[str] = "set_lora"
+    lora: str | None = None  # the SeeThrough3D LoRA: a .safetensors file, a folder, a cached repo id
+    lora_scale: float | None = None  # None: the current scale
+    style_loras: list[StyleLoraChoice] | None = None  # the complete new list; [] removes them all
+    request_id: str = field(default_factory=new_id)
+
+    def validate(self) -> None:
+        def bad(name: str, message: str) -> ProtocolError:
+            return ProtocolError(ErrorCode.INVALID_FIELD, message, name, self.request_id or None)
+
+        _check_id(self.request_id, "request_id", allow_empty=False)
+        if self.lora is not None and (not isinstance(self.lora, str) or not self.lora.strip()):
+            raise bad("lora", "must be the path of a LoRA file on the server's machine, or nil")
+        if self.lora_scale is not None and not (is_number(self.lora_scale) and self.lora_scale >= 0):
+            raise bad("lora_scale", f"must be a number >= 0, got {self.lora_scale!r}")
+        for index, style in enumerate(self.style_loras or ()):
+            if not isinstance(style.path, str) or not style.path.strip():
+                raise bad(f"style_loras[{index}].path", "must be the path of a LoRA file")
+            if not is_number(style.scale):
+                raise bad(f"style_loras[{index}].scale", f"must be a finite number, got {style.scale!r}")
+        if self.lora is None and self.lora_scale is None and self.style_loras is None:
+            raise bad("lora", "nothing to change: give lora, lora_scale or style_loras")
+
+    @classmethod
+    def _decode(cls, r: _Reader) -> Self:
+        styles = r.get("style_loras", None, True)
+        if styles is not None:
+            if not isinstance(styles, list) or not all(isinstance(item, dict) for item in styles):
+                raise r.invalid("style_loras", 'a list of maps {"path", "scale"}', styles)
+            styles = [StyleLoraChoice(item.get("path"), item.get("scale", 1.0)) for item in styles]
+        request = cls(
+            request_id=r.id("request_id", allow_empty=False),
+            lora=r.text("lora", optional=True),
+            lora_scale=r.get("lora_scale", None, True),
+            style_loras=styles,
+        )
+        request.validate()
+        return request
+
+
+@dataclass
+class LoraSet(Message):
+    """The LoRAs are changed; `model` and `lora` as in `info_reply` now say so."""
+
+    TYPE: ClassVar[str] = "lora_set"
+    request_id: str
+    job_id: str
+    model: dict[str, Any]
+    lora: dict[str, Any] | None
+    load_s: float
+
+    @classmethod
+    def _decode(cls, r: _Reader) -> Self:
+        return cls(
+            r.id("request_id"), r.id("job_id"), r.mapping("model"), r.mapping("lora", optional=True),
+            r.number("load_s"),
+        )  # fmt: skip
+
+
+def describe_loras(model: dict[str, Any], lora: dict[str, Any] | None) -> list[str]:
+    """The LoRAs a server holds, one line each, from the `model` and `lora` of `info_reply` or `lora_set`."""
+    if lora is None:
+        lines = ["SeeThrough3D LoRA: none"]
+    else:
+        sha = f", sha256 {lora['sha256']}" if lora.get("sha256") else ""
+        scale = f", scale {lora['scale']:g}" if is_number(lora.get("scale")) else ""
+        lines = [f"SeeThrough3D LoRA: {lora.get('name')}{sha}{scale}"]
+    styles = model.get("style_loras") or []
+    return lines + [
+        f"style LoRA: {s.get('path')}, sha256 {s.get('sha256')}, scale {s.get('scale')}" for s in styles
+    ]
+
+
+@dataclass
 class ErrorReply(Message):
     TYPE: ClassVar[str] = "error"
     code: str
@@ -515,16 +608,18 @@ class ErrorReply(Message):
         )
 
 
-REQUESTS: dict[str, type[Message]] = {m.TYPE: m for m in (InfoRequest, GenerateRequest, CancelRequest)}
+REQUESTS: dict[str, type[Message]] = {
+    m.TYPE: m for m in (InfoRequest, GenerateRequest, CancelRequest, SetLoraRequest)
+}
 REPLIES: dict[str, type[Message]] = {
-    m.TYPE: m for m in (InfoReply, Accepted, Progress, Result, Cancelled, ErrorReply)
+    m.TYPE: m for m in (InfoReply, Accepted, Progress, Result, Cancelled, LoraSet, ErrorReply)
 }
 
 
 def decode_request(
     frames: Sequence[Any], *, max_frames: int = MAX_FRAMES, max_bytes: int = MAX_MESSAGE_BYTES
 ) -> Message:
-    """A client's message (info, generate, cancel) from its frames; ProtocolError if malformed."""
+    """A client's message (info, generate, cancel, set_lora) from its frames; ProtocolError if malformed."""
     return _decode_frames(frames, REQUESTS, max_frames, max_bytes)
 
 

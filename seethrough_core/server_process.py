@@ -19,10 +19,19 @@ from pathlib import Path
 from .client import SeeThroughClient, ServerUnavailableError
 from .errors import SeeThroughError
 from .keys import ClientKeys
+from .protocol import InfoReply
 
 
 class LocalServerError(SeeThroughError):
-    """The local server could not be started or did not come up; the message says why."""
+    """The local server could not be started or did not come up; the message says why. When it ran
+    and exited: ``exit_code`` and the last ``log_lines`` of its log."""
+
+    def __init__(
+        self, message: str, exit_code: int | None = None, log_lines: list[str] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+        self.log_lines = log_lines or []
 
 
 def free_loopback_port() -> int:
@@ -98,23 +107,30 @@ class ServerProcess:
         """Return once the server answers `info`; raise with its log's tail if it dies or hangs."""
         deadline = time.monotonic() + timeout_s
         with SeeThroughClient(self.endpoint, timeout_s=2.0, keys=self.keys) as client:
-            while True:
-                if self.process is None or self.process.poll() is not None:
-                    code = None if self.process is None else self.process.returncode
+            while self.look(client) is None:
+                if time.monotonic() > deadline:
+                    self.stop()
                     raise LocalServerError(
-                        f"the local server exited with code {code} before it was ready; "
+                        f"the local server did not answer within {timeout_s:.0f} s; "
                         f"its log ({self.log_path}) ends with:\n" + "\n".join(self.log_tail(15))
                     )
-                try:
-                    client.info()
-                    return
-                except ServerUnavailableError:
-                    if time.monotonic() > deadline:
-                        self.stop()
-                        raise LocalServerError(
-                            f"the local server did not answer within {timeout_s:.0f} s; "
-                            f"its log ({self.log_path}) ends with:\n" + "\n".join(self.log_tail(15))
-                        ) from None
+
+    def look(self, client: SeeThroughClient) -> InfoReply | None:
+        """One look at the server through ``client`` (connected to its endpoint): its `info`, or None
+        while nothing answers yet (waits up to the client's timeout). LocalServerError, with the exit
+        code and the log's last lines (``exit_code``, ``log_lines``), once the process has ended."""
+        if self.process is None or self.process.poll() is not None:
+            code = None if self.process is None else self.process.returncode
+            raise LocalServerError(
+                f"the local server exited with code {code}; its log ({self.log_path}) ends with:\n"
+                + "\n".join(self.log_tail(15)),
+                exit_code=code,
+                log_lines=self.log_tail(15),
+            )
+        try:
+            return client.info()
+        except ServerUnavailableError:
+            return None
 
     def stop(self, timeout_s: float = 10.0) -> int | None:
         """Stop the server (SIGTERM: it cancels its job and exits; then by force); its exit code."""

@@ -13,10 +13,14 @@ import queue
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
+from safetensors.torch import save_file
 
+from inference_server.lora import SeeThroughLoRA
 from inference_server.pipeline import SeeThroughPipeline, StepInfo
 from inference_server.server import SeeThroughServer, ServerConfig
 from seethrough_core.protocol import GenerateRequest
@@ -49,6 +53,9 @@ class GatedPipeline:
     @property
     def identity(self) -> dict[str, Any]:
         return self.inner.identity
+
+    def __getattr__(self, name: str) -> Any:  # the rest (LoRA changes, log lines) as the real one has it
+        return getattr(self.inner, name)
 
     def __call__(self, **kwargs: Any) -> Any:
         prompt = kwargs["scene_prompt"]
@@ -94,6 +101,39 @@ def run_in_process(pipeline: Any, request: GenerateRequest, **kwargs: Any) -> An
         num_inference_steps=request.steps,
         **kwargs,
     )
+
+
+def random_lora_for(pipeline: SeeThroughPipeline, seed: int, rank: int = 3) -> SeeThroughLoRA:
+    """A SeeThrough3D LoRA with random weights that fits ``pipeline``'s transformer."""
+    transformer = pipeline.transformer
+    return SeeThroughLoRA.random(
+        transformer.inner_dim,
+        rank,
+        len(transformer.transformer_blocks),
+        len(transformer.single_transformer_blocks),
+        seed,
+    )
+
+
+def write_style_lora(path: Path, pipeline: SeeThroughPipeline, seed: int, rank: int = 2) -> None:
+    """A diffusers/peft-format FLUX LoRA (``transformer.<module>.lora_A/B.weight``) with random weights."""
+    generator = torch.Generator().manual_seed(seed)
+    modules = {
+        "transformer_blocks.0.attn.to_q": (32, 32),
+        "transformer_blocks.0.attn.to_v": (32, 32),
+        "transformer_blocks.1.ff.net.2": (128, 32),
+        "single_transformer_blocks.0.attn.to_k": (32, 32),
+        "single_transformer_blocks.1.proj_out": (160, 32),
+    }
+    state = {}
+    for module, (features_in, features_out) in modules.items():
+        state[f"transformer.{module}.lora_A.weight"] = (
+            torch.randn(rank, features_in, generator=generator) * 0.3
+        )
+        state[f"transformer.{module}.lora_B.weight"] = (
+            torch.randn(features_out, rank, generator=generator) * 0.3
+        )
+    save_file(state, str(path))
 
 
 @functools.cache

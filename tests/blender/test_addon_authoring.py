@@ -21,6 +21,7 @@ OPERATORS = [
     "add_box", "boxes_from_selection", "flip_front", "remove_box", "import_layout", "export_layout",
     "render_oscr", "generate", "cancel",
     "open_history_item", "use_as_background", "remove_history_item", "start_server", "stop_server",
+    "apply_loras",
 ]  # fmt: skip
 
 pytestmark = pytest.mark.each_blender  # all of authoring, on each tested Blender

@@ -5,21 +5,11 @@ import pytest
 import torch
 from model_comparison import assert_same_generation
 from safetensors.torch import load_file, save_file
+from server_support import random_lora_for, write_style_lora
 
-from inference_server.lora import ConditionLoRA, SeeThroughLoRA, expected_release_keys, save_seethrough_lora
+from inference_server.lora import ConditionLoRA, expected_release_keys, save_seethrough_lora
 from inference_server.model_errors import LoRAFormatError, WeightsMismatchError, WeightsNotFoundError
 from inference_server.pipeline import SeeThroughPipeline
-
-
-def random_lora_for(pipeline: SeeThroughPipeline, seed: int, rank: int = 3) -> SeeThroughLoRA:
-    transformer = pipeline.transformer
-    return SeeThroughLoRA.random(
-        transformer.inner_dim,
-        rank,
-        len(transformer.transformer_blocks),
-        len(transformer.single_transformer_blocks),
-        seed,
-    )
 
 
 @pytest.fixture
@@ -101,27 +91,6 @@ def test_broken_lora_is_rejected_naming_the_key(pipeline, lora_file, damage, bad
 def test_missing_lora_file_says_how_to_get_it(pipeline, tmp_path):
     with pytest.raises(WeightsNotFoundError, match="seethrough3d-flux.1-weights"):
         pipeline.load_condition_lora(str(tmp_path / "nope.safetensors"))
-
-
-def write_style_lora(path, pipeline: SeeThroughPipeline, seed: int, rank: int = 2) -> None:
-    """A diffusers/peft-format FLUX LoRA (``transformer.<module>.lora_A/B.weight``) with random weights."""
-    generator = torch.Generator().manual_seed(seed)
-    modules = {
-        "transformer_blocks.0.attn.to_q": (32, 32),
-        "transformer_blocks.0.attn.to_v": (32, 32),
-        "transformer_blocks.1.ff.net.2": (128, 32),
-        "single_transformer_blocks.0.attn.to_k": (32, 32),
-        "single_transformer_blocks.1.proj_out": (160, 32),
-    }
-    state = {}
-    for module, (features_in, features_out) in modules.items():
-        state[f"transformer.{module}.lora_A.weight"] = (
-            torch.randn(rank, features_in, generator=generator) * 0.3
-        )
-        state[f"transformer.{module}.lora_B.weight"] = (
-            torch.randn(features_out, rank, generator=generator) * 0.3
-        )
-    save_file(state, str(path))
 
 
 @pytest.mark.slow

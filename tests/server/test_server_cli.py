@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import re
 import signal
@@ -15,10 +16,15 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+import torch
+from server_support import random_lora_for
 
+from inference_server.lora import save_seethrough_lora
+from inference_server.pipeline import SeeThroughPipeline
 from inference_server.server import SeeThroughServer, ServerConfig
+from inference_server.weights import file_sha256
 from seethrough.cli import build_parser
-from seethrough.serve_command import add_serve_arguments, run_serve
+from seethrough.serve_command import _pipeline_loader, add_serve_arguments, run_serve
 from seethrough_core.client import SeeThroughClient, ServerError, ServerUnavailableError
 from seethrough_core.protocol import ErrorCode, GenerateRequest
 from seethrough_core.server_process import free_loopback_port as free_port
@@ -130,6 +136,31 @@ def test_a_model_that_fails_to_load_stops_the_server_with_a_clear_error(tmp_path
                       f"tcp://127.0.0.1:{free_port()}")  # fmt: skip
     assert run_serve(args) == 1
     assert "could not be loaded" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_missing_files_are_all_named_before_the_missing_gpu(tmp_path, capsys):
+    args = serve_args("--model", str(tmp_path / "no-flux-here"), "--lora", str(tmp_path / "no-lora.st"),
+                      "--style-lora", str(tmp_path / "no-style.st:0.5"),
+                      "--bind", f"tcp://127.0.0.1:{free_port()}")  # fmt: skip
+    assert run_serve(args) == 1
+    err = capsys.readouterr().err
+    assert "4 problems" in err
+    for missing in ("no model folder at", "no-flux-here", "no SeeThrough3D LoRA file at", "no-lora.st",
+                    "no style LoRA file at", "no-style.st", "CUDA is not available"):  # fmt: skip
+        assert missing in err
+    assert err.index("no-flux-here") < err.index("CUDA")  # the files first
+
+
+def test_the_start_up_log_names_the_lora_by_absolute_path_and_hash(tmp_path, monkeypatch, caplog):
+    lora = tmp_path / "mine.safetensors"
+    save_seethrough_lora(random_lora_for(SeeThroughPipeline.tiny(seed=0), seed=3), lora)
+    monkeypatch.chdir(tmp_path)  # the LoRA given relative to the working folder
+    with caplog.at_level(logging.INFO, logger="seethrough.serve"):
+        pipeline = _pipeline_loader(serve_args("--tiny", "--lora", "mine.safetensors"), "cpu")()
+    sha = file_sha256(lora)[:12]
+    assert pipeline.identity["lora"] == str(lora) and pipeline.identity["lora_sha256"] == sha  # into records
+    assert f"SeeThrough3D LoRA: {lora} (sha256 {sha}), scale 1" in caplog.text
 
 
 class ServeProcess:
