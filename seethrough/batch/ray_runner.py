@@ -85,6 +85,8 @@ class ActorJob:
             ) from None
         except RayTaskError as exc:
             raise SeeThroughError(f"{name}: {exc.cause}") from None
+        except RayError as exc:  # e.g. the node ran out of memory and Ray gave up on the job
+            raise SeeThroughError(f"{name}: {_first_line(exc)}") from None
         if isinstance(outcome, ErrorReply):
             raise ServerError(outcome)
         if outcome is None:
