@@ -127,7 +127,11 @@ def main() -> None:
         ):
             summary = run(folder / label.replace(" ", "_").replace(",", ""))
             rows.append((label, summary))
-            print(f"{label}: {summary.count('done')} images in {summary.wall_s:.1f} s", file=sys.stderr)
+            print(
+                f"{label}: {summary.count('done')} images in {summary.wall_s:.1f} s, "
+                f"{1000 * overhead_per_image(summary):.0f} ms per image beyond the server's own time",
+                file=sys.stderr,
+            )
         server_1024 = with_servers(1, large, folder / "large_server", 1, folder)
         ray_1024 = with_ray(1, large, folder / "large_ray", 1)
 
