@@ -11,6 +11,7 @@ import argparse
 import logging
 import sys
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from seethrough_core.endpoint import DEFAULT_ENDPOINT
 from seethrough_core.errors import SeeThroughError
@@ -25,6 +26,9 @@ from seethrough_core.vocabulary import (
     MEMORY_MODES,
     QUANTIZATION_CHOICES,
 )
+
+if TYPE_CHECKING:
+    from inference_server.server import SeeThroughServer
 
 log = logging.getLogger("seethrough.serve")
 
@@ -151,15 +155,25 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def run_serve(args: argparse.Namespace) -> int:
-    """Bind, load the model on the worker thread, serve until Ctrl-C. Returns the exit status."""
-    _setup_logging()
+class ServeArgumentError(SeeThroughError):
+    """Serve options that cannot work together; the message says which."""
+
+
+def parse_serve_arguments(argv: list[str]) -> argparse.Namespace:
+    """`seethrough serve` options from a list (the Ray generation actors load a model as serve does)."""
+    parser = argparse.ArgumentParser(prog="seethrough serve")
+    add_serve_arguments(parser)
+    return parser.parse_args(argv)
+
+
+def make_server(args: argparse.Namespace) -> SeeThroughServer:
+    """The server the options describe, not yet bound; raises ServeArgumentError."""
     from inference_server.server import SeeThroughServer, ServerConfig  # the server imports zmq, not torch
 
     if not args.tiny and not args.lora:
-        return _fail(f"--lora is required with --model: give the path of {LORA_HINT}")
+        raise ServeArgumentError(f"--lora is required with --model: give the path of {LORA_HINT}")
     if args.max_queue < 1:
-        return _fail(f"--max-queue must be at least 1, got {args.max_queue}")
+        raise ServeArgumentError(f"--max-queue must be at least 1, got {args.max_queue}")
     device = args.device or ("cpu" if args.tiny else "cuda")
     config = ServerConfig(
         endpoint=args.bind,
@@ -170,8 +184,14 @@ def run_serve(args: argparse.Namespace) -> int:
         server_key=args.server_key,
         client_keys=args.client_keys,
     )
-    server = SeeThroughServer(_pipeline_loader(args, device), config)
+    return SeeThroughServer(_pipeline_loader(args, device), config)
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    """Bind, load the model on the worker thread, serve until Ctrl-C. Returns the exit status."""
+    _setup_logging()
     try:
+        server = make_server(args)
         server.bind()
     except SeeThroughError as exc:
         return _fail(str(exc))
