@@ -216,7 +216,7 @@ def test_generate_renders_a_changed_layout_in_the_background_first(shot, tiny_se
     first_render = states.index("rendering")  # connected first, then rendered, then generated
     assert set(states[:first_render]) <= {"starting"}
     assert (out_dir / "Scene" / "oscr" / cache_key(layout, "cycles") / "masks.json").is_file()
-    assert json.loads(bpy.data.images[status.image_name]["seethrough"]["layout_json"]) == layout.to_dict()
+    assert images.image_record(bpy.data.images[status.image_name])["layout"] == layout.to_dict()
 
 
 def test_draft_is_a_smaller_quicker_look_beside_generate(shot, tiny_server, out_dir):

@@ -17,7 +17,7 @@ import pytest
 from addon_support import DrawSelf, RecordingLayout, configure, prefs
 from conftest import BASE_LAYOUT, MAIN_PYTHON
 
-from blender_addon import ops_server, preferences
+from blender_addon import images, ops_server, preferences
 from blender_addon.server_launcher import SERVER
 from seethrough_core.client import SeeThroughClient
 from seethrough_core.server_process import free_loopback_port as free_port
@@ -128,7 +128,7 @@ def test_a_background_script_starts_the_server_generates_and_changes_the_lora(lo
         assert client.info().lora["name"] == str(lora)
     scene.seethrough.seed = 4
     assert bpy.ops.seethrough.generate(wait=True) == {"FINISHED"}
-    record = json.loads(scene.seethrough.history[-1].image["seethrough"]["lora_json"])
+    record = images.image_record(scene.seethrough.history[-1].image)["lora"]
     assert record["name"] == str(lora) and record["scale"] == 0.5  # the record names the file, absolute
 
     local_server.lora_file = str(tmp_path / "gone.safetensors")
