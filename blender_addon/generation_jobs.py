@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import shutil
 import tempfile
 import threading
 import time
@@ -360,7 +361,10 @@ class GenerationJob:
             self._tiles_done = event.done
             self._post(TileStep(event.tile.name, event.done, event.total, event.step, event.steps))
 
-        return UpscaleRunner(upscale, [client], render, on_progress=on_progress, stop=self._cancel).run()
+        saved = UpscaleRunner(upscale, [client], render, on_progress=on_progress, stop=self._cancel).run()
+        if saved is None:  # cancelled: each job writes a new file, so no later run could resume these tiles
+            shutil.rmtree(upscale.tiles_dir, ignore_errors=True)
+        return saved
 
     def _oscr(self) -> OscrInputs | None:
         """The cached render, or a background render now; None if it was cancelled."""

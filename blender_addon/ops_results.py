@@ -5,13 +5,7 @@ from __future__ import annotations
 import bpy
 from bpy.props import IntProperty
 
-from seethrough_core.errors import SeeThroughError
-
-from . import generation, images
-from .generation_jobs import RUNNER
-from .headless import WaitsInBackground
-from .preferences import settings
-from .result_edits import shown_result, upscale_result_spec
+from . import images
 
 
 def history_item(context: bpy.types.Context, index: int):
@@ -86,46 +80,8 @@ class SEETHROUGH_OT_remove_history_item(bpy.types.Operator):  # noqa: N801
         return {"FINISHED"}
 
 
-class SEETHROUGH_OT_upscale_result(WaitsInBackground, bpy.types.Operator):  # noqa: N801
-    """Make the shown result into a frame of the scene's render size: enlarged, then refined in tiles,
-    each conditioned on its own OSCR view (in the background; Blender stays usable)"""
-
-    bl_idname = "seethrough.upscale_result"
-    bl_label = "Upscale"
-
-    @classmethod
-    def poll(cls, context: bpy.types.Context) -> bool:
-        item = shown_result(context.scene)
-        if RUNNER.active:
-            cls.poll_message_set("A render or generation is running")
-        elif item is None or item.image is None:
-            cls.poll_message_set("Pick a result in the Results list first")
-        else:
-            return True
-        return False
-
-    def execute(self, context: bpy.types.Context) -> set[str]:
-        if self.refuse_wait_in_ui():
-            return {"CANCELLED"}
-        try:
-            spec = upscale_result_spec(context.scene, settings())
-        except SeeThroughError as exc:  # no usable result, a frame it cannot make: nothing sent
-            self.report({"ERROR"}, f"cannot upscale: {exc}")
-            return {"CANCELLED"}
-        generation.start(spec)
-        if self.wait:
-            return generation.wait_for_job(self)
-        plan = spec.upscale.plan
-        self.report(
-            {"INFO"},
-            f"Upscaling {spec.upscale.base.label!r} to {spec.upscale.size_text} in {len(plan.tiles)} tiles",
-        )
-        return {"FINISHED"}
-
-
 CLASSES = (
     SEETHROUGH_OT_open_history_item,
     SEETHROUGH_OT_use_as_background,
     SEETHROUGH_OT_remove_history_item,
-    SEETHROUGH_OT_upscale_result,
 )

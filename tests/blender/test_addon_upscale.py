@@ -19,9 +19,10 @@ from seethrough_core.upscale_plan import plan_upscale
 
 pytestmark = pytest.mark.slow
 
-BASE_MEGAPIXELS = 0.125  # a small model size: a 600x300 frame is a 512x256 base and 2 tiles
-FRAME = (600, 300)  # 300 is no multiple of 16: the model cannot make this frame directly
-SMALL = (512, 256)  # the same aspect, the base size itself: generated in one pass
+# The smallest sizes that still take both stages, so every render (base, tile views) stays tiny.
+BASE_MEGAPIXELS = 0.0625  # 256 x 256: a 330x256 frame is a 304x256 base and 2 tiles of 256 x 256
+FRAME = (330, 256)  # 330 is no multiple of 16: the model cannot make this frame directly
+SMALL = (256, 256)  # the base size itself: generated in one pass, then upscaled (cropped) to FRAME
 
 
 def set_render_size(scene: bpy.types.Scene, size: tuple[int, int]) -> None:
@@ -76,6 +77,15 @@ def test_generate_and_upscale_give_the_render_size(addon, tmp_path):
 
         set_render_size(scene, FRAME)
         assert props.history[props.history_index].image == small
+        assert bpy.ops.seethrough.upscale_result() == {"FINISHED"}  # Cancel stops it: the tile render here
+
+        def cancel_when_upscaling() -> None:
+            if RUNNER.status.state == "upscaling":
+                assert bpy.ops.seethrough.cancel() == {"FINISHED"}
+
+        status = pump_until_done(timeout_s=120, on_pump=cancel_when_upscaling)
+        assert status.state == "cancelled" and len(props.history) == 2
+
         assert bpy.ops.seethrough.upscale_result() == {"FINISHED"}
         status = pump_until_done(timeout_s=300)
         assert status.state == "done", status.message
@@ -89,5 +99,6 @@ def test_generate_and_upscale_give_the_render_size(addon, tmp_path):
         assert bpy.ops.seethrough.use_as_background() == {"FINISHED"}
         assert scene.camera.data.background_images[0].image == upscaled
 
-        with pytest.raises(RuntimeError, match="already 600x300"):  # nothing to upscale
+        with pytest.raises(RuntimeError, match="already 330x256"):  # nothing to upscale
             bpy.ops.seethrough.upscale_result()
+    assert not list((tmp_path / "out" / "Scene" / "results").glob("*.tiles"))  # the cancelled one's too
