@@ -33,6 +33,7 @@ from seethrough_core.edit_plan import PreviousPicture
 from seethrough_core.errors import SeeThroughError
 from seethrough_core.generate_and_save import Destination, SavedImage, generate_and_save, safe_name
 from seethrough_core.generation_settings import GenerationSettings
+from seethrough_core.in_view import boxes_in_view
 from seethrough_core.keys import ClientKeys
 from seethrough_core.layout import Layout
 from seethrough_core.protocol import GenerateRequest
@@ -101,12 +102,13 @@ class UpscaleJob:
 class ResultEdit:
     """A generation made from an earlier result (edit_plan.EditPlan, plus the result's name)."""
 
-    kind: str  # "edit", "variation" or "regeneration", as in the record's parent
+    kind: str  # "edit", "reprojected", "variation" or "regeneration", as in the record's parent
     parent_image: str  # the earlier result's image, for the history
     edit: EditInput | None  # None: regenerated whole (the camera or size changed)
     parent: dict[str, Any]  # the new record's `parent`
     region: np.ndarray | None  # the edit's mask, saved beside the image
     summary: str  # what changed, for the history and the panel
+    reprojected: np.ndarray | None = None  # a camera move: the picture the edit started from, saved beside
 
 
 # --- events: worker -> main thread ------------------------------------------------------------
@@ -286,10 +288,11 @@ class GenerationJob:
         if not oscr.cached:
             self._post(Rendered(oscr, final=False))
         edit = spec.edit
+        view = boxes_in_view(oscr.token_grids)  # boxes not in the frame stay out of the prompt
         request = GenerateRequest.for_settings(
-            spec.settings,
+            view.settings(spec.settings),
             oscr.oscr_path.read_bytes(),  # PNG bytes as rendered: no decode here
-            oscr.token_grids,  # the amodal masks pooled by the core, as the server would
+            view.token_grids(oscr.token_grids),  # the amodal masks pooled by the core
             spec.metadata,
             edit=edit.edit if edit is not None else None,
         )
@@ -306,6 +309,8 @@ class GenerationJob:
                 fallback_dir=Path(tempfile.gettempdir()) / "seethrough-results",
                 parent=edit.parent if edit is not None else None,
                 region=edit.region if edit is not None else None,
+                reprojected=edit.reprojected if edit is not None else None,
+                out_of_view=view.left_out,
             ),
             on_accepted=self._accepted,
             on_progress=lambda p: self._post(Step(p.step, p.total, p.elapsed_s, p.preview)),

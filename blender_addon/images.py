@@ -14,6 +14,7 @@ from typing import Any
 import bpy
 import numpy as np
 
+from seethrough_core.in_view import boxes_in_view
 from seethrough_core.record import GenerationRecord
 
 from .oscr_cache import OscrInputs
@@ -52,8 +53,10 @@ def load_oscr_images(oscr: OscrInputs) -> list[bpy.types.Image]:
 
 
 def out_of_frame(oscr: OscrInputs) -> list[str]:
-    """The descriptions of the boxes the camera does not see at all."""
-    return [box["description"] for box in oscr.report["boxes"] if not box["in_frame"]]
+    """The descriptions of the boxes the camera does not see at all: Generate leaves them out of the
+    prompt (the rule of seethrough_core.in_view, as on the command line)."""
+    boxes = oscr.report["boxes"]
+    return [boxes[i]["description"] for i in boxes_in_view(oscr.token_grids).left_out]
 
 
 def oscr_summary(oscr: OscrInputs, shown: bool) -> str:
@@ -64,7 +67,7 @@ def oscr_summary(oscr: OscrInputs, shown: bool) -> str:
         message += " (open an Image Editor to see it)"
     hidden = out_of_frame(oscr)
     if hidden:
-        message += f"; not in frame: {', '.join(hidden)}"
+        message += f"; not in frame, left out of the prompt: {', '.join(hidden)}"
     return message
 
 

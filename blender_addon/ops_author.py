@@ -10,12 +10,13 @@ from bpy_extras.io_utils import ExportHelper, ImportHelper
 from mathutils import Vector
 
 from seethrough_core.errors import LayoutError
-from seethrough_core.layout import Box, load_layout
+from seethrough_core.layout import Box
 from seethrough_core.limits import MAX_BOXES
 from seethrough_core.png import write_bytes_atomic
+from seethrough_core.record import RESULT_SUFFIX, load_layout_or_result, read_result_record
 
 from . import box_links, look, scene_io
-from .props import TEMPLATE_ITEMS
+from .props import MAX_UI_SEED, TEMPLATE_ITEMS
 from .scene_checks import scene_layout
 from .templates import get_template
 
@@ -105,7 +106,7 @@ class SEETHROUGH_OT_boxes_from_selection(bpy.types.Operator):  # noqa: N801
     )
 
     def execute(self, context: bpy.types.Context) -> set[str]:
-        from seethrough_core.box_fitting import clean_description
+        from seethrough_core.box_fitting import description_from_name
 
         from .object_points import fits
 
@@ -133,7 +134,9 @@ class SEETHROUGH_OT_boxes_from_selection(bpy.types.Operator):  # noqa: N801
             if box is None:
                 self.report({"ERROR"}, f'"{obj.name}" has no geometry to fit a box to; nothing was added')
                 return {"CANCELLED"}
-            description = str(obj.get("seethrough_description", "")).strip() or clean_description(obj.name)
+            description = str(obj.get("seethrough_description", "")).strip() or description_from_name(
+                obj.name
+            )
             fitted.append((obj, box, description or "object"))
         next_index = 1 + max((scene_io.box_index(o, -1) for o in scene_io.box_objects(scene)), default=-1)
         for other in context.view_layer.objects:
@@ -217,21 +220,24 @@ class SEETHROUGH_OT_remove_box(bpy.types.Operator):  # noqa: N801
 
 
 class SEETHROUGH_OT_import_layout(bpy.types.Operator, ImportHelper):  # noqa: N801
-    """Import a layout .json: its boxes, its camera (made active), prompt and output size"""
+    """Import a layout .json, or restore the scene of a result PNG saved by SeeThrough: its boxes, its
+    camera (made active), prompt and output size; from a result also its seed, steps and guidance"""
 
     bl_idname = "seethrough.import_layout"
     bl_label = "Import Layout"
     bl_options = {"REGISTER", "UNDO"}
 
     filename_ext = ".json"
-    filter_glob: StringProperty(default="*.json", options={"HIDDEN"})
+    filter_glob: StringProperty(default="*.json;*.png", options={"HIDDEN"})
     replace_boxes: BoolProperty(
         name="Replace Boxes", description="Delete the scene's SeeThrough boxes first", default=True
     )
 
     def execute(self, context: bpy.types.Context) -> set[str]:
+        is_result = self.filepath.lower().endswith(RESULT_SUFFIX)
         try:
-            layout = load_layout(self.filepath)
+            layout = load_layout_or_result(self.filepath)
+            record = read_result_record(self.filepath) if is_result else None
         except LayoutError as exc:
             self.report({"ERROR"}, f"{bpy.path.basename(self.filepath)}: {exc}")
             return {"CANCELLED"}
@@ -241,7 +247,17 @@ class SEETHROUGH_OT_import_layout(bpy.types.Operator, ImportHelper):  # noqa: N8
                 remove_box_object(obj)
         for obj in scene_io.layout_to_scene(layout, scene):
             look.style_box(obj)
-        self.report({"INFO"}, f"Imported {len(layout.boxes)} boxes and camera {scene.camera.name!r}")
+        message = f"Imported {len(layout.boxes)} boxes and camera {scene.camera.name!r}"
+        if record is not None:  # the settings it was made with, so Generate makes it again
+            props = scene.seethrough
+            if 0 <= record.seed <= MAX_UI_SEED:
+                props.seed, props.random_seed = record.seed, False
+                message += f", seed {record.seed}"
+            else:
+                message += f" (seed {record.seed} is beyond the seed field: Random Seed is left as it was)"
+            props.steps, props.guidance = record.steps, record.guidance
+            message += f", {record.steps} steps, guidance {record.guidance:g}"
+        self.report({"INFO"}, message)
         return {"FINISHED"}
 
 

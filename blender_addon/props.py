@@ -23,6 +23,7 @@ from seethrough_core.limits import (
     DEFAULT_EDIT_MARGIN_PX,
     DEFAULT_EDIT_STRENGTH,
     DEFAULT_GUIDANCE,
+    DEFAULT_REPROJECT_LIMIT,
     DEFAULT_STEPS,
     DEFAULT_UPSCALE_STRENGTH,
     MAX_BASE_MEGAPIXELS,
@@ -81,6 +82,20 @@ def _box_index_set(self, value: int) -> None:
         view_layer.objects.active = obj
 
 
+def _description_changed(self, context) -> None:
+    """A box is named after what it is: when its description changes, the object and its mesh follow,
+    so the Outliner never shows "a dog" for a box that now says "a cat"."""
+    from .scene_io import name_for_description
+
+    obj = self.id_data
+    name = name_for_description(self.description)
+    if not name or obj.name == name or obj.name.startswith(f"{name}."):  # ".001": the name was taken
+        return
+    obj.name = name
+    if obj.data is not None and obj.data.users == 1:
+        obj.data.name = name
+
+
 class SEETHROUGH_PG_box(bpy.types.PropertyGroup):  # noqa: N801
     """``object.seethrough``: marks an object as a layout box."""
 
@@ -88,6 +103,7 @@ class SEETHROUGH_PG_box(bpy.types.PropertyGroup):  # noqa: N801
     description: StringProperty(
         name="Description",
         description='What this box is, in a few words, e.g. "a red vintage car"',
+        update=_description_changed,
     )
     index: IntProperty(name="Index", description="Order of the box in the layout and its masks", min=0)
 
@@ -153,6 +169,16 @@ class SEETHROUGH_PG_scene(bpy.types.PropertyGroup):  # noqa: N801
         soft_max=128,
         default=DEFAULT_EDIT_MARGIN_PX,
         subtype="PIXEL",
+    )
+    reproject_limit: FloatProperty(
+        name="Reproject Limit",
+        description="After a camera move the result is reprojected into the new camera and only what the "
+        "move reveals (and the boxes) regenerates, unless that is more of the picture than this; "
+        "0: always a new picture",
+        min=0.0,
+        max=1.0,
+        default=DEFAULT_REPROJECT_LIMIT,
+        subtype="FACTOR",
     )
 
     # Frames above the model's size: a base picture, then a tiled upscale (docs/upscale.md).

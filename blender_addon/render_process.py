@@ -8,27 +8,50 @@ import time
 from pathlib import Path
 
 from seethrough_core.errors import LayoutError
-from seethrough_core.layout import Layout, load_layout
+from seethrough_core.in_view import boxes_in_view
+from seethrough_core.layout import Layout
 from seethrough_core.oscr_spec import DEFAULT_PROFILE
+from seethrough_core.output_size import OutputSize
+from seethrough_core.record import load_layout_or_result
 
 from .compat import ENGINES
 from .render import render_layout
 
 
-def read_layout(path: Path) -> Layout:
-    """A layout from a .json file or from a .blend authored with the add-on."""
+def read_layout(path: Path, *, frame: int | None = None, camera: str | None = None) -> Layout:
+    """A layout from a .json file, a result PNG (the layout in its record) or a .blend authored with the
+    add-on (its active camera at its current frame unless ``camera`` and ``frame`` say otherwise).
+
+    A layout file or a result is a still with one camera: ``frame`` does not apply to it (the caller
+    says so) and ``camera`` must be its camera's name."""
     if path.suffix.lower() == ".blend":
-        from .scene_io import load_blend_layout
+        from .blend_shots import read_blend_shots
 
-        return load_blend_layout(path)
-    return load_layout(path)
+        mode, names = ("names", [camera]) if camera is not None else ("active", [])
+        return read_blend_shots(path, mode, names, [frame] if frame is not None else None)[0].layout
+    layout = load_layout_or_result(path)
+    if camera is not None and layout.camera.name != camera:
+        raise LayoutError("camera", f"{path.name} has one camera, {layout.camera.name!r}, not {camera!r}")
+    return layout
 
 
-def render_file(layout_path: str | Path, out: str | Path, engine: str, profile: str = DEFAULT_PROFILE) -> int:
+def render_file(
+    layout_path: str | Path,
+    out: str | Path,
+    engine: str,
+    profile: str = DEFAULT_PROFILE,
+    *,
+    size: OutputSize | None = None,
+    frame: int | None = None,
+    camera: str | None = None,
+) -> int:
     """Render, print one line per box, and return the exit code (2: the layout or engine is wrong)."""
     path = Path(layout_path)
+    if frame is not None and path.suffix.lower() != ".blend":
+        print(f"note: --frame is ignored for {path.name}: a layout file is a still", file=sys.stderr)
+        frame = None
     try:
-        layout = read_layout(path)
+        layout = (size or OutputSize()).apply(read_layout(path, frame=frame, camera=camera))
     except LayoutError as exc:
         print(f"error: {path}: {exc}", file=sys.stderr)
         return 2
@@ -44,6 +67,9 @@ def render_file(layout_path: str | Path, out: str | Path, engine: str, profile: 
     result = render_layout(layout, out, engine=engine, profile=profile, quiet=True)
     for box in result.report["boxes"]:
         print(f"  box {box['index']:3d}  visible {box['visibility_ratio']:6.1%}  {box['description']}")
+    note = boxes_in_view(result.masks.amodal).note(layout.descriptions, path.name)
+    if note is not None:
+        print(note)
     print(f"Wrote {result.out_dir}/oscr.png, masks/ and masks.json in {time.perf_counter() - start:.1f} s")
     return 0
 

@@ -69,9 +69,10 @@ def previous_picture(scene: bpy.types.Scene) -> PreviousPicture:
 
 
 def regenerate_changed_spec(scene: bpy.types.Scene, settings: Settings) -> JobSpec:
-    """The shown result brought to the scene's layout: only the region of the change regenerates
-    (all of it after a camera, size or scene-prompt change). Raises SeeThroughError with the reason
-    (EditPlanError: nothing changed)."""
+    """The shown result brought to the scene's layout: only the region of the change regenerates; after
+    a camera move, the result reprojected into the new camera, regenerated where the move reveals
+    something and on the boxes (all of it past the reprojection limit, or after a size or scene-prompt
+    change). Raises SeeThroughError with the reason (EditPlanError: nothing changed)."""
     previous = previous_picture(scene)
     layout = scene_layout(scene)
     props = scene.seethrough
@@ -81,6 +82,7 @@ def regenerate_changed_spec(scene: bpy.types.Scene, settings: Settings) -> JobSp
         margin_px=props.edit_margin,
         strength=props.edit_strength,
         preview_interval=preview_interval(scene),
+        reproject_limit=props.reproject_limit,
     )
     return job_spec(scene, settings, layout, plan.settings, edit=_result_edit(plan, previous))
 
@@ -161,4 +163,6 @@ def _result_edit(plan: EditPlan, previous: PreviousPicture) -> ResultEdit:
         summary = f"new noise in {plan.parent['box']}" + (
             f"; {summary}" if plan.change.boxes else f" ({plan.change.region.mean():.1%} of the picture)"
         )
-    return ResultEdit(kind, previous.label, plan.edit, plan.parent, plan.region_mask, summary)
+    return ResultEdit(
+        kind, previous.label, plan.edit, plan.parent, plan.region_mask, summary, plan.reprojected
+    )

@@ -251,9 +251,17 @@ def add_camera(scene: bpy.types.Scene, camera: Camera) -> bpy.types.Object:
     return obj
 
 
+BOX_NAME_CHARS = 40  # a box object named after its description keeps this much of it
+
+
+def name_for_description(description: str) -> str:
+    """The object name of a box described so: what the Outliner shows."""
+    return " ".join(description.split())[:BOX_NAME_CHARS]
+
+
 def add_box(scene: bpy.types.Scene, box: Box, index: int) -> bpy.types.Object:
     """A box object: a unit cube mesh scaled to the box size, so scaling it edits the size."""
-    name = box.name or box.description[:40]
+    name = box.name or name_for_description(box.description)
     mesh = bpy.data.meshes.new(name)
     mesh.from_pydata(UNIT_CUBE, [], UNIT_CUBE_FACES)
     mesh.update()

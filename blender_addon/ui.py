@@ -167,6 +167,7 @@ class SEETHROUGH_PT_generate(SeeThroughPanel, bpy.types.Panel):  # noqa: N801
         row = column.row(align=True)
         row.prop(props, "edit_strength")
         row.prop(props, "edit_margin")
+        column.prop(props, "reproject_limit")
 
         status = RUNNER.status
         if status is None:

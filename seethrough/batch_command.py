@@ -17,9 +17,11 @@ from seethrough_core.limits import (
     DEFAULT_BATCH_TIMEOUT_S,
     DEFAULT_EDIT_MARGIN_PX,
     DEFAULT_GUIDANCE,
+    DEFAULT_REPROJECT_LIMIT,
     DEFAULT_SERVER_RETRY_S,
     DEFAULT_STEPS,
 )
+from seethrough_core.reprojection import check_reproject_limit
 from seethrough_core.server_process import LocalServerError, ServerProcess
 
 from .batch.inputs import (
@@ -29,9 +31,11 @@ from .batch.inputs import (
     expand_inputs,
     parse_frames,
     parse_seeds,
+    stills,
 )
 from .batch.plan import output_names
 from .frame_options import add_frame_arguments, check_frame_arguments
+from .render_options import add_engine_argument, add_size_arguments, size_from_args
 
 if TYPE_CHECKING:  # the runner loads Blender
     from .batch.runner import BatchOptions
@@ -39,13 +43,17 @@ if TYPE_CHECKING:  # the runner loads Blender
 
 def add_batch_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "inputs", nargs="+", metavar="INPUT", help=".blend or layout .json files, folders or globs"
+        "inputs",
+        nargs="+",
+        metavar="INPUT",
+        help=".blend or layout .json files, folders (searched for both) or globs; a result .png saved by "
+        "SeeThrough, named or globbed, gives the layout in its record",
     )
     p.add_argument("--out", required=True, type=Path, help="output folder")
     add_servers_arguments(p, "jobs")
     seeds = p.add_mutually_exclusive_group()
     seeds.add_argument("--seeds", help="comma-separated seeds, e.g. 1,2,3 (default 42)")
-    seeds.add_argument("--num-seeds", type=int, metavar="N", help="N seeds: 42, 43, ...")
+    seeds.add_argument("--num-seeds", type=int, metavar="N", help="N seeds: 42, 43, ... (default: --seeds)")
     p.add_argument(
         "--cameras", default="active", help="active (default), all, or camera names separated by commas"
     )
@@ -63,7 +71,16 @@ def add_batch_arguments(p: argparse.ArgumentParser) -> None:
         metavar="PX",
         help=f"with --consistent: grow each frame's region of change by PX pixels ({DEFAULT_EDIT_MARGIN_PX})",
     )
-    p.add_argument("--engine", default="cycles", choices=["cycles", "eevee"], help="OSCR render engine")
+    p.add_argument(
+        "--reproject-limit",
+        type=float,
+        default=DEFAULT_REPROJECT_LIMIT,
+        metavar="SHARE",
+        help="with --consistent: a camera move is the previous picture reprojected, regenerating only what "
+        "it reveals and the boxes, unless that is more than SHARE of the picture (0..1; 0: off; "
+        f"default {DEFAULT_REPROJECT_LIMIT})",
+    )
+    add_engine_argument(p)
     p.add_argument("--steps", type=int, default=DEFAULT_STEPS, help=f"denoising steps ({DEFAULT_STEPS})")
     p.add_argument(
         "--guidance", type=float, default=DEFAULT_GUIDANCE, help=f"FLUX guidance ({DEFAULT_GUIDANCE})"
@@ -72,7 +89,7 @@ def add_batch_arguments(p: argparse.ArgumentParser) -> None:
         "--timeout",
         type=float,
         default=DEFAULT_BATCH_TIMEOUT_S,
-        help=f"seconds of silence before a server counts as gone ({DEFAULT_BATCH_TIMEOUT_S:g})",
+        help=f"seconds of silence before a server counts as gone (default {DEFAULT_BATCH_TIMEOUT_S:g})",
     )
     p.add_argument(
         "--retry-for",
@@ -80,9 +97,10 @@ def add_batch_arguments(p: argparse.ArgumentParser) -> None:
         default=DEFAULT_SERVER_RETRY_S,
         metavar="S",
         help="how long a server that went away is tried again (with growing pauses) before the images "
-        f"left for it fail ({DEFAULT_SERVER_RETRY_S:g})",
+        f"left for it fail (default {DEFAULT_SERVER_RETRY_S:g})",
     )
     p.add_argument("--overwrite", action="store_true", help="regenerate images that already exist")
+    add_size_arguments(p)
     add_frame_arguments(p)
 
 
@@ -102,13 +120,14 @@ def add_servers_arguments(p: argparse.ArgumentParser, what: str) -> None:
     p.add_argument(
         "--server-public-key",
         metavar="FILE",
-        help="CURVE: the server's public key file (NAME.key), for servers started with --server-key",
+        help="CURVE: the server's public key file (NAME.key), for servers started with --server-key "
+        "(default: no CURVE)",
     )
     p.add_argument(
         "--client-key",
         metavar="FILE_SECRET",
         help="CURVE: this machine's secret key file (NAME.key_secret); its NAME.key must be in the "
-        "server's --client-keys folder",
+        "server's --client-keys folder (default: no CURVE)",
     )
 
 
@@ -133,12 +152,15 @@ def run_batch(args: argparse.Namespace) -> int:
             keys=_client_keys(args.server_public_key, args.client_key),
             consistent=args.consistent,
             margin_px=args.margin,
+            reproject_limit=args.reproject_limit,
+            size=size_from_args(args),
             base_megapixels=args.base_megapixels,
             upscale_strength=args.upscale_strength,
         )
         if args.consistent and args.frames is None:
             raise InputError("--consistent needs --frames: it makes each frame an edit of the one before")
         check_margin(args.margin)
+        check_reproject_limit(args.reproject_limit)
         if not args.timeout > 0 or not args.retry_for >= 0:
             raise InputError("--timeout must be more than 0 seconds and --retry-for at least 0")
         # A typo in an address or a setting out of range fails here, before Blender renders anything.
@@ -155,6 +177,11 @@ def run_batch(args: argparse.Namespace) -> int:
     if args.tiny and options.servers:
         print("error: give --tiny or --server, not both", file=sys.stderr)
         return 2
+    if options.frames is not None:
+        for path in stills(inputs):
+            print(
+                f"note: --frames is ignored for {path}: a layout file is a still (frame 1)", file=sys.stderr
+            )
     try:
         check_output_folder(args.out)
     except InputError as exc:

@@ -9,6 +9,7 @@ from seethrough_core.dataset_scenes import SceneSettings
 from seethrough_core.limits import DEFAULT_SIDE
 
 from .dataset.make_settings import DEFAULT_SAMPLES, DEFAULT_SEED
+from .render_options import add_engine_argument
 
 
 def _span(values: tuple[float, float]) -> str:
@@ -25,7 +26,8 @@ def add_dataset_arguments(parser: argparse.ArgumentParser) -> None:
         nargs="+",
         metavar="PATH",
         default=[],
-        help=".blend/.glb/.gltf/.obj/.fbx/.usd files or folders (searched recursively)",
+        help=".blend/.glb/.gltf/.obj/.fbx/.usd files or folders (searched recursively); default none: "
+        "give --assets, --primitives or both",
     )
     make.add_argument("--primitives", action="store_true", help="add the built-in simple shapes as assets")
     make.add_argument("--out", required=True, help="the dataset folder (created; a rerun continues it)")
@@ -81,7 +83,7 @@ def add_dataset_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help=f"scenes drawn per sample before the filters count as impossible ({defaults.max_tries})",
     )
-    make.add_argument("--engine", default="cycles", choices=["cycles", "eevee"], help="OSCR render engine")
+    add_engine_argument(make)
     make.add_argument(
         "--samples",
         type=int,

@@ -4,7 +4,9 @@ Reads the previous picture and its generation record (layout, seed, steps, guida
 the edit (seethrough_core.edit_plan: the region of the change, the settings), renders the new layout's
 OSCR image, and asks the server for an edit of the previous picture inside that region (docs/edit.md).
 The result is written as DIR/NAME.png with its record (whose `parent` names the previous PNG by sha256
-and holds its record), NAME.json, and the region as NAME_region.png.
+and holds its record), NAME.json, and the region as NAME_region.png (and, for a camera move, the
+previous picture reprojected into the new camera as NAME_reprojected.png); a result already there is
+kept and the new one is NAME_2.png (NAME_3.png ...) unless --overwrite.
 """
 
 from __future__ import annotations
@@ -18,9 +20,10 @@ from seethrough_core.client import SeeThroughClient
 from seethrough_core.edit_plan import EditPlanError, plan_edit
 from seethrough_core.endpoint import DEFAULT_ENDPOINT, EndpointError, parse_endpoint
 from seethrough_core.errors import LayoutError, SeeThroughError
-from seethrough_core.generate_and_save import Destination, generate_and_save, safe_name
+from seethrough_core.generate_and_save import Destination, generate_and_save, safe_name, unused_image_path
 from seethrough_core.generation_settings import SettingError
-from seethrough_core.limits import DEFAULT_EDIT_MARGIN_PX, DEFAULT_EDIT_STRENGTH
+from seethrough_core.in_view import boxes_in_view
+from seethrough_core.limits import DEFAULT_EDIT_MARGIN_PX, DEFAULT_EDIT_STRENGTH, DEFAULT_REPROJECT_LIMIT
 from seethrough_core.protocol import GenerateRequest
 from seethrough_core.server_process import LocalServerError, ServerProcess
 from seethrough_core.upscale_plan import base_layout, plan_upscale
@@ -28,10 +31,15 @@ from seethrough_core.upscale_run import Upscale, UpscaleRunner
 
 from .frame_options import add_frame_arguments, check_frame_arguments
 from .previous_picture import EditInputError, read_previous
+from .render_options import add_engine_argument, add_size_arguments, size_from_args
 
 
 def add_edit_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("layout", help="the new layout: a .json file or a .blend authored with the add-on")
+    p.add_argument(
+        "layout",
+        help="the new layout: a .json file, a .blend authored with the add-on (its active camera at its "
+        "current frame), or a result PNG saved by SeeThrough (the layout in its record)",
+    )
     p.add_argument(
         "--from",
         dest="previous",
@@ -40,7 +48,12 @@ def add_edit_arguments(p: argparse.ArgumentParser) -> None:
         metavar="PREVIOUS.png",
         help="the picture to change: a PNG saved by SeeThrough (it carries its generation record)",
     )
-    p.add_argument("--out", required=True, type=Path, help="output folder")
+    p.add_argument("--out", required=True, type=Path, help="output folder (required)")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace DIR/NAME.png if it exists (default: keep it and write NAME_2.png, NAME_3.png ...)",
+    )
     p.add_argument("--server", metavar="ENDPOINT", help=f"the server (default {DEFAULT_ENDPOINT})")
     p.add_argument(
         "--tiny",
@@ -51,7 +64,8 @@ def add_edit_arguments(p: argparse.ArgumentParser) -> None:
         "--strength",
         type=float,
         default=DEFAULT_EDIT_STRENGTH,
-        help="in (0, 1]: 1 regenerates the region from noise, lower keeps more of the previous picture",
+        help="in (0, 1]: 1 regenerates the region from noise, lower keeps more of the previous picture "
+        f"(default {DEFAULT_EDIT_STRENGTH:g})",
     )
     p.add_argument(
         "--margin",
@@ -60,12 +74,26 @@ def add_edit_arguments(p: argparse.ArgumentParser) -> None:
         metavar="PX",
         help=f"grow the region around the changed boxes by PX pixels (default {DEFAULT_EDIT_MARGIN_PX})",
     )
-    p.add_argument("--seed", type=int, help="default: the previous picture's seed (another seed varies it)")
-    p.add_argument("--engine", default="cycles", choices=["cycles", "eevee"], help="OSCR render engine")
+    p.add_argument(
+        "--reproject-limit",
+        type=float,
+        default=DEFAULT_REPROJECT_LIMIT,
+        metavar="SHARE",
+        help="a camera move keeps the previous picture, reprojected, unless more than SHARE of it would "
+        f"regenerate (0..1; 0: off; default {DEFAULT_REPROJECT_LIMIT})",
+    )
     add_frame_arguments(p)
     p.add_argument(
-        "--timeout", type=float, default=30.0, help="seconds of silence before the server counts as gone"
+        "--seed", type=int, help="the seed (default: the previous picture's seed; another seed varies it)"
     )
+    add_engine_argument(p)
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=30.0,
+        help="seconds of silence before the server counts as gone (default 30)",
+    )
+    add_size_arguments(p)
 
 
 def run_edit(args: argparse.Namespace) -> int:
@@ -77,14 +105,21 @@ def run_edit(args: argparse.Namespace) -> int:
     previous_path = Path(args.previous)
     try:
         check_frame_arguments(args)
-        frame = read_layout(layout_path)
+        frame = size_from_args(args).apply(read_layout(layout_path))
         frame_plan = plan_upscale(frame.width, frame.height, seed=0, base_megapixels=args.base_megapixels)
         two_stages = frame_plan.two_stages
         # a frame made in two stages is edited at its base, then upscaled again (docs/upscale.md)
         layout = base_layout(frame, frame_plan) if two_stages else frame
         previous_path = base_of(previous_path) if two_stages else previous_path
         previous = read_previous(previous_path)
-        plan = plan_edit(previous, layout, margin_px=args.margin, strength=args.strength, seed=args.seed)
+        plan = plan_edit(
+            previous,
+            layout,
+            margin_px=args.margin,
+            strength=args.strength,
+            seed=args.seed,
+            reproject_limit=args.reproject_limit,
+        )
         endpoint = parse_endpoint(args.server).url if args.server else None
     except SettingError as exc:
         print(f"error: --{exc.field}: {exc.message}", file=sys.stderr)
@@ -99,19 +134,32 @@ def run_edit(args: argparse.Namespace) -> int:
 
     name = safe_name(layout_path.stem) + ("_base" if two_stages else "")
     rendered = render_layout(layout, args.out / "conditions" / name, engine=args.engine, quiet=True)
+    view = boxes_in_view(rendered.masks.amodal)
+    note = view.note(layout.descriptions, layout_path.name)
+    if note is not None:
+        print(note, file=sys.stderr, flush=True)
+    try:
+        settings = view.settings(plan.settings)  # only the boxes the frame shows (in_view.py)
+    except SeeThroughError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     request = GenerateRequest.for_settings(
-        plan.settings,
+        settings,
         rendered.oscr_path.read_bytes(),
-        rendered.masks.token_grids(),
+        view.token_grids(rendered.masks.token_grids()),
         metadata={"input": str(layout_path), "edit_of": str(previous_path)},
         edit=plan.edit,
     )
+    intended = args.out / f"{name}.png"
+    image_path = intended if args.overwrite else unused_image_path(intended)
     destination = Destination(
-        args.out / f"{name}.png",
+        image_path,
         {"input": str(layout_path), "camera": layout.camera.name},
         sidecar=True,
         parent=plan.parent,
         region=plan.region_mask,
+        reprojected=plan.reprojected,
+        out_of_view=view.left_out,
     )
     with ExitStack() as stack:
         try:
@@ -135,6 +183,8 @@ def run_edit(args: argparse.Namespace) -> int:
     if saved is None:
         print("error: the job was cancelled", file=sys.stderr)
         return 1
+    kept = "" if image_path == intended else f" ({intended.name} is kept; --overwrite replaces it)"
+    print(f"wrote {saved.image_path}{kept}", file=sys.stderr)
     print(saved.image_path)
     return 0
 

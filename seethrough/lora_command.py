@@ -52,8 +52,14 @@ def add_lora_arguments(parser: argparse.ArgumentParser) -> None:
             help="seconds of silence before the server counts as gone (default 30); a change queued "
             "behind running jobs is waited for as long as the server answers",
         )
-        sub.add_argument("--server-public-key", metavar="FILE", help="CURVE: the server's NAME.key")
-        sub.add_argument("--client-key", metavar="FILE_SECRET", help="CURVE: this machine's NAME.key_secret")
+        sub.add_argument(
+            "--server-public-key", metavar="FILE", help="CURVE: the server's NAME.key (default: no CURVE)"
+        )
+        sub.add_argument(
+            "--client-key",
+            metavar="FILE_SECRET",
+            help="CURVE: this machine's NAME.key_secret (default: no CURVE)",
+        )
 
 
 def run_lora(args: argparse.Namespace) -> int:

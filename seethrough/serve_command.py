@@ -32,7 +32,7 @@ def add_model_arguments(parser: argparse.ArgumentParser, tiny_help: str) -> None
         "--model",
         metavar="PATH_OR_HF_ID",
         help="FLUX.1-dev in diffusers layout: a folder, or a Hugging Face id already in the local cache "
-        "(e.g. black-forest-labs/FLUX.1-dev); nothing is downloaded",
+        "(e.g. black-forest-labs/FLUX.1-dev); nothing is downloaded (no default: give --model or --tiny)",
     )
     what.add_argument("--tiny", action="store_true", help=tiny_help)
 
@@ -46,7 +46,8 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--lora",
         metavar="PATH",
-        help=f"{LORA_HINT} (required with --model; with --tiny, a LoRA trained by `seethrough train --tiny`)",
+        help=f"{LORA_HINT} (required with --model, no default; with --tiny, a LoRA trained by "
+        "`seethrough train --tiny`, default none)",
     )
     parser.add_argument(
         "--bind",
@@ -64,16 +65,23 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         "--server-key",
         metavar="FILE",
         help="CURVE: this server's secret key file (NAME.key_secret from `seethrough keys create`); "
-        "with --client-keys only known clients are served, and any --bind address is allowed",
+        "with --client-keys only known clients are served, and any --bind address is allowed "
+        "(default: no CURVE, loopback only)",
     )
     parser.add_argument(
         "--client-keys",
         metavar="DIR",
         help="CURVE: the folder of the public key files (NAME.key) of the clients to serve; read at every "
-        "connection, so adding or removing a file needs no restart",
+        "connection, so adding or removing a file needs no restart (default: none; with --server-key)",
     )
     parser.add_argument("--device", help="torch device (default: cuda; cpu with --tiny)")
-    parser.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16", "float32"])
+    parser.add_argument(
+        "--dtype",
+        default="bfloat16",
+        choices=["bfloat16", "float16", "float32"],
+        help="number format of the model's weights and activations: bfloat16 as FLUX.1-dev was trained; "
+        "float16 for GPUs without bfloat16; float32 doubles the memory (default bfloat16)",
+    )
     parser.add_argument(
         "--memory",
         default="full",
@@ -110,14 +118,20 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         "0 computes every step (exact), 0.05-0.2 skips more steps, faster but approximate (off by default; "
         "a request may set its own, e.g. the add-on's Draft)",
     )
-    parser.add_argument("--lora-scale", type=float, default=1.0, help="strength of the SeeThrough3D LoRA")
+    parser.add_argument(
+        "--lora-scale",
+        type=float,
+        default=1.0,
+        help="strength of the SeeThrough3D LoRA: 1 as trained, lower loosens the layout control (default 1)",
+    )
     parser.add_argument(
         "--style-lora",
         action="append",
         default=[],
         metavar="PATH:SCALE",
         type=_style_lora,
-        help="an extra style LoRA and its strength, e.g. watercolor.safetensors:0.8 (repeatable)",
+        help="an extra style LoRA and its strength, e.g. watercolor.safetensors:0.8 "
+        "(repeatable; default none)",
     )
     parser.add_argument("--max-queue", type=int, default=32, metavar="N", help="jobs that may wait (32)")
 

@@ -11,6 +11,7 @@ import logging
 import sys
 from pathlib import Path
 
+from seethrough_core.dataset_format import iter_samples
 from seethrough_core.errors import SeeThroughError
 from seethrough_core.limits import (
     DEFAULT_STEPS,
@@ -37,7 +38,9 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_arguments(parser, "the tiny random FLUX of `seethrough serve --tiny` (for trying it out)")
     parser.add_argument("--out", required=True, metavar="RUN", help="run folder: checkpoints, log, images")
     parser.add_argument(
-        "--init-lora", metavar="FILE", help="start from this SeeThrough3D LoRA (fine-tune the released one)"
+        "--init-lora",
+        metavar="FILE",
+        help="start from this SeeThrough3D LoRA to fine-tune the released one (default: a new LoRA)",
     )
     parser.add_argument("--rank", type=int, default=TRAIN_RANK, help=f"LoRA rank ({TRAIN_RANK})")
     parser.add_argument(
@@ -101,7 +104,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
         default=[],
         metavar="LAYOUT",
         help="layouts for validation images: folders from `seethrough render`, or layout .json/.blend files "
-        "(rendered with Blender once, into RUN/validation-inputs/)",
+        "(rendered with Blender once, into RUN/validation-inputs/; default none)",
     )
     parser.add_argument(
         "--validate-steps",
@@ -138,7 +141,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
 def run_train(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     from inference_server.model_errors import NonFiniteLossError
-    from inference_server.training.config import TrainingConfig
+    from inference_server.training.config import TrainingConfig, config_warnings
     from inference_server.training.trainer import Trainer
 
     try:
@@ -172,6 +175,8 @@ def run_train(args: argparse.Namespace) -> int:
             seed=args.seed,
             cache=Path(args.cache) if args.cache else None,
         )
+        for warning in config_warnings(config, _data_sides(config.data)):
+            print(f"seethrough train: warning: {warning}", file=sys.stderr, flush=True)
         result = Trainer(config).run()
     except NonFiniteLossError as error:
         return _fail(str(error), code=1)
@@ -186,6 +191,18 @@ def run_train(args: argparse.Namespace) -> int:
         return 130
     print(f"seethrough train: done, {result.step} steps; the LoRA is {result.checkpoint}/lora.safetensors")
     return 0
+
+
+def _data_sides(folders: tuple[Path, ...]) -> dict[Path, set[int]]:
+    """The longest image sides in each dataset (a folder that cannot be read is left to the trainer,
+    which names the problem)."""
+    sides: dict[Path, set[int]] = {}
+    for folder in folders:
+        try:
+            sides[folder] = {max(s.width, s.height) for s in iter_samples(folder)}
+        except (SeeThroughError, OSError, ValueError):
+            continue
+    return sides
 
 
 def _validation_folders(items: list[Path], run: Path) -> list[Path]:

@@ -29,6 +29,7 @@ from seethrough_core.upscale_run import TileProgress, Upscale, UpscaleRunner
 
 from .batch_command import _client_keys, add_servers_arguments
 from .previous_picture import EditInputError, read_previous
+from .render_options import add_engine_argument
 
 _SIZE = re.compile(r"^\s*(\d+)\s*[xX]\s*(\d+)\s*$")
 
@@ -67,9 +68,12 @@ def add_upscale_arguments(p: argparse.ArgumentParser) -> None:
         help=f"the model's working size: tiles are this many megapixels ({DEFAULT_BASE_MEGAPIXELS:g} = "
         "1024 x 1024)",
     )
-    p.add_argument("--engine", default="cycles", choices=["cycles", "eevee"], help="OSCR render engine")
+    add_engine_argument(p)
     p.add_argument(
-        "--timeout", type=float, default=30.0, help="seconds of silence before a server counts as gone"
+        "--timeout",
+        type=float,
+        default=30.0,
+        help="seconds of silence before a server counts as gone (default 30)",
     )
 
 

@@ -102,6 +102,32 @@ def _side(extent: float) -> float:
     return max(float(extent), MIN_BOX_SIDE_M)
 
 
+_DETERMINERS = frozenset(
+    "a an the some any this that these those my your his her its our their one two three four five six "
+    "seven eight nine ten several many few".split()
+)
+_AN_EXCEPTIONS = ("uni", "use", "usu", "uti", "eu", "one", "once")  # vowel letters, consonant sounds
+_AN_SILENT_H = ("hour", "honest", "honour", "honor", "heir")
+
+
+def with_article(text: str) -> str:
+    """A description read as a noun phrase: "garden bench" -> "a garden bench", "old oak" -> "an old oak".
+    Text that already starts with a determiner or a number, or is empty, is kept as it is."""
+    words = text.split()
+    if not words or words[0].lower() in _DETERMINERS or words[0][0].isdigit():
+        return text
+    first = words[0].lower()
+    vowel_sound = (first[0] in "aeiou" and not first.startswith(_AN_EXCEPTIONS)) or first.startswith(
+        _AN_SILENT_H
+    )
+    return f"{'an' if vowel_sound else 'a'} {text}"
+
+
+def description_from_name(name: str) -> str:
+    """An object's name as a box description with its article: "Garden_Bench.001" -> "a garden bench"."""
+    return with_article(clean_description(name))
+
+
 def clean_description(name: str) -> str:
     """An object's name as a box description: "Red_Vintage_Car.001" -> "red vintage car"."""
     text = re.sub(r"\.\d+$", "", name)  # Blender's duplicate suffix

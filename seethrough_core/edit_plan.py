@@ -3,7 +3,8 @@
 One plan for `seethrough edit` and the add-on's Regenerate Changed and Vary Box: which region may
 change, the generation's settings (the previous picture's steps and guidance, its seed unless another is
 given), the request's `edit`, and the `parent` the new record will carry. Nothing here renders or talks
-to a server.
+to a server. A camera move is planned by reprojection (seethrough_core.reprojection): the previous
+picture warped into the new camera, regenerated only where the move reveals something or a box is.
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ from .edit_region import LayoutChange, box_region, layout_change
 from .errors import SeeThroughError
 from .generation_settings import GenerationSettings, SettingError
 from .layout import Layout
-from .limits import DEFAULT_EDIT_MARGIN_PX, DEFAULT_EDIT_STRENGTH
+from .limits import DEFAULT_EDIT_MARGIN_PX, DEFAULT_EDIT_STRENGTH, DEFAULT_REPROJECT_LIMIT
 from .record import GenerationRecord, parent_entry
+from .reprojection import REPROJECTED, CameraMove, plan_camera_move
 
 
 class EditPlanError(SeeThroughError, ValueError):
@@ -44,14 +46,20 @@ class EditPlan:
     edit: EditInput | None  # None: a full regeneration (camera, resolution or scene prompt changed)
     change: LayoutChange
     parent: dict[str, Any]  # the new record's `parent` (record.parent_entry)
+    camera_move: CameraMove | None = None  # kind "reprojected": the previous picture in the new camera
 
     @property
     def region_mask(self) -> np.ndarray | None:
         """The region as saved beside the result (uint8, 255 = may change); None for a regeneration."""
         return None if self.edit is None else self.change.mask()
 
+    @property
+    def reprojected(self) -> np.ndarray | None:
+        """The reprojected picture the edit starts from, saved beside the result (None: not a camera move)."""
+        return None if self.camera_move is None else self.camera_move.image
+
     def summary(self) -> str:
-        return self.change.summary()
+        return self.change.summary() if self.camera_move is None else self.camera_move.summary()
 
 
 def plan_edit(
@@ -62,13 +70,23 @@ def plan_edit(
     strength: float = DEFAULT_EDIT_STRENGTH,
     seed: int | None = None,
     preview_interval: int = 0,
+    reproject_limit: float = DEFAULT_REPROJECT_LIMIT,
 ) -> EditPlan:
     """The previous picture brought to ``layout``: only the region of the change regenerates.
 
     EditPlanError when nothing changed; SettingError (field ``margin``, ``strength``, ``seed`` ...)
-    for a setting out of its rules. A change of camera, resolution or scene prompt plans a full
-    regeneration with the previous settings (``plan.edit`` is None; the summary says why)."""
+    for a setting out of its rules. A camera move is an edit of the previous picture reprojected into
+    the new camera (kind "reprojected") unless it leaves more than ``reproject_limit`` of the picture
+    to regenerate; that, or a change of resolution or scene prompt, plans a full regeneration with the
+    previous settings (``plan.edit`` is None; the summary says why)."""
     change = layout_change(previous.layout, layout, margin_px)
+    if change.full:  # a camera move may still keep most of the picture
+        move = plan_camera_move(previous.image, previous.layout, layout, margin_px, reproject_limit)
+        change, move = reprojected_change(change, move)
+        if move is not None:
+            return _plan(
+                previous, layout, change, REPROJECTED, margin_px, strength, seed, preview_interval, move
+            )
     if change.unchanged:
         what = "no box changed" if not change.boxes else "no changed box is in the frame"
         raise EditPlanError(
@@ -118,6 +136,7 @@ def _plan(
     strength: float,
     seed: int | None,
     preview_interval: int,
+    move: CameraMove | None = None,
 ) -> EditPlan:
     record = previous.record
     settings = GenerationSettings.for_layout(
@@ -128,7 +147,7 @@ def _plan(
         preview_interval=preview_interval,
     )
     settings.check()
-    edit = change.edit_of(previous.image, strength)
+    edit = change.edit_of(previous.image if move is None else move.image, strength)
     if edit is not None:
         problem = edit_problem(edit, layout.width, layout.height)
         if problem is not None:  # the image and mask are right by construction: the strength is not
@@ -136,7 +155,23 @@ def _plan(
     details: dict[str, Any] = {**previous.origin, "kind": kind}
     if edit is None:
         details["reason"] = change.full_reason
+    elif move is not None:
+        details.update(strength=edit.strength, **move.details(margin_px))
     else:
         changes = [c.describe() for c in change.boxes]
         details.update(strength=edit.strength, margin_px=margin_px, changes=changes)
-    return EditPlan(settings, edit, change, parent_entry(previous.png, record, **details))
+    return EditPlan(settings, edit, change, parent_entry(previous.png, record, **details), move)
+
+
+def reprojected_change(
+    change: LayoutChange, move: CameraMove | None
+) -> tuple[LayoutChange, CameraMove | None]:
+    """A full-regeneration ``change`` with what reprojection makes of it: the region of a camera move
+    that it carries (and the move), or the full regeneration with the reason it does not (and None)."""
+    if move is None:
+        return change, None
+    if move.full_reason is not None:
+        return LayoutChange(move.full_reason, [], None), None
+    if not move.region.any():  # the new camera sees nothing new and no box: still a picture to make
+        return LayoutChange("the camera move leaves nothing to regenerate (no box in view)", [], None), None
+    return LayoutChange(None, move.boxes, move.region), move

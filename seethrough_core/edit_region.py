@@ -94,10 +94,23 @@ def layout_change(
     if reason is not None:
         return LayoutChange(reason, [], None)
     changes = box_changes(old, new)
+    return LayoutChange(None, changes, changes_region(old, new, changes, margin_px, profile))
+
+
+def changes_region(
+    old: Layout,
+    new: Layout,
+    changes: list[BoxChange],
+    margin_px: int = DEFAULT_EDIT_MARGIN_PX,
+    profile: OscrProfile = SEETHROUGH3D_V1,
+) -> np.ndarray:
+    """The region of ``changes`` in ``new``'s picture (bool H x W): the changed boxes' amodal masks
+    where they were and where they are, both seen through the new layout's camera, grown by the margin."""
     old_boxes = [old.boxes[c.old_index] for c in changes if c.old_index is not None]
     new_boxes = [new.boxes[c.new_index] for c in changes if c.new_index is not None]
-    region = _amodal_union(old, old_boxes, profile) | _amodal_union(new, new_boxes, profile)
-    return LayoutChange(None, changes, dilate(region, margin_px))
+    old_seen_now = replace(old, camera=new.camera, resolution=new.resolution)
+    region = _amodal_union(old_seen_now, old_boxes, profile) | _amodal_union(new, new_boxes, profile)
+    return dilate(region, margin_px)
 
 
 def box_region(

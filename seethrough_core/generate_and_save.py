@@ -40,9 +40,29 @@ def sidecar_path_for(image_path: Path) -> Path:
     return image_path.with_suffix(".json")
 
 
+def unused_image_path(image_path: Path) -> Path:
+    """``image_path`` if nothing is saved there yet, else the first free NAME_2.png, NAME_3.png ...: a
+    finished image (or its record) is never replaced by a new result."""
+
+    def taken(path: Path) -> bool:
+        return any(p.exists() for p in (path, sidecar_path_for(path), region_path_for(path)))
+
+    candidate, number = image_path, 1
+    while taken(candidate):
+        number += 1
+        candidate = image_path.with_name(f"{image_path.stem}_{number}{image_path.suffix}")
+    return candidate
+
+
 def region_path_for(image_path: Path) -> Path:
     """Where an edit's region mask is written: beside the image, NAME_region.png."""
     return image_path.with_name(f"{image_path.stem}_region.png")
+
+
+def reprojected_path_for(image_path: Path) -> Path:
+    """Where a camera move's reprojected picture (what its edit started from) is written, beside the image:
+    NAME_reprojected.png."""
+    return image_path.with_name(f"{image_path.stem}_reprojected.png")
 
 
 @dataclass(frozen=True)
@@ -55,6 +75,8 @@ class Destination:
     fallback_dir: Path | None = None  # where the image goes if its own folder cannot be written
     parent: dict[str, Any] | None = None  # an edit's origin, for the record (record.parent_entry)
     region: np.ndarray | None = None  # an edit's mask (uint8, 255 = may change), saved beside the image
+    reprojected: np.ndarray | None = None  # a camera move's reprojected picture, saved beside the image
+    out_of_view: tuple[int, ...] = ()  # boxes left out of the request: not in the frame (in_view.py)
 
 
 @dataclass(frozen=True)
@@ -95,7 +117,9 @@ def generate_and_save(
 
 def save_result(result: Result, layout: Layout, destination: Destination) -> SavedImage:
     """Write ``result`` as a PNG with its record (and the record beside it as JSON if asked)."""
-    record = GenerationRecord.from_result(result, layout, destination.source, destination.parent)
+    record = GenerationRecord.from_result(
+        result, layout, destination.source, destination.parent, destination.out_of_view
+    )
     return save_image(result.image, record, destination, result)
 
 
@@ -113,6 +137,8 @@ def save_image(
             write_png(path, image, text=record.png_text())
             if destination.region is not None:
                 write_png(region_path_for(path), destination.region)
+            if destination.reprojected is not None:
+                write_png(reprojected_path_for(path), destination.reprojected)
             sidecar_path = sidecar_path_for(path) if destination.sidecar else None
             if sidecar_path is not None:
                 write_bytes_atomic(sidecar_path, record.to_json().encode("utf-8"))

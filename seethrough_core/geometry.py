@@ -109,6 +109,17 @@ class CameraModel:
             return sensor, sensor * self.height / self.width
         return sensor * self.width / self.height, sensor
 
+    def pixel_matrix(self) -> np.ndarray:
+        """The 3 x 3 matrix K taking a camera-space point (X, Y, Z) to homogeneous pixel coordinates
+        (column, row from the top-left corner, 1) x view depth: :meth:`project` as a matrix."""
+        plane_w, plane_h = self.plane_size_mm
+        sensor, lens = self.camera.sensor_width_mm, self.camera.lens_mm
+        fx, fy = self.width * lens / plane_w, self.height * lens / plane_h
+        cx = self.width * (0.5 - self.camera.shift_x * sensor / plane_w)
+        cy = self.height * (0.5 + self.camera.shift_y * sensor / plane_h)
+        # view depth is -Z: the camera looks along its local -Z
+        return np.array([[fx, 0.0, -cx], [0.0, -fy, -cy], [0.0, 0.0, -1.0]])
+
     def world_to_camera(self, points: np.ndarray) -> np.ndarray:
         return (np.asarray(points, dtype=np.float64) - self.position) @ self.rotation
 

@@ -6,6 +6,7 @@ its error, so a broken file never reaches the renderer or the GPU.
 
 from __future__ import annotations
 
+import difflib
 import json
 import math
 from dataclasses import dataclass, field
@@ -25,6 +26,23 @@ FORMAT = "seethrough.layout"
 VERSION = 1
 
 Vec3 = tuple[float, float, float]
+
+# The keys each object of a layout may hold; any other key is refused with the closest known one, so
+# a misspelled optional key ("scene_promt") never silently falls back to its default. `extras` is the
+# one free-form object: whatever it holds is carried along unchecked.
+LAYOUT_KEYS = ("format", "version", "scene_prompt", "resolution", "camera", "boxes", "light_seed", "extras")
+CAMERA_KEYS = (
+    "name",
+    "location",
+    "rotation_euler_deg",
+    "lens_mm",
+    "sensor_width_mm",
+    "shift_x",
+    "shift_y",
+    "clip_start",
+    "clip_end",
+)
+BOX_KEYS = ("name", "description", "center", "size", "rotation_euler_deg")
 
 
 @dataclass(frozen=True)
@@ -160,6 +178,7 @@ def _parse_layout(data: Any) -> Layout:
         raise LayoutError(
             "version", f"unknown layout version {version!r}; this build reads version {VERSION}"
         )
+    _check_keys(data, LAYOUT_KEYS, "", "the layout")
     scene_prompt = _string(data, "scene_prompt", "scene_prompt", allow_empty=True, default="")
     resolution = _resolution(data.get("resolution"))
     if "camera" not in data:
@@ -205,6 +224,7 @@ def _resolution(raw: Any) -> tuple[int, int]:
 def _camera(raw: Any) -> Camera:
     if not isinstance(raw, dict):
         raise LayoutError("camera", "must be an object")
+    _check_keys(raw, CAMERA_KEYS, "camera", "the camera")
     lens = _number(raw, "lens_mm", "camera.lens_mm", default=50.0)
     if not 1.0 <= lens <= 5000.0:
         raise LayoutError("camera.lens_mm", f"{lens} mm is outside 1..5000 mm")
@@ -231,6 +251,7 @@ def _camera(raw: Any) -> Camera:
 def _box(raw: Any, where: str) -> Box:
     if not isinstance(raw, dict):
         raise LayoutError(where, "must be an object")
+    _check_keys(raw, BOX_KEYS, where, where)
     description = _string(raw, "description", f"{where}.description", allow_empty=False)
     if len(description) > MAX_DESCRIPTION_CHARS:
         raise LayoutError(
@@ -252,6 +273,23 @@ def _box(raw: Any, where: str) -> Box:
 
 
 _MISSING = object()
+
+
+def _check_keys(raw: dict, known: tuple[str, ...], where: str, what: str) -> None:
+    """Refuse a key the format does not have, naming the closest known one (a typo is never dropped)."""
+    for key in raw:
+        if key in known:
+            continue
+        field = f"{where}.{key}" if where else str(key)
+        message = f"unknown key {key!r} in {what}"
+        close = difflib.get_close_matches(str(key), known, n=1, cutoff=0.5)
+        if close:
+            message += f"; did you mean {close[0]!r}?"
+        else:
+            message += f"; the keys here are {', '.join(known)}"
+            if not where:
+                message += " (free-form data goes under 'extras')"
+        raise LayoutError(field, message)
 
 
 def _number(raw: dict, key: str, where: str, default: Any = _MISSING) -> float:

@@ -268,13 +268,3 @@ def _intersect(a, b) -> tuple[slice, slice] | None:
     if r0 >= r1 or c0 >= c1:
         return None
     return slice(r0, r1), slice(c0, c1)
-
-
-def boxes_in_view(amodal: np.ndarray, region: tuple[slice, slice] | None = None) -> list[int]:
-    """The boxes (indices, in box order) with at least one amodal-mask pixel in the frame, or in
-    ``region`` (rows, cols) of it. The others are left out of the prompt and the token grids: the model
-    would be asked for an object no condition token shows."""
-    masks = np.asarray(amodal)
-    if region is not None:
-        masks = masks[:, region[0], region[1]]
-    return [i for i in range(masks.shape[0]) if masks[i].any()]

@@ -13,7 +13,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .layout import Layout
+from .errors import LayoutError
+from .layout import Layout, load_layout
 from .png import read_png_file_text, read_png_text
 
 RECORD_FORMAT = "seethrough.generation"
@@ -41,6 +42,9 @@ class GenerationRecord:
     oscr_jpeg_quality: int | None = None  # the JPEG round trip the server gave the OSCR image (None: none)
     # An edit's origin: the previous PNG's sha256 and record, and how it was changed (parent_entry)
     parent: dict[str, Any] | None = None
+    # Indices of the layout's boxes with no pixel in the frame: left out of the prompt and the token
+    # grids (seethrough_core.in_view); `descriptions` holds only the boxes that were sent.
+    boxes_out_of_view: list[int] = field(default_factory=list)
     # A frame made in two stages (docs/upscale.md): the base's size and seed, the tile grid, overlap,
     # strength and each tile's rectangle, seed and boxes
     upscale: dict[str, Any] | None = None
@@ -56,13 +60,15 @@ class GenerationRecord:
         layout: Layout,
         source: dict[str, Any] | None = None,
         parent: dict[str, Any] | None = None,
+        out_of_view: tuple[int, ...] = (),
     ) -> GenerationRecord:
-        """A record of a protocol `Result` for a layout (``parent``: what it is an edit of)."""
+        """A record of a protocol `Result` for a layout (``parent``: what it is an edit of;
+        ``out_of_view``: the boxes left out of the request because the frame does not show them)."""
         height, width = result.image.shape[:2]
         return cls(
             prompt=result.prompt,
             scene_prompt=layout.scene_prompt,
-            descriptions=layout.descriptions,
+            descriptions=[d for i, d in enumerate(layout.descriptions) if i not in out_of_view],
             seed=result.seed,
             steps=result.steps,
             guidance=result.guidance,
@@ -77,6 +83,7 @@ class GenerationRecord:
             source=dict(source or {}),
             oscr_jpeg_quality=result.oscr_jpeg_quality,
             parent=parent,
+            boxes_out_of_view=sorted(out_of_view),
             steps_computed=result.steps_computed,
             condition_cache=result.condition_cache,
             step_cache=result.step_cache,
@@ -149,3 +156,36 @@ def parent_entry(png: bytes, record: GenerationRecord, **details: Any) -> dict[s
     if previous.get("parent"):
         previous["parent"] = {"sha256": previous["parent"].get("sha256")}
     return {"sha256": hashlib.sha256(png).hexdigest(), "record": previous, **details}
+
+
+RESULT_SUFFIX = ".png"  # a result picture: its record holds the layout it was generated from
+
+
+def read_result_record(path: str | Path) -> GenerationRecord:
+    """The generation record of a result PNG; LayoutError (naming the file) when it has none."""
+    path = Path(path)
+    try:
+        record = read_png_file_record(path)
+    except FileNotFoundError:
+        raise LayoutError("", f"file not found: {path}") from None
+    except (OSError, ValueError) as exc:
+        raise LayoutError("", f"cannot read {path}: {exc}") from None
+    if record is None:
+        raise LayoutError(
+            "",
+            f"{path} has no SeeThrough generation record, so its layout is unknown; give a layout .json, "
+            "a .blend, or a PNG that SeeThrough saved",
+        )
+    return record
+
+
+def load_layout_or_result(path: str | Path) -> Layout:
+    """A layout from a layout .json, or from the record of a result PNG (the scene it was made from)."""
+    path = Path(path)
+    if path.suffix.lower() != RESULT_SUFFIX:
+        return load_layout(path)
+    record = read_result_record(path)
+    try:
+        return Layout.from_dict(record.layout)
+    except LayoutError as exc:
+        raise LayoutError(exc.field, f"{path}: the layout in its record: {exc.message}") from None

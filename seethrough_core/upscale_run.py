@@ -29,8 +29,8 @@ from .edit_input import MASK_INSIDE, EditInput
 from .errors import SeeThroughError
 from .generate_and_save import Destination, SavedImage, save_image
 from .generation_settings import GenerationSettings
+from .in_view import boxes_in_view
 from .layout import Layout
-from .masks import boxes_in_view
 from .png import write_bytes_atomic
 from .protocol import GenerateRequest, Progress, Result
 from .record import GenerationRecord
@@ -103,7 +103,7 @@ def tile_request(upscale: Upscale, tile: Tile, condition: ViewCondition) -> tupl
     the tile inside the frame. A tile no box reaches keeps the first box, its token grid empty there
     (a request needs one description); the record lists it with no boxes."""
     _, _, tile_rows, tile_cols = tile_window(upscale.plan, tile)
-    boxes = boxes_in_view(condition.amodal, (tile_rows, tile_cols))
+    boxes = list(boxes_in_view(condition.amodal, (tile_rows, tile_cols)).shown)
     kept = boxes or [0]
     layout = upscale.frame_layout
     settings = GenerationSettings(

@@ -129,3 +129,29 @@ def check_config(config: TrainingConfig) -> None:
         problems.append("--init-lora and --resume exclude each other: a resumed run has its own weights")
     if problems:
         raise TrainingError("; ".join(problems))
+
+
+def config_warnings(config: TrainingConfig, data_sides: dict[Path, set[int]]) -> list[str]:
+    """Settings that run but are likely not what was meant; ``data_sides``: each dataset's longest
+    image sides. Said before training starts, so a wasted night is a warning away."""
+    warnings = []
+    for folder, sides in data_sides.items():
+        smaller = sorted(side for side in sides if side < config.resolution)
+        larger = sorted(side for side in sides if side > config.resolution)
+        if smaller:
+            warnings.append(
+                f"{folder} has images of {', '.join(map(str, smaller))} px (longest side), smaller than "
+                f"--resolution {config.resolution}: they are upscaled, so the model learns blurry detail; "
+                f"train at --resolution {max(smaller)} or make the data at {config.resolution} px"
+            )
+        if larger:
+            warnings.append(
+                f"{folder} has images of {', '.join(map(str, larger))} px (longest side), larger than "
+                f"--resolution {config.resolution}: they are downscaled"
+            )
+    if config.warmup >= config.steps:
+        warnings.append(
+            f"--warmup {config.warmup} >= --steps {config.steps}: the learning rate never reaches --lr "
+            f"{config.lr:g}; use fewer warm-up steps"
+        )
+    return warnings

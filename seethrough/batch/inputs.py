@@ -10,7 +10,8 @@ from pathlib import Path
 
 from seethrough_core.limits import MAX_SEED
 
-LAYOUT_SUFFIXES = (".blend", ".json")
+LAYOUT_SUFFIXES = (".blend", ".json")  # what a folder is searched for
+RESULT_SUFFIXES = (".png",)  # a result picture named directly or by a glob: the layout in its record
 
 
 class InputError(ValueError):
@@ -44,19 +45,30 @@ def expand_inputs(items: list[str]) -> list[Path]:
             # Our own outputs (sidecars, layout.json of rendered conditions) are not inputs.
             matches = [p for p in matches if not _is_output(p)]
         elif any(ch in item for ch in "*?["):
-            matches = sorted(Path(p) for p in glob.glob(item, recursive=True) if Path(p).is_file())
+            matches = sorted(
+                Path(p)
+                for p in glob.glob(item, recursive=True)
+                if Path(p).is_file() and Path(p).suffix.lower() in LAYOUT_SUFFIXES + RESULT_SUFFIXES
+            )
         elif path.is_file():
             matches = [path]
         else:
             raise InputError(f"input not found: {item}")
         if not matches:
             raise InputError(f"no .blend or .json layouts in {item}")
+        if path.is_file() and path.suffix.lower() not in LAYOUT_SUFFIXES + RESULT_SUFFIXES:
+            raise InputError(f"{item} is not a .blend, a layout .json or a result .png")
         found.extend(matches)
     unique: list[Path] = []
     for path in found:
         if path.resolve() not in {p.resolve() for p in unique}:
             unique.append(path)
     return unique
+
+
+def stills(inputs: list[Path]) -> list[Path]:
+    """The inputs with one frame only (layout files and results): --frames does not apply to them."""
+    return [p for p in inputs if p.suffix.lower() != ".blend"]
 
 
 def _is_output(path: Path) -> bool:

@@ -21,6 +21,11 @@ def output_names(inputs: list[Path]) -> dict[Path, str]:
     return names
 
 
+def condition_dir_beside(image_path: Path, frame: int) -> Path:
+    """The OSCR render and masks an image of ``frame`` was generated from: beside it, conditions/FFFF/."""
+    return image_path.parent / "conditions" / f"{frame:04d}"
+
+
 @dataclass(frozen=True)
 class Shot:
     """One camera at one frame of one input: one OSCR render, any number of seeds."""
@@ -35,7 +40,7 @@ class Shot:
         return out_dir / self.output_name / safe_name(self.camera)
 
     def condition_dir(self, out_dir: Path) -> Path:
-        return self.folder(out_dir) / "conditions" / f"{self.frame:04d}"
+        return condition_dir_beside(self.folder(out_dir) / "image.png", self.frame)
 
 
 @dataclass(frozen=True)

@@ -3,37 +3,77 @@
 from __future__ import annotations
 
 import io
+import json
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image, ImageDraw
 
+from seethrough_core.generate_and_save import sidecar_path_for
 from seethrough_core.png import write_bytes_atomic
 
-from .runner import BatchSummary
+from .plan import condition_dir_beside
+from .runner import BatchSummary, Outcome
 
-THUMB = 256
-COLUMNS = 4
+THUMB = 256  # the longer side of each picture on a sheet
+PAIRS_PER_ROW = 2  # each cell is the OSCR image and the result beside it
+GAP = 4
+CAPTION_H = 30
+NOISE_LABEL = "noise (tiny model)"
+BACKGROUND, TEXT, WARNING = (24, 24, 24), (220, 220, 220), (255, 170, 60)
+
+
+@dataclass(frozen=True)
+class SheetEntry:
+    """One result on a contact sheet: its picture, the OSCR image it was made from, and its caption."""
+
+    image_path: Path
+    oscr_path: Path | None  # None: the condition folder is gone
+    caption: str  # camera, frame and seed
+    is_noise: bool  # made by the tiny random-weight model
+
+    @classmethod
+    def of(cls, outcome: Outcome) -> SheetEntry:
+        image_path = outcome.image_path
+        try:
+            record = json.loads(sidecar_path_for(image_path).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            record = {}
+        source = record.get("source", {})
+        camera, frame = source.get("camera", ""), source.get("frame")
+        oscr = condition_dir_beside(image_path, frame) / "oscr.png" if isinstance(frame, int) else None
+        parts = [str(camera)] if camera else []
+        parts += [f"frame {frame}"] if frame is not None else []
+        parts += [f"seed {record['seed']}"] if "seed" in record else [image_path.name]
+        return cls(
+            image_path,
+            oscr if oscr is not None and oscr.is_file() else None,
+            "  ".join(parts),
+            bool(record.get("is_noise")),
+        )
 
 
 def contact_sheets(
     summary: BatchSummary, names: dict[Path, str], out_dir: Path
 ) -> tuple[list[Path], list[str]]:
-    """One sheet per input with every finished image (new or from earlier runs), labelled.
+    """One sheet per input with every finished image (new or from earlier runs): each result beside
+    the OSCR image it was made from, captioned with camera, frame and seed, and marked when it is the
+    tiny model's noise. Pictures keep their aspect ratio.
 
     Returns the sheets written and, for each one that could not be (a full disk), why: a sheet is
     never worth losing the summary over."""
-    images: dict[Path, list] = defaultdict(list)
-    for outcome in summary.outcomes:
+    entries: dict[Path, list[SheetEntry]] = defaultdict(list)
+    for outcome in sorted(summary.outcomes, key=lambda o: o.label):
         if outcome.status in ("done", "skipped") and outcome.image_path and outcome.image_path.is_file():
-            images[outcome.input_path].append(outcome)
+            entries[outcome.input_path].append(SheetEntry.of(outcome))
     written: list[Path] = []
     problems: list[str] = []
-    for input_path, outcomes in images.items():
+    for input_path, items in entries.items():
         path = out_dir / names[input_path] / "contact_sheet.png"
         try:
             buffer = io.BytesIO()
-            _sheet(outcomes).save(buffer, format="PNG")
+            draw_sheet(items).save(buffer, format="PNG")
             path.parent.mkdir(parents=True, exist_ok=True)
             write_bytes_atomic(path, buffer.getvalue())
         except OSError as exc:  # Pillow's errors for unreadable images are OSErrors too
@@ -43,20 +83,37 @@ def contact_sheets(
     return written, problems
 
 
-def _sheet(outcomes: list) -> Image.Image:
-    outcomes = sorted(outcomes, key=lambda o: o.label)
-    rows = (len(outcomes) + COLUMNS - 1) // COLUMNS
-    cols = min(COLUMNS, len(outcomes))
-    sheet = Image.new("RGB", (cols * THUMB, rows * (THUMB + 20)), (24, 24, 24))
+def tile_size(entries: list[SheetEntry]) -> tuple[int, int]:
+    """The size every picture is fitted into: the largest image's shape, its longer side THUMB."""
+    sizes = []
+    for entry in entries:
+        with Image.open(entry.image_path) as image:
+            sizes.append(image.size)
+    width, height = max(w for w, _ in sizes), max(h for _, h in sizes)
+    scale = THUMB / max(width, height)
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def draw_sheet(entries: list[SheetEntry]) -> Image.Image:
+    tile_w, tile_h = tile_size(entries)
+    cell_w, cell_h = 2 * tile_w + 3 * GAP, tile_h + CAPTION_H + GAP
+    columns = min(PAIRS_PER_ROW, len(entries))
+    rows = (len(entries) + PAIRS_PER_ROW - 1) // PAIRS_PER_ROW
+    sheet = Image.new("RGB", (columns * cell_w, rows * cell_h), BACKGROUND)
     draw = ImageDraw.Draw(sheet)
-    for i, outcome in enumerate(outcomes):
-        with Image.open(outcome.image_path) as image:
-            thumb = image.convert("RGB")
-            thumb.thumbnail((THUMB, THUMB))
-        x, y = (i % COLUMNS) * THUMB, (i // COLUMNS) * (THUMB + 20)
-        sheet.paste(thumb, (x + (THUMB - thumb.width) // 2, y))
-        caption = "/".join(outcome.label.split("/")[1:])  # camera/frame_seed.png
-        draw.text((x + 4, y + THUMB + 4), caption, fill=(220, 220, 220))
+    for i, entry in enumerate(entries):
+        x, y = (i % PAIRS_PER_ROW) * cell_w, (i // PAIRS_PER_ROW) * cell_h
+        for offset, picture in ((GAP, entry.oscr_path), (2 * GAP + tile_w, entry.image_path)):
+            if picture is None:
+                draw.text((x + offset + 4, y + tile_h // 2), "(no OSCR image)", fill=TEXT)
+                continue
+            with Image.open(picture) as image:
+                thumb = image.convert("RGB")
+                thumb.thumbnail((tile_w, tile_h))
+            sheet.paste(thumb, (x + offset + (tile_w - thumb.width) // 2, y + (tile_h - thumb.height) // 2))
+        draw.text((x + GAP, y + tile_h + 3), f"OSCR | {entry.caption}", fill=TEXT)
+        if entry.is_noise:
+            draw.text((x + GAP, y + tile_h + 16), NOISE_LABEL, fill=WARNING)
     return sheet
 
 

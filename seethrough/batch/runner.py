@@ -34,6 +34,8 @@ from seethrough_core.client import (
 from seethrough_core.endpoint import parse_endpoint
 from seethrough_core.errors import SeeThroughError
 from seethrough_core.generate_and_save import Destination, generate_and_save, save_image, sidecar_path_for
+from seethrough_core.generation_settings import GenerationSettings
+from seethrough_core.in_view import boxes_in_view
 from seethrough_core.keys import ClientKeys
 from seethrough_core.layout import Layout
 from seethrough_core.limits import (
@@ -41,10 +43,12 @@ from seethrough_core.limits import (
     DEFAULT_BATCH_TIMEOUT_S,
     DEFAULT_EDIT_MARGIN_PX,
     DEFAULT_GUIDANCE,
+    DEFAULT_REPROJECT_LIMIT,
     DEFAULT_SERVER_RETRY_S,
     DEFAULT_STEPS,
     DEFAULT_UPSCALE_STRENGTH,
 )
+from seethrough_core.output_size import OutputSize
 from seethrough_core.protocol import ErrorCode, GenerateRequest
 from seethrough_core.upscale_plan import UpscalePlan, base_layout, plan_upscale
 from seethrough_core.upscale_run import Upscale, UpscaleRunner
@@ -84,6 +88,9 @@ class BatchOptions:
     keys: ClientKeys | None = None  # CURVE keys for servers started with --server-key
     consistent: bool = False  # each frame an edit of the frame before it (consistent.py)
     margin_px: int = DEFAULT_EDIT_MARGIN_PX  # with consistent: how far the region grows around changes
+    # with consistent: a camera move regenerating more of the picture than this is a new picture
+    reproject_limit: float = DEFAULT_REPROJECT_LIMIT
+    size: OutputSize = field(default_factory=OutputSize)  # --resolution / --percentage
     base_megapixels: float = DEFAULT_BASE_MEGAPIXELS  # frames of other sizes: the base picture's size
     upscale_strength: float = DEFAULT_UPSCALE_STRENGTH
 
@@ -277,7 +284,8 @@ class BatchRunner:
         shots: dict[Path, list[Shot]] = {}
         for path in inputs:
             try:
-                shots[path] = read_shots(path, names[path], self.options.cameras, self.options.frames)
+                read = read_shots(path, names[path], self.options.cameras, self.options.frames)
+                shots[path] = [replace(shot, layout=self.options.size.apply(shot.layout)) for shot in read]
             except SeeThroughError as exc:
                 self._outcomes.append(Outcome(path, str(path), "failed", str(exc)))
             except Exception as exc:  # whatever a damaged file makes Blender raise: skip this input only
@@ -348,8 +356,19 @@ class BatchRunner:
             return time.perf_counter() - start, None
         finally:
             self._progress.status("blender", None)
+        elapsed = time.perf_counter() - start
+        view = boxes_in_view(rendered.masks.amodal)
+        where = f"{shot.output_name}/{shot.camera} frame {shot.frame}"
+        if not view.shown:
+            reason = "no box is in view, so there is nothing to generate: move the camera or the boxes"
+            for task in pending:
+                self._fail(task, reason)
+            return elapsed, None
+        note = view.note(shot.layout.descriptions, where)
+        if note is not None:
+            self._progress.note(note)
         try:
-            condition = (rendered.oscr_path.read_bytes(), rendered.masks.token_grids())
+            condition = (rendered.oscr_path.read_bytes(), rendered.masks.token_grids(), view)
         except OSError as exc:
             for task in pending:
                 self._fail(task, f"cannot read its rendered OSCR image: {_describe(exc)}")
@@ -456,7 +475,7 @@ class BatchRunner:
 
     def _generate(self, client: SeeThroughClient, endpoint: str, link: Link) -> None:
         task = link.task
-        oscr_png, token_grids = link.condition
+        oscr_png, token_grids, view = link.condition
         layout = self._generation_layout(task.shot.layout)
         two_stages = layout is not task.shot.layout
         previous = link.previous
@@ -464,7 +483,8 @@ class BatchRunner:
             previous = replace(
                 previous, image_path=previous.base_path, sidecar_path=sidecar_path_for(previous.base_path)
             )
-        plan = plan_frame(previous, layout, self.options.margin_px) if previous else None
+        limit = self.options.reproject_limit
+        plan = plan_frame(previous, layout, self.options.margin_px, limit) if previous else None
         source = {
             "input": str(task.shot.input_path),
             "camera": task.shot.camera,
@@ -474,7 +494,8 @@ class BatchRunner:
         if plan is not None and plan.copy_of is not None:
             record = copied_record(plan.copy_of, layout, source, plan.parent)
             target = task.base_path if two_stages else task.image_path
-            save_image(plan.copy_of.image, record, Destination(target, source, sidecar=True))
+            destination = Destination(target, source, sidecar=True, reprojected=plan.reprojected)
+            save_image(plan.copy_of.image, record, destination)
             if two_stages:
                 with self._lock:
                     self._to_upscale.append(task)
@@ -482,13 +503,13 @@ class BatchRunner:
             self._finish(Outcome(task.shot.input_path, task.label, "done", server=endpoint,
                                  image_path=task.image_path), f" ({plan.note})")  # fmt: skip
             return
-        request = GenerateRequest.for_layout(
-            layout,
+        settings = GenerationSettings.for_layout(
+            layout, seed=task.seed, steps=self.options.steps, guidance=self.options.guidance
+        )
+        request = GenerateRequest.for_settings(
+            view.settings(settings),  # only the boxes the frame shows (in_view.py)
             oscr_png,
-            token_grids,
-            seed=task.seed,
-            steps=self.options.steps,
-            guidance=self.options.guidance,
+            view.token_grids(token_grids),
             metadata={
                 "input": str(task.shot.input_path),
                 "camera": task.shot.camera,
@@ -511,6 +532,8 @@ class BatchRunner:
             sidecar=True,
             parent=plan.parent if plan is not None else None,
             region=plan.region if plan is not None else None,
+            reprojected=plan.reprojected if plan is not None else None,
+            out_of_view=view.left_out,
         )
         saved = generate_and_save(
             client, request, layout, destination, on_accepted=jobs.append, on_progress=on_progress

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from seethrough_core.errors import LayoutError
-from seethrough_core.layout import load_layout
+from seethrough_core.record import load_layout_or_result
 
 from .inputs import CameraChoice
 from .plan import Shot
@@ -14,9 +14,10 @@ JSON_FRAME = 1  # a layout file is a still: its one shot is numbered like Blende
 
 
 def read_shots(path: Path, output_name: str, cameras: CameraChoice, frames: list[int] | None) -> list[Shot]:
-    """Every (camera, frame) shot of a .blend or .json input; raises LayoutError with the reason."""
-    if path.suffix.lower() == ".json":
-        layout = load_layout(path)
+    """Every (camera, frame) shot of a .blend, a .json layout or a result PNG (the layout in its record);
+    raises LayoutError with the reason."""
+    if path.suffix.lower() != ".blend":
+        layout = load_layout_or_result(path)
         if cameras.mode == "names" and layout.camera.name not in cameras.names:
             raise LayoutError(
                 "camera", f"the layout's camera is {layout.camera.name!r}, not one of {list(cameras.names)}"

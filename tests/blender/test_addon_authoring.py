@@ -3,10 +3,12 @@ refusals of bad scenes, and its panels' draw code."""
 
 from __future__ import annotations
 
+import json
 import math
 
 import addon_utils
 import bpy
+import numpy as np
 import pytest
 from addon_support import ADDON, DrawSelf, FakeServer, RecordingLayout, configure, prefs
 from mathutils import Vector
@@ -221,3 +223,52 @@ def test_panels_and_lists_draw(addon, tmp_path):
     preferences.SEETHROUGH_AP_preferences.draw(DrawSelf(RecordingLayout(log), prefs()), bpy.context)
     problem = " ".join(line for line in log if line.startswith("label:"))
     assert "ZeroMQ" in problem and "not http" in problem and "tcp://localhost:5555" in problem
+
+
+def test_import_layout_restores_the_scene_and_settings_of_a_result_png(addon, tmp_path):
+    from seethrough_core.png import write_png
+    from seethrough_core.record import GenerationRecord
+
+    layout = load_layout(EXAMPLE)
+    record = GenerationRecord(
+        prompt="", scene_prompt=layout.scene_prompt, descriptions=layout.descriptions, seed=1234, steps=9,
+        guidance=2.5, width=layout.width, height=layout.height, model={}, lora=None, is_noise=True,
+        call_ids=[], timings={}, layout=layout.to_dict(),
+    )  # fmt: skip
+    result = tmp_path / "result.png"
+    write_png(result, np.zeros((8, 8, 3), np.uint8), text=record.png_text())
+    scene = bpy.context.scene
+    assert scene.seethrough.random_seed
+    assert bpy.ops.seethrough.import_layout(filepath=str(result)) == {"FINISHED"}
+    assert len(scene_io.box_objects(scene)) == len(layout.boxes)
+    assert scene_io.scene_to_layout(scene).to_dict() == layout.to_dict()
+    props = scene.seethrough
+    assert (props.seed, props.random_seed, props.steps) == (1234, False, 9)
+    assert props.guidance == pytest.approx(2.5)
+
+    plain = tmp_path / "plain.png"
+    write_png(plain, np.zeros((8, 8, 3), np.uint8))
+    with pytest.raises(RuntimeError, match="no SeeThrough generation record"):
+        bpy.ops.seethrough.import_layout(filepath=str(plain))
+
+
+def test_import_layout_names_a_misspelled_key(addon, tmp_path):
+    data = load_layout(EXAMPLE).to_dict()
+    data["boxes"][0]["rotation"] = data["boxes"][0].pop("rotation_euler_deg")
+    typo = tmp_path / "typo.json"
+    typo.write_text(json.dumps(data))
+    with pytest.raises(
+        RuntimeError, match=r"unknown key 'rotation' in boxes\[0\]; did you mean 'rotation_euler_deg'"
+    ):
+        bpy.ops.seethrough.import_layout(filepath=str(typo))
+    assert not scene_io.box_objects(bpy.context.scene)
+
+
+def test_a_box_is_renamed_when_its_description_changes(addon):
+    add_camera()
+    bpy.ops.seethrough.add_box(template="cat", description="a grey cat")
+    box = bpy.context.active_object
+    assert box.name == "a grey cat"
+    box.seethrough.description = "a small brown dog"
+    assert box.name == "a small brown dog" and box.data.name == "a small brown dog"
+    assert scene_io.scene_to_layout(bpy.context.scene).boxes[0].description == "a small brown dog"

@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import math
 from pathlib import Path
 
 import bpy
@@ -16,11 +17,15 @@ from addon_support import DrawSelf, RecordingLayout, configure, prefs, pump_unti
 from addon_support import tiny_server as start_tiny_server
 from conftest import BASE_LAYOUT, MAIN_PYTHON
 from PIL import Image
+from reprojection_support import RESAMPLE_TOLERANCE, max_resample_error, resample_through
 
-from blender_addon import scene_io, ui
+from blender_addon import images, scene_io, ui
 from seethrough_core.edit_region import box_region
 from seethrough_core.generate_and_save import safe_name
+from seethrough_core.geometry import CameraModel
+from seethrough_core.layout import Layout
 from seethrough_core.record import read_png_record
+from seethrough_core.reprojection import rotation_homography
 
 pytestmark = pytest.mark.slow
 
@@ -128,7 +133,7 @@ def test_vary_box_gives_new_noise_inside_that_box_only(shot):
     assert history[1].parent == first.name and history[1].change.startswith(f"new noise in {car.name}")
 
 
-def test_a_camera_move_regenerates_the_whole_picture_and_vary_box_refuses(shot):
+def test_a_camera_move_past_the_limit_regenerates_the_whole_picture_and_vary_box_refuses(shot):
     first = shot.seethrough.history[0].image
     shot.camera.location.z += 0.5
     bpy.context.view_layer.objects.active = shot.objects["a red vintage car"]
@@ -137,7 +142,8 @@ def test_a_camera_move_regenerates_the_whole_picture_and_vary_box_refuses(shot):
 
     regenerated = run_and_wait(bpy.ops.seethrough.regenerate_changed)
     record = read_png_record(bytes(regenerated.packed_file.data))
-    assert record.parent["kind"] == "regeneration" and "camera" in record.parent["reason"]
+    # rising 50 cm over this close-up would regenerate ~90% of it, past the default limit (0.5)
+    assert record.parent["kind"] == "regeneration" and "camera moved too far" in record.parent["reason"]
     assert record.seed == 5
     assert not list(shot_out(shot).glob("*_region.png"))  # a regeneration has no region
     assert shot.seethrough.history[1].parent == first.name
@@ -150,6 +156,41 @@ def test_without_a_result_the_edit_buttons_are_off_and_say_why(addon, tmp_path):
     assert not bpy.ops.seethrough.regenerate_changed.poll()
     bpy.context.view_layer.objects.active = bpy.context.scene.objects["a red vintage car"]
     assert not bpy.ops.seethrough.vary_box.poll()
+
+
+def test_a_camera_pan_keeps_the_shown_result_reprojected(shot):
+    first = shot.seethrough.history[0].image
+    props = shot.seethrough
+    props.edit_margin, props.reproject_limit = 4, 0.95  # the car fills much of this 256 px picture
+    shot.camera.rotation_euler.z += math.radians(2.0)
+    edited = run_and_wait(bpy.ops.seethrough.regenerate_changed)
+
+    _, before = packed_rgb(first)
+    _, after = packed_rgb(edited)
+    record = read_png_record(bytes(edited.packed_file.data))
+    parent = record.parent
+    assert parent["kind"] == "reprojected" and parent["image"] == first.name and record.seed == 5
+    assert parent["reproject_limit"] == pytest.approx(0.95) and parent["changes"] == []
+    beside = ("_region", "_reprojected")
+    png_path = next(p for p in shot_out(shot).glob("*reprojected*.png") if not p.stem.endswith(beside))
+    region = pixels(png_path.with_name(f"{png_path.stem}_region.png")) == 255
+    reprojected = pixels(png_path.with_name(f"{png_path.stem}_reprojected.png"))
+    assert parent["kept"] == pytest.approx(1 - region.mean(), abs=1e-4) and 0 < region.mean() < 0.95
+    # outside the region: the reprojected picture, byte for byte, which is the shown result panned
+    assert np.array_equal(after[~region], reprojected[~region])
+    old, new = (
+        CameraModel(Layout.from_dict(r["layout"]).camera, 256, 256)
+        for r in (images.image_record(first), record.to_dict())
+    )
+    expected, inside = resample_through(before, rotation_homography(old, new))
+    assert (~region <= inside).all()
+    assert max_resample_error(after, expected, ~region) <= RESAMPLE_TOLERANCE
+    assert "reprojected" in shot.seethrough.history[1].change
+
+
+def pixels(path: Path) -> np.ndarray:
+    with Image.open(path) as image:
+        return np.asarray(image)
 
 
 def shot_out(scene: bpy.types.Scene) -> Path:

@@ -48,7 +48,7 @@ def pixels(path: Path) -> np.ndarray:
         return np.asarray(image.convert("RGB"))
 
 
-def test_only_the_moving_box_regenerates_and_a_camera_move_starts_afresh(empty_blender, tmp_path):
+def test_only_the_moving_box_regenerates_and_a_camera_move_is_reprojected(empty_blender, tmp_path):
     write_animated_blend(tmp_path / "drive.blend")
     out = tmp_path / "out"
     with ServerProcess.tiny(tmp_path / "server.log") as server:
@@ -65,7 +65,7 @@ def test_only_the_moving_box_regenerates_and_a_camera_move_starts_afresh(empty_b
         GenerationRecord.from_dict(json.loads((folder / f"000{f}_5.json").read_text())) for f in (1, 2, 3, 4)
     ]
     assert records[0].parent is None
-    assert [r.parent["kind"] for r in records[1:]] == ["edit", "edit", "regeneration"]
+    assert [r.parent["kind"] for r in records[1:]] == ["edit", "edit", "reprojected"]
     for frame in (2, 3):
         before = (folder / f"000{frame - 1}_5.png").read_bytes()
         assert records[frame - 1].parent["sha256"] == hashlib.sha256(before).hexdigest()
@@ -82,6 +82,8 @@ def test_only_the_moving_box_regenerates_and_a_camera_move_starts_afresh(empty_b
     assert background.mean() > 0.3
     assert np.array_equal(images[0][background], images[1][background])
     assert np.array_equal(images[0][background], images[2][background])
-    # The camera moved at frame 4: a full generation (no previous image was sent), no region.
-    assert not (folder / "0004_5_region.png").exists()
-    assert ["model_encode_edit_s" in r.timings for r in records] == [False, True, True, False]
+    # The camera rose at frame 4: an edit of frame 3 reprojected into the new camera
+    # (test_batch_reprojected.py checks its pixels); the region and the reprojected picture beside it.
+    assert (folder / "0004_5_region.png").exists() and (folder / "0004_5_reprojected.png").exists()
+    assert 0 < records[3].parent["kept"] < 1
+    assert ["model_encode_edit_s" in r.timings for r in records] == [False, True, True, True]

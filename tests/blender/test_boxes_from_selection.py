@@ -50,7 +50,7 @@ def test_a_turned_stretched_cube_gives_exactly_its_box(addon):
     select_only(cube)
     assert bpy.ops.seethrough.boxes_from_selection() == {"FINISHED"}
     (box,) = fitted_boxes()
-    assert box["description"] == "red vintage car"
+    assert box["description"] == "a red vintage car"  # an article, as a description reads
     np.testing.assert_allclose(box["center"], [2.0, -1.0, 0.9], atol=1e-4)
     np.testing.assert_allclose(box["size"], [2.0, 0.8, 1.8], atol=1e-4)
     # the red side faces the cube's own front (its local -Y): half a turn from the cube
@@ -106,7 +106,7 @@ def test_an_empty_stands_for_its_children(addon):
     select_only(group)
     bpy.ops.seethrough.boxes_from_selection()
     (box,) = fitted_boxes()
-    assert box["description"] == "garden bench"
+    assert box["description"] == "a garden bench"
     assert box["size"][0] == pytest.approx(2.5, abs=1e-4) or box["size"][1] == pytest.approx(2.5, abs=1e-4)
     assert all(contains(box, vertices(part)) for part in parts)
 

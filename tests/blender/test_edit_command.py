@@ -85,18 +85,28 @@ def test_a_moved_box_regenerates_only_its_region(server, previous, tmp_path, cap
 
 
 @pytest.mark.slow
-def test_a_camera_move_is_a_full_regeneration(server, previous, tmp_path, capsys):
+def test_a_camera_move_is_reprojected_and_with_reprojection_off_a_full_regeneration(
+    server, previous, tmp_path, capsys
+):
     data = small_layout().to_dict()
     data["camera"]["location"][2] += 0.5
     Layout.from_dict(data).save(tmp_path / "higher.json")
-    code = main(
-        ["edit", str(tmp_path / "higher.json"), "--from", str(previous), "--out", str(tmp_path / "out")]
-        + ["--server", server]
-    )
-    assert code == 0
+    out = tmp_path / "out"
+    command = ["edit", str(tmp_path / "higher.json"), "--from", str(previous), "--server", server]
+    assert main([*command, "--out", str(out), "--margin", str(MARGIN), "--reproject-limit", "0.9"]) == 0
+    assert "camera moved" in capsys.readouterr().err
+    record = GenerationRecord.from_dict(json.loads((out / "higher.json").read_text()))
+    region = np.asarray(Image.open(out / "higher_region.png")) == 255
+    reprojected = pixels(out / "higher_reprojected.png")
+    assert record.parent["kind"] == "reprojected"
+    assert record.parent["kept"] == pytest.approx(1 - region.mean(), abs=1e-4)
+    assert np.array_equal(pixels(out / "higher.png")[~region], reprojected[~region])
+
+    off = tmp_path / "off"
+    assert main([*command, "--out", str(off), "--reproject-limit", "0"]) == 0
     assert "full regeneration: the camera changed" in capsys.readouterr().err
-    assert not (tmp_path / "out" / "higher_region.png").exists()
-    record = GenerationRecord.from_dict(json.loads((tmp_path / "out" / "higher.json").read_text()))
+    assert not (off / "higher_region.png").exists() and not (off / "higher_reprojected.png").exists()
+    record = GenerationRecord.from_dict(json.loads((off / "higher.json").read_text()))
     assert record.parent["kind"] == "regeneration"
 
 

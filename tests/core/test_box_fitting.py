@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from seethrough_core.box_fitting import MIN_BOX_SIDE_M, clean_description, fit_box
+from seethrough_core.box_fitting import MIN_BOX_SIDE_M, clean_description, description_from_name, fit_box
 from seethrough_core.geometry import euler_xyz_matrix
 
 
@@ -80,3 +80,13 @@ def test_flat_lines_and_single_points_still_make_a_valid_box():
 )  # fmt: skip
 def test_object_names_become_descriptions(name, description):
     assert clean_description(name) == description
+
+
+@pytest.mark.parametrize(
+    ("name", "description"),
+    [("Garden_Bench", "a garden bench"), ("oldOak.002", "an old oak"), ("unicorn", "a unicorn"),
+     ("Hour_Glass", "an hour glass"), ("the_moon", "the moon"), ("2 chairs", "2 chairs"),
+     ("umbrella", "an umbrella")],
+)  # fmt: skip
+def test_descriptions_from_names_get_an_article(name, description):
+    assert description_from_name(name) == description

@@ -12,7 +12,9 @@ from seethrough_core.edit_plan import EditPlanError, PreviousPicture, plan_edit,
 from seethrough_core.edit_region import box_region
 from seethrough_core.generation_settings import SettingError
 from seethrough_core.layout import Layout
+from seethrough_core.limits import DEFAULT_REPROJECT_LIMIT
 from seethrough_core.record import GenerationRecord
+from seethrough_core.reprojection import reproject
 
 DOG = {
     "description": "a small brown dog",
@@ -61,14 +63,29 @@ def test_a_moved_box_plans_an_edit_with_the_previous_settings(previous):
     assert plan_edit(previous, layout, seed=99).settings.seed == 99
 
 
-def test_an_unchanged_layout_is_refused_and_a_camera_move_regenerates_everything(previous):
+def test_an_unchanged_layout_is_refused_and_a_camera_move_keeps_the_picture_reprojected(previous):
     with pytest.raises(EditPlanError, match="unchanged from before.png"):
         plan_edit(previous, previous.layout)
-    moved = changed(previous, lambda d: d["camera"].update(lens_mm=35.0))
-    plan = plan_edit(previous, moved)
-    assert plan.edit is None and plan.region_mask is None
-    assert plan.parent["kind"] == "regeneration" and "camera" in plan.parent["reason"]
-    assert plan.settings.seed == 7
+    zoom = changed(previous, lambda d: d["camera"].update(lens_mm=d["camera"]["lens_mm"] * 0.9))
+    plan = plan_edit(previous, zoom, margin_px=8, strength=0.75, reproject_limit=0.9)
+    move = reproject(previous.image, previous.layout, zoom, 8)  # the car fills a third of the picture
+    assert plan.parent["kind"] == "reprojected" and plan.settings.seed == 7
+    assert np.array_equal(plan.edit.image, move.image) and np.array_equal(plan.reprojected, move.image)
+    assert np.array_equal(plan.region_mask > 0, move.region) and plan.edit.strength == 0.75
+    assert plan.parent["kept"] == round(1 - move.share, 4) and 0 < move.share < 0.9
+    assert plan.parent["margin_px"] == 8 and plan.parent["changes"] == []
+    assert "reprojected" in plan.summary()
+
+    # past the limit (the default's: the car is untrusted), or with reprojection off: a full regeneration
+    assert move.share > DEFAULT_REPROJECT_LIMIT
+    for limit in (DEFAULT_REPROJECT_LIMIT, 0.0):
+        full = plan_edit(previous, zoom, margin_px=8, reproject_limit=limit)
+        assert full.edit is None and full.region_mask is None and full.reprojected is None
+        assert full.parent["kind"] == "regeneration" and "camera" in full.parent["reason"]
+    assert "too far" in plan_edit(previous, zoom, margin_px=8).summary()
+    with pytest.raises(SettingError) as limit:
+        plan_edit(previous, zoom, reproject_limit=-0.1)
+    assert limit.value.field == "reproject-limit"
 
 
 def test_bad_settings_name_their_field(previous):

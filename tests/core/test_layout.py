@@ -107,3 +107,37 @@ def test_unreadable_files(tmp_path):
     broken.write_text("{not json")
     with pytest.raises(LayoutError, match="not valid JSON"):
         load_layout(broken)
+
+
+@pytest.mark.parametrize(
+    ("path", "typo", "field", "suggestion"),
+    [
+        ("", "scene_promt", "scene_promt", "scene_prompt"),
+        ("boxes.0", "rotation", "boxes[0].rotation", "rotation_euler_deg"),
+        ("camera", "lens", "camera.lens", "lens_mm"),
+        ("", "light_sed", "light_sed", "light_seed"),
+    ],
+)
+def test_a_misspelled_key_names_the_closest_known_one(layout_dict, path, typo, field, suggestion):
+    """A typo in an optional key used to fall back to its default without a word."""
+    target = layout_dict
+    for key in path.split(".") if path else []:
+        target = target[int(key)] if key.isdigit() else target[key]
+    target[typo] = target.pop(suggestion, 1)
+    with pytest.raises(LayoutError) as info:
+        Layout.from_dict(layout_dict)
+    assert info.value.field == field
+    assert f"unknown key {typo!r}" in str(info.value)
+    assert f"did you mean {suggestion!r}?" in str(info.value)
+
+
+def test_an_unknown_key_in_a_file_is_refused_and_extras_stay_free_form(layout_dict, tmp_path):
+    layout_dict["extras"] = {"anything": {"nested": [1, 2]}, "scene_promt": "not checked"}
+    layout_dict["boxes"][0]["colour"] = "red"
+    path = tmp_path / "layout.json"
+    path.write_text(json.dumps(layout_dict))
+    with pytest.raises(LayoutError, match=r"unknown key 'colour' in boxes\[0\]; the keys here are"):
+        load_layout(path)
+    del layout_dict["boxes"][0]["colour"]
+    path.write_text(json.dumps(layout_dict))
+    assert load_layout(path).extras["anything"] == {"nested": [1, 2]}
