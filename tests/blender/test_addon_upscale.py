@@ -9,11 +9,11 @@ import json
 
 import bpy
 import pytest
-from addon_support import configure, pump_until_done
+from addon_support import DrawSelf, RecordingLayout, configure, pump_until_done
 from addon_support import tiny_server as start_tiny_server
 from conftest import BASE_LAYOUT, MAIN_PYTHON
 
-from blender_addon import images
+from blender_addon import images, ui
 from blender_addon.generation_jobs import RUNNER
 from seethrough_core.upscale_plan import plan_upscale
 
@@ -49,6 +49,14 @@ def test_generate_and_upscale_give_the_render_size(addon, tmp_path):
         with pytest.raises(RuntimeError, match="not a multiple of 16"):
             bpy.ops.seethrough.generate()
         props.upscale_to_render = True
+
+        # The panel says what Generate makes of the render size, and has the Upscale button.
+        drawn: list[str] = []
+        ui.SEETHROUGH_PT_generate.draw(DrawSelf(RecordingLayout(drawn)), bpy.context)
+        ui.SEETHROUGH_PT_results.draw(DrawSelf(RecordingLayout(drawn)), bpy.context)
+        assert "prop:upscale_to_render" in drawn and "operator:seethrough.upscale_result" in drawn
+        labels = " ".join(line.removeprefix("label:") for line in drawn if line.startswith("label:"))
+        assert "330x256: base 304x256, then 2 tiles of 256x256" in labels, drawn
 
         # Generate: the base, then its tiles, in one job; the panel follows each tile.
         assert bpy.ops.seethrough.generate() == {"FINISHED"}
