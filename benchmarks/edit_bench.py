@@ -22,6 +22,7 @@ import argparse
 import statistics
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -31,7 +32,9 @@ import numpy as np  # noqa: E402  (after the path fix-up above)
 import torch  # noqa: E402
 
 from inference_server.pipeline import SeeThroughPipeline  # noqa: E402
+from seethrough_core.condition_input import ConditionInput  # noqa: E402
 from seethrough_core.edit_input import EditInput  # noqa: E402
+from seethrough_core.generation_settings import GenerationSettings  # noqa: E402
 
 
 def build(args: argparse.Namespace, device: torch.device) -> tuple[SeeThroughPipeline, str]:
@@ -46,21 +49,14 @@ def build(args: argparse.Namespace, device: torch.device) -> tuple[SeeThroughPip
     return SeeThroughPipeline.tiny(seed=0, device=str(device)), "tiny, random weights"
 
 
-def request(side: int, steps: int) -> dict:
+def request(side: int, steps: int) -> tuple[GenerationSettings, ConditionInput]:
     """A two-box request at ``side`` px with a random stand-in OSCR image."""
     masks = np.zeros((2, 32, 32), dtype=bool)
     masks[0, 4:20, 2:14], masks[1, 10:28, 10:24] = True, True
     oscr = (np.random.default_rng(0).random((512, 512, 3)) * 255).astype(np.uint8)
-    return dict(
-        scene_prompt="on a quiet street",
-        descriptions=["a red car", "a small brown dog"],
-        oscr_image=oscr,
-        box_token_masks=masks,
-        width=side,
-        height=side,
-        seed=42,
-        num_inference_steps=steps,
-    )
+    descriptions = ["a red car", "a small brown dog"]
+    settings = GenerationSettings("on a quiet street", descriptions, side, side, 42, steps)
+    return settings, ConditionInput(oscr, masks)
 
 
 def quarter_region(side: int) -> np.ndarray:
@@ -70,16 +66,17 @@ def quarter_region(side: int) -> np.ndarray:
 
 
 def measure(pipeline: SeeThroughPipeline, side: int, steps: int, repeats: int) -> dict[str, list[float]]:
-    kwargs = request(side, steps)
-    previous = pipeline(**kwargs).image  # also the warm-up at this size
+    settings, condition = request(side, steps)
+    previous = pipeline.generate(settings, condition).image  # also the warm-up at this size
     edit = EditInput(previous, quarter_region(side), 1.0)
-    pipeline(**{**kwargs, "seed": 7}, edit=edit)  # warm-up of the edit path
+    settings = replace(settings, seed=7)
+    pipeline.generate(settings, condition, edit)  # warm-up of the edit path
     samples: dict[str, list[float]] = {"plain": [], "edit": [], "encode_edit_s": [], "composite_s": []}
     for _ in range(repeats):  # interleaved: drift on a shared machine hits both alike
         for name in ("plain", "edit"):
             started = time.perf_counter()
             extra = {"edit": edit} if name == "edit" else {}
-            output = pipeline(**{**kwargs, "seed": 7}, **extra)
+            output = pipeline.generate(settings, condition, **extra)
             samples[name].append(time.perf_counter() - started)
             if name == "edit":
                 samples["encode_edit_s"].append(output.timings["encode_edit_s"])

@@ -12,7 +12,7 @@ import platform
 import subprocess
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +32,7 @@ from inference_server.tiny import (
     tiny_clip_tokenizer,
     tiny_t5_tokenizer,
 )
+from seethrough_core.condition_input import ConditionInput
 from seethrough_core.generation_settings import GenerationSettings
 from seethrough_core.limits import DEFAULT_GUIDANCE
 from seethrough_core.prompt import compose_prompt
@@ -155,22 +156,13 @@ def build_pipelines(
 # --- one request --------------------------------------------------------------------------------------
 
 
-def request(size: int, steps: int) -> dict:
+def request(size: int, steps: int) -> tuple[GenerationSettings, ConditionInput]:
     """A three-box request at ``size`` px: overlapping boxes, a random stand-in OSCR image."""
     masks = np.zeros((3, 32, 32), dtype=bool)
     masks[0, 4:20, 2:14], masks[1, 10:28, 10:24], masks[2, 16:30, 18:31] = True, True, True
     oscr = (np.random.default_rng(0).random((512, 512, 3)) * 255).astype(np.uint8)
-    return dict(
-        scene_prompt=SCENE,
-        descriptions=list(DESCRIPTIONS),
-        oscr_image=oscr,
-        box_token_masks=masks,
-        width=size,
-        height=size,
-        seed=SEED,
-        num_inference_steps=steps,
-        guidance_scale=GUIDANCE,
-    )
+    settings = GenerationSettings(SCENE, list(DESCRIPTIONS), size, size, SEED, steps, GUIDANCE)
+    return settings, ConditionInput(oscr, masks)
 
 
 class Run:
@@ -205,16 +197,14 @@ def runner(pipes: Pipelines, variant: Variant, size: int, steps: int) -> Run:
 
         return Run(plain)
 
-    inputs = request(size, steps)
-    options = {"condition_cache": variant.condition_cache, "step_cache": variant.step_cache}
+    settings, condition = request(size, steps)
+    settings = replace(settings, condition_cache=variant.condition_cache, step_cache=variant.step_cache)
     if variant.draft:  # the preset's size and speed options, as the add-on's Draft sends them
-        draft = GenerationSettings(SCENE, DESCRIPTIONS, size, size, SEED, steps).draft()
-        inputs["width"], inputs["height"] = draft.width, draft.height
-        options = {"condition_cache": draft.condition_cache, "step_cache": draft.step_cache}
+        settings = settings.draft()
 
     def ours() -> tuple[np.ndarray, int]:
         pipes.ours.set_attention(variant.attention)
-        output = pipes.ours(**inputs, **options)
+        output = pipes.ours.generate(settings, condition)
         return output.image, output.steps_computed
 
     return Run(ours)
@@ -254,7 +244,7 @@ def measure_fidelity(pipes: Pipelines, size: int, steps: int) -> tuple[list[floa
     """Exact vs cached with the same inputs: per-step latent distance, final latent and image distances."""
     pipeline = pipes.ours
     pipeline.set_attention("split")
-    inputs = request(size, steps)
+    settings, condition = request(size, steps)
 
     def run(cache: bool) -> tuple[list[torch.Tensor], np.ndarray]:
         latents: list[torch.Tensor] = []
@@ -262,7 +252,9 @@ def measure_fidelity(pipes: Pipelines, size: int, steps: int) -> tuple[list[floa
         def keep(info: StepInfo) -> None:
             latents.append(info.latents.float().cpu())
 
-        image = pipeline(**inputs, condition_cache=cache, step_callback=keep).image
+        image = pipeline.generate(
+            replace(settings, condition_cache=cache), condition, step_callback=keep
+        ).image
         return latents, image
 
     exact_latents, exact_image = run(False)
@@ -280,7 +272,7 @@ def measure_attention(
 ) -> dict[str, float]:
     """Milliseconds per attention call of one block at ``size`` px, per variant (random q/k/v)."""
     text, image, cond = 512, (size // 16) ** 2, 1024
-    masks = torch.from_numpy(request(size, 1)["box_token_masks"].reshape(3, -1))
+    masks = torch.from_numpy(request(size, 1)[1].token_grids.reshape(3, -1))
     layout = AttentionLayout(text, image, cond, [[3, 4, 5], [7, 8], [10, 11, 12]], masks)
     generator = torch.Generator(device).manual_seed(0)
     query, key, value = (

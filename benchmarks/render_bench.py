@@ -25,9 +25,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from blender_addon.compat import new_node_material  # noqa: E402
 from blender_addon.oscr_scene import TemporaryScene  # noqa: E402
-from blender_addon.render import blender_stdout_silenced, render_oscr_image, write_masks  # noqa: E402
+from blender_addon.render import blender_stdout_silenced, render_oscr_image  # noqa: E402
 from blender_addon.scene_io import add_box, add_camera  # noqa: E402
 from seethrough_core.layout import Layout, load_layout  # noqa: E402
+from seethrough_core.masks import compute_masks  # noqa: E402
+from seethrough_core.rendered_layout import write_masks  # noqa: E402
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "assets" / "examples" / "street.json"
 
@@ -104,7 +106,9 @@ def main() -> None:
                 render_oscr_image(layout, folder / "oscr.png", quiet=True)
                 oscr_s = time.perf_counter() - start
                 start = time.perf_counter()
-                masks, _ = write_masks(layout, folder)
+                masks = compute_masks(layout)
+                write_masks(folder, masks)
+                masks.report(layout)
                 ours_masks_s = time.perf_counter() - start
                 start = time.perf_counter()
                 reference = baseline_masks(layout, folder)

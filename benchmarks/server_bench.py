@@ -24,6 +24,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from seethrough_core.client import SeeThroughClient  # noqa: E402  (after the path fix-up above)
+from seethrough_core.generation_settings import GenerationSettings  # noqa: E402
 from seethrough_core.protocol import GenerateRequest  # noqa: E402
 from seethrough_core.server_process import ServerProcess  # noqa: E402
 
@@ -44,16 +45,12 @@ def bridge_request(side: int, steps: int, boxes: int = 4) -> GenerateRequest:
     masks = np.zeros((boxes, side, side), dtype=np.uint8)
     for i in range(boxes):
         masks[i, side * i // 8 : side * (i + 4) // 8, side // 8 : side * 7 // 8] = 255
+    descriptions = ["a red car", "an old tree", "a small house", "a blue robot"][:boxes]
     return GenerateRequest(
-        scene_prompt="on a quiet street",
-        descriptions=["a red car", "an old tree", "a small house", "a blue robot"][:boxes],
+        GenerationSettings("on a quiet street", descriptions, side, side, seed=1, steps=steps),
         oscr_image=rng.integers(0, 256, (side, side, 3), dtype=np.uint8),
         masks=masks,
         mask_kind="amodal",
-        width=side,
-        height=side,
-        seed=1,
-        steps=steps,
     )
 
 

@@ -32,6 +32,7 @@ import numpy as np
 import zmq
 
 from seethrough_core.client import SeeThroughClient
+from seethrough_core.generation_settings import GenerationSettings
 from seethrough_core.protocol import (
     Accepted,
     Cancelled,
@@ -66,10 +67,8 @@ def request(rng: random.Random, steps: int) -> GenerateRequest:
     top = rng.randrange(0, SIDE // 2)
     masks[0, top : top + SIDE // 2, 40 : SIDE - 40] = 255
     oscr = np.full((SIDE, SIDE, 3), rng.randrange(256), np.uint8)
-    return GenerateRequest(
-        "on a quiet street", ["a red car"], oscr, masks, width=SIDE, height=SIDE, seed=rng.randrange(1000),
-        steps=steps,
-    )  # fmt: skip
+    settings = GenerationSettings("on a quiet street", ["a red car"], SIDE, SIDE, rng.randrange(1000), steps)
+    return GenerateRequest(settings, oscr, masks)
 
 
 class SoakClient(threading.Thread):

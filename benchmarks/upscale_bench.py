@@ -27,6 +27,7 @@ sys.path[:0] = [str(REPO)]
 from blender_addon.render import render_layout  # noqa: E402
 from seethrough_core.client import SeeThroughClient  # noqa: E402
 from seethrough_core.generate_and_save import Destination, generate_and_save  # noqa: E402
+from seethrough_core.generation_settings import GenerationSettings  # noqa: E402
 from seethrough_core.layout import load_layout  # noqa: E402
 from seethrough_core.limits import MEGAPIXEL  # noqa: E402
 from seethrough_core.protocol import GenerateRequest  # noqa: E402
@@ -61,8 +62,9 @@ def run(name: str, size: tuple[int, int], args: argparse.Namespace, endpoint: st
         start = time.perf_counter()
         base = base_layout(frame, plan)
         rendered = render_layout(base, out / name / "base", engine=args.engine, quiet=True)
-        request = GenerateRequest.for_layout(
-            base, rendered.oscr_path.read_bytes(), rendered.masks.token_grids(), seed=1, steps=args.steps
+        settings = GenerationSettings.for_layout(base, seed=1, steps=args.steps)
+        request = GenerateRequest.for_settings(
+            settings, rendered.oscr_path.read_bytes(), rendered.masks.token_grids()
         )
         saved = generate_and_save(client, request, base, Destination(out / name / "base.png", {}))
         base_s = time.perf_counter() - start

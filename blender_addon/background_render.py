@@ -25,9 +25,8 @@ from seethrough_core.errors import SeeThroughError
 from seethrough_core.layout import Layout
 from seethrough_core.masks import compute_masks
 from seethrough_core.oscr_spec import DEFAULT_PROFILE, get_profile
+from seethrough_core.rendered_layout import RenderedLayout, is_complete, read_rendered
 from seethrough_core.upscale_plan import ViewCondition
-
-from .oscr_cache import OscrInputs, is_complete, read_render
 
 ADDON_DIR = Path(__file__).resolve().parent
 CHILD_PACKAGE = "seethrough_render_child"  # the add-on's name inside the render process
@@ -88,7 +87,7 @@ def render_task(layout: Layout, out_dir: Path, engine: str, blender_binary: str)
 
 def run_render(
     task: RenderTask, cancel: threading.Event, on_tick: Callable[[float], None] | None = None
-) -> OscrInputs | None:
+) -> RenderedLayout | None:
     """Run the render to its end (worker thread); None if `cancel` was set (the process is killed).
 
     on_tick(elapsed seconds) is called about once a second while it renders.
@@ -116,7 +115,7 @@ def run_render(
             f"the OSCR render failed (exit code {process.returncode}): {_last_line(task.log_path)} "
             f"(the whole story is in {task.log_path})"
         )
-    return read_render(task.out_dir, seconds, cached=False)
+    return read_rendered(task.out_dir, seconds, cached=False)
 
 
 def render_view(

@@ -20,7 +20,7 @@ from seethrough_core.box_fitting import FittedBox, fit_box
 from seethrough_core.geometry import euler_xyz_matrix, matrix_to_euler_xyz
 from seethrough_core.layout import Box
 
-from . import scene_io
+from .box_props import box_objects, get_props
 from .object_points import front_direction, world_points
 
 # Keys of a box's `seethrough` properties: the source object's name, whether the box follows it,
@@ -34,24 +34,24 @@ _SAME = 1e-6  # metres / radians under which a refit leaves the box untouched (n
 
 
 def link(box_obj: bpy.types.Object, source: bpy.types.Object, upright: bool) -> None:
-    props = scene_io.get_props(box_obj)
+    props = get_props(box_obj)
     props[SOURCE_KEY], props[LINKED_KEY], props[UPRIGHT_KEY] = source.name, 1, int(upright)
 
 
 def is_linked(box_obj: bpy.types.Object) -> bool:
-    props = scene_io.get_props(box_obj)
+    props = get_props(box_obj)
     return props is not None and bool(props.get(LINKED_KEY, 0))
 
 
 def set_linked(box_obj: bpy.types.Object, linked: bool) -> None:
-    scene_io.get_props(box_obj)[LINKED_KEY] = int(linked)
+    get_props(box_obj)[LINKED_KEY] = int(linked)
 
 
 def source_of(box_obj: bpy.types.Object) -> bpy.types.Object | None:
     """The object a linked box follows; None when unlinked or when the source is gone."""
     if not is_linked(box_obj):
         return None
-    return bpy.data.objects.get(str(scene_io.get_props(box_obj).get(SOURCE_KEY, "")))
+    return bpy.data.objects.get(str(get_props(box_obj).get(SOURCE_KEY, "")))
 
 
 def fit_to(
@@ -67,11 +67,11 @@ def linked_box(box_obj: bpy.types.Object, depsgraph: bpy.types.Depsgraph) -> Box
     source = source_of(box_obj)
     if source is None:
         return None
-    upright = bool(scene_io.get_props(box_obj).get(UPRIGHT_KEY, 1))
+    upright = bool(get_props(box_obj).get(UPRIGHT_KEY, 1))
     fitted = fit_to(source, depsgraph, upright)
     if fitted is None:
         return None
-    props = scene_io.get_props(box_obj)
+    props = get_props(box_obj)
     rotation = fitted.rotation_euler_deg
     if props.get(FLIPPED_KEY, 0):  # half a turn about the box's own Z: same extents, front reversed
         rotation = matrix_to_euler_xyz(euler_xyz_matrix(rotation) @ _HALF_TURN)
@@ -110,7 +110,7 @@ def refit_scene(
 ) -> int:
     """Refit the scene's linked boxes (only those following ``sources``, when given); how many moved."""
     moved = 0
-    for box_obj in scene_io.box_objects(scene):
+    for box_obj in box_objects(scene):
         source = source_of(box_obj)
         if source is not None and (sources is None or source.name in sources):
             moved += refit(box_obj, depsgraph)
@@ -121,7 +121,7 @@ def refit_scene(
 
 
 def _source_names(scene: bpy.types.Scene) -> set[str]:
-    return {s.name for s in (source_of(b) for b in scene_io.box_objects(scene)) if s is not None}
+    return {s.name for s in (source_of(b) for b in box_objects(scene)) if s is not None}
 
 
 def on_depsgraph_update(scene: bpy.types.Scene, depsgraph: bpy.types.Depsgraph) -> None:

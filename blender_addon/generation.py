@@ -21,7 +21,9 @@ from seethrough_core.endpoint import parse_endpoint
 from seethrough_core.generate_and_save import safe_name
 from seethrough_core.generation_settings import GenerationSettings
 from seethrough_core.layout import Layout
+from seethrough_core.rendered_layout import cache_folder, reusable
 from seethrough_core.upscale_plan import UpscalePlan, base_layout, plan_upscale
+from seethrough_core.vocabulary import DEFAULT_RENDER_ENGINE
 
 from . import images
 from .background_render import render_task
@@ -38,7 +40,6 @@ from .generation_jobs import (
     UpscaleJob,
 )
 from .headless import run_callback_until_done
-from .oscr_cache import cache_dir, is_complete, read_render
 from .preferences import Settings
 from .props import MAX_UI_SEED
 from .scene_checks import scene_layout
@@ -51,7 +52,7 @@ def build_spec(
     settings: Settings,
     *,
     generate: bool = True,
-    engine: str = "cycles",
+    engine: str = DEFAULT_RENDER_ENGINE,
     draft: bool = False,
 ) -> JobSpec:
     """Validate the scene, its generation settings and the address, and prepare the job (``draft``:
@@ -122,7 +123,7 @@ def job_spec(
     generation_settings: GenerationSettings,
     *,
     generate: bool = True,
-    engine: str = "cycles",
+    engine: str = DEFAULT_RENDER_ENGINE,
     edit: ResultEdit | None = None,
     upscale: UpscaleJob | None = None,
 ) -> JobSpec:
@@ -131,8 +132,8 @@ def job_spec(
     endpoint = parse_endpoint(settings.server_address).url if generate else ""
     keys = settings.client_keys() if generate else None
     scene_dir = settings.output_root() / safe_name(scene.name)
-    oscr_dir = cache_dir(layout, scene_dir, engine)
-    oscr = read_render(oscr_dir) if is_complete(oscr_dir) else None
+    oscr_dir = cache_folder(scene_dir, layout, engine)
+    oscr = reusable(oscr_dir, layout, engine)
     if upscale is not None and upscale.base is not None:  # the Upscale button renders only tile views
         render = None
     else:

@@ -38,11 +38,11 @@ from seethrough_core.keys import ClientKeys
 from seethrough_core.layout import Layout
 from seethrough_core.protocol import GenerateRequest
 from seethrough_core.record import GenerationRecord
+from seethrough_core.rendered_layout import RenderedLayout
 from seethrough_core.upscale_plan import UpscalePlan
 from seethrough_core.upscale_run import TileProgress, Upscale, UpscaleRunner
 
 from .background_render import RenderTask, render_view, run_render
-from .oscr_cache import OscrInputs
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +64,7 @@ class JobSpec:
     scene_name: str
     camera_name: str
     out_dir: Path
-    oscr: OscrInputs | None = None
+    oscr: RenderedLayout | None = None
     render: RenderTask | None = None
     generate: bool = True  # False: Render OSCR, no server involved
     edit: ResultEdit | None = None  # Regenerate Changed / Vary Box: what the result is made from
@@ -123,7 +123,7 @@ class Rendering:
 
 @dataclass(frozen=True)
 class Rendered:
-    oscr: OscrInputs
+    oscr: RenderedLayout
     final: bool  # the job's last event (Render OSCR); Generate goes on to the server
 
 
@@ -371,7 +371,7 @@ class GenerationJob:
             shutil.rmtree(upscale.tiles_dir, ignore_errors=True)
         return saved
 
-    def _oscr(self) -> OscrInputs | None:
+    def _oscr(self) -> RenderedLayout | None:
         """The cached render, or a background render now; None if it was cancelled."""
         spec = self.spec
         if spec.oscr is not None:

@@ -16,13 +16,12 @@ import numpy as np
 
 from seethrough_core.in_view import boxes_in_view
 from seethrough_core.record import GenerationRecord
-
-from .oscr_cache import OscrInputs
+from seethrough_core.rendered_layout import RenderedLayout
 
 PROP = "seethrough"  # the ID property group of a generated image's record
 PREVIEW_IMAGE = "SeeThrough Preview"
 OSCR_IMAGE = "SeeThrough OSCR"
-_MAX_ID_INT = 2**31 - 1
+RECORD_KEY = "record_json"  # the record's JSON inside the image's ID property group
 
 
 def load_file_image(name: str, path: Path) -> bpy.types.Image:
@@ -38,7 +37,7 @@ def load_file_image(name: str, path: Path) -> bpy.types.Image:
     return image
 
 
-def load_oscr_images(oscr: OscrInputs) -> list[bpy.types.Image]:
+def load_oscr_images(oscr: RenderedLayout) -> list[bpy.types.Image]:
     """The OSCR image and every box's masks as images "SeeThrough OSCR", "SeeThrough amodal 000", ..."""
     loaded = [load_file_image(OSCR_IMAGE, oscr.oscr_path)]
     for box in oscr.report["boxes"]:
@@ -52,14 +51,14 @@ def load_oscr_images(oscr: OscrInputs) -> list[bpy.types.Image]:
     return loaded
 
 
-def out_of_frame(oscr: OscrInputs) -> list[str]:
+def out_of_frame(oscr: RenderedLayout) -> list[str]:
     """The descriptions of the boxes the camera does not see at all: Generate leaves them out of the
     prompt (the rule of seethrough_core.in_view, as on the command line)."""
     boxes = oscr.report["boxes"]
     return [boxes[i]["description"] for i in boxes_in_view(oscr.token_grids).left_out]
 
 
-def oscr_summary(oscr: OscrInputs, shown: bool) -> str:
+def oscr_summary(oscr: RenderedLayout, shown: bool) -> str:
     """One line for the artist: how the render came about, and which boxes the camera misses."""
     took = "unchanged since the last render" if oscr.cached else f"rendered in {oscr.seconds:.1f} s"
     message = f"OSCR {took}: image {OSCR_IMAGE!r}"
@@ -98,40 +97,24 @@ def set_preview(rgb: np.ndarray) -> bpy.types.Image:
     return image
 
 
-def record_id_properties(record: GenerationRecord) -> dict[str, Any]:
-    """The record as ID property values: nested data as JSON text, out-of-range integers as text."""
-    props: dict[str, Any] = {}
-    for key, value in record.to_dict().items():
-        if isinstance(value, bool):
-            props[key] = int(value)
-        elif isinstance(value, int):
-            props[key] = value if -_MAX_ID_INT <= value <= _MAX_ID_INT else str(value)
-        elif isinstance(value, float | str):
-            props[key] = value
-        elif isinstance(value, list) and all(isinstance(v, str) for v in value):
-            props[key] = list(value)
-        else:
-            props[f"{key}_json"] = json.dumps(value, sort_keys=True)
-    props["record_json"] = record.to_json()
-    return props
-
-
 def result_image(name: str, png_path: Path, record: GenerationRecord) -> bpy.types.Image:
     """A packed image of the generated PNG, carrying the generation record as ID properties."""
     image = bpy.data.images.load(str(png_path), check_existing=False)
     image.name = name
     image.pack()  # the .blend now holds the PNG bytes, metadata chunks included
     image.use_fake_user = True  # never lost, even when removed from the history
-    image[PROP] = record_id_properties(record)
+    # The record once, as the PNG's text chunk holds it: read back cheaply (a panel's poll) by
+    # image_record, without decoding the packed PNG.
+    image[PROP] = {RECORD_KEY: record.to_json()}
     return image
 
 
 def image_record(image: bpy.types.Image) -> dict[str, Any] | None:
     """The record stored on a generated image, as a dict; None for other images."""
     props = image.get(PROP)
-    if props is None or "record_json" not in props:
+    if props is None or RECORD_KEY not in props:
         return None
-    return json.loads(props["record_json"])
+    return json.loads(props[RECORD_KEY])
 
 
 def image_rgb(image: bpy.types.Image) -> np.ndarray:

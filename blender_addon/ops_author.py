@@ -15,7 +15,7 @@ from seethrough_core.limits import MAX_BOXES
 from seethrough_core.png import write_bytes_atomic
 from seethrough_core.record import RESULT_SUFFIX, load_layout_or_result, read_result_record
 
-from . import box_links, look, scene_io
+from . import box_links, box_props, look, scene_io
 from .props import MAX_UI_SEED, TEMPLATE_ITEMS
 from .scene_checks import scene_layout
 from .templates import get_template
@@ -38,8 +38,8 @@ def yaw_facing(center: tuple[float, float, float], target: Vector) -> float:
 
 def reindex_boxes(scene: bpy.types.Scene) -> None:
     """Make the boxes' indices 0..n-1 again, keeping their order (after a removal)."""
-    for index, obj in enumerate(scene_io.box_objects(scene)):
-        scene_io.get_props(obj)["index"] = index
+    for index, obj in enumerate(box_props.box_objects(scene)):
+        box_props.get_props(obj)["index"] = index
 
 
 def remove_box_object(obj: bpy.types.Object) -> None:
@@ -66,7 +66,7 @@ class SEETHROUGH_OT_add_box(bpy.types.Operator):  # noqa: N801
 
     def execute(self, context: bpy.types.Context) -> set[str]:
         scene = context.scene
-        count = len(scene_io.box_objects(scene))
+        count = len(box_props.box_objects(scene))
         if count >= MAX_BOXES:
             self.report({"ERROR"}, f"a layout holds at most {MAX_BOXES} boxes; this scene has {count}")
             return {"CANCELLED"}
@@ -76,7 +76,7 @@ class SEETHROUGH_OT_add_box(bpy.types.Operator):  # noqa: N801
         yaw = 0.0
         if self.face_camera and scene.camera is not None:
             yaw = yaw_facing(center, scene.camera.matrix_world.translation)
-        next_index = 1 + max((scene_io.box_index(o, -1) for o in scene_io.box_objects(scene)), default=-1)
+        next_index = 1 + max((box_props.box_index(o, -1) for o in box_props.box_objects(scene)), default=-1)
         obj = scene_io.add_box(scene, Box(description, center, template.size, (0.0, 0.0, yaw)), next_index)
         look.style_box(obj)
         for other in context.view_layer.objects:
@@ -85,7 +85,7 @@ class SEETHROUGH_OT_add_box(bpy.types.Operator):  # noqa: N801
         obj.select_set(True)
         context.view_layer.objects.active = obj
         self.report(
-            {"INFO"}, f'Added box "{obj.name}" ({template.label}, {len(scene_io.box_objects(scene))} boxes)'
+            {"INFO"}, f'Added box "{obj.name}" ({template.label}, {len(box_props.box_objects(scene))} boxes)'
         )
         return {"FINISHED"}
 
@@ -111,7 +111,7 @@ class SEETHROUGH_OT_boxes_from_selection(bpy.types.Operator):  # noqa: N801
         from .object_points import fits
 
         scene = context.scene
-        sources = [o for o in context.selected_objects if fits(o) and not scene_io.is_box(o)]
+        sources = [o for o in context.selected_objects if fits(o) and not box_props.is_box(o)]
         if not sources:
             self.report(
                 {"ERROR"},
@@ -119,7 +119,7 @@ class SEETHROUGH_OT_boxes_from_selection(bpy.types.Operator):  # noqa: N801
                 "standing for a group); SeeThrough boxes, cameras and lights are not fitted",
             )
             return {"CANCELLED"}
-        existing = len(scene_io.box_objects(scene))
+        existing = len(box_props.box_objects(scene))
         if existing + len(sources) > MAX_BOXES:
             self.report(
                 {"ERROR"},
@@ -138,7 +138,7 @@ class SEETHROUGH_OT_boxes_from_selection(bpy.types.Operator):  # noqa: N801
                 obj.name
             )
             fitted.append((obj, box, description or "object"))
-        next_index = 1 + max((scene_io.box_index(o, -1) for o in scene_io.box_objects(scene)), default=-1)
+        next_index = 1 + max((box_props.box_index(o, -1) for o in box_props.box_objects(scene)), default=-1)
         for other in context.view_layer.objects:
             if other.select_get():
                 other.select_set(False)
@@ -163,11 +163,11 @@ class SEETHROUGH_OT_flip_front(bpy.types.Operator):  # noqa: N801
 
     def execute(self, context: bpy.types.Context) -> set[str]:
         obj = context.active_object
-        if obj is None or not scene_io.is_box(obj):
+        if obj is None or not box_props.is_box(obj):
             self.report({"ERROR"}, "select a SeeThrough box to flip")
             return {"CANCELLED"}
         if box_links.is_linked(obj):  # it follows its object: remember the flip for every refit
-            props = scene_io.get_props(obj)
+            props = box_props.get_props(obj)
             props[box_links.FLIPPED_KEY] = int(not props.get(box_links.FLIPPED_KEY, 0))
             box_links.refit(obj, context.evaluated_depsgraph_get())
         else:
@@ -185,12 +185,12 @@ class SEETHROUGH_OT_toggle_link(bpy.types.Operator):  # noqa: N801
 
     def execute(self, context: bpy.types.Context) -> set[str]:
         obj = context.active_object
-        if obj is None or not scene_io.is_box(obj) or not scene_io.get_props(obj).get(box_links.SOURCE_KEY):
+        if obj is None or not box_props.is_box(obj) or not box_props.get_props(obj).get(box_links.SOURCE_KEY):
             self.report({"ERROR"}, "select a box made with Boxes From Selection")
             return {"CANCELLED"}
         linked = not box_links.is_linked(obj)
-        if linked and bpy.data.objects.get(str(scene_io.get_props(obj)[box_links.SOURCE_KEY])) is None:
-            self.report({"ERROR"}, f"its object {scene_io.get_props(obj)[box_links.SOURCE_KEY]!r} is gone")
+        if linked and bpy.data.objects.get(str(box_props.get_props(obj)[box_links.SOURCE_KEY])) is None:
+            self.report({"ERROR"}, f"its object {box_props.get_props(obj)[box_links.SOURCE_KEY]!r} is gone")
             return {"CANCELLED"}
         box_links.set_linked(obj, linked)
         if linked:
@@ -209,7 +209,7 @@ class SEETHROUGH_OT_remove_box(bpy.types.Operator):  # noqa: N801
 
     def execute(self, context: bpy.types.Context) -> set[str]:
         obj = bpy.data.objects.get(self.name) if self.name else context.active_object
-        if obj is None or not scene_io.is_box(obj):
+        if obj is None or not box_props.is_box(obj):
             self.report({"ERROR"}, "select a SeeThrough box to remove")
             return {"CANCELLED"}
         name = obj.name
@@ -243,7 +243,7 @@ class SEETHROUGH_OT_import_layout(bpy.types.Operator, ImportHelper):  # noqa: N8
             return {"CANCELLED"}
         scene = context.scene
         if self.replace_boxes:
-            for obj in scene_io.box_objects(scene):
+            for obj in box_props.box_objects(scene):
                 remove_box_object(obj)
         for obj in scene_io.layout_to_scene(layout, scene):
             look.style_box(obj)

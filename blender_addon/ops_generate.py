@@ -53,12 +53,12 @@ class SEETHROUGH_OT_generate(WaitsInBackground, bpy.types.Operator):  # noqa: N8
         except SeeThroughError as exc:  # bad scene, address or setting: nothing was sent
             self.report({"ERROR"}, f"cannot generate: {exc}")
             return {"CANCELLED"}
-        request = spec.settings
+        chosen = spec.settings
         return _start(
             self,
             spec,
-            f"{'draft, ' if self.draft else ''}{len(request.descriptions)} boxes to {spec.endpoint}, "
-            f"{request.width}x{request.height}, seed {request.seed}, {request.steps} steps",
+            f"{'draft, ' if self.draft else ''}{len(chosen.descriptions)} boxes to {spec.endpoint}, "
+            f"{chosen.width}x{chosen.height}, seed {chosen.seed}, {chosen.steps} steps",
         )
 
 

@@ -10,11 +10,15 @@ import bpy
 from bpy.props import EnumProperty
 
 from seethrough_core.errors import SeeThroughError
+from seethrough_core.vocabulary import DEFAULT_RENDER_ENGINE, RENDER_ENGINES
 
 from . import generation, images
 from .generation_jobs import RUNNER
 from .headless import WaitsInBackground
 from .preferences import settings
+
+ENGINE_HINTS = {"cycles": "The profile's engine", "eevee": "Faster on a GPU"}
+ENGINE_ITEMS = [(name, name.title(), ENGINE_HINTS[name]) for name in RENDER_ENGINES]
 
 
 class SEETHROUGH_OT_render_oscr(WaitsInBackground, bpy.types.Operator):  # noqa: N801
@@ -26,8 +30,8 @@ class SEETHROUGH_OT_render_oscr(WaitsInBackground, bpy.types.Operator):  # noqa:
 
     engine: EnumProperty(
         name="Engine",
-        items=[("cycles", "Cycles", "The profile's engine"), ("eevee", "Eevee", "Faster on a GPU")],
-        default="cycles",
+        items=ENGINE_ITEMS,
+        default=DEFAULT_RENDER_ENGINE,
     )
 
     def execute(self, context: bpy.types.Context) -> set[str]:

@@ -33,6 +33,7 @@ from seethrough_core.limits import (
     MAX_STEPS,
     MIN_BASE_MEGAPIXELS,
 )
+from seethrough_core.vocabulary import DEFAULT_SEED
 
 from .templates import load_templates
 
@@ -136,7 +137,7 @@ class SEETHROUGH_PG_scene(bpy.types.PropertyGroup):  # noqa: N801
 
     # Generation settings.
     seed: IntProperty(
-        name="Seed", description="Seed used when Random is off", min=0, max=MAX_UI_SEED, default=42
+        name="Seed", description="Seed used when Random is off", min=0, max=MAX_UI_SEED, default=DEFAULT_SEED
     )
     random_seed: BoolProperty(
         name="Random Seed", description="Pick a new seed for every generation", default=True

@@ -1,16 +1,9 @@
-"""Renders a layout's OSCR image with Blender and writes it beside its exact per-box masks.
-
-Output folder:
-    oscr.png                 the OSCR condition image at the layout's resolution
-    masks/amodal_NNN.png     each box as the OSCR draws it, hidden parts too (8-bit, 255 inside)
-    masks/visible_NNN.png    what the camera really sees of it (boxes as opaque solids)
-    masks.json               pixel counts, visibility ratios, depth order, 32 x 32 token grids
-    layout.json              the layout as rendered
+"""Renders a layout's OSCR image with Blender beside its exact per-box masks, into a rendered-layout
+folder (seethrough_core.rendered_layout: its files, and when a finished one is reused).
 """
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
@@ -24,8 +17,16 @@ import bpy
 from seethrough_core.layout import Layout
 from seethrough_core.masks import MaskSet, compute_masks
 from seethrough_core.oscr_spec import DEFAULT_PROFILE, get_profile, light_positions
-from seethrough_core.png import write_bytes_atomic, write_png
+from seethrough_core.rendered_layout import (
+    OSCR_NAME,
+    RenderedLayout,
+    finish,
+    read_rendered,
+    reusable,
+    write_masks,
+)
 from seethrough_core.upscale_plan import ViewCondition
+from seethrough_core.vocabulary import DEFAULT_RENDER_ENGINE
 
 from .oscr_scene import oscr_scene
 
@@ -67,7 +68,7 @@ def render_oscr_image(
     layout: Layout,
     path: str | Path,
     *,
-    engine: str = "cycles",
+    engine: str = DEFAULT_RENDER_ENGINE,
     profile: str = DEFAULT_PROFILE,
     quiet: bool = False,
 ) -> None:
@@ -83,22 +84,11 @@ def render_oscr_image(
     os.replace(partial, path)
 
 
-def write_masks(layout: Layout, out_dir: Path, profile: str = DEFAULT_PROFILE) -> tuple[MaskSet, dict]:
-    masks = compute_masks(layout, get_profile(profile))
-    mask_dir = out_dir / "masks"
-    mask_dir.mkdir(parents=True, exist_ok=True)
-    for i in range(masks.count):
-        write_png(mask_dir / f"amodal_{i:03d}.png", masks.amodal[i])
-        write_png(mask_dir / f"visible_{i:03d}.png", masks.visible[i])
-    report = masks.report(layout)
-    return masks, report
-
-
 def render_layout(
     layout: Layout,
     out_dir: str | Path,
     *,
-    engine: str = "cycles",
+    engine: str = DEFAULT_RENDER_ENGINE,
     profile: str = DEFAULT_PROFILE,
     quiet: bool = False,
 ) -> RenderOutput:
@@ -108,22 +98,38 @@ def render_layout(
     timings: dict[str, float] = {}
 
     start = time.perf_counter()
-    masks, report = write_masks(layout, out_dir, profile)
+    masks = compute_masks(layout, get_profile(profile))
+    write_masks(out_dir, masks)
+    report = masks.report(layout)
     timings["masks_s"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    oscr_path = out_dir / "oscr.png"
+    oscr_path = out_dir / OSCR_NAME
     render_oscr_image(layout, oscr_path, engine=engine, profile=profile, quiet=quiet)
     timings["oscr_s"] = time.perf_counter() - start
 
     report["render"] = {
-        "engine": engine,
-        "profile": profile,
         "blender": bpy.app.version_string,
         "lights": [list(p) for p in light_positions(layout, get_profile(profile))],
         "timings": {k: round(v, 4) for k, v in timings.items()},
     }
-    write_bytes_atomic(out_dir / "layout.json", layout.to_json().encode())
-    # last: a folder with masks.json is a finished render (oscr_cache.is_complete)
-    write_bytes_atomic(out_dir / "masks.json", (json.dumps(report, indent=1) + "\n").encode())
+    finish(out_dir, layout, report, engine, profile)  # last: the folder is complete
     return RenderOutput(out_dir, oscr_path, masks, report, timings)
+
+
+def render_or_reuse(
+    layout: Layout,
+    out_dir: str | Path,
+    *,
+    engine: str = DEFAULT_RENDER_ENGINE,
+    profile: str = DEFAULT_PROFILE,
+    quiet: bool = False,
+) -> RenderedLayout:
+    """The layout's render in ``out_dir``: the folder as it is when it holds this very render (a resumed
+    batch, an edit of the same layout), else rendered now."""
+    found = reusable(Path(out_dir), layout, engine, profile)
+    if found is not None:
+        return found
+    start = time.perf_counter()
+    render_layout(layout, out_dir, engine=engine, profile=profile, quiet=quiet)
+    return read_rendered(Path(out_dir), seconds=time.perf_counter() - start, cached=False)

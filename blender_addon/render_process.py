@@ -13,8 +13,8 @@ from seethrough_core.layout import Layout
 from seethrough_core.oscr_spec import DEFAULT_PROFILE
 from seethrough_core.output_size import OutputSize
 from seethrough_core.record import load_layout_or_result
+from seethrough_core.vocabulary import RENDER_ENGINES
 
-from .compat import ENGINES
 from .render import render_layout
 
 
@@ -55,7 +55,7 @@ def render_file(
     except LayoutError as exc:
         print(f"error: {path}: {exc}", file=sys.stderr)
         return 2
-    if engine not in ENGINES:
+    if engine not in RENDER_ENGINES:
         print(f"error: unknown engine {engine!r}", file=sys.stderr)
         return 2
     print(

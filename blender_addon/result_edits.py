@@ -13,21 +13,28 @@ import random
 
 import bpy
 
-from seethrough_core.edit_plan import EditPlan, PreviousPicture, plan_edit, plan_variation
+from seethrough_core.edit_plan import (
+    EditPlan,
+    PreviousPicture,
+    plan_edit,
+    plan_variation,
+    read_previous_picture,
+)
 from seethrough_core.edit_region import box_changes, full_regeneration_reason
 from seethrough_core.errors import LayoutError, SeeThroughError
 from seethrough_core.generation_settings import GenerationSettings
 from seethrough_core.layout import Layout
-from seethrough_core.record import read_png_record
 from seethrough_core.upscale_plan import frame_layout_at, plan_upscale
+from seethrough_core.vocabulary import DEFAULT_RENDER_ENGINE
 
 from . import images
+from .box_props import box_objects, is_box
 from .generation import job_spec, preview_interval, upscale_job
 from .generation_jobs import JobSpec, ResultEdit
 from .preferences import Settings
 from .props import MAX_UI_SEED
 from .scene_checks import scene_layout
-from .scene_io import box_objects, is_box, render_size, scene_to_layout
+from .scene_io import render_size, scene_to_layout
 
 
 class ResultEditError(SeeThroughError):
@@ -49,23 +56,13 @@ def previous_picture(scene: bpy.types.Scene) -> PreviousPicture:
     if image is None or image.packed_file is None:
         raise ResultEditError(f"the image of {item.name!r} is gone or no longer packed; generate a new one")
     png = bytes(image.packed_file.data)
-    try:
-        record = read_png_record(png)
-    except ValueError as exc:
-        raise ResultEditError(f"{image.name!r}: {exc}") from None
-    if record is None:
-        raise ResultEditError(f"{image.name!r} has no generation record; generate a new picture first")
-    pixels = images.image_rgb(image)
-    if pixels.shape[:2] != (record.height, record.width):
-        raise ResultEditError(
-            f"{image.name!r} is {pixels.shape[1]}x{pixels.shape[0]} px but was generated at "
-            f"{record.width}x{record.height}: it was changed since; generate a new picture"
-        )
-    try:
-        layout = Layout.from_dict(record.layout)
-    except LayoutError as exc:
-        raise ResultEditError(f"{image.name!r}: the layout in its record is not usable: {exc}") from None
-    return PreviousPicture(image.name, {"image": image.name}, png, pixels, record, layout)
+    return read_previous_picture(
+        image.name,
+        {"image": image.name},
+        png,
+        lambda: images.image_rgb(image),
+        "generate a new picture first",
+    )
 
 
 def regenerate_changed_spec(scene: bpy.types.Scene, settings: Settings) -> JobSpec:
@@ -131,7 +128,7 @@ def upscale_result_spec(scene: bpy.types.Scene, settings: Settings) -> JobSpec:
         base_size=(record.width, record.height),
     )
     frame = frame_layout_at(previous.layout, size)
-    upscale = upscale_job(plan, frame, record.steps, record.guidance, "cycles", previous)
+    upscale = upscale_job(plan, frame, record.steps, record.guidance, DEFAULT_RENDER_ENGINE, previous)
     naming = GenerationSettings.for_layout(
         frame, seed=record.seed, steps=record.steps, guidance=record.guidance
     )

@@ -14,7 +14,8 @@ import bpy
 from seethrough_core.errors import LayoutError
 from seethrough_core.layout import Layout
 
-from .scene_io import box_objects, scene_to_layout
+from .box_props import box_objects
+from .scene_io import scene_to_layout
 
 _BOX_FIELD = re.compile(r"^boxes\[(\d+)\](?:\.(\w+))?(?:\[(\d)\])?")
 _AXES = ("width (local X)", "depth (local Y)", "height (local Z)")

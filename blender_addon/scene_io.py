@@ -3,9 +3,8 @@
 A box is an ordinary mesh object marked by its ``seethrough`` property group ({"is_box": 1,
 "description": ..., "index": ...}); the scene keeps the prompt in ``scene.seethrough``. These are
 the ID properties behind the add-on's ``object.seethrough`` / ``scene.seethrough`` pointer
-properties, read and written here as plain ID properties (get_props / set_props, in the storage
-compat.prop_storage names for this Blender) so conversion also works in a bare ``bpy`` with the
-add-on not registered.
+properties, read and written as plain ID properties (box_props.py) so conversion also works in a
+bare ``bpy`` with the add-on not registered.
 
 Round trips are exact to the precision Blender stores (float32): values read back are rounded to
 1 micrometre, 1e-4 degree and 1e-4 mm, which recovers the decimals a layout file was written with.
@@ -21,11 +20,13 @@ import bpy
 from mathutils import Euler, Matrix, Vector
 
 from seethrough_core.errors import LayoutError
+from seethrough_core.layout import FORMAT as LAYOUT_FORMAT
+from seethrough_core.layout import VERSION as LAYOUT_VERSION
 from seethrough_core.layout import Box, Camera, Layout
 
-from . import compat
+from .box_links import depsgraph_for, is_linked, linked_box
+from .box_props import box_objects, get_props, set_props
 
-PROP = "seethrough"
 UNIT_CUBE = [
     (-0.5, -0.5, -0.5),
     (-0.5, -0.5, 0.5),
@@ -47,34 +48,6 @@ def _degrees(radians: float) -> float:
     return round(math.degrees(radians), 4) + 0.0  # + 0.0 turns -0.0 into 0.0
 
 
-def get_props(id_: bpy.types.ID):
-    """The ID's ``seethrough`` group (the add-on's ``object.seethrough`` / ``scene.seethrough``), or None."""
-    storage = compat.prop_storage(id_)
-    return None if storage is None else storage.get(PROP)
-
-
-def set_props(id_: bpy.types.ID, values: dict):
-    """Replace the ID's ``seethrough`` group; returns it."""
-    storage = compat.prop_storage(id_, create=True)
-    storage[PROP] = values
-    return storage[PROP]
-
-
-def is_box(obj: bpy.types.Object) -> bool:
-    props = get_props(obj)
-    return obj.type == "MESH" and props is not None and bool(props.get("is_box", 0))
-
-
-def box_index(obj: bpy.types.Object, default: int = 1 << 30) -> int:
-    return int(get_props(obj).get("index", default))
-
-
-def box_objects(scene: bpy.types.Scene) -> list[bpy.types.Object]:
-    """The scene's boxes in layout order (their stored index, then name)."""
-    boxes = [obj for obj in scene.objects if is_box(obj)]
-    return sorted(boxes, key=lambda o: (box_index(o), o.name))
-
-
 # --- Blender -> layout ------------------------------------------------------------------------
 
 
@@ -94,8 +67,8 @@ def scene_to_layout(
     render = scene.render
     extras = props.get("extras_json")
     data = {
-        "format": "seethrough.layout",
-        "version": 1,
+        "format": LAYOUT_FORMAT,
+        "version": LAYOUT_VERSION,
         "scene_prompt": str(props.get("scene_prompt", "")),
         "resolution": list(render_size(scene)),
         "camera": _camera_dict(camera, render),
@@ -169,8 +142,6 @@ def _camera_dict(obj: bpy.types.Object, render) -> dict:
 
 def _box_dicts(scene: bpy.types.Scene) -> list[dict]:
     """Every box as the layout has it: a linked box from its source as drawn now (box_links.py)."""
-    from .box_links import depsgraph_for, is_linked, linked_box
-
     boxes = box_objects(scene)
     depsgraph = depsgraph_for(scene) if any(is_linked(obj) for obj in boxes) else None
     dicts = []

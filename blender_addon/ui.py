@@ -7,9 +7,10 @@ import time
 import bpy
 
 from seethrough_core.errors import SeeThroughError
+from seethrough_core.limits import frame_side_problem, side_problem
 from seethrough_core.upscale_plan import plan_upscale
 
-from . import box_links, compat, scene_io
+from . import box_links, box_props, compat, scene_io
 from .generation_jobs import RUNNER
 from .preferences import address_problem, draw_message, draw_server_controls, preferences, settings
 from .server_launcher import SERVER
@@ -40,7 +41,7 @@ class SEETHROUGH_UL_boxes(bpy.types.UIList):  # noqa: N801
     def filter_items(self, context, data, propname):
         objects = getattr(data, propname)
         keys = [
-            (0, scene_io.box_index(obj), obj.name) if scene_io.is_box(obj) else (1, 0, obj.name)
+            (0, box_props.box_index(obj), obj.name) if box_props.is_box(obj) else (1, 0, obj.name)
             for obj in objects
         ]
         flags = [self.bitflag_filter_item if key[0] == 0 else 0 for key in keys]
@@ -81,15 +82,13 @@ class SEETHROUGH_PT_scene(SeeThroughPanel, bpy.types.Panel):  # noqa: N801
         row.prop(render, "resolution_x", text="W")
         row.prop(render, "resolution_y", text="H")
         column.prop(render, "resolution_percentage", text="Scale")
-        scale = render.resolution_percentage / 100.0
-        width, height = round(render.resolution_x * scale), round(render.resolution_y * scale)
-        if width % 16 or height % 16 or not (256 <= width <= 2048 and 256 <= height <= 2048):
-            draw_message(
-                layout,
-                f"{width} x {height}: each side must be 256..2048 and a multiple of 16",
-                "ERROR",
-                alert=True,
-            )
+        width, height = scene_io.render_size(scene)
+        # Upscaled, any frame up to the upscale's limit; otherwise a size the model takes.
+        rule = frame_side_problem if scene.seethrough.upscale_to_render else side_problem
+        for name, side in (("width", width), ("height", height)):
+            problem = rule(side)
+            if problem:
+                draw_message(layout, f"{width} x {height}: the {name} {problem}", "ERROR", alert=True)
         row = layout.row(align=True)
         row.operator("seethrough.import_layout", text="Import", icon="IMPORT")
         row.operator("seethrough.export_layout", text="Export", icon="EXPORT")
@@ -116,12 +115,12 @@ class SEETHROUGH_PT_boxes(SeeThroughPanel, bpy.types.Panel):  # noqa: N801
 
         layout.template_list("SEETHROUGH_UL_boxes", "", scene, "objects", props, "box_index", rows=4)
         obj = context.active_object
-        if obj is not None and scene_io.is_box(obj):
+        if obj is not None and box_props.is_box(obj):
             column = layout.column(align=True)
             column.prop(obj.seethrough, "description", text="")
             column.prop(obj, "scale", text="Size (m)")
             column.prop(obj, "rotation_euler", index=2, text="Turn")
-            source = scene_io.get_props(obj).get(box_links.SOURCE_KEY)
+            source = box_props.get_props(obj).get(box_links.SOURCE_KEY)
             if source:
                 linked = box_links.is_linked(obj)
                 layout.operator(

@@ -15,11 +15,12 @@ from diffusers import AutoencoderKL
 from PIL import Image
 
 from seethrough_core.oscr_spec import jpeg_round_trip
+from seethrough_core.token_grid import GRID_SIZE
 
 from .latents import PIXELS_PER_TOKEN, grid_position_ids, pack_latents
 
-CONDITION_SIZE = 512
-CONDITION_GRID = CONDITION_SIZE // PIXELS_PER_TOKEN  # 32 tokens per side, one per box-mask cell
+CONDITION_GRID = GRID_SIZE  # 32 tokens per side, one per box-mask cell
+CONDITION_SIZE = CONDITION_GRID * PIXELS_PER_TOKEN  # 512 px
 CONDITION_TOKENS = CONDITION_GRID * CONDITION_GRID  # 1024
 
 

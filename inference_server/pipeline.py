@@ -30,11 +30,14 @@ from diffusers import FluxTransformer2DModel
 from diffusers.utils.torch_utils import randn_tensor
 from torch import nn
 
+from seethrough_core.condition_input import ConditionInput
 from seethrough_core.edit_input import EditInput
 from seethrough_core.generation_settings import GenerationSettings, SettingError, check_step_cache
 from seethrough_core.limits import DEFAULT_GUIDANCE, DEFAULT_STEPS, EDIT_FEATHER_PX, MAX_BOXES
 from seethrough_core.oscr_spec import SEETHROUGH3D_V1, OscrProfile
 from seethrough_core.prompt import compose_prompt
+from seethrough_core.vocabulary import DEFAULT_DTYPE, DEFAULT_MEMORY_MODE, DEFAULT_QUANTIZATION
+from seethrough_core.vocabulary import DTYPES as DTYPE_NAMES
 
 from . import vae_tiles
 from .attention import ATTENTION_PROCESSORS, DEFAULT_ATTENTION, AttentionLayout
@@ -67,7 +70,7 @@ __all__ = [
     "StepInfo",
 ]
 
-DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
+DTYPES = {name: getattr(torch, name) for name in DTYPE_NAMES}
 
 
 @dataclass
@@ -138,7 +141,7 @@ class SeeThroughPipeline:
         memory: str = "full",
         model_name: str = "",
         is_noise: bool = False,
-        quantization: str = "auto",
+        quantization: str = DEFAULT_QUANTIZATION,
         compile: bool | CompileSettings = False,
         condition_cache: bool = False,
         step_cache: float | None = None,
@@ -203,11 +206,11 @@ class SeeThroughPipeline:
         lora: str | None,
         *,
         device: str = "cuda",
-        dtype: str = "bfloat16",
-        memory: str = "full",
+        dtype: str = DEFAULT_DTYPE,
+        memory: str = DEFAULT_MEMORY_MODE,
         lora_scale: float = 1.0,
         style_loras: Sequence[tuple[str, float]] = (),
-        quantization: str = "auto",
+        quantization: str = DEFAULT_QUANTIZATION,
         compile: bool | CompileSettings = False,
         condition_cache: bool = False,
         step_cache: float | None = None,
@@ -274,7 +277,7 @@ class SeeThroughPipeline:
         device: str = "cpu",
         *,
         memory: str = "full",
-        quantization: str = "auto",
+        quantization: str = DEFAULT_QUANTIZATION,
         compile: bool | CompileSettings = False,
         condition_cache: bool = False,
         step_cache: float | None = None,
@@ -453,26 +456,41 @@ class SeeThroughPipeline:
         edit: EditInput | None = None,
         step_cache: float | None = None,
     ) -> GenerationOutput:
-        """Generate one image; ``GenerationCancelled`` from ``step_callback`` stops it before the decode.
-
-        ``condition_cache`` and ``step_cache`` override the pipeline's defaults (``set_condition_cache``,
-        ``set_step_cache``) for this request when given.
-        ``oscr_jpeg_round_trip`` passes the OSCR image through JPEG at the profile's quality first, as
-        the checkpoint's training renders were saved (False: the pixels as sent). ``edit`` regenerates
-        only inside its mask of its previous image (docs/edit.md): the steps run are the last
-        ``edit.strength`` of the schedule, and every pixel outside the mask is the previous image's.
-        """
-        started = time.perf_counter()
+        """The diffusers-style call: ``generate`` with its settings and condition given as arguments."""
         settings = GenerationSettings(
             scene_prompt, descriptions, width, height, seed, num_inference_steps, guidance_scale,
             preview_interval, condition_cache, step_cache,
         )  # fmt: skip
+        condition = ConditionInput(oscr_image, box_token_masks, oscr_jpeg_round_trip)
+        return self.generate(settings, condition, edit, step_callback=step_callback)
+
+    def generate(
+        self,
+        settings: GenerationSettings,
+        condition: ConditionInput,
+        edit: EditInput | None = None,
+        *,
+        step_callback: Callable[[StepInfo], None] | None = None,
+    ) -> GenerationOutput:
+        """Generate one image; ``GenerationCancelled`` from ``step_callback`` stops it before the decode.
+
+        ``settings.seed`` must be set (the server picks one for a request without). The settings'
+        ``condition_cache`` and ``step_cache`` override the pipeline's defaults (``set_condition_cache``,
+        ``set_step_cache``) when given. With
+        ``condition.jpeg_round_trip`` the OSCR image goes through JPEG at the profile's quality first, as
+        the checkpoint's training renders were saved. ``edit`` regenerates only inside its mask of its
+        previous image (docs/edit.md): the steps run are the last ``edit.strength`` of the schedule, and
+        every pixel outside the mask is the previous image's.
+        """
+        started = time.perf_counter()
+        oscr_image, box_token_masks = condition.oscr_image, condition.token_grids
         validate_request(settings, oscr_image, box_token_masks, self.max_boxes)
+        width, height, seed = settings.width, settings.height, settings.seed
         if edit is not None:
             validate_edit(edit, width, height)
         timings: dict[str, float] = {}
         jpeg_quality = self.profile.condition_jpeg_quality
-        composed = compose_prompt(scene_prompt, list(descriptions))
+        composed = compose_prompt(settings.scene_prompt, list(settings.descriptions))
         self.prompt_encoder.tokenize(composed)  # rejects a too-long prompt before any model runs
 
         # a cached prompt needs no encoder: with memory="offload", none is moved to the device
@@ -485,9 +503,9 @@ class SeeThroughPipeline:
         generator = torch.Generator("cpu").manual_seed(int(seed))
         latents = self._initial_noise(generator, height, width)
         with self._on_device(self.vae):
-            pixels = oscr_to_pixels(oscr_image, jpeg_quality if oscr_jpeg_round_trip else None)
+            pixels = oscr_to_pixels(oscr_image, jpeg_quality if condition.jpeg_round_trip else None)
             cond_latents = encode_condition(self.vae, pixels, generator)
-            if preview_interval and not self.previewer.fitted:
+            if settings.preview_interval and not self.previewer.fitted:
                 self.previewer.fit(self.vae)
         timings["encode_condition_s"] = self._lap(mark)
         timings["encode_s"] = timings["encode_text_s"] + timings["encode_condition_s"]
@@ -510,14 +528,14 @@ class SeeThroughPipeline:
                 box_token_masks=box_token_masks,
                 width=width,
                 height=height,
-                num_inference_steps=num_inference_steps,
-                guidance_scale=guidance_scale,
+                num_inference_steps=settings.steps,
+                guidance_scale=settings.guidance,
                 step_callback=step_callback,
-                preview_interval=preview_interval,
+                preview_interval=settings.preview_interval,
                 started=started,
-                condition_cache=condition_cache,
+                condition_cache=settings.condition_cache,
                 edit=latent_edit,
-                step_cache=step_cache,
+                step_cache=settings.step_cache,
                 report=report,
             )
         timings["denoise_s"] = self._lap(mark)
@@ -538,7 +556,7 @@ class SeeThroughPipeline:
             seed=int(seed),
             timings=timings,
             is_noise=self.is_noise,
-            oscr_jpeg_quality=jpeg_quality if oscr_jpeg_round_trip else None,
+            oscr_jpeg_quality=jpeg_quality if condition.jpeg_round_trip else None,
             steps_computed=report.steps_computed,
             condition_cache=report.condition_cache,
             step_cache=report.step_cache,

@@ -17,16 +17,16 @@ from dataclasses import dataclass
 
 import torch
 
-from .model_errors import SetupError
-from .quantize import QUANTIZATIONS, auto_quantization, require_backend
+from seethrough_core.vocabulary import MEMORY_MODES, QUANTIZATION_CHOICES
 
-MEMORY_MODES = ("full", "offload", "24gb", "16gb")
+from .model_errors import SetupError
+from .quantize import auto_quantization, require_backend
+
 STREAMED_TEXT_ENCODER_MODES = ("24gb", "16gb")
 # The working memory a whole VAE decode may take in the 16gb mode; more, and it decodes in tiles. A 16 GiB
 # card holds the NF4 models (~6.5 GiB), the CUDA context and desktop (~2 GiB) and one request's denoising
 # (~3-4 GiB at 1024 px): about 3.5 GiB are left, and a 1024 px decode needs about 3 GiB.
 VAE_DECODE_BUDGET_BYTES = {"16gb": int(3.5 * 2**30)}
-QUANTIZATION_CHOICES = ("auto", "none", *QUANTIZATIONS)
 
 
 @dataclass(frozen=True)

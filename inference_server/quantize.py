@@ -18,9 +18,10 @@ from types import ModuleType
 import torch
 from torch import nn
 
+from seethrough_core.vocabulary import QUANTIZATIONS
+
 from .model_errors import SetupError
 
-QUANTIZATIONS = ("fp8", "nf4")
 QUANTIZED_PREFIXES = ("transformer_blocks.", "single_transformer_blocks.")
 # What each kind needs: (module to import, the pip extra that installs it, the hardware it runs on)
 _BACKENDS = {

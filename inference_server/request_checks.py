@@ -8,8 +8,8 @@ import numpy as np
 
 from seethrough_core.edit_input import EditInput, edit_problem
 from seethrough_core.generation_settings import GenerationSettings, check_seed
+from seethrough_core.token_grid import GRID_SIZE
 
-from .condition import CONDITION_GRID
 from .model_errors import RequestError
 
 
@@ -18,7 +18,7 @@ def validate_request(
 ) -> None:
     settings.check(max_boxes=max_boxes)
     check_seed(settings.seed)  # the pipeline needs one; the server picks it when a request has none
-    grid = (CONDITION_GRID, CONDITION_GRID)
+    grid = (GRID_SIZE, GRID_SIZE)
     if not isinstance(box_token_masks, np.ndarray) or box_token_masks.dtype != np.bool_:
         raise RequestError("masks", f"must be a bool numpy array of shape (boxes, {grid[0]}, {grid[1]})")
     if box_token_masks.ndim != 3 or box_token_masks.shape[1:] != grid:

@@ -6,12 +6,7 @@ order. Every send to a client is non-blocking with ROUTER_MANDATORY: a message f
 went away fails at once instead of blocking or vanishing silently, and that client's running job
 is cancelled so the GPU moves on. No input, however malformed, escapes the loop as an exception.
 
-A client that does not read fills its pipe (the send high-water mark, then the TCP buffers). From
-then on the server keeps, per client, an outbox of what it still owes, in order, and resends it as
-the pipe drains: a job's `accepted` and its one final message (result, cancelled or error) always,
-replies to info and cancel up to OUTBOX_REPLIES; progress messages are dropped while the client is
-behind. The outbox holds at most two messages per job of that client, and jobs are bounded by the
-queue (max_pending), so its size is bounded too. Drops are logged once per client.
+A client that does not read fills its pipe; what it is still owed waits in its outbox (outbox.py).
 """
 
 from __future__ import annotations
@@ -19,10 +14,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from enum import Enum
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import zmq
@@ -60,12 +53,14 @@ from seethrough_core.protocol import (
     decode_request,
     new_id,
 )
+from seethrough_core.vocabulary import DEFAULT_MAX_QUEUE
 
 from .auth import CurveSettings, Gatekeeper, HandshakeLog
 from .intake import IntakeGuard
 from .job_queue import JobQueue, QueueFullError, ServerJob, held_bytes
 from .memory import free_memory, memory_kind
 from .model_errors import RequestError
+from .outbox import Delivery, Outboxes
 from .ports import port_owner
 from .worker import Worker
 
@@ -84,23 +79,6 @@ _RECEIVE_HWM = 2
 INTAKE_SLACK_BYTES = 32 << 20
 _RESEND_POLL_MS = 10  # how often the loop retries outboxes of clients that are behind
 _SHUTDOWN_RESEND_S = 1.0  # on shutdown, how long clients that are behind get to catch up
-OUTBOX_REPLIES = 64  # info/cancel replies kept for a client that is behind; more are dropped
-
-
-class Delivery(Enum):
-    """What a message is owed: how the server treats it when the client's pipe is full."""
-
-    PROGRESS = "progress"  # dropped (the next one, or the final message, supersedes it)
-    REPLY = "reply"  # kept up to OUTBOX_REPLIES per client, then dropped: the client may ask again
-    PROMISED = "promised"  # a job's accepted and final message: kept while the client is connected
-
-
-@dataclass
-class _Outbox:
-    """Messages owed to one client whose pipe is full, oldest first."""
-
-    messages: deque[tuple[list[Frame], Delivery]] = field(default_factory=deque)
-    replies: int = 0  # REPLY messages among them
 
 
 @dataclass
@@ -109,7 +87,7 @@ class ServerConfig:
     allow_remote: bool = False
     device: str = "cuda"  # where free memory is measured; the pipeline's identity may refine it
     model: str = ""  # what is being loaded, for info replies before the pipeline is ready
-    max_pending: int = 32
+    max_pending: int = DEFAULT_MAX_QUEUE
     max_queued_bytes: int = MAX_QUEUED_BYTES  # what waiting jobs may hold in all (job_queue.py)
     max_queued_bytes_per_client: int = MAX_QUEUED_BYTES_PER_CLIENT
     max_frames: int = MAX_FRAMES
@@ -153,8 +131,7 @@ class SeeThroughServer:
             self.config.max_pending, self.config.max_queued_bytes, self.config.max_queued_bytes_per_client
         )
         self._jobs: dict[str, ServerJob] = {}  # queued or running, until their last message is sent
-        self._outboxes: dict[bytes, _Outbox] = {}  # clients whose pipe is full
-        self._dropped: dict[bytes, int] = {}  # messages dropped per client (logged once per client)
+        self._outboxes: Outboxes | None = None  # what clients that are behind are owed; set by bind()
         self._worker: Worker | None = None
         self._gatekeeper: Gatekeeper | None = None  # CURVE, when the config has keys
         self._intake: IntakeGuard | None = None  # watches the router's connections; set by bind()
@@ -185,6 +162,7 @@ class SeeThroughServer:
             self._context.term()  # a server that cannot bind is over; leave no I/O thread behind
             raise
         self.endpoint = self._router.getsockopt_string(zmq.LAST_ENDPOINT)
+        self._outboxes = Outboxes(self._router, self._client_gone)
         if self._intake is not None:
             self._intake.start()
         return self.endpoint
@@ -262,7 +240,7 @@ class SeeThroughServer:
                     self._on_client_message(frames)
                     del frames  # a large request is freed now, not when the next one arrives
                 if self._outboxes:
-                    self._flush_outboxes()
+                    self._outboxes.flush()
         finally:
             self._shut_down()
 
@@ -290,15 +268,11 @@ class SeeThroughServer:
         """Promised messages (accepted, final) waiting for clients that are behind (tests, monitoring).
 
         Read from another thread it is a snapshot; good enough to wait on."""
-        return sum(
-            kind is Delivery.PROMISED
-            for box in list(self._outboxes.values())
-            for _, kind in list(box.messages)
-        )
+        return self._outboxes.owed_promised() if self._outboxes is not None else 0
 
     def clients_behind(self) -> int:
         """Clients whose pipe is full and who have an outbox (tests, monitoring)."""
-        return len(self._outboxes)
+        return self._outboxes.clients_behind() if self._outboxes is not None else 0
 
     # --- clients --------------------------------------------------------------------------------------
 
@@ -366,16 +340,17 @@ class SeeThroughServer:
         )
 
     def _on_generate(self, peer: bytes, request: GenerateRequest, received: float) -> None:
-        if self._pipeline is not None and len(request.descriptions) > self._pipeline.max_boxes:
+        settings = request.settings
+        if self._pipeline is not None and len(settings.descriptions) > self._pipeline.max_boxes:
             raise ProtocolError(
                 ErrorCode.INVALID_FIELD,
-                f"{len(request.descriptions)} boxes; this model takes at most {self._pipeline.max_boxes}",
+                f"{len(settings.descriptions)} boxes; this model takes at most {self._pipeline.max_boxes}",
                 "descriptions",
                 request.request_id,
             )
         if self._check_prompt is not None:  # while the model loads, the worker checks it later
             try:
-                self._check_prompt(request.scene_prompt, request.descriptions)
+                self._check_prompt(settings.scene_prompt, settings.descriptions)
             except RequestError as exc:
                 raise ProtocolError(
                     ErrorCode.INVALID_FIELD, exc.message, exc.field, request.request_id
@@ -471,8 +446,8 @@ class SeeThroughServer:
 
     def _client_gone(self, peer: bytes) -> None:
         """The client vanished: forget what it was owed, stop spending the GPU on it, drop its queue."""
-        self._outboxes.pop(peer, None)
-        self._dropped.pop(peer, None)
+        if self._outboxes is not None:
+            self._outboxes.forget(peer)
         for job in list(self._jobs.values()):
             if job.owner != peer or job.owner_gone:
                 continue
@@ -490,58 +465,9 @@ class SeeThroughServer:
         delivery: Delivery = Delivery.REPLY,
         envelope: Sequence[bytes] = (),
     ) -> bool:
-        """Send without ever blocking the loop; False if the client is gone.
-
-        A client whose pipe is full gets an outbox: what it is owed waits there, in order, and
-        goes out as the pipe drains (see the module docstring)."""
-        message = [*envelope, *frames]
-        box = self._outboxes.get(peer)
-        if box is None:
-            try:
-                self._router.send_multipart([peer, *message], flags=zmq.NOBLOCK, copy=False)
-                return True
-            except zmq.ZMQError as exc:
-                if exc.errno == zmq.EHOSTUNREACH:
-                    return False
-                if exc.errno != zmq.EAGAIN:
-                    raise
-            box = self._outboxes[peer] = _Outbox()
-        if delivery is Delivery.PROMISED or (delivery is Delivery.REPLY and box.replies < OUTBOX_REPLIES):
-            box.messages.append((message, delivery))
-            box.replies += delivery is Delivery.REPLY
-        else:
-            self._note_drop(peer)
-        return True
-
-    def _flush_outboxes(self) -> None:
-        """Resend what clients that were behind are owed, oldest first, as far as their pipes take it."""
-        for peer, box in list(self._outboxes.items()):
-            while box.messages:
-                message, delivery = box.messages[0]
-                try:
-                    self._router.send_multipart([peer, *message], flags=zmq.NOBLOCK, copy=False)
-                except zmq.ZMQError as exc:
-                    if exc.errno == zmq.EHOSTUNREACH:
-                        self._client_gone(peer)
-                        break
-                    if exc.errno != zmq.EAGAIN:
-                        raise
-                    break
-                box.messages.popleft()
-                box.replies -= delivery is Delivery.REPLY
-            else:
-                del self._outboxes[peer]
-
-    def _note_drop(self, peer: bytes) -> None:
-        count = self._dropped.get(peer, 0)
-        self._dropped[peer] = count + 1
-        if count == 0:
-            log.warning(
-                "client %s is not reading its messages: its progress messages (and replies beyond %d) "
-                "are dropped while it is behind; its jobs' final messages are kept. Logged once per client.",
-                peer.hex(),
-                OUTBOX_REPLIES,
-            )
+        """Send without ever blocking the loop (outbox.py); False if the client is gone."""
+        assert self._outboxes is not None  # bound before any client can send
+        return self._outboxes.send(peer, [*envelope, *frames], delivery)
 
     # --- shutdown -------------------------------------------------------------------------------------
 
@@ -579,7 +505,7 @@ class SeeThroughServer:
         # What clients that are behind are still owed gets as long as the router's linger.
         deadline = time.monotonic() + _SHUTDOWN_RESEND_S
         while self._outboxes and time.monotonic() < deadline:
-            self._flush_outboxes()
+            self._outboxes.flush()
             time.sleep(_RESEND_POLL_MS / 1000)
         if self._router is not None:
             if self._intake is not None:

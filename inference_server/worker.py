@@ -20,6 +20,7 @@ import secrets
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import zmq
@@ -47,7 +48,6 @@ if TYPE_CHECKING:  # the pipeline module imports torch; the worker only calls wh
 log = logging.getLogger(__name__)
 
 
-# The pipeline's argument names where they differ from the protocol's field names.
 class Worker(threading.Thread):
     def __init__(
         self,
@@ -96,11 +96,13 @@ class Worker(threading.Thread):
     ) -> tuple[bytes, list[Frame]]:
         request = job.request
         started = time.monotonic()
-        seed = request.seed if request.seed is not None else secrets.randbelow(MAX_SEED + 1)
+        settings = request.settings
+        if settings.seed is None:
+            settings = replace(settings, seed=secrets.randbelow(MAX_SEED + 1))
         log.info(
             "job %s started: %d boxes, %dx%d, %d steps, seed %d (waited %.2f s)",
-            job.job_id, len(request.descriptions), request.width, request.height, request.steps, seed,
-            started - job.received_at,
+            job.job_id, len(settings.descriptions), settings.width, settings.height, settings.steps,
+            settings.seed, started - job.received_at,
         )  # fmt: skip
 
         def on_step(info: StepInfo) -> None:
@@ -115,28 +117,12 @@ class Worker(threading.Thread):
 
         try:
             # A PNG/JPEG waited encoded in the queue; it is decoded here, off the socket loop.
-            oscr_image = request.oscr_pixels()
+            condition = request.condition()
         except ProtocolError as exc:
             log.info("job %s: its OSCR image does not decode: %s", job.job_id, exc)
             return b"error", self._error(job, ErrorCode(exc.code), exc.message, exc.field)
         try:
-            output = pipeline(
-                scene_prompt=request.scene_prompt,
-                descriptions=request.descriptions,
-                oscr_image=oscr_image,
-                box_token_masks=request.token_grids(),
-                width=request.width,
-                height=request.height,
-                seed=seed,
-                num_inference_steps=request.steps,
-                guidance_scale=request.guidance,
-                step_callback=on_step,
-                preview_interval=request.preview_interval,
-                oscr_jpeg_round_trip=request.oscr_jpeg_round_trip,
-                edit=request.edit,
-                condition_cache=request.condition_cache,
-                step_cache=request.step_cache,
-            )
+            output = pipeline.generate(settings, condition, request.edit, step_callback=on_step)
         except GenerationCancelled:
             log.info("job %s cancelled after %.2f s", job.job_id, time.monotonic() - started)
             return b"cancelled", []
@@ -155,8 +141,8 @@ class Worker(threading.Thread):
             seed=output.seed,
             prompt=output.prompt,
             call_ids=[[int(i) for i in ids] for ids in output.call_ids],
-            steps=request.steps,
-            guidance=float(request.guidance),
+            steps=settings.steps,
+            guidance=float(settings.guidance),
             timings={
                 "queue_wait_s": started - job.received_at,
                 "generation_s": finished - started,

@@ -10,11 +10,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from seethrough_core.edit_region import check_margin
-from seethrough_core.endpoint import DEFAULT_ENDPOINT, EndpointError, parse_endpoint
+from seethrough_core.endpoint import EndpointError
+from seethrough_core.errors import SeeThroughError
 from seethrough_core.generation_settings import SettingError, check_guidance, check_steps
-from seethrough_core.keys import ClientKeys, KeyFileError
+from seethrough_core.keys import KeyFileError
 from seethrough_core.limits import (
-    DEFAULT_BATCH_TIMEOUT_S,
     DEFAULT_EDIT_MARGIN_PX,
     DEFAULT_GUIDANCE,
     DEFAULT_REPROJECT_LIMIT,
@@ -23,6 +23,7 @@ from seethrough_core.limits import (
 )
 from seethrough_core.reprojection import check_reproject_limit
 from seethrough_core.server_process import LocalServerError, ServerProcess
+from seethrough_core.vocabulary import DEFAULT_SEED
 
 from .batch.inputs import (
     CameraChoice,
@@ -34,8 +35,19 @@ from .batch.inputs import (
     stills,
 )
 from .batch.plan import output_names
+from .batch.ray_cluster import LOCAL, FarmError
+from .batch.shards import Shard
 from .frame_options import add_frame_arguments, check_frame_arguments
-from .render_options import add_engine_argument, add_size_arguments, size_from_args
+from .options import (
+    ClientOptionError,
+    ClientOptions,
+    add_client_arguments,
+    add_engine_argument,
+    add_size_arguments,
+    client_options,
+    server_endpoints,
+    size_from_args,
+)
 
 if TYPE_CHECKING:  # the runner loads Blender
     from .batch.runner import BatchOptions
@@ -50,10 +62,47 @@ def add_batch_arguments(p: argparse.ArgumentParser) -> None:
         "SeeThrough, named or globbed, gives the layout in its record",
     )
     p.add_argument("--out", required=True, type=Path, help="output folder")
-    add_servers_arguments(p, "jobs")
+    add_client_arguments(p, several_servers=True)
+    farm = p.add_argument_group("embedded server and farm", "docs/farm.md")
+    farm.add_argument(
+        "--serve-model",
+        metavar="PATH_OR_HF_ID",
+        help="start an embedded `seethrough serve --model PATH_OR_HF_ID` for this run (with --serve-lora); "
+        "with --ray, the model each generation actor loads (default: none)",
+    )
+    farm.add_argument(
+        "--serve-lora", metavar="PATH", help="with --serve-model: the SeeThrough3D LoRA (default: none)"
+    )
+    farm.add_argument(
+        "--ray",
+        nargs="?",
+        const=LOCAL,
+        metavar="ADDRESS",
+        help="run on a Ray cluster (needs seethrough[farm]): auto, ray://HOST:10001 or HOST:6379; "
+        "alone, a Ray started on this machine for the run. Renders are Ray tasks, generation runs on one "
+        "actor per GPU loading --serve-model/--serve-lora or --tiny (default: no Ray)",
+    )
+    farm.add_argument(
+        "--ray-cpu-actors",
+        type=int,
+        metavar="N",
+        help="with --ray: N generation actors on CPUs instead of one per GPU (test clusters, --tiny; "
+        "default: one per GPU)",
+    )
+    farm.add_argument(
+        "--shard",
+        metavar="K/N",
+        help="run only the K-th of N disjoint parts of the plan (farm managers run N tasks; "
+        "default: the whole plan)",
+    )
     seeds = p.add_mutually_exclusive_group()
-    seeds.add_argument("--seeds", help="comma-separated seeds, e.g. 1,2,3 (default 42)")
-    seeds.add_argument("--num-seeds", type=int, metavar="N", help="N seeds: 42, 43, ... (default: --seeds)")
+    seeds.add_argument("--seeds", help=f"comma-separated seeds, e.g. 1,2,3 (default {DEFAULT_SEED})")
+    seeds.add_argument(
+        "--num-seeds",
+        type=int,
+        metavar="N",
+        help=f"N seeds: {DEFAULT_SEED}, {DEFAULT_SEED + 1}, ... (default: --seeds)",
+    )
     p.add_argument(
         "--cameras", default="active", help="active (default), all, or camera names separated by commas"
     )
@@ -86,12 +135,6 @@ def add_batch_arguments(p: argparse.ArgumentParser) -> None:
         "--guidance", type=float, default=DEFAULT_GUIDANCE, help=f"FLUX guidance ({DEFAULT_GUIDANCE})"
     )
     p.add_argument(
-        "--timeout",
-        type=float,
-        default=DEFAULT_BATCH_TIMEOUT_S,
-        help=f"seconds of silence before a server counts as gone (default {DEFAULT_BATCH_TIMEOUT_S:g})",
-    )
-    p.add_argument(
         "--retry-for",
         type=float,
         default=DEFAULT_SERVER_RETRY_S,
@@ -104,42 +147,16 @@ def add_batch_arguments(p: argparse.ArgumentParser) -> None:
     add_frame_arguments(p)
 
 
-def add_servers_arguments(p: argparse.ArgumentParser, what: str) -> None:
-    """--server (repeatable), --tiny and the CURVE key files: `batch` and `upscale` use servers alike."""
-    p.add_argument(
-        "--server",
-        action="append",
-        metavar="ENDPOINT",
-        help=f"a server to send {what} to; repeat it to use several GPUs (default {DEFAULT_ENDPOINT})",
-    )
-    p.add_argument(
-        "--tiny",
-        action="store_true",
-        help="start an embedded server with the tiny random-weight model (images are noise; for testing)",
-    )
-    p.add_argument(
-        "--server-public-key",
-        metavar="FILE",
-        help="CURVE: the server's public key file (NAME.key), for servers started with --server-key "
-        "(default: no CURVE)",
-    )
-    p.add_argument(
-        "--client-key",
-        metavar="FILE_SECRET",
-        help="CURVE: this machine's secret key file (NAME.key_secret); its NAME.key must be in the "
-        "server's --client-keys folder (default: no CURVE)",
-    )
-
-
 def run_batch(args: argparse.Namespace) -> int:
     # Blender is loaded only now: `seethrough --help` and argument errors stay instant.
     from .batch.runner import BatchOptions
 
     try:
         inputs = expand_inputs(args.inputs)
+        client = client_options(args)
         options = BatchOptions(
             out_dir=args.out,
-            servers=list(args.server or []),
+            servers=client.servers,
             seeds=parse_seeds(args.seeds, args.num_seeds),
             cameras=CameraChoice.parse(args.cameras),
             frames=parse_frames(args.frames),
@@ -147,16 +164,18 @@ def run_batch(args: argparse.Namespace) -> int:
             steps=args.steps,
             guidance=args.guidance,
             overwrite=args.overwrite,
-            timeout_s=args.timeout,
+            timeout_s=client.timeout_s,
             retry_s=args.retry_for,
-            keys=_client_keys(args.server_public_key, args.client_key),
+            keys=client.keys,
             consistent=args.consistent,
             margin_px=args.margin,
             reproject_limit=args.reproject_limit,
             size=size_from_args(args),
             base_megapixels=args.base_megapixels,
             upscale_strength=args.upscale_strength,
+            shard=Shard.parse(args.shard) if args.shard is not None else None,
         )
+        serve_argv = _serve_arguments(args)
         if args.consistent and args.frames is None:
             raise InputError("--consistent needs --frames: it makes each frame an edit of the one before")
         check_margin(args.margin)
@@ -164,24 +183,23 @@ def run_batch(args: argparse.Namespace) -> int:
         if not args.timeout > 0 or not args.retry_for >= 0:
             raise InputError("--timeout must be more than 0 seconds and --retry-for at least 0")
         # A typo in an address or a setting out of range fails here, before Blender renders anything.
-        options.servers = [parse_endpoint(server).url for server in options.servers]
         check_steps(options.steps)
         check_guidance(options.guidance)
         check_frame_arguments(args)
     except SettingError as exc:
         print(f"error: --{exc.field}: {exc.message}", file=sys.stderr)
         return 2
-    except (InputError, EndpointError, KeyFileError) as exc:
+    except (InputError, EndpointError, KeyFileError, ClientOptionError) as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
-    if args.tiny and options.servers:
-        print("error: give --tiny or --server, not both", file=sys.stderr)
         return 2
     if options.frames is not None:
         for path in stills(inputs):
             print(
                 f"note: --frames is ignored for {path}: a layout file is a still (frame 1)", file=sys.stderr
             )
+    if args.serve_model is not None and client.servers:
+        print("error: give --serve-model or --server, not both", file=sys.stderr)
+        return 2
     try:
         check_output_folder(args.out)
     except InputError as exc:
@@ -190,7 +208,7 @@ def run_batch(args: argparse.Namespace) -> int:
     # SIGTERM (a job scheduler, `kill`) stops the batch as Ctrl-C does: jobs cancelled, summary printed.
     previous_sigterm = signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
-        return _run(args, options, inputs)
+        return _run(args, options, inputs, client, serve_argv)
     except KeyboardInterrupt:  # before the runner started (the embedded server was coming up)
         print("interrupted before any image was generated", file=sys.stderr)
         return 130
@@ -198,50 +216,101 @@ def run_batch(args: argparse.Namespace) -> int:
         signal.signal(signal.SIGTERM, previous_sigterm)
 
 
-def _run(args: argparse.Namespace, options: BatchOptions, inputs: list[Path]) -> int:
+def _run(
+    args: argparse.Namespace,
+    options: BatchOptions,
+    inputs: list[Path],
+    client: ClientOptions,
+    serve_argv: list[str] | None,
+) -> int:
     from .batch.report import contact_sheets, summary_table
     from .batch.runner import BatchRunner
 
-    with ExitStack() as stack:
-        if args.tiny:
-            print(
-                "Starting an embedded server with the tiny random-weight model (images will be noise) ...",
-                file=sys.stderr,
-                flush=True,
-            )
-            server = ServerProcess.tiny(args.out / "logs" / "tiny_server.log")
+    if args.ray is not None:
+        try:
+            summary = _run_on_ray(args, options, inputs, serve_argv)
+        except FarmError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        except SeeThroughError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        if summary is None:
+            return 130
+    else:
+        with ExitStack() as stack:
             try:
-                stack.enter_context(server)
+                if args.serve_model is not None:
+                    print(
+                        f"Starting an embedded server with {args.serve_model} ...",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+                    server = ServerProcess.serving(args.out / "logs" / "server.log", *serve_argv)
+                    stack.enter_context(server)
+                    options.servers = [server.endpoint]
+                else:
+                    options.servers = stack.enter_context(server_endpoints(client, args.out / "logs"))
             except LocalServerError as exc:
                 print(f"error: {exc}", file=sys.stderr)
                 return 1
-            options.servers = [server.endpoint]
-        elif not options.servers:
-            options.servers = [DEFAULT_ENDPOINT]
-        print(
-            f"{len(inputs)} input(s), seeds {options.seeds}, servers {', '.join(options.servers)}",
-            file=sys.stderr,
-            flush=True,
-        )
-        summary = BatchRunner(options).run(inputs)
-    sheets, sheet_problems = contact_sheets(summary, output_names(inputs), args.out)
+            print(
+                f"{len(inputs)} input(s), seeds {options.seeds}, servers {', '.join(options.servers)}"
+                + (f", shard {options.shard}" if options.shard else ""),
+                file=sys.stderr,
+                flush=True,
+            )
+            summary = BatchRunner(options).run(inputs)
     print(summary_table(summary, inputs))
-    for sheet in sheets:
-        print(f"contact sheet: {sheet}")
-    for problem in sheet_problems:
-        print(f"contact sheet NOT written: {problem}")
+    sheet_problems: list[str] = []
+    if options.shard is None:
+        sheets, sheet_problems = contact_sheets(summary, output_names(inputs), args.out)
+        for sheet in sheets:
+            print(f"contact sheet: {sheet}")
+        for problem in sheet_problems:
+            print(f"contact sheet NOT written: {problem}")
+    else:  # a shard sees only its part; the run without --shard at the end writes the sheets
+        print(f"shard {options.shard}: contact sheets are written by a run without --shard")
     if summary.interrupted:
         return 130
     return 0 if summary.ok and not sheet_problems else 1
 
 
-def _client_keys(server_public_key: str | None, client_key: str | None) -> ClientKeys | None:
-    """CURVE keys from the two options, which go together."""
-    if server_public_key is None and client_key is None:
-        return None
-    if server_public_key is None or client_key is None:
-        raise KeyFileError(
-            "CURVE needs both --server-public-key (the server's NAME.key) and --client-key "
-            "(this machine's NAME.key_secret)"
+def _serve_arguments(args: argparse.Namespace) -> list[str] | None:
+    """The `seethrough serve` options of the embedded server or the Ray actors; None: neither."""
+    if args.ray is not None and args.ray != LOCAL and Path(args.ray).suffix.lower() in (".json", ".blend"):
+        raise InputError(
+            f"--ray took {args.ray!r} as its address: put --ray after the inputs or write --ray=ADDRESS"
         )
-    return ClientKeys.from_files(server_public_key, client_key)
+    if args.ray_cpu_actors is not None:
+        if args.ray is None:
+            raise InputError("--ray-cpu-actors goes with --ray")
+        if args.ray_cpu_actors < 1:
+            raise InputError(f"--ray-cpu-actors must be at least 1, got {args.ray_cpu_actors}")
+    if args.ray is not None and (args.server_public_key or args.client_key):
+        raise InputError("CURVE keys are for --server; a Ray cluster has its own security (docs/farm.md)")
+    if args.serve_lora is not None and args.serve_model is None:
+        raise InputError("--serve-lora goes with --serve-model")
+    if args.tiny and args.serve_model is not None:
+        raise InputError("give --tiny or --serve-model, not both")
+    if args.serve_model is not None:
+        if args.serve_lora is None:
+            raise InputError("--serve-model needs --serve-lora: the SeeThrough3D LoRA the server loads")
+        return ["--model", args.serve_model, "--lora", args.serve_lora]
+    if args.tiny:
+        return ["--tiny"]
+    if args.ray is not None:
+        raise InputError(
+            "--ray needs the model its actors load: --serve-model PATH_OR_HF_ID --serve-lora PATH, or --tiny"
+        )
+    return None
+
+
+def _run_on_ray(args: argparse.Namespace, options, inputs: list[Path], serve_argv: list[str]):
+    """The batch on a Ray cluster (batch/ray_runner.py); None if Ctrl-C stopped it before the first job."""
+    from .batch.ray_cluster import import_ray
+
+    import_ray()  # without the farm extra: a message naming it, before anything else
+    from .batch.ray_runner import run_on_ray
+
+    return run_on_ray(args.ray, args.ray_cpu_actors, serve_argv, args.timeout, options, inputs)

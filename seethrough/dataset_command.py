@@ -9,7 +9,7 @@ from seethrough_core.dataset_scenes import SceneSettings
 from seethrough_core.limits import DEFAULT_SIDE
 
 from .dataset.make_settings import DEFAULT_SAMPLES, DEFAULT_SEED
-from .render_options import add_engine_argument
+from .options import add_engine_argument
 
 
 def _span(values: tuple[float, float]) -> str:

@@ -17,21 +17,30 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from seethrough_core.client import SeeThroughClient
-from seethrough_core.edit_plan import EditPlanError, plan_edit
-from seethrough_core.endpoint import DEFAULT_ENDPOINT, EndpointError, parse_endpoint
+from seethrough_core.edit_plan import EditPlanError, PreviousPictureError, plan_edit
+from seethrough_core.endpoint import EndpointError
 from seethrough_core.errors import LayoutError, SeeThroughError
 from seethrough_core.generate_and_save import Destination, generate_and_save, safe_name, unused_image_path
 from seethrough_core.generation_settings import SettingError
 from seethrough_core.in_view import boxes_in_view
+from seethrough_core.keys import KeyFileError
 from seethrough_core.limits import DEFAULT_EDIT_MARGIN_PX, DEFAULT_EDIT_STRENGTH, DEFAULT_REPROJECT_LIMIT
 from seethrough_core.protocol import GenerateRequest
-from seethrough_core.server_process import LocalServerError, ServerProcess
+from seethrough_core.server_process import LocalServerError
 from seethrough_core.upscale_plan import base_layout, plan_upscale
 from seethrough_core.upscale_run import Upscale, UpscaleRunner
 
 from .frame_options import add_frame_arguments, check_frame_arguments
-from .previous_picture import EditInputError, read_previous
-from .render_options import add_engine_argument, add_size_arguments, size_from_args
+from .options import (
+    ClientOptionError,
+    add_client_arguments,
+    add_engine_argument,
+    add_size_arguments,
+    client_options,
+    server_endpoints,
+    size_from_args,
+)
+from .previous_picture import read_previous
 
 
 def add_edit_arguments(p: argparse.ArgumentParser) -> None:
@@ -54,12 +63,7 @@ def add_edit_arguments(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="replace DIR/NAME.png if it exists (default: keep it and write NAME_2.png, NAME_3.png ...)",
     )
-    p.add_argument("--server", metavar="ENDPOINT", help=f"the server (default {DEFAULT_ENDPOINT})")
-    p.add_argument(
-        "--tiny",
-        action="store_true",
-        help="start an embedded server with the tiny random-weight model (images are noise; for testing)",
-    )
+    add_client_arguments(p)
     p.add_argument(
         "--strength",
         type=float,
@@ -87,18 +91,12 @@ def add_edit_arguments(p: argparse.ArgumentParser) -> None:
         "--seed", type=int, help="the seed (default: the previous picture's seed; another seed varies it)"
     )
     add_engine_argument(p)
-    p.add_argument(
-        "--timeout",
-        type=float,
-        default=30.0,
-        help="seconds of silence before the server counts as gone (default 30)",
-    )
     add_size_arguments(p)
 
 
 def run_edit(args: argparse.Namespace) -> int:
     # Blender is loaded only now: `seethrough --help` and argument errors stay instant.
-    from blender_addon.render import render_layout
+    from blender_addon.render import render_or_reuse
     from blender_addon.render_process import read_layout
 
     layout_path = Path(args.layout)
@@ -120,21 +118,25 @@ def run_edit(args: argparse.Namespace) -> int:
             seed=args.seed,
             reproject_limit=args.reproject_limit,
         )
-        endpoint = parse_endpoint(args.server).url if args.server else None
+        client_choice = client_options(args)
     except SettingError as exc:
         print(f"error: --{exc.field}: {exc.message}", file=sys.stderr)
         return 2
-    except (EditInputError, EditPlanError, LayoutError, EndpointError) as exc:
+    except (
+        PreviousPictureError,
+        EditPlanError,
+        LayoutError,
+        EndpointError,
+        KeyFileError,
+        ClientOptionError,
+    ) as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
-    if args.tiny and endpoint:
-        print("error: give --tiny or --server, not both", file=sys.stderr)
         return 2
     print(f"{layout_path.name} from {previous.label}: {plan.summary()}", file=sys.stderr, flush=True)
 
     name = safe_name(layout_path.stem) + ("_base" if two_stages else "")
-    rendered = render_layout(layout, args.out / "conditions" / name, engine=args.engine, quiet=True)
-    view = boxes_in_view(rendered.masks.amodal)
+    rendered = render_or_reuse(layout, args.out / "conditions" / name, engine=args.engine, quiet=True)
+    view = boxes_in_view(rendered.token_grids)  # a box with a pixel in view has a grid cell
     note = view.note(layout.descriptions, layout_path.name)
     if note is not None:
         print(note, file=sys.stderr, flush=True)
@@ -146,7 +148,7 @@ def run_edit(args: argparse.Namespace) -> int:
     request = GenerateRequest.for_settings(
         settings,
         rendered.oscr_path.read_bytes(),
-        view.token_grids(rendered.masks.token_grids()),
+        view.token_grids(rendered.token_grids),
         metadata={"input": str(layout_path), "edit_of": str(previous_path)},
         edit=plan.edit,
     )
@@ -163,11 +165,10 @@ def run_edit(args: argparse.Namespace) -> int:
     )
     with ExitStack() as stack:
         try:
-            if args.tiny:
-                print("Starting an embedded server with the tiny random-weight model ...", file=sys.stderr)
-                server = stack.enter_context(ServerProcess.tiny(args.out / "logs" / "tiny_server.log"))
-                endpoint = server.endpoint
-            client = stack.enter_context(SeeThroughClient(endpoint or DEFAULT_ENDPOINT, args.timeout))
+            (endpoint,) = stack.enter_context(server_endpoints(client_choice, args.out / "logs"))
+            client = stack.enter_context(
+                SeeThroughClient(endpoint, client_choice.timeout_s, keys=client_choice.keys)
+            )
             saved = generate_and_save(client, request, layout, destination)
         except (LocalServerError, SeeThroughError) as exc:
             print(f"error: {exc}", file=sys.stderr)
@@ -196,7 +197,7 @@ def base_of(previous_path: Path) -> Path:
         return previous_path
     base = previous_path.with_name(f"{previous_path.stem}_base.png")
     if not base.is_file():
-        raise EditInputError(
+        raise PreviousPictureError(
             f"{previous_path} is a frame made in two stages, and its base {base.name} is not beside it; "
             "an edit changes the base picture, then upscales it again"
         )

@@ -12,12 +12,12 @@ import sys
 from pathlib import Path
 
 from seethrough_core.client import SeeThroughClient, ServerError
-from seethrough_core.endpoint import DEFAULT_ENDPOINT, EndpointError, parse_endpoint
+from seethrough_core.endpoint import DEFAULT_ENDPOINT, EndpointError
 from seethrough_core.errors import SeeThroughError
 from seethrough_core.keys import KeyFileError
 from seethrough_core.protocol import ProtocolError, SetLoraRequest, StyleLoraChoice, describe_loras
 
-from .batch_command import _client_keys
+from .options import ClientOptionError, add_client_arguments, client_options
 from .serve_command import LORA_HINT, _style_lora
 
 
@@ -42,36 +42,21 @@ def add_lora_arguments(parser: argparse.ArgumentParser) -> None:
     )
     styles.add_argument("--no-style-loras", action="store_true", help="remove every style LoRA")
     for sub in (show, change):
-        sub.add_argument(
-            "--server", default=DEFAULT_ENDPOINT, metavar="ENDPOINT", help=f"default {DEFAULT_ENDPOINT}"
-        )
-        sub.add_argument(
-            "--timeout",
-            type=float,
-            default=30.0,
-            help="seconds of silence before the server counts as gone (default 30); a change queued "
-            "behind running jobs is waited for as long as the server answers",
-        )
-        sub.add_argument(
-            "--server-public-key", metavar="FILE", help="CURVE: the server's NAME.key (default: no CURVE)"
-        )
-        sub.add_argument(
-            "--client-key",
-            metavar="FILE_SECRET",
-            help="CURVE: this machine's NAME.key_secret (default: no CURVE)",
-        )
+        # A change queued behind running jobs is waited for as long as the server answers.
+        add_client_arguments(sub, embedded=False)
 
 
 def run_lora(args: argparse.Namespace) -> int:
     try:
-        endpoint = parse_endpoint(args.server).url
-        keys = _client_keys(args.server_public_key, args.client_key)
+        client_choice = client_options(args)
+        endpoint = (client_choice.servers or [DEFAULT_ENDPOINT])[0]
+        keys = client_choice.keys
         request = None if args.lora_command == "show" else _request(args)
-    except (EndpointError, KeyFileError, ProtocolError) as exc:
+    except (EndpointError, KeyFileError, ClientOptionError, ProtocolError) as exc:
         print(f"seethrough lora: error: {exc}", file=sys.stderr)
         return 2
     try:
-        with SeeThroughClient(endpoint, args.timeout, keys=keys) as client:
+        with SeeThroughClient(endpoint, client_choice.timeout_s, keys=keys) as client:
             if request is not None:
                 reply = client.set_lora(request)
                 print(f"LoRAs changed in {reply.load_s:.2f} s on {endpoint}")

@@ -1,4 +1,5 @@
-"""The picture an edit starts from: a PNG saved by SeeThrough, its pixels and its generation record."""
+"""The picture an edit starts from: a PNG file saved by SeeThrough (`seethrough edit`, `batch
+--consistent`), read by the core's one loader (seethrough_core.edit_plan.read_previous_picture)."""
 
 from __future__ import annotations
 
@@ -7,42 +8,21 @@ from pathlib import Path
 
 import numpy as np
 
-from seethrough_core.edit_plan import PreviousPicture
-from seethrough_core.errors import LayoutError
-from seethrough_core.layout import Layout
-from seethrough_core.record import read_png_record
-
-
-class EditInputError(ValueError):
-    """An input an edit cannot use (`seethrough edit` exits 2); the message says why and what to do."""
+from seethrough_core.edit_plan import PreviousPicture, PreviousPictureError, read_previous_picture
 
 
 def read_previous(path: Path) -> PreviousPicture:
-    """The previous picture and its record; EditInputError when it cannot be the start of an edit."""
+    """The previous picture and its record; PreviousPictureError when it cannot start an edit."""
     from PIL import Image
 
     try:
         png = path.read_bytes()
     except OSError as exc:
-        raise EditInputError(f"cannot read {path}: {exc.strerror or exc}") from None
-    try:
-        record = read_png_record(png)
-    except ValueError as exc:
-        raise EditInputError(f"{path}: {exc}") from None
-    if record is None:
-        raise EditInputError(
-            f"{path} has no SeeThrough generation record, so its layout and seed are unknown; "
-            "edit a PNG that SeeThrough saved (seethrough batch, seethrough edit or the add-on)"
-        )
-    with Image.open(io.BytesIO(png)) as decoded:
-        image = np.asarray(decoded.convert("RGB"))
-    if image.shape[:2] != (record.height, record.width):
-        raise EditInputError(
-            f"{path} is {image.shape[1]}x{image.shape[0]} px but its record says "
-            f"{record.width}x{record.height}: the picture was changed after it was generated"
-        )
-    try:
-        layout = Layout.from_dict(record.layout)
-    except LayoutError as exc:
-        raise EditInputError(f"{path}: the layout in its record is not usable: {exc}") from None
-    return PreviousPicture(path.name, {"file": str(path)}, png, image, record, layout)
+        raise PreviousPictureError(f"cannot read {path}: {exc.strerror or exc}") from None
+
+    def pixels() -> np.ndarray:
+        with Image.open(io.BytesIO(png)) as decoded:
+            return np.asarray(decoded.convert("RGB"))
+
+    remedy = "edit a PNG that SeeThrough saved (seethrough batch, seethrough edit or the add-on)"
+    return read_previous_picture(path.name, {"file": str(path)}, png, pixels, remedy)

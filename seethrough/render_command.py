@@ -6,7 +6,7 @@ import argparse
 
 from seethrough_core.oscr_spec import DEFAULT_PROFILE, PROFILES
 
-from .render_options import add_engine_argument, add_size_arguments, size_from_args
+from .options import add_engine_argument, add_size_arguments, size_from_args
 
 
 def add_render_arguments(parser: argparse.ArgumentParser) -> None:

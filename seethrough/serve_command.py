@@ -11,11 +11,24 @@ import argparse
 import logging
 import sys
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from seethrough_core.endpoint import DEFAULT_ENDPOINT
 from seethrough_core.errors import SeeThroughError
 from seethrough_core.generation_settings import SettingError, check_step_cache
 from seethrough_core.stop_signals import install_stop_handlers
+from seethrough_core.vocabulary import (
+    DEFAULT_DTYPE,
+    DEFAULT_MAX_QUEUE,
+    DEFAULT_MEMORY_MODE,
+    DEFAULT_QUANTIZATION,
+    DTYPES,
+    MEMORY_MODES,
+    QUANTIZATION_CHOICES,
+)
+
+if TYPE_CHECKING:
+    from inference_server.server import SeeThroughServer
 
 log = logging.getLogger("seethrough.serve")
 
@@ -77,23 +90,23 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", help="torch device (default: cuda; cpu with --tiny)")
     parser.add_argument(
         "--dtype",
-        default="bfloat16",
-        choices=["bfloat16", "float16", "float32"],
+        default=DEFAULT_DTYPE,
+        choices=DTYPES,
         help="number format of the model's weights and activations: bfloat16 as FLUX.1-dev was trained; "
-        "float16 for GPUs without bfloat16; float32 doubles the memory (default bfloat16)",
+        f"float16 for GPUs without bfloat16; float32 doubles the memory (default {DEFAULT_DTYPE})",
     )
     parser.add_argument(
         "--memory",
-        default="full",
-        choices=["full", "offload", "24gb", "16gb"],
+        default=DEFAULT_MEMORY_MODE,
+        choices=MEMORY_MODES,
         help="full: everything on the GPU (about 34 GB); offload: parts move to the GPU as needed (slower); "
         "24gb: quantized transformer and T5 streamed from CPU memory, for 24 GB cards; 16gb: NF4 "
         "transformer, streamed T5, VAE in tiles where needed, for 16 GB cards (docs/performance.md)",
     )
     parser.add_argument(
         "--quantization",
-        default="auto",
-        choices=["auto", "fp8", "nf4", "none"],
+        default=DEFAULT_QUANTIZATION,
+        choices=QUANTIZATION_CHOICES,
         help="with --memory 24gb: fp8 (needs seethrough[fp8], GPUs with fp8 units), nf4 (seethrough[nf4]); "
         "auto picks the faster on this GPU: fp8 with --compile where the GPU has fp8 units, else nf4",
     )
@@ -133,18 +146,34 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         help="an extra style LoRA and its strength, e.g. watercolor.safetensors:0.8 "
         "(repeatable; default none)",
     )
-    parser.add_argument("--max-queue", type=int, default=32, metavar="N", help="jobs that may wait (32)")
+    parser.add_argument(
+        "--max-queue",
+        type=int,
+        default=DEFAULT_MAX_QUEUE,
+        metavar="N",
+        help=f"jobs that may wait ({DEFAULT_MAX_QUEUE})",
+    )
 
 
-def run_serve(args: argparse.Namespace) -> int:
-    """Bind, load the model on the worker thread, serve until Ctrl-C. Returns the exit status."""
-    _setup_logging()
+class ServeArgumentError(SeeThroughError):
+    """Serve options that cannot work together; the message says which."""
+
+
+def parse_serve_arguments(argv: list[str]) -> argparse.Namespace:
+    """`seethrough serve` options from a list (the Ray generation actors load a model as serve does)."""
+    parser = argparse.ArgumentParser(prog="seethrough serve")
+    add_serve_arguments(parser)
+    return parser.parse_args(argv)
+
+
+def make_server(args: argparse.Namespace) -> SeeThroughServer:
+    """The server the options describe, not yet bound; raises ServeArgumentError."""
     from inference_server.server import SeeThroughServer, ServerConfig  # the server imports zmq, not torch
 
     if not args.tiny and not args.lora:
-        return _fail(f"--lora is required with --model: give the path of {LORA_HINT}")
+        raise ServeArgumentError(f"--lora is required with --model: give the path of {LORA_HINT}")
     if args.max_queue < 1:
-        return _fail(f"--max-queue must be at least 1, got {args.max_queue}")
+        raise ServeArgumentError(f"--max-queue must be at least 1, got {args.max_queue}")
     device = args.device or ("cpu" if args.tiny else "cuda")
     config = ServerConfig(
         endpoint=args.bind,
@@ -155,8 +184,14 @@ def run_serve(args: argparse.Namespace) -> int:
         server_key=args.server_key,
         client_keys=args.client_keys,
     )
-    server = SeeThroughServer(_pipeline_loader(args, device), config)
+    return SeeThroughServer(_pipeline_loader(args, device), config)
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    """Bind, load the model on the worker thread, serve until Ctrl-C. Returns the exit status."""
+    _setup_logging()
     try:
+        server = make_server(args)
         server.bind()
     except SeeThroughError as exc:
         return _fail(str(exc))

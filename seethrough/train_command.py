@@ -13,6 +13,7 @@ from pathlib import Path
 
 from seethrough_core.dataset_format import iter_samples
 from seethrough_core.errors import SeeThroughError
+from seethrough_core.layout import load_layout
 from seethrough_core.limits import (
     DEFAULT_STEPS,
     TRAIN_AMODAL_WEIGHT,
@@ -25,10 +26,17 @@ from seethrough_core.limits import (
     TRAIN_STEPS,
     TRAIN_WARMUP_STEPS,
 )
+from seethrough_core.rendered_layout import is_complete, reusable
+from seethrough_core.vocabulary import (
+    DEFAULT_RENDER_ENGINE,
+    DEFAULT_TRAIN_LOSS,
+    DEFAULT_TRAIN_MEMORY_MODE,
+    TRAIN_LOSSES,
+    TRAIN_MEMORY_MODES,
+)
 
+from .batch.inputs import LAYOUT_SUFFIXES
 from .serve_command import add_model_arguments
-
-LAYOUT_SUFFIXES = (".json", ".blend")
 
 
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
@@ -73,8 +81,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--loss",
-        default="flow",
-        choices=["flow", "amodal-balanced"],
+        default=DEFAULT_TRAIN_LOSS,
+        choices=TRAIN_LOSSES,
         help="flow: the reference's rectified-flow loss; amodal-balanced: weighted towards occluded objects",
     )
     parser.add_argument(
@@ -115,8 +123,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resume", action="store_true", help="continue RUN from its latest checkpoint")
     parser.add_argument(
         "--memory",
-        default="full",
-        choices=["full", "24gb"],
+        default=DEFAULT_TRAIN_MEMORY_MODE,
+        choices=TRAIN_MEMORY_MODES,
         help="full: bf16 transformer (a 48 GB+ GPU); 24gb: NF4 transformer and 8-bit AdamW, for 24 GB "
         "cards at 512 px (needs seethrough[train])",
     )
@@ -211,10 +219,13 @@ def _validation_folders(items: list[Path], run: Path) -> list[Path]:
     for item in items:
         if item.is_file() and item.suffix.lower() in LAYOUT_SUFFIXES:
             folder = run / "validation-inputs" / item.stem
-            if not (folder / "masks.json").is_file():
+            # A .json layout is read here, so a changed file is rendered again (the one reuse rule of
+            # rendered_layout); a .blend needs Blender to read, so its finished render is kept.
+            layout = load_layout(item) if item.suffix.lower() == ".json" else None
+            if (reusable(folder, layout) is None) if layout is not None else not is_complete(folder):
                 from blender_addon.render_process import render_file  # loads Blender
 
-                if render_file(item, folder, engine="cycles") != 0:
+                if render_file(item, folder, engine=DEFAULT_RENDER_ENGINE) != 0:
                     raise SeeThroughError(f"--validate {item}: the layout could not be rendered (see above)")
             folders.append(folder)
         else:

@@ -16,20 +16,26 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from seethrough_core.client import SeeThroughClient
-from seethrough_core.endpoint import DEFAULT_ENDPOINT, EndpointError, parse_endpoint
+from seethrough_core.edit_plan import PreviousPictureError
+from seethrough_core.endpoint import EndpointError
 from seethrough_core.errors import SeeThroughError
 from seethrough_core.generate_and_save import safe_name
 from seethrough_core.generation_settings import SettingError, check_guidance, check_steps
 from seethrough_core.keys import KeyFileError
 from seethrough_core.limits import DEFAULT_BASE_MEGAPIXELS, DEFAULT_UPSCALE_STRENGTH, MAX_FRAME_SIDE
-from seethrough_core.server_process import LocalServerError, ServerProcess
+from seethrough_core.server_process import LocalServerError
 from seethrough_core.stop_signals import install_stop_handlers
 from seethrough_core.upscale_plan import frame_layout_at, plan_upscale
 from seethrough_core.upscale_run import TileProgress, Upscale, UpscaleRunner
 
-from .batch_command import _client_keys, add_servers_arguments
-from .previous_picture import EditInputError, read_previous
-from .render_options import add_engine_argument
+from .options import (
+    ClientOptionError,
+    add_client_arguments,
+    add_engine_argument,
+    client_options,
+    server_endpoints,
+)
+from .previous_picture import read_previous
 
 _SIZE = re.compile(r"^\s*(\d+)\s*[xX]\s*(\d+)\s*$")
 
@@ -51,7 +57,7 @@ def add_upscale_arguments(p: argparse.ArgumentParser) -> None:
         help=f"the frame's size, any up to {MAX_FRAME_SIDE} px a side, with the picture's aspect",
     )
     p.add_argument("--out", required=True, type=Path, help="output folder")
-    add_servers_arguments(p, "tiles")
+    add_client_arguments(p, several_servers=True)
     p.add_argument("--steps", type=int, help="denoising steps of each tile (default: the picture's)")
     p.add_argument("--guidance", type=float, help="FLUX guidance (default: the picture's)")
     p.add_argument(
@@ -69,12 +75,6 @@ def add_upscale_arguments(p: argparse.ArgumentParser) -> None:
         "1024 x 1024)",
     )
     add_engine_argument(p)
-    p.add_argument(
-        "--timeout",
-        type=float,
-        default=30.0,
-        help="seconds of silence before a server counts as gone (default 30)",
-    )
 
 
 class _Printer:
@@ -110,18 +110,14 @@ def run_upscale(args: argparse.Namespace) -> int:
             strength=args.strength,
             base_size=(record.width, record.height),
         )
-        servers = [parse_endpoint(server).url for server in args.server or []]
-        keys = _client_keys(args.server_public_key, args.client_key)
+        client_choice = client_options(args)
     except SettingError as exc:
         option = "to" if exc.field in ("width", "height") else exc.field.replace("_", "-")
         detail = f"{exc.field} {exc.message}" if option == "to" and exc.field != "to" else exc.message
         print(f"error: --{option}: {detail}", file=sys.stderr)
         return 2
-    except (EditInputError, EndpointError, KeyFileError) as exc:
+    except (PreviousPictureError, EndpointError, KeyFileError, ClientOptionError) as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
-    if args.tiny and servers:
-        print("error: give --tiny or --server, not both", file=sys.stderr)
         return 2
     # Blender is loaded only now: `seethrough --help` and argument errors stay instant.
     from blender_addon.render import render_layout
@@ -155,13 +151,12 @@ def run_upscale(args: argparse.Namespace) -> int:
     stop = threading.Event()
     with ExitStack() as stack:
         try:
-            if args.tiny:
-                print("Starting an embedded server with the tiny random-weight model ...", file=sys.stderr)
-                server = stack.enter_context(ServerProcess.tiny(args.out / "logs" / "tiny_server.log"))
-                servers = [server.endpoint]
+            endpoints = stack.enter_context(server_endpoints(client_choice, args.out / "logs"))
             clients = [
-                stack.enter_context(SeeThroughClient(endpoint, args.timeout, keys=keys))
-                for endpoint in servers or [DEFAULT_ENDPOINT]
+                stack.enter_context(
+                    SeeThroughClient(endpoint, client_choice.timeout_s, keys=client_choice.keys)
+                )
+                for endpoint in endpoints
             ]
             stack.callback(install_stop_handlers(stop.set))
             runner = UpscaleRunner(upscale, clients, render_view, on_progress=_Printer(), stop=stop)

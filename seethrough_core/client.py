@@ -1,9 +1,9 @@
 """A client of the inference server (docs/protocol.md): no bpy, no torch, safe to call from any thread.
 
-The Blender add-on runs it on a worker thread so the UI never freezes, and may cancel from the
-main thread. One DEALER socket serves every call: whichever thread is waiting pumps the socket
-(under a lock) and sorts replies into per-request mailboxes, so threads never touch the socket at
-the same time and nobody misses a message meant for somebody else.
+The Blender add-on runs it on a worker thread so the UI never freezes, and may cancel from another
+thread: a cancel goes out on a short-lived socket of its own, never on the one a waiting thread
+reads. That one DEALER socket serves every other call: whichever thread is waiting pumps it (under a
+lock) and sorts replies into per-request mailboxes, so nobody misses a message meant for somebody else.
 
 Every wait is bounded. A request (delivery and answer together) gets `timeout_s`. While a job runs
 (or sits in the queue, which can take minutes without a single message), half of `timeout_s` of
@@ -142,22 +142,12 @@ class SeeThroughClient:
         self.timeout_s = float(timeout_s)
         self._turn = _SocketTurn()
         self._boxes: dict[str, deque[Message]] = {}
-        self._socket = (context or zmq.Context.instance()).socket(zmq.DEALER)
-        self._socket.linger = 0  # close() never hangs on a dead server
-        self._socket.sndtimeo = int(self.timeout_s * 1000)
-        self._socket.ipv6 = address.needs_ipv6  # e.g. tcp://[::1]:5555
+        self._context = context or zmq.Context.instance()
+        self._ipv6 = address.needs_ipv6  # e.g. tcp://[::1]:5555
         self.keys = keys
-        if keys is not None:
-            keys.apply(self._socket)  # CURVE: encrypted, and the server must prove it holds its key
         self._handshake_failure = ""  # why the last handshake failed, for the error message
-        # A request sent while the server is down must fail within the timeout, not sit in a buffer
-        # and start a surprise job when the server comes up later; so _send() waits for a live
-        # connection, watched through the socket monitor. (ZMQ_IMMEDIATE would also do that, but it
-        # throws away replies not yet read when the connection drops: the server's last words, such
-        # as "shutting down", would be lost whenever the reading thread was a moment late.)
-        self._monitor = self._socket.get_monitor_socket(_CONNECTION_EVENTS)
+        self._socket, self._monitor = self._connect(linger_ms=0)  # close() never hangs on a dead server
         self._connected = False
-        self._socket.connect(self.endpoint)
         self._closed = False
 
     # --- public API ---------------------------------------------------------------------------------
@@ -199,8 +189,25 @@ class SeeThroughClient:
         raise SeeThroughError("the server ended the LoRA change without an answer")
 
     def cancel(self, job_id: str) -> None:
-        """Ask the server to cancel a job; the job itself then ends with `cancelled` (or its result)."""
-        self._send(CancelRequest(job_id=job_id), "cancel request")
+        """Ask the server to cancel a job; the job itself then ends with `cancelled` (or its result).
+
+        Any thread may call it: it connects a socket of its own for the one message (the server answers
+        a cancel from any connection), so it never touches the socket another thread is waiting on."""
+        self._check_open()
+        frames = CancelRequest(job_id=job_id).encode()
+        # Lingers up to the timeout on close, so the cancel still goes out once sent.
+        socket, monitor = self._connect(linger_ms=int(self.timeout_s * 1000))
+        try:
+            if not self._wait_connected(monitor, time.monotonic() + self.timeout_s, connected=False):
+                raise self._undeliverable("cancel request")
+            try:
+                socket.send_multipart(frames, copy=False)
+            except zmq.Again:
+                raise self._undeliverable("cancel request") from None
+        finally:
+            socket.disable_monitor()
+            monitor.close(linger=0)
+            socket.close()
 
     def close(self) -> None:
         with self._turn():
@@ -217,6 +224,24 @@ class SeeThroughClient:
         self.close()
 
     # --- internals ------------------------------------------------------------------------------------
+
+    def _connect(self, linger_ms: int) -> tuple[zmq.Socket, zmq.Socket]:
+        """A DEALER socket connecting to the server, and the monitor of its connection.
+
+        A request sent while the server is down must fail within the timeout, not sit in a buffer and
+        start a surprise job when the server comes up later; so a send first waits for a live
+        connection, watched through the socket monitor. (ZMQ_IMMEDIATE would also do that, but it
+        throws away replies not yet read when the connection drops: the server's last words, such as
+        "shutting down", would be lost whenever the reading thread was a moment late.)"""
+        socket = self._context.socket(zmq.DEALER)
+        socket.linger = linger_ms
+        socket.sndtimeo = int(self.timeout_s * 1000)
+        socket.ipv6 = self._ipv6
+        if self.keys is not None:
+            self.keys.apply(socket)  # CURVE: encrypted, and the server must prove it holds its key
+        monitor = socket.get_monitor_socket(_CONNECTION_EVENTS)
+        socket.connect(self.endpoint)
+        return socket, monitor
 
     def _request(
         self,
@@ -248,7 +273,10 @@ class SeeThroughClient:
         frames = message.encode()  # validates: bad requests fail here, before any network traffic
         with self._turn():
             self._check_open()
-            if not self._wait_connected(deadline or time.monotonic() + self.timeout_s):
+            self._connected = self._wait_connected(
+                self._monitor, deadline or time.monotonic() + self.timeout_s, self._connected
+            )
+            if not self._connected:
                 raise self._undeliverable(what)
             try:
                 self._socket.send_multipart(frames, copy=False)
@@ -281,18 +309,19 @@ class SeeThroughClient:
             f"(waited {self.timeout_s:g} s). {START_HINT}"
         )
 
-    def _wait_connected(self, deadline: float) -> bool:
-        """True once a server has completed the ZeroMQ handshake with us (the caller holds the lock)."""
+    def _wait_connected(self, monitor: zmq.Socket, deadline: float, connected: bool) -> bool:
+        """Whether a server has completed the ZeroMQ handshake with the monitored socket, waiting up to
+        ``deadline`` for it; ``connected``: the state last seen (the caller owns the socket)."""
         while True:
-            while self._monitor.poll(0):
-                event = recv_monitor_message(self._monitor)["event"]
-                self._connected = event == zmq.EVENT_HANDSHAKE_SUCCEEDED
+            while monitor.poll(0):
+                event = recv_monitor_message(monitor)["event"]
+                connected = event == zmq.EVENT_HANDSHAKE_SUCCEEDED
                 if event & _HANDSHAKE_FAILED:
                     self._handshake_failure = self._explain_handshake_failure(event)
             remaining = deadline - time.monotonic()
-            if self._connected or remaining <= 0:
-                return self._connected
-            self._monitor.poll(int(min(remaining, _POLL_SLICE_S) * 1000) + 1)
+            if connected or remaining <= 0:
+                return connected
+            monitor.poll(int(min(remaining, _POLL_SLICE_S) * 1000) + 1)
 
     def _next(self, box: deque[Message], deadline: float) -> Message | None:
         """The next message for `box`, pumping the socket meanwhile; None at the deadline."""

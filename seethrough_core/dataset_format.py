@@ -24,6 +24,13 @@ from typing import Any
 
 from .errors import SeeThroughError
 from .layout import Layout
+from .oscr_spec import SEETHROUGH3D_V1
+
+TARGET_NAME = "target.png"  # a sample's files, in samples/<id>/
+OSCR_NAME = "oscr.jpg"
+# The quality a sample's OSCR is saved at when its profile has no JPEG round trip of its own: the
+# checkpoint's own data's (the reference profile always has one).
+OSCR_JPEG_QUALITY: int = SEETHROUGH3D_V1.condition_jpeg_quality  # type: ignore[assignment]
 
 METADATA_NAME = "metadata.jsonl"
 SAMPLES_DIR = "samples"

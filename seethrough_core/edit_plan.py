@@ -3,12 +3,12 @@
 One plan for `seethrough edit` and the add-on's Regenerate Changed and Vary Box: which region may
 change, the generation's settings (the previous picture's steps and guidance, its seed unless another is
 given), the request's `edit`, and the `parent` the new record will carry. Nothing here renders or talks
-to a server. A camera move is planned by reprojection (seethrough_core.reprojection): the previous
-picture warped into the new camera, regenerated only where the move reveals something or a box is.
+to a server.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,11 +16,11 @@ import numpy as np
 
 from .edit_input import EditInput, edit_problem
 from .edit_region import LayoutChange, box_region, layout_change
-from .errors import SeeThroughError
+from .errors import LayoutError, SeeThroughError
 from .generation_settings import GenerationSettings, SettingError
 from .layout import Layout
 from .limits import DEFAULT_EDIT_MARGIN_PX, DEFAULT_EDIT_STRENGTH, DEFAULT_REPROJECT_LIMIT
-from .record import GenerationRecord, parent_entry
+from .record import GenerationRecord, parent_entry, read_png_record
 from .reprojection import REPROJECTED, CameraMove, plan_camera_move
 
 
@@ -40,6 +40,39 @@ class PreviousPicture:
     layout: Layout
 
 
+class PreviousPictureError(SeeThroughError, ValueError):
+    """A picture an edit cannot start from; the message says why and what to do."""
+
+
+def read_previous_picture(
+    label: str, origin: dict[str, Any], png: bytes, pixels: Callable[[], np.ndarray], remedy: str
+) -> PreviousPicture:
+    """A saved PNG as the start of an edit: its record must be there and describe these pixels.
+
+    ``pixels`` decodes the PNG (Pillow on the command line, Blender's image in the add-on; the core has
+    neither); ``remedy`` ends each message with what to do where the picture came from.
+    """
+    try:
+        record = read_png_record(png)
+    except ValueError as exc:
+        raise PreviousPictureError(f"{label}: {exc}") from None
+    if record is None:
+        raise PreviousPictureError(
+            f"{label} has no SeeThrough generation record, so its layout and seed are unknown; {remedy}"
+        )
+    image = pixels()
+    if image.shape[:2] != (record.height, record.width):
+        raise PreviousPictureError(
+            f"{label} is {image.shape[1]}x{image.shape[0]} px but its record says "
+            f"{record.width}x{record.height}: the picture was changed after it was generated; {remedy}"
+        )
+    try:
+        layout = Layout.from_dict(record.layout)
+    except LayoutError as exc:
+        raise PreviousPictureError(f"{label}: the layout in its record is not usable: {exc}") from None
+    return PreviousPicture(label, origin, png, image, record, layout)
+
+
 @dataclass(frozen=True)
 class EditPlan:
     settings: GenerationSettings
@@ -49,14 +82,20 @@ class EditPlan:
     camera_move: CameraMove | None = None  # kind "reprojected": the previous picture in the new camera
 
     @property
-    def region_mask(self) -> np.ndarray | None:
-        """The region as saved beside the result (uint8, 255 = may change); None for a regeneration."""
-        return None if self.edit is None else self.change.mask()
+    def unchanged(self) -> bool:
+        """Nothing to regenerate: the previous picture (after a camera move, ``reprojected``) is the new
+        one; a sequence copies it."""
+        return self.edit is None and not self.change.full
 
     @property
     def reprojected(self) -> np.ndarray | None:
         """The reprojected picture the edit starts from, saved beside the result (None: not a camera move)."""
         return None if self.camera_move is None else self.camera_move.image
+
+    @property
+    def region_mask(self) -> np.ndarray | None:
+        """The region as saved beside the result (uint8, 255 = may change); None for a regeneration."""
+        return None if self.edit is None else self.change.mask()
 
     def summary(self) -> str:
         return self.change.summary() if self.camera_move is None else self.camera_move.summary()
@@ -80,13 +119,14 @@ def plan_edit(
     to regenerate; that, or a change of resolution or scene prompt, plans a full regeneration with the
     previous settings (``plan.edit`` is None; the summary says why)."""
     change = layout_change(previous.layout, layout, margin_px)
-    if change.full:  # a camera move may still keep most of the picture
-        move = plan_camera_move(previous.image, previous.layout, layout, margin_px, reproject_limit)
-        change, move = reprojected_change(change, move)
-        if move is not None:
-            return _plan(
-                previous, layout, change, REPROJECTED, margin_px, strength, seed, preview_interval, move
-            )
+    change, move = _camera_move(previous, layout, change, margin_px, reproject_limit)
+    if move is not None and change.unchanged:  # nothing new in view and no box: still a picture to make
+        change, move = (
+            LayoutChange("the camera move leaves nothing to regenerate (no box in view)", [], None),
+            None,
+        )
+    if move is not None:
+        return _plan(previous, layout, change, REPROJECTED, margin_px, strength, seed, preview_interval, move)
     if change.unchanged:
         what = "no box changed" if not change.boxes else "no changed box is in the frame"
         raise EditPlanError(
@@ -147,31 +187,76 @@ def _plan(
         preview_interval=preview_interval,
     )
     settings.check()
-    edit = change.edit_of(previous.image if move is None else move.image, strength)
+    return _edit_plan(previous, layout, settings, change, kind, margin_px, strength, move)
+
+
+def plan_next_frame(
+    previous: PreviousPicture,
+    layout: Layout,
+    settings: GenerationSettings,
+    *,
+    margin_px: int,
+    reproject_limit: float = DEFAULT_REPROJECT_LIMIT,
+) -> EditPlan:
+    """A frame of a sequence (`seethrough batch --consistent`) from the frame before it, with the
+    sequence's own settings: an edit over what changed, the previous frame reprojected after a camera
+    move, a full regeneration (a move past ``reproject_limit``, resolution or scene prompt changed), or,
+    when nothing needs regenerating, no edit and ``plan.unchanged`` (copy the picture)."""
+    change = layout_change(previous.layout, layout, margin_px)
+    change, move = _camera_move(previous, layout, change, margin_px, reproject_limit)
+    kind = (
+        REPROJECTED
+        if move is not None
+        else "regeneration"
+        if change.full
+        else "unchanged"
+        if change.unchanged
+        else "edit"
+    )
+    return _edit_plan(previous, layout, settings, change, kind, margin_px, DEFAULT_EDIT_STRENGTH, move)
+
+
+def _camera_move(
+    previous: PreviousPicture, layout: Layout, change: LayoutChange, margin_px: int, reproject_limit: float
+) -> tuple[LayoutChange, CameraMove | None]:
+    """A full-regeneration ``change`` with what reprojection makes of it: the region of a camera move
+    (and the move), or the full regeneration with the reason reprojection cannot carry it (and None)."""
+    if not change.full:
+        return change, None
+    move = plan_camera_move(previous.image, previous.layout, layout, margin_px, reproject_limit)
+    if move is None:
+        return change, None
+    if move.full_reason is not None:
+        return LayoutChange(move.full_reason, [], None), None
+    return LayoutChange(None, move.boxes, move.region), move
+
+
+def _edit_plan(
+    previous: PreviousPicture,
+    layout: Layout,
+    settings: GenerationSettings,
+    change: LayoutChange,
+    kind: str,
+    margin_px: int,
+    strength: float,
+    move: CameraMove | None = None,
+) -> EditPlan:
+    """The edit of the previous picture (or of its reprojection, after a camera move) for ``change`` and
+    the parent entry naming it, one way for all."""
+    start = previous.image if move is None else move.image
+    edit = None if change.unchanged else change.edit_of(start, strength)
     if edit is not None:
         problem = edit_problem(edit, layout.width, layout.height)
         if problem is not None:  # the image and mask are right by construction: the strength is not
             raise SettingError(problem.field.removeprefix("edit."), problem.message)
     details: dict[str, Any] = {**previous.origin, "kind": kind}
-    if edit is None:
+    if change.full:
         details["reason"] = change.full_reason
     elif move is not None:
-        details.update(strength=edit.strength, **move.details(margin_px))
-    else:
+        details.update(**move.details(margin_px))
+        if edit is not None:
+            details["strength"] = edit.strength
+    elif edit is not None:
         changes = [c.describe() for c in change.boxes]
         details.update(strength=edit.strength, margin_px=margin_px, changes=changes)
-    return EditPlan(settings, edit, change, parent_entry(previous.png, record, **details), move)
-
-
-def reprojected_change(
-    change: LayoutChange, move: CameraMove | None
-) -> tuple[LayoutChange, CameraMove | None]:
-    """A full-regeneration ``change`` with what reprojection makes of it: the region of a camera move
-    that it carries (and the move), or the full regeneration with the reason it does not (and None)."""
-    if move is None:
-        return change, None
-    if move.full_reason is not None:
-        return LayoutChange(move.full_reason, [], None), None
-    if not move.region.any():  # the new camera sees nothing new and no box: still a picture to make
-        return LayoutChange("the camera move leaves nothing to regenerate (no box in view)", [], None), None
-    return LayoutChange(None, move.boxes, move.region), move
+    return EditPlan(settings, edit, change, parent_entry(previous.png, previous.record, **details), move)

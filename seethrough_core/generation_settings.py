@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
 from .edit_input import strength_problem
 from .errors import SeeThroughError
@@ -169,25 +170,9 @@ class GenerationSettings:
     step_cache: float | None = None  # threshold of the step cache (0: exact; off when None and by default)
 
     @classmethod
-    def for_layout(
-        cls,
-        layout: Layout,
-        *,
-        seed: int | None,
-        steps: int = DEFAULT_STEPS,
-        guidance: float = DEFAULT_GUIDANCE,
-        preview_interval: int = 0,
-    ) -> GenerationSettings:
-        return cls(
-            layout.scene_prompt,
-            layout.descriptions,
-            layout.width,
-            layout.height,
-            seed,
-            steps,
-            guidance,
-            preview_interval,
-        )
+    def for_layout(cls, layout: Layout, **choices: Any) -> GenerationSettings:
+        """A layout's prompt, descriptions and size with the artist's ``choices`` (seed, steps ...)."""
+        return cls(layout.scene_prompt, layout.descriptions, layout.width, layout.height, **choices)
 
     def check(self, max_boxes: int = MAX_BOXES) -> None:
         """Raises SettingError naming the first setting out of its rules."""

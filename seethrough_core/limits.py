@@ -68,7 +68,6 @@ DRAFT_SIDE = 512  # the longer side of a draft, px
 DRAFT_STEP_CACHE = 0.1  # the step cache's threshold in a draft
 
 # `seethrough batch` against its servers
-DEFAULT_BATCH_TIMEOUT_S = 30.0  # silence after which a server counts as gone (--timeout)
 DEFAULT_SERVER_RETRY_S = 300.0  # how long a server that went away is tried again (--retry-for)
 
 # Regional regeneration (an edit of a previous result; docs/edit.md)

@@ -12,27 +12,27 @@ server and the client share one definition and one set of checks.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import io
 import math
+import types
+import typing
 import uuid
-from abc import ABC, abstractmethod
+from abc import ABC
 from collections.abc import Sequence
-from dataclasses import dataclass, field, fields, is_dataclass
+from dataclasses import MISSING, Field, dataclass, field, fields, is_dataclass
 from enum import StrEnum
 from typing import Any, ClassVar, Self
 
 import msgpack
 import numpy as np
 
+from .condition_input import ConditionInput
 from .edit_input import EditInput, edit_problem
 from .errors import SeeThroughError
 from .generation_settings import GenerationSettings, SettingError, is_int, is_number
-from .layout import Layout
 from .limits import (
-    DEFAULT_EDIT_STRENGTH,
-    DEFAULT_GUIDANCE,
-    DEFAULT_SIDE,
-    DEFAULT_STEPS,
     MAX_FRAMES,
     MAX_HEADER_BYTES,
     MAX_ID_CHARS,
@@ -109,20 +109,69 @@ class Message(ABC):
         self.validate()
         header: dict[str, Any] = {"type": self.TYPE, "protocol": PROTOCOL_VERSION}
         frames: list[Frame] = [b""]
-        for f in fields(self):
-            header[f.name] = _encode_value(getattr(self, f.name), frames)
+        header.update(_encode_fields(self, frames))
         frames[0] = msgpack.packb(header, use_bin_type=True)
         return frames
 
     @classmethod
-    @abstractmethod
     def _decode(cls, r: _Reader) -> Self:
-        """The message from a checked header; raises ProtocolError naming the first bad field."""
+        """The message from a checked header, field by field as the dataclass declares them (types,
+        defaults, `wire` rules); raises ProtocolError naming the first bad field."""
+        message = cls(**_decode_fields(cls, r))
+        message.validate()
+        return message
+
+
+# --- how a field travels ----------------------------------------------------------------------------
+# A message's dataclass is its only declaration: the encoder writes every field as a header key and the
+# decoder reads each one by its type, taking the field's default when the key is missing or nil. What
+# the type cannot say is in the field's metadata, made by `wire(...)`.
+
+
+def wire(
+    *,
+    lo: int | None = None,
+    choices: Sequence[str] | None = None,
+    id: bool = False,
+    nonempty: bool = False,
+    required: bool = False,
+    image_min_side: int | None = None,
+    flatten: bool = False,
+) -> dict[str, Any]:
+    """A field's wire rules: ``lo`` the smallest integer; ``choices`` the allowed strings; ``id`` a
+    request or job id (``nonempty``: never ""); ``required`` on the wire although the dataclass has a
+    default (a sender's default, e.g. a fresh id); ``image_min_side`` an RGB image of at least this
+    side; ``flatten`` a dataclass whose fields are header keys of their own (the generation settings)."""
+    return {
+        "lo": lo,
+        "choices": tuple(choices) if choices is not None else None,
+        "id": id,
+        "nonempty": nonempty,
+        "required": required,
+        "image_min_side": image_min_side,
+        "flatten": flatten,
+    }
+
+
+_ID = wire(id=True)  # a request's or job's id as a reply names it ("" where there is none)
+_REQUEST_ID = wire(id=True, nonempty=True, required=True)  # the sender makes a fresh one
+
+
+def _encode_fields(value: Any, frames: list[Frame]) -> dict[str, Any]:
+    header: dict[str, Any] = {}
+    for f in fields(value):
+        if f.metadata.get("flatten"):
+            header.update(_encode_fields(getattr(value, f.name), frames))
+        else:
+            header[f.name] = _encode_value(getattr(value, f.name), frames)
+    return header
 
 
 def _encode_value(value: Any, frames: list[Frame]) -> Any:
     """A field's header value; arrays and bytes go to their own frames, a nested dataclass (an edit)
     becomes a map encoded the same way."""
+    if isinstance(value, tuple):  # descriptions may be a tuple; msgpack sends both as an array
+        return list(value)
     if isinstance(value, np.ndarray):
         array = np.ascontiguousarray(value)
         frames.append(array)
@@ -131,10 +180,90 @@ def _encode_value(value: Any, frames: list[Frame]) -> Any:
         frames.append(value)
         return {"frame": len(frames) - 1, "encoding": _sniff_encoding(value)}
     if is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _encode_value(getattr(value, f.name), frames) for f in fields(value)}
+        return _encode_fields(value, frames)
     if isinstance(value, list) and any(is_dataclass(item) for item in value):  # set_lora's style_loras
         return [_encode_value(item, frames) for item in value]
     return value
+
+
+@functools.cache
+def _field_types(cls: type) -> dict[str, Any]:
+    """A dataclass's resolved field types, worked out once per class (the loop decodes every message)."""
+    return typing.get_type_hints(cls)
+
+
+def _decode_fields(cls: type, r: _Reader) -> dict[str, Any]:
+    hints = _field_types(cls)
+    values: dict[str, Any] = {}
+    for f in fields(cls):
+        if f.metadata.get("flatten"):
+            values[f.name] = hints[f.name](**_raw_fields(hints[f.name], r))
+        else:
+            values[f.name] = _decode_field(r, f, hints[f.name])
+    return values
+
+
+def _raw_fields(cls: type, r: _Reader) -> dict[str, Any]:
+    """A flattened object's fields as sent (missing or nil: the field's default), for an object that
+    checks itself (GenerationSettings.check, from the message's validate): one rule, one message."""
+    hints = _field_types(cls)
+    values: dict[str, Any] = {}
+    for f in fields(cls):
+        args = typing.get_args(hints[f.name])
+        optional = type(None) in args
+        default = f.default if f.default is not MISSING else _MISSING
+        values[f.name] = r.get(f.name, default, optional)
+    return values
+
+
+def _decode_field(r: _Reader, f: Field[Any], hint: Any) -> Any:
+    name, rules = f.name, f.metadata
+    args = typing.get_args(hint)
+    optional = typing.get_origin(hint) in (typing.Union, types.UnionType) and type(None) in args
+    if optional:
+        rest = tuple(a for a in args if a is not type(None))
+        hint = rest[0] if len(rest) == 1 else typing.Union[rest]  # noqa: UP007 (built at run time)
+    default: Any = _MISSING
+    if not rules.get("required"):
+        if f.default is not MISSING:
+            default = f.default
+        elif f.default_factory is not MISSING:
+            default = f.default_factory()
+    if default is None:
+        default, optional = _MISSING, True
+    origin, args = typing.get_origin(hint) or hint, typing.get_args(hint)
+    if hint is str and rules.get("id"):
+        value = r.text(name, default=default, optional=optional)
+        if value is not None:
+            _check_id(value, name, allow_empty=not rules["nonempty"], request_id=r.request_id)
+        return value
+    if hint is str and rules.get("choices"):
+        return r.choice(name, rules["choices"], default=default, optional=optional)
+    if hint is str:
+        return r.text(name, default=default, optional=optional)
+    if hint is bool:
+        return r.boolean(name, default=default, optional=optional)
+    if hint is int:
+        return r.integer(name, default=default, optional=optional, lo=rules.get("lo"))
+    if hint is float:
+        return r.number(name, default=default, optional=optional)
+    if origin is dict:
+        return r.float_map(name) if args[1] is float else r.mapping(name, default=default, optional=optional)
+    if origin in (list, Sequence) and is_dataclass(args[0]):
+        return r.dataclass_list(name, args[0], optional=optional)
+    if origin in (list, Sequence):
+        return r.int_lists(name) if typing.get_origin(args[0]) is list else r.str_list(name)
+    if hint is np.ndarray:
+        array = r.array(name, optional=optional)
+        if array is not None and rules.get("image_min_side") is not None:
+            _check_image(array, name, r.request_id, min_side=rules["image_min_side"])
+        return array
+    if set(args) == {np.ndarray, bytes}:
+        return r.image(name)
+    if is_dataclass(hint):
+        sub = r.nested(name)
+        return None if sub is None else hint(**_decode_fields(hint, sub))
+    raise TypeError(f"{name}: no wire reader for {hint!r}")  # a message declared with a new type
 
 
 @dataclass
@@ -142,108 +271,59 @@ class InfoRequest(Message):
     """Ask for the server's state; with `job_id`, also for that job's state."""
 
     TYPE: ClassVar[str] = "info"
-    job_id: str | None = None
-    request_id: str = field(default_factory=new_id)
-
-    @classmethod
-    def _decode(cls, r: _Reader) -> Self:
-        return cls(request_id=r.id("request_id", allow_empty=False), job_id=r.optional_id("job_id"))
+    job_id: str | None = field(default=None, metadata=wire(id=True))
+    request_id: str = field(default_factory=new_id, metadata=_REQUEST_ID)
 
 
 @dataclass
 class InfoReply(Message):
     TYPE: ClassVar[str] = "info_reply"
-    request_id: str
+    request_id: str = field(metadata=wire(id=True))
     server_version: str
-    state: str  # "loading" (model not ready yet; jobs are queued) or "ready"
+    # "loading" (model not ready yet; jobs are queued) or "ready"
+    state: str = field(metadata=wire(choices=("loading", "ready")))
     model: dict[str, Any]  # identity of the base model, e.g. {"name": ..., "dtype": ...}
     lora: dict[str, Any] | None  # identity of the SeeThrough LoRA; None for the tiny random model
     device: str
-    free_memory_bytes: int | None  # GPU memory when the device is CUDA, else system RAM
-    memory_kind: str  # "gpu" or "system"
-    queue_length: int  # jobs waiting or running: what a new job would wait behind
+    # GPU memory when the device is CUDA, else system RAM
+    free_memory_bytes: int | None = field(metadata=wire(lo=0))
+    memory_kind: str = field(metadata=wire(choices=("gpu", "system")))
+    # jobs waiting or running: what a new job would wait behind
+    queue_length: int = field(metadata=wire(lo=0))
     is_noise: bool  # True: random weights, every image is noise
-    max_boxes: int
-    job_state: str | None = None  # "queued", "running" or "unknown" when the request named a job
-    job_queue_position: int | None = None
+    max_boxes: int = field(metadata=wire(lo=1))
+    # "queued", "running" or "unknown" when the request named a job
+    job_state: str | None = field(default=None, metadata=wire(choices=("queued", "running", "unknown")))
+    job_queue_position: int | None = field(default=None, metadata=wire(lo=0))
     # T5 tokens the model reads of the composed prompt ("a photo of " + descriptions joined by " and "
     # + " " + scene prompt, EOS included); None while the model loads.
-    max_prompt_tokens: int | None = None
-
-    @classmethod
-    def _decode(cls, r: _Reader) -> Self:
-        return cls(
-            request_id=r.id("request_id"),
-            server_version=r.text("server_version"),
-            state=r.choice("state", ("loading", "ready")),
-            model=r.mapping("model"),
-            lora=r.mapping("lora", optional=True),
-            device=r.text("device"),
-            free_memory_bytes=r.integer("free_memory_bytes", lo=0, optional=True),
-            memory_kind=r.choice("memory_kind", ("gpu", "system")),
-            queue_length=r.integer("queue_length", lo=0),
-            is_noise=r.boolean("is_noise"),
-            max_boxes=r.integer("max_boxes", lo=1),
-            job_state=r.choice("job_state", ("queued", "running", "unknown"), optional=True),
-            job_queue_position=r.integer("job_queue_position", lo=0, optional=True),
-            max_prompt_tokens=r.integer("max_prompt_tokens", lo=1, optional=True),
-        )
+    max_prompt_tokens: int | None = field(default=None, metadata=wire(lo=1))
 
 
 @dataclass
 class GenerateRequest(Message):
-    """One image: a scene prompt, one description and one mask per box, and the OSCR image.
+    """One image: its generation settings, its OSCR image and one mask per box.
 
-    `oscr_image` is uint8 H x W x 3, or the bytes of a PNG/JPEG file. `masks` are either token
-    grids (N x 32 x 32, bool or uint8, nonzero inside; `mask_kind="token_grid"`) or full-size
-    amodal masks (N x H x W, bool or uint8 with 255 inside; `mask_kind="amodal"`) that the server
-    pools onto the token grid. `seed=None` lets the server pick one; the result reports it.
+    On the wire the settings' fields (`scene_prompt`, `descriptions`, `width`, `height`, `seed`, `steps`,
+    `guidance`, `preview_interval`) are header keys of their own. `oscr_image` is uint8 H x W x 3, or
+    the bytes of a PNG/JPEG file. `masks` are either token grids (N x 32 x 32, bool or uint8, nonzero
+    inside; `mask_kind="token_grid"`) or full-size amodal masks (N x H x W, bool or uint8 with 255
+    inside; `mask_kind="amodal"`) that the server pools onto the token grid. `settings.seed=None` lets
+    the server pick one; the result reports it.
     """
 
     TYPE: ClassVar[str] = "generate"
-    scene_prompt: str
-    descriptions: list[str]
+    settings: GenerationSettings = field(metadata=wire(flatten=True))
     oscr_image: np.ndarray | bytes
     masks: np.ndarray
-    mask_kind: str = "amodal"
-    width: int = DEFAULT_SIDE
-    height: int = DEFAULT_SIDE
-    seed: int | None = None
-    steps: int = DEFAULT_STEPS
-    guidance: float = DEFAULT_GUIDANCE
-    preview_interval: int = 0  # 0: no previews; n: a preview with every n-th progress message
+    mask_kind: str = field(default="amodal", metadata=wire(choices=MASK_KINDS, required=True))
     metadata: dict[str, Any] = field(default_factory=dict)  # returned untouched with the result
-    request_id: str = field(default_factory=new_id)
+    request_id: str = field(default_factory=new_id, metadata=_REQUEST_ID)
     # The server passes the OSCR image through JPEG at the profile's quality (90), as the checkpoint's
     # training renders were saved; false: the pixels as sent (e.g. an image already saved that way).
     oscr_jpeg_round_trip: bool = True
     # Regional regeneration: change only inside edit.mask of the previous result edit.image (docs/edit.md).
     edit: EditInput | None = None
-    # Speed options (GenerationSettings); None: the server's default
-    condition_cache: bool | None = None
-    step_cache: float | None = None
-
-    @classmethod
-    def for_layout(
-        cls,
-        layout: Layout,
-        oscr_image: np.ndarray | bytes,
-        token_grids: np.ndarray,
-        *,
-        seed: int | None,
-        steps: int = DEFAULT_STEPS,
-        guidance: float = DEFAULT_GUIDANCE,
-        preview_interval: int = 0,
-        metadata: dict[str, Any] | None = None,
-        edit: EditInput | None = None,
-    ) -> GenerateRequest:
-        """The request for a rendered layout: its prompt, descriptions and size, its OSCR image (PNG
-        bytes or pixels) and its boxes' token grids (seethrough_core.masks, in box order); with
-        ``edit``, a change of a previous picture inside the edit's mask only."""
-        settings = GenerationSettings.for_layout(
-            layout, seed=seed, steps=steps, guidance=guidance, preview_interval=preview_interval
-        )
-        return cls.for_settings(settings, oscr_image, token_grids, metadata, edit)
 
     @classmethod
     def for_settings(
@@ -254,46 +334,24 @@ class GenerateRequest(Message):
         metadata: dict[str, Any] | None = None,
         edit: EditInput | None = None,
     ) -> GenerateRequest:
-        """The request once the images exist, for settings checked before they were rendered."""
-        return cls(
-            scene_prompt=settings.scene_prompt,
-            descriptions=list(settings.descriptions),
-            oscr_image=oscr_image,
-            masks=token_grids,
-            mask_kind="token_grid",
-            width=settings.width,
-            height=settings.height,
-            seed=settings.seed,
-            steps=settings.steps,
-            guidance=settings.guidance,
-            preview_interval=settings.preview_interval,
-            metadata=dict(metadata or {}),
-            edit=edit,
-            condition_cache=settings.condition_cache,
-            step_cache=settings.step_cache,
-        )
+        """The request for settings checked before the images were rendered: its OSCR image (PNG bytes
+        or pixels) and its boxes' token grids (seethrough_core.masks, in box order); with ``edit``, a
+        change of a previous picture inside the edit's mask only."""
+        return cls(settings, oscr_image, token_grids, "token_grid", dict(metadata or {}), edit=edit)
 
-    @property
-    def settings(self) -> GenerationSettings:
-        return GenerationSettings(
-            self.scene_prompt,
-            self.descriptions,
-            self.width,
-            self.height,
-            self.seed,
-            self.steps,
-            self.guidance,
-            self.preview_interval,
-            self.condition_cache,
-            self.step_cache,
-        )
+    def condition(self) -> ConditionInput:
+        """What the pipeline conditions on: the OSCR image's pixels (a PNG/JPEG decoded now:
+        ProtocolError if it does not) and the masks on the token grid."""
+        return ConditionInput(self.oscr_pixels(), self.token_grids(), self.oscr_jpeg_round_trip)
 
     def validate(self) -> None:
         def bad(name: str, message: str) -> ProtocolError:
             return ProtocolError(ErrorCode.INVALID_FIELD, message, name, self.request_id or None)
 
         _check_id(self.request_id, "request_id", allow_empty=False)
-        if not isinstance(self.descriptions, list):
+        if not isinstance(self.settings, GenerationSettings):
+            raise bad("settings", "must be a GenerationSettings")
+        if not isinstance(self.settings.descriptions, list | tuple):
             raise bad("descriptions", "must be a list of descriptions, one per box")
         try:
             self.settings.check()
@@ -313,7 +371,7 @@ class GenerateRequest(Message):
     def _validate_edit(self) -> None:
         if self.edit is None:
             return
-        problem = edit_problem(self.edit, self.width, self.height)
+        problem = edit_problem(self.edit, self.settings.width, self.settings.height)
         if problem is not None:
             raise ProtocolError(
                 ErrorCode.INVALID_FIELD, problem.message, problem.field, self.request_id or None
@@ -325,11 +383,12 @@ class GenerateRequest(Message):
         masks = self.masks
         if not isinstance(masks, np.ndarray) or masks.dtype.name not in ARRAY_DTYPES or masks.ndim != 3:
             raise bad("masks", "must be a bool or uint8 array of shape N x H x W (one mask per box)")
-        if masks.shape[0] != len(self.descriptions):
+        boxes = len(self.settings.descriptions)
+        if masks.shape[0] != boxes:
             raise bad(
                 "masks",
-                f"{masks.shape[0]} masks for {len(self.descriptions)} descriptions: send exactly one mask "
-                "per box, in the order of the descriptions",
+                f"{masks.shape[0]} masks for {boxes} descriptions: send exactly one mask per box, in the "
+                "order of the descriptions",
             )
         if self.mask_kind == "token_grid" and masks.shape[1:] != (GRID_SIZE, GRID_SIZE):
             raise bad(
@@ -372,104 +431,38 @@ class GenerateRequest(Message):
             return np.asarray(self.masks).view(np.uint8) != 0
         return np.stack([pool_to_token_grid(mask) for mask in self.masks])
 
-    @classmethod
-    def _decode(cls, r: _Reader) -> Self:
-        request = cls(
-            request_id=r.id("request_id", allow_empty=False),
-            scene_prompt=r.text("scene_prompt"),
-            descriptions=r.str_list("descriptions"),
-            oscr_image=r.image("oscr_image"),
-            masks=r.array("masks"),
-            mask_kind=r.choice("mask_kind", MASK_KINDS),
-            width=r.integer("width"),
-            height=r.integer("height"),
-            seed=r.integer("seed", optional=True),
-            steps=r.integer("steps", default=DEFAULT_STEPS),
-            guidance=r.number("guidance", default=DEFAULT_GUIDANCE),
-            preview_interval=r.integer("preview_interval", default=0),
-            metadata=r.mapping("metadata", default={}),
-            oscr_jpeg_round_trip=r.boolean("oscr_jpeg_round_trip", default=True),
-            edit=_decode_edit(r),
-            condition_cache=r.get("condition_cache", None, True),  # checked with the settings
-            step_cache=r.get("step_cache", None, True),
-        )
-        request.validate()
-        return request
-
-
-def _optional_flag(r: _Reader, name: str) -> bool | None:
-    value = r.get(name, None, True)
-    if value is not None and not isinstance(value, bool):
-        raise r.invalid(name, "true, false or nil", value)
-    return value
-
-
-def _optional_number(r: _Reader, name: str) -> float | None:
-    value = r.get(name, None, True)
-    if value is not None and not is_number(value):
-        raise r.invalid(name, "a finite number or nil", value)
-    return None if value is None else float(value)
-
-
-def _decode_edit(r: _Reader) -> EditInput | None:
-    """The optional `edit` map: {"image": raw array, "mask": raw array, "strength": number}."""
-    sub = r.nested("edit")
-    if sub is None:
-        return None
-    return EditInput(
-        image=sub.array("image"),
-        mask=sub.array("mask"),
-        strength=sub.number("strength", default=DEFAULT_EDIT_STRENGTH),
-    )
-
 
 @dataclass
 class Accepted(Message):
     TYPE: ClassVar[str] = "accepted"
-    request_id: str
-    job_id: str
-    queue_position: int  # jobs that run before this one (the running one included); 0: starts now
-
-    @classmethod
-    def _decode(cls, r: _Reader) -> Self:
-        return cls(r.id("request_id"), r.id("job_id"), r.integer("queue_position", lo=0))
+    request_id: str = field(metadata=_ID)
+    job_id: str = field(metadata=_ID)
+    # jobs that run before this one (the running one included); 0: starts now
+    queue_position: int = field(metadata=wire(lo=0))
 
 
 @dataclass
 class Progress(Message):
     TYPE: ClassVar[str] = "progress"
-    request_id: str
-    job_id: str
-    step: int  # 1-based
-    total: int
+    request_id: str = field(metadata=_ID)
+    job_id: str = field(metadata=_ID)
+    step: int = field(metadata=wire(lo=1))  # 1-based
+    total: int = field(metadata=wire(lo=1))
     elapsed_s: float  # since the job started running
-    preview: np.ndarray | None = None  # small uint8 RGB image, every preview_interval steps
-
-    @classmethod
-    def _decode(cls, r: _Reader) -> Self:
-        preview = r.array("preview", optional=True)
-        if preview is not None:
-            _check_image(preview, "preview", r.request_id, min_side=1)
-        return cls(
-            r.id("request_id"),
-            r.id("job_id"),
-            r.integer("step", lo=1),
-            r.integer("total", lo=1),
-            r.number("elapsed_s"),
-            preview,
-        )
+    # small uint8 RGB image, every preview_interval steps
+    preview: np.ndarray | None = field(default=None, metadata=wire(image_min_side=1))
 
 
 @dataclass
 class Result(Message):
     TYPE: ClassVar[str] = "result"
-    request_id: str
-    job_id: str
-    image: np.ndarray  # uint8 H x W x 3
-    seed: int
+    request_id: str = field(metadata=_ID)
+    job_id: str = field(metadata=_ID)
+    image: np.ndarray = field(metadata=wire(image_min_side=1))  # uint8 H x W x 3
+    seed: int = field(metadata=wire(lo=0))
     prompt: str  # the exact prompt the text encoders saw
     call_ids: list[list[int]]  # per box, the T5 token positions of its description in `prompt`
-    steps: int
+    steps: int = field(metadata=wire(lo=1))
     guidance: float
     timings: dict[str, float]  # queue_wait_s (received to model start), generation_s, total_s; seconds
     model_timings: dict[str, float]  # the pipeline's own breakdown
@@ -477,49 +470,21 @@ class Result(Message):
     lora: dict[str, Any] | None
     is_noise: bool
     metadata: dict[str, Any]
-    oscr_jpeg_quality: int | None = None  # the JPEG round trip the OSCR image went through (None: none)
+    # the JPEG round trip the OSCR image went through (None: none)
+    oscr_jpeg_quality: int | None = field(default=None, metadata=wire(lo=1))
     # Denoising steps whose transformer blocks all ran; fewer than `steps` when the step cache reused
     # earlier steps' work (None: a server that does not report it)
-    steps_computed: int | None = None
+    steps_computed: int | None = field(default=None, metadata=wire(lo=0))
     # The speed options the image was made with (the request's, else the server's defaults); None: unknown
     condition_cache: bool | None = None
     step_cache: float | None = None  # None also when the step cache was off
-
-    @classmethod
-    def _decode(cls, r: _Reader) -> Self:
-        image = r.array("image")
-        _check_image(image, "image", r.request_id, min_side=1)
-        return cls(
-            request_id=r.id("request_id"),
-            job_id=r.id("job_id"),
-            image=image,
-            seed=r.integer("seed", lo=0),
-            prompt=r.text("prompt"),
-            call_ids=r.int_lists("call_ids"),
-            steps=r.integer("steps", lo=1),
-            guidance=r.number("guidance"),
-            timings=r.float_map("timings"),
-            model_timings=r.float_map("model_timings"),
-            model=r.mapping("model"),
-            lora=r.mapping("lora", optional=True),
-            is_noise=r.boolean("is_noise"),
-            metadata=r.mapping("metadata"),
-            oscr_jpeg_quality=r.integer("oscr_jpeg_quality", optional=True, lo=1),
-            steps_computed=r.integer("steps_computed", optional=True, lo=0),
-            condition_cache=_optional_flag(r, "condition_cache"),
-            step_cache=_optional_number(r, "step_cache"),
-        )
 
 
 @dataclass
 class CancelRequest(Message):
     TYPE: ClassVar[str] = "cancel"
-    job_id: str
-    request_id: str = field(default_factory=new_id)
-
-    @classmethod
-    def _decode(cls, r: _Reader) -> Self:
-        return cls(job_id=r.id("job_id", allow_empty=False), request_id=r.id("request_id", allow_empty=False))
+    job_id: str = field(metadata=wire(id=True, nonempty=True))
+    request_id: str = field(default_factory=new_id, metadata=_REQUEST_ID)
 
 
 @dataclass
@@ -527,13 +492,9 @@ class Cancelled(Message):
     """The job stopped: removed from the queue, or stopped before its next step (no VAE decode)."""
 
     TYPE: ClassVar[str] = "cancelled"
-    request_id: str  # the cancel request's id
-    job_id: str
+    request_id: str = field(metadata=_ID)  # the cancel request's id
+    job_id: str = field(metadata=_ID)
     was_running: bool
-
-    @classmethod
-    def _decode(cls, r: _Reader) -> Self:
-        return cls(r.id("request_id"), r.id("job_id"), r.boolean("was_running"))
 
 
 @dataclass
@@ -557,7 +518,7 @@ class SetLoraRequest(Message):
     lora: str | None = None  # the SeeThrough3D LoRA: a .safetensors file, a folder, a cached repo id
     lora_scale: float | None = None  # None: the current scale
     style_loras: list[StyleLoraChoice] | None = None  # the complete new list; [] removes them all
-    request_id: str = field(default_factory=new_id)
+    request_id: str = field(default_factory=new_id, metadata=_REQUEST_ID)
 
     def validate(self) -> None:
         def bad(name: str, message: str) -> ProtocolError:
@@ -576,40 +537,17 @@ class SetLoraRequest(Message):
         if self.lora is None and self.lora_scale is None and self.style_loras is None:
             raise bad("lora", "nothing to change: give lora, lora_scale or style_loras")
 
-    @classmethod
-    def _decode(cls, r: _Reader) -> Self:
-        styles = r.get("style_loras", None, True)
-        if styles is not None:
-            if not isinstance(styles, list) or not all(isinstance(item, dict) for item in styles):
-                raise r.invalid("style_loras", 'a list of maps {"path", "scale"}', styles)
-            styles = [StyleLoraChoice(item.get("path"), item.get("scale", 1.0)) for item in styles]
-        request = cls(
-            request_id=r.id("request_id", allow_empty=False),
-            lora=r.text("lora", optional=True),
-            lora_scale=r.get("lora_scale", None, True),
-            style_loras=styles,
-        )
-        request.validate()
-        return request
-
 
 @dataclass
 class LoraSet(Message):
     """The LoRAs are changed; `model` and `lora` as in `info_reply` now say so."""
 
     TYPE: ClassVar[str] = "lora_set"
-    request_id: str
-    job_id: str
+    request_id: str = field(metadata=_ID)
+    job_id: str = field(metadata=_ID)
     model: dict[str, Any]
     lora: dict[str, Any] | None
     load_s: float
-
-    @classmethod
-    def _decode(cls, r: _Reader) -> Self:
-        return cls(
-            r.id("request_id"), r.id("job_id"), r.mapping("model"), r.mapping("lora", optional=True),
-            r.number("load_s"),
-        )  # fmt: skip
 
 
 def describe_loras(model: dict[str, Any], lora: dict[str, Any] | None) -> list[str]:
@@ -631,23 +569,13 @@ class ErrorReply(Message):
     TYPE: ClassVar[str] = "error"
     code: str
     message: str
-    field: str = ""
-    request_id: str | None = None
-    job_id: str | None = None
+    field: str = ""  # (this name hides dataclasses.field below it: hence the module prefix)
+    request_id: str | None = dataclasses.field(default=None, metadata=_ID)
+    job_id: str | None = dataclasses.field(default=None, metadata=_ID)
 
     @classmethod
     def from_exception(cls, exc: ProtocolError) -> ErrorReply:
         return cls(exc.code, exc.message, exc.field, exc.request_id, exc.job_id)
-
-    @classmethod
-    def _decode(cls, r: _Reader) -> Self:
-        return cls(
-            code=r.text("code"),
-            message=r.text("message"),
-            field=r.text("field", default=""),
-            request_id=r.optional_id("request_id"),
-            job_id=r.optional_id("job_id"),
-        )
 
 
 REQUESTS: dict[str, type[Message]] = {
@@ -782,19 +710,10 @@ class _Reader:
             raise self.invalid(name, "a string", value)
         return value
 
-    def id(self, name: str, *, allow_empty: bool = True) -> str:
-        value = self.text(name)
-        _check_id(value, name, allow_empty=allow_empty, request_id=self.request_id)
-        return value
-
-    def optional_id(self, name: str) -> str | None:
-        value = self.text(name, optional=True)
-        if value is not None:
-            _check_id(value, name, allow_empty=True, request_id=self.request_id)
-        return value
-
-    def choice(self, name: str, options: Sequence[str], *, optional: bool = False) -> Any:
-        value = self.text(name, optional=optional)
+    def choice(
+        self, name: str, options: Sequence[str], *, default: Any = _MISSING, optional: bool = False
+    ) -> Any:
+        value = self.text(name, default=default, optional=optional)
         if value is not None and value not in options:
             raise self.invalid(name, "one of " + ", ".join(options), value)
         return value
@@ -807,14 +726,32 @@ class _Reader:
             raise self.invalid(name, "an integer" if lo is None else f"an integer >= {lo}", value)
         return value
 
-    def number(self, name: str, *, default: Any = _MISSING) -> float:
-        value = self.get(name, default, False)
+    def number(self, name: str, *, default: Any = _MISSING, optional: bool = False) -> float | None:
+        value = self.get(name, default, optional)
+        if value is None and optional:
+            return None
         if not is_number(value):
             raise self.invalid(name, "a finite number", value)
         return float(value)
 
-    def boolean(self, name: str, *, default: Any = _MISSING) -> bool:
-        value = self.get(name, default, False)
+    def dataclass_list(self, name: str, item_type: type, *, optional: bool = False) -> list[Any] | None:
+        """A list of maps, each one ``item_type``'s fields (a missing one takes the field's default, or
+        nil); the message's validate() checks the values."""
+        value = self.get(name, _MISSING, optional)
+        if value is None:
+            return None
+        if not isinstance(value, list) or not all(isinstance(item, dict) for item in value):
+            names = ", ".join(f'"{f.name}"' for f in fields(item_type))
+            raise self.invalid(name, f"a list of maps {{{names}}}", value)
+        defaults = {f.name: None if f.default is MISSING else f.default for f in fields(item_type)}
+        return [
+            item_type(**{key: item.get(key, default) for key, default in defaults.items()}) for item in value
+        ]
+
+    def boolean(self, name: str, *, default: Any = _MISSING, optional: bool = False) -> bool | None:
+        value = self.get(name, default, optional)
+        if value is None and optional:
+            return None
         if not isinstance(value, bool):
             raise self.invalid(name, "true or false", value)
         return value

@@ -55,8 +55,13 @@ class ServerProcess:
     @classmethod
     def tiny(cls, log_path: Path, *extra_args: str, keys: ClientKeys | None = None) -> ServerProcess:
         """The tiny random-weight server on a free loopback port, run by this Python."""
+        return cls.serving(log_path, "--tiny", *extra_args, keys=keys)
+
+    @classmethod
+    def serving(cls, log_path: Path, *serve_args: str, keys: ClientKeys | None = None) -> ServerProcess:
+        """`seethrough serve SERVE_ARGS` on a free loopback port, run by this Python."""
         endpoint = f"tcp://127.0.0.1:{free_loopback_port()}"
-        argv = [sys.executable, "-m", "seethrough", "serve", "--tiny", "--bind", endpoint, *extra_args]
+        argv = [sys.executable, "-m", "seethrough", "serve", *serve_args, "--bind", endpoint]
         return cls(argv, log_path, endpoint, keys)
 
     @property

@@ -125,7 +125,7 @@ class FakeServer:
                 if self.mode == "die":
                     dead = True
                     continue
-                image = np.full((request.height, request.width, 3), 127, np.uint8)
+                image = np.full((request.settings.height, request.settings.width, 3), 127, np.uint8)
                 self._send(peer, self._result(request, image))
 
     def _info(self, request: InfoRequest) -> InfoReply:
@@ -149,11 +149,11 @@ class FakeServer:
             request_id=request.request_id,
             job_id="job-1",
             image=image,
-            seed=request.seed or 0,
-            prompt="a photo of " + " and ".join(request.descriptions),
-            call_ids=[[1] for _ in request.descriptions],
-            steps=request.steps,
-            guidance=request.guidance,
+            seed=request.settings.seed or 0,
+            prompt="a photo of " + " and ".join(request.settings.descriptions),
+            call_ids=[[1] for _ in request.settings.descriptions],
+            steps=request.settings.steps,
+            guidance=request.settings.guidance,
             timings={"total_s": 0.1},
             model_timings={},
             model={"name": "fake model"},

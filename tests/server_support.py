@@ -13,16 +13,19 @@ import queue
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from protocol_support import request_of
 from safetensors.torch import save_file
 
 from inference_server.lora import SeeThroughLoRA
 from inference_server.pipeline import SeeThroughPipeline, StepInfo
 from inference_server.server import SeeThroughServer, ServerConfig
+from seethrough_core.generation_settings import GenerationSettings
 from seethrough_core.protocol import GenerateRequest
 
 GATE_TIMEOUT_S = 60.0
@@ -57,19 +60,20 @@ class GatedPipeline:
     def __getattr__(self, name: str) -> Any:  # the rest (LoRA changes, log lines) as the real one has it
         return getattr(self.inner, name)
 
-    def __call__(self, **kwargs: Any) -> Any:
-        prompt = kwargs["scene_prompt"]
+    def generate(
+        self, settings: GenerationSettings, *args: Any, step_callback: Any = None, **kwargs: Any
+    ) -> Any:
+        prompt = settings.scene_prompt
         self.calls.append(prompt)
-        callback = kwargs.pop("step_callback")
 
         def gated(info: StepInfo) -> None:
             self.reached.put((prompt, info.step))
             if not self.gate.wait(GATE_TIMEOUT_S):
                 raise RuntimeError("the test never opened the gate")
-            if callback is not None:
-                callback(info)
+            if step_callback is not None:
+                step_callback(info)
 
-        return self.inner(**kwargs, step_callback=gated)
+        return self.inner.generate(settings, *args, step_callback=gated, **kwargs)
 
     def hold(self) -> None:
         """Jobs pause after their next step until release()."""
@@ -88,19 +92,13 @@ class GatedPipeline:
                 return step
 
 
-def run_in_process(pipeline: Any, request: GenerateRequest, **kwargs: Any) -> Any:
-    """The pipeline called directly with a protocol request's inputs (and any other arguments)."""
-    return pipeline(
-        scene_prompt=request.scene_prompt,
-        descriptions=request.descriptions,
-        oscr_image=request.oscr_image,
-        box_token_masks=request.token_grids(),
-        width=request.width,
-        height=request.height,
-        seed=request.seed,
-        num_inference_steps=request.steps,
-        **kwargs,
-    )
+def run_in_process(pipeline: Any, request: GenerateRequest, **settings: Any) -> Any:
+    """The pipeline called directly with a protocol request's settings (``settings`` changed), condition
+    and edit, as the server's worker calls it."""
+    edit = settings.pop("edit", request.edit)
+    step_callback = settings.pop("step_callback", None)
+    changed = replace(request.settings, **settings)
+    return pipeline.generate(changed, request.condition(), edit, step_callback=step_callback)
 
 
 def random_lora_for(pipeline: SeeThroughPipeline, seed: int, rank: int = 3) -> SeeThroughLoRA:
@@ -178,4 +176,4 @@ def build_request(scene_prompt: str = "on a quiet street", *, boxes: int = 2, si
         steps=3,
     )
     fields.update(kwargs)
-    return GenerateRequest(**fields)
+    return request_of(**fields)

@@ -14,17 +14,17 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from seethrough_core.dataset_format import OSCR_JPEG_QUALITY, OSCR_NAME, TARGET_NAME
 from seethrough_core.dataset_scenes import TargetLook
 from seethrough_core.layout import Layout
 from seethrough_core.oscr_spec import DEFAULT_PROFILE, encode_condition_jpeg, get_profile
 from seethrough_core.png import write_bytes_atomic
+from seethrough_core.rendered_layout import OSCR_NAME as RENDERED_OSCR_NAME
+from seethrough_core.vocabulary import DEFAULT_RENDER_ENGINE
 
 from ..render import render_layout
 from .asset_library import AssetLibrary
 from .target_render import render_target
-
-TARGET_NAME = "target.png"
-OSCR_NAME = "oscr.jpg"
 
 
 def render_sample(
@@ -35,7 +35,7 @@ def render_sample(
     out_dir: Path,
     *,
     samples: int,
-    engine: str = "cycles",
+    engine: str = DEFAULT_RENDER_ENGINE,
     profile: str = DEFAULT_PROFILE,
 ) -> dict:
     """Write every file of one sample into ``out_dir`` (emptied first: an interrupted attempt's leftovers
@@ -50,10 +50,10 @@ def render_sample(
 
     result = render_layout(layout, out_dir, engine=engine, profile=profile, quiet=True)
     start = time.perf_counter()
-    png = out_dir / "oscr.png"
+    png = out_dir / RENDERED_OSCR_NAME
     with Image.open(png) as image:
         pixels = np.asarray(image.convert("RGB"))
-    quality = get_profile(profile).condition_jpeg_quality or 90
+    quality = get_profile(profile).condition_jpeg_quality or OSCR_JPEG_QUALITY
     write_bytes_atomic(out_dir / OSCR_NAME, encode_condition_jpeg(pixels, quality))
     png.unlink()
     timings = {

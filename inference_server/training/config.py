@@ -19,11 +19,15 @@ from seethrough_core.limits import (
     TRAIN_STEPS,
     TRAIN_WARMUP_STEPS,
 )
+from seethrough_core.vocabulary import (
+    DEFAULT_TRAIN_LOSS,
+    DEFAULT_TRAIN_MEMORY_MODE,
+    TRAIN_LOSSES,
+    TRAIN_MEMORY_MODES,
+)
 
 from ..model_errors import TrainingError
 
-LOSSES = ("flow", "amodal-balanced")
-TRAIN_MEMORY_MODES = ("full", "24gb")
 MIXED_PRECISIONS = ("bf16", "fp16", "no")
 
 
@@ -42,14 +46,14 @@ class TrainingConfig:
     grad_accum: int = 1  # the batch is accumulated this many times before each optimizer step
     resolution: int = TRAIN_RESOLUTIONS[0]
     caption_dropout: float = TRAIN_CAPTION_DROPOUT
-    loss: str = "flow"
+    loss: str = DEFAULT_TRAIN_LOSS
     amodal_weight: float = TRAIN_AMODAL_WEIGHT
     checkpoint_every: int = TRAIN_CHECKPOINT_EVERY
     validate_every: int = 0  # 0: no validation images
     validate: tuple[Path, ...] = ()  # rendered layout folders (`seethrough render LAYOUT --out DIR`)
     validate_steps: int = DEFAULT_STEPS
     resume: bool = False
-    memory: str = "full"
+    memory: str = DEFAULT_TRAIN_MEMORY_MODE
     device: str | None = None  # None: the accelerator's device (cuda when there is one)
     mixed_precision: str | None = None  # None: bf16 on CUDA, none on the CPU
     gradient_checkpointing: bool = True
@@ -107,8 +111,8 @@ def check_config(config: TrainingConfig) -> None:
         problems.append(f"--resolution must be a multiple of 16 and at least 64, got {config.resolution}")
     if not 0.0 <= config.caption_dropout <= 1.0:
         problems.append(f"--caption-dropout must be within [0, 1], got {config.caption_dropout}")
-    if config.loss not in LOSSES:
-        problems.append(f"--loss must be one of {LOSSES}, got {config.loss!r}")
+    if config.loss not in TRAIN_LOSSES:
+        problems.append(f"--loss must be one of {TRAIN_LOSSES}, got {config.loss!r}")
     if not (math.isfinite(config.amodal_weight) and config.amodal_weight >= 0):
         problems.append(f"--amodal-weight must be 0 or more, got {config.amodal_weight}")
     if config.validate_every < 0:

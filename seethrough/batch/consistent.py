@@ -20,15 +20,14 @@ from typing import Any
 import numpy as np
 
 from seethrough_core.edit_input import EditInput
-from seethrough_core.edit_plan import PreviousPicture
-from seethrough_core.edit_region import LayoutChange, layout_change
+from seethrough_core.edit_plan import PreviousPicture, PreviousPictureError, plan_next_frame
+from seethrough_core.generation_settings import GenerationSettings
 from seethrough_core.in_view import BoxesInView
 from seethrough_core.layout import Layout
 from seethrough_core.limits import DEFAULT_REPROJECT_LIMIT
-from seethrough_core.record import GenerationRecord, parent_entry
-from seethrough_core.reprojection import REPROJECTED, CameraMove, plan_camera_move
+from seethrough_core.record import GenerationRecord
 
-from ..previous_picture import EditInputError, read_previous
+from ..previous_picture import read_previous
 from .plan import Shot, Task
 
 # The OSCR PNG and the token grids of a rendered shot, and which of its boxes the frame shows
@@ -73,48 +72,32 @@ def chains_of(shots: list[Shot]) -> list[list[Shot]]:
 
 
 def plan_frame(
-    previous: Task, layout: Layout, margin_px: int, reproject_limit: float = DEFAULT_REPROJECT_LIMIT
+    previous: Task,
+    layout: Layout,
+    settings: GenerationSettings,
+    margin_px: int,
+    reproject_limit: float = DEFAULT_REPROJECT_LIMIT,
 ) -> FramePlan:
-    """An edit of the previous frame's picture over what changed, a copy, or a full generation."""
+    """An edit of the previous frame's picture (or of its reprojection, after a camera move) over what
+    changed, a copy, or a full generation: the core's plan (seethrough_core.edit_plan), the one
+    `seethrough edit` and the add-on make."""
     if not previous.is_complete():
         return FramePlan(None, None, None, None, "full: the previous frame has no picture")
     try:
         before = read_previous(previous.image_path)
-    except EditInputError as exc:
+    except PreviousPictureError as exc:
         return FramePlan(None, None, None, None, f"full: {exc}")
-    change = layout_change(before.layout, layout, margin_px)
-    if change.full:  # a camera move: the previous picture reprojected, unless past the limit
-        move = plan_camera_move(before.image, before.layout, layout, margin_px, reproject_limit)
-        if move is not None and move.full_reason is None:
-            return reprojected_frame(before, move, margin_px)
-        if move is not None:
-            change = LayoutChange(move.full_reason, [], None)
-    kind = "regeneration" if change.full else "unchanged" if change.unchanged else "edit"
-    details: dict[str, Any] = {"file": str(previous.image_path), "kind": kind}
-    if change.full:
-        details["reason"] = change.full_reason
-        return FramePlan(
-            None, parent_entry(before.png, before.record, **details), None, None, change.summary()
-        )
-    if change.unchanged:
-        parent = parent_entry(before.png, before.record, **details)
-        return FramePlan(None, parent, None, before, "unchanged: the previous picture, copied")
-    details.update(margin_px=margin_px, changes=[c.describe() for c in change.boxes])
-    parent = parent_entry(before.png, before.record, **details)
-    edit = change.edit_of(before.image)
-    return FramePlan(edit, parent, change.mask(), None, f"edit: {change.summary()}")
-
-
-def reprojected_frame(before: PreviousPicture, move: CameraMove, margin_px: int) -> FramePlan:
-    """An edit of the previous picture as the new camera sees it; a copy of that when nothing in it
-    needs regenerating (a zoom in, no box in view)."""
-    details = move.details(margin_px)
-    parent = parent_entry(before.png, before.record, file=before.origin["file"], kind=REPROJECTED, **details)
-    edit = move.edit_of()
-    if edit is None:
-        copy = replace(before, image=move.image)
-        return FramePlan(None, parent, None, copy, f"{move.summary()} (nothing to regenerate)", move.image)
-    return FramePlan(edit, parent, move.mask(), None, move.summary(), move.image)
+    plan = plan_next_frame(before, layout, settings, margin_px=margin_px, reproject_limit=reproject_limit)
+    if plan.unchanged and plan.camera_move is not None:  # a push-in with no box in view, say
+        copy = replace(before, image=plan.camera_move.image)
+        note = f"{plan.summary()} (nothing to regenerate)"
+        return FramePlan(None, plan.parent, None, copy, note, plan.reprojected)
+    if plan.unchanged:
+        return FramePlan(None, plan.parent, None, before, "unchanged: the previous picture, copied")
+    if plan.edit is None:
+        return FramePlan(None, plan.parent, None, None, plan.summary())
+    note = plan.summary() if plan.camera_move is not None else f"edit: {plan.summary()}"
+    return FramePlan(plan.edit, plan.parent, plan.region_mask, None, note, plan.reprojected)
 
 
 def copied_record(

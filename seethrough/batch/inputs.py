@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from seethrough_core.limits import MAX_SEED
+from seethrough_core.vocabulary import DEFAULT_SEED
 
 LAYOUT_SUFFIXES = (".blend", ".json")  # what a folder is searched for
 RESULT_SUFFIXES = (".png",)  # a result picture named directly or by a glob: the layout in its record
@@ -97,7 +98,7 @@ def parse_frames(text: str | None) -> list[int] | None:
     return list(dict.fromkeys(frames))
 
 
-def parse_seeds(seeds: str | None, num_seeds: int | None, default: int = 42) -> list[int]:
+def parse_seeds(seeds: str | None, num_seeds: int | None, default: int = DEFAULT_SEED) -> list[int]:
     """--seeds 1,2,3 or --num-seeds N (seeds default, default+1, ...)."""
     if seeds is not None and num_seeds is not None:
         raise InputError("give --seeds or --num-seeds, not both")

@@ -22,7 +22,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TextIO
 
-from blender_addon.render import render_layout
+import numpy as np
+
+from blender_addon.render import render_layout, render_or_reuse
 from seethrough_core.client import (
     Job,
     JobCancelledError,
@@ -40,7 +42,6 @@ from seethrough_core.keys import ClientKeys
 from seethrough_core.layout import Layout
 from seethrough_core.limits import (
     DEFAULT_BASE_MEGAPIXELS,
-    DEFAULT_BATCH_TIMEOUT_S,
     DEFAULT_EDIT_MARGIN_PX,
     DEFAULT_GUIDANCE,
     DEFAULT_REPROJECT_LIMIT,
@@ -52,12 +53,14 @@ from seethrough_core.output_size import OutputSize
 from seethrough_core.protocol import ErrorCode, GenerateRequest
 from seethrough_core.upscale_plan import UpscalePlan, base_layout, plan_upscale
 from seethrough_core.upscale_run import Upscale, UpscaleRunner
+from seethrough_core.vocabulary import DEFAULT_CLIENT_TIMEOUT_S, DEFAULT_RENDER_ENGINE
 
 from ..previous_picture import read_previous
+from ..progress import ProgressLine
 from .consistent import Chain, Condition, Link, chains_of, copied_record, plan_frame
 from .inputs import CameraChoice
 from .plan import Shot, Task, output_names
-from .progress import BatchProgress
+from .shards import Shard
 from .shots import read_shots
 from .work_pool import WorkPool
 
@@ -79,11 +82,11 @@ class BatchOptions:
     seeds: list[int]
     cameras: CameraChoice = field(default_factory=lambda: CameraChoice("active"))
     frames: list[int] | None = None
-    engine: str = "cycles"
+    engine: str = DEFAULT_RENDER_ENGINE
     steps: int = DEFAULT_STEPS
     guidance: float = DEFAULT_GUIDANCE
     overwrite: bool = False
-    timeout_s: float = DEFAULT_BATCH_TIMEOUT_S  # silence after which a server counts as gone
+    timeout_s: float = DEFAULT_CLIENT_TIMEOUT_S  # silence after which a server counts as gone
     retry_s: float = DEFAULT_SERVER_RETRY_S  # how long a server that went away is tried again
     keys: ClientKeys | None = None  # CURVE keys for servers started with --server-key
     consistent: bool = False  # each frame an edit of the frame before it (consistent.py)
@@ -93,6 +96,7 @@ class BatchOptions:
     size: OutputSize = field(default_factory=OutputSize)  # --resolution / --percentage
     base_megapixels: float = DEFAULT_BASE_MEGAPIXELS  # frames of other sizes: the base picture's size
     upscale_strength: float = DEFAULT_UPSCALE_STRENGTH
+    shard: Shard | None = None  # --shard K/N: only this part of the plan (shards.py)
 
 
 @dataclass
@@ -130,15 +134,34 @@ class BatchRunner:
         if not options.servers:
             raise ValueError("a batch needs at least one server endpoint")
         for server in options.servers:
-            parse_endpoint(server)  # a bad address must fail here, not kill a worker thread
+            self._check_worker(server)  # a bad address must fail here, not kill a worker thread
         self.options = options
         self.stream = stream
         self._pool = WorkPool(len(options.servers))
         self._outcomes: list[Outcome] = []
         self._lock = threading.Lock()
-        self._progress: BatchProgress | None = None
+        self._progress: ProgressLine | None = None
         self._to_upscale: list[Task] = []  # bases generated: the second stage runs after the first
         self._last_server_error = ""  # why the last server gave up, for the tasks failed after it
+
+    # --- what a subclass replaces: where jobs go and where shots render (ray_runner.py) ---------
+
+    def _check_worker(self, server: str) -> None:
+        parse_endpoint(server)
+
+    def _client(self, endpoint: str) -> SeeThroughClient:
+        return SeeThroughClient(endpoint, self.options.timeout_s, keys=self.options.keys)
+
+    def _render_condition(self, shot: Shot) -> tuple[bytes, np.ndarray]:
+        """The shot's OSCR PNG and token grids, its condition folder written (a resumed batch finds the
+        frames it rendered before in their conditions/ folders); raises if it fails."""
+        rendered = render_or_reuse(
+            self._generation_layout(shot.layout),
+            shot.condition_dir(self.options.out_dir),
+            engine=self.options.engine,
+            quiet=True,
+        )
+        return rendered.oscr_path.read_bytes(), rendered.token_grids
 
     # --- main thread --------------------------------------------------------------------------
 
@@ -151,7 +174,7 @@ class BatchRunner:
             for shot in shots
             for seed in self.options.seeds
         ]
-        self._progress = BatchProgress(len(all_tasks) + len(self._outcomes), self.stream)
+        self._progress = ProgressLine(len(all_tasks) + len(self._outcomes), self.stream)
         for outcome in list(self._outcomes):  # inputs that could not be read
             self._progress.advance(f"FAILED {outcome.label}: {outcome.reason}")
 
@@ -221,10 +244,7 @@ class BatchRunner:
 
     def _upscale_all(self) -> bool:
         """The second stage of every base generated (or kept); True when interrupted."""
-        clients = [
-            SeeThroughClient(endpoint, self.options.timeout_s, keys=self.options.keys)
-            for endpoint in self.options.servers
-        ]
+        clients = [self._client(endpoint) for endpoint in self.options.servers]
         try:
             for task in self._to_upscale:
                 try:
@@ -292,6 +312,8 @@ class BatchRunner:
                 self._outcomes.append(
                     Outcome(path, str(path), "failed", f"cannot read it: {type(exc).__name__}: {exc}")
                 )
+        if self.options.shard is not None:
+            shots = self.options.shard.select(shots, self.options.consistent)
         return shots
 
     def _produce(self, shot: Shot) -> float:
@@ -344,12 +366,7 @@ class BatchRunner:
         self._progress.status("blender", f"rendering {shot.output_name}/{shot.camera} frame {shot.frame}")
         start = time.perf_counter()
         try:
-            rendered = render_layout(
-                self._generation_layout(shot.layout),
-                shot.condition_dir(self.options.out_dir),
-                engine=self.options.engine,
-                quiet=True,
-            )
+            oscr_png, token_grids = self._render_condition(shot)
         except (SeeThroughError, RuntimeError, ValueError, OSError) as exc:
             for task in pending:
                 self._fail(task, f"rendering failed: {_describe(exc)}")
@@ -357,7 +374,7 @@ class BatchRunner:
         finally:
             self._progress.status("blender", None)
         elapsed = time.perf_counter() - start
-        view = boxes_in_view(rendered.masks.amodal)
+        view = boxes_in_view(token_grids)  # a box with a pixel in view has a grid cell
         where = f"{shot.output_name}/{shot.camera} frame {shot.frame}"
         if not view.shown:
             reason = "no box is in view, so there is nothing to generate: move the camera or the boxes"
@@ -367,12 +384,7 @@ class BatchRunner:
         note = view.note(shot.layout.descriptions, where)
         if note is not None:
             self._progress.note(note)
-        try:
-            condition = (rendered.oscr_path.read_bytes(), rendered.masks.token_grids(), view)
-        except OSError as exc:
-            for task in pending:
-                self._fail(task, f"cannot read its rendered OSCR image: {_describe(exc)}")
-            return time.perf_counter() - start, None
+        condition = (oscr_png, token_grids, view)
         return time.perf_counter() - start, condition
 
     def _put(self, chain: Chain) -> None:
@@ -390,7 +402,7 @@ class BatchRunner:
     # --- worker threads -----------------------------------------------------------------------
 
     def _worker(self, endpoint: str) -> None:
-        client = SeeThroughClient(endpoint, self.options.timeout_s, keys=self.options.keys)
+        client = self._client(endpoint)
         try:
             while (chain := self._pool.take()) is not None:
                 try:
@@ -483,8 +495,11 @@ class BatchRunner:
             previous = replace(
                 previous, image_path=previous.base_path, sidecar_path=sidecar_path_for(previous.base_path)
             )
+        settings = GenerationSettings.for_layout(
+            layout, seed=task.seed, steps=self.options.steps, guidance=self.options.guidance
+        )
         limit = self.options.reproject_limit
-        plan = plan_frame(previous, layout, self.options.margin_px, limit) if previous else None
+        plan = plan_frame(previous, layout, settings, self.options.margin_px, limit) if previous else None
         source = {
             "input": str(task.shot.input_path),
             "camera": task.shot.camera,
@@ -503,9 +518,6 @@ class BatchRunner:
             self._finish(Outcome(task.shot.input_path, task.label, "done", server=endpoint,
                                  image_path=task.image_path), f" ({plan.note})")  # fmt: skip
             return
-        settings = GenerationSettings.for_layout(
-            layout, seed=task.seed, steps=self.options.steps, guidance=self.options.guidance
-        )
         request = GenerateRequest.for_settings(
             view.settings(settings),  # only the boxes the frame shows (in_view.py)
             oscr_png,

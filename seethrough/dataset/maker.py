@@ -28,7 +28,7 @@ from seethrough_core.errors import SeeThroughError
 from seethrough_core.png import write_bytes_atomic
 from seethrough_core.prompt import compose_prompt
 
-from ..batch.progress import BatchProgress
+from ..progress import ProgressLine
 from .make_settings import MakeSettings
 from .worker_pool import JobResult, WorkerError, WorkerPool
 
@@ -151,7 +151,7 @@ def _run(
     summary: MakeSummary,
     stream,
 ) -> None:
-    progress = BatchProgress(len(todo), stream)
+    progress = ProgressLine(len(todo), stream)
     pending: dict[str, Scene] = {}
     upcoming = iter(todo)
     exhausted = False

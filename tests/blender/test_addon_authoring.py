@@ -13,7 +13,7 @@ import pytest
 from addon_support import ADDON, DrawSelf, FakeServer, RecordingLayout, configure, prefs
 from mathutils import Vector
 
-from blender_addon import scene_io
+from blender_addon import box_props, scene_io
 from blender_addon.templates import load_templates
 from seethrough_core.layout import load_layout
 from seethrough_core.limits import MAX_BOXES
@@ -55,12 +55,12 @@ def test_register_and_unregister_twice_keeps_the_data(empty_blender):
             bpy.ops.seethrough.add_box(template="dog", description="a corgi")
             bpy.context.scene.seethrough.steps = 9
         else:  # the ID properties outlived the unregistration and read back through RNA
-            box = scene_io.box_objects(bpy.context.scene)[0]
+            box = box_props.box_objects(bpy.context.scene)[0]
             assert box.seethrough.description == "a corgi" and bpy.context.scene.seethrough.steps == 9
         addon_utils.disable(ADDON, default_set=True, handle_error=_raise)
         assert not hasattr(bpy.types.Scene, "seethrough") and not hasattr(bpy.types.Object, "seethrough")
         assert not any(hasattr(bpy.types, f"SEETHROUGH_OT_{name}") for name in OPERATORS)
-        assert scene_io.get_props(scene_io.box_objects(bpy.context.scene)[0])["description"] == "a corgi"
+        assert box_props.get_props(box_props.box_objects(bpy.context.scene)[0])["description"] == "a corgi"
 
 
 def test_size_templates_cover_the_usual_objects():
@@ -93,7 +93,7 @@ def test_add_box_sizes_places_and_turns_boxes(addon):
     assert car.rotation_euler_deg[:2] == (0.0, 0.0) and front.dot(to_camera) > 0.999
 
     # The viewport look: translucent faces coloured by role, the front red, the wireframe on.
-    obj = scene_io.box_objects(scene)[0]
+    obj = box_props.box_objects(scene)[0]
     assert obj.show_wire and obj.hide_render
     by_normal = {
         tuple(round(c) for c in p.normal): obj.data.materials[p.material_index] for p in obj.data.polygons
@@ -118,7 +118,7 @@ def test_box_limit_and_removal_renumbers(addon):
     with pytest.raises(RuntimeError, match=f"at most {MAX_BOXES} boxes"):
         bpy.ops.seethrough.add_box(template="cube")
     assert bpy.ops.seethrough.remove_box(name="box 1") == {"FINISHED"}
-    boxes = scene_io.box_objects(scene)
+    boxes = box_props.box_objects(scene)
     assert [b.seethrough.description for b in boxes[:3]] == ["box 0", "box 2", "box 3"]
     assert [b.seethrough.index for b in boxes] == list(range(MAX_BOXES - 1))
     assert "box 1" not in bpy.data.meshes
@@ -129,8 +129,8 @@ def test_layout_json_round_trips_through_import_and_export(addon, tmp_path):
     scene.seethrough.steps = 7  # the add-on's own settings survive an import
     bpy.ops.seethrough.add_box(template="cat")  # replaced by the import
     assert bpy.ops.seethrough.import_layout(filepath=EXAMPLE) == {"FINISHED"}
-    assert len(scene_io.box_objects(scene)) == 4 and scene.seethrough.steps == 7
-    assert all(len(b.data.materials) == 3 for b in scene_io.box_objects(scene))
+    assert len(box_props.box_objects(scene)) == 4 and scene.seethrough.steps == 7
+    assert all(len(b.data.materials) == 3 for b in box_props.box_objects(scene))
     assert scene.seethrough.scene_prompt == load_layout(EXAMPLE).scene_prompt
 
     exported = tmp_path / "out.json"
@@ -143,7 +143,7 @@ def test_layout_json_round_trips_through_import_and_export(addon, tmp_path):
     broken.write_text('{"format": "seethrough.layout", "version": 1, "resolution": [9000, 256]}')
     with pytest.raises(RuntimeError, match="outside 16..8192"):
         bpy.ops.seethrough.import_layout(filepath=str(broken))
-    assert len(scene_io.box_objects(scene)) == 4  # nothing was touched
+    assert len(box_props.box_objects(scene)) == 4  # nothing was touched
 
 
 def test_bad_scenes_are_refused_before_anything_is_sent(addon, tmp_path):
@@ -157,7 +157,7 @@ def test_bad_scenes_are_refused_before_anything_is_sent(addon, tmp_path):
         with pytest.raises(RuntimeError, match="no SeeThrough boxes"):
             bpy.ops.seethrough.generate()
         bpy.ops.seethrough.add_box(template="dog")
-        box = scene_io.box_objects(scene)[0]
+        box = box_props.box_objects(scene)[0]
         box.seethrough.description = "   "
         with pytest.raises(RuntimeError, match='box "a dog" has no description'):
             bpy.ops.seethrough.generate()
@@ -185,7 +185,7 @@ def test_panels_and_lists_draw(addon, tmp_path):
     scene = bpy.context.scene
     add_camera()
     bpy.ops.seethrough.import_layout(filepath=EXAMPLE, replace_boxes=True)
-    bpy.context.view_layer.objects.active = scene_io.box_objects(scene)[1]
+    bpy.context.view_layer.objects.active = box_props.box_objects(scene)[1]
     item = scene.seethrough.history.add()
     item.name, item.image = "earlier", bpy.data.images.new("earlier", 8, 8)
     scene.seethrough.history_index = 0
@@ -203,7 +203,7 @@ def test_panels_and_lists_draw(addon, tmp_path):
     assert {"operator:seethrough.generate", "list:SEETHROUGH_UL_history"} <= set(log)
 
     # Clicking a row selects that box; selecting a box moves the row.
-    first = scene_io.box_objects(scene)[0]
+    first = box_props.box_objects(scene)[0]
     scene.seethrough.box_index = list(scene.objects).index(first)
     assert bpy.context.view_layer.objects.active == first and first.select_get()
     assert scene.seethrough.box_index == list(scene.objects).index(first)
@@ -211,10 +211,10 @@ def test_panels_and_lists_draw(addon, tmp_path):
     # The box list shows boxes only, in layout order.
     flags, order = ui.SEETHROUGH_UL_boxes.filter_items(DrawSelf(None), bpy.context, scene, "objects")
     shown = sorted((order[i], obj.name) for i, obj in enumerate(scene.objects) if flags[i])
-    assert [name for _, name in shown] == [b.name for b in scene_io.box_objects(scene)]
+    assert [name for _, name in shown] == [b.name for b in box_props.box_objects(scene)]
     row = RecordingLayout(log)
     ui.SEETHROUGH_UL_boxes.draw_item(
-        DrawSelf(row), bpy.context, row, scene, scene_io.box_objects(scene)[0], 0, None, ""
+        DrawSelf(row), bpy.context, row, scene, box_props.box_objects(scene)[0], 0, None, ""
     )
 
     # An http:// address is explained in the preferences.

@@ -19,7 +19,7 @@ from conftest import BASE_LAYOUT, MAIN_PYTHON
 from PIL import Image
 from reprojection_support import RESAMPLE_TOLERANCE, max_resample_error, resample_through
 
-from blender_addon import images, scene_io, ui
+from blender_addon import box_props, images, scene_io, ui
 from seethrough_core.edit_region import box_region
 from seethrough_core.generate_and_save import safe_name
 from seethrough_core.geometry import CameraModel
@@ -126,7 +126,7 @@ def test_vary_box_gives_new_noise_inside_that_box_only(shot):
     record = read_png_record(bytes(varied.packed_file.data))
     assert record.seed != 5 and record.parent["kind"] == "variation" and record.parent["box"] == car.name
     layout = scene_io.scene_to_layout(shot)
-    region = box_region(layout, scene_io.box_objects(shot).index(car), shot.seethrough.edit_margin)
+    region = box_region(layout, box_props.box_objects(shot).index(car), shot.seethrough.edit_margin)
     assert np.array_equal(after[~region], before[~region])
     assert not np.array_equal(after[region], before[region])
     history = shot.seethrough.history

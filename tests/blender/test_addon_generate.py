@@ -27,11 +27,11 @@ from PIL import Image
 
 from blender_addon import background_render, images, scene_io, ui
 from blender_addon.generation_jobs import RUNNER
-from blender_addon.oscr_cache import cache_key
 from blender_addon.render import render_layout
 from blender_addon.server_launcher import SERVER
 from seethrough_core.client import SeeThroughClient
 from seethrough_core.keys import ClientKeys, create_key_pair
+from seethrough_core.rendered_layout import render_key as cache_key
 from seethrough_core.server_process import ServerProcess
 from seethrough_core.server_process import free_loopback_port as free_port
 
@@ -163,14 +163,14 @@ def test_generate_brings_back_a_packed_image_with_its_record(shot, tiny_server, 
     assert tuple(image.size) == (256, 256) and image.packed_file is not None and image.use_fake_user
     assert bpy.data.images["SeeThrough Preview"].size[0] > 0  # step previews arrived
     layout = scene_io.scene_to_layout(shot)  # what was sent: LAYOUT with the objects' names
-    stored = image["seethrough"]
+    stored = images.image_record(image)  # the record, stored once on the image
     assert stored["seed"] == 7 and stored["steps"] == 2 and stored["guidance"] == pytest.approx(3.5)
     assert list(stored["descriptions"]) == layout.descriptions
     assert stored["prompt"] == "a photo of a red vintage car and a small white dog on a quiet street"
-    assert "tiny" in json.loads(stored["model_json"])["name"]
-    assert "lora_json" in stored
-    assert json.loads(stored["layout_json"]) == layout.to_dict()
-    assert images.image_record(image)["seed"] == 7
+    assert "tiny" in stored["model"]["name"]
+    assert "lora" in stored
+    assert stored["layout"] == layout.to_dict()
+    assert set(image["seethrough"].keys()) == {"record_json"}
 
     history = props.history
     assert len(history) == 1 and history[0].image == image and history[0].seed == "7"
@@ -199,7 +199,7 @@ def test_generate_brings_back_a_packed_image_with_its_record(shot, tiny_server, 
     bpy.ops.wm.save_as_mainfile(filepath=str(blend))
     bpy.ops.wm.open_mainfile(filepath=str(blend))
     reopened = bpy.data.images[name]
-    assert reopened.packed_file is not None and reopened["seethrough"]["seed"] == 7
+    assert reopened.packed_file is not None and images.image_record(reopened)["seed"] == 7
     assert bpy.context.scene.seethrough.history[0].image == reopened
 
 

@@ -273,3 +273,14 @@ def test_ctrl_c_leaves_no_half_written_file_and_a_rerun_finishes(empty_blender, 
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     assert sorted(p.name for p in out.rglob("0001_*.png")) == [f"0001_{s}.png" for s in (1, 2, 3, 4)]
     assert rerun.stderr.count("skipped") == len(finished)
+
+
+def test_a_resumed_batch_reuses_the_complete_conditions_folder(empty_blender, tmp_path, servers):
+    small_layout().save(tmp_path / "shot.json")
+    out = tmp_path / "out"
+    assert run_batch([tmp_path / "shot.json"], out, servers[:1], seeds=[1]).count("done") == 1
+    oscr = out / "shot" / "Camera" / "conditions" / "0001" / "oscr.png"
+    rendered_at = oscr.stat().st_mtime_ns
+    more = run_batch([tmp_path / "shot.json"], out, servers[:1], seeds=[1, 2])
+    assert more.count("done") == 1 and more.count("skipped") == 1
+    assert oscr.stat().st_mtime_ns == rendered_at  # the frame's render was complete: not rendered again

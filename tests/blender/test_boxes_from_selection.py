@@ -8,7 +8,7 @@ import bpy
 import numpy as np
 import pytest
 
-from blender_addon import box_links, scene_io
+from blender_addon import box_links, box_props, scene_io
 from seethrough_core.geometry import euler_xyz_matrix
 from seethrough_core.limits import MAX_BOXES
 
@@ -24,7 +24,7 @@ def select_only(*objects: bpy.types.Object) -> None:
 
 
 def fitted_boxes() -> list:
-    return [scene_io._box_dict(obj) for obj in scene_io.box_objects(bpy.context.scene)]
+    return [scene_io._box_dict(obj) for obj in box_props.box_objects(bpy.context.scene)]
 
 
 def vertices(obj: bpy.types.Object) -> np.ndarray:
@@ -56,7 +56,7 @@ def test_a_turned_stretched_cube_gives_exactly_its_box(addon):
     # the red side faces the cube's own front (its local -Y): half a turn from the cube
     assert abs(math.remainder(box["rotation_euler_deg"][2] - (35.0 + 180.0), 360.0)) < 1e-4
     active = bpy.context.active_object
-    assert scene_io.is_box(active) and scene_io.get_props(active)["source"] == "Red_Vintage_Car.001"
+    assert box_props.is_box(active) and box_props.get_props(active)["source"] == "Red_Vintage_Car.001"
 
     assert bpy.ops.seethrough.flip_front() == {"FINISHED"}
     (flipped,) = fitted_boxes()

@@ -83,6 +83,16 @@ def test_a_moved_box_regenerates_only_its_region(server, previous, tmp_path, cap
     assert record.parent["kind"] == "edit" and record.parent["margin_px"] == MARGIN
     assert record.steps == STEPS and Layout.from_dict(record.layout) == new
 
+    # Another seed of the same edit: the layout's render in conditions/ is complete, so it is reused.
+    oscr = out / "conditions" / "moved" / "oscr.png"
+    rendered_at = oscr.stat().st_mtime_ns
+    again = main(
+        ["edit", str(tmp_path / "moved.json"), "--from", str(previous), "--out", str(out)]
+        + ["--server", server, "--margin", str(MARGIN), "--seed", "5"]
+    )
+    assert again == 0, capsys.readouterr().err
+    assert oscr.stat().st_mtime_ns == rendered_at
+
 
 @pytest.mark.slow
 def test_a_camera_move_is_reprojected_and_with_reprojection_off_a_full_regeneration(

@@ -11,7 +11,8 @@ import bpy
 import pytest
 from mathutils import Euler
 
-from blender_addon.scene_io import add_box, box_objects, layout_to_scene, load_blend_layout, scene_to_layout
+from blender_addon.box_props import box_objects
+from blender_addon.scene_io import add_box, layout_to_scene, load_blend_layout, scene_to_layout
 from seethrough_core.errors import LayoutError
 from seethrough_core.layout import Box, Layout, load_layout
 

@@ -23,6 +23,7 @@ from process_support import run_command
 from blender_addon.render import render_layout
 from seethrough_core.client import SeeThroughClient
 from seethrough_core.generate_and_save import Destination, generate_and_save
+from seethrough_core.generation_settings import GenerationSettings
 from seethrough_core.layout import Layout
 from seethrough_core.protocol import GenerateRequest
 from seethrough_core.record import read_png_record
@@ -57,8 +58,9 @@ def base_png(tmp_path_factory, server) -> Path:
     data["boxes"].append({"description": "a bench", "center": [-4.5, 1.6, 0.4], "size": [1.6, 0.6, 0.8]})
     layout = Layout.from_dict(data)
     rendered = render_layout(layout, out / "conditions", quiet=True)
-    request = GenerateRequest.for_layout(
-        layout, rendered.oscr_path.read_bytes(), rendered.masks.token_grids(), seed=5, steps=STEPS
+    settings = GenerationSettings.for_layout(layout, seed=5, steps=STEPS)
+    request = GenerateRequest.for_settings(
+        settings, rendered.oscr_path.read_bytes(), rendered.masks.token_grids()
     )
     with SeeThroughClient(server.endpoint, 60.0) as client:
         saved = generate_and_save(client, request, layout, Destination(out / "shot.png", {"input": "test"}))

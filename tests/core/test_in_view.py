@@ -56,9 +56,9 @@ def test_a_box_out_of_the_frame_leaves_the_prompt_and_the_grids():
     request.validate()
     # exactly what the layout without that box would send
     reference = compute_masks(base)
-    assert list(request.descriptions) == base.descriptions
+    assert list(request.settings.descriptions) == base.descriptions
     assert np.array_equal(request.masks, reference.token_grids())
-    prompt = compose_prompt(request.scene_prompt, request.descriptions).text
+    prompt = compose_prompt(request.settings.scene_prompt, request.settings.descriptions).text
     assert prompt == compose_prompt(base.scene_prompt, base.descriptions).text
     note = view.note(layout.descriptions, "frame 4")
     assert note == "frame 4: not in view, left out of the prompt: 'a brown dog'"

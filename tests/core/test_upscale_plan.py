@@ -257,9 +257,10 @@ def test_a_tiles_prompt_holds_exactly_the_boxes_that_reach_into_it(layout_dict):
         request, boxes = tile_request(upscale, tile, ViewCondition(oscr, masks.amodal, masks.token_grids()))
         rows, cols, _, _ = tile_window(plan, tile)
         assert boxes == [i for i in range(len(frame.boxes)) if full[i, rows, cols].any()]
-        assert request.descriptions == [frame.boxes[i].description for i in boxes]
+        assert request.settings.descriptions == [frame.boxes[i].description for i in boxes]
         np.testing.assert_array_equal(request.masks, masks.token_grids()[boxes])
-        assert (request.width, request.height, request.seed) == (tile.width, tile.height, tile.seed)
+        settings = request.settings
+        assert (settings.width, settings.height, settings.seed) == (tile.width, tile.height, tile.seed)
         assert request.edit.strength == 0.4 and request.edit.region().all()
         np.testing.assert_array_equal(request.edit.image, tile_start(upscale, tile))
         held.append(set(boxes))

@@ -8,6 +8,7 @@ import msgpack
 import numpy as np
 import pytest
 from PIL import Image
+from protocol_support import request_of, wire_field
 
 from seethrough_core.endpoint import EndpointError, check_bind_allowed, parse_endpoint
 from seethrough_core.protocol import (
@@ -47,7 +48,7 @@ def make_request(**overrides) -> GenerateRequest:
         metadata={"scene": "street", "frame": 3},
     )
     fields.update(overrides)
-    return GenerateRequest(**fields)
+    return request_of(**fields)
 
 
 def wire(frames) -> list[bytes]:
@@ -90,9 +91,34 @@ def test_generate_round_trip_keeps_every_field_and_sends_arrays_as_frames():
     for name in ("scene_prompt", "descriptions", "mask_kind", "width", "height", "seed", "steps", "guidance",
                  "preview_interval", "metadata", "request_id", "oscr_jpeg_round_trip", "condition_cache",
                  "step_cache"):  # fmt: skip
-        assert getattr(back, name) == getattr(request, name), name
+        assert wire_field(back, name) == wire_field(request, name), name
     np.testing.assert_array_equal(back.oscr_image, request.oscr_image)
     np.testing.assert_array_equal(back.masks, request.masks)
+
+
+def test_the_settings_travel_as_header_keys_of_their_own():
+    """The request holds one GenerationSettings; the wire keeps the flat keys of docs/protocol.md."""
+    request = make_request()
+    header = header_of(request.encode())
+    assert set(header) == {
+        "type", "protocol", "scene_prompt", "descriptions", "width", "height", "seed", "steps", "guidance",
+        "preview_interval", "condition_cache", "step_cache", "oscr_image", "masks", "mask_kind", "metadata",
+        "request_id", "oscr_jpeg_round_trip", "edit",
+    }  # fmt: skip
+    assert decode_request(wire(request.encode())).settings == request.settings
+
+
+def test_a_field_missing_from_the_header_is_refused_unless_the_dataclass_gives_a_default():
+    frames = make_request().encode()
+    for name in ("width", "height", "descriptions", "masks", "mask_kind"):
+        assert error_of(tampered(frames, **{name: ...})).field == name
+    back = decode_request(tampered(frames, guidance=..., preview_interval=..., metadata=..., edit=...))
+    assert (back.settings.guidance, back.settings.preview_interval, back.metadata, back.edit) == (
+        3.5,
+        0,
+        {},
+        None,
+    )
 
 
 def test_decoded_arrays_are_views_of_the_received_frames():
@@ -185,9 +211,9 @@ def test_reply_messages_round_trip():
 
 def test_speed_options_travel_and_absent_means_the_servers_default():
     back = decode_request(wire(make_request(condition_cache=True, step_cache=0.1).encode()))
-    assert (back.condition_cache, back.step_cache) == (True, 0.1)
+    assert (back.settings.condition_cache, back.settings.step_cache) == (True, 0.1)
     back = decode_request(wire(make_request().encode()))
-    assert (back.condition_cache, back.step_cache) == (None, None)
+    assert (back.settings.condition_cache, back.settings.step_cache) == (None, None)
 
 
 def test_request_ids_are_generated_and_unique():
@@ -320,7 +346,12 @@ def test_errors_carry_the_request_id_when_it_is_readable():
 
 def test_nil_optional_fields_take_their_defaults():
     back = decode_request(tampered(make_request().encode(), seed=None, steps=None, metadata=None))
-    assert (back.seed, back.steps, back.metadata, back.oscr_jpeg_round_trip) == (None, 25, {}, True)
+    assert (back.settings.seed, back.settings.steps, back.metadata, back.oscr_jpeg_round_trip) == (
+        None,
+        25,
+        {},
+        True,
+    )
 
 
 def test_the_jpeg_round_trip_is_on_unless_the_request_opts_out():

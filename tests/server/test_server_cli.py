@@ -26,6 +26,7 @@ from inference_server.weights import file_sha256
 from seethrough.cli import build_parser
 from seethrough.serve_command import _pipeline_loader, add_serve_arguments, run_serve
 from seethrough_core.client import SeeThroughClient, ServerError, ServerUnavailableError
+from seethrough_core.generation_settings import GenerationSettings
 from seethrough_core.protocol import ErrorCode, GenerateRequest
 from seethrough_core.server_process import free_loopback_port as free_port
 
@@ -215,10 +216,8 @@ def long_request() -> GenerateRequest:
 
     masks = np.zeros((1, 32, 32), bool)
     masks[0, 4:20, 4:20] = True
-    return GenerateRequest(
-        "on a long road", ["a red car"], np.zeros((256, 256, 3), np.uint8), masks, mask_kind="token_grid",
-        width=256, height=256, steps=100,
-    )  # fmt: skip
+    settings = GenerationSettings("on a long road", ["a red car"], 256, 256, seed=None, steps=100)
+    return GenerateRequest.for_settings(settings, np.zeros((256, 256, 3), np.uint8), masks)
 
 
 def test_serve_tiny_logs_ready_serves_and_stops_cleanly_on_ctrl_c():

@@ -1,4 +1,5 @@
-"""A one-line progress display for long batches: overall count, ETA and the current job's step."""
+"""A one-line progress display for long runs (`seethrough batch`, `seethrough dataset make`): overall
+count, ETA and what each worker is doing."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import time
 from typing import TextIO
 
 
-class BatchProgress:
+class ProgressLine:
     def __init__(self, total: int, stream: TextIO | None = None) -> None:
         self.total = total
         self.done = 0

@@ -1,0 +1,230 @@
+"""`seethrough batch --ray`: a real 2-node Ray cluster on this machine, CPU actors of the tiny model."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import bpy
+import numpy as np
+import pytest
+from PIL import Image
+
+from blender_addon.scene_io import layout_to_scene
+from seethrough.batch.inputs import expand_inputs
+from seethrough.batch.runner import BatchOptions, BatchRunner
+from seethrough.cli import main
+from seethrough_core.layout import Layout, load_layout
+from seethrough_core.server_process import ServerProcess, free_loopback_port
+
+ray = pytest.importorskip("ray", reason="the Ray tests need seethrough[farm] (in seethrough[dev])")
+
+pytestmark = pytest.mark.slow  # a Ray cluster, Blender renders and model processes
+
+STEPS = 2
+OBJECT_STORE_BYTES = 100 * 1024 * 1024  # Ray's minimum; the renders and images here are small
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """Two Ray nodes of 2 CPUs each (one for the node's actor, one for renders), no dashboard."""
+    from ray.cluster_utils import Cluster
+
+    node = {"num_cpus": 2, "num_gpus": 0, "object_store_memory": OBJECT_STORE_BYTES}
+    started = Cluster(initialize_head=True, head_node_args={**node, "include_dashboard": False})
+    try:
+        started.add_node(**node)
+        started.wait_for_nodes()
+        yield started
+    finally:
+        started.shutdown()
+
+
+def small_layout() -> Layout:
+    data = load_layout("assets/examples/street.json").to_dict()
+    data["resolution"] = [256, 256]
+    data["boxes"] = data["boxes"][:2]
+    return Layout.from_dict(data)
+
+
+def write_driving_blend(path: Path, metres: float) -> None:
+    """The car drives ``metres`` along X between frames 1 and 3."""
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    scene = bpy.context.scene
+    car = layout_to_scene(small_layout(), scene)[0]
+    car.keyframe_insert("location", frame=1)
+    car.location.x += metres
+    car.keyframe_insert("location", frame=3)
+    scene.frame_set(1)
+    bpy.ops.wm.save_as_mainfile(filepath=str(path))
+
+
+def batch_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "seethrough", "batch", *args, "--steps", str(STEPS)]
+
+
+def pixels(path: Path) -> np.ndarray:
+    with Image.open(path) as image:
+        return np.asarray(image.convert("RGB")).astype(np.int16)
+
+
+def comparable(record: dict, out: Path) -> dict:
+    """A record without what depends on when and where it ran (timings, the server, the output folder)."""
+    record = json.loads(json.dumps(record).replace(str(out), "OUT"))
+    for key in ("timings", "model_timings", "created"):
+        record.pop(key, None)
+    record["source"].pop("server")
+    if record.get("parent"):  # the previous frame: its record, and the sha256 of a picture equal only
+        record["parent"].pop("sha256", None)  # within the tolerance, not bit for bit
+        if "record" in record["parent"]:
+            record["parent"]["record"] = comparable(record["parent"]["record"], out)
+    return record
+
+
+def test_a_ray_batch_makes_the_same_files_as_a_batch_without_ray(empty_blender, tmp_path, cluster):
+    """2 inputs x 3 frames x 2 seeds, --consistent: each camera's frames are a chain on one actor."""
+    write_driving_blend(tmp_path / "slow.blend", 0.5)
+    write_driving_blend(tmp_path / "fast.blend", 1.5)
+    inputs = [tmp_path / "slow.blend", tmp_path / "fast.blend"]
+    local, farm = tmp_path / "local", tmp_path / "farm"
+    with ServerProcess.tiny(tmp_path / "server.log") as server:
+        options = BatchOptions(
+            out_dir=local, servers=[server.endpoint], seeds=[1, 2], frames=[1, 2, 3], steps=STEPS,
+            consistent=True,
+        )  # fmt: skip
+        assert BatchRunner(options).run(expand_inputs([str(p) for p in inputs])).ok
+    run = subprocess.run(
+        batch_command(
+            *map(str, inputs), "--out", str(farm), "--frames", "1-3", "--seeds", "1,2", "--consistent",
+            "--tiny", "--ray", cluster.address, "--ray-cpu-actors", "2",
+        ),
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "Ray cluster of 2 node(s)" in run.stderr and "2 CPU generation actors" in run.stderr
+    assert len(set(re.findall(r"ray actor \d: pid \d+ on node", run.stderr))) == 2
+
+    files = sorted(p.relative_to(local) for p in local.rglob("*") if p.is_file() and "logs" not in p.parts)
+    made = sorted(
+        p.relative_to(farm) for p in farm.rglob("*") if p.is_file() and p.name != "contact_sheet.png"
+    )
+    assert files == made
+    images = [f for f in files if f.suffix == ".png" and "conditions" not in f.parts and f.parent.name]
+    assert len([f for f in images if re.fullmatch(r"000\d_\d\.png", f.name)]) == 12
+    for name in files:
+        if name.suffix == ".png" and name.name != "contact_sheet.png":
+            difference = np.abs(pixels(local / name) - pixels(farm / name)).max()
+            assert difference <= 1, f"{name} differs by {difference}"
+        elif name.name == "masks.json":
+            before, after = (json.loads((root / name).read_text()) for root in (local, farm))
+            before["render"].pop("timings"), after["render"].pop("timings")
+            assert before == after
+        elif name.suffix == ".json" and "conditions" not in name.parts:
+            before, after = (json.loads((root / name).read_text()) for root in (local, farm))
+            assert comparable(before, local) == comparable(after, farm), name
+    # a chain (input, camera, seed) ran on one actor
+    for stem in ("slow", "fast"):
+        for seed in (1, 2):
+            records = [farm / stem / "Camera" / f"{frame:04d}_{seed}.json" for frame in (1, 2, 3)]
+            servers = {json.loads(path.read_text())["source"]["server"] for path in records}
+            assert len(servers) == 1 and next(iter(servers)).startswith("ray actor ")
+    assert (farm / "slow" / "contact_sheet.png").is_file() and (farm / "fast" / "contact_sheet.png").is_file()
+
+
+def test_a_killed_actor_is_restarted_and_nothing_is_lost_or_written_twice(empty_blender, tmp_path, cluster):
+    small_layout().save(tmp_path / "shot.json")
+    out = tmp_path / "out"
+    seeds = [str(s) for s in range(1, 9)]
+    command = batch_command(
+        str(tmp_path / "shot.json"), "--out", str(out), "--seeds", ",".join(seeds), "--tiny",
+        "--ray", cluster.address, "--ray-cpu-actors", "2",
+    )  # fmt: skip
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    pids: dict[str, int] = {}
+    killed = None
+    lines = []
+    try:
+        for line in process.stderr:
+            lines.append(line)
+            started = re.match(r"\s*(ray actor \d): pid (\d+) on node", line)
+            if started:
+                pids[started.group(1)] = int(started.group(2))
+            first = re.match(r"\[1/8\] done .* on (ray actor \d)", line)
+            if first:  # the actor that just finished a job has the next one: kill its process
+                killed = pids[first.group(1)]
+                os.kill(killed, signal.SIGKILL)
+        stdout, _ = process.communicate(timeout=300)
+    finally:
+        process.kill()
+        process.wait()
+    stderr = "".join(lines)
+    assert killed is not None, stderr[-3000:]
+    assert process.returncode == 0, stderr[-3000:]
+    done = re.findall(r"\] done    (\S+) on ray actor", stderr)
+    assert sorted(done) == sorted(f"shot/Camera/0001_{s}.png" for s in seeds)  # each image once
+    assert "FAILED" not in stderr
+    for seed in seeds:
+        png = out / "shot" / "Camera" / f"0001_{seed}.png"
+        assert png.is_file() and png.with_suffix(".json").is_file()
+    assert not [p for p in out.rglob("*") if "partial" in p.name]
+    with pytest.raises(ProcessLookupError):
+        os.kill(killed, 0)
+
+    # a rerun without Ray finds everything complete: it needs no server at all
+    dead = f"tcp://127.0.0.1:{free_loopback_port()}"
+    again = batch_command(str(tmp_path / "shot.json"), "--out", str(out), "--seeds", ",".join(seeds))
+    rerun = subprocess.run([*again, "--server", dead], capture_output=True, text=True, timeout=120)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert rerun.stderr.count("skipped") == 8
+
+
+def test_a_cluster_without_the_resource_says_what_is_missing(tmp_path, cluster):
+    small_layout().save(tmp_path / "shot.json")
+    args = [str(tmp_path / "shot.json"), "--out", str(tmp_path / "out"), "--tiny", "--ray", cluster.address]
+    no_gpu = subprocess.run(batch_command(*args), capture_output=True, text=True, timeout=120)
+    assert no_gpu.returncode == 2
+    assert "has no GPU" in no_gpu.stderr and "--ray-cpu-actors" in no_gpu.stderr
+    too_many = subprocess.run(
+        batch_command(*args, "--ray-cpu-actors", "4"), capture_output=True, text=True, timeout=120
+    )
+    assert too_many.returncode == 2
+    assert "has 4 CPU(s); 4 CPU actor(s) need 5" in too_many.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_unreachable_cluster_fails_within_the_timeout(tmp_path, capsys):
+    small_layout().save(tmp_path / "shot.json")
+    for address in (f"127.0.0.1:{free_loopback_port()}", f"ray://127.0.0.1:{free_loopback_port()}"):
+        started = time.monotonic()
+        args = ["--tiny", "--ray", address, "--timeout", "3"]
+        code = main(["batch", str(tmp_path / "shot.json"), "--out", str(tmp_path / "out"), *args])
+        assert code == 2 and time.monotonic() - started < 10
+        assert f"cannot reach the Ray cluster at {address} within 3 s" in capsys.readouterr().err
+
+
+def test_without_ray_installed_the_message_names_the_extra(tmp_path, capsys, monkeypatch):
+    small_layout().save(tmp_path / "shot.json")
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` fails, as on a machine without it
+    code = main(["batch", str(tmp_path / "shot.json"), "--out", str(tmp_path / "out"), "--tiny", "--ray"])
+    assert code == 2
+    assert "pip install 'seethrough[farm]'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ([], "--ray needs the model its actors load"),
+        (["--tiny", "--ray-cpu-actors", "0"], "--ray-cpu-actors must be at least 1"),
+        (["--tiny", "--server", "tcp://127.0.0.1:5555"], "not both"),
+    ],
+)
+def test_ray_options_that_cannot_work_are_refused(tmp_path, capsys, extra, message):
+    small_layout().save(tmp_path / "shot.json")
+    code = main(["batch", str(tmp_path / "shot.json"), "--out", str(tmp_path / "out"), *extra, "--ray"])
+    assert code == 2 and message in capsys.readouterr().err
