@@ -23,7 +23,10 @@ from pathlib import Path
 import seethrough_core
 from seethrough_core.errors import SeeThroughError
 from seethrough_core.layout import Layout
+from seethrough_core.masks import compute_masks
+from seethrough_core.oscr_spec import DEFAULT_PROFILE, get_profile
 from seethrough_core.rendered_layout import RenderedLayout, is_complete, read_rendered
+from seethrough_core.upscale_plan import ViewCondition
 
 ADDON_DIR = Path(__file__).resolve().parent
 CHILD_PACKAGE = "seethrough_render_child"  # the add-on's name inside the render process
@@ -113,6 +116,24 @@ def run_render(
             f"(the whole story is in {task.log_path})"
         )
     return read_rendered(task.out_dir, seconds, cached=False)
+
+
+def render_view(
+    layout: Layout,
+    out_dir: Path,
+    engine: str,
+    blender_binary: str,
+    cancel: threading.Event,
+    on_tick: Callable[[float], None] | None = None,
+) -> ViewCondition | None:
+    """An upscale tile's view rendered in the background process (worker thread), as the tile's
+    condition; None if `cancel` was set. The amodal masks (which boxes reach the tile) are the render's
+    own, recomputed here: the same pure function, so nothing has to decode the mask PNGs."""
+    oscr = run_render(render_task(layout, out_dir, engine, blender_binary), cancel, on_tick)
+    if oscr is None:
+        return None
+    amodal = compute_masks(layout, get_profile(DEFAULT_PROFILE)).amodal
+    return ViewCondition(oscr.oscr_path.read_bytes(), amodal, oscr.token_grids)
 
 
 def _last_line(path: Path) -> str:

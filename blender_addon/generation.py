@@ -16,11 +16,13 @@ import traceback
 import bpy
 
 from seethrough_core import __version__
+from seethrough_core.edit_plan import PreviousPicture
 from seethrough_core.endpoint import parse_endpoint
 from seethrough_core.generate_and_save import safe_name
 from seethrough_core.generation_settings import GenerationSettings
 from seethrough_core.layout import Layout
 from seethrough_core.rendered_layout import cache_folder, reusable
+from seethrough_core.upscale_plan import UpscalePlan, base_layout, plan_upscale
 from seethrough_core.vocabulary import DEFAULT_RENDER_ENGINE
 
 from . import images
@@ -35,6 +37,7 @@ from .generation_jobs import (
     Rendered,
     ResultEdit,
     Step,
+    UpscaleJob,
 )
 from .headless import run_callback_until_done
 from .preferences import Settings
@@ -55,15 +58,21 @@ def build_spec(
     """Validate the scene, its generation settings and the address, and prepare the job (``draft``:
     the draft preset of the settings, a quick look at the layout; the OSCR render is the same).
 
+    Above the size the model takes directly, with "Upscale to render size" on, the job generates the
+    base picture and upscales it to the render size (docs/upscale.md); a draft is the base alone.
+
     Raises LayoutError (bad scene), EndpointError (bad address), KeyFileError (unusable key files)
     or SettingError (a setting out of range) with the reason; in each case nothing has been
     rendered or sent.
     """
-    layout = scene_layout(scene)
+    frame = scene_layout(scene)
     props = scene.seethrough
+    seed = random.randint(0, MAX_UI_SEED) if props.random_seed else props.seed
+    plan = frame_plan(scene, frame, seed)
+    layout = frame if plan is None else base_layout(frame, plan)
     generation_settings = GenerationSettings.for_layout(
         layout,
-        seed=random.randint(0, MAX_UI_SEED) if props.random_seed else props.seed,
+        seed=seed,
         steps=props.steps,
         guidance=props.guidance,
         preview_interval=preview_interval(scene),
@@ -71,7 +80,40 @@ def build_spec(
     if draft:
         generation_settings = generation_settings.draft()
     generation_settings.check()  # before a render is spent on them
-    return job_spec(scene, settings, layout, generation_settings, generate=generate, engine=engine)
+    upscale = None
+    if plan is not None and generate and not draft:
+        upscale = upscale_job(plan, frame, generation_settings.steps, generation_settings.guidance, engine)
+    return job_spec(
+        scene, settings, layout, generation_settings, generate=generate, engine=engine, upscale=upscale
+    )
+
+
+def frame_plan(scene: bpy.types.Scene, frame: Layout, seed: int) -> UpscalePlan | None:
+    """The two stages of the scene's frame when "Upscale to render size" is on and the model cannot
+    make the frame directly (SettingError naming the setting out of range); None: one pass."""
+    props = scene.seethrough
+    if not props.upscale_to_render:
+        return None
+    plan = plan_upscale(
+        frame.width,
+        frame.height,
+        seed=seed,
+        base_megapixels=props.base_megapixels,
+        strength=props.upscale_strength,
+    )
+    return plan if plan.two_stages else None
+
+
+def upscale_job(
+    plan: UpscalePlan,
+    frame: Layout,
+    steps: int,
+    guidance: float,
+    engine: str,
+    base: PreviousPicture | None = None,
+) -> UpscaleJob:
+    """The upscale stage of a job (the tile views render in background Blender processes)."""
+    return UpscaleJob(plan, frame, steps, guidance, engine, bpy.app.binary_path, base)
 
 
 def job_spec(
@@ -83,6 +125,7 @@ def job_spec(
     generate: bool = True,
     engine: str = DEFAULT_RENDER_ENGINE,
     edit: ResultEdit | None = None,
+    upscale: UpscaleJob | None = None,
 ) -> JobSpec:
     """The job for checked settings: the OSCR render from the cache when the layout is unchanged
     since the last one, else a render task; the server's address and keys when it generates."""
@@ -91,7 +134,10 @@ def job_spec(
     scene_dir = settings.output_root() / safe_name(scene.name)
     oscr_dir = cache_folder(scene_dir, layout, engine)
     oscr = reusable(oscr_dir, layout, engine)
-    render = None if oscr is not None else render_task(layout, oscr_dir, engine, bpy.app.binary_path)
+    if upscale is not None and upscale.base is not None:  # the Upscale button renders only tile views
+        render = None
+    else:
+        render = None if oscr is not None else render_task(layout, oscr_dir, engine, bpy.app.binary_path)
     return JobSpec(
         endpoint=endpoint,
         keys=keys,
@@ -110,6 +156,7 @@ def job_spec(
         render=render,
         generate=generate,
         edit=edit,
+        upscale=upscale,
     )
 
 
@@ -194,6 +241,9 @@ def add_history(scene: bpy.types.Scene, image: bpy.types.Image, event: Finished,
     if spec.edit is not None:  # which result this one came from, and how
         item.parent = spec.edit.parent_image
         item.change = spec.edit.summary
+    elif spec.upscale is not None and spec.upscale.base is not None:
+        item.parent = spec.upscale.base.label
+        item.change = f"upscaled to {spec.upscale.size_text}"
     scene.seethrough.history_index = len(history) - 1
 
 

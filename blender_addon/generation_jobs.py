@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import logging
 import queue
+import shutil
 import tempfile
 import threading
 import time
 import traceback
+import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +29,9 @@ import numpy as np
 
 from seethrough_core.client import Job, SeeThroughClient, ServerError, ServerUnavailableError
 from seethrough_core.edit_input import EditInput
+from seethrough_core.edit_plan import PreviousPicture
 from seethrough_core.errors import SeeThroughError
-from seethrough_core.generate_and_save import Destination, generate_and_save, safe_name
+from seethrough_core.generate_and_save import Destination, SavedImage, generate_and_save, safe_name
 from seethrough_core.generation_settings import GenerationSettings
 from seethrough_core.in_view import boxes_in_view
 from seethrough_core.keys import ClientKeys
@@ -36,8 +39,10 @@ from seethrough_core.layout import Layout
 from seethrough_core.protocol import GenerateRequest
 from seethrough_core.record import GenerationRecord
 from seethrough_core.rendered_layout import RenderedLayout
+from seethrough_core.upscale_plan import UpscalePlan
+from seethrough_core.upscale_run import TileProgress, Upscale, UpscaleRunner
 
-from .background_render import RenderTask, run_render
+from .background_render import RenderTask, render_view, run_render
 
 log = logging.getLogger(__name__)
 
@@ -63,11 +68,34 @@ class JobSpec:
     render: RenderTask | None = None
     generate: bool = True  # False: Render OSCR, no server involved
     edit: ResultEdit | None = None  # Regenerate Changed / Vary Box: what the result is made from
+    upscale: UpscaleJob | None = None  # the frame at the render size, made from the base picture
 
     @property
     def image_name(self) -> str:
         name = f"{self.scene_name} {self.camera_name} seed {self.settings.seed}"
+        if self.upscale is not None and self.upscale.base is not None:
+            return f"{name} {self.upscale.size_text}"
         return name if self.edit is None else f"{name} {self.edit.kind}"
+
+
+@dataclass(frozen=True)
+class UpscaleJob:
+    """The second stage (docs/upscale.md): the base picture refined in tiles into the frame.
+
+    `base` None: the job's own generation is the base (Generate above the model's size); otherwise the
+    Upscale button's result, and the job generates nothing else."""
+
+    plan: UpscalePlan
+    frame_layout: Layout  # the layout at the frame's resolution
+    steps: int
+    guidance: float
+    engine: str
+    blender_binary: str  # for the tile views' background renders (background_render.render_task)
+    base: PreviousPicture | None = None
+
+    @property
+    def size_text(self) -> str:
+        return f"{self.plan.frame_width}x{self.plan.frame_height}"
 
 
 @dataclass(frozen=True)
@@ -121,6 +149,18 @@ class Step:
 
 
 @dataclass(frozen=True)
+class TileStep:
+    """An upscale's progress: a tile's view rendering (step None, rendering), its step, or its end."""
+
+    tile: str
+    done: int  # tiles finished
+    total: int
+    step: int | None = None
+    steps: int | None = None
+    rendering: bool = False
+
+
+@dataclass(frozen=True)
 class Finished:
     png_path: Path
     record: GenerationRecord
@@ -136,7 +176,7 @@ class Stopped:
     """The job was cancelled before it produced an image."""
 
 
-Event = Rendering | Rendered | Connected | JobAccepted | Step | Finished | Failed | Stopped
+Event = Rendering | Rendered | Connected | JobAccepted | Step | TileStep | Finished | Failed | Stopped
 
 
 # --- the status the panel shows (main thread only) --------------------------------------------
@@ -146,7 +186,8 @@ RENDERING_MESSAGE = "Rendering the OSCR image and masks in a background Blender 
 
 @dataclass
 class JobStatus:
-    state: str = "starting"  # starting, rendering, queued, running, cancelling, done, failed, cancelled
+    # starting, rendering, queued, running, upscaling, cancelling, done, failed, cancelled
+    state: str = "starting"
     message: str = "Connecting to the server ..."
     step: int = 0
     total: int = 0
@@ -158,7 +199,7 @@ class JobStatus:
 
     @property
     def active(self) -> bool:
-        return self.state in ("starting", "rendering", "queued", "running", "cancelling")
+        return self.state in ("starting", "rendering", "queued", "running", "upscaling", "cancelling")
 
     @property
     def fraction(self) -> float:
@@ -176,6 +217,7 @@ class GenerationJob:
         self._cancel = threading.Event()
         self._lock = threading.Lock()
         self._server_job: Job | None = None  # once the server accepted
+        self._tiles_done = 0  # the upscale's finished tiles (worker thread)
         self._thread = threading.Thread(target=self._run, name="seethrough-generate", daemon=True)
 
     def start(self) -> None:
@@ -219,39 +261,13 @@ class GenerationJob:
                 # The server first: a wrong address should not cost a whole render to find out.
                 info = client.info()
                 self._post(Connected(str(info.model.get("name", "")), info.is_noise, info.queue_length))
-                oscr = None if self._cancel.is_set() else self._oscr()
-                if oscr is None:
-                    self._post(Stopped())
-                    return
-                if not oscr.cached:
-                    self._post(Rendered(oscr, final=False))
-                edit = spec.edit
-                view = boxes_in_view(oscr.token_grids)  # boxes not in the frame stay out of the prompt
-                request = GenerateRequest.for_settings(
-                    view.settings(spec.settings),
-                    oscr.oscr_path.read_bytes(),  # PNG bytes as rendered: no decode here
-                    view.token_grids(oscr.token_grids),  # the amodal masks pooled by the core
-                    spec.metadata,
-                    edit=edit.edit if edit is not None else None,
-                )
-                # Written right away, off the main thread (encoding takes time); an image that arrived
-                # is never dropped: if the output folder fails, the temp folder takes it.
-                saved = generate_and_save(
-                    client,
-                    request,
-                    spec.layout,
-                    Destination(
-                        spec.out_dir / f"{safe_name(spec.image_name)}_{request.request_id[:8]}.png",
-                        {"scene": spec.scene_name, "camera": spec.camera_name, "server": spec.endpoint},
-                        fallback_dir=Path(tempfile.gettempdir()) / "seethrough-results",
-                        parent=edit.parent if edit is not None else None,
-                        region=edit.region if edit is not None else None,
-                        reprojected=edit.reprojected if edit is not None else None,
-                        out_of_view=view.left_out,
-                    ),
-                    on_accepted=self._accepted,
-                    on_progress=lambda p: self._post(Step(p.step, p.total, p.elapsed_s, p.preview)),
-                )
+                upscale = spec.upscale
+                if upscale is not None and upscale.base is not None:  # the Upscale button
+                    saved = self._upscale(client, upscale.base.image, upscale.base.record, self._frame_path())
+                else:
+                    saved = self._generate(client)
+                    if saved is not None and upscale is not None:
+                        saved = self._upscale_generated(client, saved)
                 self._post(Finished(saved.image_path, saved.record) if saved is not None else Stopped())
         except ServerUnavailableError as exc:
             self._post(Failed(str(exc)))
@@ -262,6 +278,98 @@ class GenerationJob:
         except Exception as exc:  # a bug: still end the job, with the traceback in the console
             traceback.print_exc()
             self._post(Failed(f"unexpected error: {type(exc).__name__}: {exc}"))
+
+    def _generate(self, client: SeeThroughClient) -> SavedImage | None:
+        """The job's picture (the base, when an upscale follows); None if it was cancelled."""
+        spec = self.spec
+        oscr = None if self._cancel.is_set() else self._oscr()
+        if oscr is None:
+            return None
+        if not oscr.cached:
+            self._post(Rendered(oscr, final=False))
+        edit = spec.edit
+        view = boxes_in_view(oscr.token_grids)  # boxes not in the frame stay out of the prompt
+        request = GenerateRequest.for_settings(
+            view.settings(spec.settings),
+            oscr.oscr_path.read_bytes(),  # PNG bytes as rendered: no decode here
+            view.token_grids(oscr.token_grids),  # the amodal masks pooled by the core
+            spec.metadata,
+            edit=edit.edit if edit is not None else None,
+        )
+        stage = "_base" if spec.upscale is not None else ""  # the frame takes the plain name
+        # Written right away, off the main thread (encoding takes time); an image that arrived
+        # is never dropped: if the output folder fails, the temp folder takes it.
+        return generate_and_save(
+            client,
+            request,
+            spec.layout,
+            Destination(
+                spec.out_dir / f"{safe_name(spec.image_name)}_{request.request_id[:8]}{stage}.png",
+                {"scene": spec.scene_name, "camera": spec.camera_name, "server": spec.endpoint},
+                fallback_dir=Path(tempfile.gettempdir()) / "seethrough-results",
+                parent=edit.parent if edit is not None else None,
+                region=edit.region if edit is not None else None,
+                reprojected=edit.reprojected if edit is not None else None,
+                out_of_view=view.left_out,
+            ),
+            on_accepted=self._accepted,
+            on_progress=lambda p: self._post(Step(p.step, p.total, p.elapsed_s, p.preview)),
+        )
+
+    def _frame_path(self) -> Path:
+        return self.spec.out_dir / f"{safe_name(self.spec.image_name)}_{uuid.uuid4().hex[:8]}.png"
+
+    def _upscale_generated(self, client: SeeThroughClient, base: SavedImage) -> SavedImage | None:
+        """The generated base made into the frame; the base PNG stays beside it (NAME_base.png)."""
+        if base.result is None:
+            raise SeeThroughError("the base picture came back without its pixels")
+        frame_path = base.image_path.with_name(base.image_path.name.removesuffix("_base.png") + ".png")
+        try:
+            return self._upscale(client, base.result.image, base.record, frame_path, base.image_path)
+        except SeeThroughError as exc:
+            raise SeeThroughError(f"{exc} (the base picture is kept at {base.image_path})") from None
+
+    def _upscale(
+        self,
+        client: SeeThroughClient,
+        image: np.ndarray,
+        record: GenerationRecord,
+        out_path: Path,
+        base_path: Path | None = None,
+    ) -> SavedImage | None:
+        """The upscale stage, run by the core's tile loop on this worker thread: each tile's view renders
+        in the background Blender process, its job on the server; Cancel stops both."""
+        spec, job = self.spec, self.spec.upscale
+        assert job is not None
+        source = {"scene": spec.scene_name, "camera": spec.camera_name, "server": spec.endpoint}
+        if base_path is not None:
+            source["base"] = str(base_path)
+        elif job.base is not None:
+            source["upscale_of"] = job.base.label
+        upscale = Upscale(
+            plan=replace(job.plan, seed=record.seed),
+            frame_layout=job.frame_layout,
+            base_image=image,
+            base_record=record,
+            out_path=out_path,
+            steps=job.steps,
+            guidance=job.guidance,
+            source=source,
+        )
+        total = len(upscale.plan.tiles)
+
+        def render(view: Layout, folder: Path):
+            self._post(TileStep(folder.name, self._tiles_done, total, rendering=True))
+            return render_view(view, folder, job.engine, job.blender_binary, self._cancel)
+
+        def on_progress(event: TileProgress) -> None:
+            self._tiles_done = event.done
+            self._post(TileStep(event.tile.name, event.done, event.total, event.step, event.steps))
+
+        saved = UpscaleRunner(upscale, [client], render, on_progress=on_progress, stop=self._cancel).run()
+        if saved is None:  # cancelled: each job writes a new file, so no later run could resume these tiles
+            shutil.rmtree(upscale.tiles_dir, ignore_errors=True)
+        return saved
 
     def _oscr(self) -> RenderedLayout | None:
         """The cached render, or a background render now; None if it was cancelled."""
@@ -355,6 +463,20 @@ def _update_status(status: JobStatus, event: Event) -> None:
         if status.state != "cancelling":
             status.state = "running"
             status.message = f"Step {event.step}/{event.total}, {event.elapsed_s:.1f} s"
+    elif isinstance(event, TileStep):
+        steps = event.steps or 1
+        status.step = event.done * steps + (event.step or 0)  # the bar covers every tile's steps
+        status.total = event.total * steps
+        if status.state != "cancelling":
+            status.state = "upscaling"
+            if event.rendering:
+                doing = "rendering its OSCR view"
+            elif event.step is not None:
+                doing = f"step {event.step}/{event.steps}"
+            else:
+                doing = "done"
+            tile = min(event.done + (event.step is not None or event.rendering), event.total)
+            status.message = f"Upscaling: tile {tile}/{event.total} ({event.tile}) {doing}"
     elif isinstance(event, Finished):
         status.state, status.message = "done", f"Done: seed {event.record.seed}"
     elif isinstance(event, Failed):

@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import bpy
 
 from seethrough_core.errors import SeeThroughError
 
 from . import generation
-from .generation_jobs import RUNNER
+from .generation_jobs import RUNNER, JobSpec
 from .headless import WaitsInBackground
 from .preferences import settings
-from .result_edits import regenerate_changed_spec, shown_result, unchanged_reason, vary_box_spec
+from .result_edits import (
+    regenerate_changed_spec,
+    shown_result,
+    unchanged_reason,
+    upscale_result_spec,
+    vary_box_spec,
+)
 
 
 class SEETHROUGH_OT_generate(WaitsInBackground, bpy.types.Operator):  # noqa: N801
@@ -58,9 +66,30 @@ def _start(operator: bpy.types.Operator, spec, what: str) -> set[str]:
     generation.start(spec)
     if operator.wait:
         return generation.wait_for_job(operator)
-    first = "Sending" if spec.oscr is not None else "Rendering OSCR, then sending"
+    if spec.upscale is not None and spec.upscale.base is not None:
+        first = "Upscaling"
+    else:
+        first = "Sending" if spec.oscr is not None else "Rendering OSCR, then sending"
     operator.report({"INFO"}, f"{first}: {what}")
     return {"FINISHED"}
+
+
+def _start_from_result(
+    operator: bpy.types.Operator,
+    make_spec: Callable[[], JobSpec],
+    failure: str,
+    what: Callable[[JobSpec], str],
+) -> set[str]:
+    """Start a job made from the shown result; nothing is rendered or sent when it cannot be made
+    (nothing changed, no usable result, a bad scene, a setting out of range: the reason is reported)."""
+    if operator.refuse_wait_in_ui():
+        return {"CANCELLED"}
+    try:
+        spec = make_spec()
+    except SeeThroughError as exc:
+        operator.report({"ERROR"}, f"{failure}: {exc}")
+        return {"CANCELLED"}
+    return _start(operator, spec, what(spec))
 
 
 class SEETHROUGH_OT_regenerate_changed(WaitsInBackground, bpy.types.Operator):  # noqa: N801
@@ -73,19 +102,15 @@ class SEETHROUGH_OT_regenerate_changed(WaitsInBackground, bpy.types.Operator):  
     @classmethod
     def poll(cls, context: bpy.types.Context) -> bool:
         reason = "A render or generation is running" if RUNNER.active else unchanged_reason(context.scene)
-        if reason is not None:
-            cls.poll_message_set(reason)
-        return reason is None
+        return _allowed(cls, reason)
 
     def execute(self, context: bpy.types.Context) -> set[str]:
-        if self.refuse_wait_in_ui():
-            return {"CANCELLED"}
-        try:
-            spec = regenerate_changed_spec(context.scene, settings())
-        except SeeThroughError as exc:  # nothing changed, no usable result, a bad scene: nothing sent
-            self.report({"ERROR"}, f"cannot regenerate: {exc}")
-            return {"CANCELLED"}
-        return _start(self, spec, f"{spec.edit.summary} (from {spec.edit.parent_image!r})")
+        return _start_from_result(
+            self,
+            lambda: regenerate_changed_spec(context.scene, settings()),
+            "cannot regenerate",
+            lambda spec: f"{spec.edit.summary} (from {spec.edit.parent_image!r})",
+        )
 
 
 class SEETHROUGH_OT_vary_box(WaitsInBackground, bpy.types.Operator):  # noqa: N801
@@ -96,24 +121,54 @@ class SEETHROUGH_OT_vary_box(WaitsInBackground, bpy.types.Operator):  # noqa: N8
 
     @classmethod
     def poll(cls, context: bpy.types.Context) -> bool:
-        item = shown_result(context.scene)
-        if RUNNER.active:
-            cls.poll_message_set("A render or generation is running")
-        elif item is None or item.image is None:
-            cls.poll_message_set("Generate a picture first: Vary Box changes the shown result")
-        else:
-            return context.active_object is not None
-        return False
+        reason = _busy_or_no_result(context, "Generate a picture first: Vary Box changes the shown result")
+        return _allowed(cls, reason) and context.active_object is not None
 
     def execute(self, context: bpy.types.Context) -> set[str]:
-        if self.refuse_wait_in_ui():
-            return {"CANCELLED"}
-        try:
-            spec = vary_box_spec(context.scene, settings(), context.active_object)
-        except SeeThroughError as exc:
-            self.report({"ERROR"}, f"cannot vary the box: {exc}")
-            return {"CANCELLED"}
-        return _start(self, spec, f"{spec.edit.summary}, seed {spec.settings.seed}")
+        return _start_from_result(
+            self,
+            lambda: vary_box_spec(context.scene, settings(), context.active_object),
+            "cannot vary the box",
+            lambda spec: f"{spec.edit.summary}, seed {spec.settings.seed}",
+        )
+
+
+class SEETHROUGH_OT_upscale_result(WaitsInBackground, bpy.types.Operator):  # noqa: N801
+    """Make the shown result into a frame of the scene's render size: enlarged, then refined in tiles,
+    each conditioned on its own OSCR view (in the background; Blender stays usable)"""
+
+    bl_idname = "seethrough.upscale_result"
+    bl_label = "Upscale"
+
+    @classmethod
+    def poll(cls, context: bpy.types.Context) -> bool:
+        return _allowed(cls, _busy_or_no_result(context, "Pick a result in the Results list first"))
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        return _start_from_result(
+            self,
+            lambda: upscale_result_spec(context.scene, settings()),
+            "cannot upscale",
+            lambda spec: (
+                f"{spec.upscale.base.label!r} to {spec.upscale.size_text} "
+                f"in {len(spec.upscale.plan.tiles)} tiles"
+            ),
+        )
+
+
+def _allowed(operator_class, reason: str | None) -> bool:
+    """A poll's answer: True, or False with the reason as the button's tooltip."""
+    if reason is not None:
+        operator_class.poll_message_set(reason)
+    return reason is None
+
+
+def _busy_or_no_result(context: bpy.types.Context, no_result: str) -> str | None:
+    """Why an operator on the shown result cannot run now (None: it can)."""
+    item = shown_result(context.scene)
+    if RUNNER.active:
+        return "A render or generation is running"
+    return no_result if item is None or item.image is None else None
 
 
 class SEETHROUGH_OT_cancel(bpy.types.Operator):  # noqa: N801
@@ -136,5 +191,6 @@ CLASSES = (
     SEETHROUGH_OT_generate,
     SEETHROUGH_OT_regenerate_changed,
     SEETHROUGH_OT_vary_box,
+    SEETHROUGH_OT_upscale_result,
     SEETHROUGH_OT_cancel,
 )

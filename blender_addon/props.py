@@ -19,15 +19,19 @@ from bpy.props import (
 )
 
 from seethrough_core.limits import (
+    DEFAULT_BASE_MEGAPIXELS,
     DEFAULT_EDIT_MARGIN_PX,
     DEFAULT_EDIT_STRENGTH,
     DEFAULT_GUIDANCE,
     DEFAULT_REPROJECT_LIMIT,
     DEFAULT_STEPS,
+    DEFAULT_UPSCALE_STRENGTH,
+    MAX_BASE_MEGAPIXELS,
     MAX_EDIT_MARGIN_PX,
     MAX_GUIDANCE,
     MAX_SEED,
     MAX_STEPS,
+    MIN_BASE_MEGAPIXELS,
 )
 from seethrough_core.vocabulary import DEFAULT_SEED
 
@@ -176,6 +180,30 @@ class SEETHROUGH_PG_scene(bpy.types.PropertyGroup):  # noqa: N801
         max=1.0,
         default=DEFAULT_REPROJECT_LIMIT,
         subtype="FACTOR",
+    )
+
+    # Frames above the model's size: a base picture, then a tiled upscale (docs/upscale.md).
+    upscale_to_render: BoolProperty(
+        name="Upscale to Render Size",
+        description="Above the base size, Generate makes a base picture and upscales it in tiles to the "
+        "scene's render size (resolution x percentage); off: the render size is generated directly",
+        default=True,
+    )
+    base_megapixels: FloatProperty(
+        name="Base Size (MP)",
+        description="The model's working size in megapixels: the base picture and each upscale tile "
+        "(1.0 = 1024 x 1024, where the model is at its best)",
+        min=MIN_BASE_MEGAPIXELS,
+        max=MAX_BASE_MEGAPIXELS,
+        default=DEFAULT_BASE_MEGAPIXELS,
+    )
+    upscale_strength: FloatProperty(
+        name="Upscale Strength",
+        description="How much each tile may change the enlarged base: lower keeps the base, higher "
+        "invents more detail",
+        min=MIN_UI_EDIT_STRENGTH,
+        max=1.0,
+        default=DEFAULT_UPSCALE_STRENGTH,
     )
 
     # Add Box inputs.

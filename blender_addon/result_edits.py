@@ -22,16 +22,19 @@ from seethrough_core.edit_plan import (
 )
 from seethrough_core.edit_region import box_changes, full_regeneration_reason
 from seethrough_core.errors import LayoutError, SeeThroughError
+from seethrough_core.generation_settings import GenerationSettings
 from seethrough_core.layout import Layout
+from seethrough_core.upscale_plan import frame_layout_at, plan_upscale
+from seethrough_core.vocabulary import DEFAULT_RENDER_ENGINE
 
 from . import images
 from .box_props import box_objects, is_box
-from .generation import job_spec, preview_interval
+from .generation import job_spec, preview_interval, upscale_job
 from .generation_jobs import JobSpec, ResultEdit
 from .preferences import Settings
 from .props import MAX_UI_SEED
 from .scene_checks import scene_layout
-from .scene_io import scene_to_layout
+from .scene_io import render_size, scene_to_layout
 
 
 class ResultEditError(SeeThroughError):
@@ -102,6 +105,34 @@ def vary_box_spec(scene: bpy.types.Scene, settings: Settings, box: bpy.types.Obj
         preview_interval=preview_interval(scene),
     )
     return job_spec(scene, settings, layout, plan.settings, edit=_result_edit(plan, previous))
+
+
+def upscale_result_spec(scene: bpy.types.Scene, settings: Settings) -> JobSpec:
+    """The shown result made into a frame of the scene's render size (docs/upscale.md): its own layout
+    and camera at that size, refined in tiles; its seed, steps and guidance. Raises SeeThroughError
+    (SettingError naming the setting) before anything is rendered or sent."""
+    previous = previous_picture(scene)
+    record = previous.record
+    size = render_size(scene)
+    if size == (record.width, record.height):
+        raise ResultEditError(
+            f"{previous.label!r} is already {size[0]}x{size[1]}, the render size; "
+            "set a larger Resolution under Output Properties"
+        )
+    props = scene.seethrough
+    plan = plan_upscale(
+        *size,
+        seed=record.seed,
+        base_megapixels=props.base_megapixels,
+        strength=props.upscale_strength,
+        base_size=(record.width, record.height),
+    )
+    frame = frame_layout_at(previous.layout, size)
+    upscale = upscale_job(plan, frame, record.steps, record.guidance, DEFAULT_RENDER_ENGINE, previous)
+    naming = GenerationSettings.for_layout(
+        frame, seed=record.seed, steps=record.steps, guidance=record.guidance
+    )
+    return job_spec(scene, settings, frame, naming, upscale=upscale)
 
 
 def unchanged_reason(scene: bpy.types.Scene) -> str | None:

@@ -65,13 +65,12 @@ def scene_to_layout(
         raise LayoutError("camera", f"object {camera.name!r} is not a camera")
     props = get_props(scene) or {}
     render = scene.render
-    scale = render.resolution_percentage / 100.0
     extras = props.get("extras_json")
     data = {
         "format": LAYOUT_FORMAT,
         "version": LAYOUT_VERSION,
         "scene_prompt": str(props.get("scene_prompt", "")),
-        "resolution": [round(render.resolution_x * scale), round(render.resolution_y * scale)],
+        "resolution": list(render_size(scene)),
         "camera": _camera_dict(camera, render),
         "boxes": _box_dicts(scene) if follow_links else [_box_dict(obj) for obj in box_objects(scene)],
         "extras": json.loads(extras) if extras else {},
@@ -105,6 +104,13 @@ def _world_transform(obj: bpy.types.Object) -> tuple[Matrix, list[float], list[f
         euler = rotation.to_euler("XYZ")
         scale = [abs(v) for v in scale_vec]
     return matrix, [_degrees(a) for a in euler], scale
+
+
+def render_size(scene: bpy.types.Scene) -> tuple[int, int]:
+    """The frame the scene renders: its resolution times its percentage."""
+    render = scene.render
+    scale = render.resolution_percentage / 100.0
+    return round(render.resolution_x * scale), round(render.resolution_y * scale)
 
 
 def _camera_dict(obj: bpy.types.Object, render) -> dict:

@@ -6,9 +6,11 @@ import time
 
 import bpy
 
-from seethrough_core.limits import side_problem
+from seethrough_core.errors import SeeThroughError
+from seethrough_core.limits import frame_side_problem, side_problem
+from seethrough_core.upscale_plan import plan_upscale
 
-from . import box_links, box_props, compat
+from . import box_links, box_props, compat, scene_io
 from .generation_jobs import RUNNER
 from .preferences import address_problem, draw_message, draw_server_controls, preferences, settings
 from .server_launcher import SERVER
@@ -80,10 +82,11 @@ class SEETHROUGH_PT_scene(SeeThroughPanel, bpy.types.Panel):  # noqa: N801
         row.prop(render, "resolution_x", text="W")
         row.prop(render, "resolution_y", text="H")
         column.prop(render, "resolution_percentage", text="Scale")
-        scale = render.resolution_percentage / 100.0
-        width, height = round(render.resolution_x * scale), round(render.resolution_y * scale)
+        width, height = scene_io.render_size(scene)
+        # Upscaled, any frame up to the upscale's limit; otherwise a size the model takes.
+        rule = frame_side_problem if scene.seethrough.upscale_to_render else side_problem
         for name, side in (("width", width), ("height", height)):
-            problem = side_problem(side)
+            problem = rule(side)
             if problem:
                 draw_message(layout, f"{width} x {height}: the {name} {problem}", "ERROR", alert=True)
         row = layout.row(align=True)
@@ -148,6 +151,7 @@ class SEETHROUGH_PT_generate(SeeThroughPanel, bpy.types.Panel):  # noqa: N801
         column.prop(props, "steps")
         column.prop(props, "guidance")
         layout.prop(props, "show_previews")
+        draw_frame_size(layout, context.scene)
 
         busy = RUNNER.active
         row = layout.row(align=True)
@@ -170,6 +174,8 @@ class SEETHROUGH_PT_generate(SeeThroughPanel, bpy.types.Panel):  # noqa: N801
         if busy:
             if status.state == "rendering":
                 text = "Rendering OSCR (in the background)"
+            elif status.state == "upscaling":
+                text = status.message
             else:
                 text = f"Step {status.step}/{status.total}" if status.total else status.message
             elapsed = time.monotonic() - status.started
@@ -185,6 +191,32 @@ class SEETHROUGH_PT_generate(SeeThroughPanel, bpy.types.Panel):  # noqa: N801
             draw_message(layout, "The server runs random weights (--tiny): images are noise", "INFO")
 
 
+def draw_frame_size(layout: bpy.types.UILayout, scene: bpy.types.Scene) -> None:
+    """The upscale settings, and what Generate makes of the render size (base, tiles)."""
+    props = scene.seethrough
+    column = layout.column(align=True)
+    column.prop(props, "upscale_to_render")
+    if not props.upscale_to_render:
+        return
+    row = column.row(align=True)
+    row.prop(props, "base_megapixels")
+    row.prop(props, "upscale_strength", text="Strength")
+    width, height = scene_io.render_size(scene)
+    try:
+        plan = plan_upscale(
+            width, height, seed=0, base_megapixels=props.base_megapixels, strength=props.upscale_strength
+        )
+    except SeeThroughError as exc:
+        draw_message(layout, f"Render size {width}x{height}: {exc}", "ERROR", alert=True)
+        return
+    if plan.needs_tiles:
+        text = (
+            f"{width}x{height}: base {plan.base.width}x{plan.base.height}, "
+            f"then {len(plan.tiles)} tiles of {plan.tile_width}x{plan.tile_height}"
+        )
+        draw_message(layout, text, "FULLSCREEN_ENTER")
+
+
 class SEETHROUGH_PT_results(SeeThroughPanel, bpy.types.Panel):  # noqa: N801
     bl_label = "Results"
     bl_parent_id = "SEETHROUGH_PT_scene"
@@ -196,6 +228,7 @@ class SEETHROUGH_PT_results(SeeThroughPanel, bpy.types.Panel):  # noqa: N801
         row = layout.row(align=True)
         row.operator("seethrough.open_history_item", text="Open", icon="IMAGE_DATA")
         row.operator("seethrough.use_as_background", text="Backplate", icon="CAMERA_DATA")
+        row.operator("seethrough.upscale_result", text="Upscale", icon="FULLSCREEN_ENTER")
         row.operator("seethrough.remove_history_item", text="", icon="X")
         if 0 <= props.history_index < len(props.history):
             item = props.history[props.history_index]

@@ -43,8 +43,8 @@ PLAN_FILE = "upscale_plan.json"
 
 
 # Renders a layout's OSCR and masks into a folder (Blender: the command line's render, the add-on's
-# background render process).
-RenderView = Callable[[Layout, Path], ViewCondition]
+# background render process); None when it was stopped (the add-on's Cancel kills its render).
+RenderView = Callable[[Layout, Path], ViewCondition | None]
 
 
 @dataclass(frozen=True)
@@ -231,6 +231,9 @@ class UpscaleRunner:
                     tile_layout(upscale.frame_layout, upscale.plan, tile),
                     upscale.tiles_dir / "views" / tile.name,
                 )
+                if condition is None:  # the render was stopped: so is the upscale
+                    self.stop.set()
+                    break
                 request, boxes = tile_request(upscale, tile, condition)
                 while not self.stop.is_set():
                     try:

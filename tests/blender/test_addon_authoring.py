@@ -167,7 +167,12 @@ def test_bad_scenes_are_refused_before_anything_is_sent(addon, tmp_path):
             bpy.ops.seethrough.generate()
         box.scale.z = 0.6
         scene.render.resolution_x = 264
+        scene.seethrough.upscale_to_render = False  # the model's own sizes (on: upscaled to any size)
         with pytest.raises(RuntimeError, match="not a multiple of 16"):
+            bpy.ops.seethrough.generate()
+        scene.render.resolution_x = 9000  # beyond what even an upscale makes
+        scene.seethrough.upscale_to_render = True
+        with pytest.raises(RuntimeError, match="9000 px is outside"):
             bpy.ops.seethrough.generate()
         scene.render.resolution_x = 256
         prefs().server_address = f"http://127.0.0.1:{server.port}"
