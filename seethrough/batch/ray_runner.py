@@ -25,7 +25,7 @@ from seethrough_core.client import ServerError, ServerUnavailableError
 from seethrough_core.errors import SeeThroughError
 from seethrough_core.png import write_bytes_atomic
 from seethrough_core.protocol import Cancelled, ErrorReply, GenerateRequest, Progress, Result
-from seethrough_core.rendered_layout import reusable
+from seethrough_core.rendered_layout import OSCR_NAME, REPORT_NAME, reusable
 
 from .consistent import chains_of
 from .plan import Shot, Task
@@ -41,7 +41,6 @@ from .ray_cluster import ActorPlan, connect, plan_actors
 from .runner import BatchOptions, BatchRunner, BatchSummary
 
 POLL_S = 0.25  # how often a waiting driver thread looks at its job's progress
-RENDER_COMPLETE_FILE = "masks.json"  # written last: a condition folder with it is complete
 
 
 class ActorJob:
@@ -193,12 +192,12 @@ class RayBatchRunner(BatchRunner):
     def _write_condition(self, shot: Shot, rendered: RenderedShot) -> tuple[bytes, np.ndarray]:
         """The condition folder as today's batch leaves it; masks.json last, as render_layout does."""
         folder = shot.condition_dir(self.options.out_dir)
-        names = sorted(rendered.files, key=lambda name: name == RENDER_COMPLETE_FILE)
+        names = sorted(rendered.files, key=lambda name: name == REPORT_NAME)  # last: completes it
         for name in names:
             path = folder / name
             path.parent.mkdir(parents=True, exist_ok=True)
             write_bytes_atomic(path, rendered.files[name])
-        return rendered.files["oscr.png"], rendered.token_grids
+        return rendered.files[OSCR_NAME], rendered.token_grids
 
     def run(self, inputs: list[Path]) -> BatchSummary:
         try:

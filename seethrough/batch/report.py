@@ -12,6 +12,7 @@ from PIL import Image, ImageDraw
 
 from seethrough_core.generate_and_save import sidecar_path_for
 from seethrough_core.png import write_bytes_atomic
+from seethrough_core.rendered_layout import OSCR_NAME
 
 from .plan import condition_dir_beside
 from .runner import BatchSummary, Outcome
@@ -42,7 +43,7 @@ class SheetEntry:
             record = {}
         source = record.get("source", {})
         camera, frame = source.get("camera", ""), source.get("frame")
-        oscr = condition_dir_beside(image_path, frame) / "oscr.png" if isinstance(frame, int) else None
+        oscr = condition_dir_beside(image_path, frame) / OSCR_NAME if isinstance(frame, int) else None
         parts = [str(camera)] if camera else []
         parts += [f"frame {frame}"] if frame is not None else []
         parts += [f"seed {record['seed']}"] if "seed" in record else [image_path.name]
