@@ -9,8 +9,15 @@ every camera move a full generation, as before reprojection). Printed per shot a
 - the temporal change of the static background: the mean absolute difference (8-bit levels) between
   each frame and the previous frame warped into its camera (the layout's exact reprojection, so the
   camera motion is compensated), over the floor and sky seen in both frames away from the boxes;
-- how much fine detail the last frame keeps (mean absolute Laplacian against the first frame's):
-  each reprojection resamples bilinearly, so a long chain softens what it keeps.
+- how much fine detail the last frame keeps (mean absolute Laplacian against the first frame's);
+- the drift from the first frame: the mean absolute difference between the last frame and the first
+  frame resampled once into the last camera, over the pixels the first frame generated and no later
+  frame regenerated (their source, rebuilt from the saved frames: seethrough_core.pixel_sources).
+  Resampled frame after frame, those pixels soften and drift from what was generated; sampled once
+  from their source, they stay it.
+
+`--analyse DIR` measures frames already made (a folder holding `pan/Camera`, `dolly/Camera`), e.g. by
+an earlier version, so two versions can be compared side by side.
 
 With the tiny random-weight model the pictures are noise: the shares are the geometry's own and exact,
 and a kept pixel's change is what reprojection does to it; what random weights cannot show is how a
@@ -33,8 +40,10 @@ sys.path[:0] = [str(REPO)]
 import numpy as np  # noqa: E402  (after the path fix-up above)
 
 from seethrough_core.edit_region import dilate  # noqa: E402
+from seethrough_core.generate_and_save import region_path_for  # noqa: E402
 from seethrough_core.layout import Layout, load_layout  # noqa: E402
 from seethrough_core.limits import DEFAULT_REPROJECT_LIMIT  # noqa: E402
+from seethrough_core.pixel_sources import ShotFrame, replay_sources  # noqa: E402
 from seethrough_core.record import GenerationRecord  # noqa: E402
 from seethrough_core.reprojection import reproject  # noqa: E402
 
@@ -104,6 +113,44 @@ def background_change(images: list[np.ndarray], layouts: list[Layout]) -> float:
     return float(np.mean(changes))
 
 
+def drift_from_first(folder: Path, images: list[np.ndarray], records: list[GenerationRecord]) -> float:
+    """Mean |last frame - first frame resampled once into it| where the first frame is the source."""
+    from PIL import Image
+
+    frames = []
+    for k, record in enumerate(records, start=1):
+        region = region_path_for(folder / f"{k:04d}_1.png")
+        generated = None
+        if region.is_file():
+            with Image.open(region) as mask:
+                generated = np.asarray(mask.convert("L")) > 0
+        kind = (record.parent or {}).get("kind")
+        frames.append(ShotFrame(f"{k:04d}_1.png", Layout.from_dict(record.layout), kind, generated))
+    sources = replay_sources(frames)
+    if "0001_1.png" not in sources.labels:
+        return float("nan")
+    once = reproject(images[0], frames[0].layout, frames[-1].layout, 0)
+    from_first = (sources.index == sources.labels.index("0001_1.png")) & once.seen
+    diff = np.abs(images[-1].astype(np.int16) - once.image.astype(np.int16))
+    return float(diff[from_first].mean())
+
+
+def measure(folder: Path, shot: str, mode: str, frames: int) -> dict:
+    images, records = frames_of(folder, frames)
+    layouts = [Layout.from_dict(r.layout) for r in records]
+    shares = [generated_share(r) for r in records[1:]]
+    return {
+        "shot": shot,
+        "mode": mode,
+        "generated_mean": float(np.mean(shares)),
+        "generated_max": float(np.max(shares)),
+        "full_frames": sum(s == 1.0 for s in shares),
+        "background_change": background_change(images, layouts),
+        "detail_kept": detail(images[-1]) / detail(images[0]),
+        "drift_from_first": drift_from_first(folder, images, records),
+    }
+
+
 def detail(image: np.ndarray) -> float:
     grey = image.astype(np.float64).mean(axis=2)
     laplacian = 4 * grey[1:-1, 1:-1] - grey[:-2, 1:-1] - grey[2:, 1:-1] - grey[1:-1, :-2] - grey[1:-1, 2:]
@@ -119,8 +166,14 @@ def main() -> int:
     parser.add_argument("--out", type=Path, help="keep the frames here (default: a temporary folder)")
     parser.add_argument("--shots", default=",".join(SHOTS), help="which shots: pan,dolly")
     parser.add_argument("--modes", default="reprojection,full", help="with reprojection, full generations")
+    parser.add_argument("--analyse", type=Path, help="only measure the frames already in this folder")
+    parser.add_argument("--label", default="", help="with --analyse: the mode's name in the table")
     args = parser.parse_args()
     shots = [shot for shot in SHOTS if shot in args.shots.split(",")]
+    if args.analyse is not None:
+        label = args.label or str(args.analyse)
+        print_table([measure(args.analyse / s / "Camera", s, label, args.frames) for s in shots], args)
+        return 0
 
     from seethrough.batch.inputs import expand_inputs
     from seethrough.batch.runner import BatchOptions, BatchRunner
@@ -146,36 +199,28 @@ def main() -> int:
                 print(f"the batch failed ({mode}): see {work}", file=sys.stderr)
                 return 1
             for shot in shots:
-                images, records = frames_of(options.out_dir / shot / "Camera", args.frames)
-                layouts = [Layout.from_dict(r.layout) for r in records]
-                shares = [generated_share(r) for r in records[1:]]
-                results.append(
-                    {
-                        "shot": shot,
-                        "mode": mode,
-                        "generated_mean": float(np.mean(shares)),
-                        "generated_max": float(np.max(shares)),
-                        "full_frames": sum(s == 1.0 for s in shares),
-                        "background_change": background_change(images, layouts),
-                        "detail_kept": detail(images[-1]) / detail(images[0]),
-                    }
-                )
+                results.append(measure(options.out_dir / shot / "Camera", shot, mode, args.frames))
+    print_table(results, args)
+    (work / "reprojection_bench.json").write_text(json.dumps(results, indent=2))
+    return 0
+
+
+def print_table(results: list[dict], args: argparse.Namespace) -> None:
     print(
         f"{args.frames} frames at {args.size} px, tiny random-weight model, {args.steps} steps, "
         f"margin {MARGIN} px, reprojection limit {DEFAULT_REPROJECT_LIMIT}\n"
     )
     print("| shot | mode | pixels generated per frame (mean / max) | full generations | "
-          "background change (levels) | detail kept at the last frame |")  # fmt: skip
-    print("|---|---|---|---|---|---|")
+          "background change (levels) | detail kept at the last frame | "
+          "drift from the first frame (levels) |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|")
     for r in results:
         generated = f"{r['generated_mean']:.1%} / {r['generated_max']:.1%}"
         full = f"{r['full_frames']} of {args.frames - 1}"
         print(
             f"| {r['shot']} | {r['mode']} | {generated} | {full} | {r['background_change']:.2f} | "
-            f"{r['detail_kept']:.2f} |"
+            f"{r['detail_kept']:.2f} | {r['drift_from_first']:.2f} |"
         )
-    (work / "reprojection_bench.json").write_text(json.dumps(results, indent=2))
-    return 0
 
 
 if __name__ == "__main__":
