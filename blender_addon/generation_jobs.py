@@ -31,7 +31,14 @@ from seethrough_core.client import Job, SeeThroughClient, ServerError, ServerUna
 from seethrough_core.edit_input import EditInput
 from seethrough_core.edit_plan import PreviousPicture
 from seethrough_core.errors import SeeThroughError
-from seethrough_core.generate_and_save import Destination, SavedImage, generate_and_save, safe_name
+from seethrough_core.generate_and_save import (
+    Destination,
+    SavedImage,
+    base_path_for,
+    frame_path_for,
+    generate_and_save,
+    safe_name,
+)
 from seethrough_core.generation_settings import GenerationSettings
 from seethrough_core.in_view import boxes_in_view
 from seethrough_core.keys import ClientKeys
@@ -296,7 +303,9 @@ class GenerationJob:
             spec.metadata,
             edit=edit.edit if edit is not None else None,
         )
-        stage = "_base" if spec.upscale is not None else ""  # the frame takes the plain name
+        image_path = spec.out_dir / f"{safe_name(spec.image_name)}_{request.request_id[:8]}.png"
+        if spec.upscale is not None:  # the frame takes the plain name, its base NAME_base.png
+            image_path = base_path_for(image_path)
         # Written right away, off the main thread (encoding takes time); an image that arrived
         # is never dropped: if the output folder fails, the temp folder takes it.
         return generate_and_save(
@@ -304,7 +313,7 @@ class GenerationJob:
             request,
             spec.layout,
             Destination(
-                spec.out_dir / f"{safe_name(spec.image_name)}_{request.request_id[:8]}{stage}.png",
+                image_path,
                 {"scene": spec.scene_name, "camera": spec.camera_name, "server": spec.endpoint},
                 fallback_dir=Path(tempfile.gettempdir()) / "seethrough-results",
                 parent=edit.parent if edit is not None else None,
@@ -323,7 +332,7 @@ class GenerationJob:
         """The generated base made into the frame; the base PNG stays beside it (NAME_base.png)."""
         if base.result is None:
             raise SeeThroughError("the base picture came back without its pixels")
-        frame_path = base.image_path.with_name(base.image_path.name.removesuffix("_base.png") + ".png")
+        frame_path = frame_path_for(base.image_path) or self._frame_path()
         try:
             return self._upscale(client, base.result.image, base.record, frame_path, base.image_path)
         except SeeThroughError as exc:

@@ -20,7 +20,15 @@ from seethrough_core.client import SeeThroughClient
 from seethrough_core.edit_plan import EditPlanError, PreviousPictureError, plan_edit
 from seethrough_core.endpoint import EndpointError
 from seethrough_core.errors import LayoutError, SeeThroughError
-from seethrough_core.generate_and_save import Destination, generate_and_save, safe_name, unused_image_path
+from seethrough_core.generate_and_save import (
+    BASE_SUFFIX,
+    Destination,
+    base_path_for,
+    frame_path_for,
+    generate_and_save,
+    safe_name,
+    unused_image_path,
+)
 from seethrough_core.generation_settings import SettingError
 from seethrough_core.in_view import boxes_in_view
 from seethrough_core.keys import KeyFileError
@@ -134,8 +142,9 @@ def run_edit(args: argparse.Namespace) -> int:
         return 2
     print(f"{layout_path.name} from {previous.label}: {plan.summary()}", file=sys.stderr, flush=True)
 
-    name = safe_name(layout_path.stem) + ("_base" if two_stages else "")
-    rendered = render_or_reuse(layout, args.out / "conditions" / name, engine=args.engine, quiet=True)
+    stem = safe_name(layout_path.stem)
+    conditions = f"{stem}{BASE_SUFFIX}" if two_stages else stem
+    rendered = render_or_reuse(layout, args.out / "conditions" / conditions, engine=args.engine, quiet=True)
     view = boxes_in_view(rendered.token_grids)  # a box with a pixel in view has a grid cell
     note = view.note(layout.descriptions, layout_path.name)
     if note is not None:
@@ -152,8 +161,10 @@ def run_edit(args: argparse.Namespace) -> int:
         metadata={"input": str(layout_path), "edit_of": str(previous_path)},
         edit=plan.edit,
     )
-    intended = args.out / f"{name}.png"
-    image_path = intended if args.overwrite else unused_image_path(intended)
+    intended = args.out / f"{stem}.png"
+    # the frame's name is chosen first: a two-stage frame's base is named after it (NAME_2_base.png)
+    final_path = intended if args.overwrite else unused_image_path(intended)
+    image_path = base_path_for(final_path) if two_stages else final_path
     destination = Destination(
         image_path,
         {"input": str(layout_path), "camera": layout.camera.name},
@@ -175,16 +186,14 @@ def run_edit(args: argparse.Namespace) -> int:
             return 1
         if saved is not None and two_stages:
             try:
-                saved = upscale_base(
-                    saved, frame, args, client, args.out / f"{safe_name(layout_path.stem)}.png"
-                )
+                saved = upscale_base(saved, frame, args, client, final_path)
             except SeeThroughError as exc:
                 print(f"error: {exc}", file=sys.stderr)
                 return 1
     if saved is None:
         print("error: the job was cancelled", file=sys.stderr)
         return 1
-    kept = "" if image_path == intended else f" ({intended.name} is kept; --overwrite replaces it)"
+    kept = "" if final_path == intended else f" ({intended.name} is kept; --overwrite replaces it)"
     print(f"wrote {saved.image_path}{kept}", file=sys.stderr)
     print(saved.image_path)
     return 0
@@ -193,9 +202,9 @@ def run_edit(args: argparse.Namespace) -> int:
 def base_of(previous_path: Path) -> Path:
     """The base picture of a frame made in two stages: NAME_base.png beside it (as batch and edit keep
     it), or the picture itself when it is a base."""
-    if previous_path.stem.endswith("_base"):
+    if frame_path_for(previous_path) is not None:
         return previous_path
-    base = previous_path.with_name(f"{previous_path.stem}_base.png")
+    base = base_path_for(previous_path)
     if not base.is_file():
         raise PreviousPictureError(
             f"{previous_path} is a frame made in two stages, and its base {base.name} is not beside it; "

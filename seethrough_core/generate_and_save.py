@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+BASE_SUFFIX = "_base"  # NAME_base.png: the base picture of the frame NAME.png (docs/upscale.md)
 
 
 def safe_name(text: str) -> str:
@@ -42,10 +43,13 @@ def sidecar_path_for(image_path: Path) -> Path:
 
 def unused_image_path(image_path: Path) -> Path:
     """``image_path`` if nothing is saved there yet, else the first free NAME_2.png, NAME_3.png ...: a
-    finished image (or its record) is never replaced by a new result."""
+    finished image (or its record, region, reprojection or base picture) is never replaced by a new
+    result, and a frame made in two stages gets a base name that is free too."""
 
     def taken(path: Path) -> bool:
-        return any(p.exists() for p in (path, sidecar_path_for(path), region_path_for(path)))
+        kept = (path, sidecar_path_for(path), region_path_for(path), reprojected_path_for(path))
+        base = base_path_for(path)
+        return any(p.exists() for p in (*kept, base, sidecar_path_for(base), tiles_dir_for(path)))
 
     candidate, number = image_path, 1
     while taken(candidate):
@@ -57,6 +61,25 @@ def unused_image_path(image_path: Path) -> Path:
 def region_path_for(image_path: Path) -> Path:
     """Where an edit's region mask is written: beside the image, NAME_region.png."""
     return image_path.with_name(f"{image_path.stem}_region.png")
+
+
+def tiles_dir_for(frame_path: Path) -> Path:
+    """Where an upscale keeps its finished tiles until the frame is written: beside it, NAME.tiles/."""
+    return frame_path.with_name(f"{frame_path.stem}.tiles")
+
+
+def base_path_for(frame_path: Path) -> Path:
+    """Where the base picture of a frame made in two stages is kept (docs/upscale.md): beside the
+    frame, NAME_base.png."""
+    return frame_path.with_name(f"{frame_path.stem}{BASE_SUFFIX}{frame_path.suffix}")
+
+
+def frame_path_for(base_path: Path) -> Path | None:
+    """The frame a base picture (NAME_base.png) is made into, NAME.png; None for any other name."""
+    stem = base_path.stem
+    if not stem.endswith(BASE_SUFFIX) or stem == BASE_SUFFIX:
+        return None
+    return base_path.with_name(f"{stem.removesuffix(BASE_SUFFIX)}{base_path.suffix}")
 
 
 def reprojected_path_for(image_path: Path) -> Path:

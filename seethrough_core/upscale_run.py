@@ -27,7 +27,7 @@ import numpy as np
 from .client import Job, SeeThroughClient
 from .edit_input import MASK_INSIDE, EditInput
 from .errors import SeeThroughError
-from .generate_and_save import Destination, SavedImage, save_image
+from .generate_and_save import Destination, SavedImage, save_image, tiles_dir_for
 from .generation_settings import GenerationSettings
 from .in_view import boxes_in_view
 from .layout import Layout
@@ -85,11 +85,6 @@ class Upscale:
             "guidance": self.guidance,
             "layout": self.frame_layout.to_dict(),
         }
-
-
-def tiles_dir_for(out_path: Path) -> Path:
-    """Where an upscale keeps its finished tiles until the frame is written: beside it, NAME.tiles/."""
-    return out_path.with_name(f"{out_path.stem}.tiles")
 
 
 def tile_start(upscale: Upscale, tile: Tile) -> np.ndarray:

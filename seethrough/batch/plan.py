@@ -6,7 +6,7 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from seethrough_core.generate_and_save import safe_name, sidecar_path_for
+from seethrough_core.generate_and_save import base_path_for, safe_name, sidecar_path_for
 from seethrough_core.layout import Layout
 from seethrough_core.record import has_matching_sidecar
 
@@ -67,7 +67,7 @@ class Task:
     @property
     def base_path(self) -> Path:
         """Where the base picture of a frame made in two stages is kept (docs/upscale.md)."""
-        return self.image_path.with_name(f"{self.image_path.stem}_base.png")
+        return base_path_for(self.image_path)
 
     def base_is_complete(self) -> bool:
         return has_matching_sidecar(self.base_path, sidecar_path_for(self.base_path))

@@ -8,6 +8,7 @@ row reaching past both edges of the frame.
 from __future__ import annotations
 
 import copy
+import hashlib
 import os
 import signal
 import subprocess
@@ -182,3 +183,23 @@ def test_batch_gives_the_frame_at_the_layouts_resolution(tmp_path, server):
     assert read_rgb(tmp_path / "edited" / "moved.png").shape == (FRAME[1], FRAME[0], 3)
     edited_base = read_png_record((tmp_path / "edited" / "moved_base.png").read_bytes())
     assert edited_base.parent["record"]["width"] == 368  # an edit of the base picture
+
+    # editing that edit into the same folder keeps it: the new frame and its base are moved_2*.png
+    kept = {p.name: p.read_bytes() for p in (tmp_path / "edited").glob("moved*.png")}
+    data["boxes"][0]["center"] = [-5.2, 0.6, 0.75]
+    (tmp_path / "moved.json").write_text(Layout.from_dict(data).to_json())
+    again = run_command(
+        [sys.executable, "-m", "seethrough", "edit", str(tmp_path / "moved.json"),
+         "--from", str(tmp_path / "edited" / "moved.png"), "--out", str(tmp_path / "edited"),
+         "--server", server.endpoint, "--base-megapixels", "0.0625"],
+        timeout=600,
+    )  # fmt: skip
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert again.stdout.strip() == str(tmp_path / "edited" / "moved_2.png")
+    assert "moved.png is kept" in again.stderr
+    assert {name: (tmp_path / "edited" / name).read_bytes() for name in kept} == kept
+    second = read_png_record((tmp_path / "edited" / "moved_2.png").read_bytes())
+    assert second.source["base"] == str(tmp_path / "edited" / "moved_2_base.png")
+    second_base = read_png_record((tmp_path / "edited" / "moved_2_base.png").read_bytes())
+    first_base_png = kept["moved_base.png"]
+    assert second_base.parent["sha256"] == hashlib.sha256(first_base_png).hexdigest()  # the base edited

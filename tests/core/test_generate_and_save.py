@@ -9,7 +9,17 @@ import numpy as np
 import pytest
 from PIL import Image, PngImagePlugin
 
-from seethrough_core.generate_and_save import Destination, region_path_for, save_result, sidecar_path_for
+from seethrough_core.errors import SeeThroughError
+from seethrough_core.generate_and_save import (
+    Destination,
+    base_path_for,
+    frame_path_for,
+    region_path_for,
+    save_result,
+    sidecar_path_for,
+    tiles_dir_for,
+    unused_image_path,
+)
 from seethrough_core.layout import Layout
 from seethrough_core.png import read_png_text
 from seethrough_core.protocol import Result
@@ -79,3 +89,34 @@ def test_png_text_written_by_other_tools_is_read(tmp_path):
     assert read_png_record((tmp_path / "p.png").read_bytes()) is None
     with pytest.raises(ValueError, match="not a PNG"):
         read_png_text(b"GIF89a")
+
+
+def test_a_new_name_never_lands_on_an_earlier_frame_its_base_or_its_tiles(tmp_path):
+    """NAME.png, NAME_base.png (a two-stage frame's base), NAME.tiles/ (an unfinished upscale) and the
+    files an edit leaves beside a picture each make NAME taken; the base is always named after its frame."""
+    frame = tmp_path / "shot.png"
+    assert unused_image_path(frame) == frame
+    for beside in ("shot_base.png", "shot_base.json", "shot_region.png", "shot_reprojected.png", "shot.json"):
+        (tmp_path / beside).write_bytes(b"x")
+        assert unused_image_path(frame) == tmp_path / "shot_2.png", beside
+        (tmp_path / beside).unlink()
+    tiles_dir_for(frame).mkdir()
+    assert unused_image_path(frame) == tmp_path / "shot_2.png"
+    (tmp_path / "shot_2.png").write_bytes(b"x")
+    assert unused_image_path(frame) == tmp_path / "shot_3.png"
+
+    assert base_path_for(tmp_path / "shot_2.png") == tmp_path / "shot_2_base.png"
+    assert frame_path_for(tmp_path / "shot_2_base.png") == tmp_path / "shot_2.png"
+    assert frame_path_for(tmp_path / "shot_2.png") is None and frame_path_for(tmp_path / "_base.png") is None
+
+
+def test_an_edit_of_a_later_frame_finds_that_frames_own_base(tmp_path):
+    from seethrough.edit_command import base_of
+
+    for name in ("shot.png", "shot_base.png", "shot_2.png", "shot_2_base.png"):
+        (tmp_path / name).write_bytes(b"x")
+    assert base_of(tmp_path / "shot_2.png") == tmp_path / "shot_2_base.png"
+    assert base_of(tmp_path / "shot_2_base.png") == tmp_path / "shot_2_base.png"
+    (tmp_path / "shot_2_base.png").unlink()
+    with pytest.raises(SeeThroughError, match="shot_2_base.png is not beside it"):
+        base_of(tmp_path / "shot_2.png")
