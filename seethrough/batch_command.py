@@ -50,7 +50,7 @@ from .options import (
 )
 
 if TYPE_CHECKING:  # the runner loads Blender
-    from .batch.runner import BatchOptions
+    from .batch.runner import BatchOptions, BatchPlan, BatchSummary
 
 
 def add_batch_arguments(p: argparse.ArgumentParser) -> None:
@@ -224,19 +224,24 @@ def _run(
     serve_argv: list[str] | None,
 ) -> int:
     from .batch.report import contact_sheets, summary_table
-    from .batch.runner import BatchRunner
+    from .batch.runner import BatchRunner, read_plan
 
-    if args.ray is not None:
+    # What is left to make decides whether a server (or a Ray cluster) is needed at all: a shard with
+    # no image, or a rerun of a finished batch, skips everything without loading a model.
+    plan = read_plan(inputs, options)
+    if not plan.to_make:
+        options.servers = []
+        print(_nothing_to_make(plan, options), file=sys.stderr, flush=True)
+        summary = BatchRunner(options).run_plan(plan)
+    elif args.ray is not None:
         try:
-            summary = _run_on_ray(args, options, inputs, serve_argv)
+            summary = _run_on_ray(args, options, plan, serve_argv)
         except FarmError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
         except SeeThroughError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 1
-        if summary is None:
-            return 130
     else:
         with ExitStack() as stack:
             try:
@@ -260,7 +265,7 @@ def _run(
                 file=sys.stderr,
                 flush=True,
             )
-            summary = BatchRunner(options).run(inputs)
+            summary = BatchRunner(options).run_plan(plan)
     print(summary_table(summary, inputs))
     sheet_problems: list[str] = []
     if options.shard is None:
@@ -306,11 +311,26 @@ def _serve_arguments(args: argparse.Namespace) -> list[str] | None:
     return None
 
 
-def _run_on_ray(args: argparse.Namespace, options, inputs: list[Path], serve_argv: list[str]):
-    """The batch on a Ray cluster (batch/ray_runner.py); None if Ctrl-C stopped it before the first job."""
+def _run_on_ray(
+    args: argparse.Namespace, options: BatchOptions, plan: BatchPlan, serve_argv: list[str]
+) -> BatchSummary:
+    """The batch on a Ray cluster (batch/ray_runner.py)."""
     from .batch.ray_cluster import import_ray
 
     import_ray()  # without the farm extra: a message naming it, before anything else
     from .batch.ray_runner import run_on_ray
 
-    return run_on_ray(args.ray, args.ray_cpu_actors, serve_argv, args.timeout, options, inputs)
+    return run_on_ray(args.ray, args.ray_cpu_actors, serve_argv, args.timeout, options, plan)
+
+
+def _nothing_to_make(plan: BatchPlan, options: BatchOptions) -> str:
+    """The first line of a batch that has nothing left to make, and so starts no server."""
+    shard = f", shard {options.shard}" if options.shard else ""
+    if plan.tasks:
+        what = f"all {len(plan.tasks)} image(s) already complete"
+    elif options.shard is not None:
+        what = "no image of the plan falls to this shard"
+    else:
+        what = "no image in the plan"
+    header = f"{len(plan.inputs)} input(s), seeds {options.seeds}{shard}"
+    return f"{header}: nothing to make ({what}); no server started"

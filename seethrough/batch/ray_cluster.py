@@ -38,8 +38,8 @@ def import_ray() -> ModuleType:
 def connect(address: str, timeout_s: float) -> ModuleType:
     """ray.init() on ``address`` ("local", "auto", "ray://host:port" or "host:port"); raises FarmError."""
     ray = import_ray()
-    if address == LOCAL:
-        ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
+    if address == LOCAL:  # Ray's "local": a new Ray even where one runs already (`ray start`, a test's)
+        ray.init(address="local", include_dashboard=False, log_to_driver=False, configure_logging=False)
         return ray
     if address != "auto":
         _check_reachable(address, timeout_s)

@@ -14,7 +14,6 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any, TextIO
 
 import numpy as np
@@ -38,7 +37,7 @@ from .ray_actors import (
     render_shot,
 )
 from .ray_cluster import ActorPlan, connect, plan_actors
-from .runner import BatchOptions, BatchRunner, BatchSummary
+from .runner import BatchOptions, BatchPlan, BatchRunner, BatchSummary
 
 POLL_S = 0.25  # how often a waiting driver thread looks at its job's progress
 
@@ -146,19 +145,19 @@ class RayBatchRunner(BatchRunner):
         self._progress.note(f"{endpoint} is gone ({reason}); its jobs go to the other actors")
         return False
 
-    def _read_inputs(self, inputs: list[Path]) -> dict[Path, list[Shot]]:
-        shots_by_input = super()._read_inputs(inputs)
-        for shots in shots_by_input.values():
+    def _plan_renders(self, plan: BatchPlan) -> None:
+        """The shots Ray renders, in the order the runner will ask for them."""
+        for shots in plan.shots_by_input.values():
             groups = chains_of(shots) if self.options.consistent else [shots]
             for shot in (shot for group in groups for shot in group):
                 if self._needs_render(shot) and not self._rendered_before(shot):
                     self._position[id(shot)] = len(self._order)
                     self._order.append(shot)
-        return shots_by_input
 
     def _needs_render(self, shot: Shot) -> bool:
+        """Some image of the shot is to be generated (not complete, nor only waiting for its upscale)."""
         tasks = (Task.of(shot, seed, self.options.out_dir) for seed in self.options.seeds)
-        return self.options.overwrite or not all(task.is_complete() for task in tasks)
+        return any(not self.options.keeps(task) and not self._base_kept(task) for task in tasks)
 
     def _rendered_before(self, shot: Shot) -> bool:
         """Its condition folder holds this very render (a resumed batch): the driver reads it."""
@@ -199,9 +198,10 @@ class RayBatchRunner(BatchRunner):
             write_bytes_atomic(path, rendered.files[name])
         return rendered.files[OSCR_NAME], rendered.token_grids
 
-    def run(self, inputs: list[Path]) -> BatchSummary:
+    def run_plan(self, plan: BatchPlan) -> BatchSummary:
+        self._plan_renders(plan)
         try:
-            return super().run(inputs)
+            return super().run_plan(plan)
         finally:
             for ref in self._refs.values():
                 ray.cancel(ref)
@@ -213,31 +213,29 @@ def run_on_ray(
     serve_argv: list[str],
     timeout_s: float,
     options: BatchOptions,
-    inputs: list[Path],
-) -> BatchSummary | None:
+    plan: BatchPlan,
+) -> BatchSummary:
     """Connect, check the cluster, load the actors, run the batch, stop everything; raises FarmError
-    (the cluster cannot run it) or SeeThroughError (the model did not load). None: Ctrl-C while loading."""
+    (the cluster cannot run it) or SeeThroughError (the model did not load). A Ctrl-C while loading
+    (KeyboardInterrupt) stops the actors and Ray, as any other end does."""
     print(f"Connecting to Ray ({address}) ...", file=sys.stderr, flush=True)
-    connect(address, timeout_s)
     actors: dict[str, Any] = {}
     try:
+        connect(address, timeout_s)  # inside: an interrupted start of a local Ray is stopped too
         resources = ray.cluster_resources()
-        plan = plan_actors(resources, cpu_actors, address)
+        actor_plan = plan_actors(resources, cpu_actors, address)
         nodes = sum(1 for node in ray.nodes() if node.get("Alive"))
         print(
-            f"{len(inputs)} input(s), seeds {options.seeds}, Ray cluster of {nodes} node(s), "
-            f"{int(resources.get('CPU', 0))} CPUs, {int(resources.get('GPU', 0))} GPUs: {plan.describe()}"
-            + (f", shard {options.shard}" if options.shard else ""),
+            f"{len(plan.inputs)} input(s), seeds {options.seeds}, Ray cluster of {nodes} node(s), "
+            f"{int(resources.get('CPU', 0))} CPUs, {int(resources.get('GPU', 0))} GPUs: "
+            f"{actor_plan.describe()}" + (f", shard {options.shard}" if options.shard else ""),
             file=sys.stderr,
             flush=True,
         )
-        try:
-            actors = start_actors(plan, serve_argv, timeout_s)
-        except KeyboardInterrupt:
-            return None
+        actors = start_actors(actor_plan, serve_argv, timeout_s)
         options.servers = list(actors)
         render_ahead = 2 * int(resources.get("CPU", 1))  # every CPU renders, one shot in hand
-        return RayBatchRunner(options, actors, render_ahead).run(inputs)
+        return RayBatchRunner(options, actors, render_ahead).run_plan(plan)
     finally:
         stop_actors(actors)
         ray.shutdown()

@@ -99,6 +99,10 @@ class BatchOptions:
     upscale_strength: float = DEFAULT_UPSCALE_STRENGTH
     shard: Shard | None = None  # --shard K/N: only this part of the plan (shards.py)
 
+    def keeps(self, task: Task) -> bool:
+        """The image is complete and stays: a rerun skips it (never with --overwrite)."""
+        return not self.overwrite and task.is_complete()
+
 
 @dataclass
 class Outcome:
@@ -130,10 +134,47 @@ class BatchSummary:
         return not self.interrupted and self.count("failed") == 0
 
 
+@dataclass
+class BatchPlan:
+    """What a batch makes, decided before any server starts (read_plan): every input's shots (with
+    --shard, this shard's), the inputs that could not be read, and how many images are left to make."""
+
+    inputs: list[Path]
+    shots_by_input: dict[Path, list[Shot]]
+    unreadable: list[Outcome]  # failed with the reason
+    tasks: list[Task]  # every image of the plan, in order
+    to_make: int  # images not complete yet (all of them with --overwrite); 0: no server is needed
+
+
+def read_plan(inputs: list[Path], options: BatchOptions) -> BatchPlan:
+    """Read every input (Blender, for .blend files) and decide what is left to make; starts nothing."""
+    names = output_names(inputs)
+    shots_by_input: dict[Path, list[Shot]] = {}
+    unreadable: list[Outcome] = []
+    for path in inputs:
+        try:
+            read = read_shots(path, names[path], options.cameras, options.frames)
+            shots_by_input[path] = [replace(shot, layout=options.size.apply(shot.layout)) for shot in read]
+        except SeeThroughError as exc:
+            unreadable.append(Outcome(path, str(path), "failed", str(exc)))
+        except Exception as exc:  # whatever a damaged file makes Blender raise: skip this input only
+            unreadable.append(
+                Outcome(path, str(path), "failed", f"cannot read it: {type(exc).__name__}: {exc}")
+            )
+    if options.shard is not None:
+        shots_by_input = options.shard.select(shots_by_input, options.consistent)
+    tasks = [
+        Task.of(shot, seed, options.out_dir)
+        for shots in shots_by_input.values()
+        for shot in shots
+        for seed in options.seeds
+    ]
+    to_make = sum(not options.keeps(task) for task in tasks)
+    return BatchPlan(inputs, shots_by_input, unreadable, tasks, to_make)
+
+
 class BatchRunner:
     def __init__(self, options: BatchOptions, stream: TextIO | None = None) -> None:
-        if not options.servers:
-            raise ValueError("a batch needs at least one server endpoint")
         for server in options.servers:
             self._check_worker(server)  # a bad address must fail here, not kill a worker thread
         self.options = options
@@ -167,14 +208,15 @@ class BatchRunner:
     # --- main thread --------------------------------------------------------------------------
 
     def run(self, inputs: list[Path]) -> BatchSummary:
+        return self.run_plan(read_plan(inputs, self.options))
+
+    def run_plan(self, plan: BatchPlan) -> BatchSummary:
+        """Make what the plan leaves to make; with nothing to make, it needs no server."""
+        if plan.to_make and not self.options.servers:
+            raise ValueError("a batch with images to make needs at least one server endpoint")
         start = time.perf_counter()
-        shots_by_input = self._read_inputs(inputs)
-        all_tasks = [
-            Task.of(shot, seed, self.options.out_dir)
-            for shots in shots_by_input.values()
-            for shot in shots
-            for seed in self.options.seeds
-        ]
+        shots_by_input, all_tasks = plan.shots_by_input, plan.tasks
+        self._outcomes.extend(plan.unreadable)
         self._progress = ProgressLine(len(all_tasks) + len(self._outcomes), self.stream)
         for outcome in list(self._outcomes):  # inputs that could not be read
             self._progress.advance(f"FAILED {outcome.label}: {outcome.reason}")
@@ -295,27 +337,10 @@ class BatchRunner:
             raise KeyboardInterrupt
         note = f" (upscaled from {plan.base.width}x{plan.base.height} in {len(plan.tiles)} tiles)"
         self._finish(
-            Outcome(task.shot.input_path, task.label, "done", image_path=task.image_path,
-                    generate_s=time.perf_counter() - start),
+            Outcome(task.shot.input_path, task.label, "done", server=", ".join(self.options.servers),
+                    image_path=task.image_path, generate_s=time.perf_counter() - start),
             note,
         )  # fmt: skip
-
-    def _read_inputs(self, inputs: list[Path]) -> dict[Path, list[Shot]]:
-        names = output_names(inputs)
-        shots: dict[Path, list[Shot]] = {}
-        for path in inputs:
-            try:
-                read = read_shots(path, names[path], self.options.cameras, self.options.frames)
-                shots[path] = [replace(shot, layout=self.options.size.apply(shot.layout)) for shot in read]
-            except SeeThroughError as exc:
-                self._outcomes.append(Outcome(path, str(path), "failed", str(exc)))
-            except Exception as exc:  # whatever a damaged file makes Blender raise: skip this input only
-                self._outcomes.append(
-                    Outcome(path, str(path), "failed", f"cannot read it: {type(exc).__name__}: {exc}")
-                )
-        if self.options.shard is not None:
-            shots = self.options.shard.select(shots, self.options.consistent)
-        return shots
 
     def _produce(self, shot: Shot) -> float:
         """Render a shot's condition if any of its images is missing, then queue those tasks."""
@@ -351,13 +376,17 @@ class BatchRunner:
         """The shot's tasks still to do; the complete ones are reported as skipped."""
         pending = []
         for task in (Task.of(shot, seed, self.options.out_dir) for seed in self.options.seeds):
-            if not self.options.overwrite and task.is_complete():
+            if self.options.keeps(task):
                 self._finish(Outcome(shot.input_path, task.label, "skipped", image_path=task.image_path))
-            elif self._two_stages(shot.layout) and task.base_is_complete() and not self.options.overwrite:
-                self._to_upscale.append(task)  # the base is kept from an interrupted run
+            elif self._base_kept(task):
+                self._to_upscale.append(task)
             else:
                 pending.append(task)
         return pending
+
+    def _base_kept(self, task: Task) -> bool:
+        """A frame made in two stages whose base an interrupted run kept: only its upscale is left."""
+        return not self.options.overwrite and self._two_stages(task.shot.layout) and task.base_is_complete()
 
     def _render(self, shot: Shot, pending: list[Task]) -> tuple[float, Condition | None]:
         """Seconds spent, and the shot's condition (None: nothing to do, or the render failed)."""

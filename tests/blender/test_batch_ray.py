@@ -15,12 +15,14 @@ import bpy
 import numpy as np
 import pytest
 from PIL import Image
+from process_support import run_command
 
 from blender_addon.scene_io import layout_to_scene
 from seethrough.batch.inputs import expand_inputs
 from seethrough.batch.runner import BatchOptions, BatchRunner
 from seethrough.cli import main
 from seethrough_core.layout import Layout, load_layout
+from seethrough_core.record import has_matching_sidecar, read_png_record
 from seethrough_core.server_process import ServerProcess, free_loopback_port
 
 ray = pytest.importorskip("ray", reason="the Ray tests need seethrough[farm] (in seethrough[dev])")
@@ -182,6 +184,86 @@ def test_a_killed_actor_is_restarted_and_nothing_is_lost_or_written_twice(empty_
     rerun = subprocess.run([*again, "--server", dead], capture_output=True, text=True, timeout=120)
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     assert rerun.stderr.count("skipped") == 8
+
+
+def test_a_frame_in_two_stages_keeps_its_base_and_a_rerun_starts_no_actor(tmp_path, cluster):
+    """480 x 240 is not a size the model takes: a base picture on an actor, then 2 tiles on actors."""
+    data = small_layout().to_dict()
+    data["resolution"] = [480, 240]
+    Layout.from_dict(data).save(tmp_path / "wide.json")
+    out = tmp_path / "out"
+    command = batch_command(
+        str(tmp_path / "wide.json"), "--out", str(out), "--seeds", "3", "--base-megapixels", "0.0625",
+        "--tiny", "--ray", cluster.address, "--ray-cpu-actors", "1",
+    )  # fmt: skip
+    run = run_command(command, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "(upscaled from 368x256 in 2 tiles)" in run.stderr
+    final = out / "wide" / "Camera" / "0001_3.png"
+    base = final.with_name("0001_3_base.png")
+    assert pixels(final).shape == (240, 480, 3) and pixels(base).shape == (256, 368, 3)
+    record, base_record = (read_png_record(path.read_bytes()) for path in (final, base))
+    assert (record.width, record.height) == (480, 240) and record.seed == base_record.seed == 3
+    assert record.upscale["base"]["size"] == [368, 256] and len(record.upscale["tiles"]) == 2
+    assert record.source["base"] == str(base) and record.source["server"] == "ray actor 1"
+    assert (base_record.width, base_record.height) == (368, 256) and base_record.upscale is None
+    assert not final.with_name("0001_3.tiles").exists()  # the tiles go once the frame is written
+
+    rerun = run_command(command, timeout=120)  # complete: no cluster, no actor, no model
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert "nothing to make (all 1 image(s) already complete); no server started" in rerun.stderr
+    assert "Connecting to Ray" not in rerun.stderr and "skipped wide/Camera/0001_3.png" in rerun.stderr
+
+
+def session_processes(session: int) -> list[str]:
+    """The processes still alive in a session (a Ray started by a command stays in the command's)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue  # ended while we looked
+        fields = text[text.rindex(")") + 2 :].split()
+        if int(fields[3]) == session and fields[0] != "Z":
+            found.append(text[: text.rindex(")") + 1])
+    return found
+
+
+def test_ctrl_c_ends_a_ray_batch_cleanly(tmp_path):
+    """Ctrl-C in a terminal signals the command's whole process group; --ray alone started its own Ray."""
+    small_layout().save(tmp_path / "shot.json")
+    out = tmp_path / "out"
+    seeds = [str(s) for s in range(1, 17)]  # far more than are made before the signal arrives
+    command = batch_command(
+        str(tmp_path / "shot.json"), "--out", str(out), "--seeds", ",".join(seeds), "--tiny",
+        "--ray", "--ray-cpu-actors", "1",
+    )  # fmt: skip
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
+    lines = []
+    try:
+        for line in process.stderr:
+            lines.append(line)
+            if line.startswith("[1/16] done"):
+                os.killpg(process.pid, signal.SIGINT)
+                break
+        stdout, rest = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    stderr = "".join(lines) + rest
+    assert process.returncode == 130, stderr[-3000:]
+    assert "interrupted: rerun the same command to finish" in stdout and re.search(r"^total ", stdout, re.M)
+    done = re.findall(r"\] done    shot/Camera/(\S+) on ray actor 1", stderr)
+    assert 1 <= len(done) < len(seeds), stderr[-3000:]
+    for name in done:  # finished images are kept, each with its record
+        assert has_matching_sidecar(
+            out / "shot" / "Camera" / name, out / "shot" / "Camera" / f"{name[:-4]}.json"
+        )
+    assert not [p for p in out.rglob("*") if "partial" in p.name]
+    assert session_processes(process.pid) == []  # no Ray process, no actor left behind
 
 
 def test_a_cluster_without_the_resource_says_what_is_missing(tmp_path, cluster):

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import re
+import sys
 from pathlib import Path
 
 import pytest
+from process_support import run_command
 
 from seethrough.batch.inputs import InputError
 from seethrough.batch.plan import Shot
@@ -78,3 +81,38 @@ def test_the_command_refuses_a_bad_shard_before_any_work(tmp_path, capsys, layou
     assert code == 2
     assert f"--shard {text}: K must be in 1..3" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow  # three batch processes, one of them with a tiny server and a Blender render
+def test_a_shard_or_a_rerun_with_nothing_to_make_starts_no_server(tmp_path, layout_dict):
+    """A layout file is one shot: shard 1/2 holds it, 2/2 nothing; after 1/2 the whole plan is complete."""
+    Layout.from_dict(layout_dict).save(tmp_path / "shot.json")
+    out = tmp_path / "out"
+    server_log = out / "logs" / "tiny_server.log"  # written by an embedded server as soon as it starts
+
+    def batch(*extra: str):
+        command = [
+            sys.executable, "-m", "seethrough", "batch", str(tmp_path / "shot.json"), "--out", str(out),
+            "--tiny", "--steps", "2", "--seeds", "1,2", *extra,
+        ]  # fmt: skip
+        return run_command(command, timeout=300)
+
+    empty = batch("--shard", "2/2")
+    assert empty.returncode == 0, empty.stderr[-3000:]
+    assert "shard 2/2: nothing to make (no image of the plan falls to this shard); no server started" in (
+        empty.stderr
+    )
+    assert "Starting an embedded server" not in empty.stderr and not server_log.exists()
+    assert re.search(r"^total +0 +0 +0 ", empty.stdout, re.MULTILINE)  # the usual summary, of nothing
+
+    made = batch("--shard", "1/2")
+    assert made.returncode == 0, made.stderr[-3000:]
+    assert server_log.is_file() and made.stderr.count("] done ") == 2
+    server_log.unlink()
+
+    last = batch()  # the farm's last task: every image complete, it writes the contact sheet
+    assert last.returncode == 0, last.stderr[-3000:]
+    assert "nothing to make (all 2 image(s) already complete); no server started" in last.stderr
+    assert last.stderr.count("(already complete)") == 2
+    assert "Starting an embedded server" not in last.stderr and not server_log.exists()
+    assert (out / "shot" / "contact_sheet.png").is_file()
