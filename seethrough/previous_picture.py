@@ -11,18 +11,20 @@ import numpy as np
 from seethrough_core.edit_plan import PreviousPicture, PreviousPictureError, read_previous_picture
 
 
-def read_previous(path: Path) -> PreviousPicture:
-    """The previous picture and its record; PreviousPictureError when it cannot start an edit."""
+def read_pixels(png: bytes, mode: str = "RGB") -> np.ndarray:
+    """A PNG's pixels: uint8 H x W x 3 ("RGB") or H x W ("L", a region mask)."""
     from PIL import Image
 
+    with Image.open(io.BytesIO(png)) as decoded:
+        return np.asarray(decoded.convert(mode))
+
+
+def read_previous(path: Path) -> PreviousPicture:
+    """The previous picture and its record; PreviousPictureError when it cannot start an edit."""
     try:
         png = path.read_bytes()
     except OSError as exc:
         raise PreviousPictureError(f"cannot read {path}: {exc.strerror or exc}") from None
 
-    def pixels() -> np.ndarray:
-        with Image.open(io.BytesIO(png)) as decoded:
-            return np.asarray(decoded.convert("RGB"))
-
     remedy = "edit a PNG that SeeThrough saved (seethrough batch, seethrough edit or the add-on)"
-    return read_previous_picture(path.name, {"file": str(path)}, png, pixels, remedy)
+    return read_previous_picture(path.name, {"file": str(path)}, png, lambda: read_pixels(png), remedy)

@@ -9,7 +9,7 @@ to a server.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ from .generate_and_save import base_path_for, frame_path_for
 from .generation_settings import GenerationSettings, SettingError
 from .layout import Layout
 from .limits import DEFAULT_EDIT_MARGIN_PX, DEFAULT_EDIT_STRENGTH, DEFAULT_REPROJECT_LIMIT
+from .pixel_sources import PictureOf, PixelSources
 from .record import GenerationRecord, parent_entry, read_png_file_record, read_png_record
 from .reprojection import REPROJECTED, CameraMove, plan_camera_move
 
@@ -136,6 +137,7 @@ class EditPlan:
     change: LayoutChange
     parent: dict[str, Any]  # the new record's `parent` (record.parent_entry)
     camera_move: CameraMove | None = None  # kind "reprojected": the previous picture in the new camera
+    sources: PixelSources | None = None  # a shot's frame: where each of its pixels is generated
 
     @property
     def unchanged(self) -> bool:
@@ -253,13 +255,25 @@ def plan_next_frame(
     *,
     margin_px: int,
     reproject_limit: float = DEFAULT_REPROJECT_LIMIT,
+    sources: PixelSources | None = None,
+    picture_of: PictureOf | None = None,
+    label: str = "",
 ) -> EditPlan:
     """A frame of a sequence (`seethrough batch --consistent`) from the frame before it, with the
     sequence's own settings: an edit over what changed, the previous frame reprojected after a camera
     move, a full regeneration (a move past ``reproject_limit``, resolution or scene prompt changed), or,
-    when nothing needs regenerating, no edit and ``plan.unchanged`` (copy the picture)."""
+    when nothing needs regenerating, no edit and ``plan.unchanged`` (copy the picture).
+
+    ``sources``: the previous frame's pixel sources (pixel_sources.py). After a camera move each kept
+    pixel is then sampled once from the picture that generated it (``picture_of`` reads one by its
+    label), not from the previous frame; the plan's ``sources`` are the new frame's, ``label``."""
     change = layout_change(previous.layout, layout, margin_px)
     change, move = _camera_move(previous, layout, change, margin_px, reproject_limit)
+    next_sources = None
+    if sources is not None:
+        if picture_of is None:
+            raise ValueError("pixel sources need picture_of to read the frames they name")
+        move, next_sources = _follow_sources(sources, picture_of, label, layout, change, move)
     kind = (
         REPROJECTED
         if move is not None
@@ -269,7 +283,30 @@ def plan_next_frame(
         if change.unchanged
         else "edit"
     )
-    return _edit_plan(previous, layout, settings, change, kind, margin_px, DEFAULT_EDIT_STRENGTH, move)
+    plan = _edit_plan(previous, layout, settings, change, kind, margin_px, DEFAULT_EDIT_STRENGTH, move)
+    if next_sources is not None and move is not None:  # the record says which frames the pixels are from
+        plan.parent["sources"] = {name: round(share, 4) for name, share in next_sources.shares().items()}
+    return replace(plan, sources=next_sources)
+
+
+def _follow_sources(
+    sources: PixelSources,
+    picture_of: PictureOf,
+    label: str,
+    layout: Layout,
+    change: LayoutChange,
+    move: CameraMove | None,
+) -> tuple[CameraMove | None, PixelSources]:
+    """The camera move with its kept pixels sampled from where they were generated, and the new
+    frame's sources: its own where it regenerates, the previous frame's sources elsewhere."""
+    if change.full:
+        return move, PixelSources.generated(label, layout.height, layout.width)
+    if move is None:
+        generated = change.region if change.region is not None else np.zeros(sources.index.shape, bool)
+        return None, sources.edited(generated, label)
+    moved = sources.moved(move.reprojection.source, move.region, label)
+    image = moved.sample(picture_of, ~move.region, move.image)
+    return replace(move, reprojection=replace(move.reprojection, image=image)), moved
 
 
 def _camera_move(

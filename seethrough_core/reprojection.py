@@ -71,6 +71,9 @@ class Reprojection:
     seen: np.ndarray  # bool H x W: filled from the previous picture (in its frame and not hidden in it)
     untrusted: np.ndarray  # bool H x W: a box's amodal mask: placed on the box's faces, not the object
     region: np.ndarray  # bool H x W: not seen or untrusted, grown by the margin: what regenerates
+    # float64 H x W x 2: where each new pixel was sampled in the previous picture (x, y; a pixel
+    # centre is its index), meaningful where ``seen``: a long shot's pixel_sources compose these
+    source: np.ndarray
 
     @property
     def share(self) -> float:
@@ -147,7 +150,8 @@ def reproject(
     reprojected = np.clip(np.rint(image), 0, 255).astype(np.uint8)
     untrusted = new_masks.amodal.any(axis=0) if len(after.boxes) else np.zeros_like(seen)
     region = dilate(~seen | untrusted, margin_px)
-    return Reprojection(_fill_unseen(reprojected, seen), seen, untrusted, region)
+    source = np.stack([x, y], axis=-1)
+    return Reprojection(_fill_unseen(reprojected, seen), seen, untrusted, region, source)
 
 
 def rotation_homography(before: CameraModel, after: CameraModel) -> np.ndarray:

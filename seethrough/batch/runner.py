@@ -48,6 +48,7 @@ from seethrough_core.limits import (
     DEFAULT_SERVER_RETRY_S,
     DEFAULT_STEPS,
     DEFAULT_UPSCALE_STRENGTH,
+    RESUME_SOURCES_FRAMES,
 )
 from seethrough_core.output_size import OutputSize
 from seethrough_core.protocol import ErrorCode, GenerateRequest
@@ -329,15 +330,18 @@ class BatchRunner:
         """Render every frame of one camera, then queue one chain per seed, in frame order."""
         elapsed = 0.0
         chains: dict[int, list[Link]] = {seed: [] for seed in self.options.seeds}
-        previous: dict[int, Task] = {}
+        before: dict[int, list[Task]] = {seed: [] for seed in self.options.seeds}  # newest first
         for shot in shots:
             pending = self._pending(shot)
             seconds, condition = self._render(shot, pending)
             elapsed += seconds
             for task in pending if condition is not None else []:
-                chains[task.seed].append(Link(task, condition, previous.get(task.seed)))
+                earlier = before[task.seed]
+                previous = earlier[0] if earlier else None
+                chains[task.seed].append(Link(task, condition, previous, tuple(earlier[1:])))
             for seed in self.options.seeds:
-                previous[seed] = Task.of(shot, seed, self.options.out_dir)
+                before[seed].insert(0, Task.of(shot, seed, self.options.out_dir))
+                del before[seed][RESUME_SOURCES_FRAMES + 1 :]
         for links in chains.values():
             if links:
                 self._put(Chain(links))
@@ -429,15 +433,15 @@ class BatchRunner:
                 continue  # finished before this chain came back from a lost server
             if self._pool.stopping:
                 return  # interrupted: leave the rest for the next run
-            self._run_link(client, endpoint, link)
+            self._run_link(client, endpoint, link, chain)
             chain.done.add(task.image_path)
 
-    def _run_link(self, client: SeeThroughClient, endpoint: str, link: Link) -> None:
+    def _run_link(self, client: SeeThroughClient, endpoint: str, link: Link, chain: Chain) -> None:
         """One image, done or failed with its reason; _ServerDownError when the server cannot go on."""
         task = link.task
         for sent in range(1, RESUBMITS + 2):
             try:
-                self._generate(client, endpoint, link)
+                self._generate(client, endpoint, link, chain)
                 return
             except JobLostError as exc:  # the server restarted under the job: send it again
                 if sent > RESUBMITS:
@@ -485,21 +489,25 @@ class BatchRunner:
         self._progress.note(f"server {endpoint} did not come back within {self.options.retry_s:g} s")
         return False
 
-    def _generate(self, client: SeeThroughClient, endpoint: str, link: Link) -> None:
+    def _generate(self, client: SeeThroughClient, endpoint: str, link: Link, chain: Chain) -> None:
         task = link.task
         oscr_png, token_grids, view = link.condition
         layout = self._generation_layout(task.shot.layout)
         two_stages = layout is not task.shot.layout
-        previous = link.previous
+        target = task.base_path if two_stages else task.image_path
+        previous, earlier = link.previous, link.earlier
         if previous is not None and two_stages:  # a chain of bases: each an edit of the one before
-            previous = replace(
-                previous, image_path=previous.base_path, sidecar_path=sidecar_path_for(previous.base_path)
-            )
+            previous, earlier = _as_base(previous), tuple(_as_base(t) for t in earlier)
         settings = GenerationSettings.for_layout(
             layout, seed=task.seed, steps=self.options.steps, guidance=self.options.guidance
         )
-        limit = self.options.reproject_limit
-        plan = plan_frame(previous, layout, settings, self.options.margin_px, limit) if previous else None
+        plan = None
+        if previous is not None:
+            plan = plan_frame(
+                previous, layout, settings, self.options.margin_px, self.options.reproject_limit,
+                target=target, earlier=earlier, carried=chain.sources,
+            )  # fmt: skip
+        chain.sources = None  # set again once this frame is saved
         source = {
             "input": str(task.shot.input_path),
             "camera": task.shot.camera,
@@ -508,9 +516,9 @@ class BatchRunner:
         }
         if plan is not None and plan.copy_of is not None:
             record = copied_record(plan.copy_of, layout, source, plan.parent)
-            target = task.base_path if two_stages else task.image_path
             destination = Destination(target, source, sidecar=True, reprojected=plan.reprojected)
             save_image(plan.copy_of.image, record, destination)
+            chain.sources = plan.sources
             if two_stages:
                 with self._lock:
                     self._to_upscale.append(task)
@@ -539,7 +547,7 @@ class BatchRunner:
 
         # the sidecar is written last: a task is complete once it holds the PNG's record (Task.is_complete)
         destination = Destination(
-            task.base_path if two_stages else task.image_path,
+            target,
             source,
             sidecar=True,
             parent=plan.parent if plan is not None else None,
@@ -552,6 +560,8 @@ class BatchRunner:
         )
         if saved is None:
             raise JobCancelledError(f"{task.label} was cancelled")
+        if plan is not None and saved.image_path == target:  # not in the fallback folder
+            chain.sources = plan.sources
         elapsed = time.perf_counter() - start
         if two_stages:  # the frame is made by the second stage, after every base
             with self._lock:
@@ -599,3 +609,8 @@ def _describe(exc: BaseException) -> str:
     if isinstance(exc, OSError) and exc.strerror:
         return f"{exc.strerror}: {exc.filename}" if exc.filename else exc.strerror
     return str(exc)
+
+
+def _as_base(task: Task) -> Task:
+    """A frame made in two stages as its base picture: a chain of bases edits one base after another."""
+    return replace(task, image_path=task.base_path, sidecar_path=sidecar_path_for(task.base_path))

@@ -120,6 +120,18 @@ def test_a_pan_keeps_the_picture_and_only_the_revealed_strip_regenerates(empty_b
     check_frames(folder)
 
 
+def model(record: GenerationRecord) -> CameraModel:
+    return CameraModel(Layout.from_dict(record.layout).camera, 256, 256)
+
+
+def from_frame_1(folder: Path, cameras: list[CameraModel]) -> np.ndarray:
+    """Frame 3's pixels whose spot in frame 2 lies wholly outside frame 2's region: frame 2 kept them
+    from frame 1, so frame 1 is their source."""
+    region = pixels(folder / "0002_5_region.png").astype(np.float64)
+    touched, _ = resample_through(region, rotation_homography(*cameras))
+    return touched[..., 0] == 0
+
+
 def check_frames(folder: Path) -> None:
     """The chain's records, regions and pixels against the pan's exact homographies."""
     images = {f: pixels(folder / f"000{f}_5.png") for f in FRAMES}
@@ -151,6 +163,15 @@ def check_frames(folder: Path) -> None:
         expected, inside = resample_through(images[frame - 1], rotation_homography(*cameras))
         kept = ~region
         assert (kept <= inside).all()
+        if frame == 3:  # what frame 2 kept of frame 1 is sampled once, from frame 1 (pixel sources)
+            from_first = from_frame_1(folder, cameras)
+            once, _ = resample_through(images[1], rotation_homography(model(records[1]), cameras[1]))
+            assert (from_first & kept).mean() > 0.5
+            assert max_resample_error(images[3], once, from_first & kept) <= RESAMPLE_TOLERANCE
+            assert max_resample_error(images[3], expected, from_first & kept) > RESAMPLE_TOLERANCE
+            share = records[3].parent["sources"]["0001_5.png"]
+            assert share == pytest.approx((from_first & kept).mean(), abs=1e-3)
+            kept &= ~from_first  # the rest: frame 2's own pixels, sampled from frame 2
         assert max_resample_error(images[frame], expected, kept) <= RESAMPLE_TOLERANCE
         # the region: the revealed strip and the car, each grown by the margin (and nothing more while
         # the car stands still; the strip runs along one side, thin ones along the top and bottom)
