@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from pathlib import Path
 
 import bpy
 
@@ -23,6 +22,7 @@ from seethrough_core.edit_plan import (
     base_picture_of,
     plan_edit,
     plan_variation,
+    read_previous_file,
     read_previous_picture,
 )
 from seethrough_core.edit_region import box_changes, full_regeneration_reason
@@ -73,15 +73,6 @@ def previous_picture(scene: bpy.types.Scene) -> PreviousPicture:
     )
 
 
-def saved_picture(path: Path, remedy: str) -> PreviousPicture:
-    """A PNG file SeeThrough saved (a frame's base picture) as the start of an edit."""
-    try:
-        png = path.read_bytes()
-    except OSError as exc:
-        raise ResultEditError(f"cannot read {path}: {exc.strerror or exc}; {remedy}") from None
-    return read_previous_picture(path.name, {"file": str(path)}, png, lambda: images.file_rgb(path), remedy)
-
-
 @dataclass(frozen=True)
 class EditStart:
     """What an edit of the shown result changes, and at which layout. For a frame the scene makes in two
@@ -107,7 +98,7 @@ def edit_start(scene: bpy.types.Scene) -> EditStart:
     if shown.record.upscale is not None:  # an upscaled frame: its base is what changes
         image = shown_result(scene).image
         path = base_picture_of(images.image_file(image), shown.record, label=shown.label, remedy=BASE_REMEDY)
-        previous = saved_picture(path, BASE_REMEDY)
+        previous = read_previous_file(path, lambda _png: images.file_rgb(path), BASE_REMEDY)
     return EditStart(shown, previous, base_layout(frame, plan), frame, plan)
 
 

@@ -76,6 +76,16 @@ def read_previous_picture(
     return PreviousPicture(label, origin, png, image, record, layout)
 
 
+def read_previous_file(path: Path, pixels: Callable[[bytes], np.ndarray], remedy: str) -> PreviousPicture:
+    """read_previous_picture of a PNG file SeeThrough saved (``pixels`` decodes the file's bytes); the new
+    record's parent names it by its path."""
+    try:
+        png = path.read_bytes()
+    except OSError as exc:
+        raise PreviousPictureError(f"cannot read {path}: {exc.strerror or exc}") from None
+    return read_previous_picture(path.name, {"file": str(path)}, png, lambda: pixels(png), remedy)
+
+
 def base_picture_of(
     picture: Path | None, record: GenerationRecord | None = None, *, label: str = "", remedy: str
 ) -> Path:
