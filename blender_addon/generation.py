@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import random
 import traceback
+from pathlib import Path
 
 import bpy
 
@@ -38,6 +39,7 @@ from .generation_jobs import (
     ResultEdit,
     Step,
     UpscaleJob,
+    UpscaleStopped,
 )
 from .headless import run_callback_until_done
 from .preferences import Settings
@@ -111,9 +113,11 @@ def upscale_job(
     guidance: float,
     engine: str,
     base: PreviousPicture | None = None,
+    base_file: Path | None = None,
+    frame_path: Path | None = None,
 ) -> UpscaleJob:
     """The upscale stage of a job (the tile views render in background Blender processes)."""
-    return UpscaleJob(plan, frame, steps, guidance, engine, bpy.app.binary_path, base)
+    return UpscaleJob(plan, frame, steps, guidance, engine, bpy.app.binary_path, base, base_file, frame_path)
 
 
 def job_spec(
@@ -217,9 +221,16 @@ def apply_event(job: GenerationJob, event: Event) -> None:
     elif isinstance(event, Finished):
         image = images.result_image(job.spec.image_name, event.png_path, event.record)
         job.status.image_name = image.name
-        job.status.message = f"Done: {image.name}"
+        job.status.message = f"Done: {image.name}" + (f" ({job.status.note})" if job.status.note else "")
         if scene is not None:
-            add_history(scene, image, event, job.spec)
+            add_history(scene, image, event, job.spec, job.status.note)
+        images.show_in_image_editor(image)
+    elif isinstance(event, UpscaleStopped) and event.base_png is not None and event.base_record is not None:
+        # the base goes to the Results list: Upscale on it resumes the kept tiles
+        image = images.result_image(f"{job.spec.image_name} base", event.base_png, event.base_record)
+        job.status.image_name = image.name
+        if scene is not None:
+            add_history(scene, image, Finished(event.base_png, event.base_record), job.spec, event.entry)
         images.show_in_image_editor(image)
     elif isinstance(event, Rendered) and event.final:  # Render OSCR: show what was rendered
         loaded = images.load_oscr_images(event.oscr)
@@ -229,7 +240,11 @@ def apply_event(job: GenerationJob, event: Event) -> None:
         print(f"SeeThrough: {'generation' if job.spec.generate else 'OSCR render'} failed: {event.message}")
 
 
-def add_history(scene: bpy.types.Scene, image: bpy.types.Image, event: Finished, spec: JobSpec) -> None:
+def add_history(
+    scene: bpy.types.Scene, image: bpy.types.Image, event: Finished, spec: JobSpec, note: str = ""
+) -> None:
+    """The result's history entry: which result it was made from and how (``note``: about the upscale's
+    kept tiles; an upscale that stopped adds its base picture with it)."""
     history = scene.seethrough.history
     item = history.add()
     item.name = image.name
@@ -238,12 +253,20 @@ def add_history(scene: bpy.types.Scene, image: bpy.types.Image, event: Finished,
     item.prompt = event.record.prompt
     item.camera = spec.camera_name
     item.created = event.record.created
+    upscale = spec.upscale
+    is_frame = upscale is not None and event.record.upscale is not None
+    changes = []
     if spec.edit is not None:  # which result this one came from, and how
         item.parent = spec.edit.parent_image
-        item.change = spec.edit.summary
-    elif spec.upscale is not None and spec.upscale.base is not None:
-        item.parent = spec.upscale.base.label
-        item.change = f"upscaled to {spec.upscale.size_text}"
+        changes.append(spec.edit.summary)
+    if upscale is not None and upscale.base is not None:
+        item.parent = upscale.base.label
+    if is_frame and (spec.edit is not None or upscale.base is not None):
+        edited = "its base edited, then " if spec.edit is not None else ""
+        changes.append(f"{edited}upscaled to {upscale.size_text}")
+    if note:
+        changes.append(note)
+    item.change = "; ".join(changes)
     scene.seethrough.history_index = len(history) - 1
 
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import queue
-import shutil
 import tempfile
 import threading
 import time
@@ -47,7 +46,7 @@ from seethrough_core.protocol import GenerateRequest
 from seethrough_core.record import GenerationRecord
 from seethrough_core.rendered_layout import RenderedLayout
 from seethrough_core.upscale_plan import UpscalePlan
-from seethrough_core.upscale_run import TileProgress, Upscale, UpscaleRunner
+from seethrough_core.upscale_run import TileProgress, Upscale, UpscaleRunner, resume_or_start_over
 
 from .background_render import RenderTask, render_view, run_render
 
@@ -89,8 +88,8 @@ class JobSpec:
 class UpscaleJob:
     """The second stage (docs/upscale.md): the base picture refined in tiles into the frame.
 
-    `base` None: the job's own generation is the base (Generate above the model's size); otherwise the
-    Upscale button's result, and the job generates nothing else."""
+    `base` None: the job's own generation is the base (Generate above the model's size, or an edit of a
+    frame's base); otherwise the Upscale button's result, and the job generates nothing else."""
 
     plan: UpscalePlan
     frame_layout: Layout  # the layout at the frame's resolution
@@ -99,6 +98,10 @@ class UpscaleJob:
     engine: str
     blender_binary: str  # for the tile views' background renders (background_render.render_task)
     base: PreviousPicture | None = None
+    base_file: Path | None = None  # `base`'s PNG file, recorded as the frame's base (edits find it there)
+    # where the frame goes, named after `base_file` (NAME.png for NAME_base.png, else NAME_WxH.png) while
+    # that frame is not written, so the tiles a stopped upscale kept beside it are resumed; None: a new name
+    frame_path: Path | None = None
 
     @property
     def size_text(self) -> str:
@@ -165,6 +168,44 @@ class TileStep:
     step: int | None = None
     steps: int | None = None
     rendering: bool = False
+    kept: int = 0  # tiles kept from an interrupted upscale, resumed
+
+
+@dataclass(frozen=True)
+class UpscaleNote:
+    """Something the artist should know about the upscale's kept tiles (they were replaced)."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class UpscaleStopped:
+    """The upscale stopped (Cancel or a failure) with ``done`` of ``total`` tiles kept in NAME.tiles/ for
+    Upscale to resume. ``base_png``: the job's own base picture, which goes to the Results list for that
+    (None: the Upscale button's result, there already)."""
+
+    done: int
+    total: int
+    size_text: str
+    base_png: Path | None = None
+    base_record: GenerationRecord | None = None
+
+    @property
+    def note(self) -> str:
+        """For the panel."""
+        where = "its base picture (now in Results)" if self.base_png is not None else "the same result"
+        return (
+            f"{self.done} of {self.total} tiles of the upscale to {self.size_text} are kept: "
+            f"Upscale on {where} resumes it"
+        )
+
+    @property
+    def entry(self) -> str:
+        """For the base picture's entry in the Results list."""
+        return (
+            f"base picture: its upscale to {self.size_text} stopped with {self.done} of {self.total} "
+            "tiles kept; Upscale resumes it"
+        )
 
 
 @dataclass(frozen=True)
@@ -183,7 +224,19 @@ class Stopped:
     """The job was cancelled before it produced an image."""
 
 
-Event = Rendering | Rendered | Connected | JobAccepted | Step | TileStep | Finished | Failed | Stopped
+Event = (
+    Rendering
+    | Rendered
+    | Connected
+    | JobAccepted
+    | Step
+    | TileStep
+    | UpscaleNote
+    | UpscaleStopped
+    | Finished
+    | Failed
+    | Stopped
+)
 
 
 # --- the status the panel shows (main thread only) --------------------------------------------
@@ -203,6 +256,7 @@ class JobStatus:
     image_name: str = ""
     model: str = ""
     is_noise: bool = False
+    note: str = ""  # the upscale's kept tiles: resumed, replaced, or kept for a resume
 
     @property
     def active(self) -> bool:
@@ -225,6 +279,7 @@ class GenerationJob:
         self._lock = threading.Lock()
         self._server_job: Job | None = None  # once the server accepted
         self._tiles_done = 0  # the upscale's finished tiles (worker thread)
+        self._tiles_kept = 0  # of those, kept from an interrupted upscale
         self._thread = threading.Thread(target=self._run, name="seethrough-generate", daemon=True)
 
     def start(self) -> None:
@@ -270,7 +325,9 @@ class GenerationJob:
                 self._post(Connected(str(info.model.get("name", "")), info.is_noise, info.queue_length))
                 upscale = spec.upscale
                 if upscale is not None and upscale.base is not None:  # the Upscale button
-                    saved = self._upscale(client, upscale.base.image, upscale.base.record, self._frame_path())
+                    base = upscale.base
+                    out_path = upscale.frame_path or self._frame_path()
+                    saved = self._upscale(client, base.image, base.record, out_path, upscale.base_file)
                 else:
                     saved = self._generate(client)
                     if saved is not None and upscale is not None:
@@ -347,7 +404,9 @@ class GenerationJob:
         base_path: Path | None = None,
     ) -> SavedImage | None:
         """The upscale stage, run by the core's tile loop on this worker thread: each tile's view renders
-        in the background Blender process, its job on the server; Cancel stops both."""
+        in the background Blender process, its job on the server; Cancel stops both. Tiles kept in
+        NAME.tiles/ by an interrupted upscale of the same picture and settings are resumed; stopped, the
+        finished tiles stay there for the next Upscale."""
         spec, job = self.spec, self.spec.upscale
         assert job is not None
         source = {"scene": spec.scene_name, "camera": spec.camera_name, "server": spec.endpoint}
@@ -355,7 +414,7 @@ class GenerationJob:
             source["base"] = str(base_path)
         elif job.base is not None:
             source["upscale_of"] = job.base.label
-        upscale = Upscale(
+        asked = Upscale(
             plan=replace(job.plan, seed=record.seed),
             frame_layout=job.frame_layout,
             base_image=image,
@@ -365,19 +424,43 @@ class GenerationJob:
             guidance=job.guidance,
             source=source,
         )
-        total = len(upscale.plan.tiles)
+        total = len(asked.plan.tiles)
 
         def render(view: Layout, folder: Path):
-            self._post(TileStep(folder.name, self._tiles_done, total, rendering=True))
+            self._post(TileStep(folder.name, self._tiles_done, total, rendering=True, kept=self._tiles_kept))
             return render_view(view, folder, job.engine, job.blender_binary, self._cancel)
 
         def on_progress(event: TileProgress) -> None:
             self._tiles_done = event.done
-            self._post(TileStep(event.tile.name, event.done, event.total, event.step, event.steps))
+            self._tiles_kept += not event.generated
+            self._post(
+                TileStep(event.tile.name, event.done, total, event.step, event.steps, kept=self._tiles_kept)
+            )
 
-        saved = UpscaleRunner(upscale, [client], render, on_progress=on_progress, stop=self._cancel).run()
-        if saved is None:  # cancelled: each job writes a new file, so no later run could resume these tiles
-            shutil.rmtree(upscale.tiles_dir, ignore_errors=True)
+        saved = None
+        try:
+            upscale, started_over = resume_or_start_over(asked)
+            if started_over:
+                self._post(
+                    UpscaleNote(
+                        f"the tiles kept in {upscale.tiles_dir.name} were for another size or settings: "
+                        "started over"
+                    )
+                )
+            runner = UpscaleRunner(upscale, [client], render, on_progress=on_progress, stop=self._cancel)
+            saved = runner.run()
+        finally:
+            if saved is None:  # the finished tiles stay in NAME.tiles/: Upscale resumes them
+                own = job.base is None  # the job's own base: the Results list gets it, to resume from
+                self._post(
+                    UpscaleStopped(
+                        self._tiles_done,
+                        total,
+                        job.size_text,
+                        base_path if own else None,
+                        record if own else None,
+                    )
+                )
         return saved
 
     def _oscr(self) -> RenderedLayout | None:
@@ -476,6 +559,8 @@ def _update_status(status: JobStatus, event: Event) -> None:
         steps = event.steps or 1
         status.step = event.done * steps + (event.step or 0)  # the bar covers every tile's steps
         status.total = event.total * steps
+        if event.kept:
+            status.note = f"resumed: {event.kept} of {event.total} tiles kept"
         if status.state != "cancelling":
             status.state = "upscaling"
             if event.rendering:
@@ -486,12 +571,19 @@ def _update_status(status: JobStatus, event: Event) -> None:
                 doing = "done"
             tile = min(event.done + (event.step is not None or event.rendering), event.total)
             status.message = f"Upscaling: tile {tile}/{event.total} ({event.tile}) {doing}"
+            if status.note:
+                status.message += f"; {status.note}"
+    elif isinstance(event, UpscaleNote):
+        status.note = event.text
+    elif isinstance(event, UpscaleStopped):
+        status.note = event.note
     elif isinstance(event, Finished):
         status.state, status.message = "done", f"Done: seed {event.record.seed}"
     elif isinstance(event, Failed):
-        status.state, status.message = "failed", event.message
+        status.state, status.message = "failed", event.message + (f" ({status.note})" if status.note else "")
     elif isinstance(event, Stopped):
-        status.state, status.message = "cancelled", "Cancelled"
+        status.state = "cancelled"
+        status.message = "Cancelled" + (f": {status.note}" if status.note else "")
 
 
 RUNNER = JobRunner()

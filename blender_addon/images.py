@@ -128,6 +128,20 @@ def image_rgb(image: bpy.types.Image) -> np.ndarray:
     return rgba[..., :3].astype(np.uint8)
 
 
+def file_rgb(path: Path) -> np.ndarray:
+    """A PNG file's pixels (image_rgb), read through a temporary image that is removed again."""
+    image = bpy.data.images.load(str(path), check_existing=False)
+    try:
+        return image_rgb(image)
+    finally:
+        bpy.data.images.remove(image)
+
+
+def image_file(image: bpy.types.Image) -> Path | None:
+    """The file a result was loaded from (it stays there after packing); None when it has none."""
+    return Path(bpy.path.abspath(image.filepath)) if image.filepath else None
+
+
 def set_camera_background(camera: bpy.types.Object, image: bpy.types.Image) -> None:
     """Show the image behind the camera view, replacing an earlier SeeThrough backplate."""
     data = camera.data

@@ -4,37 +4,45 @@ The shown result is the active history entry. Its packed PNG holds the exact byt
 picture was saved as (its sha256 names the parent in the new record) and its generation record
 (layout, seed, steps, guidance); its pixels are read back exactly from the 8-bit image. The plan
 itself (which region changes, which settings) is the core's (seethrough_core.edit_plan), the same
-as `seethrough edit`'s. Main thread only.
+as `seethrough edit`'s; so is the rule for a frame made in two stages: its base picture (a file
+beside it) is edited at the base layout of the scene's frame, then upscaled to the render size again,
+in the same job. Main thread only.
 """
 
 from __future__ import annotations
 
 import random
+from dataclasses import dataclass
 
 import bpy
 
 from seethrough_core.edit_plan import (
     EditPlan,
     PreviousPicture,
+    base_picture_of,
     plan_edit,
     plan_variation,
+    read_previous_file,
     read_previous_picture,
 )
 from seethrough_core.edit_region import box_changes, full_regeneration_reason
 from seethrough_core.errors import LayoutError, SeeThroughError
+from seethrough_core.generate_and_save import frame_path_for, upscaled_path_for
 from seethrough_core.generation_settings import GenerationSettings
 from seethrough_core.layout import Layout
-from seethrough_core.upscale_plan import frame_layout_at, plan_upscale
+from seethrough_core.upscale_plan import UpscalePlan, base_layout, frame_layout_at, plan_upscale
 from seethrough_core.vocabulary import DEFAULT_RENDER_ENGINE
 
 from . import images
 from .box_props import box_objects, is_box
-from .generation import job_spec, preview_interval, upscale_job
+from .generation import frame_plan, job_spec, preview_interval, upscale_job
 from .generation_jobs import JobSpec, ResultEdit
 from .preferences import Settings
 from .props import MAX_UI_SEED
 from .scene_checks import scene_layout
 from .scene_io import render_size, scene_to_layout
+
+BASE_REMEDY = "put the base picture back, or Generate the frame again"
 
 
 class ResultEditError(SeeThroughError):
@@ -65,52 +73,92 @@ def previous_picture(scene: bpy.types.Scene) -> PreviousPicture:
     )
 
 
+@dataclass(frozen=True)
+class EditStart:
+    """What an edit of the shown result changes, and at which layout. For a frame the scene makes in two
+    stages, that is the base picture at the base layout of the scene's frame (the base of the shown frame,
+    or the shown picture itself), and the edited base is upscaled to the frame again."""
+
+    shown: PreviousPicture
+    previous: PreviousPicture  # the picture edited
+    layout: Layout  # the scene's layout at the edit's size
+    frame: Layout  # the scene's frame at the render size
+    frame_plan: UpscalePlan | None  # None: one pass, the edit is the frame
+
+
+def edit_start(scene: bpy.types.Scene) -> EditStart:
+    """Where Regenerate Changed and Vary Box start; ResultEditError or PreviousPictureError (a frame's base
+    picture is gone) when they cannot."""
+    shown = previous_picture(scene)
+    frame = scene_layout(scene)
+    plan = frame_plan(scene, frame, shown.record.seed)
+    if plan is None:
+        return EditStart(shown, shown, frame, frame, None)
+    previous = shown
+    if shown.record.upscale is not None:  # an upscaled frame: its base is what changes
+        image = shown_result(scene).image
+        path = base_picture_of(images.image_file(image), shown.record, label=shown.label, remedy=BASE_REMEDY)
+        previous = read_previous_file(path, lambda _png: images.file_rgb(path), BASE_REMEDY)
+    return EditStart(shown, previous, base_layout(frame, plan), frame, plan)
+
+
 def regenerate_changed_spec(scene: bpy.types.Scene, settings: Settings) -> JobSpec:
     """The shown result brought to the scene's layout: only the region of the change regenerates; after
     a camera move, the result reprojected into the new camera, regenerated where the move reveals
     something and on the boxes (all of it past the reprojection limit, or after a size or scene-prompt
-    change). Raises SeeThroughError with the reason (EditPlanError: nothing changed)."""
-    previous = previous_picture(scene)
-    layout = scene_layout(scene)
+    change). A frame made in two stages is edited at its base, then upscaled again. Raises
+    SeeThroughError with the reason (EditPlanError: nothing changed)."""
+    start = edit_start(scene)
     props = scene.seethrough
     plan = plan_edit(
-        previous,
-        layout,
+        start.previous,
+        start.layout,
         margin_px=props.edit_margin,
         strength=props.edit_strength,
         preview_interval=preview_interval(scene),
         reproject_limit=props.reproject_limit,
     )
-    return job_spec(scene, settings, layout, plan.settings, edit=_result_edit(plan, previous))
+    return _edit_spec(scene, settings, start, plan)
 
 
 def vary_box_spec(scene: bpy.types.Scene, settings: Settings, box: bpy.types.Object) -> JobSpec:
     """New noise inside ``box``'s region of the shown result (and wherever the layout changed since);
-    every other pixel stays."""
+    every other pixel stays (a frame made in two stages: of its base, upscaled again)."""
     if not is_box(box):
         raise ResultEditError(f"{box.name!r} is not a SeeThrough box; select a box to vary")
-    previous = previous_picture(scene)
-    layout = scene_layout(scene)
+    start = edit_start(scene)
     props = scene.seethrough
-    seed = previous.record.seed
-    while seed == previous.record.seed:  # new noise, never the picture's own
+    seed = start.previous.record.seed
+    while seed == start.previous.record.seed:  # new noise, never the picture's own
         seed = random.randint(0, MAX_UI_SEED)
     plan = plan_variation(
-        previous,
-        layout,
+        start.previous,
+        start.layout,
         box_objects(scene).index(box),
         seed,
         margin_px=props.edit_margin,
         strength=props.edit_strength,
         preview_interval=preview_interval(scene),
     )
-    return job_spec(scene, settings, layout, plan.settings, edit=_result_edit(plan, previous))
+    return _edit_spec(scene, settings, start, plan)
+
+
+def _edit_spec(scene: bpy.types.Scene, settings: Settings, start: EditStart, plan: EditPlan) -> JobSpec:
+    """The edit's job; for a frame in two stages, the edited base upscaled to the frame in the same job."""
+    upscale = None
+    if start.frame_plan is not None:
+        steps, guidance = plan.settings.steps, plan.settings.guidance
+        upscale = upscale_job(start.frame_plan, start.frame, steps, guidance, DEFAULT_RENDER_ENGINE)
+    edit = _result_edit(plan, start.shown)
+    return job_spec(scene, settings, start.layout, plan.settings, edit=edit, upscale=upscale)
 
 
 def upscale_result_spec(scene: bpy.types.Scene, settings: Settings) -> JobSpec:
     """The shown result made into a frame of the scene's render size (docs/upscale.md): its own layout
-    and camera at that size, refined in tiles; its seed, steps and guidance. Raises SeeThroughError
-    (SettingError naming the setting) before anything is rendered or sent."""
+    and camera at that size, refined in tiles; its seed, steps and guidance. A base picture whose frame
+    was not written (NAME_base.png without NAME.png: its upscale stopped) is made into that frame, so the
+    tiles kept in NAME.tiles/ are resumed (as are those of a stopped Upscale of any other result). Raises
+    SeeThroughError (SettingError naming the setting) before anything is rendered or sent."""
     previous = previous_picture(scene)
     record = previous.record
     size = render_size(scene)
@@ -128,7 +176,17 @@ def upscale_result_spec(scene: bpy.types.Scene, settings: Settings) -> JobSpec:
         base_size=(record.width, record.height),
     )
     frame = frame_layout_at(previous.layout, size)
-    upscale = upscale_job(plan, frame, record.steps, record.guidance, DEFAULT_RENDER_ENGINE, previous)
+    # The frame's name follows from the picture's (NAME.png for NAME_base.png, else NAME_WxH.png), so that
+    # Upscale again finds the tiles a stopped upscale kept; once that frame is written, a new name.
+    file = images.image_file(shown_result(scene).image)
+    base_file = file if file is not None and file.is_file() else None
+    frame_path = None
+    if base_file is not None:
+        frame_path = frame_path_for(base_file) or upscaled_path_for(base_file, size)
+        frame_path = None if frame_path.exists() else frame_path
+    upscale = upscale_job(
+        plan, frame, record.steps, record.guidance, DEFAULT_RENDER_ENGINE, previous, base_file, frame_path
+    )
     naming = GenerationSettings.for_layout(
         frame, seed=record.seed, steps=record.steps, guidance=record.guidance
     )
@@ -153,13 +211,11 @@ def unchanged_reason(scene: bpy.types.Scene) -> str | None:
     return None
 
 
-def _result_edit(plan: EditPlan, previous: PreviousPicture) -> ResultEdit:
+def _result_edit(plan: EditPlan, shown: PreviousPicture) -> ResultEdit:
     kind = str(plan.parent["kind"])
     summary = plan.summary()
     if kind == "variation":
         summary = f"new noise in {plan.parent['box']}" + (
             f"; {summary}" if plan.change.boxes else f" ({plan.change.region.mean():.1%} of the picture)"
         )
-    return ResultEdit(
-        kind, previous.label, plan.edit, plan.parent, plan.region_mask, summary, plan.reprojected
-    )
+    return ResultEdit(kind, shown.label, plan.edit, plan.parent, plan.region_mask, summary, plan.reprojected)

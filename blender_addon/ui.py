@@ -235,6 +235,8 @@ class SEETHROUGH_PT_results(SeeThroughPanel, bpy.types.Panel):  # noqa: N801
             draw_message(layout, f"seed {item.seed}, camera {item.camera}: {item.prompt}", "INFO")
             if item.parent:
                 draw_message(layout, f"Made from {item.parent}: {item.change}", "FILE_REFRESH")
+            elif item.change:  # a base picture whose upscale stopped
+                draw_message(layout, item.change, "FULLSCREEN_ENTER")
 
 
 class SEETHROUGH_PT_server(SeeThroughPanel, bpy.types.Panel):  # noqa: N801

@@ -17,14 +17,13 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from seethrough_core.client import SeeThroughClient
-from seethrough_core.edit_plan import EditPlanError, PreviousPictureError, plan_edit
+from seethrough_core.edit_plan import EditPlanError, PreviousPictureError, base_picture_of, plan_edit
 from seethrough_core.endpoint import EndpointError
 from seethrough_core.errors import LayoutError, SeeThroughError
 from seethrough_core.generate_and_save import (
     BASE_SUFFIX,
     Destination,
     base_path_for,
-    frame_path_for,
     generate_and_save,
     safe_name,
     unused_image_path,
@@ -49,6 +48,8 @@ from .options import (
     size_from_args,
 )
 from .previous_picture import read_previous
+
+BASE_REMEDY = "put it back beside the frame, or generate the frame anew (seethrough batch)"
 
 
 def add_edit_arguments(p: argparse.ArgumentParser) -> None:
@@ -116,7 +117,8 @@ def run_edit(args: argparse.Namespace) -> int:
         two_stages = frame_plan.two_stages
         # a frame made in two stages is edited at its base, then upscaled again (docs/upscale.md)
         layout = base_layout(frame, frame_plan) if two_stages else frame
-        previous_path = base_of(previous_path) if two_stages else previous_path
+        if two_stages:
+            previous_path = base_picture_of(previous_path, remedy=BASE_REMEDY)
         previous = read_previous(previous_path)
         plan = plan_edit(
             previous,
@@ -197,20 +199,6 @@ def run_edit(args: argparse.Namespace) -> int:
     print(f"wrote {saved.image_path}{kept}", file=sys.stderr)
     print(saved.image_path)
     return 0
-
-
-def base_of(previous_path: Path) -> Path:
-    """The base picture of a frame made in two stages: NAME_base.png beside it (as batch and edit keep
-    it), or the picture itself when it is a base."""
-    if frame_path_for(previous_path) is not None:
-        return previous_path
-    base = base_path_for(previous_path)
-    if not base.is_file():
-        raise PreviousPictureError(
-            f"{previous_path} is a frame made in two stages, and its base {base.name} is not beside it; "
-            "an edit changes the base picture, then upscales it again"
-        )
-    return base
 
 
 def upscale_base(saved, frame, args, client, out_path: Path):

@@ -1,5 +1,5 @@
 """The picture an edit starts from: a PNG file saved by SeeThrough (`seethrough edit`, `batch
---consistent`), read by the core's one loader (seethrough_core.edit_plan.read_previous_picture)."""
+--consistent`), read by the core's one loader (seethrough_core.edit_plan.read_previous_file)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from seethrough_core.edit_plan import PreviousPicture, PreviousPictureError, read_previous_picture
+from seethrough_core.edit_plan import PreviousPicture, read_previous_file
 
 
 def read_pixels(png: bytes, mode: str = "RGB") -> np.ndarray:
@@ -21,10 +21,5 @@ def read_pixels(png: bytes, mode: str = "RGB") -> np.ndarray:
 
 def read_previous(path: Path) -> PreviousPicture:
     """The previous picture and its record; PreviousPictureError when it cannot start an edit."""
-    try:
-        png = path.read_bytes()
-    except OSError as exc:
-        raise PreviousPictureError(f"cannot read {path}: {exc.strerror or exc}") from None
-
     remedy = "edit a PNG that SeeThrough saved (seethrough batch, seethrough edit or the add-on)"
-    return read_previous_picture(path.name, {"file": str(path)}, png, lambda: read_pixels(png), remedy)
+    return read_previous_file(path, read_pixels, remedy)

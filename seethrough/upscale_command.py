@@ -19,7 +19,7 @@ from seethrough_core.client import SeeThroughClient
 from seethrough_core.edit_plan import PreviousPictureError
 from seethrough_core.endpoint import EndpointError
 from seethrough_core.errors import SeeThroughError
-from seethrough_core.generate_and_save import safe_name
+from seethrough_core.generate_and_save import upscaled_path_for
 from seethrough_core.generation_settings import SettingError, check_guidance, check_steps
 from seethrough_core.keys import KeyFileError
 from seethrough_core.limits import DEFAULT_BASE_MEGAPIXELS, DEFAULT_UPSCALE_STRENGTH, MAX_FRAME_SIDE
@@ -122,13 +122,12 @@ def run_upscale(args: argparse.Namespace) -> int:
     # Blender is loaded only now: `seethrough --help` and argument errors stay instant.
     from blender_addon.render import render_layout
 
-    name = f"{safe_name(args.result.stem)}_{width}x{height}"
     upscale = Upscale(
         plan=plan,
         frame_layout=frame_layout_at(previous.layout, (width, height)),
         base_image=previous.image,
         base_record=record,
-        out_path=args.out / f"{name}.png",
+        out_path=args.out / upscaled_path_for(args.result, (width, height)).name,
         steps=steps,
         guidance=guidance,
         source={"upscale_of": str(args.result)},

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -17,11 +18,12 @@ import numpy as np
 from .edit_input import EditInput, edit_problem
 from .edit_region import LayoutChange, box_region, layout_change
 from .errors import LayoutError, SeeThroughError
+from .generate_and_save import base_path_for, frame_path_for
 from .generation_settings import GenerationSettings, SettingError
 from .layout import Layout
 from .limits import DEFAULT_EDIT_MARGIN_PX, DEFAULT_EDIT_STRENGTH, DEFAULT_REPROJECT_LIMIT
 from .pixel_sources import PictureOf, PixelSources
-from .record import GenerationRecord, parent_entry, read_png_record
+from .record import GenerationRecord, parent_entry, read_png_file_record, read_png_record
 from .reprojection import REPROJECTED, CameraMove, plan_camera_move
 
 
@@ -72,6 +74,70 @@ def read_previous_picture(
     except LayoutError as exc:
         raise PreviousPictureError(f"{label}: the layout in its record is not usable: {exc}") from None
     return PreviousPicture(label, origin, png, image, record, layout)
+
+
+def read_previous_file(path: Path, pixels: Callable[[bytes], np.ndarray], remedy: str) -> PreviousPicture:
+    """read_previous_picture of a PNG file SeeThrough saved (``pixels`` decodes the file's bytes); the new
+    record's parent names it by its path."""
+    try:
+        png = path.read_bytes()
+    except OSError as exc:
+        raise PreviousPictureError(f"cannot read {path}: {exc.strerror or exc}") from None
+    return read_previous_picture(path.name, {"file": str(path)}, png, lambda: pixels(png), remedy)
+
+
+def base_picture_of(
+    picture: Path | None, record: GenerationRecord | None = None, *, label: str = "", remedy: str
+) -> Path:
+    """The base picture of a frame made in two stages (docs/upscale.md): an edit of the frame changes its
+    base, then upscales it again. ``picture`` itself when it is a base (NAME_base.png); else the picture
+    its record says the frame was made from (``source["base"]``, or ``source["upscale_of"]`` of
+    `seethrough upscale`), else NAME_base.png beside the frame. A candidate whose record is not the one
+    the frame's upscale started from (another size or seed) is passed over.
+
+    ``record``: the frame's record when it is at hand (None: read from ``picture``). PreviousPictureError
+    when no base is found: it says where it looked, and ``remedy`` what to do."""
+    if picture is not None and frame_path_for(picture) is not None:
+        return picture
+    if record is None and picture is not None:
+        record = _file_record(picture)
+    source = record.source if record is not None else {}
+    candidates = [Path(str(source[key])) for key in ("base", "upscale_of") if source.get(key)]
+    if picture is not None:
+        candidates.append(base_path_for(picture))
+    looked = []
+    for candidate in dict.fromkeys(candidates):  # in order, each once
+        if not candidate.is_file():
+            looked.append(str(candidate))
+        elif _started_from(candidate, record):
+            return candidate
+        else:
+            looked.append(f"{candidate} (another picture)")
+    name = label or (picture.name if picture is not None else "the frame")
+    raise PreviousPictureError(
+        f"{name} is a frame made in two stages and its base picture is gone (looked for "
+        f"{', '.join(looked) or 'a base named in its record'}); an edit changes the base picture, then "
+        f"upscales it again: {remedy}"
+    )
+
+
+def _file_record(path: Path) -> GenerationRecord | None:
+    try:
+        return read_png_file_record(path)
+    except (OSError, ValueError):  # the frame's own record is a hint only: the naming rule still holds
+        return None
+
+
+def _started_from(base: Path, frame: GenerationRecord | None) -> bool:
+    """Whether ``base`` is the picture ``frame``'s upscale started from: its size and seed (no frame
+    record: nothing to check against)."""
+    stage = frame.upscale if frame is not None else None
+    if not stage:
+        return True
+    record = _file_record(base)
+    return record is not None and (
+        [record.width, record.height] == list(stage["base"]["size"]) and record.seed == stage["base"]["seed"]
+    )
 
 
 @dataclass(frozen=True)

@@ -82,6 +82,12 @@ def frame_path_for(base_path: Path) -> Path | None:
     return base_path.with_name(f"{stem.removesuffix(BASE_SUFFIX)}{base_path.suffix}")
 
 
+def upscaled_path_for(picture: Path, size: tuple[int, int]) -> Path:
+    """The frame a saved picture is upscaled into, unless said otherwise: NAME_WxH.png beside it
+    (`seethrough upscale` writes that name into its output folder)."""
+    return picture.with_name(f"{safe_name(picture.stem)}_{size[0]}x{size[1]}{picture.suffix}")
+
+
 def reprojected_path_for(image_path: Path) -> Path:
     """Where a camera move's reprojected picture (what its edit started from) is written, beside the image:
     NAME_reprojected.png."""

@@ -29,13 +29,22 @@ from .edit_input import MASK_INSIDE, EditInput
 from .errors import SeeThroughError
 from .generate_and_save import Destination, SavedImage, save_image, tiles_dir_for
 from .generation_settings import GenerationSettings
+from .geometry import FrameRect
 from .in_view import boxes_in_view
 from .layout import Layout
 from .png import write_bytes_atomic
 from .protocol import GenerateRequest, Progress, Result
 from .record import GenerationRecord
 from .resample import sample_view
-from .upscale_plan import Tile, TileBlend, UpscalePlan, ViewCondition, tile_layout, tile_window
+from .upscale_plan import (
+    BasePlan,
+    Tile,
+    TileBlend,
+    UpscalePlan,
+    ViewCondition,
+    tile_layout,
+    tile_window,
+)
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +94,50 @@ class Upscale:
             "guidance": self.guidance,
             "layout": self.frame_layout.to_dict(),
         }
+
+
+def kept_identity(upscale: Upscale) -> dict[str, Any] | None:
+    """What the tiles kept in NAME.tiles/ were made for (Upscale.identity, as written); None: no kept
+    tiles, or a folder without a readable identity."""
+    try:
+        kept = json.loads((upscale.tiles_dir / PLAN_FILE).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+    return kept if isinstance(kept, dict) else None
+
+
+def resume_or_start_over(upscale: Upscale) -> tuple[Upscale, bool]:
+    """The upscale to run into ``upscale.out_path``, and whether kept tiles were thrown away.
+
+    Tiles kept there from an interrupted upscale of the same base pixels to the same frame size, with the
+    same strength, tile size, steps and guidance, are resumed: the kept upscale is run as it was started,
+    its own framing and layout included (the base's own camera at the frame size and the frame's camera
+    describe one view, written differently). Tiles of any other upscale are removed, and ``upscale`` starts
+    over (True): the add-on's Upscale, asked for another size or settings, replaces them."""
+    if not upscale.tiles_dir.exists():
+        return upscale, False
+    kept = kept_identity(upscale)
+    resumed = _as_kept(upscale, kept) if kept is not None else None
+    if resumed is not None:
+        return resumed, False
+    had_tiles = any(upscale.tiles_dir.glob("*.npy"))
+    shutil.rmtree(upscale.tiles_dir, ignore_errors=True)
+    return upscale, had_tiles
+
+
+def _as_kept(upscale: Upscale, kept: dict[str, Any]) -> Upscale | None:
+    """``upscale`` with the kept one's framing and layout, if that makes it the kept upscale exactly."""
+    try:
+        base = kept["plan"]["base"]
+        framing = BasePlan(*base["size"], float(base["scale"]), FrameRect(*map(float, base["rect"])))
+        candidate = replace(
+            upscale,
+            plan=replace(upscale.plan, base=framing),
+            frame_layout=Layout.from_dict(kept["layout"]),
+        )
+    except (KeyError, TypeError, ValueError, SeeThroughError):  # an identity of another version
+        return None
+    return candidate if json.loads(json.dumps(candidate.identity())) == kept else None
 
 
 def tile_start(upscale: Upscale, tile: Tile) -> np.ndarray:
@@ -296,7 +349,9 @@ class UpscaleRunner:
         infos = []
         for tile in self.upscale.plan.tiles:
             blend.add(tile, np.load(self._tile_path(tile)))
-            infos.append(json.loads(self._info_path(tile).read_text(encoding="utf-8")))
+            info = json.loads(self._info_path(tile).read_text(encoding="utf-8"))
+            info["kept"] = tile.name not in self.generated  # made by an interrupted run, resumed
+            infos.append(info)
         saved = self._write(blend.result(), infos)
         shutil.rmtree(self.upscale.tiles_dir, ignore_errors=True)  # the frame is written: tiles go
         return saved
@@ -310,7 +365,7 @@ class UpscaleRunner:
 def upscale_record(upscale: Upscale, tiles: list[dict[str, Any]]) -> GenerationRecord:
     """The frame's record: the base picture's (its seed, prompt, settings) at the frame's size, with
     ``upscale`` holding both stages: the base's size and seed, the tile grid, overlap, strength, and each
-    tile's rectangle, seed and boxes."""
+    tile's rectangle, seed and boxes (and ``kept``: made by an earlier, interrupted run)."""
     base = upscale.base_record
     stage = upscale.plan.to_record()
     stage["base"]["record_timings"] = base.timings

@@ -4,15 +4,25 @@ from __future__ import annotations
 
 import copy
 import hashlib
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
-from seethrough_core.edit_plan import EditPlanError, PreviousPicture, plan_edit, plan_variation
+from seethrough_core.edit_plan import (
+    EditPlanError,
+    PreviousPicture,
+    PreviousPictureError,
+    base_picture_of,
+    plan_edit,
+    plan_variation,
+)
 from seethrough_core.edit_region import box_region
+from seethrough_core.generate_and_save import base_path_for
 from seethrough_core.generation_settings import SettingError
 from seethrough_core.layout import Layout
 from seethrough_core.limits import DEFAULT_REPROJECT_LIMIT
+from seethrough_core.png import write_png
 from seethrough_core.record import GenerationRecord
 from seethrough_core.reprojection import reproject
 
@@ -115,3 +125,29 @@ def test_a_variation_needs_the_same_picture_and_a_visible_box(previous):
     behind = changed(previous, lambda d: d["boxes"].append({**DOG, "center": [10.0, 0.0, 0.3]}))
     with pytest.raises(EditPlanError, match="outside the camera's view"):
         plan_variation(previous, behind, 2, seed=1)
+
+
+def test_a_frames_base_is_the_picture_its_record_names_and_never_another_one(previous, tmp_path):
+    """The base of a frame made in two stages: where its record says (it may lie elsewhere), else
+    NAME_base.png beside it; a file there that is not the picture the upscale started from is passed over."""
+    base_record = previous.record
+    stage = {"base": {"size": [base_record.width, base_record.height], "seed": base_record.seed}}
+    elsewhere = tmp_path / "kept" / "first_base.png"
+    frame = replace(base_record, width=512, height=512, upscale=stage, source={"base": str(elsewhere)})
+    frame_path = tmp_path / "shot.png"
+    write_png(frame_path, np.zeros((4, 4, 3), np.uint8), text=frame.png_text())
+    missing = r"shot.png is a frame .*first_base.png, .*shot_base.png\)"
+    with pytest.raises(PreviousPictureError, match=missing):
+        base_picture_of(frame_path, remedy="generate it again")
+
+    other = replace(base_record, seed=8)  # NAME_base.png beside, but of another seed: not this frame's base
+    write_png(base_path_for(frame_path), previous.image, text=other.png_text())
+    with pytest.raises(PreviousPictureError, match=r"shot_base.png \(another picture\)"):
+        base_picture_of(frame_path, remedy="generate it again")
+    write_png(base_path_for(frame_path), previous.image, text=base_record.png_text())
+    assert base_picture_of(frame_path, remedy="") == base_path_for(frame_path)
+
+    elsewhere.parent.mkdir()
+    write_png(elsewhere, previous.image, text=base_record.png_text())
+    assert base_picture_of(frame_path, remedy="") == elsewhere  # the record's own base first
+    assert base_picture_of(None, frame, remedy="") == elsewhere  # a frame known by its record alone

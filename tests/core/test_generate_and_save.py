@@ -111,12 +111,12 @@ def test_a_new_name_never_lands_on_an_earlier_frame_its_base_or_its_tiles(tmp_pa
 
 
 def test_an_edit_of_a_later_frame_finds_that_frames_own_base(tmp_path):
-    from seethrough.edit_command import base_of
+    from seethrough_core.edit_plan import base_picture_of
 
     for name in ("shot.png", "shot_base.png", "shot_2.png", "shot_2_base.png"):
         (tmp_path / name).write_bytes(b"x")
-    assert base_of(tmp_path / "shot_2.png") == tmp_path / "shot_2_base.png"
-    assert base_of(tmp_path / "shot_2_base.png") == tmp_path / "shot_2_base.png"
+    assert base_picture_of(tmp_path / "shot_2.png", remedy="r") == tmp_path / "shot_2_base.png"
+    assert base_picture_of(tmp_path / "shot_2_base.png", remedy="r") == tmp_path / "shot_2_base.png"
     (tmp_path / "shot_2_base.png").unlink()
-    with pytest.raises(SeeThroughError, match="shot_2_base.png is not beside it"):
-        base_of(tmp_path / "shot_2.png")
+    with pytest.raises(SeeThroughError, match="shot_2.png is a frame .* gone .*shot_2_base.png.*: put it"):
+        base_picture_of(tmp_path / "shot_2.png", remedy="put it back")
