@@ -2,9 +2,11 @@
 
 For each frame (1920x1080, 3840x2160, 7680x4320) prints the upscale's geometry (base size, tiles per
 image, tile size) and, for the frames given with --run (default 1080p), runs the whole thing for real: a
-tiny server, Blender renders of every tile's OSCR view, the tile jobs, the blend. Its figures: seconds
-per final megapixel of the two stages against one plain generation of the base, and the share of the
-wall time spent outside the model (rendering tile views, transfers, resampling, blending).
+tiny server, Blender renders of the tiles' OSCR views, the tile jobs, the blend, twice side by side: one
+render per tile, and the views cut from one render (the first tile's alone). Its figures: seconds per
+final megapixel of the two stages against one plain generation of the base, the seconds spent rendering
+views either way, and the share of the wall time spent outside the model (rendering tile views,
+transfers, resampling, blending).
 
 On a CPU only tiny sizes are practical: --scale N divides every frame side by N and the base size by
 N^2, which keeps the geometry (tiles per image, overlaps) of the full-size frame. 8K is reported through
@@ -24,7 +26,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO)]
 
-from blender_addon.render import render_layout  # noqa: E402
+from blender_addon.render import TileViews, render_layout  # noqa: E402
 from seethrough_core.client import SeeThroughClient  # noqa: E402
 from seethrough_core.generate_and_save import Destination, generate_and_save  # noqa: E402
 from seethrough_core.generation_settings import GenerationSettings  # noqa: E402
@@ -53,6 +55,28 @@ def geometry(name: str, size: tuple[int, int], scale: int) -> dict:
     }
 
 
+class TimedViews(TileViews):
+    """The command line's tile views, with the seconds spent rendering them (cut folders are free)."""
+
+    def __init__(self, engine: str) -> None:
+        super().__init__(engine)
+        self.seconds = 0.0
+
+    def view(self, layout, folder):
+        start = time.perf_counter()
+        try:
+            return super().view(layout, folder)
+        finally:
+            self.seconds += time.perf_counter() - start
+
+    def shared(self, whole, folder, crops):
+        start = time.perf_counter()
+        try:
+            return super().shared(whole, folder, crops)
+        finally:
+            self.seconds += time.perf_counter() - start
+
+
 def run(name: str, size: tuple[int, int], args: argparse.Namespace, endpoint: str, out: Path) -> dict:
     width, height = size[0] // args.scale, size[1] // args.scale
     base_mp = 1.0 / args.scale**2
@@ -68,21 +92,20 @@ def run(name: str, size: tuple[int, int], args: argparse.Namespace, endpoint: st
         )
         saved = generate_and_save(client, request, base, Destination(out / name / "base.png", {}))
         base_s = time.perf_counter() - start
-        render_s = []
-
-        def render_view(view, folder):
-            t = time.perf_counter()
-            condition = render_layout(view, folder, engine=args.engine, quiet=True).view_condition()
-            render_s.append(time.perf_counter() - t)
-            return condition
-
-        upscale = Upscale(
-            plan, frame, saved.result.image, saved.record, out / name / "frame.png", args.steps, 3.5, {}
-        )
-        runner = UpscaleRunner(upscale, [client], render_view)
-        start = time.perf_counter()
-        final = runner.run()
-        upscale_s = time.perf_counter() - start
+        upscales = {}
+        for mode in ("one render per tile", "views cut from one render"):
+            views = TimedViews(args.engine)
+            upscale = Upscale(
+                plan, frame, saved.result.image, saved.record, out / name / mode / "frame.png", args.steps,
+                3.5, {},
+            )  # fmt: skip
+            shared = views.shared if mode.startswith("views cut") else None
+            runner = UpscaleRunner(upscale, [client], views.view, render_views=shared)
+            start = time.perf_counter()
+            final = runner.run()
+            upscales[mode] = (time.perf_counter() - start, views)
+    upscale_s, views = upscales["views cut from one render"]
+    per_tile_s, per_tile_views = upscales["one render per tile"]
     model_s = sum(t["timings"]["generation_s"] for t in final.record.upscale["tiles"])
     megapixels = width * height / MEGAPIXEL
     return {
@@ -91,9 +114,12 @@ def run(name: str, size: tuple[int, int], args: argparse.Namespace, endpoint: st
         "tiles": len(plan.tiles),
         "base_generation_s": round(base_s, 2),
         "upscale_s": round(upscale_s, 2),
+        "upscale_one_render_per_tile_s": round(per_tile_s, 2),
+        "views_render_s": round(views.seconds, 2),
+        "views_render_one_per_tile_s": round(per_tile_views.seconds, 2),
         "s_per_final_megapixel": round((base_s + upscale_s) / megapixels, 2),
         "plain_base_s_per_megapixel": round(base_s / (plan.base.width * plan.base.height / MEGAPIXEL), 2),
-        "tile_render_s_mean": round(sum(render_s) / max(len(render_s), 1), 2),
+        "tile_render_s_mean": round(per_tile_views.seconds / len(plan.tiles), 2),
         "tile_model_s_mean": round(model_s / len(plan.tiles), 2),
         "overhead_share": round(1 - model_s / upscale_s, 3),
     }

@@ -12,21 +12,20 @@ passes Blender's executable.
 from __future__ import annotations
 
 import atexit
+import json
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import seethrough_core
 from seethrough_core.errors import SeeThroughError
 from seethrough_core.layout import Layout
-from seethrough_core.masks import compute_masks
-from seethrough_core.oscr_spec import DEFAULT_PROFILE, get_profile
-from seethrough_core.rendered_layout import RenderedLayout, is_complete, read_rendered
-from seethrough_core.upscale_plan import ViewCondition
+from seethrough_core.rendered_layout import RenderedLayout, is_complete, read_rendered, reusable
+from seethrough_core.upscale_plan import ViewCondition, ViewCrop
 
 ADDON_DIR = Path(__file__).resolve().parent
 CHILD_PACKAGE = "seethrough_render_child"  # the add-on's name inside the render process
@@ -61,8 +60,11 @@ class RenderTask:
     log_path: Path  # the child's output: Blender's messages, our progress lines, any error
 
 
-def render_task(layout: Layout, out_dir: Path, engine: str, blender_binary: str) -> RenderTask:
-    """Write the layout next to out_dir and build the command that renders it there.
+def render_task(
+    layout: Layout, out_dir: Path, engine: str, blender_binary: str, crops: Sequence[ViewCrop] = ()
+) -> RenderTask:
+    """Write the layout next to out_dir and build the command that renders it there (and, with
+    ``crops``, cuts tiles' views from it: render.render_views).
 
     blender_binary is bpy.app.binary_path; empty when Blender runs as the bpy Python module
     (tests, the command line), where this Python interpreter, which imports bpy, renders instead.
@@ -77,6 +79,10 @@ def render_task(layout: Layout, out_dir: Path, engine: str, blender_binary: str)
         addon_dir=str(ADDON_DIR),
     )
     arguments = ["--", str(layout_path), str(out_dir), engine]
+    if crops:
+        crops_path = out_dir.parent / f"{out_dir.name}.crops.json"
+        crops_path.write_text(json.dumps([crop.to_dict() for crop in crops]), encoding="utf-8")
+        arguments.append(str(crops_path))
     if blender_binary:
         launcher = [blender_binary, "--background", "--factory-startup", "--python-exit-code", "1"]
         argv = [*launcher, "--python-expr", code, *arguments]
@@ -129,11 +135,26 @@ def render_view(
     """An upscale tile's view rendered in the background process (worker thread), as the tile's
     condition; None if `cancel` was set. The amodal masks (which boxes reach the tile) are the render's
     own, recomputed here: the same pure function, so nothing has to decode the mask PNGs."""
+    found = reusable(out_dir, layout, engine)  # cut from a shared render (render_views), or kept
+    if found is not None:
+        return found.view_condition()
     oscr = run_render(render_task(layout, out_dir, engine, blender_binary), cancel, on_tick)
-    if oscr is None:
-        return None
-    amodal = compute_masks(layout, get_profile(DEFAULT_PROFILE)).amodal
-    return ViewCondition(oscr.oscr_path.read_bytes(), amodal, oscr.token_grids)
+    return None if oscr is None else oscr.view_condition()
+
+
+def render_views(
+    whole: Layout,
+    whole_dir: Path,
+    crops: Sequence[ViewCrop],
+    engine: str,
+    blender_binary: str,
+    cancel: threading.Event,
+    on_tick: Callable[[float], None] | None = None,
+) -> bool:
+    """Tiles' views cut from one render of ``whole`` (render.render_views) in the background process
+    (worker thread); False if `cancel` was set."""
+    task = render_task(whole, Path(whole_dir), engine, blender_binary, crops)
+    return run_render(task, cancel, on_tick) is not None
 
 
 def _last_line(path: Path) -> str:

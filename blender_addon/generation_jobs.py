@@ -45,10 +45,10 @@ from seethrough_core.layout import Layout
 from seethrough_core.protocol import GenerateRequest
 from seethrough_core.record import GenerationRecord
 from seethrough_core.rendered_layout import RenderedLayout
-from seethrough_core.upscale_plan import UpscalePlan
+from seethrough_core.upscale_plan import UpscalePlan, ViewCrop
 from seethrough_core.upscale_run import TileProgress, Upscale, UpscaleRunner, resume_or_start_over
 
-from .background_render import RenderTask, render_view, run_render
+from .background_render import RenderTask, render_view, render_views, run_render
 
 log = logging.getLogger(__name__)
 
@@ -169,6 +169,7 @@ class TileStep:
     steps: int | None = None
     rendering: bool = False
     kept: int = 0  # tiles kept from an interrupted upscale, resumed
+    views: int = 1  # rendering: the views of this many tiles, in one render
 
 
 @dataclass(frozen=True)
@@ -430,6 +431,15 @@ class GenerationJob:
             self._post(TileStep(folder.name, self._tiles_done, total, rendering=True, kept=self._tiles_kept))
             return render_view(view, folder, job.engine, job.blender_binary, self._cancel)
 
+        def render_shared(whole: Layout, folder: Path, crops: list[ViewCrop]) -> bool:
+            first = crops[0].folder.name
+            self._post(
+                TileStep(
+                    first, self._tiles_done, total, rendering=True, kept=self._tiles_kept, views=len(crops)
+                )
+            )
+            return render_views(whole, folder, crops, job.engine, job.blender_binary, self._cancel)
+
         def on_progress(event: TileProgress) -> None:
             self._tiles_done = event.done
             self._tiles_kept += not event.generated
@@ -447,7 +457,14 @@ class GenerationJob:
                         "started over"
                     )
                 )
-            runner = UpscaleRunner(upscale, [client], render, on_progress=on_progress, stop=self._cancel)
+            runner = UpscaleRunner(
+                upscale,
+                [client],
+                render,
+                on_progress=on_progress,
+                stop=self._cancel,
+                render_views=render_shared,
+            )
             saved = runner.run()
         finally:
             if saved is None:  # the finished tiles stay in NAME.tiles/: Upscale resumes them
@@ -563,7 +580,9 @@ def _update_status(status: JobStatus, event: Event) -> None:
             status.note = f"resumed: {event.kept} of {event.total} tiles kept"
         if status.state != "cancelling":
             status.state = "upscaling"
-            if event.rendering:
+            if event.rendering and event.views > 1:
+                doing = f"rendering the OSCR views of this and {event.views - 1} more tiles in one render"
+            elif event.rendering:
                 doing = "rendering its OSCR view"
             elif event.step is not None:
                 doing = f"step {event.step}/{event.steps}"

@@ -7,25 +7,28 @@ from __future__ import annotations
 import os
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import bpy
+import numpy as np
 
 from seethrough_core.layout import Layout
 from seethrough_core.masks import MaskSet, compute_masks
 from seethrough_core.oscr_spec import DEFAULT_PROFILE, get_profile, light_positions
+from seethrough_core.png import write_png
 from seethrough_core.rendered_layout import (
     OSCR_NAME,
     RenderedLayout,
     finish,
     read_rendered,
+    render_key,
     reusable,
     write_masks,
 )
-from seethrough_core.upscale_plan import ViewCondition
+from seethrough_core.upscale_plan import ViewCondition, ViewCrop
 from seethrough_core.vocabulary import DEFAULT_RENDER_ENGINE
 
 from .oscr_scene import oscr_scene
@@ -93,7 +96,60 @@ def render_layout(
     quiet: bool = False,
 ) -> RenderOutput:
     """Render the OSCR image and all masks of a layout into ``out_dir``."""
-    out_dir = Path(out_dir)
+
+    def render(path: Path) -> dict[str, object]:
+        render_oscr_image(layout, path, engine=engine, profile=profile, quiet=quiet)
+        return {}
+
+    return _fill_folder(layout, Path(out_dir), engine, profile, render)
+
+
+def render_views(
+    whole: Layout,
+    whole_dir: Path,
+    crops: Sequence[ViewCrop],
+    *,
+    engine: str = DEFAULT_RENDER_ENGINE,
+    profile: str = DEFAULT_PROFILE,
+    quiet: bool = False,
+) -> None:
+    """Upscale tiles' views from one render (seethrough_core.upscale_plan.shared_view): ``whole`` is
+    rendered (or reused) in ``whole_dir``, then each crop's folder is filled as its own render would
+    be: its OSCR cut from the whole's at the crop's place (the same rays at the same pixel density),
+    its masks its own layout's. One render instead of one per tile, overlaps rendered once."""
+    render_or_reuse(whole, whole_dir, engine=engine, profile=profile, quiet=quiet)
+    pixels = _png_pixels(Path(whole_dir) / OSCR_NAME)
+    for crop in crops:
+        height, width = crop.layout.height, crop.layout.width
+
+        def cut(path: Path, crop: ViewCrop = crop, width: int = width, height: int = height) -> dict:
+            write_png(path, pixels[crop.y : crop.y + height, crop.x : crop.x + width])
+            return {"cut_from": {"layout": render_key(whole, engine, profile), "x": crop.x, "y": crop.y}}
+
+        _fill_folder(crop.layout, crop.folder, engine, profile, cut)
+
+
+@dataclass
+class TileViews:
+    """An upscale's tile views rendered in this process (the command line): UpscaleRunner's
+    ``render_view`` (``view``) and ``render_views`` (``shared``)."""
+
+    engine: str = DEFAULT_RENDER_ENGINE
+
+    def view(self, layout: Layout, folder: Path) -> ViewCondition:
+        """A tile's view: its folder as ``shared`` cut it (or an interrupted run left it), else rendered."""
+        return render_or_reuse(layout, folder, engine=self.engine, quiet=True).view_condition()
+
+    def shared(self, whole: Layout, folder: Path, crops: list[ViewCrop]) -> bool:
+        render_views(whole, folder, crops, engine=self.engine, quiet=True)
+        return True
+
+
+def _fill_folder(
+    layout: Layout, out_dir: Path, engine: str, profile: str, write_oscr: Callable[[Path], dict[str, object]]
+) -> RenderOutput:
+    """A rendered-layout folder: the masks, the OSCR image ``write_oscr`` writes (it returns what the
+    report's "render" entry should add), then the report, which completes the folder."""
     out_dir.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
 
@@ -105,16 +161,30 @@ def render_layout(
 
     start = time.perf_counter()
     oscr_path = out_dir / OSCR_NAME
-    render_oscr_image(layout, oscr_path, engine=engine, profile=profile, quiet=quiet)
+    extra = write_oscr(oscr_path)
     timings["oscr_s"] = time.perf_counter() - start
 
     report["render"] = {
         "blender": bpy.app.version_string,
         "lights": [list(p) for p in light_positions(layout, get_profile(profile))],
         "timings": {k: round(v, 4) for k, v in timings.items()},
+        **extra,
     }
     finish(out_dir, layout, report, engine, profile)  # last: the folder is complete
     return RenderOutput(out_dir, oscr_path, masks, report, timings)
+
+
+def _png_pixels(path: Path) -> np.ndarray:
+    """An 8-bit PNG's pixels as Blender reads them (top row first), uint8 H x W x channels."""
+    image = bpy.data.images.load(str(path), check_existing=False)
+    try:
+        width, height = image.size
+        values = np.empty(width * height * image.channels, dtype=np.float32)
+        image.pixels.foreach_get(values)
+        pixels = values.reshape(height, width, image.channels)[::-1]
+    finally:
+        bpy.data.images.remove(image)
+    return np.clip(np.rint(pixels * 255.0), 0, 255).astype(np.uint8)[..., :3]
 
 
 def render_or_reuse(

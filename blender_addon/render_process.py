@@ -3,19 +3,21 @@
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from pathlib import Path
 
 from seethrough_core.errors import LayoutError
 from seethrough_core.in_view import boxes_in_view
-from seethrough_core.layout import Layout
+from seethrough_core.layout import Layout, load_layout
 from seethrough_core.oscr_spec import DEFAULT_PROFILE
 from seethrough_core.output_size import OutputSize
 from seethrough_core.record import load_layout_or_result
+from seethrough_core.upscale_plan import ViewCrop
 from seethrough_core.vocabulary import RENDER_ENGINES
 
-from .render import render_layout
+from .render import render_layout, render_views
 
 
 def read_layout(path: Path, *, frame: int | None = None, camera: str | None = None) -> Layout:
@@ -75,11 +77,17 @@ def render_file(
 
 
 def child_main(argv: list[str] | None = None) -> int:
-    """The add-on's background render: LAYOUT_JSON OUT_DIR ENGINE after "--"."""
+    """The add-on's background render: LAYOUT_JSON OUT_DIR ENGINE [CROPS_JSON] after "--" (with
+    CROPS_JSON, upscale tiles' views cut from the render: render.render_views)."""
     argv = sys.argv if argv is None else argv
-    try:
-        layout, out, engine = argv[argv.index("--") + 1 :]
-    except ValueError:
-        print('usage: ... -- LAYOUT_JSON OUT_DIR ENGINE (after a "--")', file=sys.stderr)
+    arguments = argv[argv.index("--") + 1 :] if "--" in argv else []
+    if len(arguments) not in (3, 4):
+        print('usage: ... -- LAYOUT_JSON OUT_DIR ENGINE [CROPS_JSON] (after a "--")', file=sys.stderr)
         return 2
-    return render_file(layout, out, engine)
+    layout, out, engine = arguments[:3]
+    if len(arguments) == 3:
+        return render_file(layout, out, engine)
+    crops = [ViewCrop.from_dict(item) for item in json.loads(Path(arguments[3]).read_text(encoding="utf-8"))]
+    print(f"Rendering the views of {len(crops)} tiles in one render ...", flush=True)
+    render_views(load_layout(layout), Path(out), crops, engine=engine, quiet=True)
+    return 0

@@ -203,7 +203,7 @@ def run_edit(args: argparse.Namespace) -> int:
 
 def upscale_base(saved, frame, args, client, out_path: Path):
     """The edited base made into the frame again (seethrough_core.upscale_run), on the same server."""
-    from blender_addon.render import render_layout
+    from blender_addon.render import TileViews
 
     plan = plan_upscale(
         frame.width,
@@ -218,12 +218,10 @@ def upscale_base(saved, frame, args, client, out_path: Path):
         {**saved.record.source, "base": str(saved.image_path)},
     )  # fmt: skip
 
-    def render_view(view, folder: Path):
-        return render_layout(view, folder, engine=args.engine, quiet=True).view_condition()
-
+    views = TileViews(args.engine)
     print(
         f"upscaling to {frame.width}x{frame.height} in {len(plan.tiles)} tiles ...",
         file=sys.stderr,
         flush=True,
     )
-    return UpscaleRunner(upscale, [client], render_view).run()
+    return UpscaleRunner(upscale, [client], views.view, render_views=views.shared).run()

@@ -120,7 +120,7 @@ def run_upscale(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     # Blender is loaded only now: `seethrough --help` and argument errors stay instant.
-    from blender_addon.render import render_layout
+    from blender_addon.render import TileViews
 
     upscale = Upscale(
         plan=plan,
@@ -144,9 +144,7 @@ def run_upscale(args: argparse.Namespace) -> int:
         flush=True,
     )
 
-    def render_view(layout, folder: Path):
-        return render_layout(layout, folder, engine=args.engine, quiet=True).view_condition()
-
+    views = TileViews(args.engine)
     stop = threading.Event()
     with ExitStack() as stack:
         try:
@@ -158,7 +156,9 @@ def run_upscale(args: argparse.Namespace) -> int:
                 for endpoint in endpoints
             ]
             stack.callback(install_stop_handlers(stop.set))
-            runner = UpscaleRunner(upscale, clients, render_view, on_progress=_Printer(), stop=stop)
+            runner = UpscaleRunner(
+                upscale, clients, views.view, on_progress=_Printer(), stop=stop, render_views=views.shared
+            )
             saved = runner.run()
         except (LocalServerError, SeeThroughError) as exc:
             print(f"\nerror: {exc}", file=sys.stderr)

@@ -26,10 +26,11 @@ import numpy as np
 
 from .errors import LayoutError, SeeThroughError
 from .layout import Layout, load_layout
-from .masks import MaskSet
-from .oscr_spec import DEFAULT_PROFILE, RENDER_REVISION
+from .masks import MaskSet, compute_masks
+from .oscr_spec import DEFAULT_PROFILE, RENDER_REVISION, get_profile
 from .png import write_bytes_atomic, write_png
 from .token_grid import grid_from_strings
+from .upscale_plan import ViewCondition
 from .vocabulary import DEFAULT_RENDER_ENGINE
 
 OSCR_NAME = "oscr.png"
@@ -82,6 +83,12 @@ class RenderedLayout:
     @property
     def oscr_path(self) -> Path:
         return self.out_dir / OSCR_NAME
+
+    def view_condition(self, profile: str = DEFAULT_PROFILE) -> ViewCondition:
+        """The render as an upscale tile's condition: its OSCR bytes, amodal masks and token grids (the
+        masks recomputed, a pure function of the layout, rather than decoded from their PNGs)."""
+        amodal = compute_masks(self.layout, get_profile(profile)).amodal
+        return ViewCondition(self.oscr_path.read_bytes(), amodal, self.token_grids)
 
 
 def read_rendered(folder: Path, seconds: float = 0.0, cached: bool = True) -> RenderedLayout:

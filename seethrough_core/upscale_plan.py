@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -303,6 +305,39 @@ def base_layout(frame_layout: Layout, plan: UpscalePlan) -> Layout:
 def tile_layout(frame_layout: Layout, plan: UpscalePlan, tile: Tile) -> Layout:
     """What one tile renders: the frame's view over the tile, at the final frame's pixel density."""
     return view_layout(frame_layout, plan.frame_size, tile.rect, (tile.width, tile.height))
+
+
+@dataclass(frozen=True)
+class ViewCrop:
+    """A tile's view cut from one render of a larger view of the frame: the tile's layout (what its own
+    render would be), the folder its rendered layout goes to, and where it lies in the larger render."""
+
+    layout: Layout
+    folder: Path
+    x: int
+    y: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"layout": self.layout.to_dict(), "folder": str(self.folder), "x": self.x, "y": self.y}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ViewCrop:
+        return cls(Layout.from_dict(data["layout"]), Path(data["folder"]), int(data["x"]), int(data["y"]))
+
+
+def shared_view(
+    frame_layout: Layout, plan: UpscalePlan, tiles: Sequence[Tile], folder_of: Callable[[Tile], Path]
+) -> tuple[Layout, list[ViewCrop]]:
+    """One view covering ``tiles`` at the frame's pixel density, and each tile's place in it. A tile's
+    view is the frame's camera cropped (lens shift and a narrower sensor), so a render of the covering
+    view, cut at integer offsets, gives every tile its own view's pixels (up to the renderer's sampling
+    noise) in one render instead of one per tile, without their overlaps rendered twice."""
+    left, top = min(t.x for t in tiles), min(t.y for t in tiles)
+    right, bottom = max(t.x + t.width for t in tiles), max(t.y + t.height for t in tiles)
+    rect = FrameRect(left, top, right - left, bottom - top)
+    whole = view_layout(frame_layout, plan.frame_size, rect, (right - left, bottom - top))
+    crops = [ViewCrop(tile_layout(frame_layout, plan, t), folder_of(t), t.x - left, t.y - top) for t in tiles]
+    return whole, crops
 
 
 # --- blending ---------------------------------------------------------------------------------------

@@ -42,6 +42,8 @@ from .upscale_plan import (
     TileBlend,
     UpscalePlan,
     ViewCondition,
+    ViewCrop,
+    shared_view,
     tile_layout,
     tile_window,
 )
@@ -54,6 +56,10 @@ PLAN_FILE = "upscale_plan.json"
 # Renders a layout's OSCR and masks into a folder (Blender: the command line's render, the add-on's
 # background render process); None when it was stopped (the add-on's Cancel kills its render).
 RenderView = Callable[[Layout, Path], ViewCondition | None]
+# Renders one view covering several tiles into a folder and cuts each tile's rendered-layout folder from
+# it (upscale_plan.shared_view); RenderView then finds those folders complete. False: it was stopped.
+RenderViews = Callable[[Layout, Path, list[ViewCrop]], bool]
+SHARED_VIEW = "shared"  # NAME.tiles/views/shared/: the one render the tiles' views are cut from
 
 
 @dataclass(frozen=True)
@@ -183,6 +189,8 @@ class UpscaleRunner:
 
     The calling thread renders the tiles' views (Blender wants one thread); one thread per server sends
     jobs. ``stop`` (an Event) cancels: running jobs are cancelled, finished tiles stay for a resume.
+    With ``render_views``, the first tile's view renders alone (its job starts at once) and the views
+    of all the other tiles are cut from one render while it runs, instead of one render per tile.
     """
 
     def __init__(
@@ -194,12 +202,14 @@ class UpscaleRunner:
         on_progress: Callable[[TileProgress], None] | None = None,
         stop: threading.Event | None = None,
         blend: bool = True,
+        render_views: RenderViews | None = None,
     ) -> None:
         if not clients:
             raise ValueError("an upscale needs at least one server")
         self.upscale = upscale
         self.clients = clients
         self.render_view = render_view
+        self.render_views = render_views
         self.on_progress = on_progress or (lambda event: None)
         self.stop = stop or threading.Event()
         self.blend = blend
@@ -272,12 +282,14 @@ class UpscaleRunner:
         for worker in workers:
             worker.start()
         try:
-            for tile in pending:
+            for number, tile in enumerate(pending):
                 if self.stop.is_set():
                     break
+                if number == 1 and not self._render_shared_view(pending[1:]):
+                    self.stop.set()
+                    break
                 condition = self.render_view(
-                    tile_layout(upscale.frame_layout, upscale.plan, tile),
-                    upscale.tiles_dir / "views" / tile.name,
+                    tile_layout(upscale.frame_layout, upscale.plan, tile), self._view_folder(tile)
                 )
                 if condition is None:  # the render was stopped: so is the upscale
                     self.stop.set()
@@ -302,6 +314,18 @@ class UpscaleRunner:
         if self.stop.is_set() or not all(self._is_kept(t) for t in tiles):
             return None
         return self._finish()
+
+    def _view_folder(self, tile: Tile) -> Path:
+        return self.upscale.tiles_dir / "views" / tile.name
+
+    def _render_shared_view(self, tiles: list[Tile]) -> bool:
+        """The views of ``tiles`` cut from one render (with render_views, for two tiles or more);
+        False when it was stopped."""
+        if self.render_views is None or len(tiles) < 2:
+            return True
+        upscale = self.upscale
+        whole, crops = shared_view(upscale.frame_layout, upscale.plan, tiles, self._view_folder)
+        return self.render_views(whole, upscale.tiles_dir / "views" / SHARED_VIEW, crops)
 
     def _worker(self, client: SeeThroughClient, jobs: queue.Queue) -> None:
         while True:

@@ -24,7 +24,7 @@ from typing import TextIO
 
 import numpy as np
 
-from blender_addon.render import render_layout, render_or_reuse
+from blender_addon.render import TileViews, render_or_reuse
 from seethrough_core.client import (
     Job,
     JobCancelledError,
@@ -316,8 +316,7 @@ class BatchRunner:
             source={**base.record.source, "base": str(task.base_path)},
         )
 
-        def render_view(view: Layout, folder: Path):
-            return render_layout(view, folder, engine=self.options.engine, quiet=True).view_condition()
+        views = TileViews(self.options.engine)
 
         def on_progress(event) -> None:
             where = f"{task.label} tile {event.tile.index + 1}/{event.total}"
@@ -327,7 +326,10 @@ class BatchRunner:
         start = time.perf_counter()
         stop = threading.Event()
         try:
-            saved = UpscaleRunner(upscale, clients, render_view, on_progress=on_progress, stop=stop).run()
+            runner = UpscaleRunner(
+                upscale, clients, views.view, on_progress=on_progress, stop=stop, render_views=views.shared
+            )
+            saved = runner.run()
         except KeyboardInterrupt:
             stop.set()
             raise

@@ -21,14 +21,18 @@ from bpy_helpers import read_rgb
 from conftest import BASE_LAYOUT
 from process_support import run_command
 
-from blender_addon.render import render_layout
+from blender_addon.render import TileViews, render_layout
+from seethrough.previous_picture import read_previous
 from seethrough_core.client import SeeThroughClient
 from seethrough_core.generate_and_save import Destination, generate_and_save
 from seethrough_core.generation_settings import GenerationSettings
 from seethrough_core.layout import Layout
 from seethrough_core.protocol import GenerateRequest
 from seethrough_core.record import read_png_record
+from seethrough_core.rendered_layout import reusable
 from seethrough_core.server_process import ServerProcess
+from seethrough_core.upscale_plan import frame_layout_at, plan_upscale
+from seethrough_core.upscale_run import Upscale, UpscaleRunner
 
 pytestmark = pytest.mark.slow  # renders with Blender and runs a server
 
@@ -203,3 +207,40 @@ def test_batch_gives_the_frame_at_the_layouts_resolution(tmp_path, server):
     second_base = read_png_record((tmp_path / "edited" / "moved_2_base.png").read_bytes())
     first_base_png = kept["moved_base.png"]
     assert second_base.parent["sha256"] == hashlib.sha256(first_base_png).hexdigest()  # the base edited
+
+
+class CountedViews(TileViews):
+    """The command line's tile views, noting which tile views were cut from the shared render."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[tuple[str, object]] = []
+
+    def view(self, layout, folder):
+        rendered = reusable(folder, layout)
+        self.calls.append((folder.name, rendered is not None and "cut_from" in rendered.report["render"]))
+        return super().view(layout, folder)
+
+    def shared(self, whole, folder, crops):
+        self.calls.append(("shared", [crop.folder.name for crop in crops]))
+        return super().shared(whole, folder, crops)
+
+
+def test_the_views_of_all_tiles_but_the_first_come_from_one_render(tmp_path, base_png, server):
+    """Three tiles: the first tile's view renders alone (its job starts at once), the other two are cut
+    from one render made while it runs; the frame is whole and its record lists the three tiles."""
+    previous = read_previous(base_png)
+    size = (640, 240)  # a wider cut of the 448 x 256 base: one row of three tiles
+    plan = plan_upscale(*size, seed=5, base_megapixels=0.0625, base_size=BASE)
+    assert len(plan.tiles) == 3
+    upscale = Upscale(
+        plan, frame_layout_at(previous.layout, size), previous.image, previous.record, tmp_path / "frame.png",
+        STEPS, previous.record.guidance, {"upscale_of": str(base_png)},
+    )  # fmt: skip
+    views = CountedViews()
+    with SeeThroughClient(server.endpoint, 120.0) as client:
+        saved = UpscaleRunner(upscale, [client], views.view, render_views=views.shared).run()
+    names = [tile.name for tile in plan.tiles]
+    assert views.calls == [(names[0], False), ("shared", names[1:]), (names[1], True), (names[2], True)]
+    assert read_rgb(saved.image_path).shape == (size[1], size[0], 3)
+    assert len(read_png_record(saved.image_path.read_bytes()).upscale["tiles"]) == 3

@@ -4,17 +4,28 @@ base picture, cut to the frame, has Blender's own framing at the frame's resolut
 from __future__ import annotations
 
 import copy
+import json
+import threading
 
 import numpy as np
 import pytest
 from bpy_helpers import read_rgb
 from conftest import BASE_LAYOUT
 
-from blender_addon.render import render_layout, render_oscr_image
+from blender_addon import background_render
+from blender_addon.render import render_layout, render_oscr_image, render_views
 from seethrough_core.geometry import CameraModel
 from seethrough_core.layout import Layout
+from seethrough_core.rendered_layout import reusable
 from seethrough_core.resample import sample_view
-from seethrough_core.upscale_plan import base_layout, frame_layout_at, plan_upscale, tile_layout, tile_window
+from seethrough_core.upscale_plan import (
+    base_layout,
+    frame_layout_at,
+    plan_upscale,
+    shared_view,
+    tile_layout,
+    tile_window,
+)
 
 pytestmark = pytest.mark.slow  # renders with Blender
 
@@ -125,3 +136,48 @@ def test_the_frame_cut_from_the_base_has_blenders_framing(renders):
     for corner in corners:
         offset = _marker_centroid(final, corner) - _marker_centroid(blender, corner)
         assert np.abs(offset).max() <= 1.0, (corner, offset)
+
+
+def test_tile_views_cut_from_one_render_are_the_tiles_own_renders(renders, tmp_path):
+    """render_views: one render of the view covering the tiles, each tile's folder cut from it, is each
+    tile's own render (up to Cycles' sampling noise, the tolerance above), complete and reusable as one."""
+    plan, _, tiles, _ = renders
+    frame = _frame_layout()
+    whole, crops = shared_view(frame, plan, plan.tiles, lambda tile: tmp_path / "cut" / tile.name)
+    assert (whole.width, whole.height) == (FRAME[0], plan.tile_height)  # past both edges, like the tiles
+    render_views(whole, tmp_path / "shared", crops, quiet=True)
+    shared = read_rgb(tmp_path / "shared" / "oscr.png")
+    for tile, crop in zip(plan.tiles, crops, strict=True):
+        cut = reusable(crop.folder, tile_layout(frame, plan, tile))
+        assert cut is not None  # complete, and the render of the tile's own layout by its key
+        assert (cut.report["render"]["cut_from"]["x"], cut.report["render"]["cut_from"]["y"]) == (
+            crop.x,
+            crop.y,
+        )
+        pixels = read_rgb(cut.oscr_path)
+        assert np.array_equal(pixels, shared[crop.y : crop.y + tile.height, crop.x : crop.x + tile.width])
+        own = tiles[tile.name]
+        diff = np.abs(pixels.astype(int) - read_rgb(own.oscr_path).astype(int)).max(axis=2)
+        assert diff.mean() < 2.0 and np.percentile(diff, 99) <= 8 and diff.max() <= 40
+        assert np.array_equal(cut.token_grids, own.masks.token_grids())
+        assert np.array_equal(cut.view_condition().amodal, own.masks.amodal)
+
+
+def test_the_addons_background_render_cuts_the_tile_views_too(renders, tmp_path):
+    """The add-on renders in a background Blender process: there too one render gives every tile's
+    folder (this Python, which imports bpy, stands in for Blender's executable)."""
+    plan, _, tiles, _ = renders
+    frame = _frame_layout()
+    whole, crops = shared_view(frame, plan, plan.tiles, lambda tile: tmp_path / "cut" / tile.name)
+    assert background_render.render_views(whole, tmp_path / "shared", crops, "cycles", "", threading.Event())
+    shared = read_rgb(tmp_path / "shared" / "oscr.png")
+    for tile, crop in zip(plan.tiles, crops, strict=True):
+        condition = background_render.render_view(
+            tile_layout(frame, plan, tile), crop.folder, "cycles", "", threading.Event()
+        )  # the cut folder is found complete: nothing renders
+        assert "cut_from" in json.loads((crop.folder / "masks.json").read_text())["render"]
+        pixels = read_rgb(crop.folder / "oscr.png")
+        assert np.array_equal(pixels, shared[crop.y : crop.y + tile.height, crop.x : crop.x + tile.width])
+        diff = np.abs(pixels.astype(int) - read_rgb(tiles[tile.name].oscr_path).astype(int)).max(axis=2)
+        assert diff.mean() < 2.0 and np.percentile(diff, 99) <= 8
+        assert np.array_equal(condition.token_grids, tiles[tile.name].masks.token_grids())
