@@ -118,7 +118,7 @@ def render_views(
     be: its OSCR cut from the whole's at the crop's place (the same rays at the same pixel density),
     its masks its own layout's. One render instead of one per tile, overlaps rendered once."""
     render_or_reuse(whole, whole_dir, engine=engine, profile=profile, quiet=quiet)
-    pixels = _png_pixels(Path(whole_dir) / OSCR_NAME)
+    pixels = read_png_pixels(Path(whole_dir) / OSCR_NAME)
     for crop in crops:
         height, width = crop.layout.height, crop.layout.width
 
@@ -174,7 +174,7 @@ def _fill_folder(
     return RenderOutput(out_dir, oscr_path, masks, report, timings)
 
 
-def _png_pixels(path: Path) -> np.ndarray:
+def read_png_pixels(path: Path) -> np.ndarray:
     """An 8-bit PNG's pixels as Blender reads them (top row first), uint8 H x W x channels."""
     image = bpy.data.images.load(str(path), check_existing=False)
     try:

@@ -15,10 +15,11 @@ from conftest import MAIN_PYTHON
 
 from blender_addon.compat import new_node_material
 from blender_addon.oscr_scene import oscr_scene
-from blender_addon.render import render_layout
+from blender_addon.render import read_png_pixels, render_layout
 from seethrough_core.geometry import CameraModel
 from seethrough_core.layout import Layout, load_layout
 from seethrough_core.oscr_spec import SEETHROUGH3D_V1
+from seethrough_core.png import write_png
 
 pytestmark = pytest.mark.slow  # renders with Blender
 
@@ -255,3 +256,14 @@ def test_eevee_renders_too(empty_blender, tmp_path):
         row, col = _pixel_of(layout, (box.center[0], box.center[1] - box.size[1] / 2, box.center[2]))
         patch = image[row - 4 : row + 5, col - 4 : col + 5].reshape(-1, 3).astype(int).mean(axis=0)
         assert patch[channel] > patch[other] + 5, patch
+
+
+@pytest.mark.each_blender
+def test_a_rendered_png_is_read_back_exactly_for_cutting_tile_views(tmp_path):
+    """Tile views are cut from one render's PNG as Blender reads it (render.read_png_pixels): every byte
+    must come back as written, top row first, in this Blender's version too."""
+    pixels = np.random.default_rng(7).integers(0, 256, (37, 53, 3), dtype=np.uint8)
+    write_png(tmp_path / "render.png", pixels)
+    images_before = len(bpy.data.images)
+    assert np.array_equal(read_png_pixels(tmp_path / "render.png"), pixels)
+    assert len(bpy.data.images) == images_before  # the image it loaded is gone again
