@@ -580,9 +580,7 @@ def _update_status(status: JobStatus, event: Event) -> None:
             status.note = f"resumed: {event.kept} of {event.total} tiles kept"
         if status.state != "cancelling":
             status.state = "upscaling"
-            if event.rendering and event.views > 1:
-                doing = f"rendering the OSCR views of this and {event.views - 1} more tiles in one render"
-            elif event.rendering:
+            if event.rendering:
                 doing = "rendering its OSCR view"
             elif event.step is not None:
                 doing = f"step {event.step}/{event.steps}"
@@ -590,6 +588,8 @@ def _update_status(status: JobStatus, event: Event) -> None:
                 doing = "done"
             tile = min(event.done + (event.step is not None or event.rendering), event.total)
             status.message = f"Upscaling: tile {tile}/{event.total} ({event.tile}) {doing}"
+            if event.views > 1:  # while the first tile generates, the others' views render together
+                status.message = f"Upscaling: rendering the OSCR views of {event.views} more tiles in one render"
             if status.note:
                 status.message += f"; {status.note}"
     elif isinstance(event, UpscaleNote):

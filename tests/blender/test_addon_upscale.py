@@ -241,3 +241,16 @@ def test_a_stopped_upscale_resumes_and_an_edit_of_the_frame_edits_its_base(
     gone = f"its base picture is gone .*{new_base.name}.*put the base picture back"
     with pytest.raises(RuntimeError, match=gone):
         bpy.ops.seethrough.vary_box()
+
+
+def test_the_panel_says_which_tile_views_render():
+    """A tile's own view, then the views of the other tiles in one render, then a tile's steps."""
+    from blender_addon.generation_jobs import JobStatus, TileStep, _update_status
+
+    status = JobStatus()
+    _update_status(status, TileStep("tile_r00_c00", 0, 4, rendering=True))
+    assert status.message == "Upscaling: tile 1/4 (tile_r00_c00) rendering its OSCR view"
+    _update_status(status, TileStep("tile_r00_c01", 0, 4, rendering=True, views=3))
+    assert status.message == "Upscaling: rendering the OSCR views of 3 more tiles in one render"
+    _update_status(status, TileStep("tile_r00_c00", 0, 4, 3, 10))
+    assert status.message == "Upscaling: tile 1/4 (tile_r00_c00) step 3/10" and status.total == 40
