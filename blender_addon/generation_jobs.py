@@ -589,7 +589,7 @@ def _update_status(status: JobStatus, event: Event) -> None:
             tile = min(event.done + (event.step is not None or event.rendering), event.total)
             status.message = f"Upscaling: tile {tile}/{event.total} ({event.tile}) {doing}"
             if event.views > 1:  # while the first tile generates, the others' views render together
-                status.message = f"Upscaling: rendering the OSCR views of {event.views} more tiles in one render"
+                status.message = f"Upscaling: rendering the OSCR views of {event.views} more tiles in one go"
             if status.note:
                 status.message += f"; {status.note}"
     elif isinstance(event, UpscaleNote):

@@ -251,6 +251,6 @@ def test_the_panel_says_which_tile_views_render():
     _update_status(status, TileStep("tile_r00_c00", 0, 4, rendering=True))
     assert status.message == "Upscaling: tile 1/4 (tile_r00_c00) rendering its OSCR view"
     _update_status(status, TileStep("tile_r00_c01", 0, 4, rendering=True, views=3))
-    assert status.message == "Upscaling: rendering the OSCR views of 3 more tiles in one render"
+    assert status.message == "Upscaling: rendering the OSCR views of 3 more tiles in one go"
     _update_status(status, TileStep("tile_r00_c00", 0, 4, 3, 10))
     assert status.message == "Upscaling: tile 1/4 (tile_r00_c00) step 3/10" and status.total == 40
