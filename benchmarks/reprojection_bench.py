@@ -17,7 +17,9 @@ every camera move a full generation, as before reprojection). Printed per shot a
   from their source, they stay it.
 
 `--analyse DIR` measures frames already made (a folder holding `pan/Camera`, `dolly/Camera`), e.g. by
-an earlier version, so two versions can be compared side by side.
+an earlier version, so two versions can be compared side by side; with `--before DIR --figure PNG` it
+also draws the pan's last frame from both beside the first frame warped once into its camera
+(docs/images/pixel_sources.png).
 
 With the tiny random-weight model the pictures are noise: the shares are the geometry's own and exact,
 and a kept pixel's change is what reprojection does to it; what random weights cannot show is how a
@@ -115,6 +117,58 @@ def background_change(images: list[np.ndarray], layouts: list[Layout]) -> float:
 
 def drift_from_first(folder: Path, images: list[np.ndarray], records: list[GenerationRecord]) -> float:
     """Mean |last frame - first frame resampled once into it| where the first frame is the source."""
+    frames = shot_frames(folder, records)
+    sources = replay_sources(frames)
+    if "0001_1.png" not in sources.labels:
+        return float("nan")
+    once = reproject(images[0], frames[0].layout, frames[-1].layout, 0)
+    from_first = (sources.index == sources.labels.index("0001_1.png")) & once.seen
+    diff = np.abs(images[-1].astype(np.int16) - once.image.astype(np.int16))
+    return float(diff[from_first].mean())
+
+
+FIGURE_CROP, FIGURE_ZOOM = 64, 4  # px of the frame, and how much each is enlarged
+
+
+def write_figure(now: Path, before: Path, frames: int, path: Path) -> None:
+    """The pan's last frame, now and before, beside the first frame warped once into its camera, over
+    a square the first frame generated, enlarged so single pixels show."""
+    from PIL import Image, ImageDraw
+
+    images, records = frames_of(now, frames)
+    old_images, _ = frames_of(before, frames)
+    first, last = (Layout.from_dict(records[k].layout) for k in (0, -1))
+    once = reproject(images[0], first, last, 0)
+    sources = replay_sources(shot_frames(now, records))
+    from_first = (sources.index == sources.labels.index("0001_1.png")) & once.seen
+    size = FIGURE_CROP
+    # the square nearest the middle that the first frame generated whole
+    corners = [
+        (y, x)
+        for y in range(0, from_first.shape[0] - size + 1, 8)
+        for x in range(0, from_first.shape[1] - size + 1, 8)
+        if from_first[y : y + size, x : x + size].all()
+    ]
+    middle = np.array(from_first.shape) / 2 - size / 2
+    y, x = min(corners, key=lambda c: float(np.hypot(*(np.array(c) - middle))))
+    panels = [
+        ("frame 1, warped once", once.image),
+        ("frame 24, resampled at each frame", old_images[-1]),
+        ("frame 24, sampled from frame 1", images[-1]),
+    ]
+    side, gap, label = size * FIGURE_ZOOM, 12, 22
+    figure = Image.new("RGB", (3 * side + 4 * gap, side + label + 2 * gap), "white")
+    draw = ImageDraw.Draw(figure)
+    for i, (title, image) in enumerate(panels):
+        crop = Image.fromarray(image[y : y + size, x : x + size]).resize((side, side), Image.NEAREST)
+        left = gap + i * (side + gap)
+        figure.paste(crop, (left, gap + label))
+        draw.text((left, gap), title, fill="black")
+    figure.save(path)
+
+
+def shot_frames(folder: Path, records: list[GenerationRecord]) -> list[ShotFrame]:
+    """The saved frames of a shot as pixel_sources.replay_sources reads them."""
     from PIL import Image
 
     frames = []
@@ -126,13 +180,7 @@ def drift_from_first(folder: Path, images: list[np.ndarray], records: list[Gener
                 generated = np.asarray(mask.convert("L")) > 0
         kind = (record.parent or {}).get("kind")
         frames.append(ShotFrame(f"{k:04d}_1.png", Layout.from_dict(record.layout), kind, generated))
-    sources = replay_sources(frames)
-    if "0001_1.png" not in sources.labels:
-        return float("nan")
-    once = reproject(images[0], frames[0].layout, frames[-1].layout, 0)
-    from_first = (sources.index == sources.labels.index("0001_1.png")) & once.seen
-    diff = np.abs(images[-1].astype(np.int16) - once.image.astype(np.int16))
-    return float(diff[from_first].mean())
+    return frames
 
 
 def measure(folder: Path, shot: str, mode: str, frames: int) -> dict:
@@ -168,11 +216,16 @@ def main() -> int:
     parser.add_argument("--modes", default="reprojection,full", help="with reprojection, full generations")
     parser.add_argument("--analyse", type=Path, help="only measure the frames already in this folder")
     parser.add_argument("--label", default="", help="with --analyse: the mode's name in the table")
+    parser.add_argument("--before", type=Path, help="with --analyse: frames of an earlier version")
+    parser.add_argument("--figure", type=Path, help="with --analyse and --before: write the pan figure")
     args = parser.parse_args()
     shots = [shot for shot in SHOTS if shot in args.shots.split(",")]
     if args.analyse is not None:
         label = args.label or str(args.analyse)
         print_table([measure(args.analyse / s / "Camera", s, label, args.frames) for s in shots], args)
+        if args.figure is not None and args.before is not None:
+            now, before = (folder / "pan" / "Camera" for folder in (args.analyse, args.before))
+            write_figure(now, before, args.frames, args.figure)
         return 0
 
     from seethrough.batch.inputs import expand_inputs
