@@ -16,6 +16,7 @@ import numpy as np
 
 from .layout import Layout
 from .reprojection import REPROJECTED, reproject
+from .resample import bilinear_taps
 
 FULL_KINDS = (None, "regeneration")  # a frame's parent kind when every pixel was generated there
 
@@ -45,18 +46,13 @@ class PixelSources:
         height, width = self.index.shape
         x = np.clip(source_xy[..., 0], 0, width - 1)
         y = np.clip(source_xy[..., 1], 0, height - 1)
-        x0 = np.clip(np.floor(x), 0, max(width - 2, 0)).astype(np.int64)
-        y0 = np.clip(np.floor(y), 0, max(height - 2, 0)).astype(np.int64)
-        fx, fy = x - x0, y - y0
-        first = self.index[y0, x0]
+        taps = bilinear_taps(x, y, width, height)
+        first = self.index[taps[0][0], taps[0][1]]
         agree = np.ones(first.shape, dtype=bool)
         xy = np.zeros((*first.shape, 2), dtype=np.float64)
-        for dy in (0, 1):
-            for dx in (0, 1):
-                rows, cols = np.minimum(y0 + dy, height - 1), np.minimum(x0 + dx, width - 1)
-                weight = (fx if dx else 1.0 - fx) * (fy if dy else 1.0 - fy)
-                agree &= (self.index[rows, cols] == first) | (weight == 0)
-                xy += weight[..., None] * self.xy[rows, cols]
+        for rows, cols, weight in taps:
+            agree &= (self.index[rows, cols] == first) | (weight == 0)
+            xy += weight[..., None] * self.xy[rows, cols]
         labels, previous = _with_label(list(self.labels), self.label)
         index = np.where(agree, first, previous)
         xy = np.where(agree[..., None], xy, np.stack([x, y], axis=-1))
@@ -149,10 +145,7 @@ def _bilinear(picture: np.ndarray, xy: np.ndarray) -> np.ndarray:
     """``picture`` sampled at the points ``xy`` (N x 2), rounded to 8 bits."""
     height, width = picture.shape[:2]
     x, y = np.clip(xy[:, 0], 0, width - 1), np.clip(xy[:, 1], 0, height - 1)
-    x0 = np.clip(np.floor(x), 0, max(width - 2, 0)).astype(np.int64)
-    y0 = np.clip(np.floor(y), 0, max(height - 2, 0)).astype(np.int64)
-    fx, fy = (x - x0)[:, None], (y - y0)[:, None]
-    x1, y1 = np.minimum(x0 + 1, width - 1), np.minimum(y0 + 1, height - 1)
-    value = (1 - fy) * ((1 - fx) * picture[y0, x0] + fx * picture[y0, x1])
-    value += fy * ((1 - fx) * picture[y1, x0] + fx * picture[y1, x1])
+    value = np.zeros((len(xy), picture.shape[2]), dtype=np.float64)
+    for rows, cols, weight in bilinear_taps(x, y, width, height):
+        value += weight[:, None] * picture[rows, cols]  # as reproject() sums them
     return np.clip(np.rint(value), 0, 255).astype(np.uint8)

@@ -38,6 +38,7 @@ from .layout import Layout
 from .limits import DEFAULT_EDIT_STRENGTH, DEFAULT_REPROJECT_LIMIT
 from .masks import MaskSet, compute_masks
 from .oscr_spec import SEETHROUGH3D_V1, OscrProfile
+from .resample import bilinear_taps
 
 REPROJECTED = "reprojected"  # the `kind` of a record's parent made by reprojection
 # What a pixel of a layout's depth sees.
@@ -129,9 +130,6 @@ def reproject(
     inside = (old_scale > 0) & (x >= -tolerance) & (x <= width - 1 + tolerance)
     inside &= (y >= -tolerance) & (y <= height - 1 + tolerance)
     x, y = np.clip(x, 0, width - 1), np.clip(y, 0, height - 1)
-    x0 = np.clip(np.floor(np.where(inside, x, 0)), 0, max(width - 2, 0)).astype(np.int64)
-    y0 = np.clip(np.floor(np.where(inside, y, 0)), 0, max(height - 2, 0)).astype(np.int64)
-    fx, fy = np.where(inside, x - x0, 0.0), np.where(inside, y - y0, 0.0)
 
     image = np.zeros(new_rays.shape, dtype=np.float64)
     seen = inside.copy()
@@ -139,14 +137,12 @@ def reproject(
     with np.errstate(divide="ignore", invalid="ignore"):
         old_inverse = np.where(inside, new_depth.inverse_depth / old_scale, 0.0)
     old_rays = _times(old_cam.pixel_rays(), old_cam.rotation.T)
-    for dy in (0, 1):
-        for dx in (0, 1):
-            rows, cols = np.minimum(y0 + dy, height - 1), np.minimum(x0 + dx, width - 1)
-            weight = (fx if dx else 1.0 - fx) * (fy if dy else 1.0 - fy)
-            image += weight[..., None] * picture[rows, cols]
-            seen &= _same_point(
-                old_depth, rows, cols, new_depth.surface, old_inverse, old_rays, old_cam.position, new_cam
-            )
+    # a point outside samples the first pixel alone (its value is not kept: it is not seen)
+    for rows, cols, weight in bilinear_taps(np.where(inside, x, 0), np.where(inside, y, 0), width, height):
+        image += weight[..., None] * picture[rows, cols]
+        seen &= _same_point(
+            old_depth, rows, cols, new_depth.surface, old_inverse, old_rays, old_cam.position, new_cam
+        )
     reprojected = np.clip(np.rint(image), 0, 255).astype(np.uint8)
     untrusted = new_masks.amodal.any(axis=0) if len(after.boxes) else np.zeros_like(seen)
     region = dilate(~seen | untrusted, margin_px)

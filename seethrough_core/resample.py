@@ -1,4 +1,5 @@
-"""Resampling a picture onto another pixel grid with one scale and offset (numpy only: runs in Blender).
+"""Resampling a picture onto another pixel grid with one scale and offset (numpy only: runs in Blender),
+and the bilinear taps of reprojection and pixel sources.
 
 The base picture becomes the start of each tile this way: a final-frame pixel centre x maps to the base
 coordinate (x - rect.x) * scale, so the framing is exact to a fraction of a pixel. Bicubic (Keys,
@@ -10,6 +11,26 @@ from __future__ import annotations
 import numpy as np
 
 from .geometry import FrameRect
+
+
+def bilinear_taps(
+    x: np.ndarray, y: np.ndarray, width: int, height: int
+) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Bilinear sampling at the points (x, y) of a ``width`` x ``height`` picture (pixel-index space,
+    within [0, width - 1] x [0, height - 1]): the four neighbours' rows, columns and weights. On the
+    last row or column the neighbour past it has weight 0 (its index is clipped)."""
+    x0 = np.clip(np.floor(x), 0, max(width - 2, 0)).astype(np.int64)
+    y0 = np.clip(np.floor(y), 0, max(height - 2, 0)).astype(np.int64)
+    fx, fy = x - x0, y - y0
+    return [
+        (
+            np.minimum(y0 + dy, height - 1),
+            np.minimum(x0 + dx, width - 1),
+            (fx if dx else 1.0 - fx) * (fy if dy else 1.0 - fy),
+        )
+        for dy in (0, 1)
+        for dx in (0, 1)
+    ]
 
 
 def _keys(t: np.ndarray) -> np.ndarray:
