@@ -106,6 +106,10 @@ def plan_frame(
     sources = carried if carried is not None and carried.label == previous.image_path.name else None
     if sources is None:
         sources = sources_on_disk(previous, earlier)
+
+    def picture_of(name: str) -> np.ndarray:  # the previous frame is decoded already
+        return before.image if name == previous.image_path.name else read_pixels((folder / name).read_bytes())
+
     plan = plan_next_frame(
         before,
         layout,
@@ -113,7 +117,7 @@ def plan_frame(
         margin_px=margin_px,
         reproject_limit=reproject_limit,
         sources=sources,
-        picture_of=lambda name: read_pixels((folder / name).read_bytes()),
+        picture_of=picture_of,
         label=target.name,
     )
     if plan.unchanged and plan.camera_move is not None:  # a push-in with no box in view, say
