@@ -10,7 +10,8 @@ from PIL import Image
 
 
 def read_rgb(path) -> np.ndarray:
-    return np.asarray(Image.open(path).convert("RGB"))
+    with Image.open(path) as image:
+        return np.asarray(image.convert("RGB"))
 
 
 def psnr_db(first: np.ndarray, second: np.ndarray) -> float:

@@ -9,6 +9,7 @@ from pathlib import Path
 import bpy
 import numpy as np
 import pytest
+from bpy_helpers import read_rgb
 from PIL import Image
 
 from blender_addon.scene_io import layout_to_scene
@@ -43,11 +44,6 @@ def write_animated_blend(path: Path) -> None:
     bpy.ops.wm.save_as_mainfile(filepath=str(path))
 
 
-def pixels(path: Path) -> np.ndarray:
-    with Image.open(path) as image:
-        return np.asarray(image.convert("RGB"))
-
-
 def test_only_the_moving_box_regenerates_and_a_camera_move_is_reprojected(empty_blender, tmp_path):
     write_animated_blend(tmp_path / "drive.blend")
     out = tmp_path / "out"
@@ -60,7 +56,7 @@ def test_only_the_moving_box_regenerates_and_a_camera_move_is_reprojected(empty_
     assert summary.ok and summary.count("done") == 4
 
     folder = out / "drive" / "Camera"
-    images = [pixels(folder / f"000{frame}_5.png") for frame in (1, 2, 3, 4)]
+    images = [read_rgb(folder / f"000{frame}_5.png") for frame in (1, 2, 3, 4)]
     records = [
         GenerationRecord.from_dict(json.loads((folder / f"000{f}_5.json").read_text())) for f in (1, 2, 3, 4)
     ]

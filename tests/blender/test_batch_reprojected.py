@@ -20,7 +20,7 @@ from pathlib import Path
 import bpy
 import numpy as np
 import pytest
-from PIL import Image
+from bpy_helpers import read_rgb
 from reprojection_support import RESAMPLE_TOLERANCE, max_resample_error, resample_through
 
 from blender_addon.scene_io import layout_to_scene
@@ -61,11 +61,6 @@ def write_pan_blend(path: Path) -> None:
     car_object.keyframe_insert("location", frame=5)
     scene.frame_set(1)
     bpy.ops.wm.save_as_mainfile(filepath=str(path))
-
-
-def pixels(path: Path) -> np.ndarray:
-    with Image.open(path) as image:
-        return np.asarray(image.convert("RGB"))
 
 
 class CtrlCAfter(io.StringIO):
@@ -127,14 +122,14 @@ def model(record: GenerationRecord) -> CameraModel:
 def from_frame_1(folder: Path, cameras: list[CameraModel]) -> np.ndarray:
     """Frame 3's pixels whose spot in frame 2 lies wholly outside frame 2's region: frame 2 kept them
     from frame 1, so frame 1 is their source."""
-    region = pixels(folder / "0002_5_region.png").astype(np.float64)
+    region = read_rgb(folder / "0002_5_region.png").astype(np.float64)
     touched, _ = resample_through(region, rotation_homography(*cameras))
     return touched[..., 0] == 0
 
 
 def check_frames(folder: Path) -> None:
     """The chain's records, regions and pixels against the pan's exact homographies."""
-    images = {f: pixels(folder / f"000{f}_5.png") for f in FRAMES}
+    images = {f: read_rgb(folder / f"000{f}_5.png") for f in FRAMES}
     records = {
         f: GenerationRecord.from_dict(json.loads((folder / f"000{f}_5.json").read_text())) for f in FRAMES
     }
@@ -151,8 +146,8 @@ def check_frames(folder: Path) -> None:
 
     for frame in (2, 3, 5):
         old, new = (Layout.from_dict(records[f].layout) for f in (frame - 1, frame))
-        region = pixels(folder / f"000{frame}_5_region.png")[..., 0] == 255
-        reprojected = pixels(folder / f"000{frame}_5_reprojected.png")
+        region = read_rgb(folder / f"000{frame}_5_region.png")[..., 0] == 255
+        reprojected = read_rgb(folder / f"000{frame}_5_reprojected.png")
         assert records[frame].parent["kept"] == pytest.approx(1 - region.mean(), abs=1e-4)
         # outside the region, the frame is the reprojected picture byte for byte (the edit path) ...
         assert np.array_equal(images[frame][~region], reprojected[~region])
@@ -187,5 +182,5 @@ def check_frames(folder: Path) -> None:
     new = Layout.from_dict(records[5].layout)
     assert records[5].parent["changes"] and "moved" in records[5].parent["changes"][0]
     old_car_now = compute_masks(replace(old, camera=new.camera)).amodal[0]
-    region = pixels(folder / "0005_5_region.png")[..., 0] == 255
+    region = read_rgb(folder / "0005_5_region.png")[..., 0] == 255
     assert old_car_now.any() and (old_car_now <= region).all()

@@ -8,6 +8,7 @@ import json
 
 import numpy as np
 import pytest
+from bpy_helpers import read_rgb
 from PIL import Image
 
 from seethrough.batch.inputs import expand_inputs
@@ -37,11 +38,6 @@ def moved(layout: Layout, dx: float = 0.0, dy: float = -0.8) -> Layout:
     return Layout.from_dict(data)
 
 
-def pixels(path) -> np.ndarray:
-    with Image.open(path) as image:
-        return np.asarray(image.convert("RGB"))
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     with ServerProcess.tiny(tmp_path_factory.mktemp("logs") / "edit.log") as server:
@@ -69,7 +65,7 @@ def test_a_moved_box_regenerates_only_its_region(server, previous, tmp_path, cap
     )
     assert code == 0, capsys.readouterr().err
     assert "moved" in capsys.readouterr().err
-    before, after = pixels(previous), pixels(out / "moved.png")
+    before, after = read_rgb(previous), read_rgb(out / "moved.png")
     region = np.asarray(Image.open(out / "moved_region.png")) == 255
     expected = layout_change(small_layout(), new, MARGIN).region
     assert np.array_equal(region, expected)
@@ -107,10 +103,10 @@ def test_a_camera_move_is_reprojected_and_with_reprojection_off_a_full_regenerat
     assert "camera moved" in capsys.readouterr().err
     record = GenerationRecord.from_dict(json.loads((out / "higher.json").read_text()))
     region = np.asarray(Image.open(out / "higher_region.png")) == 255
-    reprojected = pixels(out / "higher_reprojected.png")
+    reprojected = read_rgb(out / "higher_reprojected.png")
     assert record.parent["kind"] == "reprojected"
     assert record.parent["kept"] == pytest.approx(1 - region.mean(), abs=1e-4)
-    assert np.array_equal(pixels(out / "higher.png")[~region], reprojected[~region])
+    assert np.array_equal(read_rgb(out / "higher.png")[~region], reprojected[~region])
 
     off = tmp_path / "off"
     assert main([*command, "--out", str(off), "--reproject-limit", "0"]) == 0
