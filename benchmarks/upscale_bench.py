@@ -8,6 +8,11 @@ final megapixel of the two stages against one plain generation of the base, the 
 views either way, and the share of the wall time spent outside the model (rendering tile views,
 transfers, resampling, blending).
 
+--frames N also runs a batch's upscale stage of N such frames both ways, side by side: one frame after
+another (each frame's views render while the server waits), and the way `seethrough batch` runs them,
+one pool of server threads shared by the frames (the next frame's views render while the last tiles of
+the frame before still generate).
+
 On a CPU only tiny sizes are practical: --scale N divides every frame side by N and the base size by
 N^2, which keeps the geometry (tiles per image, overlaps) of the full-size frame. 8K is reported through
 its geometry only. With a CUDA GPU, start a server with the FLUX.1-dev-sized random-weight transformer
@@ -35,7 +40,7 @@ from seethrough_core.limits import MEGAPIXEL  # noqa: E402
 from seethrough_core.protocol import GenerateRequest  # noqa: E402
 from seethrough_core.server_process import ServerProcess  # noqa: E402
 from seethrough_core.upscale_plan import base_layout, frame_layout_at, plan_upscale  # noqa: E402
-from seethrough_core.upscale_run import Upscale, UpscaleRunner  # noqa: E402
+from seethrough_core.upscale_run import TilePool, Upscale, UpscaleRunner  # noqa: E402
 
 FRAMES = {"1080p": (1920, 1080), "4K": (3840, 2160), "8K": (7680, 4320)}
 
@@ -104,6 +109,7 @@ def run(name: str, size: tuple[int, int], args: argparse.Namespace, endpoint: st
             start = time.perf_counter()
             final = runner.run()
             upscales[mode] = (time.perf_counter() - start, views)
+    batch = frames_side_by_side(args, endpoint, plan, frame, saved, out / name) if args.frames else None
     upscale_s, views = upscales["views cut from one render"]
     per_tile_s, per_tile_views = upscales["one render per tile"]
     model_s = sum(t["timings"]["generation_s"] for t in final.record.upscale["tiles"])
@@ -122,6 +128,57 @@ def run(name: str, size: tuple[int, int], args: argparse.Namespace, endpoint: st
         "tile_render_s_mean": round(per_tile_views.seconds / len(plan.tiles), 2),
         "tile_model_s_mean": round(model_s / len(plan.tiles), 2),
         "overhead_share": round(1 - model_s / upscale_s, 3),
+        **({"batch": batch} if batch else {}),
+    }
+
+
+def frames_side_by_side(args, endpoint: str, plan, frame, saved, out: Path) -> dict:
+    """A batch's upscale stage of ``args.frames`` frames: one after another, then sharing one pool."""
+    seconds = {}
+    with SeeThroughClient(endpoint, 120.0) as client:
+        for mode in ("one after another", "one pool, frames overlapped"):
+            views = TileViews(args.engine)
+            runners = [
+                UpscaleRunner(
+                    Upscale(
+                        plan,
+                        frame,
+                        saved.result.image,
+                        saved.record,
+                        out / mode / f"{k:04d}.png",
+                        args.steps,
+                        3.5,
+                        {},
+                    ),
+                    [client],
+                    views.view,
+                    render_views=views.shared,
+                )  # fmt: skip
+                for k in range(args.frames)
+            ]
+            start = time.perf_counter()
+            if mode == "one after another":
+                made = [runner.run() for runner in runners]
+            else:
+                pool = TilePool([client])
+                try:
+                    made, running = [], None
+                    for runner in runners:
+                        runner.queue_tiles(pool)
+                        if running is not None:
+                            made.append(running.complete())
+                        running = runner
+                    made.append(running.complete())
+                finally:
+                    pool.close()
+            seconds[mode] = time.perf_counter() - start
+            assert all(image is not None for image in made)
+    before, after = seconds["one after another"], seconds["one pool, frames overlapped"]
+    return {
+        "frames": args.frames,
+        "one_after_another_s": round(before, 2),
+        "frames_overlapped_s": round(after, 2),
+        "speedup": round(before / after, 3),
     }
 
 
@@ -134,6 +191,7 @@ def main() -> int:
     parser.add_argument("--engine", default="cycles", choices=["cycles", "eevee"])
     parser.add_argument("--run", default="1080p", help="frames to run for real, e.g. 1080p,4K (1080p)")
     parser.add_argument("--server", help="a running server (default: a tiny one started here)")
+    parser.add_argument("--frames", type=int, default=0, help="also run a batch of N frames both ways")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
     report = {"scale": args.scale, "steps": args.steps, "geometry": [], "runs": []}

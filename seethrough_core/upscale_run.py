@@ -184,13 +184,107 @@ def tile_request(upscale: Upscale, tile: Tile, condition: ViewCondition) -> tupl
     return request, boxes
 
 
+def view_folder(tiles_dir: Path, tile: Tile) -> Path:
+    """Where a tile's view (its rendered layout) is kept while the upscale runs."""
+    return tiles_dir / "views" / tile.name
+
+
+def tile_is_kept(tiles_dir: Path, tile: Tile) -> bool:
+    """The tile was finished (by this run or an interrupted one): its picture and its info are there."""
+    return (tiles_dir / f"{tile.name}.npy").is_file() and (tiles_dir / f"{tile.name}.json").is_file()
+
+
+def pending_tiles(plan: UpscalePlan, tiles_dir: Path) -> list[Tile]:
+    """The tiles an upscale still has to make, in the order it makes them."""
+    return [tile for tile in plan.tiles if not tile_is_kept(tiles_dir, tile)]
+
+
+def tiles_shared_view(
+    plan: UpscalePlan, frame_layout: Layout, tiles_dir: Path, tiles: list[Tile]
+) -> tuple[Layout, Path, list[ViewCrop]]:
+    """The one view the views of ``tiles`` are cut from, its folder, and each tile's crop of it."""
+    whole, crops = shared_view(frame_layout, plan, tiles, lambda tile: view_folder(tiles_dir, tile))
+    return whole, tiles_dir / "views" / SHARED_VIEW, crops
+
+
+@dataclass(frozen=True)
+class ViewRenders:
+    """The renders an upscale will ask for, in order: the first missing tile's view alone, then (for
+    two more tiles or more) the one view the others are cut from. A batch on a farm starts them early."""
+
+    first: tuple[Layout, Path] | None
+    shared: tuple[Layout, Path, list[ViewCrop]] | None
+
+
+def view_renders(plan: UpscalePlan, frame_layout: Layout, tiles_dir: Path) -> ViewRenders:
+    """What UpscaleRunner will render for the tiles still missing in ``tiles_dir``."""
+    pending = pending_tiles(plan, tiles_dir)
+    if not pending:
+        return ViewRenders(None, None)
+    first = (tile_layout(frame_layout, plan, pending[0]), view_folder(tiles_dir, pending[0]))
+    rest = pending[1:]
+    shared = tiles_shared_view(plan, frame_layout, tiles_dir, rest) if len(rest) >= 2 else None
+    return ViewRenders(first, shared)
+
+
+class TilePool:
+    """One thread per server, sending upscale tiles' jobs as they are queued.
+
+    An upscale run alone has a pool of its own. A batch hands one pool to each frame's upscale in turn:
+    the next frame's views render and its first tiles start while the last tiles of the frame before
+    still run, so no server waits between frames. ``stop`` stops every frame queued in it."""
+
+    def __init__(self, clients: list[SeeThroughClient], stop: threading.Event | None = None) -> None:
+        if not clients:
+            raise ValueError("an upscale needs at least one server")
+        self.clients = clients
+        self.stop = stop or threading.Event()
+        self._jobs: queue.Queue = queue.Queue(maxsize=len(clients))  # each server has at most one in hand
+        self._workers = [
+            threading.Thread(target=self._work, args=(client,), daemon=True, name=f"upscale-{i}")
+            for i, client in enumerate(clients)
+        ]
+        for worker in self._workers:
+            worker.start()
+        self._closed = False
+
+    def put(self, runner: UpscaleRunner, tile: Tile, request: GenerateRequest, boxes: list[int]) -> bool:
+        """Queue a tile's job, waiting while every server has one in hand; False when stopped first."""
+        while not runner.halted:
+            try:
+                self._jobs.put((runner, tile, request, boxes), timeout=0.2)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def close(self) -> None:
+        """Wait for the queued jobs (skipped once stopped), then end the threads."""
+        if self._closed:
+            return
+        self._closed = True
+        for _ in self._workers:
+            self._jobs.put(None)
+        for worker in self._workers:
+            worker.join()
+
+    def _work(self, client: SeeThroughClient) -> None:
+        while True:
+            item = self._jobs.get()
+            if item is None:
+                return
+            runner, tile, request, boxes = item
+            runner._run_queued(client, tile, request, boxes)
+
+
 class UpscaleRunner:
     """Runs an upscale's missing tiles on one or more servers, then writes the frame.
 
-    The calling thread renders the tiles' views (Blender wants one thread); one thread per server sends
-    jobs. ``stop`` (an Event) cancels: running jobs are cancelled, finished tiles stay for a resume.
+    The calling thread renders the tiles' views (Blender wants one thread); a TilePool's threads send
+    the jobs. ``stop`` (an Event) cancels: running jobs are cancelled, finished tiles stay for a resume.
     With ``render_views``, the first tile's view renders alone (its job starts at once) and the views
     of all the other tiles are cut from one render while it runs, instead of one render per tile.
+    ``run()`` does it all; a batch calls ``queue_tiles(pool)`` and later ``complete()`` instead.
     """
 
     def __init__(
@@ -204,8 +298,6 @@ class UpscaleRunner:
         blend: bool = True,
         render_views: RenderViews | None = None,
     ) -> None:
-        if not clients:
-            raise ValueError("an upscale needs at least one server")
         self.upscale = upscale
         self.clients = clients
         self.render_view = render_view
@@ -217,6 +309,15 @@ class UpscaleRunner:
         self._done = 0
         self._lock = threading.Lock()
         self._errors: list[BaseException] = []
+        self._halt = threading.Event()  # this frame stops (an error, a cancelled job), not the others
+        self._pool_stop: threading.Event | None = None
+        self._queued = 0  # jobs in the pool not yet run or skipped
+        self._settled = threading.Condition()
+
+    @property
+    def halted(self) -> bool:
+        stops = (self.stop, self._halt, self._pool_stop)
+        return any(event is not None and event.is_set() for event in stops)
 
     # --- the kept tiles ---------------------------------------------------------------------------
 
@@ -256,91 +357,95 @@ class UpscaleRunner:
         os.replace(partial, self._tile_path(tile))  # last: the .npy marks a finished tile
 
     def _is_kept(self, tile: Tile) -> bool:
-        return self._tile_path(tile).is_file() and self._info_path(tile).is_file()
+        return tile_is_kept(self.upscale.tiles_dir, tile)
 
     # --- running ----------------------------------------------------------------------------------
 
     def run(self) -> SavedImage | None:
         """The saved frame, or None when stopped (finished tiles stay in NAME.tiles/)."""
+        pool = TilePool(self.clients, self.stop)
+        try:
+            self.queue_tiles(pool)
+        finally:
+            pool.close()
+        return self.complete()
+
+    def queue_tiles(self, pool: TilePool) -> None:
+        """Render the missing tiles' views on this thread and queue their jobs in ``pool``; returns once
+        the last is queued (or the upscale stopped). ``complete()`` waits for them and writes the frame."""
+        self._pool_stop = pool.stop
         upscale = self.upscale
-        if not upscale.plan.needs_tiles:
-            base = upscale.plan.base
-            frame = sample_view(upscale.base_image, base.rect, base.scale, 0, 0, *upscale.plan.frame_size)
-            return self._write(frame, [])
         self._open_tiles_dir()
         tiles = upscale.plan.tiles
-        pending = [t for t in tiles if not self._is_kept(t)]
+        pending = pending_tiles(upscale.plan, upscale.tiles_dir)
         for tile in tiles:
             if tile not in pending:
                 self._done += 1
                 self.on_progress(TileProgress(tile, self._done, len(tiles), generated=False))
-        jobs: queue.Queue = queue.Queue(maxsize=len(self.clients))
-        workers = [
-            threading.Thread(target=self._worker, args=(client, jobs), daemon=True, name=f"upscale-{i}")
-            for i, client in enumerate(self.clients)
-        ]
-        for worker in workers:
-            worker.start()
         try:
             for number, tile in enumerate(pending):
-                if self.stop.is_set():
+                if self.halted:
                     break
                 if number == 1 and not self._render_shared_view(pending[1:]):
-                    self.stop.set()
+                    self._halt.set()
                     break
                 condition = self.render_view(
-                    tile_layout(upscale.frame_layout, upscale.plan, tile), self._view_folder(tile)
+                    tile_layout(upscale.frame_layout, upscale.plan, tile),
+                    view_folder(upscale.tiles_dir, tile),
                 )
                 if condition is None:  # the render was stopped: so is the upscale
-                    self.stop.set()
+                    self._halt.set()
                     break
                 request, boxes = tile_request(upscale, tile, condition)
-                while not self.stop.is_set():
-                    try:
-                        jobs.put((tile, request, boxes), timeout=0.2)
-                        break
-                    except queue.Full:
-                        continue
+                with self._settled:
+                    self._queued += 1
+                if not pool.put(self, tile, request, boxes):
+                    self._settle()
+                    break
         except BaseException:
-            self.stop.set()
+            self._halt.set()  # the jobs already queued are skipped, the running ones cancelled
             raise
-        finally:
-            for _ in workers:
-                jobs.put(None)
-            for worker in workers:
-                worker.join()
+
+    def complete(self) -> SavedImage | None:
+        """Wait for the queued tiles; the saved frame, or None when stopped (the finished tiles stay).
+        Raises the first tile's error."""
+        with self._settled:
+            while self._queued:
+                self._settled.wait(0.2)
         if self._errors:
             raise self._errors[0]
-        if self.stop.is_set() or not all(self._is_kept(t) for t in tiles):
+        if self.halted or not all(self._is_kept(t) for t in self.upscale.plan.tiles):
             return None
         return self._finish()
-
-    def _view_folder(self, tile: Tile) -> Path:
-        return self.upscale.tiles_dir / "views" / tile.name
 
     def _render_shared_view(self, tiles: list[Tile]) -> bool:
         """The views of ``tiles`` cut from one render (with render_views, for two tiles or more);
         False when it was stopped."""
         if self.render_views is None or len(tiles) < 2:
             return True
-        upscale = self.upscale
-        whole, crops = shared_view(upscale.frame_layout, upscale.plan, tiles, self._view_folder)
-        return self.render_views(whole, upscale.tiles_dir / "views" / SHARED_VIEW, crops)
+        whole, folder, crops = tiles_shared_view(
+            self.upscale.plan, self.upscale.frame_layout, self.upscale.tiles_dir, tiles
+        )
+        return self.render_views(whole, folder, crops)
 
-    def _worker(self, client: SeeThroughClient, jobs: queue.Queue) -> None:
-        while True:
-            item = jobs.get()
-            if item is None:
-                return
-            if self.stop.is_set():
-                continue
-            tile, request, boxes = item
-            try:
+    def _run_queued(
+        self, client: SeeThroughClient, tile: Tile, request: GenerateRequest, boxes: list[int]
+    ) -> None:
+        """A queued tile's job, on a pool thread: run, or skipped when this upscale has stopped."""
+        try:
+            if not self.halted:
                 self._run_tile(client, tile, request, boxes)
-            except BaseException as exc:  # noqa: BLE001 - reported by run() on the caller's thread
-                with self._lock:
-                    self._errors.append(exc)
-                self.stop.set()
+        except BaseException as exc:  # noqa: BLE001 - complete() raises it on the caller's thread
+            with self._lock:
+                self._errors.append(exc)
+            self._halt.set()
+        finally:
+            self._settle()
+
+    def _settle(self) -> None:
+        with self._settled:
+            self._queued -= 1
+            self._settled.notify_all()
 
     def _run_tile(
         self, client: SeeThroughClient, tile: Tile, request: GenerateRequest, boxes: list[int]
@@ -348,7 +453,7 @@ class UpscaleRunner:
         total = len(self.upscale.plan.tiles)
         job: Job = client.submit(request)
         for event in job.events():
-            if self.stop.is_set():
+            if self.halted:
                 job.cancel()
                 return
             if isinstance(event, Progress):
@@ -364,7 +469,7 @@ class UpscaleRunner:
                 self.on_progress(TileProgress(tile, done, total))
                 return
             else:
-                self.stop.set()  # cancelled on the server: the whole upscale stops
+                self._halt.set()  # cancelled on the server: this upscale stops
                 return
         raise SeeThroughError(f"the job of {tile.name} ended without a result")
 

@@ -22,21 +22,20 @@ from ray.exceptions import GetTimeoutError, RayActorError, RayError, RayTaskErro
 
 from seethrough_core.client import ServerError, ServerUnavailableError
 from seethrough_core.errors import SeeThroughError
-from seethrough_core.png import write_bytes_atomic
+from seethrough_core.generate_and_save import tiles_dir_for
 from seethrough_core.protocol import Cancelled, ErrorReply, GenerateRequest, Progress, Result
-from seethrough_core.rendered_layout import OSCR_NAME, REPORT_NAME, reusable
+from seethrough_core.rendered_layout import OSCR_NAME, reusable
 
 from .consistent import chains_of
 from .plan import Shot, Task
 from .ray_actors import (
     MAX_RESTARTS,
-    RENDER_RETRIES,
     ActorInfo,
     GenerationActor,
-    RenderedShot,
     render_shot,
 )
 from .ray_cluster import ActorPlan, connect, plan_actors
+from .ray_views import RayTileViews, await_render, write_rendered
 from .runner import BatchOptions, BatchPlan, BatchRunner, BatchSummary
 
 POLL_S = 0.25  # how often a waiting driver thread looks at its job's progress
@@ -131,6 +130,7 @@ class RayBatchRunner(BatchRunner):
         self._refs: dict[int, Any] = {}  # position -> render_shot ref
         self._submitted = 0
         super().__init__(options, stream)
+        self._views = RayTileViews(options.engine, self._render_ahead, lambda: self._pool.stopping)
 
     def _check_worker(self, server: str) -> None:
         if server not in self._actors:
@@ -174,29 +174,20 @@ class RayBatchRunner(BatchRunner):
             layout = self._generation_layout(ahead.layout)  # a frame of another size: its base view
             self._refs[self._submitted] = render_shot.remote(layout, self.options.engine)
             self._submitted += 1
-        ref = self._refs.pop(position)
-        while not ray.wait([ref], timeout=POLL_S)[0]:
-            if self._pool.stopping:
-                raise SeeThroughError("the batch is stopping")
-        try:
-            rendered: RenderedShot = ray.get(ref)
-        except RayTaskError as exc:
-            raise SeeThroughError(str(exc.cause)) from None
-        except RayError as exc:
-            raise SeeThroughError(
-                f"its Ray worker was lost {RENDER_RETRIES} times: {_first_line(exc)}"
-            ) from None
-        return self._write_condition(shot, rendered)
-
-    def _write_condition(self, shot: Shot, rendered: RenderedShot) -> tuple[bytes, np.ndarray]:
-        """The condition folder as today's batch leaves it; masks.json last, as render_layout does."""
+        rendered = await_render(self._refs.pop(position), lambda: self._pool.stopping)
         folder = shot.condition_dir(self.options.out_dir)
-        names = sorted(rendered.files, key=lambda name: name == REPORT_NAME)  # last: completes it
-        for name in names:
-            path = folder / name
-            path.parent.mkdir(parents=True, exist_ok=True)
-            write_bytes_atomic(path, rendered.files[name])
+        write_rendered(folder, rendered.files)  # the condition folder as today's batch leaves it
         return rendered.files[OSCR_NAME], rendered.token_grids
+
+    # --- the upscale stage: tile views rendered on the cluster, started as each base is ready ------
+
+    def _queue_upscale(self, task: Task) -> None:
+        super()._queue_upscale(task)
+        layout = task.shot.layout
+        self._views.ahead(self.frame_plan(layout, task.seed), layout, tiles_dir_for(task.image_path))
+
+    def _tile_views(self) -> RayTileViews:
+        return self._views
 
     def run_plan(self, plan: BatchPlan) -> BatchSummary:
         self._plan_renders(plan)
@@ -205,6 +196,7 @@ class RayBatchRunner(BatchRunner):
         finally:
             for ref in self._refs.values():
                 ray.cancel(ref)
+            self._views.cancel()
 
 
 def run_on_ray(

@@ -53,7 +53,7 @@ from seethrough_core.limits import (
 from seethrough_core.output_size import OutputSize
 from seethrough_core.protocol import ErrorCode, GenerateRequest
 from seethrough_core.upscale_plan import UpscalePlan, base_layout, plan_upscale
-from seethrough_core.upscale_run import Upscale, UpscaleRunner
+from seethrough_core.upscale_run import TilePool, Upscale, UpscaleRunner
 from seethrough_core.vocabulary import DEFAULT_CLIENT_TIMEOUT_S, DEFAULT_RENDER_ENGINE
 
 from ..previous_picture import read_previous
@@ -285,54 +285,88 @@ class BatchRunner:
         """What the model generates for a shot: the layout, or its base view for other frame sizes."""
         return base_layout(layout, self.frame_plan(layout, 0)) if self._two_stages(layout) else layout
 
+    def _queue_upscale(self, task: Task) -> None:
+        """A base is ready (generated, or kept by an interrupted run): its frame's upscale comes after
+        every base. Called from the worker threads."""
+        with self._lock:
+            self._to_upscale.append(task)
+
+    def _tile_views(self) -> TileViews:
+        """What renders the upscale tiles' views: Blender in this process (ray_runner.py: Ray tasks)."""
+        return TileViews(self.options.engine)
+
     def _upscale_all(self) -> bool:
-        """The second stage of every base generated (or kept); True when interrupted."""
+        """The second stage of every base generated (or kept); True when interrupted.
+
+        The frames share one pool of server threads: while the last tiles of a frame still run, the
+        next frame's views render and its first tiles are queued, so no server waits between frames."""
+        if not self._to_upscale:
+            return False  # a rerun with nothing to make has no server
         clients = [self._client(endpoint) for endpoint in self.options.servers]
+        stop = threading.Event()
+        pool = TilePool(clients, stop)
+        views = self._tile_views()
+        running: _FrameUpscale | None = None
         try:
             for task in self._to_upscale:
-                try:
-                    self._upscale(task, clients)
-                except KeyboardInterrupt:
-                    return True
-                except SeeThroughError as exc:
-                    self._finish(Outcome(task.shot.input_path, task.label, "failed", f"upscale: {exc}"))
+                started = self._start_upscale(task, pool, views)
+                if running is not None:
+                    self._complete_upscale(running)
+                running = started
+            if running is not None:
+                self._complete_upscale(running)
+        except KeyboardInterrupt:
+            stop.set()  # running tiles are cancelled; the finished ones stay for a rerun
+            return True
         finally:
+            pool.close()
             for client in clients:
                 client.close()
         return False
 
-    def _upscale(self, task: Task, clients: list[SeeThroughClient]) -> None:
-        base = read_previous(task.base_path)
-        layout = task.shot.layout
-        plan = self.frame_plan(layout, task.seed)
-        upscale = Upscale(
-            plan=plan,
-            frame_layout=layout,
-            base_image=base.image,
-            base_record=base.record,
-            out_path=task.image_path,
-            steps=self.options.steps,
-            guidance=self.options.guidance,
-            source={**base.record.source, "base": str(task.base_path)},
-        )
-
-        views = TileViews(self.options.engine)
-
-        def on_progress(event) -> None:
-            where = f"{task.label} tile {event.tile.index + 1}/{event.total}"
-            step = f" step {event.step}/{event.steps}" if event.step is not None else ""
-            self._progress.status("upscale", where + step)
-
+    def _start_upscale(self, task: Task, pool: TilePool, views: TileViews) -> _FrameUpscale | None:
+        """Render the frame's tile views and queue its tiles in ``pool``; None when it failed already."""
         start = time.perf_counter()
-        stop = threading.Event()
         try:
-            runner = UpscaleRunner(
-                upscale, clients, views.view, on_progress=on_progress, stop=stop, render_views=views.shared
+            base = read_previous(task.base_path)
+            layout = task.shot.layout
+            plan = self.frame_plan(layout, task.seed)
+            upscale = Upscale(
+                plan=plan,
+                frame_layout=layout,
+                base_image=base.image,
+                base_record=base.record,
+                out_path=task.image_path,
+                steps=self.options.steps,
+                guidance=self.options.guidance,
+                source={**base.record.source, "base": str(task.base_path)},
             )
-            saved = runner.run()
-        except KeyboardInterrupt:
-            stop.set()
-            raise
+
+            def on_progress(event) -> None:
+                where = f"{task.label} tile {event.tile.index + 1}/{event.total}"
+                step = f" step {event.step}/{event.steps}" if event.step is not None else ""
+                self._progress.status("upscale", where + step)
+
+            runner = UpscaleRunner(
+                upscale, pool.clients, views.view, on_progress=on_progress, stop=pool.stop,
+                render_views=views.shared,
+            )  # fmt: skip
+            runner.queue_tiles(pool)
+        except (SeeThroughError, OSError) as exc:  # this frame fails; the others go on
+            self._finish(Outcome(task.shot.input_path, task.label, "failed", f"upscale: {exc}"))
+            return None
+        return _FrameUpscale(task, runner, start)
+
+    def _complete_upscale(self, frame: _FrameUpscale | None) -> None:
+        """Wait for the frame's tiles and write it; raises KeyboardInterrupt when it was stopped."""
+        if frame is None:
+            return
+        task, plan = frame.task, frame.runner.upscale.plan
+        try:
+            saved = frame.runner.complete()
+        except (SeeThroughError, OSError) as exc:
+            self._finish(Outcome(task.shot.input_path, task.label, "failed", f"upscale: {exc}"))
+            return
         finally:
             self._progress.status("upscale", None)
         if saved is None:
@@ -340,7 +374,7 @@ class BatchRunner:
         note = f" (upscaled from {plan.base.width}x{plan.base.height} in {len(plan.tiles)} tiles)"
         self._finish(
             Outcome(task.shot.input_path, task.label, "done", server=", ".join(self.options.servers),
-                    image_path=task.image_path, generate_s=time.perf_counter() - start),
+                    image_path=task.image_path, generate_s=time.perf_counter() - frame.started),
             note,
         )  # fmt: skip
 
@@ -381,7 +415,7 @@ class BatchRunner:
             if self.options.keeps(task):
                 self._finish(Outcome(shot.input_path, task.label, "skipped", image_path=task.image_path))
             elif self._base_kept(task):
-                self._to_upscale.append(task)
+                self._queue_upscale(task)
             else:
                 pending.append(task)
         return pending
@@ -551,8 +585,7 @@ class BatchRunner:
             save_image(plan.copy_of.image, record, destination)
             chain.sources = plan.sources
             if two_stages:
-                with self._lock:
-                    self._to_upscale.append(task)
+                self._queue_upscale(task)
                 return
             self._finish(Outcome(task.shot.input_path, task.label, "done", server=endpoint,
                                  image_path=task.image_path), f" ({plan.note})")  # fmt: skip
@@ -595,8 +628,7 @@ class BatchRunner:
             chain.sources = plan.sources
         elapsed = time.perf_counter() - start
         if two_stages:  # the frame is made by the second stage, after every base
-            with self._lock:
-                self._to_upscale.append(task)
+            self._queue_upscale(task)
             self._progress.status(endpoint, f"{task.label}: base done in {elapsed:.1f} s")
             return
         note = " (noise: tiny random model)" if saved.result is not None and saved.result.is_noise else ""
@@ -633,6 +665,15 @@ class BatchRunner:
         else:
             text = f"FAILED  {outcome.label}: {outcome.reason}"
         self._progress.advance(text)
+
+
+@dataclass
+class _FrameUpscale:
+    """A frame whose tiles are queued: its task, its runner, and when its upscale started."""
+
+    task: Task
+    runner: UpscaleRunner
+    started: float
 
 
 def _describe(exc: BaseException) -> str:

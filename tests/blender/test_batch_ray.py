@@ -215,6 +215,57 @@ def test_a_frame_in_two_stages_keeps_its_base_and_a_rerun_starts_no_actor(tmp_pa
     assert "Connecting to Ray" not in rerun.stderr and "skipped wide/Camera/0001_3.png" in rerun.stderr
 
 
+def test_tile_views_render_on_the_cluster_ahead_of_need(tmp_path, cluster):
+    """A frame's tile views are render tasks on the cluster, started when its base is ready (ahead):
+    this process renders nothing, it writes the renders and cuts the tiles' views from the shared one."""
+    from blender_addon.render import read_png_pixels
+    from seethrough.batch.ray_views import RayTileViews
+    from seethrough_core.masks import compute_masks
+    from seethrough_core.rendered_layout import OSCR_NAME, reusable
+    from seethrough_core.upscale_plan import plan_upscale
+    from seethrough_core.upscale_run import view_renders
+    from seethrough_core.vocabulary import DEFAULT_RENDER_ENGINE
+
+    data = small_layout().to_dict()
+    data["resolution"] = [640, 240]  # one row of 3 tiles: the first view alone, two cut from one
+    frame = Layout.from_dict(data)
+    plan = plan_upscale(640, 240, seed=3, base_megapixels=0.0625)
+    tiles_dir = tmp_path / "0001_3.tiles"
+    renders_here: list[object] = []
+
+    def count(*args: object) -> None:
+        renders_here.append(args)
+
+    bpy.app.handlers.render_pre.append(count)
+    ray.init(address=cluster.address, include_dashboard=False)
+    try:
+        views = RayTileViews(DEFAULT_RENDER_ENGINE, ahead=4)
+        views.ahead(plan, frame, tiles_dir)
+        assert views.started == 2  # both renders asked for before the upscale needs them
+        wanted = view_renders(plan, frame, tiles_dir)
+        first_layout, first_folder = wanted.first
+        first = views.view(first_layout, first_folder)
+        whole, shared_folder, crops = wanted.shared
+        assert views.shared(whole, shared_folder, crops)
+        cut = [views.view(crop.layout, crop.folder) for crop in crops]
+        assert views.started == 2 and renders_here == []  # nothing rendered again, nothing rendered here
+    finally:
+        bpy.app.handlers.render_pre.remove(count)
+        ray.shutdown()
+    whole_pixels = read_png_pixels(shared_folder / OSCR_NAME)
+    for crop, condition in zip(crops, cut, strict=True):
+        report = reusable(crop.folder, crop.layout).report
+        assert report["render"]["cut_from"]["x"] == crop.x
+        height, width = crop.layout.height, crop.layout.width
+        assert np.array_equal(
+            read_png_pixels(crop.folder / OSCR_NAME),
+            whole_pixels[crop.y : crop.y + height, crop.x : crop.x + width],
+        )
+        assert np.array_equal(condition.token_grids, compute_masks(crop.layout).token_grids())
+    assert np.array_equal(first.token_grids, compute_masks(first_layout).token_grids())
+    assert read_png_pixels(first_folder / OSCR_NAME).shape == (first_layout.height, first_layout.width, 3)
+
+
 def session_processes(session: int) -> list[str]:
     """The processes still alive in a session (a Ray started by a command stays in the command's)."""
     found = []

@@ -13,6 +13,8 @@ import os
 import signal
 import subprocess
 import sys
+import threading
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +34,7 @@ from seethrough_core.record import read_png_record
 from seethrough_core.rendered_layout import reusable
 from seethrough_core.server_process import ServerProcess
 from seethrough_core.upscale_plan import frame_layout_at, plan_upscale
-from seethrough_core.upscale_run import Upscale, UpscaleRunner
+from seethrough_core.upscale_run import TilePool, Upscale, UpscaleRunner
 
 pytestmark = pytest.mark.slow  # renders with Blender and runs a server
 
@@ -244,3 +246,79 @@ def test_the_views_of_all_tiles_but_the_first_come_from_one_render(tmp_path, bas
     assert views.calls == [(names[0], False), ("shared", names[1:]), (names[1], True), (names[2], True)]
     assert read_rgb(saved.image_path).shape == (size[1], size[0], 3)
     assert len(read_png_record(saved.image_path.read_bytes()).upscale["tiles"]) == 3
+
+
+def test_the_next_frames_tiles_start_while_the_last_tile_of_the_frame_before_runs(tmp_path, base_png, server):
+    """A batch's frames share one pool of server threads: with one server, frame B's first view is
+    rendered while frame A's last tile is still generating, and both frames are written whole.
+
+    Frame A's last tile waits, at its first step, for frame B's first view render to be asked for: run
+    one frame after the other, that never happens and the wait runs out."""
+    previous = read_previous(base_png)
+    plan = plan_upscale(*FRAME, seed=5, base_megapixels=0.0625, base_size=BASE)
+    assert len(plan.tiles) == 2
+
+    def upscale(name: str) -> Upscale:
+        return Upscale(
+            plan, frame_layout_at(previous.layout, FRAME), previous.image, previous.record, tmp_path / name,
+            STEPS, previous.record.guidance, {"upscale_of": str(base_png)},
+        )  # fmt: skip
+
+    views = TileViews()
+    b_asked = threading.Event()
+    waited: list[bool] = []
+
+    def b_view(layout, folder):
+        b_asked.set()
+        return views.view(layout, folder)
+
+    def a_progress(event) -> None:
+        if event.tile.index == 1 and event.step is not None and not waited:
+            waited.append(b_asked.wait(timeout=120))  # an event, bounded: a failure, not a pause
+
+    stop = threading.Event()
+    with SeeThroughClient(server.endpoint, 120.0) as client:
+        pool = TilePool([client], stop)
+        try:
+            first = UpscaleRunner(upscale("a.png"), [client], views.view, on_progress=a_progress, stop=stop)
+            second = UpscaleRunner(upscale("b.png"), [client], b_view, stop=stop)
+            first.queue_tiles(pool)
+            second.queue_tiles(pool)
+            saved = [first.complete(), second.complete()]
+        finally:
+            pool.close()
+    assert waited == [True]  # B's view was asked for while A's last tile ran
+    assert [s.image_path.name for s in saved] == ["a.png", "b.png"]
+    for path in (tmp_path / "a.png", tmp_path / "b.png"):
+        assert read_rgb(path).shape == (FRAME[1], FRAME[0], 3)
+        assert len(read_png_record(path.read_bytes()).upscale["tiles"]) == 2
+        assert not path.with_name(path.stem + ".tiles").exists()
+
+
+def test_a_frame_whose_tile_fails_stops_alone(tmp_path, base_png, server):
+    """One frame's failed tile fails that frame alone: the next frame queued in the same pool is made."""
+    previous = read_previous(base_png)
+    plan = plan_upscale(*FRAME, seed=5, base_megapixels=0.0625, base_size=BASE)
+    frame = frame_layout_at(previous.layout, FRAME)
+    broken = Upscale(
+        plan, frame, previous.image, previous.record, tmp_path / "broken.png", STEPS,
+        previous.record.guidance, {},
+    )  # fmt: skip
+    (broken.tiles_dir / f"{plan.tiles[0].name}.json").mkdir(parents=True)  # its first tile cannot be kept
+    good = replace(broken, out_path=tmp_path / "good.png")
+    views = TileViews()
+    stop = threading.Event()
+    with SeeThroughClient(server.endpoint, 120.0) as client:
+        pool = TilePool([client], stop)
+        try:
+            failing = UpscaleRunner(broken, [client], views.view, stop=stop)
+            making = UpscaleRunner(good, [client], views.view, stop=stop)
+            failing.queue_tiles(pool)
+            making.queue_tiles(pool)
+            with pytest.raises(OSError):
+                failing.complete()
+            saved = making.complete()
+        finally:
+            pool.close()
+    assert not stop.is_set() and saved is not None and saved.image_path == tmp_path / "good.png"
+    assert not (tmp_path / "broken.png").exists()
