@@ -76,8 +76,8 @@ DEFAULT_EDIT_MARGIN_PX = 24  # the region of a layout change grows by this much 
 MAX_EDIT_MARGIN_PX = 512
 EDIT_FEATHER_PX = 4  # the composite fades the new pixels in over this many pixels inside the mask
 DEFAULT_REPROJECT_LIMIT = 0.5  # a camera move regenerating more of the picture than this is a new picture
-# A resumed --consistent shot reads back up to this many saved frames to find where its pixels were
-# generated (pixel_sources.py); older pixels come from the oldest of them.
+# An edit after a camera move (and a resumed --consistent shot) reads back up to this many saved pictures
+# to find where its pixels were generated (edit_chain.py); older pixels come from the oldest of them.
 RESUME_SOURCES_FRAMES = 24
 
 # Messages on the wire. A largest legal request (2048 px OSCR image and 16 full-size 2048 px masks) is
