@@ -17,6 +17,7 @@ from dataclasses import dataclass, replace
 
 import bpy
 
+from seethrough_core.edit_chain import remember_sources
 from seethrough_core.edit_plan import (
     EditPlan,
     PreviousPicture,
@@ -157,6 +158,8 @@ def _edit_spec(scene: bpy.types.Scene, settings: Settings, start: EditStart, pla
         scene, settings, start.layout, plan.settings, edit=_result_edit(plan, start.shown), upscale=upscale
     )
     plan = plan.saved_as(str(spec.image_path))  # its pixel sources name the picture where it is saved
+    if plan.sources is not None:  # the next edit of it finds them without replaying its chain
+        remember_sources(plan.sources, plan.parent["sha256"])
     return replace(spec, edit=_result_edit(plan, start.shown))
 
 

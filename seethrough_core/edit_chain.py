@@ -11,6 +11,8 @@ picture reached then counts as generated in full, as a picture without a parent 
 from __future__ import annotations
 
 import hashlib
+import threading
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +22,7 @@ import numpy as np
 
 from .generate_and_save import region_path_for
 from .layout import Layout
-from .limits import RESUME_SOURCES_FRAMES
+from .limits import KNOWN_SOURCES_KEPT, RESUME_SOURCES_FRAMES
 from .pixel_sources import FULL_KINDS, PixelSources, ShotFrame, replay_sources
 from .record import read_png_record
 
@@ -54,6 +56,9 @@ class EditChain:
         regions saved beside them. All its own when its file cannot be read."""
         if self.file is None:
             return PixelSources.generated(self.label, *self.image.shape[:2])
+        known = _known_sources(self.file, self.sha256, self.image.shape[:2])
+        if known is not None:
+            return known
         frames: list[ShotFrame] = []
         link: dict[str, Any] | None = {"file": str(self.file), "sha256": self.sha256}
         beside: Path | None = None
@@ -117,3 +122,38 @@ def _linked(link: dict[str, Any], beside: Path | None) -> tuple[Path, Layout, di
         except (ValueError, KeyError, TypeError):  # not a PNG, a damaged record, an unusable layout
             pass
     return None
+
+
+# Sources planned in this process: path -> (sha256 of the picture it was edited from, its sources).
+_known: OrderedDict[str, tuple[str, PixelSources]] = OrderedDict()
+_known_lock = threading.Lock()
+
+
+def remember_sources(sources: PixelSources, parent_sha256: str) -> None:
+    """Keep the sources of a picture about to be saved at ``sources.label``, an edit of the picture
+    whose PNG has ``parent_sha256``: the next edit of it (the add-on's Regenerate Changed after
+    another camera move) finds them here instead of replaying its chain, one reprojection per
+    earlier camera move, on Blender's main thread. The newest KNOWN_SOURCES_KEPT are kept."""
+    with _known_lock:
+        _known[sources.label] = (parent_sha256, sources)
+        _known.move_to_end(sources.label)
+        while len(_known) > KNOWN_SOURCES_KEPT:
+            _known.popitem(last=False)
+
+
+def _known_sources(file: Path, sha256: str, shape: tuple[int, ...]) -> PixelSources | None:
+    """The remembered sources of the picture at ``file``, if that file is still the picture they were
+    planned for: its bytes are ``sha256`` and its record names the same parent."""
+    with _known_lock:
+        entry = _known.get(str(file))
+    if entry is None:
+        return None
+    parent_sha256, sources = entry
+    try:
+        png = file.read_bytes()
+        record = read_png_record(png)
+    except (OSError, ValueError):
+        return None
+    if hashlib.sha256(png).hexdigest() != sha256 or record is None or sources.index.shape != tuple(shape):
+        return None
+    return sources if (record.parent or {}).get("sha256") == parent_sha256 else None

@@ -20,6 +20,7 @@ from reprojection_support import RESAMPLE_TOLERANCE
 from shot_support import CAR, detail, record_of, shot_layout, texture
 
 from seethrough.previous_picture import read_file_pixels, read_previous
+from seethrough_core.edit_chain import remember_sources
 from seethrough_core.edit_plan import plan_edit
 from seethrough_core.generate_and_save import Destination, region_path_for, save_image
 from seethrough_core.layout import Layout
@@ -119,3 +120,17 @@ def test_the_walk_finds_pictures_moved_together_and_a_broken_link_ends_it(tmp_pa
     # a missing picture ends it too
     (moved / "picture_6.png").unlink()
     assert names(7) == {"picture_7.png"}
+
+
+def test_sources_planned_in_this_process_are_found_without_replaying_the_chain(tmp_path):
+    """The add-on remembers each edit's sources (remember_sources): the next edit of that picture finds
+    them even with the pictures before it gone; a picture changed since is walked again."""
+    paths, plans = edit_by_hand(tmp_path / "edits", with_chain=True)
+    last = plans[-1]
+    remember_sources(last.sources, last.parent["sha256"])
+    for path in paths[:-1]:
+        path.unlink()  # a replay could no longer reach them
+    assert read_previous(paths[-1]).chain(read_file_pixels).sources() is last.sources
+    other = replace(record_of(layouts()[-1]), parent={**last.parent, "sha256": "0" * 64})
+    save_image(read_file_pixels(paths[-1]), other, Destination(paths[-1], {}))  # another picture there now
+    assert read_previous(paths[-1]).chain(read_file_pixels).sources().labels == (str(paths[-1]),)
