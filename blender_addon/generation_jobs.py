@@ -75,6 +75,8 @@ class JobSpec:
     generate: bool = True  # False: Render OSCR, no server involved
     edit: ResultEdit | None = None  # Regenerate Changed / Vary Box: what the result is made from
     upscale: UpscaleJob | None = None  # the frame at the render size, made from the base picture
+    # names the job's picture; chosen here so an edit's record can name it before it is generated
+    file_id: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
 
     @property
     def image_name(self) -> str:
@@ -82,6 +84,12 @@ class JobSpec:
         if self.upscale is not None and self.upscale.base is not None:
             return f"{name} {self.upscale.size_text}"
         return name if self.edit is None else f"{name} {self.edit.kind}"
+
+    @property
+    def image_path(self) -> Path:
+        """Where the job's picture is saved (the base picture when an upscale follows)."""
+        path = self.out_dir / f"{safe_name(self.image_name)}_{self.file_id}.png"
+        return base_path_for(path) if self.upscale is not None else path
 
 
 @dataclass(frozen=True)
@@ -361,9 +369,7 @@ class GenerationJob:
             spec.metadata,
             edit=edit.edit if edit is not None else None,
         )
-        image_path = spec.out_dir / f"{safe_name(spec.image_name)}_{request.request_id[:8]}.png"
-        if spec.upscale is not None:  # the frame takes the plain name, its base NAME_base.png
-            image_path = base_path_for(image_path)
+        image_path = spec.image_path  # with an upscale, the frame takes the plain name (NAME_base.png here)
         # Written right away, off the main thread (encoding takes time); an image that arrived
         # is never dropped: if the output folder fails, the temp folder takes it.
         return generate_and_save(

@@ -129,8 +129,12 @@ def image_rgb(image: bpy.types.Image) -> np.ndarray:
 
 
 def file_rgb(path: Path) -> np.ndarray:
-    """A PNG file's pixels (image_rgb), read through a temporary image that is removed again."""
-    image = bpy.data.images.load(str(path), check_existing=False)
+    """A PNG file's pixels (image_rgb), read through a temporary image that is removed again; OSError
+    when Blender cannot read it."""
+    try:
+        image = bpy.data.images.load(str(path), check_existing=False)
+    except RuntimeError as exc:  # Blender's error for a missing or unreadable file
+        raise OSError(f"cannot read {path}: {exc}") from None
     try:
         return image_rgb(image)
     finally:

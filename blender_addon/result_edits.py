@@ -4,18 +4,20 @@ The shown result is the active history entry. Its packed PNG holds the exact byt
 picture was saved as (its sha256 names the parent in the new record) and its generation record
 (layout, seed, steps, guidance); its pixels are read back exactly from the 8-bit image. The plan
 itself (which region changes, which settings) is the core's (seethrough_core.edit_plan), the same
-as `seethrough edit`'s; so is the rule for a frame made in two stages: its base picture (a file
-beside it) is edited at the base layout of the scene's frame, then upscaled to the render size again,
-in the same job. Main thread only.
+as `seethrough edit`'s; so is where a camera move samples the kept pixels from (the pictures the
+result was edited from, found through its file and the files beside it: seethrough_core.edit_chain),
+and the rule for a frame made in two stages: its base picture (a file beside it) is edited at the base
+layout of the scene's frame, then upscaled to the render size again, in the same job. Main thread only.
 """
 
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import bpy
 
+from seethrough_core.edit_chain import remember_sources
 from seethrough_core.edit_plan import (
     EditPlan,
     PreviousPicture,
@@ -64,9 +66,11 @@ def previous_picture(scene: bpy.types.Scene) -> PreviousPicture:
     if image is None or image.packed_file is None:
         raise ResultEditError(f"the image of {item.name!r} is gone or no longer packed; generate a new one")
     png = bytes(image.packed_file.data)
+    file = images.image_file(image)  # its PNG on disk: where the pictures before it are found
+    origin = {"image": image.name, **({"file": str(file)} if file is not None and file.is_file() else {})}
     return read_previous_picture(
         image.name,
-        {"image": image.name},
+        origin,
         png,
         lambda: images.image_rgb(image),
         "generate a new picture first",
@@ -117,6 +121,7 @@ def regenerate_changed_spec(scene: bpy.types.Scene, settings: Settings) -> JobSp
         strength=props.edit_strength,
         preview_interval=preview_interval(scene),
         reproject_limit=props.reproject_limit,
+        chain=start.previous.chain(images.file_rgb),
     )
     return _edit_spec(scene, settings, start, plan)
 
@@ -149,8 +154,13 @@ def _edit_spec(scene: bpy.types.Scene, settings: Settings, start: EditStart, pla
     if start.frame_plan is not None:
         steps, guidance = plan.settings.steps, plan.settings.guidance
         upscale = upscale_job(start.frame_plan, start.frame, steps, guidance, DEFAULT_RENDER_ENGINE)
-    edit = _result_edit(plan, start.shown)
-    return job_spec(scene, settings, start.layout, plan.settings, edit=edit, upscale=upscale)
+    spec = job_spec(
+        scene, settings, start.layout, plan.settings, edit=_result_edit(plan, start.shown), upscale=upscale
+    )
+    plan = plan.saved_as(str(spec.image_path))  # its pixel sources name the picture where it is saved
+    if plan.sources is not None:  # the next edit of it finds them without replaying its chain
+        remember_sources(plan.sources, plan.parent["sha256"])
+    return replace(spec, edit=_result_edit(plan, start.shown))
 
 
 def upscale_result_spec(scene: bpy.types.Scene, settings: Settings) -> JobSpec:

@@ -3,6 +3,8 @@
 Reads the previous picture and its generation record (layout, seed, steps, guidance) from the PNG, plans
 the edit (seethrough_core.edit_plan: the region of the change, the settings), renders the new layout's
 OSCR image, and asks the server for an edit of the previous picture inside that region (docs/edit.md).
+After a camera move, each kept pixel is sampled once from the picture that generated it, found through
+the previous picture's chain of edits (seethrough_core.edit_chain).
 The result is written as DIR/NAME.png with its record (whose `parent` names the previous PNG by sha256
 and holds its record), NAME.json, and the region as NAME_region.png (and, for a camera move, the
 previous picture reprojected into the new camera as NAME_reprojected.png); a result already there is
@@ -47,7 +49,7 @@ from .options import (
     server_endpoints,
     size_from_args,
 )
-from .previous_picture import read_previous
+from .previous_picture import read_file_pixels, read_previous
 
 BASE_REMEDY = "put it back beside the frame, or generate the frame anew (seethrough batch)"
 
@@ -127,6 +129,7 @@ def run_edit(args: argparse.Namespace) -> int:
             strength=args.strength,
             seed=args.seed,
             reproject_limit=args.reproject_limit,
+            chain=previous.chain(read_file_pixels),
         )
         client_choice = client_options(args)
     except SettingError as exc:
@@ -167,6 +170,7 @@ def run_edit(args: argparse.Namespace) -> int:
     # the frame's name is chosen first: a two-stage frame's base is named after it (NAME_2_base.png)
     final_path = intended if args.overwrite else unused_image_path(intended)
     image_path = base_path_for(final_path) if two_stages else final_path
+    plan = plan.saved_as(str(image_path))
     destination = Destination(
         image_path,
         {"input": str(layout_path), "camera": layout.camera.name},

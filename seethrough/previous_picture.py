@@ -11,12 +11,17 @@ import numpy as np
 from seethrough_core.edit_plan import PreviousPicture, read_previous_file
 
 
-def read_pixels(png: bytes, mode: str = "RGB") -> np.ndarray:
-    """A PNG's pixels: uint8 H x W x 3 ("RGB") or H x W ("L", a region mask)."""
+def read_pixels(png: bytes) -> np.ndarray:
+    """A PNG's pixels: uint8 H x W x 3."""
     from PIL import Image
 
     with Image.open(io.BytesIO(png)) as decoded:
-        return np.asarray(decoded.convert(mode))
+        return np.asarray(decoded.convert("RGB"))
+
+
+def read_file_pixels(path: Path) -> np.ndarray:
+    """A saved PNG file's pixels (seethrough_core.edit_chain.ReadPixels)."""
+    return read_pixels(path.read_bytes())
 
 
 def read_previous(path: Path) -> PreviousPicture:

@@ -2,12 +2,14 @@
 
 One plan for `seethrough edit` and the add-on's Regenerate Changed and Vary Box: which region may
 change, the generation's settings (the previous picture's steps and guidance, its seed unless another is
-given), the request's `edit`, and the `parent` the new record will carry. Nothing here renders or talks
-to a server.
+given), the request's `edit`, and the `parent` the new record will carry. After a camera move each kept
+pixel is sampled once from the picture that generated it, found through the previous picture's chain of
+edits (edit_chain.py). Nothing here renders or talks to a server.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -15,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from .edit_chain import EditChain, ReadPixels
 from .edit_input import EditInput, edit_problem
 from .edit_region import LayoutChange, box_region, layout_change
 from .errors import LayoutError, SeeThroughError
@@ -41,6 +44,12 @@ class PreviousPicture:
     image: np.ndarray  # its pixels, uint8 H x W x 3
     record: GenerationRecord
     layout: Layout
+
+    def chain(self, read_pixels: ReadPixels) -> EditChain:
+        """The pictures this one was edited from, through its record's parent links (``read_pixels``
+        decodes a saved file); none are reachable when its origin names no file."""
+        file = Path(str(self.origin["file"])) if self.origin.get("file") else None
+        return EditChain(self.label, file, hashlib.sha256(self.png).hexdigest(), self.image, read_pixels)
 
 
 class PreviousPictureError(SeeThroughError, ValueError):
@@ -168,6 +177,17 @@ class EditPlan:
     def summary(self) -> str:
         return self.change.summary() if self.camera_move is None else self.camera_move.summary()
 
+    def saved_as(self, label: str) -> EditPlan:
+        """The plan with the new picture called ``label`` (the path it is saved at, once chosen) in its
+        pixel sources and the record's ``parent.sources``."""
+        if self.sources is None:
+            return self
+        sources = self.sources.renamed(label)
+        parent = self.parent
+        if "sources" in parent:
+            parent = {**parent, "sources": _shares(sources)}
+        return replace(self, parent=parent, sources=sources)
+
 
 def plan_edit(
     previous: PreviousPicture,
@@ -178,6 +198,7 @@ def plan_edit(
     seed: int | None = None,
     preview_interval: int = 0,
     reproject_limit: float = DEFAULT_REPROJECT_LIMIT,
+    chain: EditChain | None = None,
 ) -> EditPlan:
     """The previous picture brought to ``layout``: only the region of the change regenerates.
 
@@ -185,7 +206,11 @@ def plan_edit(
     for a setting out of its rules. A camera move is an edit of the previous picture reprojected into
     the new camera (kind "reprojected") unless it leaves more than ``reproject_limit`` of the picture
     to regenerate; that, or a change of resolution or scene prompt, plans a full regeneration with the
-    previous settings (``plan.edit`` is None; the summary says why)."""
+    previous settings (``plan.edit`` is None; the summary says why).
+
+    ``chain``: the previous picture's chain of edits (``previous.chain``). A camera move then samples
+    each kept pixel once from the picture that generated it, and the plan's ``sources`` say where the
+    new picture's pixels come from (``saved_as`` names it); without it, from the previous picture."""
     change = layout_change(previous.layout, layout, margin_px)
     change, move = _camera_move(previous, layout, change, margin_px, reproject_limit)
     if move is not None and change.unchanged:  # nothing new in view and no box: still a picture to make
@@ -194,7 +219,11 @@ def plan_edit(
             None,
         )
     if move is not None:
-        return _plan(previous, layout, change, REPROJECTED, margin_px, strength, seed, preview_interval, move)
+        sources = None
+        if chain is not None:
+            move, sources = _follow_sources(chain.sources(), chain.picture_of, "", layout, change, move)
+        plan = _plan(previous, layout, change, REPROJECTED, margin_px, strength, seed, preview_interval, move)
+        return _with_sources(plan, sources)
     if change.unchanged:
         what = "no box changed" if not change.boxes else "no changed box is in the frame"
         raise EditPlanError(
@@ -294,9 +323,19 @@ def plan_next_frame(
         else "edit"
     )
     plan = _edit_plan(previous, layout, settings, change, kind, margin_px, DEFAULT_EDIT_STRENGTH, move)
-    if next_sources is not None and move is not None:  # the record says which frames the pixels are from
-        plan.parent["sources"] = {name: round(share, 4) for name, share in next_sources.shares().items()}
-    return replace(plan, sources=next_sources)
+    return _with_sources(plan, next_sources)
+
+
+def _with_sources(plan: EditPlan, sources: PixelSources | None) -> EditPlan:
+    """``plan`` with the new picture's pixel sources; after a camera move its record says which pictures
+    its pixels are from."""
+    if sources is not None and plan.camera_move is not None:
+        plan.parent["sources"] = _shares(sources)
+    return replace(plan, sources=sources)
+
+
+def _shares(sources: PixelSources) -> dict[str, float]:
+    return {name: round(share, 4) for name, share in sources.shares().items()}
 
 
 def _follow_sources(

@@ -76,9 +76,12 @@ DEFAULT_EDIT_MARGIN_PX = 24  # the region of a layout change grows by this much 
 MAX_EDIT_MARGIN_PX = 512
 EDIT_FEATHER_PX = 4  # the composite fades the new pixels in over this many pixels inside the mask
 DEFAULT_REPROJECT_LIMIT = 0.5  # a camera move regenerating more of the picture than this is a new picture
-# A resumed --consistent shot reads back up to this many saved frames to find where its pixels were
-# generated (pixel_sources.py); older pixels come from the oldest of them.
+# An edit after a camera move (and a resumed --consistent shot) reads back up to this many saved pictures
+# to find where its pixels were generated (edit_chain.py); older pixels come from the oldest of them.
 RESUME_SOURCES_FRAMES = 24
+# Pixel sources of pictures planned in this process (the add-on's edits) kept for the next edit of one,
+# which then replays no chain: about 20 MB each at 1024 px.
+KNOWN_SOURCES_KEPT = 4
 
 # Messages on the wire. A largest legal request (2048 px OSCR image and 16 full-size 2048 px masks) is
 # about 80 MB.

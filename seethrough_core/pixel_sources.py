@@ -10,7 +10,7 @@ sampled once, from the picture that generated it, however many frames ago (docs/
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -62,6 +62,10 @@ class PixelSources:
         """The sources of the next frame, ``label``, when the camera stayed: a kept pixel is this
         frame's pixel as it is, so it comes from where that one came from."""
         return _with_generated(label, list(self.labels), self.index, self.xy, generated)
+
+    def renamed(self, label: str) -> PixelSources:
+        """These sources with their frame called ``label`` (its picture's path, once it is chosen)."""
+        return replace(self, label=label, labels=tuple(label if n == self.label else n for n in self.labels))
 
     def sample(self, picture_of: PictureOf, keep: np.ndarray, start: np.ndarray) -> np.ndarray:
         """``start`` (uint8 H x W x 3) with every ``keep`` pixel sampled once, bilinearly, from the

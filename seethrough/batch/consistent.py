@@ -9,12 +9,12 @@ whose camera moved is an edit of the previous picture reprojected into its camer
 reprojection limit, a resolution or scene-prompt change, or a previous frame that is missing (it
 failed), it is a full generation. A kept pixel is sampled from the frame that generated it, however
 many frames ago (seethrough_core.pixel_sources), so a long move does not soften the picture; the chain
-carries those sources from frame to frame, and a resumed chain rebuilds them from the saved frames.
+carries those sources from frame to frame, and a resumed chain rebuilds them from the saved frames
+(seethrough_core.edit_chain, as `seethrough edit` does).
 """
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -24,16 +24,14 @@ import numpy as np
 
 from seethrough_core.edit_input import EditInput
 from seethrough_core.edit_plan import PreviousPicture, PreviousPictureError, plan_next_frame
-from seethrough_core.errors import LayoutError
-from seethrough_core.generate_and_save import region_path_for
 from seethrough_core.generation_settings import GenerationSettings
 from seethrough_core.in_view import BoxesInView
 from seethrough_core.layout import Layout
 from seethrough_core.limits import DEFAULT_REPROJECT_LIMIT
-from seethrough_core.pixel_sources import FULL_KINDS, PixelSources, ShotFrame, replay_sources
+from seethrough_core.pixel_sources import PixelSources
 from seethrough_core.record import GenerationRecord
 
-from ..previous_picture import read_pixels, read_previous
+from ..previous_picture import read_file_pixels, read_previous
 from .plan import Shot, Task
 
 # The OSCR PNG and the token grids of a rendered shot, and which of its boxes the frame shows
@@ -47,7 +45,6 @@ class Link:
     task: Task
     condition: Condition
     previous: Task | None = None  # --consistent: the frame before it in the chain
-    earlier: tuple[Task, ...] = ()  # and the frames before that, newest first (limits.RESUME_SOURCES_FRAMES)
 
 
 @dataclass
@@ -88,28 +85,21 @@ def plan_frame(
     reproject_limit: float = DEFAULT_REPROJECT_LIMIT,
     *,
     target: Path,
-    earlier: tuple[Task, ...] = (),
     carried: PixelSources | None = None,
 ) -> FramePlan:
     """An edit of the previous frame's picture (or of its reprojection, after a camera move) over what
     changed, a copy, or a full generation: the core's plan (seethrough_core.edit_plan), the one
     `seethrough edit` and the add-on make. ``target``: where the frame is saved; ``carried``: the
-    previous frame's pixel sources if the chain has them, else they are rebuilt from ``previous`` and
-    ``earlier`` as saved."""
+    previous frame's pixel sources if the chain has them, else they are rebuilt from the saved frames
+    (seethrough_core.edit_chain)."""
     if not previous.is_complete():
         return FramePlan(None, None, None, None, "full: the previous frame has no picture")
     try:
         before = read_previous(previous.image_path)
     except PreviousPictureError as exc:
         return FramePlan(None, None, None, None, f"full: {exc}")
-    folder = previous.image_path.parent
-    sources = carried if carried is not None and carried.label == previous.image_path.name else None
-    if sources is None:
-        sources = sources_on_disk(previous, earlier)
-
-    def picture_of(name: str) -> np.ndarray:  # the previous frame is decoded already
-        return before.image if name == previous.image_path.name else read_pixels((folder / name).read_bytes())
-
+    chain = before.chain(read_file_pixels)
+    sources = carried if carried is not None and carried.label == chain.label else chain.sources()
     plan = plan_next_frame(
         before,
         layout,
@@ -117,8 +107,8 @@ def plan_frame(
         margin_px=margin_px,
         reproject_limit=reproject_limit,
         sources=sources,
-        picture_of=picture_of,
-        label=target.name,
+        picture_of=chain.picture_of,
+        label=str(target),
     )
     if plan.unchanged and plan.camera_move is not None:  # a push-in with no box in view, say
         copy = replace(before, image=plan.camera_move.image)
@@ -131,29 +121,6 @@ def plan_frame(
         return FramePlan(None, plan.parent, None, None, plan.summary(), sources=plan.sources)
     note = plan.summary() if plan.camera_move is not None else f"edit: {plan.summary()}"
     return FramePlan(plan.edit, plan.parent, plan.region_mask, None, note, plan.reprojected, plan.sources)
-
-
-def sources_on_disk(previous: Task, earlier: tuple[Task, ...]) -> PixelSources | None:
-    """The pixel sources of the saved frame ``previous``, rebuilt from it and the frames before it
-    (newest first) back to the last one generated in full: their records' layouts and kinds, and the
-    regions saved beside them. An unreadable frame ends the walk (the one after it counts as generated
-    in full); None when ``previous`` itself cannot be read."""
-    frames: list[ShotFrame] = []
-    for task in (previous, *earlier):
-        if not task.is_complete():  # a missing frame, or a PNG whose sidecar is an older image's
-            break
-        try:
-            record = GenerationRecord.from_dict(json.loads(task.sidecar_path.read_text(encoding="utf-8")))
-            region_path = region_path_for(task.image_path)
-            generated = read_pixels(region_path.read_bytes(), "L") > 0 if region_path.is_file() else None
-            frame = ShotFrame(task.image_path.name, Layout.from_dict(record.layout), None, generated)
-        except (OSError, ValueError, KeyError, TypeError, LayoutError):
-            break
-        kind = (record.parent or {}).get("kind")
-        frames.append(replace(frame, kind=kind))
-        if kind in FULL_KINDS:
-            break
-    return replay_sources(frames[::-1]) if frames else None
 
 
 def copied_record(

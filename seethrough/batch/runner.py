@@ -48,7 +48,6 @@ from seethrough_core.limits import (
     DEFAULT_SERVER_RETRY_S,
     DEFAULT_STEPS,
     DEFAULT_UPSCALE_STRENGTH,
-    RESUME_SOURCES_FRAMES,
 )
 from seethrough_core.output_size import OutputSize
 from seethrough_core.protocol import ErrorCode, GenerateRequest
@@ -391,18 +390,15 @@ class BatchRunner:
         """Render every frame of one camera, then queue one chain per seed, in frame order."""
         elapsed = 0.0
         chains: dict[int, list[Link]] = {seed: [] for seed in self.options.seeds}
-        before: dict[int, list[Task]] = {seed: [] for seed in self.options.seeds}  # newest first
+        before: dict[int, Task | None] = {seed: None for seed in self.options.seeds}
         for shot in shots:
             pending = self._pending(shot)
             seconds, condition = self._render(shot, pending)
             elapsed += seconds
             for task in pending if condition is not None else []:
-                earlier = before[task.seed]
-                previous = earlier[0] if earlier else None
-                chains[task.seed].append(Link(task, condition, previous, tuple(earlier[1:])))
+                chains[task.seed].append(Link(task, condition, before[task.seed]))
             for seed in self.options.seeds:
-                before[seed].insert(0, Task.of(shot, seed, self.options.out_dir))
-                del before[seed][RESUME_SOURCES_FRAMES + 1 :]
+                before[seed] = Task.of(shot, seed, self.options.out_dir)
         for links in chains.values():
             if links:
                 self._put(Chain(links))
@@ -560,9 +556,9 @@ class BatchRunner:
         layout = self._generation_layout(task.shot.layout)
         two_stages = layout is not task.shot.layout
         target = task.base_path if two_stages else task.image_path
-        previous, earlier = link.previous, link.earlier
+        previous = link.previous
         if previous is not None and two_stages:  # a chain of bases: each an edit of the one before
-            previous, earlier = _as_base(previous), tuple(_as_base(t) for t in earlier)
+            previous = _as_base(previous)
         settings = GenerationSettings.for_layout(
             layout, seed=task.seed, steps=self.options.steps, guidance=self.options.guidance
         )
@@ -570,7 +566,7 @@ class BatchRunner:
         if previous is not None:
             plan = plan_frame(
                 previous, layout, settings, self.options.margin_px, self.options.reproject_limit,
-                target=target, earlier=earlier, carried=chain.sources,
+                target=target, carried=chain.sources,
             )  # fmt: skip
         chain.sources = None  # set again once this frame is saved
         source = {

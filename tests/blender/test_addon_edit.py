@@ -187,6 +187,14 @@ def test_a_camera_pan_keeps_the_shown_result_reprojected(shot):
     assert max_resample_error(after, expected, ~region) <= RESAMPLE_TOLERANCE
     assert "reprojected" in shot.seethrough.history[1].change
 
+    # Panning on from the edit: what both kept of the first result is sampled from the first's file
+    shot.camera.rotation_euler.z += math.radians(2.0)
+    again = read_png_record(bytes(run_and_wait(bpy.ops.seethrough.regenerate_changed).packed_file.data))
+    sources, saved_as = again.parent["sources"], str(images.image_file(shot.seethrough.history[2].image))
+    assert again.parent["file"] == str(png_path) and saved_as in sources  # each picture by its file
+    assert sources[str(images.image_file(first))] > 0.2
+    assert sum(sources.values()) == pytest.approx(1, abs=1e-3)
+
 
 def pixels(path: Path) -> np.ndarray:
     with Image.open(path) as image:

@@ -164,7 +164,7 @@ def check_frames(folder: Path) -> None:
             assert (from_first & kept).mean() > 0.5
             assert max_resample_error(images[3], once, from_first & kept) <= RESAMPLE_TOLERANCE
             assert max_resample_error(images[3], expected, from_first & kept) > RESAMPLE_TOLERANCE
-            share = records[3].parent["sources"]["0001_5.png"]
+            share = records[3].parent["sources"][str(folder / "0001_5.png")]
             assert share == pytest.approx((from_first & kept).mean(), abs=1e-3)
             kept &= ~from_first  # the rest: frame 2's own pixels, sampled from frame 2
         assert max_resample_error(images[frame], expected, kept) <= RESAMPLE_TOLERANCE

@@ -10,14 +10,17 @@ import numpy as np
 import pytest
 from bpy_helpers import read_rgb
 from PIL import Image
+from reprojection_support import RESAMPLE_TOLERANCE, max_resample_error
 
 from seethrough.batch.inputs import expand_inputs
 from seethrough.batch.runner import BatchOptions, BatchRunner
 from seethrough.cli import main
+from seethrough.previous_picture import read_file_pixels, read_previous
 from seethrough_core.edit_region import layout_change
 from seethrough_core.layout import Layout, load_layout
 from seethrough_core.png import write_png
 from seethrough_core.record import GenerationRecord
+from seethrough_core.reprojection import reproject
 from seethrough_core.server_process import ServerProcess
 
 STEPS = 2
@@ -107,6 +110,21 @@ def test_a_camera_move_is_reprojected_and_with_reprojection_off_a_full_regenerat
     assert record.parent["kind"] == "reprojected"
     assert record.parent["kept"] == pytest.approx(1 - region.mean(), abs=1e-4)
     assert np.array_equal(read_rgb(out / "higher.png")[~region], reprojected[~region])
+
+    # An edit of that edit, panning: what both kept of the first picture is sampled once, from it
+    data["camera"]["rotation_euler_deg"][2] += 2.0
+    panned = Layout.from_dict(data)
+    panned.save(tmp_path / "panned.json")
+    again = ["edit", str(tmp_path / "panned.json"), "--from", str(out / "higher.png"), "--server", server]
+    assert main([*again, "--out", str(out), "--margin", str(MARGIN), "--reproject-limit", "0.9"]) == 0
+    record = GenerationRecord.from_dict(json.loads((out / "panned.json").read_text()))
+    assert record.parent["kind"] == "reprojected" and record.parent["file"] == str(out / "higher.png")
+    sources = read_previous(out / "panned.png").chain(read_file_pixels).sources()  # the record's links
+    direct = reproject(read_rgb(previous), small_layout(), panned, 0)  # one warp, first to last camera
+    from_first = (sources.index == sources.labels.index(str(previous))) & direct.seen
+    assert record.parent["sources"][str(previous)] == pytest.approx(from_first.mean(), abs=0.02)
+    assert from_first.mean() > 0.2
+    assert max_resample_error(read_rgb(out / "panned.png"), direct.image, from_first) <= RESAMPLE_TOLERANCE
 
     off = tmp_path / "off"
     assert main([*command, "--out", str(off), "--reproject-limit", "0"]) == 0

@@ -12,43 +12,20 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from reprojection_support import RESAMPLE_TOLERANCE
+from shot_support import HEIGHT, WIDTH, detail, record_of, shot_layout, texture
 
 from seethrough_core.edit_plan import PreviousPicture, plan_next_frame
 from seethrough_core.generation_settings import GenerationSettings
-from seethrough_core.layout import Box, Camera, Layout
+from seethrough_core.layout import Layout
 from seethrough_core.pixel_sources import PixelSources, ShotFrame, replay_sources
-from seethrough_core.record import GenerationRecord
 from seethrough_core.reprojection import reproject
 
-WIDTH, HEIGHT = 192, 128
 FRAMES = 8
 MARGIN = 4
-CAR = Box("a red car", (1.0, 9.0, 0.75), (1.8, 4.5, 1.5), (0.0, 0.0, 0.0))
-
-
-def shot_layout(frame: int, dolly: float) -> Layout:
-    """Frame ``frame`` of a pan (1 degree a frame) with an optional dolly (``dolly`` m a frame)."""
-    camera = Camera(
-        location=(0.0, dolly * frame, 1.6), rotation_euler_deg=(80.0, 0.0, 1.0 * frame), lens_mm=35.0
-    )
-    return Layout("a street", (WIDTH, HEIGHT), camera, (CAR,))
-
-
-def texture(seed: int) -> np.ndarray:
-    """Fine detail (pixel noise) over smooth waves: bilinear resampling visibly softens it."""
-    rng = np.random.default_rng(seed)
-    rows, cols = np.mgrid[0:HEIGHT, 0:WIDTH]
-    waves = 60 * np.sin(0.07 * cols[..., None] + 0.05 * rows[..., None] + rng.uniform(0, 6, 3))
-    return np.clip(128 + waves + rng.normal(0, 40, (HEIGHT, WIDTH, 3)), 0, 255).astype(np.uint8)
 
 
 def previous_picture(label: str, image: np.ndarray, layout: Layout) -> PreviousPicture:
-    record = GenerationRecord(
-        prompt="p", scene_prompt=layout.scene_prompt, descriptions=layout.descriptions, seed=1, steps=2,
-        guidance=3.5, width=WIDTH, height=HEIGHT, model={"id": "tiny"}, lora=None, is_noise=True,
-        call_ids=[], timings={}, layout=layout.to_dict(),
-    )  # fmt: skip
-    return PreviousPicture(label, {"file": label}, label.encode(), image, record, layout)
+    return PreviousPicture(label, {"file": label}, label.encode(), image, record_of(layout), layout)
 
 
 def play(dolly: float, with_sources: bool):
@@ -71,14 +48,6 @@ def play(dolly: float, with_sources: bool):
         generated.append(region)
         sources = plan.sources
     return pictures, layouts, plan, generated
-
-
-def detail(image: np.ndarray, where: np.ndarray) -> float:
-    grey = image.astype(np.float64).mean(axis=2)
-    laplacian = np.abs(
-        4 * grey[1:-1, 1:-1] - grey[:-2, 1:-1] - grey[2:, 1:-1] - grey[1:-1, :-2] - grey[1:-1, 2:]
-    )
-    return float(laplacian[where[1:-1, 1:-1]].mean())
 
 
 @pytest.mark.parametrize("dolly", [0.0, 0.15], ids=["pan", "pan-and-dolly"])
