@@ -134,9 +134,10 @@ def remember_sources(sources: PixelSources, parent_sha256: str) -> None:
     whose PNG has ``parent_sha256``: the next edit of it (the add-on's Regenerate Changed after
     another camera move) finds them here instead of replaying its chain, one reprojection per
     earlier camera move, on Blender's main thread. The newest KNOWN_SOURCES_KEPT are kept."""
+    key = _known_key(sources.label)
     with _known_lock:
-        _known[sources.label] = (parent_sha256, sources)
-        _known.move_to_end(sources.label)
+        _known[key] = (parent_sha256, sources)
+        _known.move_to_end(key)
         while len(_known) > KNOWN_SOURCES_KEPT:
             _known.popitem(last=False)
 
@@ -145,7 +146,7 @@ def _known_sources(file: Path, sha256: str, shape: tuple[int, ...]) -> PixelSour
     """The remembered sources of the picture at ``file``, if that file is still the picture they were
     planned for: its bytes are ``sha256`` and its record names the same parent."""
     with _known_lock:
-        entry = _known.get(str(file))
+        entry = _known.get(_known_key(file))
     if entry is None:
         return None
     parent_sha256, sources = entry
@@ -157,3 +158,8 @@ def _known_sources(file: Path, sha256: str, shape: tuple[int, ...]) -> PixelSour
     if hashlib.sha256(png).hexdigest() != sha256 or record is None or sources.index.shape != tuple(shape):
         return None
     return sources if (record.parent or {}).get("sha256") == parent_sha256 else None
+
+
+def _known_key(path: str | Path) -> str:
+    """One spelling of a path (Blender gives a result's file back through its own path handling)."""
+    return str(Path(path).resolve())
