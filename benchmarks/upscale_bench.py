@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import time
@@ -192,9 +193,15 @@ def main() -> int:
     parser.add_argument("--run", default="1080p", help="frames to run for real, e.g. 1080p,4K (1080p)")
     parser.add_argument("--server", help="a running server (default: a tiny one started here)")
     parser.add_argument("--frames", type=int, default=0, help="also run a batch of N frames both ways")
+    parser.add_argument(
+        "--split-cores",
+        action="store_true",
+        help="the tiny server on CPU 1 (one thread), Blender on CPU 0: stands in for a server on its own GPU",
+    )
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
-    report = {"scale": args.scale, "steps": args.steps, "geometry": [], "runs": []}
+    report = {"scale": args.scale, "steps": args.steps, "split_cores": args.split_cores}
+    report.update(geometry=[], runs=[])
     for name, size in FRAMES.items():
         for scale in sorted({1, args.scale}):
             report["geometry"].append(geometry(name, size, scale))
@@ -202,7 +209,12 @@ def main() -> int:
         out = Path(tmp)
         server = None if args.server else ServerProcess.tiny(out / "server.log")
         if server is not None:
+            if args.split_cores:  # the server inherits CPU 1 and one thread; this process keeps CPU 0
+                os.environ.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+                os.sched_setaffinity(0, {1})
             server.__enter__()
+            if args.split_cores:
+                os.sched_setaffinity(0, {0})
         try:
             endpoint = args.server or server.endpoint
             for name in args.run.split(","):
