@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import tempfile
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +23,7 @@ import ray
 from seethrough_core.client import JobCancelledError, SeeThroughClient, ServerError
 from seethrough_core.layout import Layout
 from seethrough_core.protocol import ErrorReply, GenerateRequest, Progress, Result
+from seethrough_core.upscale_plan import ViewCrop
 
 # A node or worker that dies takes its work with it; Ray restarts the actor (reloading the model)
 # and runs its unfinished calls again, up to this many times, before the batch counts it as lost.
@@ -47,12 +48,30 @@ def render_shot(layout: Layout, engine: str) -> RenderedShot:
 
     with tempfile.TemporaryDirectory(prefix="seethrough-render-") as folder:
         rendered = render_layout(layout, folder, engine=engine, quiet=True)
-        files = {
-            path.relative_to(folder).as_posix(): path.read_bytes()
-            for path in sorted(Path(folder).rglob("*"))
-            if path.is_file()
-        }
-        return RenderedShot(files, rendered.masks.token_grids())
+        return RenderedShot(folder_files(Path(folder)), rendered.masks.token_grids())
+
+
+@ray.remote(num_cpus=1, max_retries=RENDER_RETRIES)
+def render_tile_views(whole: Layout, crops: list[ViewCrop], engine: str) -> list[dict[str, bytes]]:
+    """Upscale tiles' views cut from one render of the view covering them (render.render_views), in
+    this worker: the cuts and each tile's masks are made here too, not on the driver. The files of the
+    whole view's folder, then of each crop's (the crops' own folders are the driver's)."""
+    from blender_addon.render import render_views
+
+    with tempfile.TemporaryDirectory(prefix="seethrough-views-") as folder:
+        root = Path(folder)
+        here = [replace(crop, folder=root / f"tile-{n}") for n, crop in enumerate(crops)]
+        render_views(whole, root / "whole", here, engine=engine, quiet=True)
+        return [folder_files(root / "whole"), *(folder_files(crop.folder) for crop in here)]
+
+
+def folder_files(folder: Path) -> dict[str, bytes]:
+    """A rendered-layout folder's files by their relative paths (what a render task returns)."""
+    return {
+        path.relative_to(folder).as_posix(): path.read_bytes()
+        for path in sorted(folder.rglob("*"))
+        if path.is_file()
+    }
 
 
 @dataclass(frozen=True)

@@ -2,15 +2,17 @@
 
 A frame made in two stages renders views for its tiles (upscale_run.view_renders: the first missing
 tile's view alone, then one view the other tiles' views are cut from). Rendered on the driver, those
-Cycles renders would set the pace of a farm of fast GPUs. Here each is a render_shot task, started as
-soon as the frame's base is ready, so the cluster's CPUs render the views while the actors still
-generate bases and tiles; at most ``ahead`` renders wait unclaimed, which bounds the object store.
-The driver writes each render into the view's folder when the upscale asks for it, and cuts the tiles'
-views from a shared one itself (a crop and the tiles' masks: no render).
+Cycles renders would set the pace of a farm of fast GPUs. Here each is a render task (render_shot,
+render_tile_views), started as soon as the frame's base is ready, so the cluster's CPUs render the
+views while the actors still generate bases and tiles; at most ``ahead`` renders wait unclaimed,
+which bounds the object store. The tiles' views are cut from the shared render, and their masks made,
+in the render task as well: the driver only writes the files into the views' folders when the upscale
+asks for them, so a large frame's dozens of tiles cost it no Blender and no mask work.
 """
 
 from __future__ import annotations
 
+import json
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -21,7 +23,6 @@ from typing import Any
 import ray
 from ray.exceptions import RayError, RayTaskError
 
-from blender_addon.render import render_views
 from seethrough_core.errors import SeeThroughError
 from seethrough_core.layout import Layout
 from seethrough_core.png import write_bytes_atomic
@@ -29,7 +30,7 @@ from seethrough_core.rendered_layout import REPORT_NAME, render_key, reusable
 from seethrough_core.upscale_plan import UpscalePlan, ViewCondition, ViewCrop
 from seethrough_core.upscale_run import view_renders
 
-from .ray_actors import RENDER_RETRIES, RenderedShot, render_shot
+from .ray_actors import RENDER_RETRIES, RenderedShot, render_shot, render_tile_views
 
 POLL_S = 0.25  # how often a driver waiting for a render looks whether the batch is stopping
 
@@ -42,7 +43,7 @@ def write_rendered(folder: Path, files: dict[str, bytes]) -> None:
         write_bytes_atomic(path, files[name])
 
 
-def await_render(ref: Any, stopping: Callable[[], bool]) -> RenderedShot:
+def await_render(ref: Any, stopping: Callable[[], bool]) -> Any:
     """A render task's result; SeeThroughError when it failed, was lost, or the batch is stopping."""
     while not ray.wait([ref], timeout=POLL_S)[0]:
         if stopping():
@@ -61,8 +62,14 @@ def await_render(ref: Any, stopping: Callable[[], bool]) -> RenderedShot:
 
 @dataclass(frozen=True)
 class _Render:
-    key: str  # the layout rendered (render_key): a folder asked for another layout renders again
-    ref: Any
+    key: str  # what was rendered (render keys): a folder asked for something else renders again
+    ref: Any  # render_shot's RenderedShot, or render_tile_views' files of each folder
+
+
+def _key(layout: Layout, engine: str, crops: list[ViewCrop] | None = None) -> str:
+    """A view render's identity: its layout, and the tile views cut from it (with their places)."""
+    cuts = [(render_key(crop.layout, engine), crop.x, crop.y) for crop in crops or []]
+    return json.dumps([render_key(layout, engine), cuts])
 
 
 class RayTileViews:
@@ -90,17 +97,20 @@ class RayTileViews:
         """A tile's view: its folder as ``shared`` cut it (or an interrupted run left it), else rendered."""
         found = reusable(folder, layout, self.engine)
         if found is None:
-            self._claim(layout, folder)
+            rendered: RenderedShot = self._claim(layout, folder)
+            write_rendered(folder, rendered.files)
             found = reusable(folder, layout, self.engine)
         if found is None:
             raise SeeThroughError(f"the view rendered for {folder} is incomplete")
         return found.view_condition()
 
     def shared(self, whole: Layout, folder: Path, crops: list[ViewCrop]) -> bool:
-        """The tiles' views cut from one view rendered on the cluster (the cuts are the driver's)."""
-        if reusable(folder, whole, self.engine) is None:
-            self._claim(whole, folder)
-        render_views(whole, folder, crops, engine=self.engine, quiet=True)  # reuses it: no render here
+        """The tiles' views cut from one view rendered on the cluster, written into their folders."""
+        if self._missing(whole, folder, crops):
+            files = self._claim(whole, folder, crops)
+            places = [folder, *(crop.folder for crop in crops)]
+            for where, written in zip(places, files, strict=True):
+                write_rendered(where, written)
         return True
 
     def cancel(self) -> None:
@@ -111,9 +121,14 @@ class RayTileViews:
         for render in renders:
             ray.cancel(render.ref)
 
-    def _claim(self, layout: Layout, folder: Path) -> None:
-        """Write the view's render into ``folder``: the one started ahead, or one started now."""
-        key = render_key(layout, self.engine)
+    def _missing(self, whole: Layout, folder: Path, crops: list[ViewCrop]) -> bool:
+        """Some folder of a shared render is not complete (an interrupted run may have left them)."""
+        done = [(whole, folder), *((crop.layout, crop.folder) for crop in crops)]
+        return any(reusable(where, layout, self.engine) is None for layout, where in done)
+
+    def _claim(self, layout: Layout, folder: Path, crops: list[ViewCrop] | None = None) -> Any:
+        """The render for ``folder``: the one started ahead, or one started now; waits for it."""
+        key = _key(layout, self.engine, crops)
         with self._lock:
             render = self._renders.pop(folder, None)
         if render is not None and render.key != key:
@@ -121,14 +136,18 @@ class RayTileViews:
             render = None
         if render is None:
             with self._lock:
-                render = self._start(layout)
+                render = self._start(layout, crops)
         self._top_up()
-        write_rendered(folder, await_render(render.ref, self.stopping).files)
+        return await_render(render.ref, self.stopping)
 
-    def _start(self, layout: Layout) -> _Render:
+    def _start(self, layout: Layout, crops: list[ViewCrop] | None) -> _Render:
         """(The caller holds the lock.)"""
         self.started += 1
-        return _Render(render_key(layout, self.engine), render_shot.remote(layout, self.engine))
+        if crops is None:
+            ref = render_shot.remote(layout, self.engine)
+        else:
+            ref = render_tile_views.remote(layout, crops, self.engine)
+        return _Render(_key(layout, self.engine, crops), ref)
 
     def _top_up(self) -> None:
         """Start the next named frames' views while fewer than ``limit`` renders wait unclaimed."""
@@ -138,7 +157,11 @@ class RayTileViews:
                     return
                 plan, frame_layout, tiles_dir = self._frames.popleft()
                 renders = view_renders(plan, frame_layout, tiles_dir)
-                wanted = [renders.first, renders.shared[:2] if renders.shared else None]
-                for layout, folder in (item for item in wanted if item is not None):
+                if renders.first is not None:
+                    layout, folder = renders.first
                     if folder not in self._renders and reusable(folder, layout, self.engine) is None:
-                        self._renders[folder] = self._start(layout)
+                        self._renders[folder] = self._start(layout, None)
+                if renders.shared is not None:
+                    whole, folder, crops = renders.shared
+                    if folder not in self._renders and self._missing(whole, folder, crops):
+                        self._renders[folder] = self._start(whole, crops)

@@ -215,9 +215,9 @@ def test_a_frame_in_two_stages_keeps_its_base_and_a_rerun_starts_no_actor(tmp_pa
     assert "Connecting to Ray" not in rerun.stderr and "skipped wide/Camera/0001_3.png" in rerun.stderr
 
 
-def test_tile_views_render_on_the_cluster_ahead_of_need(tmp_path, cluster):
+def test_tile_views_render_on_the_cluster_ahead_of_need(tmp_path, cluster, monkeypatch):
     """A frame's tile views are render tasks on the cluster, started when its base is ready (ahead):
-    this process renders nothing, it writes the renders and cuts the tiles' views from the shared one."""
+    this process renders nothing and makes no mask: the tasks cut the tiles' views, it writes the files."""
     from blender_addon.render import read_png_pixels
     from seethrough.batch.ray_views import RayTileViews
     from seethrough_core.masks import compute_masks
@@ -236,6 +236,16 @@ def test_tile_views_render_on_the_cluster_ahead_of_need(tmp_path, cluster):
     def count(*args: object) -> None:
         renders_here.append(args)
 
+    import blender_addon.render
+
+    masks_here: list[Layout] = []
+    real_masks = blender_addon.render.compute_masks
+    monkeypatch.setattr(
+        blender_addon.render,
+        "compute_masks",
+        lambda layout, *a: masks_here.append(layout) or real_masks(layout, *a),
+    )
+
     bpy.app.handlers.render_pre.append(count)
     ray.init(address=cluster.address, include_dashboard=False)
     try:
@@ -249,6 +259,7 @@ def test_tile_views_render_on_the_cluster_ahead_of_need(tmp_path, cluster):
         assert views.shared(whole, shared_folder, crops)
         cut = [views.view(crop.layout, crop.folder) for crop in crops]
         assert views.started == 2 and renders_here == []  # nothing rendered again, nothing rendered here
+        assert masks_here == []  # nor a tile's masks made here
     finally:
         bpy.app.handlers.render_pre.remove(count)
         ray.shutdown()
