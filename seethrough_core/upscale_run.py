@@ -375,6 +375,8 @@ class UpscaleRunner:
         the last is queued (or the upscale stopped). ``complete()`` waits for them and writes the frame."""
         self._pool_stop = pool.stop
         upscale = self.upscale
+        if not upscale.plan.needs_tiles:
+            return  # the frame is the base resampled: complete() writes it
         self._open_tiles_dir()
         tiles = upscale.plan.tiles
         pending = pending_tiles(upscale.plan, upscale.tiles_dir)
@@ -409,6 +411,11 @@ class UpscaleRunner:
     def complete(self) -> SavedImage | None:
         """Wait for the queued tiles; the saved frame, or None when stopped (the finished tiles stay).
         Raises the first tile's error."""
+        upscale = self.upscale
+        if not upscale.plan.needs_tiles:
+            base = upscale.plan.base
+            frame = sample_view(upscale.base_image, base.rect, base.scale, 0, 0, *upscale.plan.frame_size)
+            return self._write(frame, [])
         with self._settled:
             while self._queued:
                 self._settled.wait(0.2)

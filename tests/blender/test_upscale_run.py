@@ -32,6 +32,7 @@ from seethrough_core.layout import Layout
 from seethrough_core.protocol import GenerateRequest
 from seethrough_core.record import read_png_record
 from seethrough_core.rendered_layout import reusable
+from seethrough_core.resample import sample_view
 from seethrough_core.server_process import ServerProcess
 from seethrough_core.upscale_plan import frame_layout_at, plan_upscale
 from seethrough_core.upscale_run import TilePool, Upscale, UpscaleRunner
@@ -322,3 +323,28 @@ def test_a_frame_whose_tile_fails_stops_alone(tmp_path, base_png, server):
             pool.close()
     assert not stop.is_set() and saved is not None and saved.image_path == tmp_path / "good.png"
     assert not (tmp_path / "broken.png").exists()
+
+
+def test_a_frame_smaller_than_the_base_is_the_base_resampled(tmp_path, base_png, server):
+    """No tiles: the base picture resampled to the frame, alone (run) or queued in a batch's pool."""
+    previous = read_previous(base_png)
+    size = (300, 170)
+    plan = plan_upscale(*size, seed=5, base_megapixels=0.0625, base_size=BASE)
+    assert not plan.needs_tiles
+    expected = sample_view(previous.image, plan.base.rect, plan.base.scale, 0, 0, *size)
+    frame = frame_layout_at(previous.layout, size)
+    with SeeThroughClient(server.endpoint, 60.0) as client:
+        alone = Upscale(plan, frame, previous.image, previous.record, tmp_path / "alone.png", STEPS, 3.5, {})
+        saved = [UpscaleRunner(alone, [client], TileViews().view).run()]
+        pool = TilePool([client])
+        try:
+            later = replace(alone, out_path=tmp_path / "queued.png")
+            queued = UpscaleRunner(later, [client], TileViews().view)
+            queued.queue_tiles(pool)
+            saved.append(queued.complete())
+        finally:
+            pool.close()
+    for image in saved:
+        assert np.array_equal(read_rgb(image.image_path), expected)
+        assert read_png_record(image.image_path.read_bytes()).upscale["tiles"] == []
+    assert not any(tmp_path.glob("*.tiles"))
