@@ -3,10 +3,12 @@
 RayBatchRunner is batch/runner.py's BatchRunner with two things replaced: a shot's OSCR render is a
 Ray task (ray_actors.render_shot, submitted ahead of need so every CPU of the cluster renders), and
 each "server" is a generation actor reached through ActorClient, which looks to the runner like a
-server's client. Everything else is the runner's: the plan, what is skipped, --consistent chains (a
-chain's frames go to one actor), the files written by the driver (generate_and_save.save_image,
-atomic, sidecar last), the progress bar and the summary. Ray places the actors, retries lost work
-and restarts dead actors; the runner only hands each actor its next chain.
+server's client. The upscale stage's tile views are render tasks too (ray_views.py), started as each
+frame's base is ready. Everything else is the runner's: the plan, what is skipped, --consistent
+chains (a chain's frames go to one actor), the files written by the driver
+(generate_and_save.save_image, atomic, sidecar last), the progress bar and the summary. Ray places
+the actors, retries lost work and restarts dead actors; the runner only hands each actor its next
+chain.
 """
 
 from __future__ import annotations
