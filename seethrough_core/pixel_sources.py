@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from .layout import Layout
-from .reprojection import REPROJECTED, reproject
+from .reprojection import REPROJECTED, source_positions
 from .resample import bilinear_taps
 
 FULL_KINDS = (None, "regeneration")  # a frame's parent kind when every pixel was generated there
@@ -110,9 +110,8 @@ def replay_sources(frames: Sequence[ShotFrame]) -> PixelSources:
         if frame.kind in FULL_KINDS or shape != sources.index.shape:
             sources = PixelSources.generated(frame.label, *shape)
         elif frame.kind == REPROJECTED:
-            blank = np.zeros((before.layout.height, before.layout.width, 3), dtype=np.uint8)
-            warp = reproject(blank, before.layout, frame.layout, 0)
-            sources = sources.moved(warp.source, generated, frame.label)
+            where = source_positions(before.layout, frame.layout)  # the move's sampling alone
+            sources = sources.moved(where, generated, frame.label)
         else:
             sources = sources.edited(generated, frame.label)
     return sources

@@ -121,11 +121,7 @@ def reproject(
     new_masks = compute_masks(after, profile)
     new_depth = layout_depth(after, new_masks)
     old_depth = layout_depth(before)
-
-    # Inverse warp: where each new pixel's 3D point lies in the previous picture.
-    new_rays = _times(new_cam.pixel_rays(), new_cam.rotation.T)
-    source, old_scale = _pixels_in(old_cam, new_rays, new_depth.inverse_depth, new_cam.position)
-    x, y = source[..., 0] - 0.5, source[..., 1] - 0.5  # pixel centres sit at index + 0.5
+    new_rays, x, y, old_scale = _inverse_warp(old_cam, new_cam, new_depth)
     tolerance = _EDGE_TOLERANCE_PX
     inside = (old_scale > 0) & (x >= -tolerance) & (x <= width - 1 + tolerance)
     inside &= (y >= -tolerance) & (y <= height - 1 + tolerance)
@@ -262,6 +258,26 @@ def check_reproject_limit(limit: object) -> None:
 
 
 # --- helpers ------------------------------------------------------------------------------------------
+
+
+def source_positions(before: Layout, after: Layout, profile: OscrProfile = SEETHROUGH3D_V1) -> np.ndarray:
+    """Where each pixel of ``after``'s camera samples the picture of ``before`` (``reproject``'s
+    ``source``, the same numbers), without the picture, the occlusion test or the region: all a long
+    shot's pixel sources need to replay a camera move."""
+    old_cam = CameraModel(before.camera, before.width, before.height)
+    new_cam = CameraModel(after.camera, after.width, after.height)
+    _, x, y, _ = _inverse_warp(old_cam, new_cam, layout_depth(after, compute_masks(after, profile)))
+    return np.stack([np.clip(x, 0, before.width - 1), np.clip(y, 0, before.height - 1)], axis=-1)
+
+
+def _inverse_warp(
+    old_cam: CameraModel, new_cam: CameraModel, new_depth: LayoutDepth
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Where each new pixel's 3D point lies in the previous picture: the new camera's world rays, the
+    point's x and y there (pixel indices, unclipped), and its depth scale there (positive: in front)."""
+    new_rays = _times(new_cam.pixel_rays(), new_cam.rotation.T)
+    source, old_scale = _pixels_in(old_cam, new_rays, new_depth.inverse_depth, new_cam.position)
+    return new_rays, source[..., 0] - 0.5, source[..., 1] - 0.5, old_scale  # centres at index + 0.5
 
 
 def _pixels_in(

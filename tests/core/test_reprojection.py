@@ -8,6 +8,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 from reprojection_support import RESAMPLE_TOLERANCE, max_resample_error, resample_through
+from shot_support import shot_layout
 
 from seethrough_core.edit_region import dilate
 from seethrough_core.generation_settings import SettingError
@@ -23,6 +24,7 @@ from seethrough_core.reprojection import (
     plane_homography,
     reproject,
     rotation_homography,
+    source_positions,
 )
 
 WIDTH, HEIGHT = 320, 256
@@ -218,3 +220,11 @@ def test_a_push_in_keeps_the_far_background_to_the_frames_edge():
     result = reproject(np.zeros((256, 256, 3), np.uint8), before, after, MARGIN)
     assert (layout_depth(after).surface == FAR).any()
     assert result.seen.all() and result.share == 0.0
+
+
+def test_source_positions_are_the_reprojections_own():
+    """A long shot replays a move with source_positions alone: the very numbers reproject samples at."""
+    before = shot_layout(0, 0.15, (256, 192))
+    for after in (shot_layout(1, 0.15, (256, 192)), shot_layout(3, 0.0, (256, 192))):
+        blank = np.zeros((192, 256, 3), dtype=np.uint8)
+        assert np.array_equal(source_positions(before, after), reproject(blank, before, after, 0).source)
