@@ -112,13 +112,15 @@ def render_views(
     engine: str = DEFAULT_RENDER_ENGINE,
     profile: str = DEFAULT_PROFILE,
     quiet: bool = False,
-) -> None:
+) -> list[ViewCondition]:
     """Upscale tiles' views from one render (seethrough_core.upscale_plan.shared_view): ``whole`` is
     rendered (or reused) in ``whole_dir``, then each crop's folder is filled as its own render would
     be: its OSCR cut from the whole's at the crop's place (the same rays at the same pixel density),
-    its masks its own layout's. One render instead of one per tile, overlaps rendered once."""
+    its masks its own layout's. One render instead of one per tile, overlaps rendered once. Returns
+    each crop's condition, its masks as just made."""
     render_or_reuse(whole, whole_dir, engine=engine, profile=profile, quiet=quiet)
     pixels = read_png_pixels(Path(whole_dir) / OSCR_NAME)
+    conditions = []
     for crop in crops:
         height, width = crop.layout.height, crop.layout.width
 
@@ -126,23 +128,38 @@ def render_views(
             write_png(path, pixels[crop.y : crop.y + height, crop.x : crop.x + width])
             return {"cut_from": {"layout": render_key(whole, engine, profile), "x": crop.x, "y": crop.y}}
 
-        _fill_folder(crop.layout, crop.folder, engine, profile, cut)
+        conditions.append(_fill_folder(crop.layout, crop.folder, engine, profile, cut).view_condition())
+    return conditions
 
 
 @dataclass
 class TileViews:
     """An upscale's tile views rendered in this process (the command line): UpscaleRunner's
-    ``render_view`` (``view``) and ``render_views`` (``shared``)."""
+    ``render_view`` (``view``) and ``render_views`` (``shared``). The conditions of the views ``shared``
+    cut are kept until ``view`` asks for them, so their masks are made once."""
 
     engine: str = DEFAULT_RENDER_ENGINE
+    _cut: dict[Path, tuple[str, ViewCondition]] = field(default_factory=dict, repr=False)
 
     def view(self, layout: Layout, folder: Path) -> ViewCondition:
-        """A tile's view: its folder as ``shared`` cut it (or an interrupted run left it), else rendered."""
-        return render_or_reuse(layout, folder, engine=self.engine, quiet=True).view_condition()
+        """A tile's view: as ``shared`` cut it, or as an interrupted run left it, else rendered now."""
+        cut = self._cut.pop(folder, None)
+        if cut is not None and cut[0] == render_key(layout, self.engine):
+            return cut[1]
+        found = reusable(folder, layout, self.engine)
+        return found.view_condition() if found is not None else self._render(layout, folder)
 
     def shared(self, whole: Layout, folder: Path, crops: list[ViewCrop]) -> bool:
-        render_views(whole, folder, crops, engine=self.engine, quiet=True)
+        self._keep(crops, render_views(whole, folder, crops, engine=self.engine, quiet=True))
         return True
+
+    def _render(self, layout: Layout, folder: Path) -> ViewCondition:
+        """A view no folder holds yet, rendered into ``folder``."""
+        return render_layout(layout, folder, engine=self.engine, quiet=True).view_condition()
+
+    def _keep(self, crops: Sequence[ViewCrop], conditions: Sequence[ViewCondition]) -> None:
+        for crop, condition in zip(crops, conditions, strict=True):
+            self._cut[crop.folder] = (render_key(crop.layout, self.engine), condition)
 
 
 def _fill_folder(

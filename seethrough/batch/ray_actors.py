@@ -23,7 +23,7 @@ import ray
 from seethrough_core.client import JobCancelledError, SeeThroughClient, ServerError
 from seethrough_core.layout import Layout
 from seethrough_core.protocol import ErrorReply, GenerateRequest, Progress, Result
-from seethrough_core.upscale_plan import ViewCrop
+from seethrough_core.upscale_plan import ViewCondition, ViewCrop
 
 # A node or worker that dies takes its work with it; Ray restarts the actor (reloading the model)
 # and runs its unfinished calls again, up to this many times, before the batch counts it as lost.
@@ -35,34 +35,44 @@ STATUS_GROUP = "status"  # progress and cancel are answered while a job runs
 
 @dataclass(frozen=True)
 class RenderedShot:
-    """A shot's condition folder (relative path -> bytes) and its token grids."""
+    """A shot's condition folder (relative path -> bytes) and its token grids; for an upscale tile's
+    view, its condition too (the amodal masks the driver would otherwise make again)."""
 
     files: dict[str, bytes]
     token_grids: np.ndarray
+    condition: ViewCondition | None = None
 
 
 @ray.remote(num_cpus=1, max_retries=RENDER_RETRIES)
-def render_shot(layout: Layout, engine: str) -> RenderedShot:
-    """Render a shot's OSCR image and masks with bpy in this worker process (today's render code)."""
+def render_shot(layout: Layout, engine: str, as_view: bool = False) -> RenderedShot:
+    """Render a shot's OSCR image and masks with bpy in this worker process (today's render code);
+    ``as_view``: an upscale tile's view, returned with its condition."""
     from blender_addon.render import render_layout  # Blender: loaded once per worker process
 
     with tempfile.TemporaryDirectory(prefix="seethrough-render-") as folder:
         rendered = render_layout(layout, folder, engine=engine, quiet=True)
-        return RenderedShot(folder_files(Path(folder)), rendered.masks.token_grids())
+        condition = rendered.view_condition() if as_view else None
+        return RenderedShot(folder_files(Path(folder)), rendered.masks.token_grids(), condition)
 
 
 @ray.remote(num_cpus=1, max_retries=RENDER_RETRIES)
-def render_tile_views(whole: Layout, crops: list[ViewCrop], engine: str) -> list[dict[str, bytes]]:
+def render_tile_views(
+    whole: Layout, crops: list[ViewCrop], engine: str
+) -> tuple[dict[str, bytes], list[RenderedShot]]:
     """Upscale tiles' views cut from one render of the view covering them (render.render_views), in
-    this worker: the cuts and each tile's masks are made here too, not on the driver. The files of the
-    whole view's folder, then of each crop's (the crops' own folders are the driver's)."""
+    this worker: the cuts and each tile's masks are made here too, not on the driver. The whole view's
+    folder, then each crop's with its condition (the crops' own folders are the driver's)."""
     from blender_addon.render import render_views
 
     with tempfile.TemporaryDirectory(prefix="seethrough-views-") as folder:
         root = Path(folder)
         here = [replace(crop, folder=root / f"tile-{n}") for n, crop in enumerate(crops)]
-        render_views(whole, root / "whole", here, engine=engine, quiet=True)
-        return [folder_files(root / "whole"), *(folder_files(crop.folder) for crop in here)]
+        conditions = render_views(whole, root / "whole", here, engine=engine, quiet=True)
+        cut = [
+            RenderedShot(folder_files(crop.folder), condition.token_grids, condition)
+            for crop, condition in zip(here, conditions, strict=True)
+        ]
+        return folder_files(root / "whole"), cut
 
 
 def folder_files(folder: Path) -> dict[str, bytes]:

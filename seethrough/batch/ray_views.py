@@ -23,6 +23,7 @@ from typing import Any
 import ray
 from ray.exceptions import RayError, RayTaskError
 
+from blender_addon.render import TileViews
 from seethrough_core.errors import SeeThroughError
 from seethrough_core.layout import Layout
 from seethrough_core.png import write_bytes_atomic
@@ -72,14 +73,15 @@ def _key(layout: Layout, engine: str, crops: list[ViewCrop] | None = None) -> st
     return json.dumps([render_key(layout, engine), cuts])
 
 
-class RayTileViews:
-    """UpscaleRunner's ``render_view`` (``view``) and ``render_views`` (``shared``), rendered by Ray.
+class RayTileViews(TileViews):
+    """UpscaleRunner's ``render_view`` (``view``) and ``render_views`` (``shared``), rendered by Ray:
+    TileViews with its renders replaced by tasks, which return the views' conditions too.
 
     ``ahead()`` names each frame's views as its base becomes ready, in the order the frames will be
     upscaled; their renders start while fewer than ``ahead`` are unclaimed."""
 
     def __init__(self, engine: str, ahead: int, stopping: Callable[[], bool] = lambda: False) -> None:
-        self.engine = engine
+        super().__init__(engine)
         self.limit = max(1, ahead)
         self.stopping = stopping
         self.started = 0  # render tasks started for views (for the summary and the tests)
@@ -93,25 +95,20 @@ class RayTileViews:
             self._frames.append((plan, frame_layout, tiles_dir))
         self._top_up()
 
-    def view(self, layout: Layout, folder: Path) -> ViewCondition:
-        """A tile's view: its folder as ``shared`` cut it (or an interrupted run left it), else rendered."""
-        found = reusable(folder, layout, self.engine)
-        if found is None:
-            rendered: RenderedShot = self._claim(layout, folder)
-            write_rendered(folder, rendered.files)
-            found = reusable(folder, layout, self.engine)
-        if found is None:
-            raise SeeThroughError(f"the view rendered for {folder} is incomplete")
-        return found.view_condition()
-
     def shared(self, whole: Layout, folder: Path, crops: list[ViewCrop]) -> bool:
         """The tiles' views cut from one view rendered on the cluster, written into their folders."""
         if self._missing(whole, folder, crops):
-            files = self._claim(whole, folder, crops)
-            places = [folder, *(crop.folder for crop in crops)]
-            for where, written in zip(places, files, strict=True):
-                write_rendered(where, written)
+            whole_files, cut = self._claim(whole, folder, crops)
+            write_rendered(folder, whole_files)
+            for crop, rendered in zip(crops, cut, strict=True):
+                write_rendered(crop.folder, rendered.files)
+            self._keep(crops, [rendered.condition for rendered in cut])
         return True
+
+    def _render(self, layout: Layout, folder: Path) -> ViewCondition:
+        rendered: RenderedShot = self._claim(layout, folder)
+        write_rendered(folder, rendered.files)
+        return rendered.condition
 
     def cancel(self) -> None:
         """Give up the renders nobody claimed (the batch ended or stopped)."""
@@ -144,7 +141,7 @@ class RayTileViews:
         """(The caller holds the lock.)"""
         self.started += 1
         if crops is None:
-            ref = render_shot.remote(layout, self.engine)
+            ref = render_shot.remote(layout, self.engine, as_view=True)
         else:
             ref = render_tile_views.remote(layout, crops, self.engine)
         return _Render(_key(layout, self.engine, crops), ref)

@@ -237,14 +237,17 @@ def test_tile_views_render_on_the_cluster_ahead_of_need(tmp_path, cluster, monke
         renders_here.append(args)
 
     import blender_addon.render
+    import seethrough_core.rendered_layout
 
     masks_here: list[Layout] = []
-    real_masks = blender_addon.render.compute_masks
-    monkeypatch.setattr(
-        blender_addon.render,
-        "compute_masks",
-        lambda layout, *a: masks_here.append(layout) or real_masks(layout, *a),
-    )
+    real_masks = compute_masks
+
+    def counted_masks(layout: Layout, *args: object):
+        masks_here.append(layout)
+        return real_masks(layout, *args)
+
+    for module in (blender_addon.render, seethrough_core.rendered_layout):  # a cut, or a folder read
+        monkeypatch.setattr(module, "compute_masks", counted_masks)
 
     bpy.app.handlers.render_pre.append(count)
     ray.init(address=cluster.address, include_dashboard=False)
