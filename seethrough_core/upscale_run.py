@@ -199,32 +199,28 @@ def pending_tiles(plan: UpscalePlan, tiles_dir: Path) -> list[Tile]:
     return [tile for tile in plan.tiles if not tile_is_kept(tiles_dir, tile)]
 
 
-def tiles_shared_view(
-    plan: UpscalePlan, frame_layout: Layout, tiles_dir: Path, tiles: list[Tile]
-) -> tuple[Layout, Path, list[ViewCrop]]:
-    """The one view the views of ``tiles`` are cut from, its folder, and each tile's crop of it."""
-    whole, crops = shared_view(frame_layout, plan, tiles, lambda tile: view_folder(tiles_dir, tile))
-    return whole, tiles_dir / "views" / SHARED_VIEW, crops
-
-
 @dataclass(frozen=True)
 class ViewRenders:
-    """The renders an upscale will ask for, in order: the first missing tile's view alone, then (for
-    two more tiles or more) the one view the others are cut from. A batch on a farm starts them early."""
+    """The tiles an upscale still has to make, and the renders it asks for, in order: the first missing
+    tile's view alone, then (for two more tiles or more) the one view the others' views are cut from,
+    its folder and each tile's crop of it. A batch on a farm starts these renders early."""
 
+    tiles: list[Tile]
     first: tuple[Layout, Path] | None
     shared: tuple[Layout, Path, list[ViewCrop]] | None
 
 
 def view_renders(plan: UpscalePlan, frame_layout: Layout, tiles_dir: Path) -> ViewRenders:
-    """What UpscaleRunner will render for the tiles still missing in ``tiles_dir``."""
+    """What UpscaleRunner will make and render for the tiles still missing in ``tiles_dir``."""
     pending = pending_tiles(plan, tiles_dir)
     if not pending:
-        return ViewRenders(None, None)
+        return ViewRenders(pending, None, None)
     first = (tile_layout(frame_layout, plan, pending[0]), view_folder(tiles_dir, pending[0]))
-    rest = pending[1:]
-    shared = tiles_shared_view(plan, frame_layout, tiles_dir, rest) if len(rest) >= 2 else None
-    return ViewRenders(first, shared)
+    rest, shared = pending[1:], None
+    if len(rest) >= 2:
+        whole, crops = shared_view(frame_layout, plan, rest, lambda tile: view_folder(tiles_dir, tile))
+        shared = (whole, tiles_dir / "views" / SHARED_VIEW, crops)
+    return ViewRenders(pending, first, shared)
 
 
 class TilePool:
@@ -379,7 +375,8 @@ class UpscaleRunner:
             return  # the frame is the base resampled: complete() writes it
         self._open_tiles_dir()
         tiles = upscale.plan.tiles
-        pending = pending_tiles(upscale.plan, upscale.tiles_dir)
+        renders = view_renders(upscale.plan, upscale.frame_layout, upscale.tiles_dir)
+        pending = renders.tiles
         for tile in tiles:
             if tile not in pending:
                 self._done += 1
@@ -388,7 +385,7 @@ class UpscaleRunner:
             for number, tile in enumerate(pending):
                 if self.halted:
                     break
-                if number == 1 and not self._render_shared_view(pending[1:]):
+                if number == 1 and not self._render_shared_view(renders.shared):
                     self._halt.set()
                     break
                 condition = self.render_view(
@@ -425,15 +422,10 @@ class UpscaleRunner:
             return None
         return self._finish()
 
-    def _render_shared_view(self, tiles: list[Tile]) -> bool:
-        """The views of ``tiles`` cut from one render (with render_views, for two tiles or more);
+    def _render_shared_view(self, shared: tuple[Layout, Path, list[ViewCrop]] | None) -> bool:
+        """The other tiles' views cut from one render (with render_views, for two tiles or more);
         False when it was stopped."""
-        if self.render_views is None or len(tiles) < 2:
-            return True
-        whole, folder, crops = tiles_shared_view(
-            self.upscale.plan, self.upscale.frame_layout, self.upscale.tiles_dir, tiles
-        )
-        return self.render_views(whole, folder, crops)
+        return self.render_views is None or shared is None or self.render_views(*shared)
 
     def _run_queued(
         self, client: SeeThroughClient, tile: Tile, request: GenerateRequest, boxes: list[int]
