@@ -309,11 +309,9 @@ class BatchRunner:
         try:
             for task in self._to_upscale:
                 started = self._start_upscale(task, pool, views)
-                if running is not None:
-                    self._complete_upscale(running)
+                self._complete_upscale(running)  # the frame before, whose last tiles ran meanwhile
                 running = started
-            if running is not None:
-                self._complete_upscale(running)
+            self._complete_upscale(running)
         except KeyboardInterrupt:
             stop.set()  # running tiles are cancelled; the finished ones stay for a rerun
             return True
@@ -357,7 +355,8 @@ class BatchRunner:
         return _FrameUpscale(task, runner, start)
 
     def _complete_upscale(self, frame: _FrameUpscale | None) -> None:
-        """Wait for the frame's tiles and write it; raises KeyboardInterrupt when it was stopped."""
+        """Wait for the frame's tiles and write it (None: no frame); raises KeyboardInterrupt when it
+        was stopped."""
         if frame is None:
             return
         task, plan = frame.task, frame.runner.upscale.plan
