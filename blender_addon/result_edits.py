@@ -154,13 +154,12 @@ def _edit_spec(scene: bpy.types.Scene, settings: Settings, start: EditStart, pla
     if start.frame_plan is not None:
         steps, guidance = plan.settings.steps, plan.settings.guidance
         upscale = upscale_job(start.frame_plan, start.frame, steps, guidance, DEFAULT_RENDER_ENGINE)
-    spec = job_spec(
-        scene, settings, start.layout, plan.settings, edit=_result_edit(plan, start.shown), upscale=upscale
-    )
+    edit = _result_edit(plan, start.shown)
+    spec = job_spec(scene, settings, start.layout, plan.settings, edit=edit, upscale=upscale)
     plan = plan.saved_as(str(spec.image_path))  # its pixel sources name the picture where it is saved
     if plan.sources is not None:  # the next edit of it finds them without replaying its chain
         remember_sources(plan.sources, plan.parent["sha256"])
-    return replace(spec, edit=_result_edit(plan, start.shown))
+    return replace(spec, edit=replace(edit, parent=plan.parent))  # the record's sources name it too
 
 
 def upscale_result_spec(scene: bpy.types.Scene, settings: Settings) -> JobSpec:
