@@ -4,7 +4,7 @@ The edit changes the frame's base picture inside a region; every other base pixe
 was. Enlarged, that region reaches a few of the frame's tiles: those are refined again, and every pixel
 the change does not reach is the previous frame's, exactly, as in an edit of a one-pass picture. A 4K
 frame whose one box moved sends the tiles around that box, not all 15. The refined tiles fade into the
-previous frame over REUSE_FEATHER_PX frame pixels around the change.
+previous frame around the change, over 1/32 of a tile's side (REUSE_FEATHER_TILE_SHARE: 32 frame pixels).
 
 Only a frame upscaled with the same plan (size, framing, tiles, strength), steps and guidance, at the
 same camera, can lend its pixels; any other edit (a camera move reprojects the whole base) refines
@@ -25,7 +25,7 @@ from .edit_plan import PreviousPicture, PreviousPictureError, read_previous_file
 from .edit_region import dilate
 from .generate_and_save import frame_path_for, region_path_for
 from .layout import Layout
-from .limits import REUSE_FEATHER_PX
+from .limits import REUSE_FEATHER_TILE_SHARE
 from .png import read_png_rgb
 from .upscale_plan import BasePlan, Tile, UpscalePlan, pixels_sha256, tile_window
 
@@ -44,11 +44,12 @@ class FrameReuse:
     changed: np.ndarray  # bool H x W: frame pixels the changed base pixels reach once enlarged
     tiles: dict[str, dict[str, Any]]  # the previous frame's record of each tile, by name
     origin: dict[str, Any]  # the previous frame: {"file": path, "sha256": its PNG's}
+    feather_px: int  # frame pixels over which the refined tiles fade into the previous frame
 
     @cached_property
     def reach(self) -> np.ndarray:
         """The frame pixels the refined tiles make: the change and the feather around it."""
-        return dilate(self.changed, REUSE_FEATHER_PX)
+        return dilate(self.changed, self.feather_px)
 
     def refined(self, plan: UpscalePlan) -> tuple[Tile, ...]:
         """The tiles to refine: those reaching any pixel of ``reach``. Every tile covering such a pixel is
@@ -59,7 +60,7 @@ class FrameReuse:
     def composite(self, refined: np.ndarray) -> np.ndarray:
         """The new frame: ``refined`` (float H x W x 3, the refined tiles' blend, valid over ``reach``) on
         the change, fading into the previous frame over the feather; elsewhere the previous frame."""
-        alpha = _feather(self.changed, REUSE_FEATHER_PX)[..., None]  # once per frame: not kept
+        alpha = _feather(self.changed, self.feather_px)[..., None]  # once per frame: not kept
         mixed = self.image.astype(np.float32) * (1.0 - alpha) + refined.astype(np.float32) * alpha
         return np.clip(np.rint(mixed), 0, 255).astype(np.uint8)
 
@@ -116,7 +117,8 @@ def frame_reuse(
         changed |= np.asarray(region) > 0
     file = previous.origin.get("file") or previous.label
     origin = {"file": str(file), "sha256": hashlib.sha256(previous.png).hexdigest()}
-    return FrameReuse(np.asarray(previous_image), base_to_frame(changed, plan), tiles, origin)
+    feather = max(2, round(plan.tile_side * REUSE_FEATHER_TILE_SHARE))
+    return FrameReuse(np.asarray(previous_image), base_to_frame(changed, plan), tiles, origin, feather)
 
 
 def parent_frame_path(base: PreviousPicture) -> Path | None:
