@@ -28,6 +28,7 @@ from seethrough_core.vocabulary import DEFAULT_RENDER_ENGINE
 
 from . import images
 from .background_render import render_task
+from .edit_jobs import EditRequest
 from .generation_jobs import (
     RUNNER,
     Event,
@@ -36,7 +37,6 @@ from .generation_jobs import (
     GenerationJob,
     JobSpec,
     Rendered,
-    ResultEdit,
     Step,
     UpscaleJob,
     UpscaleStopped,
@@ -115,9 +115,15 @@ def upscale_job(
     base: PreviousPicture | None = None,
     base_file: Path | None = None,
     frame_path: Path | None = None,
+    edited: tuple[PreviousPicture, PreviousPicture] | None = None,
 ) -> UpscaleJob:
-    """The upscale stage of a job (the tile views render in background Blender processes)."""
-    return UpscaleJob(plan, frame, steps, guidance, engine, bpy.app.binary_path, base, base_file, frame_path)
+    """The upscale stage of a job (the tile views render in background Blender processes); ``edited``:
+    an edit's frame and the base it was upscaled from, which lend the tiles the edit does not reach."""
+    edited_frame, edited_base = edited or (None, None)
+    return UpscaleJob(
+        plan, frame, steps, guidance, engine, bpy.app.binary_path, base, base_file, frame_path,
+        edited_frame, edited_base,
+    )  # fmt: skip
 
 
 def job_spec(
@@ -128,8 +134,8 @@ def job_spec(
     *,
     generate: bool = True,
     engine: str = DEFAULT_RENDER_ENGINE,
-    edit: ResultEdit | None = None,
     upscale: UpscaleJob | None = None,
+    edit_request: EditRequest | None = None,
 ) -> JobSpec:
     """The job for checked settings: the OSCR render from the cache when the layout is unchanged
     since the last one, else a render task; the server's address and keys when it generates."""
@@ -159,8 +165,8 @@ def job_spec(
         oscr=oscr,
         render=render,
         generate=generate,
-        edit=edit,
         upscale=upscale,
+        edit_request=edit_request,
     )
 
 

@@ -8,6 +8,7 @@ its generation record the moment the image arrives, so nothing is lost even if B
 before the main thread turns it into an image datablock. The main thread drains the queue in
 pump(), registered with bpy.app.timers (tests, where timers never fire, call it directly).
 A cancel request runs on a short-lived thread of its own: the main thread never waits on a socket.
+Regenerate Changed is planned here too (edit_jobs.py): a camera move's reprojection takes seconds.
 """
 
 from __future__ import annotations
@@ -27,9 +28,10 @@ from typing import Any
 import numpy as np
 
 from seethrough_core.client import Job, SeeThroughClient, ServerError, ServerUnavailableError
-from seethrough_core.edit_input import EditInput
-from seethrough_core.edit_plan import PreviousPicture
+from seethrough_core.edit_chain import remember_sources
+from seethrough_core.edit_plan import EditPlan, PreviousPicture
 from seethrough_core.errors import SeeThroughError
+from seethrough_core.frame_reuse import FrameReuse, frame_reuse
 from seethrough_core.generate_and_save import (
     Destination,
     SavedImage,
@@ -49,6 +51,7 @@ from seethrough_core.upscale_plan import UpscalePlan, ViewCrop
 from seethrough_core.upscale_run import TileProgress, Upscale, UpscaleRunner, resume_or_start_over
 
 from .background_render import RenderTask, render_view, render_views, run_render
+from .edit_jobs import EditRequest, ResultEdit
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +61,8 @@ class JobSpec:
     """Everything the worker needs, captured on the main thread (the worker never reads bpy).
 
     Exactly one of `oscr` (the cache had the render) and `render` (run it first) is set. `settings`
-    were checked before anything was rendered; the request is made once the OSCR image exists.
+    were checked before anything was rendered; the request is made once the OSCR image exists. A job
+    with an `edit_request` plans it first and goes on with the spec `with_edit` gives.
     """
 
     endpoint: str
@@ -74,6 +78,7 @@ class JobSpec:
     render: RenderTask | None = None
     generate: bool = True  # False: Render OSCR, no server involved
     edit: ResultEdit | None = None  # Regenerate Changed / Vary Box: what the result is made from
+    edit_request: EditRequest | None = None  # Regenerate Changed, to be planned on the job's thread
     upscale: UpscaleJob | None = None  # the frame at the render size, made from the base picture
     # names the job's picture; chosen here so an edit's record can name it before it is generated
     file_id: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
@@ -90,6 +95,17 @@ class JobSpec:
         """Where the job's picture is saved (the base picture when an upscale follows)."""
         path = self.out_dir / f"{safe_name(self.image_name)}_{self.file_id}.png"
         return base_path_for(path) if self.upscale is not None else path
+
+    def with_edit(self, plan: EditPlan, parent_image: str) -> JobSpec:
+        """The job making ``plan``'s picture from the result ``parent_image``. Its record's pixel sources
+        name the file it is saved at (the name says the edit's kind), and they are remembered, so the
+        next edit of the picture finds them without walking back through its chain."""
+        edit = ResultEdit.of(plan, parent_image)
+        spec = replace(self, settings=plan.settings, edit=edit, edit_request=None)
+        plan = plan.saved_as(str(spec.image_path))
+        if plan.sources is not None:
+            remember_sources(plan.sources, plan.parent["sha256"])
+        return replace(spec, edit=replace(edit, parent=plan.parent))
 
 
 @dataclass(frozen=True)
@@ -110,23 +126,14 @@ class UpscaleJob:
     # where the frame goes, named after `base_file` (NAME.png for NAME_base.png, else NAME_WxH.png) while
     # that frame is not written, so the tiles a stopped upscale kept beside it are resumed; None: a new name
     frame_path: Path | None = None
+    # an edit of a frame: the frame and the base it was upscaled from; the tiles the edit does not reach
+    # keep the frame's pixels (frame_reuse.py)
+    edited_frame: PreviousPicture | None = None
+    edited_base: PreviousPicture | None = None
 
     @property
     def size_text(self) -> str:
         return f"{self.plan.frame_width}x{self.plan.frame_height}"
-
-
-@dataclass(frozen=True)
-class ResultEdit:
-    """A generation made from an earlier result (edit_plan.EditPlan, plus the result's name)."""
-
-    kind: str  # "edit", "reprojected", "variation" or "regeneration", as in the record's parent
-    parent_image: str  # the earlier result's image, for the history
-    edit: EditInput | None  # None: regenerated whole (the camera or size changed)
-    parent: dict[str, Any]  # the new record's `parent`
-    region: np.ndarray | None  # the edit's mask, saved beside the image
-    summary: str  # what changed, for the history and the panel
-    reprojected: np.ndarray | None = None  # a camera move: the picture the edit started from, saved beside
 
 
 # --- events: worker -> main thread ------------------------------------------------------------
@@ -137,6 +144,16 @@ class Rendering:
     """Posted when the render starts and about once a second while it runs (the panel redraws)."""
 
     elapsed_s: float
+
+
+@dataclass(frozen=True)
+class PlanningEdit:
+    """Regenerate Changed's plan is being made (after a camera move: the reprojection)."""
+
+
+@dataclass(frozen=True)
+class EditPlanned:
+    summary: str  # what regenerates
 
 
 @dataclass(frozen=True)
@@ -234,7 +251,9 @@ class Stopped:
 
 
 Event = (
-    Rendering
+    PlanningEdit
+    | EditPlanned
+    | Rendering
     | Rendered
     | Connected
     | JobAccepted
@@ -255,7 +274,7 @@ RENDERING_MESSAGE = "Rendering the OSCR image and masks in a background Blender 
 
 @dataclass
 class JobStatus:
-    # starting, rendering, queued, running, upscaling, cancelling, done, failed, cancelled
+    # starting, planning, rendering, queued, running, upscaling, cancelling, done, failed, cancelled
     state: str = "starting"
     message: str = "Connecting to the server ..."
     step: int = 0
@@ -269,7 +288,15 @@ class JobStatus:
 
     @property
     def active(self) -> bool:
-        return self.state in ("starting", "rendering", "queued", "running", "upscaling", "cancelling")
+        return self.state in (
+            "starting",
+            "planning",
+            "rendering",
+            "queued",
+            "running",
+            "upscaling",
+            "cancelling",
+        )
 
     @property
     def fraction(self) -> float:
@@ -280,6 +307,9 @@ class JobStatus:
 
 
 class GenerationJob:
+    """One job's worker thread. ``spec`` is replaced once, by the worker, when it plans an edit request:
+    the main thread reads it for the events that follow (the history names the edit)."""
+
     def __init__(self, spec: JobSpec) -> None:
         self.spec = spec
         self.events: queue.Queue[Event] = queue.Queue()
@@ -332,6 +362,8 @@ class GenerationJob:
                 # The server first: a wrong address should not cost a whole render to find out.
                 info = client.info()
                 self._post(Connected(str(info.model.get("name", "")), info.is_noise, info.queue_length))
+                if spec.edit_request is not None:
+                    self._plan_edit(spec.edit_request)
                 upscale = spec.upscale
                 if upscale is not None and upscale.base is not None:  # the Upscale button
                     base = upscale.base
@@ -351,6 +383,12 @@ class GenerationJob:
         except Exception as exc:  # a bug: still end the job, with the traceback in the console
             traceback.print_exc()
             self._post(Failed(f"unexpected error: {type(exc).__name__}: {exc}"))
+
+    def _plan_edit(self, request: EditRequest) -> None:
+        """Plan Regenerate Changed here, off Blender's main thread; the job goes on with its edit."""
+        self._post(PlanningEdit())
+        self.spec = self.spec.with_edit(request.plan(), request.parent_image)
+        self._post(EditPlanned(self.spec.edit.summary))
 
     def _generate(self, client: SeeThroughClient) -> SavedImage | None:
         """The job's picture (the base, when an upscale follows); None if it was cancelled."""
@@ -397,8 +435,16 @@ class GenerationJob:
         if base.result is None:
             raise SeeThroughError("the base picture came back without its pixels")
         frame_path = frame_path_for(base.image_path) or self._frame_path()
+        job, edit = self.spec.upscale, self.spec.edit
+        reuse = None
+        if job.edited_frame is not None and job.edited_base is not None and edit is not None:
+            reuse = frame_reuse(
+                job.edited_frame, job.edited_base.image, base.result.image,
+                plan=replace(job.plan, seed=base.record.seed), frame_layout=job.frame_layout,
+                steps=job.steps, guidance=job.guidance, region=edit.region,
+            )  # fmt: skip
         try:
-            return self._upscale(client, base.result.image, base.record, frame_path, base.image_path)
+            return self._upscale(client, base.result.image, base.record, frame_path, base.image_path, reuse)
         except SeeThroughError as exc:
             raise SeeThroughError(f"{exc} (the base picture is kept at {base.image_path})") from None
 
@@ -409,6 +455,7 @@ class GenerationJob:
         record: GenerationRecord,
         out_path: Path,
         base_path: Path | None = None,
+        reuse: FrameReuse | None = None,
     ) -> SavedImage | None:
         """The upscale stage, run by the core's tile loop on this worker thread: each tile's view renders
         in the background Blender process, its job on the server; Cancel stops both. Tiles kept in
@@ -430,8 +477,11 @@ class GenerationJob:
             steps=job.steps,
             guidance=job.guidance,
             source=source,
+            reuse=reuse,
         )
-        total = len(asked.plan.tiles)
+        total = len(asked.tiles)
+        if reuse is not None:
+            self._post(UpscaleNote(reuse.summary(asked.plan)))
 
         def render(view: Layout, folder: Path):
             self._post(TileStep(folder.name, self._tiles_done, total, rendering=True, kept=self._tiles_kept))
@@ -551,7 +601,14 @@ class JobRunner:
 
 
 def _update_status(status: JobStatus, event: Event) -> None:
-    if isinstance(event, Rendering):
+    if isinstance(event, PlanningEdit):
+        if status.state != "cancelling":
+            status.state = "planning"
+            status.message = "Planning the edit: what changed, and what the camera keeps"
+    elif isinstance(event, EditPlanned):
+        if status.state != "cancelling":
+            status.message = f"Regenerating: {event.summary}"
+    elif isinstance(event, Rendering):
         if status.state != "cancelling":
             status.state = "rendering"
             status.message = RENDERING_MESSAGE

@@ -117,30 +117,6 @@ def image_record(image: bpy.types.Image) -> dict[str, Any] | None:
     return json.loads(props[RECORD_KEY])
 
 
-def image_rgb(image: bpy.types.Image) -> np.ndarray:
-    """An 8-bit image's pixels as uint8 H x W x 3, top row first (Blender keeps the bottom row first).
-
-    For byte images Blender's float pixels are the stored bytes / 255, so this is exact."""
-    width, height = image.size
-    pixels = np.empty(width * height * 4, np.float32)
-    image.pixels.foreach_get(pixels)
-    rgba = np.rint(pixels.reshape(height, width, 4)[::-1] * 255.0)
-    return rgba[..., :3].astype(np.uint8)
-
-
-def file_rgb(path: Path) -> np.ndarray:
-    """A PNG file's pixels (image_rgb), read through a temporary image that is removed again; OSError
-    when Blender cannot read it."""
-    try:
-        image = bpy.data.images.load(str(path), check_existing=False)
-    except RuntimeError as exc:  # Blender's error for a missing or unreadable file
-        raise OSError(f"cannot read {path}: {exc}") from None
-    try:
-        return image_rgb(image)
-    finally:
-        bpy.data.images.remove(image)
-
-
 def image_file(image: bpy.types.Image) -> Path | None:
     """The file a result was loaded from (it stays there after packing); None when it has none."""
     return Path(bpy.path.abspath(image.filepath)) if image.filepath else None

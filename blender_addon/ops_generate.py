@@ -109,7 +109,7 @@ class SEETHROUGH_OT_regenerate_changed(WaitsInBackground, bpy.types.Operator):  
             self,
             lambda: regenerate_changed_spec(context.scene, settings()),
             "cannot regenerate",
-            lambda spec: f"{spec.edit.summary} (from {spec.edit.parent_image!r})",
+            lambda spec: f"what changed since {spec.edit_request.parent_image!r}",
         )
 
 

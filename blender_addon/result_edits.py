@@ -1,28 +1,26 @@
 """Regenerate Changed and Vary Box: new pictures made from the result shown in the history.
 
 The shown result is the active history entry. Its packed PNG holds the exact bytes the server's
-picture was saved as (its sha256 names the parent in the new record) and its generation record
-(layout, seed, steps, guidance); its pixels are read back exactly from the 8-bit image. The plan
-itself (which region changes, which settings) is the core's (seethrough_core.edit_plan), the same
-as `seethrough edit`'s; so is where a camera move samples the kept pixels from (the pictures the
-result was edited from, found through its file and the files beside it: seethrough_core.edit_chain),
-and the rule for a frame made in two stages: its base picture (a file beside it) is edited at the base
-layout of the scene's frame, then upscaled to the render size again, in the same job. Main thread only.
+picture was saved as (its sha256 names the parent in the new record), its pixels and its generation
+record (layout, seed, steps, guidance). The plan itself (which region changes, which settings) is the
+core's (seethrough_core.edit_plan), the same as `seethrough edit`'s; so is where a camera move samples
+the kept pixels from (the pictures the result was edited from, found through its file and the files
+beside it: seethrough_core.edit_chain), and the rule for a frame made in two stages: its base picture
+(a file beside it) is edited at the base layout of the scene's frame, then upscaled to the render size
+again, in the same job. Regenerate Changed is checked here and planned on the job's thread
+(edit_jobs.py); Vary Box, quick to plan, is planned here. Main thread only.
 """
 
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import bpy
 
-from seethrough_core.edit_chain import remember_sources
 from seethrough_core.edit_plan import (
-    EditPlan,
     PreviousPicture,
     base_picture_of,
-    plan_edit,
     plan_variation,
     read_previous_file,
     read_previous_picture,
@@ -37,8 +35,9 @@ from seethrough_core.vocabulary import DEFAULT_RENDER_ENGINE
 
 from . import images
 from .box_props import box_objects, is_box
+from .edit_jobs import EditRequest
 from .generation import frame_plan, job_spec, preview_interval, upscale_job
-from .generation_jobs import JobSpec, ResultEdit
+from .generation_jobs import JobSpec, UpscaleJob
 from .preferences import Settings
 from .props import MAX_UI_SEED
 from .scene_checks import scene_layout
@@ -68,13 +67,7 @@ def previous_picture(scene: bpy.types.Scene) -> PreviousPicture:
     png = bytes(image.packed_file.data)
     file = images.image_file(image)  # its PNG on disk: where the pictures before it are found
     origin = {"image": image.name, **({"file": str(file)} if file is not None and file.is_file() else {})}
-    return read_previous_picture(
-        image.name,
-        origin,
-        png,
-        lambda: images.image_rgb(image),
-        "generate a new picture first",
-    )
+    return read_previous_picture(image.name, origin, png, "generate a new picture first")
 
 
 @dataclass(frozen=True)
@@ -102,7 +95,7 @@ def edit_start(scene: bpy.types.Scene) -> EditStart:
     if shown.record.upscale is not None:  # an upscaled frame: its base is what changes
         image = shown_result(scene).image
         path = base_picture_of(images.image_file(image), shown.record, label=shown.label, remedy=BASE_REMEDY)
-        previous = read_previous_file(path, lambda _png: images.file_rgb(path), BASE_REMEDY)
+        previous = read_previous_file(path, BASE_REMEDY)
     return EditStart(shown, previous, base_layout(frame, plan), frame, plan)
 
 
@@ -110,20 +103,23 @@ def regenerate_changed_spec(scene: bpy.types.Scene, settings: Settings) -> JobSp
     """The shown result brought to the scene's layout: only the region of the change regenerates; after
     a camera move, the result reprojected into the new camera, regenerated where the move reveals
     something and on the boxes (all of it past the reprojection limit, or after a size or scene-prompt
-    change). A frame made in two stages is edited at its base, then upscaled again. Raises
-    SeeThroughError with the reason (EditPlanError: nothing changed)."""
+    change). A frame made in two stages is edited at its base, then upscaled again. The job plans it
+    (edit_jobs.EditRequest); raises SeeThroughError with the reason it cannot be made (EditPlanError:
+    nothing changed) before anything is rendered or sent."""
     start = edit_start(scene)
     props = scene.seethrough
-    plan = plan_edit(
+    request = EditRequest(
         start.previous,
+        start.shown.label,
         start.layout,
         margin_px=props.edit_margin,
         strength=props.edit_strength,
         preview_interval=preview_interval(scene),
         reproject_limit=props.reproject_limit,
-        chain=start.previous.chain(images.file_rgb),
     )
-    return _edit_spec(scene, settings, start, plan)
+    generation = request.check()
+    upscale = _frame_upscale(start, generation)
+    return job_spec(scene, settings, start.layout, generation, upscale=upscale, edit_request=request)
 
 
 def vary_box_spec(scene: bpy.types.Scene, settings: Settings, box: bpy.types.Object) -> JobSpec:
@@ -145,21 +141,19 @@ def vary_box_spec(scene: bpy.types.Scene, settings: Settings, box: bpy.types.Obj
         strength=props.edit_strength,
         preview_interval=preview_interval(scene),
     )
-    return _edit_spec(scene, settings, start, plan)
+    upscale = _frame_upscale(start, plan.settings)
+    spec = job_spec(scene, settings, start.layout, plan.settings, upscale=upscale)
+    return spec.with_edit(plan, start.shown.label)
 
 
-def _edit_spec(scene: bpy.types.Scene, settings: Settings, start: EditStart, plan: EditPlan) -> JobSpec:
-    """The edit's job; for a frame in two stages, the edited base upscaled to the frame in the same job."""
-    upscale = None
-    if start.frame_plan is not None:
-        steps, guidance = plan.settings.steps, plan.settings.guidance
-        upscale = upscale_job(start.frame_plan, start.frame, steps, guidance, DEFAULT_RENDER_ENGINE)
-    edit = _result_edit(plan, start.shown)
-    spec = job_spec(scene, settings, start.layout, plan.settings, edit=edit, upscale=upscale)
-    plan = plan.saved_as(str(spec.image_path))  # its pixel sources name the picture where it is saved
-    if plan.sources is not None:  # the next edit of it finds them without replaying its chain
-        remember_sources(plan.sources, plan.parent["sha256"])
-    return replace(spec, edit=replace(edit, parent=plan.parent))  # the record's sources name it too
+def _frame_upscale(start: EditStart, generation: GenerationSettings) -> UpscaleJob | None:
+    """For a frame in two stages, the edited base upscaled to the frame in the same job (None: one pass)."""
+    if start.frame_plan is None:
+        return None
+    steps, guidance = generation.steps, generation.guidance
+    # a shown frame (not its own base) lends the tiles the edit does not reach
+    edited = (start.shown, start.previous) if start.shown is not start.previous else None
+    return upscale_job(start.frame_plan, start.frame, steps, guidance, DEFAULT_RENDER_ENGINE, edited=edited)
 
 
 def upscale_result_spec(scene: bpy.types.Scene, settings: Settings) -> JobSpec:
@@ -218,13 +212,3 @@ def unchanged_reason(scene: bpy.types.Scene) -> str | None:
     if full_regeneration_reason(before, now) is None and not box_changes(before, now):
         return f"The scene's layout is the one of {item.name!r}: move, add, remove or re-describe a box"
     return None
-
-
-def _result_edit(plan: EditPlan, shown: PreviousPicture) -> ResultEdit:
-    kind = str(plan.parent["kind"])
-    summary = plan.summary()
-    if kind == "variation":
-        summary = f"new noise in {plan.parent['box']}" + (
-            f"; {summary}" if plan.change.boxes else f" ({plan.change.region.mean():.1%} of the picture)"
-        )
-    return ResultEdit(kind, shown.label, plan.edit, plan.parent, plan.region_mask, summary, plan.reprojected)

@@ -19,9 +19,16 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from seethrough_core.client import SeeThroughClient
-from seethrough_core.edit_plan import EditPlanError, PreviousPictureError, base_picture_of, plan_edit
+from seethrough_core.edit_plan import (
+    EditPlanError,
+    PreviousPicture,
+    PreviousPictureError,
+    base_picture_of,
+    plan_edit,
+)
 from seethrough_core.endpoint import EndpointError
 from seethrough_core.errors import LayoutError, SeeThroughError
+from seethrough_core.frame_reuse import frame_reuse
 from seethrough_core.generate_and_save import (
     BASE_SUFFIX,
     Destination,
@@ -49,7 +56,7 @@ from .options import (
     server_endpoints,
     size_from_args,
 )
-from .previous_picture import read_file_pixels, read_previous
+from .previous_picture import read_previous
 
 BASE_REMEDY = "put it back beside the frame, or generate the frame anew (seethrough batch)"
 
@@ -122,6 +129,7 @@ def run_edit(args: argparse.Namespace) -> int:
         if two_stages:
             previous_path = base_picture_of(previous_path, remedy=BASE_REMEDY)
         previous = read_previous(previous_path)
+        edited_frame = _edited_frame(Path(args.previous), previous_path)
         plan = plan_edit(
             previous,
             layout,
@@ -129,7 +137,7 @@ def run_edit(args: argparse.Namespace) -> int:
             strength=args.strength,
             seed=args.seed,
             reproject_limit=args.reproject_limit,
-            chain=previous.chain(read_file_pixels),
+            chain=previous.chain(),
         )
         client_choice = client_options(args)
     except SettingError as exc:
@@ -192,7 +200,9 @@ def run_edit(args: argparse.Namespace) -> int:
             return 1
         if saved is not None and two_stages:
             try:
-                saved = upscale_base(saved, frame, args, client, final_path)
+                saved = upscale_base(
+                    saved, frame, args, client, final_path, edited_frame, previous, plan.region_mask
+                )
             except SeeThroughError as exc:
                 print(f"error: {exc}", file=sys.stderr)
                 return 1
@@ -205,8 +215,20 @@ def run_edit(args: argparse.Namespace) -> int:
     return 0
 
 
-def upscale_base(saved, frame, args, client, out_path: Path):
-    """The edited base made into the frame again (seethrough_core.upscale_run), on the same server."""
+def _edited_frame(path: Path, base_path: Path) -> PreviousPicture | None:
+    """The frame the edit starts from, when it is not its own base: the tiles the edit does not reach keep
+    its pixels (None: it cannot be read, so every tile is refined)."""
+    if path == base_path:
+        return None
+    try:
+        return read_previous(path)
+    except PreviousPictureError:
+        return None
+
+
+def upscale_base(saved, frame, args, client, out_path: Path, edited_frame=None, old_base=None, region=None):
+    """The edited base made into the frame again (seethrough_core.upscale_run), on the same server; only
+    the tiles the edit reaches when ``edited_frame`` (the frame edited, from ``old_base``) lends the rest."""
     from blender_addon.render import TileViews
 
     plan = plan_upscale(
@@ -217,15 +239,19 @@ def upscale_base(saved, frame, args, client, out_path: Path):
         strength=args.upscale_strength,
     )
     image = read_previous(saved.image_path).image
+    steps, guidance = saved.record.steps, saved.record.guidance
+    reuse = None
+    if edited_frame is not None and old_base is not None:
+        reuse = frame_reuse(
+            edited_frame, old_base.image, image,
+            plan=plan, frame_layout=frame, steps=steps, guidance=guidance, region=region,
+        )  # fmt: skip
     upscale = Upscale(
-        plan, frame, image, saved.record, out_path, saved.record.steps, saved.record.guidance,
-        {**saved.record.source, "base": str(saved.image_path)},
+        plan, frame, image, saved.record, out_path, steps, guidance,
+        {**saved.record.source, "base": str(saved.image_path)}, reuse,
     )  # fmt: skip
 
     views = TileViews(args.engine)
-    print(
-        f"upscaling to {frame.width}x{frame.height} in {len(plan.tiles)} tiles ...",
-        file=sys.stderr,
-        flush=True,
-    )
+    what = f"in {len(plan.tiles)} tiles" if reuse is None else f"({reuse.summary(plan)})"
+    print(f"upscaling to {frame.width}x{frame.height} {what} ...", file=sys.stderr, flush=True)
     return UpscaleRunner(upscale, [client], views.view, render_views=views.shared).run()

@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,11 +23,8 @@ from .generate_and_save import region_path_for
 from .layout import Layout
 from .limits import KNOWN_SOURCES_KEPT, RESUME_SOURCES_FRAMES
 from .pixel_sources import FULL_KINDS, PixelSources, ShotFrame, replay_sources
+from .png import read_png_rgb
 from .record import read_png_record
-
-# A saved PNG file's pixels, uint8 H x W x 3 (Pillow on the command line, Blender's image in the add-on);
-# OSError or ValueError when the file is not a readable picture.
-ReadPixels = Callable[[Path], np.ndarray]
 
 
 @dataclass(frozen=True)
@@ -39,7 +35,6 @@ class EditChain:
     file: Path | None  # where it is saved (None: nowhere known, so no picture before it is reachable)
     sha256: str  # of its PNG bytes: the file must still hold them
     image: np.ndarray  # its pixels, uint8 H x W x 3
-    read_pixels: ReadPixels
 
     @property
     def label(self) -> str:
@@ -48,7 +43,7 @@ class EditChain:
 
     def picture_of(self, label: str) -> np.ndarray:
         """A picture of the chain by its label (pixel_sources.PictureOf); this one is decoded already."""
-        return self.image if label == self.label else self.read_pixels(Path(label))
+        return self.image if label == self.label else read_png_rgb(label)
 
     def sources(self, limit: int = RESUME_SOURCES_FRAMES) -> PixelSources:
         """Where each pixel of this picture was generated, rebuilt from it and up to ``limit`` pictures
@@ -95,7 +90,7 @@ class EditChain:
         if not region_path.is_file():
             return None
         try:
-            region = self.read_pixels(region_path)[..., 0] > 0
+            region = read_png_rgb(region_path)[..., 0] > 0
         except (OSError, ValueError):
             return None
         return region if region.shape == shape else None

@@ -10,14 +10,13 @@ edits (edit_chain.py). Nothing here renders or talks to a server.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .edit_chain import EditChain, ReadPixels
+from .edit_chain import EditChain
 from .edit_input import EditInput, edit_problem
 from .edit_region import LayoutChange, box_region, layout_change
 from .errors import LayoutError, SeeThroughError
@@ -26,6 +25,7 @@ from .generation_settings import GenerationSettings, SettingError
 from .layout import Layout
 from .limits import DEFAULT_EDIT_MARGIN_PX, DEFAULT_EDIT_STRENGTH, DEFAULT_REPROJECT_LIMIT
 from .pixel_sources import PictureOf, PixelSources
+from .png import png_rgb
 from .record import GenerationRecord, parent_entry, read_png_file_record, read_png_record
 from .reprojection import REPROJECTED, CameraMove, plan_camera_move
 
@@ -45,24 +45,22 @@ class PreviousPicture:
     record: GenerationRecord
     layout: Layout
 
-    def chain(self, read_pixels: ReadPixels) -> EditChain:
-        """The pictures this one was edited from, through its record's parent links (``read_pixels``
-        decodes a saved file); none are reachable when its origin names no file."""
+    def chain(self) -> EditChain:
+        """The pictures this one was edited from, through its record's parent links; none are reachable
+        when its origin names no file."""
         file = Path(str(self.origin["file"])) if self.origin.get("file") else None
-        return EditChain(self.label, file, hashlib.sha256(self.png).hexdigest(), self.image, read_pixels)
+        return EditChain(self.label, file, hashlib.sha256(self.png).hexdigest(), self.image)
 
 
 class PreviousPictureError(SeeThroughError, ValueError):
     """A picture an edit cannot start from; the message says why and what to do."""
 
 
-def read_previous_picture(
-    label: str, origin: dict[str, Any], png: bytes, pixels: Callable[[], np.ndarray], remedy: str
-) -> PreviousPicture:
-    """A saved PNG as the start of an edit: its record must be there and describe these pixels.
+def read_previous_picture(label: str, origin: dict[str, Any], png: bytes, remedy: str) -> PreviousPicture:
+    """A saved PNG as the start of an edit: its record must be there and describe its pixels.
 
-    ``pixels`` decodes the PNG (Pillow on the command line, Blender's image in the add-on; the core has
-    neither); ``remedy`` ends each message with what to do where the picture came from.
+    Decoded by the core's own reader, so the command line and the add-on read it alike, on any thread;
+    ``remedy`` ends each message with what to do where the picture came from.
     """
     try:
         record = read_png_record(png)
@@ -72,7 +70,10 @@ def read_previous_picture(
         raise PreviousPictureError(
             f"{label} has no SeeThrough generation record, so its layout and seed are unknown; {remedy}"
         )
-    image = pixels()
+    try:
+        image = png_rgb(png)
+    except ValueError as exc:
+        raise PreviousPictureError(f"{label}: cannot read its pixels: {exc}; {remedy}") from None
     if image.shape[:2] != (record.height, record.width):
         raise PreviousPictureError(
             f"{label} is {image.shape[1]}x{image.shape[0]} px but its record says "
@@ -85,14 +86,13 @@ def read_previous_picture(
     return PreviousPicture(label, origin, png, image, record, layout)
 
 
-def read_previous_file(path: Path, pixels: Callable[[bytes], np.ndarray], remedy: str) -> PreviousPicture:
-    """read_previous_picture of a PNG file SeeThrough saved (``pixels`` decodes the file's bytes); the new
-    record's parent names it by its path."""
+def read_previous_file(path: Path, remedy: str) -> PreviousPicture:
+    """read_previous_picture of a PNG file SeeThrough saved; the new record's parent names it by its path."""
     try:
         png = path.read_bytes()
     except OSError as exc:
         raise PreviousPictureError(f"cannot read {path}: {exc.strerror or exc}") from None
-    return read_previous_picture(path.name, {"file": str(path)}, png, lambda: pixels(png), remedy)
+    return read_previous_picture(path.name, {"file": str(path)}, png, remedy)
 
 
 def base_picture_of(
@@ -211,8 +211,9 @@ def plan_edit(
     ``chain``: the previous picture's chain of edits (``previous.chain``). A camera move then samples
     each kept pixel once from the picture that generated it, and the plan's ``sources`` say where the
     new picture's pixels come from (``saved_as`` names it); without it, from the previous picture."""
-    change = layout_change(previous.layout, layout, margin_px)
-    change, move = _camera_move(previous, layout, change, margin_px, reproject_limit)
+    change, move = _camera_move(
+        previous, layout, changed_layout(previous, layout, margin_px), margin_px, reproject_limit
+    )
     if move is not None and change.unchanged:  # nothing new in view and no box: still a picture to make
         change, move = (
             LayoutChange("the camera move leaves nothing to regenerate (no box in view)", [], None),
@@ -224,14 +225,22 @@ def plan_edit(
             move, sources = _follow_sources(chain.sources(), chain.picture_of, "", layout, change, move)
         plan = _plan(previous, layout, change, REPROJECTED, margin_px, strength, seed, preview_interval, move)
         return _with_sources(plan, sources)
+    kind = "regeneration" if change.full else "edit"
+    return _plan(previous, layout, change, kind, margin_px, strength, seed, preview_interval)
+
+
+def changed_layout(previous: PreviousPicture, layout: Layout, margin_px: int) -> LayoutChange:
+    """What changed from the previous picture's layout to ``layout``, before any reprojection: quick, so the
+    add-on asks it on Blender's main thread and plans the rest (plan_edit) on the job's. EditPlanError
+    when nothing changed in the frame."""
+    change = layout_change(previous.layout, layout, margin_px)
     if change.unchanged:
         what = "no box changed" if not change.boxes else "no changed box is in the frame"
         raise EditPlanError(
             f"the layout is unchanged from {previous.label} ({what}): there is nothing to regenerate; "
             "move, add, remove, resize, turn or re-describe a box first"
         )
-    kind = "regeneration" if change.full else "edit"
-    return _plan(previous, layout, change, kind, margin_px, strength, seed, preview_interval)
+    return change
 
 
 def plan_variation(
@@ -275,6 +284,15 @@ def _plan(
     preview_interval: int,
     move: CameraMove | None = None,
 ) -> EditPlan:
+    settings = edit_settings(previous, layout, seed=seed, preview_interval=preview_interval)
+    return _edit_plan(previous, layout, settings, change, kind, margin_px, strength, move)
+
+
+def edit_settings(
+    previous: PreviousPicture, layout: Layout, *, seed: int | None = None, preview_interval: int = 0
+) -> GenerationSettings:
+    """An edit's generation settings: the previous picture's steps and guidance, and its seed unless
+    another is given; SettingError when one is out of its rules."""
     record = previous.record
     settings = GenerationSettings.for_layout(
         layout,
@@ -284,7 +302,7 @@ def _plan(
         preview_interval=preview_interval,
     )
     settings.check()
-    return _edit_plan(previous, layout, settings, change, kind, margin_px, strength, move)
+    return settings
 
 
 def plan_next_frame(

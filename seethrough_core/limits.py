@@ -75,6 +75,9 @@ DEFAULT_EDIT_STRENGTH = 1.0  # 1: the region starts from pure noise; lower keeps
 DEFAULT_EDIT_MARGIN_PX = 24  # the region of a layout change grows by this much around the changed boxes
 MAX_EDIT_MARGIN_PX = 512
 EDIT_FEATHER_PX = 4  # the composite fades the new pixels in over this many pixels inside the mask
+# An edit of a frame made in two stages: the refined tiles fade into the previous frame over this many
+# frame pixels around what the edit changed (frame_reuse.py).
+REUSE_FEATHER_PX = 32
 DEFAULT_REPROJECT_LIMIT = 0.5  # a camera move regenerating more of the picture than this is a new picture
 # An edit after a camera move (and a resumed --consistent shot) reads back up to this many saved pictures
 # to find where its pixels were generated (edit_chain.py); older pixels come from the oldest of them.

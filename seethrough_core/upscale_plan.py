@@ -156,6 +156,11 @@ class UpscalePlan:
         }
 
 
+def pixels_sha256(image: np.ndarray) -> str:
+    """The sha256 of a picture's pixels (not of a file): the base an upscale was made from."""
+    return hashlib.sha256(np.ascontiguousarray(image).tobytes()).hexdigest()
+
+
 def tile_seed(seed: int, index: int) -> int:
     """A tile's seed, derived from the request's: the same request gives the same tiles."""
     digest = hashlib.sha256(f"seethrough.upscale.tile:{seed}:{index}".encode()).digest()
@@ -401,6 +406,11 @@ class TileBlend:
         rows, cols, tile_rows, tile_cols = tile_window(self.plan, tile)
         weight = np.outer(self._row_w[tile.row][rows], self._col_w[tile.col][cols]).astype(np.float32)
         self._sum[rows, cols] += image[tile_rows, tile_cols].astype(np.float32) * weight[..., None]
+
+    @property
+    def total(self) -> np.ndarray:
+        """The weighted sum so far (float32): the frame where every tile covering a pixel was added."""
+        return self._sum
 
     def result(self) -> np.ndarray:
         return np.clip(np.rint(self._sum), 0, 255).astype(np.uint8)

@@ -4,12 +4,12 @@ Each tile is an ordinary generate job: an edit of the enlarged base over the who
 plan's strength) conditioned on the tile's own OSCR view, the masks and token grids of the boxes that
 reach into it, and a prompt of only those boxes. Finished tiles are kept beside the output
 (NAME.tiles/), so an interrupted upscale resumes with the tiles still missing; the final frame is
-blended from them and written atomically, and only then is the folder removed.
+blended from them and written atomically, and only then is the folder removed. An edit of a frame
+refines only the tiles its change reaches; the rest of the frame is the previous frame's (frame_reuse.py).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -19,6 +19,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ import numpy as np
 from .client import Job, SeeThroughClient
 from .edit_input import MASK_INSIDE, EditInput
 from .errors import SeeThroughError
+from .frame_reuse import FrameReuse
 from .generate_and_save import Destination, SavedImage, save_image, tiles_dir_for
 from .generation_settings import GenerationSettings
 from .geometry import FrameRect
@@ -43,6 +45,7 @@ from .upscale_plan import (
     UpscalePlan,
     ViewCondition,
     ViewCrop,
+    pixels_sha256,
     shared_view,
     tile_layout,
     tile_window,
@@ -86,20 +89,30 @@ class Upscale:
     steps: int
     guidance: float
     source: dict[str, Any]
+    reuse: FrameReuse | None = None  # an edit of a frame: the previous frame lends what the edit keeps
 
     @property
     def tiles_dir(self) -> Path:
         return tiles_dir_for(self.out_path)
 
+    @cached_property
+    def tiles(self) -> tuple[Tile, ...]:
+        """The tiles this upscale refines: every tile of the plan, or those the edit's change reaches."""
+        return self.plan.tiles if self.reuse is None else self.reuse.refined(self.plan)
+
     def identity(self) -> dict[str, Any]:
-        """What a kept tile must have been made for: the plan, the base's pixels, the model settings."""
-        return {
+        """What a kept tile must have been made for: the plan, the base's pixels, the model settings (and
+        the frame an edit reuses, whose pixels the tiles are blended into)."""
+        identity = {
             "plan": self.plan.to_record(),
-            "base_sha256": hashlib.sha256(np.ascontiguousarray(self.base_image).tobytes()).hexdigest(),
+            "base_sha256": pixels_sha256(self.base_image),
             "steps": self.steps,
             "guidance": self.guidance,
             "layout": self.frame_layout.to_dict(),
         }
+        if self.reuse is not None:
+            identity["reuses"] = self.reuse.origin
+        return identity
 
 
 def kept_identity(upscale: Upscale) -> dict[str, Any] | None:
@@ -194,9 +207,10 @@ def tile_is_kept(tiles_dir: Path, tile: Tile) -> bool:
     return (tiles_dir / f"{tile.name}.npy").is_file() and (tiles_dir / f"{tile.name}.json").is_file()
 
 
-def pending_tiles(plan: UpscalePlan, tiles_dir: Path) -> list[Tile]:
-    """The tiles an upscale still has to make, in the order it makes them."""
-    return [tile for tile in plan.tiles if not tile_is_kept(tiles_dir, tile)]
+def pending_tiles(plan: UpscalePlan, tiles_dir: Path, tiles: tuple[Tile, ...] | None = None) -> list[Tile]:
+    """The tiles an upscale still has to make (of ``tiles``, default all the plan's), in the order it
+    makes them."""
+    return [tile for tile in (plan.tiles if tiles is None else tiles) if not tile_is_kept(tiles_dir, tile)]
 
 
 @dataclass(frozen=True)
@@ -210,9 +224,12 @@ class ViewRenders:
     shared: tuple[Layout, Path, list[ViewCrop]] | None
 
 
-def view_renders(plan: UpscalePlan, frame_layout: Layout, tiles_dir: Path) -> ViewRenders:
-    """What UpscaleRunner will make and render for the tiles still missing in ``tiles_dir``."""
-    pending = pending_tiles(plan, tiles_dir)
+def view_renders(
+    plan: UpscalePlan, frame_layout: Layout, tiles_dir: Path, tiles: tuple[Tile, ...] | None = None
+) -> ViewRenders:
+    """What UpscaleRunner will make and render for the tiles (of ``tiles``, default all the plan's)
+    still missing in ``tiles_dir``."""
+    pending = pending_tiles(plan, tiles_dir, tiles)
     if not pending:
         return ViewRenders(pending, None, None)
     first = (tile_layout(frame_layout, plan, pending[0]), view_folder(tiles_dir, pending[0]))
@@ -374,8 +391,8 @@ class UpscaleRunner:
         if not upscale.plan.needs_tiles:
             return  # the frame is the base resampled: complete() writes it
         self._open_tiles_dir()
-        tiles = upscale.plan.tiles
-        renders = view_renders(upscale.plan, upscale.frame_layout, upscale.tiles_dir)
+        tiles = upscale.tiles
+        renders = view_renders(upscale.plan, upscale.frame_layout, upscale.tiles_dir, tiles)
         pending = renders.tiles
         for tile in tiles:
             if tile not in pending:
@@ -418,7 +435,7 @@ class UpscaleRunner:
                 self._settled.wait(0.2)
         if self._errors:
             raise self._errors[0]
-        if self.halted or not all(self._is_kept(t) for t in self.upscale.plan.tiles):
+        if self.halted or not all(self._is_kept(t) for t in self.upscale.tiles):
             return None
         return self._finish()
 
@@ -449,7 +466,7 @@ class UpscaleRunner:
     def _run_tile(
         self, client: SeeThroughClient, tile: Tile, request: GenerateRequest, boxes: list[int]
     ) -> None:
-        total = len(self.upscale.plan.tiles)
+        total = len(self.upscale.tiles)
         job: Job = client.submit(request)
         for event in job.events():
             if self.halted:
@@ -473,14 +490,20 @@ class UpscaleRunner:
         raise SeeThroughError(f"the job of {tile.name} ended without a result")
 
     def _finish(self) -> SavedImage:
-        blend = TileBlend(self.upscale.plan, blend=self.blend)
+        upscale = self.upscale
+        blend = TileBlend(upscale.plan, blend=self.blend)
         infos = []
-        for tile in self.upscale.plan.tiles:
+        for tile in upscale.tiles:
             blend.add(tile, np.load(self._tile_path(tile)))
             info = json.loads(self._info_path(tile).read_text(encoding="utf-8"))
             info["kept"] = tile.name not in self.generated  # made by an interrupted run, resumed
             infos.append(info)
-        saved = self._write(blend.result(), infos)
+        if upscale.reuse is None:
+            frame = blend.result()
+        else:  # the refined tiles over what the edit changed; elsewhere the previous frame, exactly
+            frame = upscale.reuse.composite(blend.total)
+            infos = sorted(infos + upscale.reuse.record(upscale.plan), key=lambda info: info["name"])
+        saved = self._write(frame, infos)
         shutil.rmtree(self.upscale.tiles_dir, ignore_errors=True)  # the frame is written: tiles go
         return saved
 
@@ -492,13 +515,18 @@ class UpscaleRunner:
 
 def upscale_record(upscale: Upscale, tiles: list[dict[str, Any]]) -> GenerationRecord:
     """The frame's record: the base picture's (its seed, prompt, settings) at the frame's size, with
-    ``upscale`` holding both stages: the base's size and seed, the tile grid, overlap, strength, and each
-    tile's rectangle, seed and boxes (and ``kept``: made by an earlier, interrupted run)."""
+    ``upscale`` holding both stages: the base's size, seed and pixels' sha256, the tile grid, overlap,
+    strength, and each
+    tile's rectangle, seed and boxes (and ``kept``: made by an earlier, interrupted run; ``reused``: the
+    previous frame's, which an edit did not reach; ``reuses`` names that frame)."""
     base = upscale.base_record
     stage = upscale.plan.to_record()
     stage["base"]["record_timings"] = base.timings
+    stage["base"]["pixels_sha256"] = pixels_sha256(upscale.base_image)  # an edit's frame_reuse checks it
     stage["steps"] = upscale.steps
     stage["tiles"] = tiles
+    if upscale.reuse is not None:
+        stage["reuses"] = upscale.reuse.origin
     width, height = upscale.plan.frame_size
     return replace(
         base,

@@ -31,7 +31,7 @@ from seethrough_core.limits import DEFAULT_REPROJECT_LIMIT
 from seethrough_core.pixel_sources import PixelSources
 from seethrough_core.record import GenerationRecord
 
-from ..previous_picture import read_file_pixels, read_previous
+from ..previous_picture import read_previous
 from .plan import Shot, Task
 
 # The OSCR PNG and the token grids of a rendered shot, and which of its boxes the frame shows
@@ -98,7 +98,7 @@ def plan_frame(
         before = read_previous(previous.image_path)
     except PreviousPictureError as exc:
         return FramePlan(None, None, None, None, f"full: {exc}")
-    chain = before.chain(read_file_pixels)
+    chain = before.chain()
     sources = carried if carried is not None and carried.label == chain.label else chain.sources()
     plan = plan_next_frame(
         before,

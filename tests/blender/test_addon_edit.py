@@ -8,6 +8,7 @@ import hashlib
 import io
 import json
 import math
+import threading
 from pathlib import Path
 
 import bpy
@@ -19,7 +20,10 @@ from conftest import BASE_LAYOUT, MAIN_PYTHON
 from PIL import Image
 from reprojection_support import RESAMPLE_TOLERANCE, max_resample_error, resample_through
 
-from blender_addon import box_props, images, scene_io, ui
+from blender_addon import box_props, edit_jobs, generation, images, result_edits, scene_io, ui
+from blender_addon.generation_jobs import RUNNER
+from blender_addon.preferences import settings
+from seethrough_core.edit_plan import EditPlanError
 from seethrough_core.edit_region import box_region
 from seethrough_core.generate_and_save import safe_name
 from seethrough_core.geometry import CameraModel
@@ -194,6 +198,38 @@ def test_a_camera_pan_keeps_the_shown_result_reprojected(shot):
     assert again.parent["file"] == str(png_path) and saved_as in sources  # each picture by its file
     assert sources[str(images.image_file(first))] > 0.2
     assert sum(sources.values()) == pytest.approx(1, abs=1e-3)
+
+
+def test_regenerate_changed_is_planned_on_the_jobs_thread_and_blender_is_free_meanwhile(shot, monkeypatch):
+    """A camera move's reprojection takes seconds at 1024 px: the operator returns at once, the job's
+    thread plans; only what is quick to refuse (nothing changed) is refused on the main thread."""
+    planned_on, entered, release = [], threading.Event(), threading.Event()
+    plan_edit = edit_jobs.plan_edit
+
+    def gated_plan(*args, **kwargs):
+        planned_on.append(threading.current_thread())
+        entered.set()
+        assert release.wait(60), "the plan was made on the thread that should have released it"
+        return plan_edit(*args, **kwargs)
+
+    monkeypatch.setattr(edit_jobs, "plan_edit", gated_plan)
+    with pytest.raises(EditPlanError, match="nothing to regenerate"):
+        result_edits.regenerate_changed_spec(shot, settings())
+    assert planned_on == []
+
+    shot.seethrough.edit_margin, shot.seethrough.reproject_limit = 4, 0.95  # as in the pan test above
+    shot.camera.rotation_euler.z += math.radians(2.0)
+    assert bpy.ops.seethrough.regenerate_changed() == {"FINISHED"}  # returned with the plan not made
+    assert entered.wait(60)
+    assert planned_on == [RUNNER.job._thread] and threading.main_thread() not in planned_on
+    generation.pump()
+    assert RUNNER.status.state == "planning" and RUNNER.status.active
+    release.set()
+    status = pump_until_done()
+    assert status.state == "done", status.message
+    record = images.image_record(bpy.data.images[status.image_name])
+    assert record["parent"]["kind"] == "reprojected"
+    assert "reprojected" in status.image_name and "reprojected" in shot.seethrough.history[1].change
 
 
 def pixels(path: Path) -> np.ndarray:

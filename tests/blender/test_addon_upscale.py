@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
+from dataclasses import replace
 from pathlib import Path
 
 import bpy
@@ -21,7 +22,10 @@ from conftest import BASE_LAYOUT, MAIN_PYTHON
 
 from blender_addon import generation_jobs, images, scene_io, ui
 from blender_addon.generation_jobs import RUNNER
+from seethrough.previous_picture import read_previous
+from seethrough_core.frame_reuse import frame_reuse
 from seethrough_core.generate_and_save import base_path_for, frame_path_for, region_path_for, tiles_dir_for
+from seethrough_core.layout import Layout
 from seethrough_core.record import read_png_file_record
 from seethrough_core.upscale_plan import base_layout, plan_upscale
 from seethrough_core.upscale_run import UpscaleRunner
@@ -229,10 +233,29 @@ def test_a_stopped_upscale_resumes_and_an_edit_of_the_frame_edits_its_base(
     assert 0 < region.mean() < 0.5 and np.array_equal(new_pixels[~region], old_pixels[~region])
     assert {p: p.read_bytes() for p in before} == before  # the earlier frame and base are untouched
 
+    # The tiles the change does not reach keep the shown frame's pixels: outside the change's reach, the
+    # new frame is the old one, byte for byte.
+    stage = record["upscale"]
+    assert stage["reuses"] == {
+        "file": str(frame_path),
+        "sha256": hashlib.sha256(before[frame_path]).hexdigest(),
+    }
+    reuse = frame_reuse(
+        read_previous(frame_path), old_pixels, new_pixels,
+        plan=replace(plan, strength=props.upscale_strength), frame_layout=Layout.from_dict(record["layout"]),
+        steps=record["steps"], guidance=record["guidance"], region=region,
+    )  # fmt: skip
+    refined = [t["name"] for t in stage["tiles"] if not t.get("reused")]
+    assert refined == [t.name for t in reuse.refined(plan)]
+    outside = ~reuse.reach
+    after, shown = read_rgb(images.image_file(edited)), read_rgb(frame_path)
+    assert outside.any() and np.array_equal(after[outside], shown[outside])
+
     entry = props.history[props.history_index]
     assert entry.image == edited and entry.parent == frame.name
     assert "a small white dog: moved" in entry.change
     assert "its base edited, then upscaled to 330x256" in entry.change
+    assert f"of 2 tiles refined, the rest kept from {frame_path.name}" in entry.change
     assert not list(results_dir().glob("*.tiles"))
 
     # Without its base picture, an edit of the frame says what is missing and what to do.

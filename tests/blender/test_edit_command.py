@@ -15,7 +15,7 @@ from reprojection_support import RESAMPLE_TOLERANCE, max_resample_error
 from seethrough.batch.inputs import expand_inputs
 from seethrough.batch.runner import BatchOptions, BatchRunner
 from seethrough.cli import main
-from seethrough.previous_picture import read_file_pixels, read_previous
+from seethrough.previous_picture import read_previous
 from seethrough_core.edit_region import layout_change
 from seethrough_core.layout import Layout, load_layout
 from seethrough_core.png import write_png
@@ -119,7 +119,7 @@ def test_a_camera_move_is_reprojected_and_with_reprojection_off_a_full_regenerat
     assert main([*again, "--out", str(out), "--margin", str(MARGIN), "--reproject-limit", "0.9"]) == 0
     record = GenerationRecord.from_dict(json.loads((out / "panned.json").read_text()))
     assert record.parent["kind"] == "reprojected" and record.parent["file"] == str(out / "higher.png")
-    sources = read_previous(out / "panned.png").chain(read_file_pixels).sources()  # the record's links
+    sources = read_previous(out / "panned.png").chain().sources()  # the record's links
     direct = reproject(read_rgb(previous), small_layout(), panned, 0)  # one warp, first to last camera
     from_first = (sources.index == sources.labels.index(str(previous))) & direct.seen
     assert record.parent["sources"][str(previous)] == pytest.approx(from_first.mean(), abs=0.02)

@@ -26,6 +26,7 @@ from process_support import run_command
 from blender_addon.render import TileViews, render_layout
 from seethrough.previous_picture import read_previous
 from seethrough_core.client import SeeThroughClient
+from seethrough_core.frame_reuse import frame_reuse
 from seethrough_core.generate_and_save import Destination, generate_and_save
 from seethrough_core.generation_settings import GenerationSettings
 from seethrough_core.layout import Layout
@@ -294,6 +295,59 @@ def test_the_next_frames_tiles_start_while_the_last_tile_of_the_frame_before_run
         assert read_rgb(path).shape == (FRAME[1], FRAME[0], 3)
         assert len(read_png_record(path.read_bytes()).upscale["tiles"]) == 2
         assert not path.with_name(path.stem + ".tiles").exists()
+
+
+def test_an_edit_of_a_frame_refines_only_the_tiles_its_change_reaches(tmp_path, base_png, server):
+    """A change in one corner of a frame's base (as an edit leaves it: the base differs only there)
+    refines the one tile of six it reaches: one view render, one job. Every pixel it does not reach is the
+    previous frame's, byte for byte, and the record lists the other tiles as that frame's."""
+    previous = read_previous(base_png)
+    size = (640, 360)
+    plan = plan_upscale(*size, seed=5, base_megapixels=0.0625, base_size=BASE)
+    layout = frame_layout_at(previous.layout, size)
+    guidance = previous.record.guidance
+    assert len(plan.tiles) == 6
+
+    def upscale(name: str, base: np.ndarray, reuse=None) -> Upscale:
+        return Upscale(
+            plan, layout, base, previous.record, tmp_path / name, STEPS, guidance,
+            {"upscale_of": str(base_png)}, reuse,
+        )  # fmt: skip
+
+    views = TileViews()
+    rendered: list[str] = []
+
+    def view(view_layout, folder):
+        rendered.append(folder.name)
+        return views.view(view_layout, folder)
+
+    edited = previous.image.copy()
+    edited[10:30, 10:40] = 255 - edited[10:30, 10:40]
+    with SeeThroughClient(server.endpoint, 120.0) as client:
+        UpscaleRunner(
+            upscale("frame.png", previous.image), [client], views.view, render_views=views.shared
+        ).run()
+        frame = read_previous(tmp_path / "frame.png")
+        reuse = frame_reuse(
+            frame, previous.image, edited, plan=plan, frame_layout=layout, steps=STEPS, guidance=guidance
+        )
+        assert reuse is not None
+        runner = UpscaleRunner(
+            upscale("edited.png", edited, reuse), [client], view, render_views=views.shared
+        )
+        saved = runner.run()
+    assert runner.generated == ["tile_r00_c00"] and rendered == ["tile_r00_c00"]
+    after = read_rgb(saved.image_path)
+    assert (~reuse.reach).mean() > 0.6 and np.array_equal(after[~reuse.reach], frame.image[~reuse.reach])
+    assert not np.array_equal(after[reuse.changed], frame.image[reuse.changed])
+    stage = read_png_record(saved.image_path.read_bytes()).upscale
+    assert stage["reuses"] == {
+        "file": str(tmp_path / "frame.png"),
+        "sha256": hashlib.sha256(frame.png).hexdigest(),
+    }
+    assert [t["name"] for t in stage["tiles"]] == [t.name for t in plan.tiles]
+    assert [t["name"] for t in stage["tiles"] if not t.get("reused")] == ["tile_r00_c00"]
+    assert not saved.image_path.with_name("edited.tiles").exists()
 
 
 def test_a_frame_whose_tile_fails_stops_alone(tmp_path, base_png, server):

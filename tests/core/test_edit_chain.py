@@ -19,11 +19,12 @@ import pytest
 from reprojection_support import RESAMPLE_TOLERANCE
 from shot_support import CAR, detail, record_of, shot_layout, texture
 
-from seethrough.previous_picture import read_file_pixels, read_previous
+from seethrough.previous_picture import read_previous
 from seethrough_core.edit_chain import remember_sources
 from seethrough_core.edit_plan import plan_edit
 from seethrough_core.generate_and_save import Destination, region_path_for, save_image
 from seethrough_core.layout import Layout
+from seethrough_core.png import read_png_rgb
 from seethrough_core.reprojection import reproject
 
 SIZE = (256, 256)  # the smallest sides an edit's settings take
@@ -50,7 +51,7 @@ def edit_by_hand(folder: Path, with_chain: bool) -> tuple[list[Path], list]:
     plans = [None]
     for k in range(1, len(shot)):
         previous = read_previous(paths[-1])
-        chain = previous.chain(read_file_pixels) if with_chain else None
+        chain = previous.chain() if with_chain else None
         plan = plan_edit(previous, shot[k], margin_px=MARGIN, reproject_limit=0.9, chain=chain)
         path = folder / f"picture_{k}.png"
         plan = plan.saved_as(str(path))
@@ -73,8 +74,8 @@ def test_kept_pixels_are_the_first_picture_warped_once(chains):
     paths, plans = chains[True]
     shot = layouts()
     assert [p.parent["kind"] for p in plans[1:]] == ["reprojected"] * 3 + ["edit"] + ["reprojected"] * 3
-    last, sources = read_file_pixels(paths[-1]), plans[-1].sources
-    direct = reproject(read_file_pixels(paths[0]), shot[0], shot[-1], 0)  # one warp, first to last camera
+    last, sources = read_png_rgb(paths[-1]), plans[-1].sources
+    direct = reproject(read_png_rgb(paths[0]), shot[0], shot[-1], 0)  # one warp, first to last camera
     from_first = (sources.index == sources.labels.index(str(paths[0]))) & direct.seen
     assert from_first.mean() > 0.3  # most of the picture is still the first one's
     error = np.abs(last.astype(int) - direct.image.astype(int))[from_first]
@@ -86,7 +87,7 @@ def test_kept_pixels_are_the_first_picture_warped_once(chains):
     assert abs(sum(shares.values()) - 1) < 1e-3
 
     before, _ = chains[False]  # planned from the previous picture alone: resampled at every move
-    resampled = read_file_pixels(before[-1])
+    resampled = read_png_rgb(before[-1])
     drift = np.abs(resampled.astype(int) - direct.image.astype(int))[from_first]
     assert drift.mean() > 5 * max(error.mean(), 0.2)
     assert detail(last, from_first) > 0.95 * detail(direct.image, from_first)
@@ -99,7 +100,7 @@ def test_the_walk_finds_pictures_moved_together_and_a_broken_link_ends_it(tmp_pa
     paths[0].parent.rename(moved)  # the links name the old folder: each picture is found beside, by name
 
     def sources(k: int):
-        return read_previous(moved / paths[k].name).chain(read_file_pixels).sources()
+        return read_previous(moved / paths[k].name).chain().sources()
 
     last = sources(-1)
     assert last.labels == tuple(str(moved / Path(label).name) for label in plans[-1].sources.labels)
@@ -130,7 +131,7 @@ def test_sources_planned_in_this_process_are_found_without_replaying_the_chain(t
     remember_sources(last.sources, last.parent["sha256"])
     for path in paths[:-1]:
         path.unlink()  # a replay could no longer reach them
-    assert read_previous(paths[-1]).chain(read_file_pixels).sources() is last.sources
+    assert read_previous(paths[-1]).chain().sources() is last.sources
     other = replace(record_of(layouts()[-1]), parent={**last.parent, "sha256": "0" * 64})
-    save_image(read_file_pixels(paths[-1]), other, Destination(paths[-1], {}))  # another picture there now
-    assert read_previous(paths[-1]).chain(read_file_pixels).sources().labels == (str(paths[-1]),)
+    save_image(read_png_rgb(paths[-1]), other, Destination(paths[-1], {}))  # another picture there now
+    assert read_previous(paths[-1]).chain().sources().labels == (str(paths[-1]),)
