@@ -148,9 +148,10 @@ class GenerationActor:
         return self._progress
 
     @ray.method(concurrency_group=STATUS_GROUP)
-    def cancel(self) -> None:
+    def cancel(self, request_id: str) -> None:
+        """Stop that job if it runs: the actor may hold a base and a tile job, each cancelled alone."""
         with self._lock:
-            if self._job is not None:
+            if self._job is not None and self._job.request_id == request_id:
                 self._job.cancel()
 
     def _on_progress(self, progress: Progress) -> None:

@@ -4,11 +4,16 @@ RayBatchRunner is batch/runner.py's BatchRunner with two things replaced: a shot
 Ray task (ray_actors.render_shot, submitted ahead of need so every CPU of the cluster renders), and
 each "server" is a generation actor reached through ActorClient, which looks to the runner like a
 server's client. The upscale stage's tile views are render tasks too (ray_views.py), started as each
-frame's base is ready. Everything else is the runner's: the plan, what is skipped, --consistent
-chains (a chain's frames go to one actor), the files written by the driver
-(generate_and_save.save_image, atomic, sidecar last), the progress bar and the summary. Ray places
-the actors, retries lost work and restarts dead actors; the runner only hands each actor its next
-chain.
+frame's base is ready, and the frame's upscale starts then too, on its own driver thread, while the
+other bases are still generated (upscale_alongside): final frames come in a steady stream instead of
+after the last base. Each actor then holds at most one base job and one tile job; Ray runs an actor's
+jobs in the order they were sent, so while both kinds wait, an actor alternates between them: neither
+stage starves the other, and no actor waits while either has work.
+
+Everything else is the runner's: the plan, what is skipped, --consistent chains (a chain's frames go
+to one actor), the files written by the driver (generate_and_save.save_image, atomic, sidecar last),
+the progress bar and the summary. Ray places the actors, retries lost work and restarts dead actors;
+the runner only hands each actor its next chain.
 """
 
 from __future__ import annotations
@@ -56,7 +61,7 @@ class ActorJob:
     def cancel(self) -> None:
         if not self._cancel_sent:
             self._cancel_sent = True
-            self.client.actor.cancel.remote()  # a running job stops at its next step
+            self.client.actor.cancel.remote(self.id)  # this job, if running, stops at its next step
             ray.cancel(self._ref)  # a job still queued on the actor never starts
 
     def events(self) -> Iterator[Progress | Result | Cancelled]:
@@ -117,6 +122,8 @@ class ActorClient:
 
 class RayBatchRunner(BatchRunner):
     """BatchRunner whose renders are Ray tasks and whose servers are generation actors."""
+
+    upscale_alongside = True  # this process renders no tile view: its main thread is not needed
 
     def __init__(
         self,
@@ -184,9 +191,10 @@ class RayBatchRunner(BatchRunner):
     # --- the upscale stage: tile views rendered on the cluster, started as each base is ready ------
 
     def _queue_upscale(self, task: Task) -> None:
-        super()._queue_upscale(task)
         layout = task.shot.layout
+        # named before the upscale can ask for them: asked for first, they would render twice
         self._views.ahead(self.frame_plan(layout, task.seed), layout, tiles_dir_for(task.image_path))
+        super()._queue_upscale(task)
 
     def _tile_views(self) -> RayTileViews:
         return self._views

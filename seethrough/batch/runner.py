@@ -62,7 +62,7 @@ from .inputs import CameraChoice
 from .plan import Shot, Task, output_names
 from .shards import Shard
 from .shots import read_shots
-from .work_pool import WorkPool
+from .work_pool import ReadyBases, WorkPool
 
 RESUBMITS = 3  # how often one job is sent again to servers that lost it (restarted) before it fails
 RETRY_FIRST_S = 1.0  # the first wait before asking a server that went away again; doubles each time
@@ -173,6 +173,11 @@ def read_plan(inputs: list[Path], options: BatchOptions) -> BatchPlan:
 
 
 class BatchRunner:
+    # Frames made in two stages are upscaled after the last base: their tile views render with Blender
+    # in this process, and bpy wants the main thread, which renders the shots' conditions until then.
+    # ray_runner.py renders them as cluster tasks and upscales each frame as soon as its base is ready.
+    upscale_alongside = False
+
     def __init__(self, options: BatchOptions, stream: TextIO | None = None) -> None:
         for server in options.servers:
             self._check_worker(server)  # a bad address must fail here, not kill a worker thread
@@ -182,7 +187,9 @@ class BatchRunner:
         self._outcomes: list[Outcome] = []
         self._lock = threading.Lock()
         self._progress: ProgressLine | None = None
-        self._to_upscale: list[Task] = []  # bases generated: the second stage runs after the first
+        self._bases = ReadyBases()  # bases generated (or kept), waiting for their frame's upscale
+        self._upscale_stop = threading.Event()  # interrupted: the tiles' jobs stop too
+        self._upscale_interrupted = False  # the upscale stage's own thread was stopped (upscale_alongside)
         self._last_server_error = ""  # why the last server gave up, for the tasks failed after it
 
     # --- what a subclass replaces: where jobs go and where shots render (ray_runner.py) ---------
@@ -226,6 +233,9 @@ class BatchRunner:
         ]
         for worker in workers:
             worker.start()
+        upscaler = threading.Thread(target=self._upscale_beside, name="batch upscale", daemon=True)
+        if self.upscale_alongside:  # beside the workers; it ends with the last base's frame
+            upscaler.start()
         render_s = 0.0
         interrupted = False
         try:
@@ -238,24 +248,37 @@ class BatchRunner:
                         render_s += self._produce(shot)
         except KeyboardInterrupt:
             interrupted = True
-            self._pool.stop()
+            self._stop()
         finally:
             self._pool.close()
-            try:
-                for worker in workers:
-                    while worker.is_alive():
-                        worker.join(timeout=0.2)
-            except KeyboardInterrupt:
-                interrupted = True
-                self._pool.stop()  # a second Ctrl-C: cancel running jobs, then stop
-                for worker in workers:
-                    worker.join(timeout=self.options.timeout_s)
-            if not interrupted:
+            interrupted = self._join(workers) or interrupted
+            self._bases.close()  # the last base is made: the upscale stage ends with its frame
+            if self.upscale_alongside:
+                interrupted = self._join([upscaler]) or self._upscale_interrupted or interrupted
+            elif not interrupted:
                 interrupted = self._upscale_all()
             if not interrupted:
                 self._account_for(all_tasks)
             self._progress.close()
         return BatchSummary(self._outcomes, time.perf_counter() - start, render_s, interrupted)
+
+    def _stop(self) -> None:
+        """Interrupted: no job starts any more, and the running ones (bases and tiles) are cancelled."""
+        self._pool.stop()
+        self._upscale_stop.set()
+
+    def _join(self, threads: list[threading.Thread]) -> bool:
+        """Wait for the threads; True when a Ctrl-C came meanwhile (the batch then stops)."""
+        try:
+            for thread in threads:
+                while thread.is_alive():
+                    thread.join(timeout=0.2)  # a timeout, so Ctrl-C reaches the main thread
+        except KeyboardInterrupt:
+            self._stop()  # cancel running jobs, then stop
+            for thread in threads:
+                thread.join(timeout=self.options.timeout_s)
+            return True
+        return False
 
     def _account_for(self, tasks: list[Task]) -> None:
         """Every planned image must have an outcome; one without is reported, never dropped silently."""
@@ -285,33 +308,39 @@ class BatchRunner:
         return base_layout(layout, self.frame_plan(layout, 0)) if self._two_stages(layout) else layout
 
     def _queue_upscale(self, task: Task) -> None:
-        """A base is ready (generated, or kept by an interrupted run): its frame's upscale comes after
-        every base. Called from the worker threads."""
-        with self._lock:
-            self._to_upscale.append(task)
+        """A base is ready (generated, or kept by an interrupted run): its frame waits for the upscale
+        stage (after every base, or at once with upscale_alongside). Called from the worker threads."""
+        self._bases.put(task)
 
     def _tile_views(self) -> TileViews:
         """What renders the upscale tiles' views: Blender in this process (ray_runner.py: Ray tasks)."""
         return TileViews(self.options.engine)
 
+    def _upscale_beside(self) -> None:
+        """The upscale stage on a thread of its own, while the workers still generate bases."""
+        self._upscale_interrupted = self._upscale_all()
+
     def _upscale_all(self) -> bool:
-        """The second stage of every base generated (or kept); True when interrupted.
+        """The second stage of every base generated (or kept), in the order they became ready; True
+        when interrupted. It ends once the base stage is over (ReadyBases closed) and every frame is.
 
         The frames share one pool of server threads: while the last tiles of a frame still run, the
-        next frame's views render and its first tiles are queued, so no server waits between frames."""
-        if not self._to_upscale:
-            return False  # a rerun with nothing to make has no server
+        next frame's views render and its first tiles are queued, so no server waits between frames.
+        When no next base is ready yet, the frame is finished and written first, not held back."""
+        task = self._bases.take(wait=True)
+        if task is None:
+            return False  # no frame to upscale (a rerun with nothing to make has no server)
         clients = [self._client(endpoint) for endpoint in self.options.servers]
-        stop = threading.Event()
+        stop = self._upscale_stop
         pool = TilePool(clients, stop)
         views = self._tile_views()
         running: _FrameUpscale | None = None
         try:
-            for task in self._to_upscale:
-                started = self._start_upscale(task, pool, views)
+            while task is not None or running is not None:
+                started = self._start_upscale(task, pool, views) if task is not None else None
                 self._complete_upscale(running)  # the frame before, whose last tiles ran meanwhile
                 running = started
-            self._complete_upscale(running)
+                task = self._bases.take(wait=running is None)
         except KeyboardInterrupt:
             stop.set()  # running tiles are cancelled; the finished ones stay for a rerun
             return True
@@ -350,6 +379,8 @@ class BatchRunner:
             )  # fmt: skip
             runner.queue_tiles(pool)
         except (SeeThroughError, OSError) as exc:  # this frame fails; the others go on
+            if pool.stop.is_set():
+                raise KeyboardInterrupt from None  # stopped, not failed: the next run makes it
             self._finish(Outcome(task.shot.input_path, task.label, "failed", f"upscale: {exc}"))
             return None
         return _FrameUpscale(task, runner, start)

@@ -6,6 +6,8 @@ A worker whose server dies gives its chain back and the next live worker takes i
 only once nothing is open and nothing more will be put, so a chain given back late still finds
 someone. When the last server gives up, leave() hands back what is still waiting so it can be
 failed with its name, and put() refuses from then on (the main thread fails those chains itself).
+
+ReadyBases hands the frames made in two stages from the base stage to the upscale stage.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import threading
 from collections import deque
 
 from .consistent import Chain
+from .plan import Task
 
 
 class WorkPool:
@@ -109,3 +112,33 @@ class WorkPool:
             self._ready.clear()
             self._open -= len(orphans)
             return orphans
+
+
+class ReadyBases:
+    """Frames whose base picture is ready, in the order they became ready, waiting for their upscale.
+
+    The workers put them (the main thread too, for bases a stopped run kept); the upscale loop takes
+    them. Closed once no base will come: the base stage ended, or the batch stopped."""
+
+    def __init__(self) -> None:
+        self._ready: deque[Task] = deque()
+        self._closed = False
+        self._cond = threading.Condition()
+
+    def put(self, task: Task) -> None:
+        with self._cond:
+            self._ready.append(task)
+            self._cond.notify_all()
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    def take(self, wait: bool) -> Task | None:
+        """The next frame; None when none is ready now, or with ``wait``, when none will come (it waits
+        for one until then)."""
+        with self._cond:
+            while wait and not self._ready and not self._closed:
+                self._cond.wait()
+            return self._ready.popleft() if self._ready else None

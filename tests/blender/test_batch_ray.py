@@ -8,6 +8,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -19,11 +20,12 @@ from process_support import run_command
 
 from blender_addon.scene_io import layout_to_scene
 from seethrough.batch.inputs import expand_inputs
-from seethrough.batch.runner import BatchOptions, BatchRunner
+from seethrough.batch.runner import BatchOptions, BatchRunner, read_plan
 from seethrough.cli import main
 from seethrough_core.layout import Layout, load_layout
 from seethrough_core.record import has_matching_sidecar, read_png_record
 from seethrough_core.server_process import ServerProcess, free_loopback_port
+from seethrough_core.vocabulary import DEFAULT_CLIENT_TIMEOUT_S
 
 ray = pytest.importorskip("ray", reason="the Ray tests need seethrough[farm] (in seethrough[dev])")
 
@@ -213,6 +215,49 @@ def test_a_frame_in_two_stages_keeps_its_base_and_a_rerun_starts_no_actor(tmp_pa
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert "nothing to make (all 1 image(s) already complete); no server started" in rerun.stderr
     assert "Connecting to Ray" not in rerun.stderr and "skipped wide/Camera/0001_3.png" in rerun.stderr
+
+
+def test_a_frame_is_upscaled_while_later_bases_are_generated(tmp_path, cluster, monkeypatch):
+    """Three frames in two stages on one actor: the last base waits until the first frame is written.
+    Upscaled only after every base, the first frame never comes while it waits (a bounded wait on an
+    event, so that order fails the test instead of hanging it); upscaled as its base is ready, it does."""
+    from seethrough.batch.ray_runner import RayBatchRunner, run_on_ray
+
+    data = small_layout().to_dict()
+    data["resolution"] = [480, 240]  # a base of 368 x 256, then 2 tiles
+    Layout.from_dict(data).save(tmp_path / "wide.json")
+    out = tmp_path / "out"
+    options = BatchOptions(out_dir=out, servers=[], seeds=[1, 2, 3], steps=STEPS, base_megapixels=0.0625)
+    plan = read_plan([tmp_path / "wide.json"], options)
+    first_final = threading.Event()
+    waited: list[bool] = []
+    events: list[str] = []  # bases generated and frames finished, in order
+    generate, finish = RayBatchRunner._generate, RayBatchRunner._finish
+
+    def held_generate(self, client, endpoint, link, chain) -> None:
+        if link.task.seed == 3:
+            waited.append(first_final.wait(timeout=120))
+        generate(self, client, endpoint, link, chain)
+        events.append(f"base {link.task.seed}")
+
+    def noted_finish(self, outcome, note="") -> None:
+        finish(self, outcome, note)
+        events.append(f"{outcome.status} {outcome.label}")
+        if outcome.label == "wide/Camera/0001_1.png":
+            first_final.set()
+
+    monkeypatch.setattr(RayBatchRunner, "_generate", held_generate)
+    monkeypatch.setattr(RayBatchRunner, "_finish", noted_finish)
+    summary = run_on_ray(cluster.address, 1, ["--tiny"], DEFAULT_CLIENT_TIMEOUT_S, options, plan)
+    assert summary.ok and waited == [True], events
+    assert events.index("done wide/Camera/0001_1.png") < events.index("base 3")
+    assert sorted(e for e in events if e.startswith("done")) == [
+        f"done wide/Camera/0001_{seed}.png" for seed in (1, 2, 3)
+    ]
+    for seed in (1, 2, 3):
+        final = out / "wide" / "Camera" / f"0001_{seed}.png"
+        assert pixels(final).shape == (240, 480, 3)
+        assert len(read_png_record(final.read_bytes()).upscale["tiles"]) == 2
 
 
 def test_tile_views_render_on_the_cluster_ahead_of_need(tmp_path, cluster, monkeypatch):
