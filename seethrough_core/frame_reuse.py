@@ -27,6 +27,7 @@ from .generate_and_save import frame_path_for, region_path_for
 from .layout import Layout
 from .limits import REUSE_FEATHER_TILE_SHARE
 from .png import read_png_rgb
+from .record import GenerationRecord
 from .upscale_plan import BasePlan, Tile, UpscalePlan, pixels_sha256, tile_window
 
 # Bicubic enlargement reads base pixels up to 2 away from where a frame pixel samples; the nearest base
@@ -121,11 +122,18 @@ def frame_reuse(
     return FrameReuse(np.asarray(previous_image), base_to_frame(changed, plan), tiles, origin, feather)
 
 
-def parent_frame_path(base: PreviousPicture) -> Path | None:
-    """The frame made from the picture ``base`` was edited from (its record's parent, NAME_base.png), by
-    the naming rule: NAME.png beside it. None when the base is no edit of a base picture."""
-    parent = base.record.parent or {}
-    return frame_path_for(Path(str(parent["file"]))) if parent.get("file") else None
+# The kinds of edit (a record's parent kind) that keep the camera, so the frame before can lend pixels
+_KEEPS_THE_CAMERA = ("edit", "variation", "unchanged")
+
+
+def parent_frame_path(base: GenerationRecord) -> Path | None:
+    """The frame made from the picture a base was edited from (``base``: the base's record; its parent
+    NAME_base.png), by the naming rule: NAME.png beside it. None when the base is no edit of a base
+    picture, or an edit that changes every pixel (a camera move, a regeneration)."""
+    parent = base.parent or {}
+    if parent.get("kind") not in _KEEPS_THE_CAMERA or not parent.get("file"):
+        return None
+    return frame_path_for(Path(str(parent["file"])))
 
 
 def reuse_of_parent(
@@ -134,7 +142,7 @@ def reuse_of_parent(
     """For a batch: the frame of the base picture ``base`` was edited from (the frame before it in a
     --consistent sequence), found through the files, as the pixels its upscale keeps. None when that
     frame or base is missing or changed since, or cannot lend them (frame_reuse)."""
-    frame_path = parent_frame_path(base)
+    frame_path = parent_frame_path(base.record)
     if frame_path is None or not frame_path.is_file():
         return None
     parent = base.record.parent or {}

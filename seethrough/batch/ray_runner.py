@@ -192,8 +192,11 @@ class RayBatchRunner(BatchRunner):
 
     def _queue_upscale(self, task: Task) -> None:
         layout = task.shot.layout
-        # named before the upscale can ask for them: asked for first, they would render twice
-        self._views.ahead(self.frame_plan(layout, task.seed), layout, tiles_dir_for(task.image_path))
+        # named before the upscale can ask for them: asked for first, they would render twice. A frame
+        # that keeps the frame before where its edit does not reach renders only the tiles it reaches,
+        # known once that frame is written: they render when asked for.
+        if self._frame_before(task) is None:
+            self._views.ahead(self.frame_plan(layout, task.seed), layout, tiles_dir_for(task.image_path))
         super()._queue_upscale(task)
 
     def _tile_views(self) -> RayTileViews:

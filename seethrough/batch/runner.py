@@ -35,6 +35,7 @@ from seethrough_core.client import (
 )
 from seethrough_core.endpoint import parse_endpoint
 from seethrough_core.errors import SeeThroughError
+from seethrough_core.frame_reuse import parent_frame_path, reuse_of_parent
 from seethrough_core.generate_and_save import Destination, generate_and_save, save_image, sidecar_path_for
 from seethrough_core.generation_settings import GenerationSettings
 from seethrough_core.in_view import boxes_in_view
@@ -51,6 +52,7 @@ from seethrough_core.limits import (
 )
 from seethrough_core.output_size import OutputSize
 from seethrough_core.protocol import ErrorCode, GenerateRequest
+from seethrough_core.record import read_png_file_record
 from seethrough_core.upscale_plan import UpscalePlan, base_layout, plan_upscale
 from seethrough_core.upscale_run import TilePool, Upscale, UpscaleRunner
 from seethrough_core.vocabulary import DEFAULT_CLIENT_TIMEOUT_S, DEFAULT_RENDER_ENGINE
@@ -337,6 +339,9 @@ class BatchRunner:
         running: _FrameUpscale | None = None
         try:
             while task is not None or running is not None:
+                if running is not None and task is not None and self._frame_before(task) == running.path:
+                    self._complete_upscale(running)  # written first: its pixels are what this frame keeps
+                    running = None
                 started = self._start_upscale(task, pool, views) if task is not None else None
                 self._complete_upscale(running)  # the frame before, whose last tiles ran meanwhile
                 running = started
@@ -350,6 +355,18 @@ class BatchRunner:
                 client.close()
         return False
 
+    def _frame_before(self, task: Task) -> Path | None:
+        """--consistent: the frame whose base this frame's base was edited from, camera kept. Its upscale
+        keeps that frame's pixels wherever the edit does not reach (frame_reuse.py), so that frame is
+        written first, and its tile views are only known then."""
+        if not self.options.consistent:
+            return None
+        try:
+            record = read_png_file_record(task.base_path)
+        except (OSError, ValueError):
+            return None  # the upscale itself says what is wrong with the base
+        return parent_frame_path(record) if record is not None else None
+
     def _start_upscale(self, task: Task, pool: TilePool, views: TileViews) -> _FrameUpscale | None:
         """Render the frame's tile views and queue its tiles in ``pool``; None when it failed already."""
         start = time.perf_counter()
@@ -357,19 +374,24 @@ class BatchRunner:
             base = read_previous(task.base_path)
             layout = task.shot.layout
             plan = self.frame_plan(layout, task.seed)
+            steps, guidance = self.options.steps, self.options.guidance
+            reuse = None
+            if self._frame_before(task) is not None:  # --consistent: the frame before lends what stays
+                reuse = reuse_of_parent(base, plan=plan, frame_layout=layout, steps=steps, guidance=guidance)
             upscale = Upscale(
                 plan=plan,
                 frame_layout=layout,
                 base_image=base.image,
                 base_record=base.record,
                 out_path=task.image_path,
-                steps=self.options.steps,
-                guidance=self.options.guidance,
+                steps=steps,
+                guidance=guidance,
                 source={**base.record.source, "base": str(task.base_path)},
+                reuse=reuse,
             )
 
             def on_progress(event) -> None:
-                where = f"{task.label} tile {event.tile.index + 1}/{event.total}"
+                where = f"{task.label} tile {event.done + (event.step is not None)}/{event.total}"
                 step = f" step {event.step}/{event.steps}" if event.step is not None else ""
                 self._progress.status("upscale", where + step)
 
@@ -400,7 +422,9 @@ class BatchRunner:
             self._progress.status("upscale", None)
         if saved is None:
             raise KeyboardInterrupt
-        note = f" (upscaled from {plan.base.width}x{plan.base.height} in {len(plan.tiles)} tiles)"
+        reuse = frame.runner.upscale.reuse
+        tiles = f"in {len(plan.tiles)} tiles" if reuse is None else reuse.summary(plan)
+        note = f" (upscaled from {plan.base.width}x{plan.base.height}, {tiles})"
         self._finish(
             Outcome(task.shot.input_path, task.label, "done", server=", ".join(self.options.servers),
                     image_path=task.image_path, generate_s=time.perf_counter() - frame.started),
@@ -700,6 +724,11 @@ class _FrameUpscale:
     task: Task
     runner: UpscaleRunner
     started: float
+
+    @property
+    def path(self) -> Path:
+        """Where the frame is written."""
+        return self.task.image_path
 
 
 def _describe(exc: BaseException) -> str:

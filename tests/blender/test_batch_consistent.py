@@ -15,10 +15,12 @@ from PIL import Image
 from blender_addon.scene_io import layout_to_scene
 from seethrough.batch.inputs import expand_inputs
 from seethrough.batch.runner import BatchOptions, BatchRunner
-from seethrough_core.edit_region import layout_change
+from seethrough_core.edit_region import dilate, layout_change
+from seethrough_core.frame_reuse import base_to_frame
 from seethrough_core.layout import Layout, load_layout
-from seethrough_core.record import GenerationRecord
+from seethrough_core.record import GenerationRecord, read_png_file_record
 from seethrough_core.server_process import ServerProcess
+from seethrough_core.upscale_plan import plan_upscale
 
 pytestmark = pytest.mark.slow  # renders with Blender and runs a server
 
@@ -83,3 +85,51 @@ def test_only_the_moving_box_regenerates_and_a_camera_move_is_reprojected(empty_
     assert (folder / "0004_5_region.png").exists() and (folder / "0004_5_reprojected.png").exists()
     assert 0 < records[3].parent["kept"] < 1
     assert ["model_encode_edit_s" in r.timings for r in records] == [False, True, True, True]
+
+
+def write_dog_blend(path: Path, size: tuple[int, int]) -> None:
+    """The small white dog trots 30 cm between frames 1 and 2, then stands still at frame 3."""
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    scene = bpy.context.scene
+    data = load_layout("assets/examples/street.json").to_dict()
+    data["resolution"] = list(size)
+    dog = layout_to_scene(Layout.from_dict(data), scene)[2]
+    dog.keyframe_insert("location", frame=1)
+    dog.location.y += 0.3
+    dog.keyframe_insert("location", frame=2)
+    dog.keyframe_insert("location", frame=3)
+    scene.frame_set(1)
+    bpy.ops.wm.save_as_mainfile(filepath=str(path))
+
+
+def test_frames_in_two_stages_keep_the_frame_before_wherever_the_edit_does_not_reach(empty_blender, tmp_path):
+    """Frames larger than the model's size: each frame's base is an edit of the one before, and its
+    upscale refines only the tiles that edit reaches; the rest of the frame is the frame before's, byte
+    for byte. A frame whose layout did not change is the frame before, without a single tile job."""
+    size = (640, 360)  # a 352x256 base and 3 x 2 tiles of 256 px at 0.0625 megapixels
+    write_dog_blend(tmp_path / "dog.blend", size)
+    out = tmp_path / "out"
+    with ServerProcess.tiny(tmp_path / "server.log") as server:
+        options = BatchOptions(
+            out_dir=out, servers=[server.endpoint], seeds=[5], frames=[1, 2, 3], steps=2,
+            consistent=True, margin_px=MARGIN, base_megapixels=0.0625,
+        )  # fmt: skip
+        summary = BatchRunner(options).run(expand_inputs([str(tmp_path / "dog.blend")]))
+    assert summary.ok and summary.count("done") == 3
+
+    folder = out / "dog" / "Camera"
+    frames = [read_rgb(folder / f"000{f}_5.png") for f in (1, 2, 3)]
+    stages = [read_png_file_record(folder / f"000{f}_5.png").upscale for f in (1, 2, 3)]
+    refined = [[t["name"] for t in stage["tiles"] if not t.get("reused")] for stage in stages]
+    assert "reuses" not in stages[0] and len(refined[0]) == 6  # the first frame: every tile
+    assert stages[1]["reuses"]["file"] == str(folder / "0001_5.png") and 0 < len(refined[1]) < 6
+    assert stages[2]["reuses"]["file"] == str(folder / "0002_5.png") and refined[2] == []
+    assert np.array_equal(frames[2], frames[1])  # nothing changed: the frame before, exactly
+
+    # where the dog's region (beside frame 2's base) does not reach, frame 2 is frame 1
+    region = read_rgb(folder / "0002_5_base_region.png")[..., 0] > 0
+    plan = plan_upscale(*size, seed=5, base_megapixels=0.0625)
+    reach = dilate(base_to_frame(region, plan), round(plan.tile_side / 32))
+    assert 0.05 < reach.mean() < 0.9
+    assert np.array_equal(frames[1][~reach], frames[0][~reach])
+    assert (frames[1][reach] != frames[0][reach]).any()

@@ -200,7 +200,7 @@ def test_a_frame_in_two_stages_keeps_its_base_and_a_rerun_starts_no_actor(tmp_pa
     )  # fmt: skip
     run = run_command(command, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
-    assert "(upscaled from 368x256 in 2 tiles)" in run.stderr
+    assert "(upscaled from 368x256, in 2 tiles)" in run.stderr
     final = out / "wide" / "Camera" / "0001_3.png"
     base = final.with_name("0001_3_base.png")
     assert pixels(final).shape == (240, 480, 3) and pixels(base).shape == (256, 368, 3)

@@ -168,7 +168,7 @@ def test_a_batch_finds_the_frame_before_through_the_bases_parent_link(tmp_path):
 
     def reuse():
         base = read_previous_file(new_path, "")
-        assert parent_frame_path(base) == tmp_path / "0001_1.png"
+        assert parent_frame_path(base.record) == tmp_path / "0001_1.png"
         return reuse_of_parent(base, plan=plan, frame_layout=_frame_layout(), steps=STEPS, guidance=GUIDANCE)
 
     found = reuse()
