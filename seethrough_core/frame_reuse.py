@@ -3,12 +3,13 @@
 The edit changes the frame's base picture inside a region; every other base pixel stays exactly what it
 was. Enlarged, that region reaches a few of the frame's tiles: those are refined again, and every pixel
 the change does not reach is the previous frame's, exactly, as in an edit of a one-pass picture. A 4K
-frame whose one box moved sends the tiles around that box, not all 15. The refined tiles fade into the
-previous frame around the change, over 1/32 of a tile's side (REUSE_FEATHER_TILE_SHARE: 32 frame pixels).
+frame whose one box moved sends the tiles around that box, not all 15 (the example street's dog: 9).
+The refined tiles fade into the previous frame around the change, over 1/32 of a tile's side
+(REUSE_FEATHER_TILE_SHARE: 32 frame pixels).
 
-Only a frame upscaled with the same plan (size, framing, tiles, strength), steps and guidance, at the
-same camera, can lend its pixels; any other edit (a camera move reprojects the whole base) refines
-every tile, as before.
+Only a frame upscaled from the edited base's pixels, with the same plan (size, framing, tiles,
+strength), steps and guidance, at the same camera, can lend its pixels; any other edit (a camera move
+reprojects the whole base) refines every tile, as before.
 """
 
 from __future__ import annotations
