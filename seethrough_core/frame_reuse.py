@@ -76,7 +76,7 @@ class FrameReuse:
     def summary(self, plan: UpscalePlan) -> str:
         """What the upscale refines, for the progress line and the panel."""
         kept_from = Path(self.origin["file"]).name
-        return f"{len(self.refined(plan))} of {len(plan.tiles)} tiles refined, the rest kept from {kept_from}"
+        return f"{len(self.refined(plan))} of {len(plan.tiles)} tiles refined, the rest of {kept_from} kept"
 
     def record(self, plan: UpscalePlan) -> list[dict[str, Any]]:
         """The reused tiles' entries of the new frame's record: the previous frame's, marked ``reused``."""
@@ -124,10 +124,13 @@ def frame_reuse(
     changed = (np.asarray(old_base) != np.asarray(new_base)).any(axis=2)
     if region is not None:
         changed |= np.asarray(region) > 0
+    changed = base_to_frame(changed, plan)
+    if changed.all():
+        return None  # a whole new base (a regeneration): nothing of the previous frame stays
     file = previous.origin.get("file") or previous.label
     origin = {"file": str(file), "sha256": hashlib.sha256(previous.png).hexdigest()}
     feather = max(2, round(plan.tile_side * REUSE_FEATHER_TILE_SHARE))
-    return FrameReuse(np.asarray(previous_image), base_to_frame(changed, plan), tiles, origin, feather)
+    return FrameReuse(np.asarray(previous_image), changed, tiles, origin, feather)
 
 
 # The kinds of edit (a record's parent kind) that keep the camera, so the frame before can lend pixels

@@ -255,7 +255,7 @@ def test_a_stopped_upscale_resumes_and_an_edit_of_the_frame_edits_its_base(
     assert entry.image == edited and entry.parent == frame.name
     assert "a small white dog: moved" in entry.change
     assert "its base edited, then upscaled to 330x256" in entry.change
-    assert f"of 2 tiles refined, the rest kept from {frame_path.name}" in entry.change
+    assert f"of 2 tiles refined, the rest of {frame_path.name} kept" in entry.change
     assert not list(results_dir().glob("*.tiles"))
 
     # Without its base picture, an edit of the frame says what is missing and what to do.

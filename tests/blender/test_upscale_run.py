@@ -194,7 +194,7 @@ def test_batch_gives_the_frame_at_the_layouts_resolution(tmp_path, server):
     # only the tiles the edit reaches are refined; the rest is the frame edited (frame_reuse.py)
     stage = read_png_record((tmp_path / "edited" / "moved.png").read_bytes()).upscale
     assert stage["reuses"] == {"file": str(final), "sha256": hashlib.sha256(final.read_bytes()).hexdigest()}
-    assert "of 2 tiles refined, the rest kept from 0001_3.png" in edit.stderr
+    assert "of 2 tiles refined, the rest of 0001_3.png kept" in edit.stderr
 
     # editing that edit into the same folder keeps it: the new frame and its base are moved_2*.png
     kept = {p.name: p.read_bytes() for p in (tmp_path / "edited").glob("moved*.png")}

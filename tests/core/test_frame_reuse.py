@@ -109,10 +109,12 @@ def test_the_edits_region_counts_even_where_the_model_left_pixels_equal():
     assert [t.name for t in reuse.refined(_plan())] == ["tile_r01_c02"]
 
 
-def test_a_base_changed_everywhere_refines_every_tile():
+def test_a_base_changed_everywhere_keeps_nothing_of_the_previous_frame():
     old_base = texture(1, BASE)
-    reuse = _reuse(old_base, texture(3, BASE))
-    assert reuse.refined(_plan()) == _plan().tiles and reuse.changed.all()
+    assert _reuse(old_base, texture(3, BASE)) is None  # a regeneration: every tile, as without reuse
+    edge = _edited(old_base, slice(0, 256), slice(130, 140))  # a band across two tile columns
+    reuse = _reuse(old_base, edge)
+    assert reuse.refined(_plan()) == _plan().tiles[:2] + _plan().tiles[3:5] and not reuse.reach.all()
 
 
 @pytest.mark.parametrize(
