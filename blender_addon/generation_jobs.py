@@ -440,7 +440,7 @@ class GenerationJob:
         if job.edited_frame is not None and job.edited_base is not None and edit is not None:
             reuse = frame_reuse(
                 job.edited_frame, job.edited_base.image, base.result.image,
-                plan=replace(job.plan, seed=base.record.seed), frame_layout=job.frame_layout,
+                plan=job.plan, frame_layout=job.frame_layout,
                 steps=job.steps, guidance=job.guidance, region=edit.region,
             )  # fmt: skip
         try:

@@ -159,16 +159,16 @@ def reuse_of_parent(
     parent = base.record.parent or {}
     try:
         old_base = read_previous_file(Path(str(parent["file"])), "")
-        frame = read_previous_file(frame_path, "")
+        if hashlib.sha256(old_base.png).hexdigest() != parent.get("sha256"):
+            return None  # the base was made again since: its frame is not the one it was edited from
+        frame = read_previous_file(frame_path, "")  # the frame is decoded only once the base matches
     except PreviousPictureError:
         return None
-    if hashlib.sha256(old_base.png).hexdigest() != parent.get("sha256"):
-        return None  # the base was made again since: its frame is not the one this base was edited from
     region = None
-    file = base.origin.get("file")
-    if file and region_path_for(Path(str(file))).is_file():
+    region_path = region_path_for(Path(str(base.origin["file"]))) if base.origin.get("file") else None
+    if region_path is not None and region_path.is_file():
         try:
-            region = read_png_rgb(region_path_for(Path(str(file))))[..., 0] > 0
+            region = read_png_rgb(region_path)[..., 0] > 0
         except (OSError, ValueError):
             return None  # the region cannot be read: refine every tile
     return frame_reuse(

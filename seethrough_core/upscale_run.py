@@ -516,9 +516,8 @@ class UpscaleRunner:
 def upscale_record(upscale: Upscale, tiles: list[dict[str, Any]]) -> GenerationRecord:
     """The frame's record: the base picture's (its seed, prompt, settings) at the frame's size, with
     ``upscale`` holding both stages: the base's size, seed and pixels' sha256, the tile grid, overlap,
-    strength, and each
-    tile's rectangle, seed and boxes (and ``kept``: made by an earlier, interrupted run; ``reused``: the
-    previous frame's, which an edit did not reach; ``reuses`` names that frame)."""
+    strength, and each tile's rectangle, seed and boxes (and ``kept``: made by an earlier, interrupted
+    run; ``reused``: the previous frame's, which an edit did not reach; ``reuses`` names that frame)."""
     base = upscale.base_record
     stage = upscale.plan.to_record()
     stage["base"]["record_timings"] = base.timings

@@ -376,7 +376,7 @@ class BatchRunner:
             plan = self.frame_plan(layout, task.seed)
             steps, guidance = self.options.steps, self.options.guidance
             reuse = None
-            if self._frame_before(task) is not None:  # --consistent: the frame before lends what stays
+            if self.options.consistent:  # the frame before (its base's parent's frame) lends what stays
                 reuse = reuse_of_parent(base, plan=plan, frame_layout=layout, steps=steps, guidance=guidance)
             upscale = Upscale(
                 plan=plan,
