@@ -48,7 +48,13 @@ from seethrough_core.protocol import GenerateRequest
 from seethrough_core.record import GenerationRecord
 from seethrough_core.rendered_layout import RenderedLayout
 from seethrough_core.upscale_plan import UpscalePlan, ViewCrop
-from seethrough_core.upscale_run import TileProgress, Upscale, UpscaleRunner, resume_or_start_over
+from seethrough_core.upscale_run import (
+    TileProgress,
+    Upscale,
+    UpscaleRunner,
+    resume_or_start_over,
+    started_over_note,
+)
 
 from .background_render import RenderTask, render_view, render_views, run_render
 from .edit_jobs import EditRequest, ResultEdit
@@ -507,12 +513,7 @@ class GenerationJob:
         try:
             upscale, started_over = resume_or_start_over(asked)
             if started_over:
-                self._post(
-                    UpscaleNote(
-                        f"the tiles kept in {upscale.tiles_dir.name} were for another size or settings: "
-                        "started over"
-                    )
-                )
+                self._post(UpscaleNote(started_over_note(upscale)))
             runner = UpscaleRunner(
                 upscale,
                 [client],

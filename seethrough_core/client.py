@@ -84,6 +84,16 @@ class JobLostError(ServerError):
     """The server no longer knows a job it accepted (it was restarted): submitting it again is safe."""
 
 
+def server_went_away(exc: BaseException) -> bool:
+    """The server cannot run jobs now (silent, stopping, or its model did not load): a batch gives its
+    job to another server or waits, and asks it again later. A lost job (JobLostError) is not this:
+    the server answers, and the job is sent again."""
+    if isinstance(exc, ServerUnavailableError):
+        return True
+    going = (ErrorCode.SHUTTING_DOWN, ErrorCode.LOAD_FAILED)
+    return isinstance(exc, ServerError) and not isinstance(exc, JobLostError) and exc.code in going
+
+
 class JobCancelledError(SeeThroughError):
     """The job was cancelled before it produced an image."""
 

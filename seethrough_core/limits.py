@@ -69,6 +69,9 @@ DRAFT_STEP_CACHE = 0.1  # the step cache's threshold in a draft
 
 # `seethrough batch` against its servers
 DEFAULT_SERVER_RETRY_S = 300.0  # how long a server that went away is tried again (--retry-for)
+JOB_RESUBMITS = 3  # how often one job is sent again to servers that lost it (restarted) before it fails
+RETRY_FIRST_S = 1.0  # the first wait before asking a server that went away again; doubles each time
+RETRY_LONGEST_S = 30.0
 
 # Regional regeneration (an edit of a previous result; docs/edit.md)
 DEFAULT_EDIT_STRENGTH = 1.0  # 1: the region starts from pure noise; lower keeps more of the previous image

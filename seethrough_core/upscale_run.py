@@ -13,10 +13,10 @@ from __future__ import annotations
 import json
 import logging
 import os
-import queue
 import shutil
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from functools import cached_property
@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from .client import Job, SeeThroughClient
+from .client import Job, JobLostError, SeeThroughClient, server_went_away
 from .edit_input import MASK_INSIDE, EditInput
 from .errors import SeeThroughError
 from .frame_reuse import FrameReuse
@@ -34,6 +34,7 @@ from .generation_settings import GenerationSettings
 from .geometry import FrameRect
 from .in_view import boxes_in_view
 from .layout import Layout
+from .limits import JOB_RESUBMITS
 from .png import write_bytes_atomic
 from .protocol import GenerateRequest, Progress, Result
 from .record import GenerationRecord
@@ -144,6 +145,12 @@ def resume_or_start_over(upscale: Upscale) -> tuple[Upscale, bool]:
     return upscale, had_tiles
 
 
+def started_over_note(upscale: Upscale) -> str:
+    """What resume_or_start_over's caller says when it threw kept tiles away."""
+    kept = upscale.tiles_dir.name
+    return f"the tiles kept in {kept} were for another picture, size or settings: started over"
+
+
 def _as_kept(upscale: Upscale, kept: dict[str, Any]) -> Upscale | None:
     """``upscale`` with the kept one's framing and layout, if that makes it the kept upscale exactly."""
     try:
@@ -240,54 +247,109 @@ def view_renders(
     return ViewRenders(pending, first, shared)
 
 
+# A server that went away (the reason): True once it answers again, False when it is given up on.
+ServerBack = Callable[[SeeThroughClient, str], bool]
+
+
+class _ServerGoneError(Exception):
+    """A tile's server went away (server_went_away); the pool gives the tile to another server."""
+
+
 class TilePool:
     """One thread per server, sending upscale tiles' jobs as they are queued.
 
     An upscale run alone has a pool of its own. A batch hands one pool to each frame's upscale in turn:
     the next frame's views render and its first tiles start while the last tiles of the frame before
-    still run, so no server waits between frames. ``stop`` stops every frame queued in it."""
+    still run, so no server waits between frames. ``stop`` stops every frame queued in it.
 
-    def __init__(self, clients: list[SeeThroughClient], stop: threading.Event | None = None) -> None:
+    A job a restarted server lost is sent again (up to JOB_RESUBMITS times). With ``server_back`` (a
+    batch), a server that goes away mid-tile gives the tile back to the others, first in line, and is
+    asked again (``server_back`` waits for it); once every server is given up on, the tiles still
+    waiting fail with the reason. Without it (one upscale) the tile fails, and a rerun resumes."""
+
+    def __init__(
+        self,
+        clients: list[SeeThroughClient],
+        stop: threading.Event | None = None,
+        server_back: ServerBack | None = None,
+    ) -> None:
         if not clients:
             raise ValueError("an upscale needs at least one server")
         self.clients = clients
         self.stop = stop or threading.Event()
-        self._jobs: queue.Queue = queue.Queue(maxsize=len(clients))  # each server has at most one in hand
+        self.server_back = server_back
+        self._jobs: deque[tuple[UpscaleRunner, Tile, GenerateRequest, list[int]]] = deque()
+        self._cond = threading.Condition()
+        self._closed = False
+        self._serving = len(clients)  # servers not given up on
+        self._gone_reason = ""  # why the last server was given up on
         self._workers = [
             threading.Thread(target=self._work, args=(client,), daemon=True, name=f"upscale-{i}")
             for i, client in enumerate(clients)
         ]
         for worker in self._workers:
             worker.start()
-        self._closed = False
 
     def put(self, runner: UpscaleRunner, tile: Tile, request: GenerateRequest, boxes: list[int]) -> bool:
-        """Queue a tile's job, waiting while every server has one in hand; False when stopped first."""
+        """Queue a tile's job, waiting while every server has one in hand; False when stopped first, or
+        when no server is left (the tile then fails with the reason)."""
         while not runner.halted:
-            try:
-                self._jobs.put((runner, tile, request, boxes), timeout=0.2)
-                return True
-            except queue.Full:
-                continue
+            with self._cond:
+                if not self._serving:
+                    runner._no_server(tile, self._gone_reason)
+                    return False
+                if len(self._jobs) < self._serving:  # each server has at most one waiting
+                    self._jobs.append((runner, tile, request, boxes))
+                    self._cond.notify_all()
+                    return True
+                self._cond.wait(0.2)  # a timeout, so the halt of the runner is seen
         return False
 
     def close(self) -> None:
         """Wait for the queued jobs (skipped once stopped), then end the threads."""
-        if self._closed:
-            return
-        self._closed = True
-        for _ in self._workers:
-            self._jobs.put(None)
+        with self._cond:
+            if self._closed:
+                return
+            self._closed = True
+            self._cond.notify_all()
         for worker in self._workers:
             worker.join()
 
+    def _take(self) -> tuple[UpscaleRunner, Tile, GenerateRequest, list[int]] | None:
+        with self._cond:
+            while not self._jobs and not self._closed:
+                self._cond.wait()
+            if not self._jobs:
+                return None
+            item = self._jobs.popleft()
+            self._cond.notify_all()
+            return item
+
     def _work(self, client: SeeThroughClient) -> None:
-        while True:
-            item = self._jobs.get()
-            if item is None:
-                return
+        while (item := self._take()) is not None:
             runner, tile, request, boxes = item
-            runner._run_queued(client, tile, request, boxes)
+            try:
+                runner._run_queued(client, tile, request, boxes, give_back=self.server_back is not None)
+            except _ServerGoneError as gone:
+                with self._cond:
+                    self._jobs.appendleft(item)  # first in line for the servers still answering
+                    self._cond.notify_all()
+                if self.server_back is None or not self.server_back(client, str(gone)):
+                    self._leave(str(gone))
+                    return
+
+    def _leave(self, reason: str) -> None:
+        """This thread's server is given up on; the last one to leave fails every tile still waiting."""
+        with self._cond:
+            self._serving -= 1
+            self._gone_reason = reason
+            orphans = [] if self._serving else list(self._jobs)
+            if not self._serving:
+                self._jobs.clear()
+            self._cond.notify_all()
+        for runner, tile, _, _ in orphans:
+            runner._no_server(tile, reason)
+            runner._settle()
 
 
 class UpscaleRunner:
@@ -422,6 +484,12 @@ class UpscaleRunner:
             self._halt.set()  # the jobs already queued are skipped, the running ones cancelled
             raise
 
+    @property
+    def settled(self) -> bool:
+        """Every queued tile has run, failed or been skipped: complete() has nothing to wait for."""
+        with self._settled:
+            return self._queued == 0
+
     def complete(self) -> SavedImage | None:
         """Wait for the queued tiles; the saved frame, or None when stopped (the finished tiles stay).
         Raises the first tile's error."""
@@ -445,18 +513,51 @@ class UpscaleRunner:
         return self.render_views is None or shared is None or self.render_views(*shared)
 
     def _run_queued(
-        self, client: SeeThroughClient, tile: Tile, request: GenerateRequest, boxes: list[int]
+        self,
+        client: SeeThroughClient,
+        tile: Tile,
+        request: GenerateRequest,
+        boxes: list[int],
+        give_back: bool = False,
     ) -> None:
-        """A queued tile's job, on a pool thread: run, or skipped when this upscale has stopped."""
+        """A queued tile's job, on a pool thread: run, or skipped when this upscale has stopped. With
+        ``give_back``, a server that went away raises _ServerGoneError and the tile stays queued."""
+        settled = True
         try:
             if not self.halted:
-                self._run_tile(client, tile, request, boxes)
+                self._run_tile_sent_again(client, tile, request, boxes)
+        except SeeThroughError as exc:
+            if give_back and server_went_away(exc) and not self.halted:
+                settled = False
+                raise _ServerGoneError(str(exc)) from exc
+            self._record(exc)
         except BaseException as exc:  # noqa: BLE001 - complete() raises it on the caller's thread
-            with self._lock:
-                self._errors.append(exc)
-            self._halt.set()
+            self._record(exc)
         finally:
-            self._settle()
+            if settled:
+                self._settle()
+
+    def _run_tile_sent_again(
+        self, client: SeeThroughClient, tile: Tile, request: GenerateRequest, boxes: list[int]
+    ) -> None:
+        """The tile's job; sent again when the server lost it (it restarted), up to JOB_RESUBMITS times."""
+        for sent in range(1, JOB_RESUBMITS + 2):
+            try:
+                self._run_tile(client, tile, request, boxes)
+                return
+            except JobLostError as exc:
+                if sent > JOB_RESUBMITS:
+                    raise SeeThroughError(f"{tile.name}: {exc} (sent {sent} times)") from exc
+                log.warning("the server lost %s (restarted?); sending it again", tile.name)
+
+    def _record(self, exc: BaseException) -> None:
+        """The frame fails with ``exc`` (the first one recorded); its other queued tiles are skipped."""
+        with self._lock:
+            self._errors.append(exc)
+        self._halt.set()
+
+    def _no_server(self, tile: Tile, reason: str) -> None:
+        self._record(SeeThroughError(f"{tile.name} not generated: no server is left (last: {reason})"))
 
     def _settle(self) -> None:
         with self._settled:

@@ -148,7 +148,7 @@ class RayBatchRunner(BatchRunner):
     def _client(self, endpoint: str) -> ActorClient:
         return ActorClient(endpoint, self._actors[endpoint], lambda: self._pool.stopping)
 
-    def _wait_for_server(self, client: Any, endpoint: str, reason: str) -> bool:
+    def _wait_for_server(self, client: Any, endpoint: str, reason: str, pause: Any = None) -> bool:
         # Ray restarts a dead actor itself (max_restarts) before its job fails: one it gave up on is gone.
         self._last_server_error = reason
         self._progress.note(f"{endpoint} is gone ({reason}); its jobs go to the other actors")

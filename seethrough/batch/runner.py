@@ -6,7 +6,9 @@ its own client, taking tasks as soon as its server is free, so the GPUs never wa
 Blender renders the next shot while they generate. Finished images and sidecars are written
 atomically, sidecar last: a rerun skips what is complete, and an interrupted run leaves no
 half-written file. With `consistent`, the frames of one camera and seed go to one worker as a chain,
-each an edit of the frame before it (consistent.py).
+each an edit of the frame before it (consistent.py). Frames at sizes the model does not take are
+upscaled from their base picture as soon as it is ready (upscale_stage.py): between shots, the main
+thread renders their tile views and queues their tiles beside the bases still to generate.
 
 No planned image is lost (work_pool.py keeps the count): each ends done, skipped or failed with a
 reason. A server that stops answering gives its chain back to the pool for the other servers, then
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TextIO
@@ -30,12 +33,11 @@ from seethrough_core.client import (
     JobCancelledError,
     JobLostError,
     SeeThroughClient,
-    ServerError,
-    ServerUnavailableError,
+    server_went_away,
 )
 from seethrough_core.endpoint import parse_endpoint
 from seethrough_core.errors import SeeThroughError
-from seethrough_core.frame_reuse import parent_frame_path, reuse_of_parent
+from seethrough_core.frame_reuse import parent_frame_path
 from seethrough_core.generate_and_save import Destination, generate_and_save, save_image, sidecar_path_for
 from seethrough_core.generation_settings import GenerationSettings
 from seethrough_core.in_view import boxes_in_view
@@ -49,28 +51,27 @@ from seethrough_core.limits import (
     DEFAULT_SERVER_RETRY_S,
     DEFAULT_STEPS,
     DEFAULT_UPSCALE_STRENGTH,
+    JOB_RESUBMITS,
+    RETRY_FIRST_S,
+    RETRY_LONGEST_S,
 )
 from seethrough_core.output_size import OutputSize
-from seethrough_core.protocol import ErrorCode, GenerateRequest
+from seethrough_core.protocol import GenerateRequest
 from seethrough_core.record import read_png_file_record
 from seethrough_core.upscale_plan import UpscalePlan, base_layout, plan_upscale
-from seethrough_core.upscale_run import TilePool, Upscale, UpscaleRunner
 from seethrough_core.vocabulary import DEFAULT_CLIENT_TIMEOUT_S, DEFAULT_RENDER_ENGINE
 
-from ..previous_picture import read_previous
 from ..progress import ProgressLine
 from .consistent import Chain, Condition, Link, chains_of, copied_record, plan_frame
 from .inputs import CameraChoice
 from .plan import Shot, Task, output_names
 from .shards import Shard
 from .shots import read_shots
+from .upscale_stage import UpscaleStage
 from .work_pool import ReadyBases, WorkPool
 
-RESUBMITS = 3  # how often one job is sent again to servers that lost it (restarted) before it fails
-RETRY_FIRST_S = 1.0  # the first wait before asking a server that went away again; doubles each time
-RETRY_LONGEST_S = 30.0
-# A server answering with these is going away (stopping, or its model did not load): try it later.
-_SERVER_GOING = (ErrorCode.SHUTTING_DOWN, ErrorCode.LOAD_FAILED)
+# Waits up to the given seconds; True when there is no need to wait any more (no work left, stopped).
+Pause = Callable[[float], bool]
 
 
 class _ServerDownError(Exception):
@@ -175,10 +176,13 @@ def read_plan(inputs: list[Path], options: BatchOptions) -> BatchPlan:
 
 
 class BatchRunner:
-    # Frames made in two stages are upscaled after the last base: their tile views render with Blender
-    # in this process, and bpy wants the main thread, which renders the shots' conditions until then.
-    # ray_runner.py renders them as cluster tasks and upscales each frame as soon as its base is ready.
+    # Frames made in two stages are upscaled as their bases become ready (upscale_stage.py). Their tile
+    # views render with Blender in this process, and bpy wants the main thread: it drives the stage
+    # between the shots it renders. ray_runner.py renders them as cluster tasks, and a thread of its own
+    # drives the stage (upscale_alongside). upscale_after_bases: every frame after the last base (the
+    # order benchmarks compare with).
     upscale_alongside = False
+    upscale_after_bases = False
 
     def __init__(self, options: BatchOptions, stream: TextIO | None = None) -> None:
         for server in options.servers:
@@ -192,6 +196,7 @@ class BatchRunner:
         self._bases = ReadyBases()  # bases generated (or kept), waiting for their frame's upscale
         self._upscale_stop = threading.Event()  # interrupted: the tiles' jobs stop too
         self._upscale_interrupted = False  # the upscale stage's own thread was stopped (upscale_alongside)
+        self._workers_left = 0  # the last worker to leave closes self._bases: no base will come
         self._last_server_error = ""  # why the last server gave up, for the tasks failed after it
 
     # --- what a subclass replaces: where jobs go and where shots render (ray_runner.py) ---------
@@ -233,21 +238,32 @@ class BatchRunner:
             threading.Thread(target=self._worker, args=(endpoint,), name=f"batch {endpoint}", daemon=True)
             for endpoint in self.options.servers
         ]
+        self._workers_left = len(workers)
         for worker in workers:
             worker.start()
-        upscaler = threading.Thread(target=self._upscale_beside, name="batch upscale", daemon=True)
+        stage = UpscaleStage(self)
+        upscaler = threading.Thread(
+            target=self._upscale_beside, args=(stage,), name="batch upscale", daemon=True
+        )
         if self.upscale_alongside:  # beside the workers; it ends with the last base's frame
             upscaler.start()
+        # this thread drives the stage: between shots, while it waits to queue one, and after the last
+        meanwhile = None if self.upscale_alongside or self.upscale_after_bases else stage.poll
         render_s = 0.0
         interrupted = False
         try:
             for shots in shots_by_input.values():
                 if self.options.consistent:
                     for chain in chains_of(shots):
-                        render_s += self._produce_chain(chain)
+                        render_s += self._produce_chain(chain, meanwhile)
                 else:
                     for shot in shots:
-                        render_s += self._produce(shot)
+                        render_s += self._produce(shot, meanwhile)
+            self._pool.close()  # the workers leave once their chains are done, the last closing _bases
+            if not workers:
+                self._bases.close()
+            if meanwhile is not None:
+                stage.run()  # the frames of the bases still generating, each as its base is ready
         except KeyboardInterrupt:
             interrupted = True
             self._stop()
@@ -257,8 +273,10 @@ class BatchRunner:
             self._bases.close()  # the last base is made: the upscale stage ends with its frame
             if self.upscale_alongside:
                 interrupted = self._join([upscaler]) or self._upscale_interrupted or interrupted
-            elif not interrupted:
-                interrupted = self._upscale_all()
+            elif self.upscale_after_bases and not interrupted:
+                self._upscale_beside(stage)
+                interrupted = self._upscale_interrupted
+            stage.close()
             if not interrupted:
                 self._account_for(all_tasks)
             self._progress.close()
@@ -310,50 +328,21 @@ class BatchRunner:
         return base_layout(layout, self.frame_plan(layout, 0)) if self._two_stages(layout) else layout
 
     def _queue_upscale(self, task: Task) -> None:
-        """A base is ready (generated, or kept by an interrupted run): its frame waits for the upscale
-        stage (after every base, or at once with upscale_alongside). Called from the worker threads."""
+        """A base is ready (generated, or kept by an interrupted run): its frame is handed to the upscale
+        stage (upscale_stage.py). Called from the worker threads, and the main thread for kept bases."""
         self._bases.put(task)
 
     def _tile_views(self) -> TileViews:
         """What renders the upscale tiles' views: Blender in this process (ray_runner.py: Ray tasks)."""
         return TileViews(self.options.engine)
 
-    def _upscale_beside(self) -> None:
+    def _upscale_beside(self, stage: UpscaleStage) -> None:
         """The upscale stage on a thread of its own, while the workers still generate bases."""
-        self._upscale_interrupted = self._upscale_all()
-
-    def _upscale_all(self) -> bool:
-        """The second stage of every base generated (or kept), in the order they became ready; True
-        when interrupted. It ends once the base stage is over (ReadyBases closed) and every frame is.
-
-        The frames share one pool of server threads: while the last tiles of a frame still run, the
-        next frame's views render and its first tiles are queued, so no server waits between frames.
-        When no next base is ready yet, the frame is finished and written first, not held back."""
-        task = self._bases.take(wait=True)
-        if task is None:
-            return False  # no frame to upscale (a rerun with nothing to make has no server)
-        clients = [self._client(endpoint) for endpoint in self.options.servers]
-        stop = self._upscale_stop
-        pool = TilePool(clients, stop)
-        views = self._tile_views()
-        running: _FrameUpscale | None = None
         try:
-            while task is not None or running is not None:
-                if running is not None and task is not None and self._frame_before(task) == running.path:
-                    self._complete_upscale(running)  # written first: its pixels are what this frame keeps
-                    running = None
-                started = self._start_upscale(task, pool, views) if task is not None else None
-                self._complete_upscale(running)  # the frame before, whose last tiles ran meanwhile
-                running = started
-                task = self._bases.take(wait=running is None)
+            stage.run()
         except KeyboardInterrupt:
-            stop.set()  # running tiles are cancelled; the finished ones stay for a rerun
-            return True
-        finally:
-            pool.close()
-            for client in clients:
-                client.close()
-        return False
+            self._upscale_stop.set()  # running tiles are cancelled; the finished ones stay for a rerun
+            self._upscale_interrupted = True
 
     def _frame_before(self, task: Task) -> Path | None:
         """--consistent: the frame whose base this frame's base was edited from, camera kept. Its upscale
@@ -367,81 +356,30 @@ class BatchRunner:
             return None  # the upscale itself says what is wrong with the base
         return parent_frame_path(record) if record is not None else None
 
-    def _start_upscale(self, task: Task, pool: TilePool, views: TileViews) -> _FrameUpscale | None:
-        """Render the frame's tile views and queue its tiles in ``pool``; None when it failed already."""
-        start = time.perf_counter()
-        try:
-            base = read_previous(task.base_path)
-            layout = task.shot.layout
-            plan = self.frame_plan(layout, task.seed)
-            steps, guidance = self.options.steps, self.options.guidance
-            reuse = None
-            if self.options.consistent:  # the frame before (its base's parent's frame) lends what stays
-                reuse = reuse_of_parent(base, plan=plan, frame_layout=layout, steps=steps, guidance=guidance)
-            upscale = Upscale(
-                plan=plan,
-                frame_layout=layout,
-                base_image=base.image,
-                base_record=base.record,
-                out_path=task.image_path,
-                steps=steps,
-                guidance=guidance,
-                source={**base.record.source, "base": str(task.base_path)},
-                reuse=reuse,
-            )
-
-            def on_progress(event) -> None:
-                where = f"{task.label} tile {event.done + (event.step is not None)}/{event.total}"
-                step = f" step {event.step}/{event.steps}" if event.step is not None else ""
-                self._progress.status("upscale", where + step)
-
-            runner = UpscaleRunner(
-                upscale, pool.clients, views.view, on_progress=on_progress, stop=pool.stop,
-                render_views=views.shared,
-            )  # fmt: skip
-            runner.queue_tiles(pool)
-        except (SeeThroughError, OSError) as exc:  # this frame fails; the others go on
-            if pool.stop.is_set():
-                raise KeyboardInterrupt from None  # stopped, not failed: the next run makes it
-            self._finish(Outcome(task.shot.input_path, task.label, "failed", f"upscale: {exc}"))
-            return None
-        return _FrameUpscale(task, runner, start)
-
-    def _complete_upscale(self, frame: _FrameUpscale | None) -> None:
-        """Wait for the frame's tiles and write it (None: no frame); raises KeyboardInterrupt when it
-        was stopped."""
-        if frame is None:
-            return
-        task, plan = frame.task, frame.runner.upscale.plan
-        try:
-            saved = frame.runner.complete()
-        except (SeeThroughError, OSError) as exc:
-            self._finish(Outcome(task.shot.input_path, task.label, "failed", f"upscale: {exc}"))
-            return
-        finally:
-            self._progress.status("upscale", None)
-        if saved is None:
-            raise KeyboardInterrupt
-        reuse = frame.runner.upscale.reuse
-        tiles = f"in {len(plan.tiles)} tiles" if reuse is None else reuse.summary(plan)
-        note = f" (upscaled from {plan.base.width}x{plan.base.height}, {tiles})"
+    def _frame_written(self, task: Task, seconds: float, note: str) -> None:
+        """The upscale stage wrote a frame."""
+        servers = ", ".join(self.options.servers)
         self._finish(
-            Outcome(task.shot.input_path, task.label, "done", server=", ".join(self.options.servers),
-                    image_path=task.image_path, generate_s=time.perf_counter() - frame.started),
+            Outcome(task.shot.input_path, task.label, "done", server=servers, image_path=task.image_path,
+                    generate_s=seconds),
             note,
         )  # fmt: skip
 
-    def _produce(self, shot: Shot) -> float:
-        """Render a shot's condition if any of its images is missing, then queue those tasks."""
+    def _produce(self, shot: Shot, meanwhile: Callable[[], None] | None) -> float:
+        """Render a shot's condition if any of its images is missing, then queue those tasks (calling
+        ``meanwhile`` while it waits, and once after)."""
         pending = self._pending(shot)
         elapsed, condition = self._render(shot, pending)
         if condition is not None:
             for task in pending:
-                self._put(Chain([Link(task, condition)]))
+                self._put(Chain([Link(task, condition)]), meanwhile)
+        if meanwhile is not None:
+            meanwhile()
         return elapsed
 
-    def _produce_chain(self, shots: list[Shot]) -> float:
-        """Render every frame of one camera, then queue one chain per seed, in frame order."""
+    def _produce_chain(self, shots: list[Shot], meanwhile: Callable[[], None] | None) -> float:
+        """Render every frame of one camera, then queue one chain per seed, in frame order (calling
+        ``meanwhile`` between frames, while it waits to queue, and once after)."""
         elapsed = 0.0
         chains: dict[int, list[Link]] = {seed: [] for seed in self.options.seeds}
         before: dict[int, Task | None] = {seed: None for seed in self.options.seeds}
@@ -453,9 +391,13 @@ class BatchRunner:
                 chains[task.seed].append(Link(task, condition, before[task.seed]))
             for seed in self.options.seeds:
                 before[seed] = Task.of(shot, seed, self.options.out_dir)
+            if meanwhile is not None:
+                meanwhile()  # frames whose base a rerun kept are upscaled while the others render
         for links in chains.values():
             if links:
-                self._put(Chain(links))
+                self._put(Chain(links), meanwhile)
+        if meanwhile is not None:
+            meanwhile()
         return elapsed
 
     def _pending(self, shot: Shot) -> list[Task]:
@@ -506,9 +448,9 @@ class BatchRunner:
         condition = (oscr_png, token_grids, view)
         return time.perf_counter() - start, condition
 
-    def _put(self, chain: Chain) -> None:
+    def _put(self, chain: Chain, meanwhile: Callable[[], None] | None = None) -> None:
         """Queue a chain; when no server is left its images fail here (when stopping, they stay to do)."""
-        if not self._pool.put(chain) and not self._pool.stopping:
+        if not self._pool.put(chain, meanwhile) and not self._pool.stopping:
             self._fail_chain(chain, self._no_server_reason())
 
     def _no_server_reason(self) -> str:
@@ -539,6 +481,11 @@ class BatchRunner:
         finally:
             self._progress.status(endpoint, None)
             client.close()
+            with self._lock:
+                self._workers_left -= 1
+                last = self._workers_left == 0
+            if last:
+                self._bases.close()  # no base will come: the upscale stage ends with the last frame
 
     def _run_chain(self, client: SeeThroughClient, endpoint: str, chain: Chain) -> None:
         """Generate the chain's images in order; _ServerDownError when the server cannot go on."""
@@ -554,32 +501,31 @@ class BatchRunner:
     def _run_link(self, client: SeeThroughClient, endpoint: str, link: Link, chain: Chain) -> None:
         """One image, done or failed with its reason; _ServerDownError when the server cannot go on."""
         task = link.task
-        for sent in range(1, RESUBMITS + 2):
+        for sent in range(1, JOB_RESUBMITS + 2):
             try:
                 self._generate(client, endpoint, link, chain)
                 return
             except JobLostError as exc:  # the server restarted under the job: send it again
-                if sent > RESUBMITS:
+                if sent > JOB_RESUBMITS:
                     self._fail(task, f"{exc} (sent {sent} times)", endpoint)
                     return
                 self._progress.note(f"server {endpoint} lost {task.label} (restarted?); sending it again")
-            except ServerUnavailableError as exc:
-                raise _ServerDownError(str(exc)) from exc
-            except ServerError as exc:
-                if exc.code in _SERVER_GOING:
-                    raise _ServerDownError(str(exc)) from exc
-                self._fail(task, str(exc), endpoint)
-                return
             except SeeThroughError as exc:
+                if server_went_away(exc):
+                    raise _ServerDownError(str(exc)) from exc
                 self._fail(task, str(exc), endpoint)
                 return
             except Exception as exc:  # a bug must fail one task, not hang the whole batch
                 self._fail(task, f"unexpected {type(exc).__name__}: {exc}", endpoint)
                 return
 
-    def _wait_for_server(self, client: SeeThroughClient, endpoint: str, reason: str) -> bool:
+    def _wait_for_server(
+        self, client: SeeThroughClient, endpoint: str, reason: str, pause: Pause | None = None
+    ) -> bool:
         """Ask a server that went away again, with back-off, for up to retry_s; True once it answers.
-        False when it did not come back, or when the batch finished or stopped meanwhile."""
+        False when it did not come back, or when ``pause`` (default: the base stage's) says while
+        waiting that no work is left for it (the batch finished or stopped meanwhile)."""
+        pause = pause or self._pool.wait_until_done
         self._last_server_error = reason
         others = "its jobs go to the other servers; " if self._pool.servers_left > 1 else ""
         self._progress.note(
@@ -588,15 +534,15 @@ class BatchRunner:
         )
         self._progress.status(endpoint, "away, being retried")
         deadline = time.monotonic() + self.options.retry_s
-        pause = RETRY_FIRST_S
+        wait_s = RETRY_FIRST_S
         while (remaining := deadline - time.monotonic()) > 0:
-            if self._pool.wait_until_done(min(pause, remaining)):
+            if pause(min(wait_s, remaining)):
                 return False
             try:
                 client.info(timeout_s=max(0.1, min(self.options.timeout_s, deadline - time.monotonic())))
             except SeeThroughError as exc:
                 self._last_server_error = str(exc)
-                pause = min(pause * 2, RETRY_LONGEST_S)
+                wait_s = min(wait_s * 2, RETRY_LONGEST_S)
                 continue
             self._progress.note(f"server {endpoint} is back; sending it jobs again")
             self._progress.status(endpoint, None)
@@ -677,7 +623,7 @@ class BatchRunner:
         if plan is not None and saved.image_path == target:  # not in the fallback folder
             chain.sources = plan.sources
         elapsed = time.perf_counter() - start
-        if two_stages:  # the frame is made by the second stage, after every base
+        if two_stages:  # the frame is made by the second stage, now that its base is ready
             self._queue_upscale(task)
             self._progress.status(endpoint, f"{task.label}: base done in {elapsed:.1f} s")
             return
@@ -715,20 +661,6 @@ class BatchRunner:
         else:
             text = f"FAILED  {outcome.label}: {outcome.reason}"
         self._progress.advance(text)
-
-
-@dataclass
-class _FrameUpscale:
-    """A frame whose tiles are queued: its task, its runner, and when its upscale started."""
-
-    task: Task
-    runner: UpscaleRunner
-    started: float
-
-    @property
-    def path(self) -> Path:
-        """Where the frame is written."""
-        return self.task.image_path
 
 
 def _describe(exc: BaseException) -> str:

@@ -7,13 +7,15 @@ only once nothing is open and nothing more will be put, so a chain given back la
 someone. When the last server gives up, leave() hands back what is still waiting so it can be
 failed with its name, and put() refuses from then on (the main thread fails those chains itself).
 
-ReadyBases hands the frames made in two stages from the base stage to the upscale stage.
+ReadyBases hands the frames made in two stages from the base stage to the upscale stage
+(upscale_stage.py).
 """
 
 from __future__ import annotations
 
 import threading
 from collections import deque
+from collections.abc import Callable
 
 from .consistent import Chain
 from .plan import Task
@@ -31,18 +33,21 @@ class WorkPool:
 
     # --- the main thread ---------------------------------------------------------------------------
 
-    def put(self, chain: Chain) -> bool:
-        """Queue a chain (blocks while enough are waiting); False when the batch is stopping or no
-        server is left, and the caller must account for the chain itself."""
-        with self._cond:
-            while len(self._ready) >= self._capacity and self._accepting():
+    def put(self, chain: Chain, meanwhile: Callable[[], None] | None = None) -> bool:
+        """Queue a chain (blocks while enough are waiting, calling ``meanwhile`` between waits); False
+        when the batch is stopping or no server is left, and the caller must account for the chain."""
+        while True:
+            with self._cond:
+                if not self._accepting():
+                    return False
+                if len(self._ready) < self._capacity:
+                    self._ready.append(chain)
+                    self._open += 1
+                    self._cond.notify_all()
+                    return True
                 self._cond.wait(0.2)  # a timeout, so Ctrl-C reaches the main thread
-            if not self._accepting():
-                return False
-            self._ready.append(chain)
-            self._open += 1
-            self._cond.notify_all()
-            return True
+            if meanwhile is not None:
+                meanwhile()  # outside the lock: the workers go on taking chains
 
     def close(self) -> None:
         """Nothing more will be put: workers leave once every open chain is finished."""
@@ -140,5 +145,5 @@ class ReadyBases:
         for one until then)."""
         with self._cond:
             while wait and not self._ready and not self._closed:
-                self._cond.wait()
+                self._cond.wait(0.2)  # a timeout, so Ctrl-C reaches the main thread
             return self._ready.popleft() if self._ready else None

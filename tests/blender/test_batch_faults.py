@@ -205,6 +205,76 @@ def test_a_server_that_never_comes_back_fails_what_is_left_by_name(empty_blender
     assert elapsed < 60  # a timeout, a retry window and a render: no hang
 
 
+def wide_layout() -> Layout:
+    """A frame of 480 x 240: not a size the model takes, so a base (368 x 256 at --base-megapixels
+    0.0625) and two tiles: the base is the server's 1st job, the first tile its 2nd."""
+    data = small_layout().to_dict()
+    data["resolution"] = [480, 240]
+    return Layout.from_dict(data)
+
+
+def test_a_server_back_during_a_frames_tiles_finishes_the_frame(empty_blender, tmp_path):
+    """The only server is killed at the frame's first tile and restarted once the batch notices: the
+    tile is asked of it again, and the frame is written whole (before, the frame failed with the
+    server's error and waited for a rerun)."""
+    wide_layout().save(tmp_path / "wide.json")
+    out = tmp_path / "out"
+    stream = WatchedStream()
+    with tiny_server(tmp_path / "s.log") as server:
+        killer = kill_at_job(server, 2)
+
+        def restart_once_noticed() -> None:
+            killer.join(WAIT_S)
+            stream.wait_for(f"server {server.endpoint} went away")  # after --timeout of silence
+            server.start()
+
+        restarter = in_background(restart_once_noticed)
+        summary = run([tmp_path / "wide.json"], out, [server.endpoint], stream, seeds=[1],
+                      timeout_s=3.0, retry_s=120.0, base_megapixels=0.0625)  # fmt: skip
+        restarter.join(WAIT_S)
+    assert_every_image_complete(summary, out, [1], ["wide"])
+    assert f"server {server.endpoint} is back" in stream.getvalue()
+    frame = out / "wide" / "Camera" / "0001_1.png"
+    assert [t["kept"] for t in read_png_record(frame.read_bytes()).upscale["tiles"]] == [False, False]
+
+
+def test_a_tile_lost_by_a_restarted_server_is_sent_again(empty_blender, tmp_path):
+    """The only server is killed at the frame's first tile and is back before the batch asks about the
+    job: the restarted server no longer knows it, and the tile is sent again instead of failing."""
+    wide_layout().save(tmp_path / "wide.json")
+    out = tmp_path / "out"
+    with tiny_server(tmp_path / "s.log") as server:
+
+        def restart_once_killed() -> None:
+            killer.join(WAIT_S)
+            server.start()  # same address; it answers within about two seconds
+
+        killer = kill_at_job(server, 2)
+        thread = in_background(restart_once_killed)
+        # timeout 20 s: the batch asks about its silent tile after 10 s, when the server is back
+        summary = run([tmp_path / "wide.json"], out, [server.endpoint], WatchedStream(), seeds=[1],
+                      timeout_s=20.0, retry_s=30.0, base_megapixels=0.0625)  # fmt: skip
+        thread.join(WAIT_S)
+    assert_every_image_complete(summary, out, [1], ["wide"])
+
+
+def test_a_frames_tiles_fail_by_name_once_no_server_is_left(empty_blender, tmp_path):
+    """Killed at the frame's first tile and never restarted: after --retry-for the frame fails with its
+    name and why, its finished tiles kept for a rerun; no hang."""
+    wide_layout().save(tmp_path / "wide.json")
+    out = tmp_path / "out"
+    stream = WatchedStream()
+    with tiny_server(tmp_path / "s.log") as server:
+        killer = kill_at_job(server, 2)
+        summary = run([tmp_path / "wide.json"], out, [server.endpoint], stream, seeds=[1],
+                      timeout_s=2.0, retry_s=2.0, base_megapixels=0.0625)  # fmt: skip
+        killer.join(1)
+    [failed] = [o for o in summary.outcomes if o.status == "failed"]
+    assert not summary.ok and failed.label == "wide/Camera/0001_1.png"
+    assert "not generated: no server is left" in failed.reason, failed.reason
+    assert (out / "wide" / "Camera" / "0001_1_base.png").is_file()  # the rerun starts at the upscale
+
+
 # --- the output folder ----------------------------------------------------------------------------
 
 

@@ -8,13 +8,13 @@ import re
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 import bpy
 import numpy as np
 import pytest
+from batch_support import hold_base_until_frame
 from PIL import Image
 from process_support import run_command
 
@@ -229,27 +229,10 @@ def test_a_frame_is_upscaled_while_later_bases_are_generated(tmp_path, cluster, 
     out = tmp_path / "out"
     options = BatchOptions(out_dir=out, servers=[], seeds=[1, 2, 3], steps=STEPS, base_megapixels=0.0625)
     plan = read_plan([tmp_path / "wide.json"], options)
-    first_final = threading.Event()
-    waited: list[bool] = []
-    events: list[str] = []  # bases generated and frames finished, in order
-    generate, finish = RayBatchRunner._generate, RayBatchRunner._finish
-
-    def held_generate(self, client, endpoint, link, chain) -> None:
-        if link.task.seed == 3:
-            waited.append(first_final.wait(timeout=120))
-        generate(self, client, endpoint, link, chain)
-        events.append(f"base {link.task.seed}")
-
-    def noted_finish(self, outcome, note="") -> None:
-        finish(self, outcome, note)
-        events.append(f"{outcome.status} {outcome.label}")
-        if outcome.label == "wide/Camera/0001_1.png":
-            first_final.set()
-
-    monkeypatch.setattr(RayBatchRunner, "_generate", held_generate)
-    monkeypatch.setattr(RayBatchRunner, "_finish", noted_finish)
+    order = hold_base_until_frame(monkeypatch, RayBatchRunner, 3, "wide/Camera/0001_1.png")
     summary = run_on_ray(cluster.address, 1, ["--tiny"], DEFAULT_CLIENT_TIMEOUT_S, options, plan)
-    assert summary.ok and waited == [True], events
+    events = order.events
+    assert summary.ok and order.waited == [True], events
     assert events.index("done wide/Camera/0001_1.png") < events.index("base 3")
     assert sorted(e for e in events if e.startswith("done")) == [
         f"done wide/Camera/0001_{seed}.png" for seed in (1, 2, 3)

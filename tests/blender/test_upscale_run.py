@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import io
+import json
 import os
 import signal
 import subprocess
@@ -19,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from batch_support import hold_base_until_frame
 from bpy_helpers import read_rgb
 from conftest import BASE_LAYOUT
 from process_support import run_command
@@ -36,7 +39,7 @@ from seethrough_core.rendered_layout import reusable
 from seethrough_core.resample import sample_view
 from seethrough_core.server_process import ServerProcess
 from seethrough_core.upscale_plan import frame_layout_at, plan_upscale
-from seethrough_core.upscale_run import TilePool, Upscale, UpscaleRunner
+from seethrough_core.upscale_run import PLAN_FILE, TilePool, Upscale, UpscaleRunner
 
 pytestmark = pytest.mark.slow  # renders with Blender and runs a server
 
@@ -215,6 +218,46 @@ def test_batch_gives_the_frame_at_the_layouts_resolution(tmp_path, server):
     second_base = read_png_record((tmp_path / "edited" / "moved_2_base.png").read_bytes())
     first_base_png = kept["moved_base.png"]
     assert second_base.parent["sha256"] == hashlib.sha256(first_base_png).hexdigest()  # the base edited
+
+
+def test_a_batch_writes_each_frame_while_later_bases_are_still_generated(tmp_path, server, monkeypatch):
+    """Three frames in two stages on one server: the last base waits until the first frame is written.
+    Frame 2 meets the tiles another run left for other settings, and starts over.
+    Upscaled only after every base, the first frame never comes while it waits (a bounded wait on an
+    event, so that order fails the test instead of hanging it); upscaled as its base is ready (the main
+    thread renders its tile views between shots and while it waits to queue a base), it does."""
+    from seethrough.batch.runner import BatchOptions, BatchRunner
+
+    data = copy.deepcopy(BASE_LAYOUT)
+    data["resolution"] = list(FRAME)
+    (tmp_path / "wide.json").write_text(Layout.from_dict(data).to_json())
+    out = tmp_path / "out"
+    options = BatchOptions(
+        out_dir=out, servers=[server.endpoint], seeds=[1, 2, 3], steps=STEPS, base_megapixels=0.0625
+    )
+    # an interrupted run with other settings left tiles for frame 2: they go, and its frame starts over
+    stale = out / "wide" / "Camera" / "0001_2.tiles"
+    stale.mkdir(parents=True)
+    (stale / PLAN_FILE).write_text(json.dumps({"plan": "another strength"}))
+    np.save(stale / "r0c0.npy", np.zeros((4, 4, 3), np.uint8))
+    order = hold_base_until_frame(monkeypatch, BatchRunner, 3, "wide/Camera/0001_1.png")
+    stream = io.StringIO()
+    summary = BatchRunner(options, stream).run([tmp_path / "wide.json"])
+    events = order.events
+    assert summary.ok and order.waited == [True], events
+    assert (
+        "wide/Camera/0001_2.png: the tiles kept in 0001_2.tiles were for another picture, size or settings: "
+        "started over" in stream.getvalue()
+    )
+    assert events.index("done wide/Camera/0001_1.png") < events.index("base 3")
+    assert sorted(e for e in events if e.startswith("done")) == [
+        f"done wide/Camera/0001_{seed}.png" for seed in (1, 2, 3)
+    ]
+    for seed in (1, 2, 3):
+        final = out / "wide" / "Camera" / f"0001_{seed}.png"
+        assert read_rgb(final).shape == (FRAME[1], FRAME[0], 3)
+        assert len(read_png_record(final.read_bytes()).upscale["tiles"]) == 2
+        assert not final.with_name(f"0001_{seed}.tiles").exists()
 
 
 class CountedViews(TileViews):
