@@ -85,6 +85,19 @@ def kill_at_job(server: ServerProcess, nth: int) -> threading.Thread:
     return in_background(watch)
 
 
+def restart_at_job(server: ServerProcess, nth: int, stream: WatchedStream | None = None) -> threading.Thread:
+    """A thread that kills the server at its nth job and starts it again at the same address at once,
+    or, with ``stream``, once the batch has said that the server went away (after --timeout of silence)."""
+
+    def kill_then_restart() -> None:
+        kill_at_job(server, nth).join(WAIT_S)
+        if stream is not None:
+            stream.wait_for(f"server {server.endpoint} went away")
+        server.start()  # it answers within about two seconds
+
+    return in_background(kill_then_restart)
+
+
 def run(inputs: list[Path], out: Path, servers: list[str], stream=None, **options) -> object:
     options.setdefault("steps", STEPS)
     opts = BatchOptions(out_dir=out, servers=servers, **options)
@@ -146,13 +159,7 @@ def test_a_server_restarted_within_the_timeout_gets_its_lost_job_again(empty_ble
     out = tmp_path / "out"
     stream = WatchedStream()
     with tiny_server(tmp_path / "s.log") as server:
-
-        def restart_once_killed() -> None:
-            killer.join(WAIT_S)
-            server.start()  # same address; it answers within about two seconds
-
-        killer = kill_at_job(server, 2)
-        thread = in_background(restart_once_killed)
+        thread = restart_at_job(server, 2)
         # timeout 20 s: the batch asks about its silent job after 10 s, when the server is back
         summary = run([tmp_path / "shot.json"], out, [server.endpoint], stream, seeds=seeds,
                       timeout_s=20.0, retry_s=30.0)  # fmt: skip
@@ -169,14 +176,7 @@ def test_a_server_back_after_the_timeout_is_tried_again_and_finishes_the_batch(e
     out = tmp_path / "out"
     stream = WatchedStream()
     with tiny_server(tmp_path / "s.log") as server:
-        killer = kill_at_job(server, 2)
-
-        def restart_once_noticed() -> None:
-            killer.join(WAIT_S)
-            stream.wait_for(f"server {server.endpoint} went away")  # after --timeout of silence
-            server.start()
-
-        restarter = in_background(restart_once_noticed)
+        restarter = restart_at_job(server, 2, stream)
         summary = run([tmp_path / "shot.json"], out, [server.endpoint], stream, seeds=seeds,
                       timeout_s=3.0, retry_s=120.0)  # fmt: skip
         restarter.join(WAIT_S)
@@ -221,14 +221,7 @@ def test_a_server_back_during_a_frames_tiles_finishes_the_frame(empty_blender, t
     out = tmp_path / "out"
     stream = WatchedStream()
     with tiny_server(tmp_path / "s.log") as server:
-        killer = kill_at_job(server, 2)
-
-        def restart_once_noticed() -> None:
-            killer.join(WAIT_S)
-            stream.wait_for(f"server {server.endpoint} went away")  # after --timeout of silence
-            server.start()
-
-        restarter = in_background(restart_once_noticed)
+        restarter = restart_at_job(server, 2, stream)
         summary = run([tmp_path / "wide.json"], out, [server.endpoint], stream, seeds=[1],
                       timeout_s=3.0, retry_s=120.0, base_megapixels=0.0625)  # fmt: skip
         restarter.join(WAIT_S)
@@ -244,13 +237,7 @@ def test_a_tile_lost_by_a_restarted_server_is_sent_again(empty_blender, tmp_path
     wide_layout().save(tmp_path / "wide.json")
     out = tmp_path / "out"
     with tiny_server(tmp_path / "s.log") as server:
-
-        def restart_once_killed() -> None:
-            killer.join(WAIT_S)
-            server.start()  # same address; it answers within about two seconds
-
-        killer = kill_at_job(server, 2)
-        thread = in_background(restart_once_killed)
+        thread = restart_at_job(server, 2)
         # timeout 20 s: the batch asks about its silent tile after 10 s, when the server is back
         summary = run([tmp_path / "wide.json"], out, [server.endpoint], WatchedStream(), seeds=[1],
                       timeout_s=20.0, retry_s=30.0, base_megapixels=0.0625)  # fmt: skip
