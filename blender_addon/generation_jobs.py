@@ -521,6 +521,7 @@ class GenerationJob:
                 on_progress=on_progress,
                 stop=self._cancel,
                 render_views=render_shared,
+                on_note=lambda text: self._post(UpscaleNote(text)),
             )
             saved = runner.run()
         finally:

@@ -92,6 +92,11 @@ class _Printer:
                 how = "generated" if event.generated else "kept from an earlier run"
                 print(f"\r{where}: {how} ({event.done}/{event.total} done)", file=sys.stderr, flush=True)
 
+    def note(self, text: str) -> None:
+        """A line of its own (a tile sent again)."""
+        with self._lock:
+            print(f"\r{text}", file=sys.stderr, flush=True)
+
 
 def run_upscale(args: argparse.Namespace) -> int:
     try:
@@ -156,9 +161,11 @@ def run_upscale(args: argparse.Namespace) -> int:
                 for endpoint in endpoints
             ]
             stack.callback(install_stop_handlers(stop.set))
+            printer = _Printer()
             runner = UpscaleRunner(
-                upscale, clients, views.view, on_progress=_Printer(), stop=stop, render_views=views.shared
-            )
+                upscale, clients, views.view, on_progress=printer, stop=stop, render_views=views.shared,
+                on_note=printer.note,
+            )  # fmt: skip
             saved = runner.run()
         except (LocalServerError, SeeThroughError) as exc:
             print(f"\nerror: {exc}", file=sys.stderr)

@@ -247,8 +247,11 @@ def view_renders(
     return ViewRenders(pending, first, shared)
 
 
-# A server that went away (the reason): True once it answers again, False when it is given up on.
-ServerBack = Callable[[SeeThroughClient, str], bool]
+# Waits up to the given seconds; True when there is no need to wait any more.
+Pause = Callable[[float], bool]
+# A server that went away (the reason): True once it answers again, False when it is given up on. It
+# waits with the pause given (which ends once no tile can need the server any more).
+ServerBack = Callable[[SeeThroughClient, str, Pause], bool]
 
 
 class _ServerGoneError(Exception):
@@ -334,9 +337,21 @@ class TilePool:
                 with self._cond:
                     self._jobs.appendleft(item)  # first in line for the servers still answering
                     self._cond.notify_all()
-                if self.server_back is None or not self.server_back(client, str(gone)):
+                if self.server_back is None or not self.server_back(client, str(gone), self._pause):
                     self._leave(str(gone))
                     return
+
+    def _pause(self, seconds: float) -> bool:
+        """Wait up to ``seconds``; True once no tile can need a server any more: the pool is stopped, or
+        closed with nothing left to run (the batch ended while a server was being asked again)."""
+        deadline = time.monotonic() + seconds
+        with self._cond:
+            while not (self.stop.is_set() or (self._closed and not self._jobs)):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cond.wait(min(left, 0.2))  # a slice: setting ``stop`` notifies no one
+            return True
 
     def _leave(self, reason: str) -> None:
         """This thread's server is given up on; the last one to leave fails every tile still waiting."""
@@ -372,12 +387,14 @@ class UpscaleRunner:
         stop: threading.Event | None = None,
         blend: bool = True,
         render_views: RenderViews | None = None,
+        on_note: Callable[[str], None] | None = None,
     ) -> None:
         self.upscale = upscale
         self.clients = clients
         self.render_view = render_view
         self.render_views = render_views
         self.on_progress = on_progress or (lambda event: None)
+        self.on_note = on_note or log.warning  # what the user should hear of: a tile sent again
         self.stop = stop or threading.Event()
         self.blend = blend
         self.generated: list[str] = []  # tiles made by this run (the others were kept)
@@ -548,7 +565,7 @@ class UpscaleRunner:
             except JobLostError as exc:
                 if sent > JOB_RESUBMITS:
                     raise SeeThroughError(f"{tile.name}: {exc} (sent {sent} times)") from exc
-                log.warning("the server lost %s (restarted?); sending it again", tile.name)
+                self.on_note(f"the server lost {tile.name} (restarted?); sending it again")
 
     def _record(self, exc: BaseException) -> None:
         """The frame fails with ``exc`` (the first one recorded); its other queued tiles are skipped."""

@@ -59,6 +59,7 @@ from seethrough_core.output_size import OutputSize
 from seethrough_core.protocol import GenerateRequest
 from seethrough_core.record import read_png_file_record
 from seethrough_core.upscale_plan import UpscalePlan, base_layout, plan_upscale
+from seethrough_core.upscale_run import Pause
 from seethrough_core.vocabulary import DEFAULT_CLIENT_TIMEOUT_S, DEFAULT_RENDER_ENGINE
 
 from ..progress import ProgressLine
@@ -69,9 +70,6 @@ from .shards import Shard
 from .shots import read_shots
 from .upscale_stage import UpscaleStage
 from .work_pool import ReadyBases, WorkPool
-
-# Waits up to the given seconds; True when there is no need to wait any more (no work left, stopped).
-Pause = Callable[[float], bool]
 
 
 class _ServerDownError(Exception):

@@ -23,6 +23,7 @@ from seethrough_core.client import SeeThroughClient
 from seethrough_core.errors import SeeThroughError
 from seethrough_core.frame_reuse import reuse_of_parent
 from seethrough_core.upscale_run import (
+    Pause,
     TilePool,
     Upscale,
     UpscaleRunner,
@@ -139,9 +140,12 @@ class UpscaleStage:
                 step = f" step {event.step}/{event.steps}" if event.step is not None else ""
                 batch._progress.status("upscale", where + step)
 
+            def on_note(text: str) -> None:
+                batch._progress.note(f"{task.label}: {text}")
+
             runner = UpscaleRunner(
                 upscale, pool.clients, self._views.view, on_progress=on_progress, stop=pool.stop,
-                render_views=self._views.shared,
+                render_views=self._views.shared, on_note=on_note,
             )  # fmt: skip
             runner.queue_tiles(pool)
         except (SeeThroughError, OSError) as exc:  # this frame fails; the others go on
@@ -178,11 +182,9 @@ class UpscaleStage:
             self._clients = [batch._client(endpoint) for endpoint in servers]
             endpoint_of = {id(c): endpoint for c, endpoint in zip(self._clients, servers, strict=True)}
 
-            def server_back(client: SeeThroughClient, reason: str) -> bool:
+            def server_back(client: SeeThroughClient, reason: str, pause: Pause) -> bool:
                 """A server went away mid-tile: asked again as the bases' workers ask theirs."""
-                return batch._wait_for_server(
-                    client, endpoint_of[id(client)], reason, pause=batch._upscale_stop.wait
-                )
+                return batch._wait_for_server(client, endpoint_of[id(client)], reason, pause)
 
             self._pool = TilePool(self._clients, batch._upscale_stop, server_back=server_back)
             self._views = batch._tile_views()

@@ -239,10 +239,34 @@ def test_a_tile_lost_by_a_restarted_server_is_sent_again(empty_blender, tmp_path
     with tiny_server(tmp_path / "s.log") as server:
         thread = restart_at_job(server, 2)
         # timeout 20 s: the batch asks about its silent tile after 10 s, when the server is back
-        summary = run([tmp_path / "wide.json"], out, [server.endpoint], WatchedStream(), seeds=[1],
+        stream = WatchedStream()
+        summary = run([tmp_path / "wide.json"], out, [server.endpoint], stream, seeds=[1],
                       timeout_s=20.0, retry_s=30.0, base_megapixels=0.0625)  # fmt: skip
         thread.join(WAIT_S)
     assert_every_image_complete(summary, out, [1], ["wide"])
+    assert "wide/Camera/0001_1.png: the server lost " in stream.getvalue()
+    assert "(restarted?); sending it again" in stream.getvalue()
+
+
+def test_a_server_that_dies_during_the_upscale_does_not_hold_the_batch(empty_blender, tmp_path):
+    """Two servers; B is killed at its first job (a base or a tile) and never comes back. A makes
+    everything, B's job included, and the batch ends once the frames are written: it does not wait out
+    --retry-for asking B again, though B is still being retried when the last frame is written."""
+    wide_layout().save(tmp_path / "wide.json")
+    out = tmp_path / "out"
+    stream = WatchedStream()
+    retry_s = 240.0
+    with tiny_server(tmp_path / "a.log") as a, tiny_server(tmp_path / "b.log") as b:
+        killer = kill_at_job(b, 1)
+        started = time.monotonic()
+        summary = run([tmp_path / "wide.json"], out, [a.endpoint, b.endpoint], stream, seeds=[1, 2],
+                      timeout_s=3.0, retry_s=retry_s, base_megapixels=0.0625)  # fmt: skip
+        elapsed = time.monotonic() - started
+        killer.join(1)
+        assert not b.running, "the test never killed server B"
+    assert_every_image_complete(summary, out, [1, 2], ["wide"])
+    assert f"server {b.endpoint} went away" in stream.getvalue()
+    assert elapsed < retry_s / 2, elapsed
 
 
 def test_a_frames_tiles_fail_by_name_once_no_server_is_left(empty_blender, tmp_path):
