@@ -32,6 +32,7 @@ from seethrough_core.errors import SeeThroughError
 from seethrough_core.generate_and_save import tiles_dir_for
 from seethrough_core.protocol import Cancelled, ErrorReply, GenerateRequest, Progress, Result
 from seethrough_core.rendered_layout import OSCR_NAME, reusable
+from seethrough_core.upscale_run import Pause
 
 from .consistent import chains_of
 from .plan import Shot, Task
@@ -148,7 +149,7 @@ class RayBatchRunner(BatchRunner):
     def _client(self, endpoint: str) -> ActorClient:
         return ActorClient(endpoint, self._actors[endpoint], lambda: self._pool.stopping)
 
-    def _wait_for_server(self, client: Any, endpoint: str, reason: str, pause: Any = None) -> bool:
+    def _wait_for_server(self, client: Any, endpoint: str, reason: str, pause: Pause | None = None) -> bool:
         # Ray restarts a dead actor itself (max_restarts) before its job fails: one it gave up on is gone.
         self._last_server_error = reason
         self._progress.note(f"{endpoint} is gone ({reason}); its jobs go to the other actors")

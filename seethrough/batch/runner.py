@@ -241,7 +241,7 @@ class BatchRunner:
             worker.start()
         stage = UpscaleStage(self)
         upscaler = threading.Thread(
-            target=self._upscale_beside, args=(stage,), name="batch upscale", daemon=True
+            target=self._run_upscale_stage, args=(stage,), name="batch upscale", daemon=True
         )
         if self.upscale_alongside:  # beside the workers; it ends with the last base's frame
             upscaler.start()
@@ -272,7 +272,7 @@ class BatchRunner:
             if self.upscale_alongside:
                 interrupted = self._join([upscaler]) or self._upscale_interrupted or interrupted
             elif self.upscale_after_bases and not interrupted:
-                self._upscale_beside(stage)
+                self._run_upscale_stage(stage)
                 interrupted = self._upscale_interrupted
             stage.close()
             if not interrupted:
@@ -334,8 +334,9 @@ class BatchRunner:
         """What renders the upscale tiles' views: Blender in this process (ray_runner.py: Ray tasks)."""
         return TileViews(self.options.engine)
 
-    def _upscale_beside(self, stage: UpscaleStage) -> None:
-        """The upscale stage on a thread of its own, while the workers still generate bases."""
+    def _run_upscale_stage(self, stage: UpscaleStage) -> None:
+        """Run the upscale stage to its end, noting a Ctrl-C: on a thread of its own while the workers
+        still generate bases (upscale_alongside), or after them (upscale_after_bases)."""
         try:
             stage.run()
         except KeyboardInterrupt:
