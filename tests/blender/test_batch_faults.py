@@ -25,6 +25,7 @@ from seethrough_core.layout import Layout, load_layout
 from seethrough_core.png import write_png
 from seethrough_core.record import GenerationRecord, read_png_record
 from seethrough_core.server_process import ServerProcess
+from seethrough_core.upscale_run import UpscaleRunner
 
 pytestmark = pytest.mark.slow  # renders with Blender and runs servers
 
@@ -96,6 +97,23 @@ def restart_at_job(server: ServerProcess, nth: int, stream: WatchedStream | None
         server.start()  # it answers within about two seconds
 
     return in_background(kill_then_restart)
+
+
+def hold_tiles_until_other_server_starts(monkeypatch, held: ServerProcess, other: ServerProcess) -> None:
+    """Tiles sent to ``held`` wait (bounded) until ``other`` has started a job or died: otherwise a fast
+    ``held`` can take every tile of a small frame and ``other`` never gets a job to be killed at."""
+    send = UpscaleRunner._run_tile_sent_again
+
+    def held_send(self, client, tile, request, boxes) -> None:
+        if client.endpoint == held.endpoint:
+            deadline = time.monotonic() + WAIT_S
+            while other.running and " started: " not in other.log_path.read_text(errors="replace"):
+                if time.monotonic() > deadline:
+                    break  # the test then fails on its own check that the other server was killed
+                time.sleep(0.02)  # polling the other server's log for the event
+        send(self, client, tile, request, boxes)
+
+    monkeypatch.setattr(UpscaleRunner, "_run_tile_sent_again", held_send)
 
 
 def run(inputs: list[Path], out: Path, servers: list[str], stream=None, **options) -> object:
@@ -248,15 +266,17 @@ def test_a_tile_lost_by_a_restarted_server_is_sent_again(empty_blender, tmp_path
     assert "(restarted?); sending it again" in stream.getvalue()
 
 
-def test_a_server_that_dies_during_the_upscale_does_not_hold_the_batch(empty_blender, tmp_path):
+def test_a_server_that_dies_during_the_upscale_does_not_hold_the_batch(empty_blender, tmp_path, monkeypatch):
     """Two servers; B is killed at its first job (a base or a tile) and never comes back. A makes
     everything, B's job included, and the batch ends once the frames are written: it does not wait out
-    --retry-for asking B again, though B is still being retried when the last frame is written."""
+    --retry-for asking B again, though B is still being retried when the last frame is written. A's
+    tiles wait for B's first job, so B always gets one."""
     wide_layout().save(tmp_path / "wide.json")
     out = tmp_path / "out"
     stream = WatchedStream()
     retry_s = 240.0
     with tiny_server(tmp_path / "a.log") as a, tiny_server(tmp_path / "b.log") as b:
+        hold_tiles_until_other_server_starts(monkeypatch, a, b)
         killer = kill_at_job(b, 1)
         started = time.monotonic()
         summary = run([tmp_path / "wide.json"], out, [a.endpoint, b.endpoint], stream, seeds=[1],
