@@ -56,9 +56,13 @@ def build_spec(
     generate: bool = True,
     engine: str = DEFAULT_RENDER_ENGINE,
     draft: bool = False,
+    frame: Layout | None = None,
+    seed: int | None = None,
 ) -> JobSpec:
     """Validate the scene, its generation settings and the address, and prepare the job (``draft``:
     the draft preset of the settings, a quick look at the layout; the OSCR render is the same).
+    ``frame`` and ``seed``: Generate Frames' layout of one frame and its shot's seed (default: the
+    scene's layout now, and the seed the panel says).
 
     Above the size the model takes directly, with "Upscale to render size" on, the job generates the
     base picture and upscales it to the render size (docs/upscale.md); a draft is the base alone.
@@ -67,9 +71,10 @@ def build_spec(
     or SettingError (a setting out of range) with the reason; in each case nothing has been
     rendered or sent.
     """
-    frame = scene_layout(scene)
+    frame = scene_layout(scene) if frame is None else frame
     props = scene.seethrough
-    seed = random.randint(0, MAX_UI_SEED) if props.random_seed else props.seed
+    if seed is None:
+        seed = panel_seed(scene)
     plan = frame_plan(scene, frame, seed)
     layout = frame if plan is None else base_layout(frame, plan)
     generation_settings = GenerationSettings.for_layout(
@@ -88,6 +93,12 @@ def build_spec(
     return job_spec(
         scene, settings, layout, generation_settings, generate=generate, engine=engine, upscale=upscale
     )
+
+
+def panel_seed(scene: bpy.types.Scene) -> int:
+    """The seed the Generate panel says: a fixed number, or a new random one."""
+    props = scene.seethrough
+    return random.randint(0, MAX_UI_SEED) if props.random_seed else props.seed
 
 
 def frame_plan(scene: bpy.types.Scene, frame: Layout, seed: int) -> UpscalePlan | None:
@@ -176,24 +187,29 @@ def preview_interval(scene: bpy.types.Scene) -> int:
 
 def start(spec: JobSpec) -> GenerationJob:
     job = RUNNER.start(spec)
-    if not bpy.app.timers.is_registered(_timer):
-        bpy.app.timers.register(_timer, first_interval=PUMP_INTERVAL_S, persistent=True)
+    if not bpy.app.timers.is_registered(timer_callback):
+        bpy.app.timers.register(timer_callback, first_interval=PUMP_INTERVAL_S, persistent=True)
     return job
 
 
 def pump() -> bool:
-    """Apply the job's waiting events; True while it still runs. The timer calls this."""
-    return RUNNER.pump(_apply_safely)
+    """Apply the job's waiting events; True while it still runs, or while Generate Frames has frames
+    left (the next frame's job starts here once the one before is over). The timer calls this."""
+    if RUNNER.pump(_apply_safely):
+        return True
+    from .frame_sequence import SHOT  # here: it builds each frame's job with this module
+
+    return SHOT.advance()
 
 
-def _timer() -> float | None:
+def timer_callback() -> float | None:
     return PUMP_INTERVAL_S if pump() else None
 
 
 def wait_for_job(operator: bpy.types.Operator) -> set[str]:
     """wait=True (background Blender): run the pump until the job is over, then report its outcome;
     a failure raises in the script. Ctrl-C cancels the job first (on the server too)."""
-    run_callback_until_done(_timer, lambda: RUNNER.job.request_cancel() if RUNNER.job else None)
+    run_callback_until_done(timer_callback, lambda: RUNNER.job.request_cancel() if RUNNER.job else None)
     status = RUNNER.status
     if status is None or status.state == "done":
         operator.report({"INFO"}, status.message if status else "Done")
@@ -203,8 +219,8 @@ def wait_for_job(operator: bpy.types.Operator) -> set[str]:
 
 
 def stop_timer() -> None:
-    if bpy.app.timers.is_registered(_timer):
-        bpy.app.timers.unregister(_timer)
+    if bpy.app.timers.is_registered(timer_callback):
+        bpy.app.timers.unregister(timer_callback)
 
 
 def _apply_safely(job: GenerationJob, event: Event) -> None:
@@ -224,6 +240,8 @@ def apply_event(job: GenerationJob, event: Event) -> None:
     if isinstance(event, Step) and event.preview is not None:
         if scene is None or scene.seethrough.show_previews:
             images.show_in_image_editor(images.set_preview(event.preview))
+    elif isinstance(event, Finished) and job.spec.shot_frame is not None:  # frame_sequence.py writes it
+        job.status.message = f"Done: frame {job.spec.shot_frame}"
     elif isinstance(event, Finished):
         image = images.result_image(job.spec.image_name, event.png_path, event.record)
         job.status.image_name = image.name
@@ -232,6 +250,8 @@ def apply_event(job: GenerationJob, event: Event) -> None:
             add_history(scene, image, event, job.spec, job.status.note)
         images.show_in_image_editor(image)
     elif isinstance(event, UpscaleStopped) and event.base_png is not None and event.base_record is not None:
+        if job.spec.shot_frame is not None:  # Generate Frames makes the frame again (frame_sequence.py)
+            return
         # the base goes to the Results list: Upscale on it resumes the kept tiles
         image = images.result_image(f"{job.spec.image_name} base", event.base_png, event.base_record)
         job.status.image_name = image.name

@@ -86,12 +86,15 @@ class JobSpec:
     edit: ResultEdit | None = None  # Regenerate Changed / Vary Box: what the result is made from
     edit_request: EditRequest | None = None  # Regenerate Changed, to be planned on the job's thread
     upscale: UpscaleJob | None = None  # the frame at the render size, made from the base picture
+    shot_frame: int | None = None  # Generate Frames: the scene frame this picture is (frame_sequence.py)
     # names the job's picture; chosen here so an edit's record can name it before it is generated
     file_id: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
 
     @property
     def image_name(self) -> str:
         name = f"{self.scene_name} {self.camera_name} seed {self.settings.seed}"
+        if self.shot_frame is not None:
+            name = f"{name} frame {self.shot_frame}"
         if self.upscale is not None and self.upscale.base is not None:
             return f"{name} {self.upscale.size_text}"
         return name if self.edit is None else f"{name} {self.edit.kind}"
@@ -291,6 +294,7 @@ class JobStatus:
     model: str = ""
     is_noise: bool = False
     note: str = ""  # the upscale's kept tiles: resumed, replaced, or kept for a resume
+    png_path: Path | None = None  # the finished picture's file
 
     @property
     def active(self) -> bool:
@@ -663,6 +667,7 @@ def _update_status(status: JobStatus, event: Event) -> None:
         status.note = event.note
     elif isinstance(event, Finished):
         status.state, status.message = "done", f"Done: seed {event.record.seed}"
+        status.png_path = event.png_path
     elif isinstance(event, Failed):
         status.state, status.message = "failed", event.message + (f" ({status.note})" if status.note else "")
     elif isinstance(event, Stopped):

@@ -122,8 +122,14 @@ def image_file(image: bpy.types.Image) -> Path | None:
     return Path(bpy.path.abspath(image.filepath)) if image.filepath else None
 
 
-def set_camera_background(camera: bpy.types.Object, image: bpy.types.Image) -> None:
-    """Show the image behind the camera view, replacing an earlier SeeThrough backplate."""
+def set_camera_background(
+    camera: bpy.types.Object, image: bpy.types.Image, sequence: tuple[int, int] | None = None
+) -> None:
+    """Show the image behind the camera view, replacing an earlier SeeThrough backplate. ``sequence``:
+    the image is a sequence of numbered frames (Generate Frames), its first frame number and count;
+    each scene frame shows its own."""
+    if sequence is not None:
+        image[PROP] = {}  # marks the sequence as SeeThrough's backplate (it carries no record)
     data = camera.data
     data.show_background_images = True
     background = next(
@@ -138,3 +144,9 @@ def set_camera_background(camera: bpy.types.Object, image: bpy.types.Image) -> N
     background.display_depth = "BACK"
     background.frame_method = "FIT"
     background.show_background_image = True
+    if sequence is not None:
+        first, count = sequence
+        user = background.image_user
+        # scene frame F shows file number F: Blender reads file (F - frame_start + 1 + frame_offset)
+        user.frame_start, user.frame_duration, user.frame_offset = first, count, first - 1
+        user.use_auto_refresh = True

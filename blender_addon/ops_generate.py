@@ -9,6 +9,7 @@ import bpy
 from seethrough_core.errors import SeeThroughError
 
 from . import generation
+from .frame_sequence import SHOT, wait_for_shot
 from .generation_jobs import RUNNER, JobSpec
 from .headless import WaitsInBackground
 from .preferences import settings
@@ -44,7 +45,7 @@ class SEETHROUGH_OT_generate(WaitsInBackground, bpy.types.Operator):  # noqa: N8
     def execute(self, context: bpy.types.Context) -> set[str]:
         if self.refuse_wait_in_ui():
             return {"CANCELLED"}
-        if RUNNER.active:
+        if _busy():
             self.report({"ERROR"}, "a render or generation is already running; cancel it or wait for it")
             return {"CANCELLED"}
         current = settings()
@@ -60,6 +61,38 @@ class SEETHROUGH_OT_generate(WaitsInBackground, bpy.types.Operator):  # noqa: N8
             f"{'draft, ' if self.draft else ''}{len(chosen.descriptions)} boxes to {spec.endpoint}, "
             f"{chosen.width}x{chosen.height}, seed {chosen.seed}, {chosen.steps} steps",
         )
+
+
+class SEETHROUGH_OT_generate_frames(WaitsInBackground, bpy.types.Operator):  # noqa: N801
+    """Generate the scene's frame range (Start to End) as one steady shot: the first frame is generated,
+    each later one keeps the frame before and regenerates only what changed (a camera move keeps the
+    picture reprojected). The frames are written as a numbered image sequence"""
+
+    bl_idname = "seethrough.generate_frames"
+    bl_label = "Generate Frames"
+
+    @classmethod
+    def poll(cls, context: bpy.types.Context) -> bool:
+        return _allowed(cls, "A render or generation is running" if _busy() else None)
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        if self.refuse_wait_in_ui():
+            return {"CANCELLED"}
+        scene = context.scene
+        try:
+            what = SHOT.start(scene, settings(), generation.panel_seed(scene))
+        except SeeThroughError as exc:  # a frame's scene, a setting or the address: nothing was sent
+            self.report({"ERROR"}, f"cannot generate frames: {exc}")
+            return {"CANCELLED"}
+        if self.wait:
+            return wait_for_shot(self)
+        self.report({"INFO"}, f"Generating {what}")
+        return {"FINISHED"}
+
+
+def _busy() -> bool:
+    """A job runs, or Generate Frames is between two frames' jobs."""
+    return RUNNER.active or SHOT.running
 
 
 def _start(operator: bpy.types.Operator, spec, what: str) -> set[str]:
@@ -101,7 +134,7 @@ class SEETHROUGH_OT_regenerate_changed(WaitsInBackground, bpy.types.Operator):  
 
     @classmethod
     def poll(cls, context: bpy.types.Context) -> bool:
-        reason = "A render or generation is running" if RUNNER.active else unchanged_reason(context.scene)
+        reason = "A render or generation is running" if _busy() else unchanged_reason(context.scene)
         return _allowed(cls, reason)
 
     def execute(self, context: bpy.types.Context) -> set[str]:
@@ -166,7 +199,7 @@ def _allowed(operator_class, reason: str | None) -> bool:
 def _busy_or_no_result(context: bpy.types.Context, no_result: str) -> str | None:
     """Why an operator on the shown result cannot run now (None: it can)."""
     item = shown_result(context.scene)
-    if RUNNER.active:
+    if _busy():
         return "A render or generation is running"
     return no_result if item is None or item.image is None else None
 
@@ -178,10 +211,13 @@ class SEETHROUGH_OT_cancel(bpy.types.Operator):  # noqa: N801
     bl_label = "Cancel"
 
     def execute(self, context: bpy.types.Context) -> set[str]:
-        if not RUNNER.active or RUNNER.job is None:
+        if SHOT.running:  # Generate Frames: the frame being made, and the frames after it
+            SHOT.cancel()
+        elif not RUNNER.active or RUNNER.job is None:
             self.report({"WARNING"}, "no render or generation is running")
             return {"CANCELLED"}
-        RUNNER.job.request_cancel()
+        else:
+            RUNNER.job.request_cancel()
         generation.tag_redraw()
         self.report({"INFO"}, "Cancelling ...")
         return {"FINISHED"}
@@ -189,6 +225,7 @@ class SEETHROUGH_OT_cancel(bpy.types.Operator):  # noqa: N801
 
 CLASSES = (
     SEETHROUGH_OT_generate,
+    SEETHROUGH_OT_generate_frames,
     SEETHROUGH_OT_regenerate_changed,
     SEETHROUGH_OT_vary_box,
     SEETHROUGH_OT_upscale_result,

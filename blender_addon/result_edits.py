@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+from pathlib import Path
 
 import bpy
 
@@ -87,14 +88,17 @@ def edit_start(scene: bpy.types.Scene) -> EditStart:
     """Where Regenerate Changed and Vary Box start; ResultEditError or PreviousPictureError (a frame's base
     picture is gone) when they cannot."""
     shown = previous_picture(scene)
-    frame = scene_layout(scene)
+    return start_at(scene, shown, images.image_file(shown_result(scene).image), scene_layout(scene))
+
+
+def start_at(scene: bpy.types.Scene, shown: PreviousPicture, file: Path | None, frame: Layout) -> EditStart:
+    """An edit of ``shown`` (saved at ``file``) to the layout ``frame`` at the render size."""
     plan = frame_plan(scene, frame, shown.record.seed)
     if plan is None:
         return EditStart(shown, shown, frame, frame, None)
     previous = shown
     if shown.record.upscale is not None:  # an upscaled frame: its base is what changes
-        image = shown_result(scene).image
-        path = base_picture_of(images.image_file(image), shown.record, label=shown.label, remedy=BASE_REMEDY)
+        path = base_picture_of(file, shown.record, label=shown.label, remedy=BASE_REMEDY)
         previous = read_previous_file(path, BASE_REMEDY)
     return EditStart(shown, previous, base_layout(frame, plan), frame, plan)
 
@@ -106,7 +110,11 @@ def regenerate_changed_spec(scene: bpy.types.Scene, settings: Settings) -> JobSp
     change). A frame made in two stages is edited at its base, then upscaled again. The job plans it
     (edit_jobs.EditRequest); raises SeeThroughError with the reason it cannot be made (EditPlanError:
     nothing changed) before anything is rendered or sent."""
-    start = edit_start(scene)
+    return edit_spec(scene, settings, edit_start(scene))
+
+
+def edit_spec(scene: bpy.types.Scene, settings: Settings, start: EditStart) -> JobSpec:
+    """Regenerate Changed from ``start`` (also each frame of Generate Frames after the first)."""
     props = scene.seethrough
     request = EditRequest(
         start.previous,

@@ -11,6 +11,7 @@ from seethrough_core.limits import frame_side_problem, side_problem
 from seethrough_core.upscale_plan import plan_upscale
 
 from . import box_links, box_props, compat, scene_io
+from .frame_sequence import SHOT
 from .generation_jobs import RUNNER
 from .preferences import address_problem, draw_message, draw_server_controls, preferences, settings
 from .server_launcher import SERVER
@@ -153,12 +154,17 @@ class SEETHROUGH_PT_generate(SeeThroughPanel, bpy.types.Panel):  # noqa: N801
         layout.prop(props, "show_previews")
         draw_frame_size(layout, context.scene)
 
-        busy = RUNNER.active
+        busy = RUNNER.active or SHOT.running
         row = layout.row(align=True)
         row.enabled = not busy  # one job at a time: an OSCR render or a generation
         row.operator("seethrough.render_oscr", icon="RENDER_STILL")
         row.operator("seethrough.generate", icon="PLAY")
         row.operator("seethrough.generate", text="Draft", icon="SEQ_PREVIEW").draft = True
+        scene = context.scene
+        row = layout.row(align=True)
+        row.enabled = not busy
+        frames = f"Generate Frames {scene.frame_start}-{scene.frame_end}"
+        row.operator("seethrough.generate_frames", text=frames, icon="RENDER_ANIMATION")
         # Edits of the shown result: only what changed regenerates (docs/edit.md).
         column = layout.column(align=True)
         column.enabled = not busy
@@ -169,9 +175,15 @@ class SEETHROUGH_PT_generate(SeeThroughPanel, bpy.types.Panel):  # noqa: N801
         column.prop(props, "reproject_limit")
 
         status = RUNNER.status
+        if SHOT.running:
+            draw_message(layout, f"Generate Frames: {SHOT.progress}", "RENDER_ANIMATION")
+        elif SHOT.outcome is not None:
+            ok = SHOT.state == "done"
+            draw_message(layout, SHOT.outcome, "CHECKMARK" if ok else "ERROR", alert=not ok)
+            return
         if status is None:
             return
-        if busy:
+        if busy and RUNNER.active:
             if status.state == "rendering":
                 text = "Rendering OSCR (in the background)"
             elif status.state == "upscaling":

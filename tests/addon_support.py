@@ -4,6 +4,7 @@ recording stand-in for UILayout so panel draw code runs headless (the bpy module
 
 from __future__ import annotations
 
+import json
 import subprocess
 import threading
 import time
@@ -39,6 +40,19 @@ def configure(address: str, out_dir: Path, timeout_s: float = 30.0) -> None:
     p.server_address = address
     p.timeout_s = timeout_s
     p.output_dir = str(out_dir)
+
+
+def import_scene(layout: dict, tmp_path: Path, address: str, seed: int) -> bpy.types.Scene:
+    """``layout`` imported through the add-on, sent to ``address`` with ``seed`` and 2 steps, no step
+    previews; results under tmp_path/out."""
+    path = tmp_path / "layout.json"
+    path.write_text(json.dumps(layout))
+    assert bpy.ops.seethrough.import_layout(filepath=str(path)) == {"FINISHED"}
+    configure(address, tmp_path / "out")
+    scene = bpy.context.scene
+    props = scene.seethrough
+    props.random_seed, props.seed, props.steps, props.show_previews = False, seed, 2, False
+    return scene
 
 
 @contextmanager

@@ -35,6 +35,16 @@ BASE_LAYOUT = {
     ],
 }
 
+# The shared layout plus a small, partly hidden second box: a moved dog changes a small region.
+DOG = "a small white dog"
+LAYOUT_WITH_DOG = {
+    **BASE_LAYOUT,
+    "boxes": [
+        *BASE_LAYOUT["boxes"],
+        {"description": DOG, "center": [-4.6, 0.4, 0.3], "size": [0.3, 0.8, 0.6]},
+    ],
+}
+
 
 @pytest.fixture
 def layout_dict():

@@ -14,9 +14,8 @@ from pathlib import Path
 import bpy
 import numpy as np
 import pytest
-from addon_support import DrawSelf, RecordingLayout, configure, prefs, pump_until_done
-from addon_support import tiny_server as start_tiny_server
-from conftest import BASE_LAYOUT, MAIN_PYTHON
+from addon_support import DrawSelf, RecordingLayout, import_scene, prefs, pump_until_done
+from conftest import LAYOUT_WITH_DOG
 from PIL import Image
 from reprojection_support import RESAMPLE_TOLERANCE, max_resample_error, resample_through
 
@@ -33,32 +32,13 @@ from seethrough_core.reprojection import rotation_homography
 
 pytestmark = pytest.mark.slow
 
-LAYOUT = {
-    **BASE_LAYOUT,
-    "boxes": [
-        *BASE_LAYOUT["boxes"],
-        {"description": "a small white dog", "center": [-4.6, 0.4, 0.3], "size": [0.3, 0.8, 0.6]},
-    ],
-}
-
-
-@pytest.fixture(scope="module")
-def tiny_server(tmp_path_factory):
-    with start_tiny_server(MAIN_PYTHON, tmp_path_factory.mktemp("server") / "server.log") as address:
-        yield address
-
 
 @pytest.fixture
 def shot(addon, tmp_path, tiny_server):
-    """LAYOUT imported through the add-on, connected to the tiny server, with one result generated
+    """LAYOUT_WITH_DOG imported through the add-on, connected to the tiny server, with one result generated
     (seed 5, 2 steps) and shown in the history."""
-    path = tmp_path / "layout.json"
-    path.write_text(json.dumps(LAYOUT))
-    assert bpy.ops.seethrough.import_layout(filepath=str(path)) == {"FINISHED"}
-    configure(tiny_server, tmp_path / "out")
-    scene = bpy.context.scene
+    scene = import_scene(LAYOUT_WITH_DOG, tmp_path, tiny_server, seed=5)
     props = scene.seethrough
-    props.random_seed, props.seed, props.steps, props.show_previews = False, 5, 2, False
     assert bpy.ops.seethrough.generate() == {"FINISHED"}
     status = pump_until_done()
     assert status.state == "done", status.message
@@ -155,7 +135,7 @@ def test_a_camera_move_past_the_limit_regenerates_the_whole_picture_and_vary_box
 
 def test_without_a_result_the_edit_buttons_are_off_and_say_why(addon, tmp_path):
     path = tmp_path / "layout.json"
-    path.write_text(json.dumps(LAYOUT))
+    path.write_text(json.dumps(LAYOUT_WITH_DOG))
     assert bpy.ops.seethrough.import_layout(filepath=str(path)) == {"FINISHED"}
     assert not bpy.ops.seethrough.regenerate_changed.poll()
     bpy.context.view_layer.objects.active = bpy.context.scene.objects["a red vintage car"]

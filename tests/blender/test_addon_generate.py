@@ -20,9 +20,8 @@ from addon_support import (
     prefs,
     pump_until_done,
 )
-from addon_support import tiny_server as start_tiny_server
 from bpy_helpers import read_rgb
-from conftest import BASE_LAYOUT, MAIN_PYTHON
+from conftest import LAYOUT_WITH_DOG, MAIN_PYTHON
 from PIL import Image
 
 from blender_addon import background_render, images, scene_io, ui
@@ -37,34 +36,18 @@ from seethrough_core.server_process import free_loopback_port as free_port
 
 pytestmark = pytest.mark.slow
 
-# The shared test layout plus a second, partly hidden box.
-LAYOUT = {
-    **BASE_LAYOUT,
-    "boxes": [
-        *BASE_LAYOUT["boxes"],
-        {"description": "a small white dog", "center": [-4.6, 0.4, 0.3], "size": [0.3, 0.8, 0.6]},
-    ],
-}
-
-
-@pytest.fixture(scope="module")
-def tiny_server(tmp_path_factory):
-    """`seethrough serve --tiny` in a subprocess on a free loopback port, ready to generate."""
-    with start_tiny_server(MAIN_PYTHON, tmp_path_factory.mktemp("server") / "server.log") as address:
-        yield address
-
 
 @pytest.fixture(scope="module")
 def out_dir(tmp_path_factory):
-    """One output folder for the module, so the OSCR render of LAYOUT is cached across tests."""
+    """One output folder for the module, so the OSCR render of LAYOUT_WITH_DOG is cached across tests."""
     return tmp_path_factory.mktemp("addon-out")
 
 
 @pytest.fixture
 def shot(addon, tmp_path):
-    """The add-on enabled, with LAYOUT imported through its operator."""
+    """The add-on enabled, with LAYOUT_WITH_DOG imported through its operator."""
     path = tmp_path / "layout.json"
-    path.write_text(json.dumps(LAYOUT))
+    path.write_text(json.dumps(LAYOUT_WITH_DOG))
     assert bpy.ops.seethrough.import_layout(filepath=str(path)) == {"FINISHED"}
     return bpy.context.scene
 
@@ -162,7 +145,7 @@ def test_generate_brings_back_a_packed_image_with_its_record(shot, tiny_server, 
     image = bpy.data.images[name]
     assert tuple(image.size) == (256, 256) and image.packed_file is not None and image.use_fake_user
     assert bpy.data.images["SeeThrough Preview"].size[0] > 0  # step previews arrived
-    layout = scene_io.scene_to_layout(shot)  # what was sent: LAYOUT with the objects' names
+    layout = scene_io.scene_to_layout(shot)  # what was sent: LAYOUT_WITH_DOG with the objects' names
     stored = images.image_record(image)  # the record, stored once on the image
     assert stored["seed"] == 7 and stored["steps"] == 2 and stored["guidance"] == pytest.approx(3.5)
     assert list(stored["descriptions"]) == layout.descriptions

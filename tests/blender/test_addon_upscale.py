@@ -16,9 +16,8 @@ import bpy
 import numpy as np
 import pytest
 from addon_support import DrawSelf, RecordingLayout, configure, prefs, pump_until_done
-from addon_support import tiny_server as start_tiny_server
 from bpy_helpers import read_rgb
-from conftest import BASE_LAYOUT, MAIN_PYTHON
+from conftest import BASE_LAYOUT, LAYOUT_WITH_DOG
 
 from blender_addon import generation_jobs, images, scene_io, ui
 from blender_addon.generation_jobs import RUNNER
@@ -41,12 +40,6 @@ SMALL = (256, 256)  # the base size itself: generated in one pass, then upscaled
 def set_render_size(scene: bpy.types.Scene, size: tuple[int, int]) -> None:
     scene.render.resolution_x, scene.render.resolution_y = size
     scene.render.resolution_percentage = 100
-
-
-@pytest.fixture(scope="module")
-def tiny_server(tmp_path_factory):
-    with start_tiny_server(MAIN_PYTHON, tmp_path_factory.mktemp("server") / "server.log") as address:
-        yield address
 
 
 def frame_scene(tmp_path: Path, layout: dict = BASE_LAYOUT) -> bpy.types.Scene:
@@ -148,22 +141,13 @@ def test_generate_and_upscale_give_the_render_size(addon, tmp_path, tiny_server)
     assert not list((tmp_path / "out" / "Scene" / "results").glob("*.tiles"))  # the cancelled one's too
 
 
-WITH_DOG = {  # a small second box, so a moved dog changes a small region of the picture
-    **BASE_LAYOUT,
-    "boxes": [
-        *BASE_LAYOUT["boxes"],
-        {"description": "a small white dog", "center": [-4.6, 0.4, 0.3], "size": [0.3, 0.8, 0.6]},
-    ],
-}
-
-
 def test_a_stopped_upscale_resumes_and_an_edit_of_the_frame_edits_its_base(
     addon, tmp_path, tiny_server, monkeypatch
 ):
     """Cancel after the upscale's first tile, Upscale on the base picture (only the missing tile is made),
     then Regenerate Changed on that frame: its base edited, then upscaled again. One story, so that a
     2-core machine makes four tiles, not six."""
-    scene = frame_scene(tmp_path, WITH_DOG)
+    scene = frame_scene(tmp_path, LAYOUT_WITH_DOG)
     configure(tiny_server, tmp_path / "out")
     set_render_size(scene, FRAME)
     first_tile = threading.Event()

@@ -1,0 +1,264 @@
+"""Generate Frames: the scene's frame range as one steady shot (docs/addon.md, Frames of an animation).
+
+The first frame is generated; every later frame is the frame before it brought to its own layout, as
+Regenerate Changed brings a result: only what changed regenerates, after a camera move the picture is
+kept reprojected (all of it regenerates past the Reproject Limit), and a frame whose layout did not
+change is the frame before, copied. Each frame is a job of its own (generation_jobs.py), started here
+on the main thread from the pump once the frame before is over. Every frame's layout is read when the
+artist presses Generate Frames, so working on the scene meanwhile changes nothing of the shot.
+
+The frames are files, not results: each is written at once as FOLDER/NNNN.png (an image sequence
+Blender, a compositor or an editor reads as it is), nothing is packed into the .blend, and the shot
+is shown behind the camera when it is done. Generate Frames again with the same seed goes on after the
+last frame written for the same layouts. Main thread only.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import bpy
+
+from seethrough_core.edit_plan import read_previous_file
+from seethrough_core.edit_region import box_changes, full_regeneration_reason
+from seethrough_core.errors import SeeThroughError
+from seethrough_core.generate_and_save import safe_name
+from seethrough_core.layout import Layout
+from seethrough_core.record import read_png_record
+
+from . import generation, images
+from .generation_jobs import RUNNER, GenerationJob, JobSpec
+from .headless import run_callback_until_done
+from .preferences import Settings
+from .result_edits import edit_spec, start_at
+from .scene_checks import SceneError, scene_layout
+
+FRAME_DIGITS = 4  # 0001.png: the number last, so Blender and editors read the folder as a sequence
+SHOT_IMAGE = "SeeThrough Frames"
+REMEDY = "Generate Frames again from the first frame: remove the shot's folder"
+
+
+@dataclass(frozen=True)
+class ShotFrame:
+    number: int  # the scene frame
+    layout: Layout  # the scene's layout at that frame, read when the shot started
+
+
+def frame_file(folder: Path, number: int) -> Path:
+    return folder / f"{number:0{FRAME_DIGITS}d}.png"
+
+
+def shot_folder(settings: Settings, scene_name: str, camera_name: str, seed: int) -> Path:
+    """Where a shot's frames go: one folder per scene, camera and seed."""
+    return settings.output_root() / safe_name(scene_name) / "frames" / safe_name(f"{camera_name} seed {seed}")
+
+
+def read_frames(scene: bpy.types.Scene, first: int, last: int) -> list[ShotFrame]:
+    """The scene's layout at each frame from ``first`` to ``last``; SceneError naming the frame where it
+    cannot be used. The scene is put back at the frame it showed."""
+    current = scene.frame_current
+    frames = []
+    try:
+        for number in range(first, last + 1):
+            scene.frame_set(number)
+            try:
+                frames.append(ShotFrame(number, scene_layout(scene)))
+            except SceneError as exc:
+                raise SceneError(exc.field, f"frame {number}: {exc}") from None
+    finally:
+        scene.frame_set(current)
+    return frames
+
+
+def frames_written(folder: Path, frames: list[ShotFrame], seed: int) -> int:
+    """How many of the shot's first frames are in ``folder`` already, made for these layouts and this seed
+    (a frame whose layout changed since, and every frame after it, is made again)."""
+    count = 0
+    for frame in frames:
+        try:
+            record = read_png_record(frame_file(folder, frame.number).read_bytes())
+        except (OSError, ValueError):
+            break
+        if record.seed != seed or record.layout != frame.layout.to_dict():
+            break
+        count += 1
+    return count
+
+
+class FrameSequence:
+    """The shot being made (at most one): its frames, where they go, and how far it got."""
+
+    def __init__(self) -> None:
+        self._reset()
+
+    def _reset(self) -> None:
+        self.state = "idle"  # running, done, failed, cancelled
+        self.message = ""
+        self.scene_name = ""
+        self.settings: Settings | None = None
+        self.seed = 0
+        self.frames: list[ShotFrame] = []
+        self.folder = Path()
+        self.index = 0  # the frame being made
+        self.previous: Path | None = None  # the last frame's picture: what the next frame is made from
+        self.kept = self.made = self.copied = 0
+        self.cancel_requested = False
+        self.last_job: GenerationJob | None = None  # the job running when the shot ended
+
+    @property
+    def running(self) -> bool:
+        return self.state == "running"
+
+    @property
+    def outcome(self) -> str | None:
+        """How the shot ended, while no job has run since (the panel says it instead of that job's)."""
+        return self.message if self.state not in ("idle", "running") and self.last_job is RUNNER.job else None
+
+    @property
+    def progress(self) -> str:
+        """For the panel: which frame is being made."""
+        number = self.frames[self.index].number if self.index < len(self.frames) else self.frames[-1].number
+        return f"Frame {number} ({self.index + 1} of {len(self.frames)})"
+
+    def start(self, scene: bpy.types.Scene, settings: Settings, seed: int) -> str:
+        """Read every frame's layout and start the first frame not written yet; returns what is done.
+        SeeThroughError (nothing started) when a frame's scene or a setting cannot be used."""
+        if self.running or RUNNER.active:
+            raise SeeThroughError("a render or generation is already running; cancel it or wait for it")
+        if scene.frame_end < scene.frame_start:
+            raise SeeThroughError("the scene's frame range is empty: set Start and End in the Timeline")
+        frames = read_frames(scene, scene.frame_start, scene.frame_end)
+        self._reset()
+        self.scene_name, self.settings, self.seed, self.frames = scene.name, settings, seed, frames
+        self.folder = shot_folder(settings, scene.name, frames[0].layout.camera.name, seed)
+        self.kept = self.index = frames_written(self.folder, frames, seed)
+        if self.kept:
+            self.previous = frame_file(self.folder, frames[self.kept - 1].number)
+        self.state = "running"
+        try:
+            self._next(scene)
+        except SeeThroughError:
+            self.state = "idle"  # refused before anything was sent: the operator reports why
+            raise
+        kept = f", {self.kept} kept from before" if self.kept else ""
+        return f"{len(frames)} frames (seed {seed}{kept}) into {self.folder}"
+
+    def cancel(self) -> None:
+        self.cancel_requested = True
+        if RUNNER.job is not None and RUNNER.active:
+            RUNNER.job.request_cancel()
+
+    def advance(self) -> bool:
+        """The pump's call once no job runs: write the frame just made and start the next; True while
+        the shot goes on."""
+        if not self.running:
+            return False
+        status = RUNNER.status
+        frame = self.frames[self.index]
+        if status is None or status.state != "done" or status.png_path is None:
+            what = status.message if status is not None else "it never started"
+            state = "cancelled" if status is not None and status.state == "cancelled" else "failed"
+            self._end(state, f"frame {frame.number} was not made: {what}")
+            return False
+        try:
+            self._write(status.png_path, frame)
+        except OSError as exc:
+            where = f"it is at {status.png_path}"
+            self._end("failed", f"frame {frame.number} could not be written ({exc}); {where}")
+            return False
+        self.made += 1
+        self.index += 1
+        scene = bpy.data.scenes.get(self.scene_name)
+        if scene is None:
+            self._end("failed", f"the scene {self.scene_name!r} is gone")
+            return False
+        try:
+            return self._next(scene)
+        except SeeThroughError as exc:
+            self._end("failed", f"frame {self.frames[self.index].number}: {exc}")
+            return False
+
+    def _next(self, scene: bpy.types.Scene) -> bool:
+        """Start the next frame that needs a job, copying the unchanged ones before it; False when the
+        shot is complete."""
+        while self.index < len(self.frames):
+            if self.cancel_requested:
+                self._end("cancelled", "cancelled")
+                return False
+            frame = self.frames[self.index]
+            spec = self._job(scene, frame)
+            if spec is not None:
+                generation.start(spec)
+                return True
+            assert self.previous is not None  # only a frame after another can be unchanged
+            self._write(self.previous, frame)
+            self.copied += 1
+            self.index += 1
+        self._end("done", "")
+        return False
+
+    def _job(self, scene: bpy.types.Scene, frame: ShotFrame) -> JobSpec | None:
+        """The frame's job: the first frame generated, a later one an edit of the frame before; None for a
+        frame whose layout is the frame before's."""
+        settings = self.settings
+        assert settings is not None
+        if self.previous is None:
+            spec = generation.build_spec(scene, settings, frame=frame.layout, seed=self.seed)
+            return replace(spec, shot_frame=frame.number)
+        before = read_previous_file(self.previous, REMEDY)
+        if full_regeneration_reason(before.layout, frame.layout) is None and not box_changes(
+            before.layout, frame.layout
+        ):
+            return None
+        start = start_at(scene, before, self.previous, frame.layout)
+        return replace(edit_spec(scene, settings, start), shot_frame=frame.number)
+
+    def _write(self, picture: Path, frame: ShotFrame) -> None:
+        """The frame's file, written whole or not at all; the next frame is made from ``picture``."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        target = frame_file(self.folder, frame.number)
+        partial = target.with_name(f".{target.name}.partial")
+        partial.write_bytes(picture.read_bytes())
+        os.replace(partial, target)
+        self.previous = picture
+        image = images.load_file_image(SHOT_IMAGE, target)
+        images.show_in_image_editor(image)
+
+    def _end(self, state: str, why: str) -> None:
+        self.state, self.last_job = state, RUNNER.job
+        written = self.kept + self.made + self.copied
+        done = f"{written} of {len(self.frames)} frames in {self.folder}"
+        if self.copied:
+            done += f" ({self.copied} unchanged, copied)"
+        if state == "done":
+            self.message = f"Done: {done}"
+            self._show_behind_camera()
+        else:
+            self.message = f"Stopped: {why}. {done}; Generate Frames again goes on from there"
+        generation.tag_redraw()
+
+    def _show_behind_camera(self) -> None:
+        scene = bpy.data.scenes.get(self.scene_name)
+        camera = scene.objects.get(self.frames[0].layout.camera.name) if scene is not None else None
+        if camera is None or camera.type != "CAMERA":
+            return
+        first = self.frames[0].number
+        image = images.load_file_image(SHOT_IMAGE, frame_file(self.folder, first))
+        image.source = "SEQUENCE"
+        images.set_camera_background(camera, image, (first, len(self.frames)))
+
+
+def wait_for_shot(operator: bpy.types.Operator) -> set[str]:
+    """wait=True (background Blender): run the pump until the shot is over, then report how it ended; a
+    failure raises in the script. Ctrl-C cancels it first."""
+    run_callback_until_done(generation.timer_callback, SHOT.cancel)
+    if SHOT.state == "done":
+        operator.report({"INFO"}, SHOT.message)
+        return {"FINISHED"}
+    operator.report({"ERROR"} if SHOT.state == "failed" else {"WARNING"}, SHOT.message)
+    return {"CANCELLED"}
+
+
+SHOT = FrameSequence()

@@ -1,0 +1,159 @@
+"""Generate Frames in Blender, against a real tiny server: the scene's frame range as one steady shot,
+written as a numbered image sequence. Frame 1 is generated, an unchanged frame is a copy, a box's move
+is an edit of the frame before (every other pixel kept, byte for byte), a camera move keeps the frame
+before reprojected; the layouts are the ones the frames had when the shot started; a rerun goes on
+after the last frame written. Blender's timers never fire in the bpy module: the tests drive the pump."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from pathlib import Path
+
+import bpy
+import numpy as np
+import pytest
+from addon_support import import_scene, prefs, pump_until_done
+from conftest import DOG, LAYOUT_WITH_DOG
+from PIL import Image
+
+from blender_addon import scene_io
+from blender_addon.frame_sequence import SHOT, frame_file
+from seethrough_core.generate_and_save import safe_name
+from seethrough_core.record import read_png_record
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def animated(addon, tmp_path, tiny_server):
+    """LAYOUT_WITH_DOG over frames 1-4: frame 2 is frame 1; at frame 3 the dog has moved; at frame 4
+    the camera has panned 2 degrees. Seed 5, 2 steps, connected to the tiny server."""
+    scene = import_scene(LAYOUT_WITH_DOG, tmp_path, tiny_server, seed=5)
+    props = scene.seethrough
+    props.edit_margin, props.reproject_limit = 4, 0.95  # the car fills much of this 256 px picture
+    scene.frame_start, scene.frame_end = 1, 4
+    dog, camera = scene.objects[DOG], scene.camera
+    dog.keyframe_insert("location", frame=2)
+    dog.location.x += 0.4
+    dog.keyframe_insert("location", frame=3)
+    camera.keyframe_insert("rotation_euler", frame=3)
+    camera.rotation_euler.z += math.radians(2.0)
+    camera.keyframe_insert("rotation_euler", frame=4)
+    scene.frame_set(2)
+    return scene
+
+
+def layout_at(scene: bpy.types.Scene, frame: int) -> dict:
+    shown = scene.frame_current
+    scene.frame_set(frame)
+    layout = scene_io.scene_to_layout(scene).to_dict()
+    scene.frame_set(shown)
+    return layout
+
+
+def pixels(path: Path) -> np.ndarray:
+    with Image.open(path) as image:
+        return np.asarray(image.convert("RGB"))
+
+
+def shot_dir(scene: bpy.types.Scene) -> Path:
+    shots = Path(prefs().output_dir) / safe_name(scene.name) / "frames"
+    return shots / safe_name(f"{scene.camera.name} seed 5")
+
+
+@pytest.mark.each_blender
+def test_generate_frames_makes_a_steady_shot_and_a_rerun_goes_on_where_it_stopped(animated):
+    scene = animated
+    expected = {frame: layout_at(scene, frame) for frame in (1, 2, 3, 4)}
+    packed_before = {image.name for image in bpy.data.images if image.packed_file is not None}
+    assert bpy.ops.seethrough.generate_frames() == {"FINISHED"}
+    assert SHOT.running and not bpy.ops.seethrough.generate_frames.poll()
+    # The artist works on: renaming the dog now changes nothing of the shot, read when it started
+    dog = scene.objects[DOG]
+    dog.seethrough.description = "a black cat"
+    status = pump_until_done()
+    assert SHOT.state == "done", SHOT.message
+    assert status.state == "done" and SHOT.made == 3 and SHOT.copied == 1, SHOT.message
+    assert scene.frame_current == 2  # the scene shows the frame it showed
+
+    folder = shot_dir(scene)
+    files = {frame: frame_file(folder, frame) for frame in (1, 2, 3, 4)}
+    assert sorted(p.name for p in folder.iterdir()) == ["0001.png", "0002.png", "0003.png", "0004.png"]
+    records = {frame: read_png_record(path.read_bytes()) for frame, path in files.items()}
+    for frame, record in records.items():
+        assert record.seed == 5 and record.steps == 2
+        if frame != 2:  # frame 2 is frame 1's picture
+            assert record.layout == expected[frame], frame
+    assert files[2].read_bytes() == files[1].read_bytes()  # unchanged: the frame before, copied
+
+    # Frame 3: the dog's move, an edit of frame 2 (frame 1's picture) over the changed region only
+    parent = records[3].parent
+    assert parent["kind"] == "edit" and f"{DOG}: moved" in parent["changes"]
+    assert parent["sha256"] == hashlib.sha256(files[2].read_bytes()).hexdigest()
+    before, after = pixels(files[2]), pixels(files[3])
+    region_png = next(Path(prefs().output_dir).rglob("*frame_3_*_region.png"))
+    region = pixels(region_png)[..., 0] == 255
+    assert 0 < region.mean() < 0.5
+    assert np.array_equal(after[~region], before[~region]) and not np.array_equal(after, before)
+    # Frame 4: the camera pan, frame 3 reprojected into the new camera
+    assert records[4].parent["kind"] == "reprojected"
+    assert records[4].parent["sha256"] == hashlib.sha256(files[3].read_bytes()).hexdigest()
+
+    # Nothing packed into the .blend, nothing in the Results list; the shot is behind the camera
+    assert {image.name for image in bpy.data.images if image.packed_file is not None} == packed_before
+    assert len(scene.seethrough.history) == 0
+    [background] = [bg for bg in scene.camera.data.background_images if bg.image is not None]
+    assert background.image.source == "SEQUENCE"
+    assert Path(bpy.path.abspath(background.image.filepath)) == files[1]
+    user = background.image_user
+    assert (user.frame_start, user.frame_duration, user.frame_offset) == (1, 4, 0)
+
+    # A rerun with the same seed keeps the frames written for the same layouts and makes the rest
+    kept = {frame: files[frame].read_bytes() for frame in (1, 2, 3)}
+    files[4].unlink()
+    dog.seethrough.description = DOG
+    assert bpy.ops.seethrough.generate_frames() == {"FINISHED"}
+    pump_until_done()
+    assert SHOT.state == "done" and (SHOT.kept, SHOT.made, SHOT.copied) == (3, 1, 0), SHOT.message
+    assert all(files[frame].read_bytes() == data for frame, data in kept.items())
+    assert read_png_record(files[4].read_bytes()).parent["kind"] == "reprojected"
+
+
+def test_a_frame_that_cannot_be_used_is_named_and_nothing_is_sent(animated):
+    scene = animated
+    car = scene.objects["a red vintage car"]
+    car.keyframe_insert("scale", frame=2)
+    car.scale.z = 0.0
+    car.keyframe_insert("scale", frame=3)
+    with pytest.raises(RuntimeError, match=r"cannot generate frames: frame 3: box \"a red vintage car\""):
+        bpy.ops.seethrough.generate_frames()
+    assert not SHOT.running and scene.frame_current == 2
+    assert not shot_dir(scene).exists()
+
+
+def test_cancel_stops_the_shot_and_says_what_is_written(animated):
+    assert bpy.ops.seethrough.generate_frames() == {"FINISHED"}
+    assert bpy.ops.seethrough.cancel() == {"FINISHED"}
+    pump_until_done()
+    assert SHOT.state == "cancelled", SHOT.message
+    assert "frame 1 was not made" in SHOT.message and "0 of 4 frames" in SHOT.message
+    assert "Generate Frames again goes on from there" in SHOT.message
+
+
+def test_frames_made_in_two_stages_edit_the_base_of_the_frame_before(animated):
+    """A render size the model cannot make directly (330 x 256 at base size 0.0625 MP: a base and two
+    tiles): frame 2 edits frame 1's base where the dog moved, then upscales it; its file is the frame."""
+    scene = animated
+    scene.frame_end = 3  # frame 3: the dog moved
+    scene.render.resolution_x, scene.render.resolution_y, scene.render.resolution_percentage = 330, 256, 100
+    scene.seethrough.base_megapixels = 0.0625
+    assert bpy.ops.seethrough.generate_frames() == {"FINISHED"}
+    pump_until_done(timeout_s=300)
+    assert SHOT.state == "done" and (SHOT.made, SHOT.copied) == (2, 1), SHOT.message
+    first, last = (read_png_record(frame_file(shot_dir(scene), n).read_bytes()) for n in (1, 3))
+    assert (first.width, first.height) == (last.width, last.height) == (330, 256)
+    assert first.upscale is not None and last.upscale is not None
+    base = read_png_record(Path(last.source["base"]).read_bytes())  # the edited base, then upscaled
+    assert base.parent["kind"] == "edit" and f"{DOG}: moved" in base.parent["changes"]
+    assert base.parent["sha256"] == hashlib.sha256(Path(first.source["base"]).read_bytes()).hexdigest()
