@@ -31,6 +31,7 @@ from seethrough_core.record import read_png_record
 from . import generation, images
 from .generation_jobs import RUNNER, GenerationJob, JobSpec
 from .headless import run_callback_until_done
+from .panel_settings import PanelSettings
 from .preferences import Settings
 from .result_edits import edit_spec, start_at
 from .scene_checks import SceneError, scene_layout
@@ -98,6 +99,7 @@ class FrameSequence:
         self.message = ""
         self.scene_name = ""
         self.settings: Settings | None = None
+        self.panel: PanelSettings | None = None
         self.seed = 0
         self.frames: list[ShotFrame] = []
         self.folder = Path()
@@ -122,16 +124,18 @@ class FrameSequence:
         number = self.frames[self.index].number if self.index < len(self.frames) else self.frames[-1].number
         return f"Frame {number} ({self.index + 1} of {len(self.frames)})"
 
-    def start(self, scene: bpy.types.Scene, settings: Settings, seed: int) -> str:
+    def start(self, scene: bpy.types.Scene, settings: Settings, panel: PanelSettings) -> str:
         """Read every frame's layout and start the first frame not written yet; returns what is done.
-        SeeThroughError (nothing started) when a frame's scene or a setting cannot be used."""
+        Every frame is made with ``panel``, the Generate panel's settings of the press. SeeThroughError
+        (nothing started) when a frame's scene or a setting cannot be used."""
         if self.running or RUNNER.active:
             raise SeeThroughError("a render or generation is already running; cancel it or wait for it")
         if scene.frame_end < scene.frame_start:
             raise SeeThroughError("the scene's frame range is empty: set Start and End in the Timeline")
         frames = read_frames(scene, scene.frame_start, scene.frame_end)
         self._reset()
-        self.scene_name, self.settings, self.seed, self.frames = scene.name, settings, seed, frames
+        self.scene_name, self.settings, self.panel, self.frames = scene.name, settings, panel, frames
+        seed = self.seed = panel.seed
         self.folder = shot_folder(settings, scene.name, frames[0].layout.camera.name, seed)
         self.kept = self.index = frames_written(self.folder, frames, seed)
         if self.kept:
@@ -202,18 +206,18 @@ class FrameSequence:
     def _job(self, scene: bpy.types.Scene, frame: ShotFrame) -> JobSpec | None:
         """The frame's job: the first frame generated, a later one an edit of the frame before; None for a
         frame whose layout is the frame before's."""
-        settings = self.settings
-        assert settings is not None
+        settings, panel = self.settings, self.panel
+        assert settings is not None and panel is not None
         if self.previous is None:
-            spec = generation.build_spec(scene, settings, frame=frame.layout, seed=self.seed)
+            spec = generation.build_spec(scene, settings, frame=frame.layout, panel=panel)
             return replace(spec, shot_frame=frame.number)
         before = read_previous_file(self.previous, REMEDY)
         if full_regeneration_reason(before.layout, frame.layout) is None and not box_changes(
             before.layout, frame.layout
         ):
             return None
-        start = start_at(scene, before, self.previous, frame.layout)
-        return replace(edit_spec(scene, settings, start), shot_frame=frame.number)
+        start = start_at(panel, before, self.previous, frame.layout)
+        return replace(edit_spec(scene, settings, panel, start), shot_frame=frame.number)
 
     def _write(self, picture: Path, frame: ShotFrame) -> None:
         """The frame's file, written whole or not at all; the next frame is made from ``picture``."""
@@ -236,7 +240,8 @@ class FrameSequence:
             self.message = f"Done: {done}"
             self._show_behind_camera()
         else:
-            self.message = f"Stopped: {why}. {done}; Generate Frames again goes on from there"
+            again = f"Generate Frames again with seed {self.seed} goes on from there"
+            self.message = f"Stopped: {why}. {done}; {again}"
         generation.tag_redraw()
 
     def _show_behind_camera(self) -> None:

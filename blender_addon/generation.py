@@ -10,7 +10,6 @@ the bpy module never fires timers.
 
 from __future__ import annotations
 
-import random
 import traceback
 from pathlib import Path
 
@@ -42,8 +41,8 @@ from .generation_jobs import (
     UpscaleStopped,
 )
 from .headless import run_callback_until_done
+from .panel_settings import PanelSettings
 from .preferences import Settings
-from .props import MAX_UI_SEED
 from .scene_checks import scene_layout
 
 PUMP_INTERVAL_S = 0.1
@@ -57,12 +56,12 @@ def build_spec(
     engine: str = DEFAULT_RENDER_ENGINE,
     draft: bool = False,
     frame: Layout | None = None,
-    seed: int | None = None,
+    panel: PanelSettings | None = None,
 ) -> JobSpec:
     """Validate the scene, its generation settings and the address, and prepare the job (``draft``:
     the draft preset of the settings, a quick look at the layout; the OSCR render is the same).
-    ``frame`` and ``seed``: Generate Frames' layout of one frame and its shot's seed (default: the
-    scene's layout now, and the seed the panel says).
+    ``frame`` and ``panel``: Generate Frames' layout of one frame and its shot's settings (default: the
+    scene's layout and the panel's settings now).
 
     Above the size the model takes directly, with "Upscale to render size" on, the job generates the
     base picture and upscales it to the render size (docs/upscale.md); a draft is the base alone.
@@ -72,17 +71,15 @@ def build_spec(
     rendered or sent.
     """
     frame = scene_layout(scene) if frame is None else frame
-    props = scene.seethrough
-    if seed is None:
-        seed = panel_seed(scene)
-    plan = frame_plan(scene, frame, seed)
+    panel = PanelSettings.of(scene) if panel is None else panel
+    plan = frame_plan(panel, frame, panel.seed)
     layout = frame if plan is None else base_layout(frame, plan)
     generation_settings = GenerationSettings.for_layout(
         layout,
-        seed=seed,
-        steps=props.steps,
-        guidance=props.guidance,
-        preview_interval=preview_interval(scene),
+        seed=panel.seed,
+        steps=panel.steps,
+        guidance=panel.guidance,
+        preview_interval=panel.preview_interval,
     )
     if draft:
         generation_settings = generation_settings.draft()
@@ -95,24 +92,17 @@ def build_spec(
     )
 
 
-def panel_seed(scene: bpy.types.Scene) -> int:
-    """The seed the Generate panel says: a fixed number, or a new random one."""
-    props = scene.seethrough
-    return random.randint(0, MAX_UI_SEED) if props.random_seed else props.seed
-
-
-def frame_plan(scene: bpy.types.Scene, frame: Layout, seed: int) -> UpscalePlan | None:
+def frame_plan(panel: PanelSettings, frame: Layout, seed: int) -> UpscalePlan | None:
     """The two stages of the scene's frame when "Upscale to render size" is on and the model cannot
     make the frame directly (SettingError naming the setting out of range); None: one pass."""
-    props = scene.seethrough
-    if not props.upscale_to_render:
+    if not panel.upscale_to_render:
         return None
     plan = plan_upscale(
         frame.width,
         frame.height,
         seed=seed,
-        base_megapixels=props.base_megapixels,
-        strength=props.upscale_strength,
+        base_megapixels=panel.base_megapixels,
+        strength=panel.upscale_strength,
     )
     return plan if plan.two_stages else None
 
@@ -179,10 +169,6 @@ def job_spec(
         upscale=upscale,
         edit_request=edit_request,
     )
-
-
-def preview_interval(scene: bpy.types.Scene) -> int:
-    return 1 if scene.seethrough.show_previews else 0
 
 
 def start(spec: JobSpec) -> GenerationJob:

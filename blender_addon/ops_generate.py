@@ -12,6 +12,7 @@ from . import generation
 from .frame_sequence import SHOT, wait_for_shot
 from .generation_jobs import RUNNER, JobSpec
 from .headless import WaitsInBackground
+from .panel_settings import PanelSettings
 from .preferences import settings
 from .result_edits import (
     regenerate_changed_spec,
@@ -80,7 +81,7 @@ class SEETHROUGH_OT_generate_frames(WaitsInBackground, bpy.types.Operator):  # n
             return {"CANCELLED"}
         scene = context.scene
         try:
-            what = SHOT.start(scene, settings(), generation.panel_seed(scene))
+            what = SHOT.start(scene, settings(), PanelSettings.of(scene))
         except SeeThroughError as exc:  # a frame's scene, a setting or the address: nothing was sent
             self.report({"ERROR"}, f"cannot generate frames: {exc}")
             return {"CANCELLED"}

@@ -37,8 +37,9 @@ from seethrough_core.vocabulary import DEFAULT_RENDER_ENGINE
 from . import images
 from .box_props import box_objects, is_box
 from .edit_jobs import EditRequest
-from .generation import frame_plan, job_spec, preview_interval, upscale_job
+from .generation import frame_plan, job_spec, upscale_job
 from .generation_jobs import JobSpec, UpscaleJob
+from .panel_settings import PanelSettings
 from .preferences import Settings
 from .props import MAX_UI_SEED
 from .scene_checks import scene_layout
@@ -84,16 +85,16 @@ class EditStart:
     frame_plan: UpscalePlan | None  # None: one pass, the edit is the frame
 
 
-def edit_start(scene: bpy.types.Scene) -> EditStart:
+def edit_start(scene: bpy.types.Scene, panel: PanelSettings) -> EditStart:
     """Where Regenerate Changed and Vary Box start; ResultEditError or PreviousPictureError (a frame's base
     picture is gone) when they cannot."""
     shown = previous_picture(scene)
-    return start_at(scene, shown, images.image_file(shown_result(scene).image), scene_layout(scene))
+    return start_at(panel, shown, images.image_file(shown_result(scene).image), scene_layout(scene))
 
 
-def start_at(scene: bpy.types.Scene, shown: PreviousPicture, file: Path | None, frame: Layout) -> EditStart:
+def start_at(panel: PanelSettings, shown: PreviousPicture, file: Path | None, frame: Layout) -> EditStart:
     """An edit of ``shown`` (saved at ``file``) to the layout ``frame`` at the render size."""
-    plan = frame_plan(scene, frame, shown.record.seed)
+    plan = frame_plan(panel, frame, shown.record.seed)
     if plan is None:
         return EditStart(shown, shown, frame, frame, None)
     previous = shown
@@ -110,20 +111,20 @@ def regenerate_changed_spec(scene: bpy.types.Scene, settings: Settings) -> JobSp
     change). A frame made in two stages is edited at its base, then upscaled again. The job plans it
     (edit_jobs.EditRequest); raises SeeThroughError with the reason it cannot be made (EditPlanError:
     nothing changed) before anything is rendered or sent."""
-    return edit_spec(scene, settings, edit_start(scene))
+    panel = PanelSettings.of(scene)
+    return edit_spec(scene, settings, panel, edit_start(scene, panel))
 
 
-def edit_spec(scene: bpy.types.Scene, settings: Settings, start: EditStart) -> JobSpec:
+def edit_spec(scene: bpy.types.Scene, settings: Settings, panel: PanelSettings, start: EditStart) -> JobSpec:
     """Regenerate Changed from ``start`` (also each frame of Generate Frames after the first)."""
-    props = scene.seethrough
     request = EditRequest(
         start.previous,
         start.shown.label,
         start.layout,
-        margin_px=props.edit_margin,
-        strength=props.edit_strength,
-        preview_interval=preview_interval(scene),
-        reproject_limit=props.reproject_limit,
+        margin_px=panel.edit_margin,
+        strength=panel.edit_strength,
+        preview_interval=panel.preview_interval,
+        reproject_limit=panel.reproject_limit,
     )
     generation = request.check()
     upscale = _frame_upscale(start, generation)
@@ -135,8 +136,8 @@ def vary_box_spec(scene: bpy.types.Scene, settings: Settings, box: bpy.types.Obj
     every other pixel stays (a frame made in two stages: of its base, upscaled again)."""
     if not is_box(box):
         raise ResultEditError(f"{box.name!r} is not a SeeThrough box; select a box to vary")
-    start = edit_start(scene)
-    props = scene.seethrough
+    panel = PanelSettings.of(scene)
+    start = edit_start(scene, panel)
     seed = start.previous.record.seed
     while seed == start.previous.record.seed:  # new noise, never the picture's own
         seed = random.randint(0, MAX_UI_SEED)
@@ -145,9 +146,9 @@ def vary_box_spec(scene: bpy.types.Scene, settings: Settings, box: bpy.types.Obj
         start.layout,
         box_objects(scene).index(box),
         seed,
-        margin_px=props.edit_margin,
-        strength=props.edit_strength,
-        preview_interval=preview_interval(scene),
+        margin_px=panel.edit_margin,
+        strength=panel.edit_strength,
+        preview_interval=panel.preview_interval,
     )
     upscale = _frame_upscale(start, plan.settings)
     spec = job_spec(scene, settings, start.layout, plan.settings, upscale=upscale)
@@ -178,12 +179,12 @@ def upscale_result_spec(scene: bpy.types.Scene, settings: Settings) -> JobSpec:
             f"{previous.label!r} is already {size[0]}x{size[1]}, the render size; "
             "set a larger Resolution under Output Properties"
         )
-    props = scene.seethrough
+    panel = PanelSettings.of(scene)
     plan = plan_upscale(
         *size,
         seed=record.seed,
-        base_megapixels=props.base_megapixels,
-        strength=props.upscale_strength,
+        base_megapixels=panel.base_megapixels,
+        strength=panel.upscale_strength,
         base_size=(record.width, record.height),
     )
     frame = frame_layout_at(previous.layout, size)

@@ -13,11 +13,11 @@ from pathlib import Path
 import bpy
 import numpy as np
 import pytest
-from addon_support import import_scene, prefs, pump_until_done
+from addon_support import DrawSelf, RecordingLayout, import_scene, prefs, pump_until_done
 from conftest import DOG, LAYOUT_WITH_DOG
 from PIL import Image
 
-from blender_addon import scene_io
+from blender_addon import scene_io, ui
 from blender_addon.frame_sequence import SHOT, frame_file
 from seethrough_core.generate_and_save import safe_name
 from seethrough_core.record import read_png_record
@@ -57,6 +57,13 @@ def pixels(path: Path) -> np.ndarray:
         return np.asarray(image.convert("RGB"))
 
 
+def drawn_generate_panel() -> str:
+    """The Generate panel's lines as drawn now, its wrapped messages joined."""
+    log: list[str] = []
+    ui.SEETHROUGH_PT_generate.draw(DrawSelf(RecordingLayout(log)), bpy.context)
+    return " ".join(line.removeprefix("label:") for line in log)
+
+
 def shot_dir(scene: bpy.types.Scene) -> Path:
     shots = Path(prefs().output_dir) / safe_name(scene.name) / "frames"
     return shots / safe_name(f"{scene.camera.name} seed 5")
@@ -69,10 +76,15 @@ def test_generate_frames_makes_a_steady_shot_and_a_rerun_goes_on_where_it_stoppe
     packed_before = {image.name for image in bpy.data.images if image.packed_file is not None}
     assert bpy.ops.seethrough.generate_frames() == {"FINISHED"}
     assert SHOT.running and not bpy.ops.seethrough.generate_frames.poll()
-    # The artist works on: renaming the dog now changes nothing of the shot, read when it started
+    # The artist works on: renaming the dog, or no reprojection (frame 4 would be a full regeneration),
+    # changes nothing of the shot: its layouts and settings were read when it started
     dog = scene.objects[DOG]
     dog.seethrough.description = "a black cat"
-    status = pump_until_done()
+    scene.seethrough.reproject_limit = 0.0
+    during: list[str] = []
+    status = pump_until_done(on_pump=lambda: during or during.append(drawn_generate_panel()))
+    assert "Generate Frames: Frame 1 (1 of 4)" in during[0] and "operator:seethrough.cancel" in during[0]
+    assert "Done: 4 of 4 frames" in drawn_generate_panel()
     assert SHOT.state == "done", SHOT.message
     assert status.state == "done" and SHOT.made == 3 and SHOT.copied == 1, SHOT.message
     assert scene.frame_current == 2  # the scene shows the frame it showed
@@ -112,7 +124,7 @@ def test_generate_frames_makes_a_steady_shot_and_a_rerun_goes_on_where_it_stoppe
     # A rerun with the same seed keeps the frames written for the same layouts and makes the rest
     kept = {frame: files[frame].read_bytes() for frame in (1, 2, 3)}
     files[4].unlink()
-    dog.seethrough.description = DOG
+    dog.seethrough.description, scene.seethrough.reproject_limit = DOG, 0.95
     assert bpy.ops.seethrough.generate_frames() == {"FINISHED"}
     pump_until_done()
     assert SHOT.state == "done" and (SHOT.kept, SHOT.made, SHOT.copied) == (3, 1, 0), SHOT.message
@@ -138,7 +150,7 @@ def test_cancel_stops_the_shot_and_says_what_is_written(animated):
     pump_until_done()
     assert SHOT.state == "cancelled", SHOT.message
     assert "frame 1 was not made" in SHOT.message and "0 of 4 frames" in SHOT.message
-    assert "Generate Frames again goes on from there" in SHOT.message
+    assert "Generate Frames again with seed 5 goes on from there" in SHOT.message
 
 
 def test_frames_made_in_two_stages_edit_the_base_of_the_frame_before(animated):

@@ -1,0 +1,45 @@
+"""The Generate panel's settings as a plain object, read once when a button is pressed.
+
+Everything that makes a job's spec takes this object, never the scene's properties: a job is made of
+the settings as they were when the artist pressed the button, and Generate Frames makes every frame
+of a shot with the settings of its press, whatever the panel says while the shot runs.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+import bpy
+
+from .props import MAX_UI_SEED
+
+
+@dataclass(frozen=True)
+class PanelSettings:
+    seed: int  # the panel's seed, or the one drawn for this press when Random is on
+    steps: int
+    guidance: float
+    preview_interval: int  # 1: a preview every step, 0: none
+    upscale_to_render: bool
+    base_megapixels: float
+    upscale_strength: float
+    edit_margin: int
+    edit_strength: float
+    reproject_limit: float
+
+    @classmethod
+    def of(cls, scene: bpy.types.Scene) -> PanelSettings:
+        props = scene.seethrough
+        return cls(
+            seed=random.randint(0, MAX_UI_SEED) if props.random_seed else props.seed,
+            steps=props.steps,
+            guidance=props.guidance,
+            preview_interval=1 if props.show_previews else 0,
+            upscale_to_render=props.upscale_to_render,
+            base_megapixels=props.base_megapixels,
+            upscale_strength=props.upscale_strength,
+            edit_margin=props.edit_margin,
+            edit_strength=props.edit_strength,
+            reproject_limit=props.reproject_limit,
+        )
