@@ -56,13 +56,13 @@ def shot_folder(settings: Settings, scene_name: str, camera_name: str, seed: int
     return settings.output_root() / safe_name(scene_name) / "frames" / safe_name(f"{camera_name} seed {seed}")
 
 
-def read_frames(scene: bpy.types.Scene, first: int, last: int) -> list[ShotFrame]:
-    """The scene's layout at each frame from ``first`` to ``last``; SceneError naming the frame where it
-    cannot be used. The scene is put back at the frame it showed."""
+def read_frames(scene: bpy.types.Scene, first: int, last: int, step: int = 1) -> list[ShotFrame]:
+    """The scene's layout at every ``step``th frame from ``first`` to ``last``; SceneError naming the frame
+    where it cannot be used. The scene is put back at the frame it showed."""
     current = scene.frame_current
     frames = []
     try:
-        for number in range(first, last + 1):
+        for number in range(first, last + 1, step):
             scene.frame_set(number)
             try:
                 frames.append(ShotFrame(number, scene_layout(scene)))
@@ -132,7 +132,7 @@ class FrameSequence:
             raise SeeThroughError("a render or generation is already running; cancel it or wait for it")
         if scene.frame_end < scene.frame_start:
             raise SeeThroughError("the scene's frame range is empty: set Start and End in the Timeline")
-        frames = read_frames(scene, scene.frame_start, scene.frame_end)
+        frames = read_frames(scene, scene.frame_start, scene.frame_end, scene.frame_step)
         self._reset()
         self.scene_name, self.settings, self.panel, self.frames = scene.name, settings, panel, frames
         seed = self.seed = panel.seed
@@ -249,10 +249,10 @@ class FrameSequence:
         camera = scene.objects.get(self.frames[0].layout.camera.name) if scene is not None else None
         if camera is None or camera.type != "CAMERA":
             return
-        first = self.frames[0].number
+        first, last = self.frames[0].number, self.frames[-1].number
         image = images.load_file_image(SHOT_IMAGE, frame_file(self.folder, first))
         image.source = "SEQUENCE"
-        images.set_camera_background(camera, image, (first, len(self.frames)))
+        images.set_camera_background(camera, image, (first, last - first + 1))
 
 
 def wait_for_shot(operator: bpy.types.Operator) -> set[str]:

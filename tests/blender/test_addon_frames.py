@@ -145,11 +145,13 @@ def test_a_frame_that_cannot_be_used_is_named_and_nothing_is_sent(animated):
 
 
 def test_cancel_stops_the_shot_and_says_what_is_written(animated):
+    animated.frame_step = 3  # frames 1 and 4, as a render with this Frame Step makes
     assert bpy.ops.seethrough.generate_frames() == {"FINISHED"}
+    assert [frame.number for frame in SHOT.frames] == [1, 4]
     assert bpy.ops.seethrough.cancel() == {"FINISHED"}
     pump_until_done()
     assert SHOT.state == "cancelled", SHOT.message
-    assert "frame 1 was not made" in SHOT.message and "0 of 4 frames" in SHOT.message
+    assert "frame 1 was not made" in SHOT.message and "0 of 2 frames" in SHOT.message
     assert "Generate Frames again with seed 5 goes on from there" in SHOT.message
 
 
