@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import os
 import sys
 import tempfile
@@ -30,15 +29,16 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import ray  # noqa: E402
+import side_by_side  # noqa: E402
 from ray.cluster_utils import Cluster  # noqa: E402
 
 from seethrough.batch.ray_cluster import TEST_OBJECT_STORE_BYTES, plan_actors  # noqa: E402
 from seethrough.batch.ray_runner import RayBatchRunner, start_actors, stop_actors  # noqa: E402
 from seethrough.batch.runner import BatchOptions, BatchRunner, Outcome  # noqa: E402
 from seethrough_core.layout import Layout, load_layout  # noqa: E402
-from seethrough_core.server_process import ServerProcess  # noqa: E402
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "assets" / "examples" / "street.json"
 NODES = 2
@@ -86,17 +86,15 @@ def run_once(runner: Timed, options: BatchOptions, inputs: list[Path]) -> dict:
 
 def run_orders(args: argparse.Namespace, folder: Path, servers: list[str], make) -> dict[str, list[dict]]:
     """Both orders, --repeat times, alternating which goes first; ``make(order, options)`` builds a runner."""
-    runs: dict[str, list[dict]] = {name: [] for name in ORDERS}
-    for repeat in range(args.repeat):
-        names = list(ORDERS) if repeat % 2 == 0 else list(reversed(ORDERS))
-        for name in names:
-            options = BatchOptions(
-                out_dir=folder / f"{name.replace(' ', '_')}_{repeat}", servers=servers,
-                seeds=list(range(1, args.frames + 1)), steps=args.steps, base_megapixels=1.0 / args.scale**2,
-            )  # fmt: skip
-            runs[name].append(run_once(make(name, options), options, [folder / "shot.json"]))
-            print(f"{name}: {runs[name][-1]}", file=sys.stderr)
-    return runs
+
+    def run(name: str, repeat: int) -> dict:
+        options = BatchOptions(
+            out_dir=folder / f"{name.replace(' ', '_')}_{repeat}", servers=servers,
+            seeds=list(range(1, args.frames + 1)), steps=args.steps, base_megapixels=1.0 / args.scale**2,
+        )  # fmt: skip
+        return run_once(make(name, options), options, [folder / "shot.json"])
+
+    return side_by_side.alternating(ORDERS, args.repeat, run)
 
 
 def on_ray(args: argparse.Namespace, folder: Path) -> dict[str, list[dict]]:
@@ -125,13 +123,7 @@ def on_ray(args: argparse.Namespace, folder: Path) -> dict[str, list[dict]]:
 
 def local(args: argparse.Namespace, folder: Path) -> dict[str, list[dict]]:
     orders = {BEFORE: LocalAfterEveryBase, NOW: LocalNow}
-    server = ServerProcess.tiny(folder / "server.log")
-    if args.split_cores:  # the server inherits CPU 1 and one thread; this process keeps CPU 0
-        os.environ.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
-        os.sched_setaffinity(0, {1})
-    with server:
-        if args.split_cores:
-            os.sched_setaffinity(0, {0})
+    with side_by_side.tiny_server(folder, args.split_cores) as server:
         return run_orders(
             args, folder, [server.endpoint], lambda name, options: orders[name](options, stream=io.StringIO())
         )
@@ -144,14 +136,10 @@ def main() -> None:
     parser.add_argument(
         "--steps", type=int, default=4, help="tiny-model steps per base (tiles run 0.35 of them)"
     )
-    parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--local", action="store_true", help="the batch without Ray, on one tiny server")
-    parser.add_argument(
-        "--split-cores",
-        action="store_true",
-        help="with --local: the server on CPU 1, Blender on CPU 0 (a stand-in for a server on its own GPU)",
+    side_by_side.add_arguments(
+        parser, "with --local: the server on CPU 1, Blender on CPU 0 (a stand-in for a server on its own GPU)"
     )
-    parser.add_argument("--json", type=Path, help="add the figures to this file")
     args = parser.parse_args()
 
     data = load_layout(EXAMPLE).to_dict()
@@ -160,9 +148,6 @@ def main() -> None:
         folder = Path(tmp)
         Layout.from_dict(data).save(folder / "shot.json")
         runs = local(args, folder) if args.local else on_ray(args, folder)
-
-    def mean(name: str, key: str) -> float:
-        return sum(run[key] for run in runs[name]) / len(runs[name])
 
     width, height = data["resolution"]
     where = f"{NODES} nodes x {CPUS_PER_NODE} CPUs"
@@ -173,17 +158,12 @@ def main() -> None:
         f"{args.steps} steps, {where}, {os.cpu_count()} cores, {args.repeat} run(s) each\n"
     )
     batch = "`seethrough batch`" if args.local else "`--ray`"
-    print(f"| {batch}, frames upscaled | {BEFORE} s | {NOW} s | x |")
-    print("|---|---|---|---|")
-    for key, label in (("first_final_s", "first final frame"), ("wall_s", "whole batch")):
-        was, is_now = mean(BEFORE, key), mean(NOW, key)
-        print(f"| {label} | {was:.1f} | {is_now:.1f} | {was / is_now:.2f} |")
-    if args.json:  # one entry per configuration: runs of other configurations stay in the file
-        kept = json.loads(args.json.read_text()) if args.json.is_file() else {}
+    rows = {"first_final_s": "first final frame, s", "wall_s": "whole batch, s"}
+    side_by_side.print_table(f"{batch}, frames upscaled", ORDERS, runs, rows)
+    if args.json:
         mode = ("local, split cores, " if args.split_cores else "local, ") if args.local else ""
         config = f"{mode}{args.frames} frames, 1/{args.scale}, {args.steps} steps"
-        kept[config] = {"cores": os.cpu_count(), "repeat": args.repeat, "runs": runs}
-        args.json.write_text(json.dumps(kept, indent=1))
+        side_by_side.save_runs(args.json, config, runs, args.repeat)
 
 
 if __name__ == "__main__":

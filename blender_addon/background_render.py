@@ -58,6 +58,8 @@ class RenderTask:
     argv: list[str]
     out_dir: Path  # the cache folder the render fills
     log_path: Path  # the child's output: Blender's messages, our progress lines, any error
+    layout: Layout  # what it renders, with which engine: how a finished folder is known as its render
+    engine: str
 
 
 def render_task(
@@ -88,7 +90,7 @@ def render_task(
         argv = [*launcher, "--python-expr", code, *arguments]
     else:
         argv = [sys.executable, "-c", code, *arguments]
-    return RenderTask(argv, out_dir, out_dir.parent / f"{out_dir.name}.log")
+    return RenderTask(argv, out_dir, out_dir.parent / f"{out_dir.name}.log", layout, engine)
 
 
 def run_render(

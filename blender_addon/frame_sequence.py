@@ -26,13 +26,16 @@ from seethrough_core.edit_region import box_changes, full_regeneration_reason
 from seethrough_core.errors import SeeThroughError
 from seethrough_core.generate_and_save import safe_name
 from seethrough_core.layout import Layout
-from seethrough_core.record import read_png_record
+from seethrough_core.record import read_png_file_record
+from seethrough_core.upscale_plan import base_layout
+from seethrough_core.vocabulary import DEFAULT_RENDER_ENGINE
 
 from . import generation, images
 from .generation_jobs import RUNNER, GenerationJob, JobSpec
 from .headless import run_callback_until_done
 from .panel_settings import PanelSettings
 from .preferences import Settings
+from .render_ahead import AHEAD
 from .result_edits import edit_spec, start_at
 from .scene_checks import SceneError, scene_layout
 
@@ -53,7 +56,7 @@ def frame_file(folder: Path, number: int) -> Path:
 
 def shot_folder(settings: Settings, scene_name: str, camera_name: str, seed: int) -> Path:
     """Where a shot's frames go: one folder per scene, camera and seed."""
-    return settings.output_root() / safe_name(scene_name) / "frames" / safe_name(f"{camera_name} seed {seed}")
+    return settings.scene_dir(scene_name) / "frames" / safe_name(f"{camera_name} seed {seed}")
 
 
 def read_frames(scene: bpy.types.Scene, first: int, last: int, step: int = 1) -> list[ShotFrame]:
@@ -73,16 +76,21 @@ def read_frames(scene: bpy.types.Scene, first: int, last: int, step: int = 1) ->
     return frames
 
 
+def unchanged(before: Layout, after: Layout) -> bool:
+    """Whether a frame of layout ``after`` is the picture of ``before`` as it is (nothing to regenerate)."""
+    return full_regeneration_reason(before, after) is None and not box_changes(before, after)
+
+
 def frames_written(folder: Path, frames: list[ShotFrame], seed: int) -> int:
     """How many of the shot's first frames are in ``folder`` already, made for these layouts and this seed
     (a frame whose layout changed since, and every frame after it, is made again)."""
     count = 0
     for frame in frames:
         try:
-            record = read_png_record(frame_file(folder, frame.number).read_bytes())
+            record = read_png_file_record(frame_file(folder, frame.number))  # its text chunks only
         except (OSError, ValueError):
             break
-        if record.seed != seed or record.layout != frame.layout.to_dict():
+        if record is None or record.seed != seed or record.layout != frame.layout.to_dict():
             break
         count += 1
     return count
@@ -90,6 +98,8 @@ def frames_written(folder: Path, frames: list[ShotFrame], seed: int) -> int:
 
 class FrameSequence:
     """The shot being made (at most one): its frames, where they go, and how far it got."""
+
+    render_ahead = True  # False: each frame's job renders its own OSCR image (benchmarks/frames_bench.py)
 
     def __init__(self) -> None:
         self._reset()
@@ -143,6 +153,8 @@ class FrameSequence:
         self.state = "running"
         try:
             self._next(scene)
+            if self.render_ahead and self.running:
+                self._render_ahead()
         except SeeThroughError:
             self.state = "idle"  # refused before anything was sent: the operator reports why
             raise
@@ -197,11 +209,35 @@ class FrameSequence:
                 generation.start(spec)
                 return True
             assert self.previous is not None  # only a frame after another can be unchanged
-            self._write(self.previous, frame)
+            try:
+                self._write(self.previous, frame)
+            except OSError as exc:
+                self._end("failed", f"frame {frame.number} could not be written ({exc})")
+                return False
             self.copied += 1
             self.index += 1
         self._end("done", "")
         return False
+
+    def _render_ahead(self) -> None:
+        """Queue the OSCR renders of the frames after the one being made, so that each renders while the
+        frames before it generate (render_ahead.py): from the end of that frame's own render, or now if
+        its job has none to make. A frame that will be a copy renders nothing."""
+        settings, panel = self.settings, self.panel
+        assert settings is not None and panel is not None
+        scene_dir = settings.scene_dir(self.scene_name)
+        tasks, seen = [], set()
+        for before, frame in zip(self.frames[self.index :], self.frames[self.index + 1 :], strict=False):
+            if unchanged(before.layout, frame.layout):
+                continue
+            plan = generation.frame_plan(panel, frame.layout, panel.seed)
+            layout = frame.layout if plan is None else base_layout(frame.layout, plan)
+            _, task = generation.oscr_render(scene_dir, layout, DEFAULT_RENDER_ENGINE)
+            if task is not None and task.out_dir not in seen:
+                tasks.append(task)
+                seen.add(task.out_dir)
+        job = RUNNER.job
+        AHEAD.queue(tasks, start=job is None or job.spec.render is None)
 
     def _job(self, scene: bpy.types.Scene, frame: ShotFrame) -> JobSpec | None:
         """The frame's job: the first frame generated, a later one an edit of the frame before; None for a
@@ -212,9 +248,7 @@ class FrameSequence:
             spec = generation.build_spec(scene, settings, frame=frame.layout, panel=panel)
             return replace(spec, shot_frame=frame.number)
         before = read_previous_file(self.previous, REMEDY)
-        if full_regeneration_reason(before.layout, frame.layout) is None and not box_changes(
-            before.layout, frame.layout
-        ):
+        if unchanged(before.layout, frame.layout):
             return None
         start = start_at(panel, before, self.previous, frame.layout)
         return replace(edit_spec(scene, settings, panel, start), shot_frame=frame.number)
@@ -232,6 +266,7 @@ class FrameSequence:
 
     def _end(self, state: str, why: str) -> None:
         self.state, self.last_job = state, RUNNER.job
+        AHEAD.stop()
         written = self.kept + self.made + self.copied
         done = f"{written} of {len(self.frames)} frames in {self.folder}"
         if self.copied:

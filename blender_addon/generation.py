@@ -18,15 +18,14 @@ import bpy
 from seethrough_core import __version__
 from seethrough_core.edit_plan import PreviousPicture
 from seethrough_core.endpoint import parse_endpoint
-from seethrough_core.generate_and_save import safe_name
 from seethrough_core.generation_settings import GenerationSettings
 from seethrough_core.layout import Layout
-from seethrough_core.rendered_layout import cache_folder, reusable
+from seethrough_core.rendered_layout import RenderedLayout, cache_folder, reusable
 from seethrough_core.upscale_plan import UpscalePlan, base_layout, plan_upscale
 from seethrough_core.vocabulary import DEFAULT_RENDER_ENGINE
 
 from . import images
-from .background_render import render_task
+from .background_render import RenderTask, render_task
 from .edit_jobs import EditRequest
 from .generation_jobs import (
     RUNNER,
@@ -142,13 +141,11 @@ def job_spec(
     since the last one, else a render task; the server's address and keys when it generates."""
     endpoint = parse_endpoint(settings.server_address).url if generate else ""
     keys = settings.client_keys() if generate else None
-    scene_dir = settings.output_root() / safe_name(scene.name)
-    oscr_dir = cache_folder(scene_dir, layout, engine)
-    oscr = reusable(oscr_dir, layout, engine)
+    scene_dir = settings.scene_dir(scene.name)
     if upscale is not None and upscale.base is not None:  # the Upscale button renders only tile views
-        render = None
+        oscr, render = reusable(cache_folder(scene_dir, layout, engine), layout, engine), None
     else:
-        render = None if oscr is not None else render_task(layout, oscr_dir, engine, bpy.app.binary_path)
+        oscr, render = oscr_render(scene_dir, layout, engine)
     return JobSpec(
         endpoint=endpoint,
         keys=keys,
@@ -169,6 +166,15 @@ def job_spec(
         upscale=upscale,
         edit_request=edit_request,
     )
+
+
+def oscr_render(
+    scene_dir: Path, layout: Layout, engine: str
+) -> tuple[RenderedLayout | None, RenderTask | None]:
+    """The layout's OSCR render from the scene's cache, or the task that renders it there."""
+    oscr_dir = cache_folder(scene_dir, layout, engine)
+    oscr = reusable(oscr_dir, layout, engine)
+    return oscr, None if oscr is not None else render_task(layout, oscr_dir, engine, bpy.app.binary_path)
 
 
 def start(spec: JobSpec) -> GenerationJob:

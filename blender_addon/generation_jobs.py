@@ -46,7 +46,7 @@ from seethrough_core.keys import ClientKeys
 from seethrough_core.layout import Layout
 from seethrough_core.protocol import GenerateRequest
 from seethrough_core.record import GenerationRecord
-from seethrough_core.rendered_layout import RenderedLayout
+from seethrough_core.rendered_layout import RenderedLayout, reusable
 from seethrough_core.upscale_plan import UpscalePlan, ViewCrop
 from seethrough_core.upscale_run import (
     TileProgress,
@@ -58,6 +58,7 @@ from seethrough_core.upscale_run import (
 
 from .background_render import RenderTask, render_view, render_views, run_render
 from .edit_jobs import EditRequest, ResultEdit
+from .render_ahead import AHEAD
 
 log = logging.getLogger(__name__)
 
@@ -547,10 +548,16 @@ class GenerationJob:
         spec = self.spec
         if spec.oscr is not None:
             return spec.oscr
-        if spec.render is None:
+        task = spec.render
+        if task is None:
             raise SeeThroughError("the job has neither an OSCR render nor a render task")
         self._post(Rendering(0.0))
-        return run_render(spec.render, self._cancel, lambda elapsed: self._post(Rendering(elapsed)))
+        AHEAD.claim(task.out_dir, self._cancel)  # Generate Frames may have rendered it, or be rendering it
+        ahead = reusable(task.out_dir, task.layout, task.engine)
+        if ahead is not None:
+            return ahead
+        with AHEAD.held():
+            return run_render(task, self._cancel, lambda elapsed: self._post(Rendering(elapsed)))
 
     def _accepted(self, server_job: Job) -> None:
         with self._lock:

@@ -18,6 +18,7 @@ from bpy.props import BoolProperty, FloatProperty, StringProperty
 from seethrough_core.client import DEFAULT_TIMEOUT_S
 from seethrough_core.endpoint import DEFAULT_ENDPOINT, EndpointError, parse_endpoint
 from seethrough_core.errors import SeeThroughError
+from seethrough_core.generate_and_save import safe_name
 from seethrough_core.keys import ClientKeys, KeyFileError
 from seethrough_core.protocol import SetLoraRequest
 
@@ -63,6 +64,10 @@ class Settings:
         if self.output_dir.strip():
             return Path(bpy.path.abspath(self.output_dir.strip()))
         return Path(tempfile.gettempdir()) / "seethrough"
+
+    def scene_dir(self, scene_name: str) -> Path:
+        """Where a scene's OSCR renders, results and shots are written."""
+        return self.output_root() / safe_name(scene_name)
 
     def log_path(self) -> Path:
         if self.server_log.strip():

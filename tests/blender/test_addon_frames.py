@@ -17,8 +17,9 @@ from addon_support import DrawSelf, RecordingLayout, import_scene, prefs, pump_u
 from conftest import DOG, LAYOUT_WITH_DOG
 from PIL import Image
 
-from blender_addon import scene_io, ui
+from blender_addon import generation_jobs, scene_io, ui
 from blender_addon.frame_sequence import SHOT, frame_file
+from blender_addon.render_ahead import AHEAD
 from seethrough_core.generate_and_save import safe_name
 from seethrough_core.record import read_png_record
 
@@ -70,9 +71,17 @@ def shot_dir(scene: bpy.types.Scene) -> Path:
 
 
 @pytest.mark.each_blender
-def test_generate_frames_makes_a_steady_shot_and_a_rerun_goes_on_where_it_stopped(animated):
+def test_generate_frames_makes_a_steady_shot_and_a_rerun_goes_on_where_it_stopped(animated, monkeypatch):
     scene = animated
     expected = {frame: layout_at(scene, frame) for frame in (1, 2, 3, 4)}
+    job_renders, render = [], generation_jobs.run_render
+
+    def counted_render(*args, **kwargs):
+        job_renders.append(args[0])
+        return render(*args, **kwargs)
+
+    monkeypatch.setattr(generation_jobs, "run_render", counted_render)
+    rendered_ahead = AHEAD.rendered
     packed_before = {image.name for image in bpy.data.images if image.packed_file is not None}
     assert bpy.ops.seethrough.generate_frames() == {"FINISHED"}
     assert SHOT.running and not bpy.ops.seethrough.generate_frames.poll()
@@ -88,6 +97,9 @@ def test_generate_frames_makes_a_steady_shot_and_a_rerun_goes_on_where_it_stoppe
     assert SHOT.state == "done", SHOT.message
     assert status.state == "done" and SHOT.made == 3 and SHOT.copied == 1, SHOT.message
     assert scene.frame_current == 2  # the scene shows the frame it showed
+    # Frames 3 and 4 render their OSCR images while the frames before them generate, each once: a job
+    # waits for its frame's render in progress, or takes it back from the queue and renders it itself
+    assert len(job_renders) + AHEAD.rendered - rendered_ahead == 3 and AHEAD.rendered > rendered_ahead
 
     folder = shot_dir(scene)
     files = {frame: frame_file(folder, frame) for frame in (1, 2, 3, 4)}

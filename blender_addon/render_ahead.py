@@ -1,0 +1,108 @@
+"""OSCR renders made before the jobs that need them: while Generate Frames' server generates one frame,
+the next frames' OSCR images render here, so their jobs start by sending instead of rendering.
+
+One background render at a time (background_render.run_render), on a thread of its own, in the order
+queued, and none starts while a job renders its own (held): the renders here fill the time the server
+generates, and never slow the render a job waits for. A job about to render a folder asks first
+(claim): a render of it in progress here is waited for instead of made twice; one still queued is
+taken back, and the job renders it itself as before.
+A render that fails here is only a lost head start: the job renders it again and reports the failure.
+No bpy here.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+from .background_render import RenderFailedError, RenderTask, run_render
+
+
+class RenderAhead:
+    def __init__(self) -> None:
+        self._changed = threading.Condition()
+        self._queued: deque[RenderTask] = deque()
+        self._rendering: set[Path] = set()
+        self._cancel = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._held = 0  # jobs rendering their own OSCR image now
+        self.rendered = 0  # renders finished here, for the record of a shot
+
+    def queue(self, tasks: Sequence[RenderTask], start: bool = True) -> None:
+        """Queue renders; with ``start`` False they wait for the end of the next job's own render."""
+        with self._changed:
+            self._queued.extend(tasks)
+            if start:
+                self._start()
+
+    def _start(self) -> None:
+        if self._thread is None and self._queued:
+            self._thread = threading.Thread(
+                target=self._work, args=(self._cancel,), name="SeeThrough render ahead", daemon=True
+            )
+            self._thread.start()
+
+    def stop(self) -> None:
+        """Drop what is queued and stop the render in progress (its process is killed)."""
+        with self._changed:
+            self._queued.clear()
+            self._cancel.set()
+            self._cancel, self._thread = threading.Event(), None  # a later queue() starts afresh
+            self._changed.notify_all()
+
+    def claim(self, out_dir: Path, cancel: threading.Event) -> None:
+        """Before a job renders ``out_dir`` itself: take it out of the queue, or wait until a render of it
+        here is over (or ``cancel`` is set). The job then finds the folder complete, or renders it."""
+        with self._changed:
+            for task in self._queued:
+                if task.out_dir == out_dir:
+                    self._queued.remove(task)
+                    return
+            while out_dir in self._rendering and not cancel.is_set():
+                self._changed.wait(0.1)
+
+    @contextmanager
+    def held(self) -> Iterator[None]:
+        """While a job renders its own: no render here starts (one in progress finishes); after it,
+        the renders queued start."""
+        with self._changed:
+            self._held += 1
+        try:
+            yield
+        finally:
+            with self._changed:
+                self._held -= 1
+                self._start()
+                self._changed.notify_all()
+
+    @property
+    def pending(self) -> int:
+        with self._changed:
+            return len(self._queued) + len(self._rendering)
+
+    def _work(self, cancel: threading.Event) -> None:
+        while True:
+            with self._changed:
+                self._changed.wait_for(lambda: not self._held or cancel.is_set())
+                if cancel.is_set() or not self._queued:
+                    if self._thread is threading.current_thread():
+                        self._thread = None
+                    return
+                task = self._queued.popleft()
+                self._rendering.add(task.out_dir)
+            rendered = None
+            try:
+                rendered = run_render(task, cancel)
+            except RenderFailedError:
+                pass  # the frame's job renders it again, and says why it fails
+            finally:
+                with self._changed:
+                    self._rendering.discard(task.out_dir)
+                    self.rendered += rendered is not None
+                    self._changed.notify_all()
+
+
+AHEAD = RenderAhead()
