@@ -166,6 +166,12 @@ class FrameSequence:
         if RUNNER.job is not None and RUNNER.active:
             RUNNER.job.request_cancel()
 
+    def shutdown(self) -> None:
+        """The add-on is disabled: the shot ends here, its renders ahead stopped (the job is the runner's)."""
+        if self.running:
+            self._end("cancelled", "the add-on was disabled")
+        AHEAD.stop()
+
     def advance(self) -> bool:
         """The pump's call once no job runs: write the frame just made and start the next; True while
         the shot goes on."""

@@ -87,7 +87,7 @@ class SEETHROUGH_OT_generate_frames(WaitsInBackground, bpy.types.Operator):  # n
             return {"CANCELLED"}
         if self.wait:
             return wait_for_shot(self)
-        self.report({"INFO"}, f"Generating {what}")
+        self.report({"INFO"}, f"Generating {what}" if SHOT.running else SHOT.message)
         return {"FINISHED"}
 
 

@@ -16,6 +16,7 @@ from . import (
     props,
     ui,
 )
+from .frame_sequence import SHOT
 from .generation_jobs import RUNNER
 from .server_launcher import SERVER
 
@@ -45,6 +46,7 @@ def register() -> None:
 
 def unregister() -> None:
     # First stop what runs in the background: the job's thread, its timer, the local server.
+    SHOT.shutdown()
     RUNNER.shutdown()
     generation.stop_timer()
     for timer in (ops_server.poll_local_server, ops_server.poll_lora_change):

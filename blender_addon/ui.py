@@ -178,8 +178,8 @@ class SEETHROUGH_PT_generate(SeeThroughPanel, bpy.types.Panel):  # noqa: N801
         if SHOT.running:
             draw_message(layout, f"Generate Frames: {SHOT.progress}", "RENDER_ANIMATION")
         elif SHOT.outcome is not None:
-            ok = SHOT.state == "done"
-            draw_message(layout, SHOT.outcome, "CHECKMARK" if ok else "ERROR", alert=not ok)
+            icon = {"done": "CHECKMARK", "failed": "ERROR"}.get(SHOT.state, "INFO")
+            draw_message(layout, SHOT.outcome, icon, alert=SHOT.state == "failed")
             return
         if status is None:
             return

@@ -18,7 +18,6 @@ from seethrough_core.limits import (
     DEFAULT_EDIT_MARGIN_PX,
     DEFAULT_GUIDANCE,
     DEFAULT_REPROJECT_LIMIT,
-    DEFAULT_SERVER_RETRY_S,
     DEFAULT_STEPS,
 )
 from seethrough_core.reprojection import check_reproject_limit
@@ -43,6 +42,7 @@ from .options import (
     ClientOptions,
     add_client_arguments,
     add_engine_argument,
+    add_retry_argument,
     add_size_arguments,
     client_options,
     server_endpoints,
@@ -134,14 +134,7 @@ def add_batch_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--guidance", type=float, default=DEFAULT_GUIDANCE, help=f"FLUX guidance ({DEFAULT_GUIDANCE})"
     )
-    p.add_argument(
-        "--retry-for",
-        type=float,
-        default=DEFAULT_SERVER_RETRY_S,
-        metavar="S",
-        help="how long a server that went away is tried again (with growing pauses) before the images "
-        f"left for it fail (default {DEFAULT_SERVER_RETRY_S:g})",
-    )
+    add_retry_argument(p, "the images left for it fail")
     p.add_argument("--overwrite", action="store_true", help="regenerate images that already exist")
     add_size_arguments(p)
     add_frame_arguments(p)
@@ -180,8 +173,6 @@ def run_batch(args: argparse.Namespace) -> int:
             raise InputError("--consistent needs --frames: it makes each frame an edit of the one before")
         check_margin(args.margin)
         check_reproject_limit(args.reproject_limit)
-        if not args.timeout > 0 or not args.retry_for >= 0:
-            raise InputError("--timeout must be more than 0 seconds and --retry-for at least 0")
         # A typo in an address or a setting out of range fails here, before Blender renders anything.
         check_steps(options.steps)
         check_guidance(options.guidance)

@@ -13,6 +13,7 @@ from pathlib import Path
 from seethrough_core.endpoint import DEFAULT_ENDPOINT, parse_endpoint
 from seethrough_core.errors import SeeThroughError
 from seethrough_core.keys import ClientKeys, KeyFileError
+from seethrough_core.limits import DEFAULT_SERVER_RETRY_S
 from seethrough_core.output_size import (
     MAX_PERCENTAGE,
     MIN_PERCENTAGE,
@@ -86,6 +87,19 @@ class ClientOptions:
     keys: ClientKeys | None  # CURVE, for servers started with --server-key
 
 
+def add_retry_argument(parser: argparse.ArgumentParser, what: str) -> None:
+    """--retry-for: how long a server that went away is asked again (seethrough_core.client.wait_until_back);
+    ``what``: what fails once it is given up on."""
+    parser.add_argument(
+        "--retry-for",
+        type=float,
+        default=DEFAULT_SERVER_RETRY_S,
+        metavar="S",
+        help=f"how long a server that went away is tried again (with growing pauses) before {what} "
+        f"(default {DEFAULT_SERVER_RETRY_S:g})",
+    )
+
+
 def add_client_arguments(
     parser: argparse.ArgumentParser, *, several_servers: bool = False, embedded: bool = True
 ) -> None:
@@ -133,6 +147,10 @@ def client_options(args: argparse.Namespace) -> ClientOptions:
     tiny = bool(getattr(args, "tiny", False))  # commands without an embedded server have no --tiny
     if tiny and servers:
         raise ClientOptionError("give --tiny or --server, not both")
+    if not args.timeout > 0:
+        raise ClientOptionError("--timeout must be more than 0 seconds")
+    if not getattr(args, "retry_for", 0.0) >= 0:  # the commands with add_retry_argument
+        raise ClientOptionError("--retry-for must be at least 0 seconds")
     return ClientOptions(servers, tiny, args.timeout, _client_keys(args.server_public_key, args.client_key))
 
 

@@ -15,7 +15,7 @@ import threading
 from contextlib import ExitStack
 from pathlib import Path
 
-from seethrough_core.client import SeeThroughClient
+from seethrough_core.client import SeeThroughClient, wait_until_back
 from seethrough_core.edit_plan import PreviousPictureError
 from seethrough_core.endpoint import EndpointError
 from seethrough_core.errors import SeeThroughError
@@ -26,12 +26,13 @@ from seethrough_core.limits import DEFAULT_BASE_MEGAPIXELS, DEFAULT_UPSCALE_STRE
 from seethrough_core.server_process import LocalServerError
 from seethrough_core.stop_signals import install_stop_handlers
 from seethrough_core.upscale_plan import frame_layout_at, plan_upscale
-from seethrough_core.upscale_run import TileProgress, Upscale, UpscaleRunner
+from seethrough_core.upscale_run import Pause, TileProgress, Upscale, UpscaleRunner
 
 from .options import (
     ClientOptionError,
     add_client_arguments,
     add_engine_argument,
+    add_retry_argument,
     client_options,
     server_endpoints,
 )
@@ -58,6 +59,7 @@ def add_upscale_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--out", required=True, type=Path, help="output folder")
     add_client_arguments(p, several_servers=True)
+    add_retry_argument(p, "the tiles left for it fail (the finished ones are kept for a rerun)")
     p.add_argument("--steps", type=int, help="denoising steps of each tile (default: the picture's)")
     p.add_argument("--guidance", type=float, help="FLUX guidance (default: the picture's)")
     p.add_argument(
@@ -96,6 +98,20 @@ class _Printer:
         """A line of its own (a tile sent again)."""
         with self._lock:
             print(f"\r{text}", file=sys.stderr, flush=True)
+
+
+def _server_back(
+    client: SeeThroughClient, reason: str, pause: Pause, retry_s: float, timeout_s: float, printer: _Printer
+) -> bool:
+    """A server went away mid-tile: its tile goes to the other servers, and it is asked again for up to
+    --retry-for (True once it answers)."""
+    printer.note(f"server {client.endpoint} went away ({reason}); trying it again for up to {retry_s:g} s")
+    retry = wait_until_back(client, retry_s, timeout_s, pause)
+    if retry.back:
+        printer.note(f"server {client.endpoint} is back; sending it tiles again")
+    elif not retry.stopped:
+        printer.note(f"server {client.endpoint} did not come back within {retry_s:g} s")
+    return retry.back
 
 
 def run_upscale(args: argparse.Namespace) -> int:
@@ -162,9 +178,13 @@ def run_upscale(args: argparse.Namespace) -> int:
             ]
             stack.callback(install_stop_handlers(stop.set))
             printer = _Printer()
+
+            def server_back(client: SeeThroughClient, reason: str, pause: Pause) -> bool:
+                return _server_back(client, reason, pause, args.retry_for, client_choice.timeout_s, printer)
+
             runner = UpscaleRunner(
                 upscale, clients, views.view, on_progress=printer, stop=stop, render_views=views.shared,
-                on_note=printer.note,
+                on_note=printer.note, server_back=server_back,
             )  # fmt: skip
             saved = runner.run()
         except (LocalServerError, SeeThroughError) as exc:

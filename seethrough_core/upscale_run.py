@@ -266,9 +266,9 @@ class TilePool:
     still run, so no server waits between frames. ``stop`` stops every frame queued in it.
 
     A job a restarted server lost is sent again (up to JOB_RESUBMITS times). With ``server_back`` (a
-    batch), a server that goes away mid-tile gives the tile back to the others, first in line, and is
-    asked again (``server_back`` waits for it); once every server is given up on, the tiles still
-    waiting fail with the reason. Without it (one upscale) the tile fails, and a rerun resumes."""
+    batch, `seethrough upscale`), a server that goes away mid-tile gives the tile back to the others,
+    first in line, and is asked again (``server_back`` waits for it); once every server is given up on,
+    the tiles still waiting fail with the reason. Without it the tile fails, and a rerun resumes."""
 
     def __init__(
         self,
@@ -388,8 +388,10 @@ class UpscaleRunner:
         blend: bool = True,
         render_views: RenderViews | None = None,
         on_note: Callable[[str], None] | None = None,
+        server_back: ServerBack | None = None,
     ) -> None:
         self.upscale = upscale
+        self.server_back = server_back  # run(): a server that went away is asked again (TilePool)
         self.clients = clients
         self.render_view = render_view
         self.render_views = render_views
@@ -455,7 +457,7 @@ class UpscaleRunner:
 
     def run(self) -> SavedImage | None:
         """The saved frame, or None when stopped (finished tiles stay in NAME.tiles/)."""
-        pool = TilePool(self.clients, self.stop)
+        pool = TilePool(self.clients, self.stop, self.server_back)
         try:
             self.queue_tiles(pool)
         finally:

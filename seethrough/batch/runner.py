@@ -34,6 +34,7 @@ from seethrough_core.client import (
     JobLostError,
     SeeThroughClient,
     server_went_away,
+    wait_until_back,
 )
 from seethrough_core.endpoint import parse_endpoint
 from seethrough_core.errors import SeeThroughError
@@ -52,8 +53,6 @@ from seethrough_core.limits import (
     DEFAULT_STEPS,
     DEFAULT_UPSCALE_STRENGTH,
     JOB_RESUBMITS,
-    RETRY_FIRST_S,
-    RETRY_LONGEST_S,
 )
 from seethrough_core.output_size import OutputSize
 from seethrough_core.protocol import GenerateRequest
@@ -532,22 +531,14 @@ class BatchRunner:
             f"{self.options.retry_s:g} s"
         )
         self._progress.status(endpoint, "away, being retried")
-        deadline = time.monotonic() + self.options.retry_s
-        wait_s = RETRY_FIRST_S
-        while (remaining := deadline - time.monotonic()) > 0:
-            if pause(min(wait_s, remaining)):
-                return False
-            try:
-                client.info(timeout_s=max(0.1, min(self.options.timeout_s, deadline - time.monotonic())))
-            except SeeThroughError as exc:
-                self._last_server_error = str(exc)
-                wait_s = min(wait_s * 2, RETRY_LONGEST_S)
-                continue
+        retry = wait_until_back(client, self.options.retry_s, self.options.timeout_s, pause)
+        self._last_server_error = retry.last_error or reason
+        if retry.back:
             self._progress.note(f"server {endpoint} is back; sending it jobs again")
             self._progress.status(endpoint, None)
-            return True
-        self._progress.note(f"server {endpoint} did not come back within {self.options.retry_s:g} s")
-        return False
+        elif not retry.stopped:
+            self._progress.note(f"server {endpoint} did not come back within {self.options.retry_s:g} s")
+        return retry.back
 
     def _generate(self, client: SeeThroughClient, endpoint: str, link: Link, chain: Chain) -> None:
         task = link.task

@@ -20,6 +20,7 @@ import pytest
 
 from seethrough.batch.plan import Task
 from seethrough.batch.runner import BatchOptions, BatchRunner
+from seethrough.cli import main
 from seethrough_core.generate_and_save import Destination, save_image
 from seethrough_core.layout import Layout, load_layout
 from seethrough_core.png import write_png
@@ -287,6 +288,28 @@ def test_a_server_that_dies_during_the_upscale_does_not_hold_the_batch(empty_ble
     assert_every_image_complete(summary, out, [1], ["wide"])
     assert f"server {b.endpoint} went away" in stream.getvalue()
     assert elapsed < retry_s / 2, elapsed
+
+
+def test_seethrough_upscale_asks_a_server_that_went_away_again(empty_blender, tmp_path, monkeypatch):
+    """`seethrough upscale` on one server killed at its first tile and restarted once the command says it
+    went away: the tile is asked of it again and the frame is written (before, the command failed with
+    the server's error, and only a rerun resumed it)."""
+    small_layout().save(tmp_path / "shot.json")
+    stream = WatchedStream()
+    with tiny_server(tmp_path / "s.log") as server:
+        run([tmp_path / "shot.json"], tmp_path / "base", [server.endpoint], seeds=[1])  # the server's job 1
+        base = tmp_path / "base" / "shot" / "Camera" / "0001_1.png"
+        restarter = restart_at_job(server, 2, stream)
+        monkeypatch.setattr(sys, "stderr", stream)
+        code = main([
+            "upscale", str(base), "--to", "480x240", "--out", str(tmp_path / "frame"), "--steps", "2",
+            "--server", server.endpoint, "--base-megapixels", "0.0625", "--timeout", "3",
+            "--retry-for", "120",
+        ])  # fmt: skip
+        restarter.join(WAIT_S)
+    assert code == 0, stream.getvalue()
+    assert f"server {server.endpoint} is back; sending it tiles again" in stream.getvalue()
+    assert task_at(tmp_path / "frame" / "0001_1_480x240.png").is_complete()
 
 
 def test_a_frames_tiles_fail_by_name_once_no_server_is_left(empty_blender, tmp_path):

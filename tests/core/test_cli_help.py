@@ -7,6 +7,7 @@ import argparse
 import pytest
 
 from seethrough.cli import COMMANDS, build_parser
+from seethrough.options import ClientOptionError, client_options
 
 
 def _subparsers() -> dict[str, argparse.ArgumentParser]:
@@ -50,3 +51,17 @@ def _problems(parser: argparse.ArgumentParser) -> list[str]:
 def test_every_option_states_its_meaning_and_default(command):
     missing = _problems(_subparsers()[command])
     assert not missing, f"seethrough {command} --help: " + "; ".join(missing)
+
+
+COMMAND_LINES = {
+    "upscale": ["upscale", "x.png", "--to", "480x240", "--out", "o"],
+    "batch": ["batch", "x.json", "--out", "o"],
+}
+
+
+@pytest.mark.parametrize("command", sorted(COMMAND_LINES))
+@pytest.mark.parametrize(("option", "message"), [("--timeout", "more than 0"), ("--retry-for", "at least 0")])
+def test_a_timeout_or_retry_out_of_range_is_refused_by_name(command, option, message):
+    args = build_parser().parse_args([*COMMAND_LINES[command], option, "-1"])
+    with pytest.raises(ClientOptionError, match=f"{option} must be {message}"):
+        client_options(args)
