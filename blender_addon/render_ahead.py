@@ -29,7 +29,7 @@ class RenderAhead:
         self._cancel = threading.Event()
         self._thread: threading.Thread | None = None
         self._held = 0  # jobs rendering their own OSCR image now
-        self.rendered = 0  # renders finished here, for the record of a shot
+        self.rendered = 0  # renders finished here (a test checks no render is made twice)
 
     def queue(self, tasks: Sequence[RenderTask], start: bool = True) -> None:
         """Queue renders; with ``start`` False they wait for the end of the next job's own render."""
@@ -77,11 +77,6 @@ class RenderAhead:
                 self._held -= 1
                 self._start()
                 self._changed.notify_all()
-
-    @property
-    def pending(self) -> int:
-        with self._changed:
-            return len(self._queued) + len(self._rendering)
 
     def _work(self, cancel: threading.Event) -> None:
         while True:
