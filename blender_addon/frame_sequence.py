@@ -16,8 +16,10 @@ last frame written for the same layouts. Main thread only.
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import bpy
 
@@ -27,13 +29,13 @@ from seethrough_core.errors import SeeThroughError
 from seethrough_core.generate_and_save import safe_name
 from seethrough_core.layout import Layout
 from seethrough_core.record import read_png_file_record
-from seethrough_core.upscale_plan import base_layout
+from seethrough_core.time_left import clock, time_left
 from seethrough_core.vocabulary import DEFAULT_RENDER_ENGINE
 
 from . import generation, images
 from .generation_jobs import RUNNER, GenerationJob, JobSpec
 from .headless import run_callback_until_done
-from .panel_settings import PanelSettings
+from .panel_settings import EDIT_SETTINGS, PanelSettings
 from .preferences import Settings
 from .render_ahead import AHEAD
 from .result_edits import edit_spec, start_at
@@ -81,19 +83,47 @@ def unchanged(before: Layout, after: Layout) -> bool:
     return full_regeneration_reason(before, after) is None and not box_changes(before, after)
 
 
-def frames_written(folder: Path, frames: list[ShotFrame], seed: int) -> int:
-    """How many of the shot's first frames are in ``folder`` already, made for these layouts and this seed
-    (a frame whose layout changed since, and every frame after it, is made again)."""
-    count = 0
-    for frame in frames:
+def frames_written(folder: Path, frames: list[ShotFrame], shot: dict[str, Any]) -> tuple[int, str]:
+    """How many of the shot's first frames are in ``folder`` already, made for these layouts with these
+    settings (PanelSettings.shot_settings), and why the next one there is not kept ("": none is there).
+    A frame whose layout or settings changed since is made again, and so is every frame after it."""
+    for count, frame in enumerate(frames):
+        path = frame_file(folder, frame.number)
+        if not path.exists():
+            return count, ""
         try:
-            record = read_png_file_record(frame_file(folder, frame.number))  # its text chunks only
+            record = read_png_file_record(path)  # its text chunks only
         except (OSError, ValueError):
-            break
-        if record is None or record.seed != seed or record.layout != frame.layout.to_dict():
-            break
-        count += 1
-    return count
+            return count, "its file cannot be read"
+        if record is None:
+            return count, "its file has no SeeThrough record"
+        if record.layout != frame.layout.to_dict():
+            return count, "its layout changed"
+        made_by = shot
+        if record.parent is None:  # generated, not edited (or a copy of such a frame): no edit settings
+            made_by = {name: value for name, value in shot.items() if name not in EDIT_SETTINGS}
+        if why := settings_changed(record.source.get("shot"), made_by):
+            return count, why
+    return len(frames), ""
+
+
+def settings_changed(before: object, now: dict[str, Any]) -> str:
+    """Why a frame made with the settings ``before`` is not a frame of ``now`` ("": it is), as "the
+    settings changed (steps 20 → 28)"."""
+    if not isinstance(before, dict):
+        return "its record does not hold the settings it was made with"
+    changes = [
+        f"{name} {_shown(before.get(name))} → {_shown(value)}"
+        for name, value in now.items()
+        if before.get(name) != value
+    ]
+    return f"the settings changed ({', '.join(changes)})" if changes else ""
+
+
+def _shown(value: object) -> str:
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 class FrameSequence:
@@ -116,6 +146,9 @@ class FrameSequence:
         self.index = 0  # the frame being made
         self.previous: Path | None = None  # the last frame's picture: what the next frame is made from
         self.kept = self.made = self.copied = 0
+        self.note = ""  # why frames there from before are made again (the panel shows it)
+        self.started = 0.0  # time.monotonic() at the press: the pace of the frames made, for the time left
+        self.jobs = 0  # how many of the frames left at the press need a job (the others are copies)
         self.cancel_requested = False
         self.last_job: GenerationJob | None = None  # the job running when the shot ended
 
@@ -130,9 +163,16 @@ class FrameSequence:
 
     @property
     def progress(self) -> str:
-        """For the panel: which frame is being made."""
+        """For the panel: which frame is being made, and the time left at the pace of those made."""
         number = self.frames[self.index].number if self.index < len(self.frames) else self.frames[-1].number
-        return f"Frame {number} ({self.index + 1} of {len(self.frames)})"
+        text = f"Frame {number} ({self.index + 1} of {len(self.frames)})"
+        left = time_left(time.monotonic() - self.started, self.made, self.jobs)
+        return text if left is None else f"{text}, {clock(left)} left"
+
+    @property
+    def fraction(self) -> float:
+        """The share of the shot's frames written."""
+        return min(self.index / len(self.frames), 1.0) if self.frames else 0.0
 
     def start(self, scene: bpy.types.Scene, settings: Settings, panel: PanelSettings) -> str:
         """Read every frame's layout and start the first frame not written yet; returns what is done.
@@ -147,9 +187,15 @@ class FrameSequence:
         self.scene_name, self.settings, self.panel, self.frames = scene.name, settings, panel, frames
         seed = self.seed = panel.seed
         self.folder = shot_folder(settings, scene.name, frames[0].layout.camera.name, seed)
-        self.kept = self.index = frames_written(self.folder, frames, seed)
+        self.kept, why = frames_written(self.folder, frames, panel.shot_settings())
+        self.index = self.kept
         if self.kept:
             self.previous = frame_file(self.folder, frames[self.kept - 1].number)
+        self.started = time.monotonic()
+        self.jobs = sum(
+            index == 0 or not unchanged(frames[index - 1].layout, frames[index].layout)
+            for index in range(self.kept, len(frames))
+        )
         self.state = "running"
         try:
             self._next(scene)
@@ -159,7 +205,10 @@ class FrameSequence:
             self.state = "idle"  # refused before anything was sent: the operator reports why
             raise
         kept = f", {self.kept} kept from before" if self.kept else ""
-        return f"{len(frames)} frames (seed {seed}{kept}) into {self.folder}"
+        if why:  # the frames there from this one on are replaced: say why
+            self.note = f"frame {frames[self.kept].number} and the frames after it are made again: {why}"
+        what = f"{len(frames)} frames (seed {seed}{kept}) into {self.folder}"
+        return f"{what}; {self.note}" if self.note else what
 
     def cancel(self) -> None:
         self.cancel_requested = True
@@ -236,8 +285,7 @@ class FrameSequence:
         for before, frame in zip(self.frames[self.index :], self.frames[self.index + 1 :], strict=False):
             if unchanged(before.layout, frame.layout):
                 continue
-            plan = generation.frame_plan(panel, frame.layout, panel.seed)
-            layout = frame.layout if plan is None else base_layout(frame.layout, plan)
+            layout, _ = generation.generation_layout(panel, frame.layout, panel.seed)
             _, task = generation.oscr_render(scene_dir, layout, DEFAULT_RENDER_ENGINE)
             if task is not None and task.out_dir not in seen:
                 tasks.append(task)
@@ -252,12 +300,25 @@ class FrameSequence:
         assert settings is not None and panel is not None
         if self.previous is None:
             spec = generation.build_spec(scene, settings, frame=frame.layout, panel=panel)
-            return replace(spec, shot_frame=frame.number)
-        before = read_previous_file(self.previous, REMEDY)
-        if unchanged(before.layout, frame.layout):
+            return replace(spec, shot_frame=frame.number, shot_settings=panel.shot_settings())
+        shown = self._previous_layout()
+        if shown is not None and unchanged(shown, frame.layout):
             return None
+        before = read_previous_file(self.previous, REMEDY)
         start = start_at(panel, before, self.previous, frame.layout)
-        return replace(edit_spec(scene, settings, panel, start), shot_frame=frame.number)
+        edit = edit_spec(scene, settings, panel, start)
+        shot = panel.shot_settings()
+        # once the server has made a frame of the shot, silence means it went away: it is waited for
+        return replace(edit, shot_frame=frame.number, shot_settings=shot, answered_before=self.made > 0)
+
+    def _previous_layout(self) -> Layout | None:
+        """The layout of the last frame's picture, from its record alone (a copy decodes no pixels);
+        None when it has no usable record (read_previous_file then says why)."""
+        try:
+            record = read_png_file_record(self.previous)
+            return Layout.from_dict(record.layout) if record is not None else None
+        except (OSError, ValueError):  # LayoutError is a ValueError
+            return None
 
     def _write(self, picture: Path, frame: ShotFrame) -> None:
         """The frame's file, written whole or not at all; the next frame is made from ``picture``."""

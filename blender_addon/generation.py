@@ -71,8 +71,7 @@ def build_spec(
     """
     frame = scene_layout(scene) if frame is None else frame
     panel = PanelSettings.of(scene) if panel is None else panel
-    plan = frame_plan(panel, frame, panel.seed)
-    layout = frame if plan is None else base_layout(frame, plan)
+    layout, plan = generation_layout(panel, frame, panel.seed)
     generation_settings = GenerationSettings.for_layout(
         layout,
         seed=panel.seed,
@@ -91,11 +90,12 @@ def build_spec(
     )
 
 
-def frame_plan(panel: PanelSettings, frame: Layout, seed: int) -> UpscalePlan | None:
-    """The two stages of the scene's frame when "Upscale to render size" is on and the model cannot
-    make the frame directly (SettingError naming the setting out of range); None: one pass."""
+def generation_layout(panel: PanelSettings, frame: Layout, seed: int) -> tuple[Layout, UpscalePlan | None]:
+    """What the model generates of the scene's frame, and the plan of the two stages: with "Upscale to
+    render size" on and a frame the model cannot make directly, the frame's base layout and its plan
+    (SettingError naming the setting out of range); else the frame itself and None (one pass)."""
     if not panel.upscale_to_render:
-        return None
+        return frame, None
     plan = plan_upscale(
         frame.width,
         frame.height,
@@ -103,7 +103,7 @@ def frame_plan(panel: PanelSettings, frame: Layout, seed: int) -> UpscalePlan | 
         base_megapixels=panel.base_megapixels,
         strength=panel.upscale_strength,
     )
-    return plan if plan.two_stages else None
+    return (base_layout(frame, plan), plan) if plan.two_stages else (frame, None)
 
 
 def upscale_job(
@@ -150,6 +150,7 @@ def job_spec(
         endpoint=endpoint,
         keys=keys,
         timeout_s=settings.timeout_s,
+        retry_s=settings.retry_s,
         settings=generation_settings,
         metadata={
             "scene": scene.name,

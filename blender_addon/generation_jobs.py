@@ -27,7 +27,15 @@ from typing import Any
 
 import numpy as np
 
-from seethrough_core.client import Job, SeeThroughClient, ServerError, ServerUnavailableError
+from seethrough_core.client import (
+    Job,
+    JobLostError,
+    SeeThroughClient,
+    ServerError,
+    ServerUnavailableError,
+    server_went_away,
+    wait_until_back,
+)
 from seethrough_core.edit_chain import remember_sources
 from seethrough_core.edit_plan import EditPlan, PreviousPicture
 from seethrough_core.errors import SeeThroughError
@@ -44,11 +52,13 @@ from seethrough_core.generation_settings import GenerationSettings
 from seethrough_core.in_view import boxes_in_view
 from seethrough_core.keys import ClientKeys
 from seethrough_core.layout import Layout
-from seethrough_core.protocol import GenerateRequest
+from seethrough_core.limits import JOB_RESUBMITS
+from seethrough_core.protocol import GenerateRequest, InfoReply
 from seethrough_core.record import GenerationRecord
 from seethrough_core.rendered_layout import RenderedLayout, reusable
 from seethrough_core.upscale_plan import UpscalePlan, ViewCrop
 from seethrough_core.upscale_run import (
+    Pause,
     TileProgress,
     Upscale,
     UpscaleRunner,
@@ -75,6 +85,7 @@ class JobSpec:
     endpoint: str
     keys: ClientKeys | None  # CURVE keys, or None for a plain connection
     timeout_s: float
+    retry_s: float  # how long a server that went away during the job is asked again (0: the job fails)
     settings: GenerationSettings
     metadata: dict[str, Any]  # returned with the result: scene, camera, client
     layout: Layout
@@ -88,6 +99,10 @@ class JobSpec:
     edit_request: EditRequest | None = None  # Regenerate Changed, to be planned on the job's thread
     upscale: UpscaleJob | None = None  # the frame at the render size, made from the base picture
     shot_frame: int | None = None  # Generate Frames: the scene frame this picture is (frame_sequence.py)
+    shot_settings: dict[str, Any] | None = None  # and the shot's settings, kept in its record's source
+    # the server answered before (a shot's earlier frame): silent at the first contact, it is waited for
+    # too; otherwise a wrong address or a server not started says so within the timeout
+    answered_before: bool = False
     # names the job's picture; chosen here so an edit's record can name it before it is generated
     file_id: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
 
@@ -99,6 +114,13 @@ class JobSpec:
         if self.upscale is not None and self.upscale.base is not None:
             return f"{name} {self.upscale.size_text}"
         return name if self.edit is None else f"{name} {self.edit.kind}"
+
+    @property
+    def source(self) -> dict[str, Any]:
+        """Where the picture comes from, for its record; a frame of a shot adds the shot's settings (a
+        rerun keeps the frame only for the same)."""
+        source = {"scene": self.scene_name, "camera": self.camera_name, "server": self.endpoint}
+        return source if self.shot_settings is None else {**source, "shot": dict(self.shot_settings)}
 
     @property
     def image_path(self) -> Path:
@@ -245,6 +267,21 @@ class UpscaleStopped:
 
 
 @dataclass(frozen=True)
+class ServerAway:
+    """The server went away during the job; it is asked again for up to ``retry_s``."""
+
+    reason: str
+    retry_s: float
+
+
+@dataclass(frozen=True)
+class ServerIsBack:
+    """The server that went away answers again (or restarted and lost the job): the job is sent again."""
+
+    lost: bool = False
+
+
+@dataclass(frozen=True)
 class Finished:
     png_path: Path
     record: GenerationRecord
@@ -271,6 +308,8 @@ Event = (
     | TileStep
     | UpscaleNote
     | UpscaleStopped
+    | ServerAway
+    | ServerIsBack
     | Finished
     | Failed
     | Stopped
@@ -284,7 +323,8 @@ RENDERING_MESSAGE = "Rendering the OSCR image and masks in a background Blender 
 
 @dataclass
 class JobStatus:
-    # starting, planning, rendering, queued, running, upscaling, cancelling, done, failed, cancelled
+    # starting, planning, rendering, queued, running, upscaling, waiting (for a server that went away),
+    # cancelling, done, failed, cancelled
     state: str = "starting"
     message: str = "Connecting to the server ..."
     step: int = 0
@@ -306,6 +346,7 @@ class JobStatus:
             "queued",
             "running",
             "upscaling",
+            "waiting",
             "cancelling",
         )
 
@@ -371,17 +412,20 @@ class GenerationJob:
                 return
             with SeeThroughClient(spec.endpoint, spec.timeout_s, keys=spec.keys) as client:
                 # The server first: a wrong address should not cost a whole render to find out.
-                info = client.info()
-                self._post(Connected(str(info.model.get("name", "")), info.is_noise, info.queue_length))
-                if spec.edit_request is not None:
-                    self._plan_edit(spec.edit_request)
+                info = self._first_contact(client)
+                if info is not None:
+                    self._post(Connected(str(info.model.get("name", "")), info.is_noise, info.queue_length))
+                    if spec.edit_request is not None:
+                        self._plan_edit(spec.edit_request)
                 upscale = spec.upscale
-                if upscale is not None and upscale.base is not None:  # the Upscale button
+                if info is None:
+                    saved = None  # cancelled while the server was away
+                elif upscale is not None and upscale.base is not None:  # the Upscale button
                     base = upscale.base
                     out_path = upscale.frame_path or self._frame_path()
                     saved = self._upscale(client, base.image, base.record, out_path, upscale.base_file)
                 else:
-                    saved = self._generate(client)
+                    saved = self._sent_again_if_away(client, lambda: self._generate(client))
                     if saved is not None and upscale is not None:
                         saved = self._upscale_generated(client, saved)
                 self._post(Finished(saved.image_path, saved.record) if saved is not None else Stopped())
@@ -394,6 +438,59 @@ class GenerationJob:
         except Exception as exc:  # a bug: still end the job, with the traceback in the console
             traceback.print_exc()
             self._post(Failed(f"unexpected error: {type(exc).__name__}: {exc}"))
+
+    def _first_contact(self, client: SeeThroughClient) -> InfoReply | None:
+        """The server's info; a silent server is waited for only when it answered before (a shot's earlier
+        frame). None: cancelled meanwhile."""
+        while True:
+            try:
+                return client.info()
+            except SeeThroughError as exc:
+                if not (self.spec.answered_before and server_went_away(exc)):
+                    raise
+                if not self._server_back(client, str(exc)):
+                    return self._stayed_away(exc)
+
+    def _sent_again_if_away(
+        self, client: SeeThroughClient, send: Callable[[], SavedImage | None]
+    ) -> SavedImage | None:
+        """``send()``, sent again when the server went away and came back within the job's retry time,
+        or restarted and lost the job: up to JOB_RESUBMITS times, as the batch does. None: cancelled."""
+        for sent in range(1, JOB_RESUBMITS + 2):
+            try:
+                return send()
+            except SeeThroughError as exc:
+                lost = isinstance(exc, JobLostError)
+                if not (lost or server_went_away(exc)) or self._cancel.is_set():
+                    raise
+                if sent > JOB_RESUBMITS:
+                    raise SeeThroughError(f"{exc} (sent {sent} times)") from exc
+                if lost:
+                    self._post(ServerIsBack(lost=True))
+                elif not self._server_back(client, str(exc)):
+                    return self._stayed_away(exc)
+        raise AssertionError("unreachable")
+
+    def _server_back(self, client: SeeThroughClient, reason: str, pause: Pause | None = None) -> bool:
+        """Ask the server that went away again, with growing pauses, for up to the job's retry time; True
+        once it answers. False when it did not come back, or Cancel (``pause``: the upscale's tile pool's,
+        which also ends once the upscale stops) ended the waiting."""
+        retry_s = self.spec.retry_s
+        if retry_s <= 0:
+            return False
+        self._post(ServerAway(reason, retry_s))
+        retry = wait_until_back(client, retry_s, self.spec.timeout_s, pause or self._cancel.wait)
+        if retry.back:
+            self._post(ServerIsBack())
+        return retry.back
+
+    def _stayed_away(self, exc: SeeThroughError) -> None:
+        """After a server that went away was waited for in vain: None when Cancel ended the waiting."""
+        if self._cancel.is_set():
+            return None
+        if self.spec.retry_s <= 0:
+            raise exc
+        raise ServerUnavailableError(f"{exc}; it did not come back within {self.spec.retry_s:g} s") from exc
 
     def _plan_edit(self, request: EditRequest) -> None:
         """Plan Regenerate Changed here, off Blender's main thread; the job goes on with its edit."""
@@ -427,7 +524,7 @@ class GenerationJob:
             spec.layout,
             Destination(
                 image_path,
-                {"scene": spec.scene_name, "camera": spec.camera_name, "server": spec.endpoint},
+                spec.source,
                 fallback_dir=Path(tempfile.gettempdir()) / "seethrough-results",
                 parent=edit.parent if edit is not None else None,
                 region=edit.region if edit is not None else None,
@@ -474,7 +571,7 @@ class GenerationJob:
         finished tiles stay there for the next Upscale."""
         spec, job = self.spec, self.spec.upscale
         assert job is not None
-        source = {"scene": spec.scene_name, "camera": spec.camera_name, "server": spec.endpoint}
+        source = spec.source
         if base_path is not None:
             source["base"] = str(base_path)
         elif job.base is not None:
@@ -527,6 +624,7 @@ class GenerationJob:
                 stop=self._cancel,
                 render_views=render_shared,
                 on_note=lambda text: self._post(UpscaleNote(text)),
+                server_back=self._server_back,
             )
             saved = runner.run()
         finally:
@@ -672,6 +770,18 @@ def _update_status(status: JobStatus, event: Event) -> None:
         status.note = event.text
     elif isinstance(event, UpscaleStopped):
         status.note = event.note
+    elif isinstance(event, ServerAway):
+        if status.state != "cancelling":
+            status.state = "waiting"
+            status.message = (
+                f"The server went away ({event.reason}). Asking it again for up to {event.retry_s:g} s: "
+                "start it again (Server panel) and the job goes on, or Cancel"
+            )
+    elif isinstance(event, ServerIsBack):
+        if status.state != "cancelling":
+            status.state = "running"
+            why = "The server restarted and lost the job" if event.lost else "The server is back"
+            status.message = f"{why}: sending the job again"
     elif isinstance(event, Finished):
         status.state, status.message = "done", f"Done: seed {event.record.seed}"
         status.png_path = event.png_path

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+from typing import Any
 
 import bpy
 
@@ -43,3 +44,23 @@ class PanelSettings:
             edit_strength=props.edit_strength,
             reproject_limit=props.reproject_limit,
         )
+
+    def shot_settings(self) -> dict[str, Any]:
+        """What a Generate Frames shot's frames are made with, as each frame's record keeps it: a rerun
+        keeps a frame only when they are the same (EDIT_SETTINGS only for a frame that is an edit; the
+        upscale's only when it is on)."""
+        made = {
+            "seed": self.seed,
+            "steps": self.steps,
+            "guidance": self.guidance,
+            "upscale to render size": self.upscale_to_render,
+            "edit strength": self.edit_strength,
+            "edit margin": self.edit_margin,
+            "reproject limit": self.reproject_limit,
+        }
+        if self.upscale_to_render:
+            made |= {"base size": self.base_megapixels, "upscale strength": self.upscale_strength}
+        return made
+
+
+EDIT_SETTINGS = ("edit strength", "edit margin", "reproject limit")  # of shot_settings: only edits use them

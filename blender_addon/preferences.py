@@ -1,4 +1,4 @@
-"""Add-on preferences: the server address, the timeout, the output folder and the local server.
+"""Add-on preferences: the server address, its timeout and retry time, the output folder, the local server.
 
 Everything else reads them through settings(), a plain dataclass, so the worker thread never
 touches bpy and the add-on still works (with defaults) when loaded without its preferences.
@@ -20,6 +20,7 @@ from seethrough_core.endpoint import DEFAULT_ENDPOINT, EndpointError, parse_endp
 from seethrough_core.errors import SeeThroughError
 from seethrough_core.generate_and_save import safe_name
 from seethrough_core.keys import ClientKeys, KeyFileError
+from seethrough_core.limits import DEFAULT_SERVER_RETRY_S
 from seethrough_core.protocol import SetLoraRequest
 
 from . import server_launcher
@@ -35,6 +36,7 @@ DEFAULT_SERVER_ARGUMENTS = "serve --model black-forest-labs/FLUX.1-dev"
 class Settings:
     server_address: str = DEFAULT_ENDPOINT
     timeout_s: float = DEFAULT_TIMEOUT_S
+    retry_s: float = DEFAULT_SERVER_RETRY_S  # a server that went away during a job is asked again so long
     output_dir: str = ""
     server_executable: str = "seethrough"
     server_arguments: str = DEFAULT_SERVER_ARGUMENTS
@@ -122,6 +124,7 @@ def settings() -> Settings:
     return Settings(
         server_address=prefs.server_address.strip(),
         timeout_s=prefs.timeout_s,
+        retry_s=prefs.retry_s,
         output_dir=prefs.output_dir,
         server_executable=prefs.server_executable,
         server_arguments=prefs.server_arguments,
@@ -155,6 +158,16 @@ class SEETHROUGH_AP_preferences(bpy.types.AddonPreferences):  # noqa: N801
         default=DEFAULT_TIMEOUT_S,
         min=0.2,
         max=600.0,
+        subtype="TIME_ABSOLUTE",
+        unit="TIME_ABSOLUTE",
+    )
+    retry_s: FloatProperty(
+        name="Retry For",
+        description="Seconds a server that went away during a job (it crashed, or was restarted) is asked "
+        "again before the job fails; the job goes on once it answers. 0: the job fails at once",
+        default=DEFAULT_SERVER_RETRY_S,
+        min=0.0,
+        max=3600.0,
         subtype="TIME_ABSOLUTE",
         unit="TIME_ABSOLUTE",
     )
@@ -223,7 +236,9 @@ class SEETHROUGH_AP_preferences(bpy.types.AddonPreferences):  # noqa: N801
         col.prop(self, "server_address")
         if problem := address_problem(self.server_address):
             draw_message(col.box(), problem, "ERROR", alert=True, width=90)
-        col.prop(self, "timeout_s")
+        row = col.row(align=True)
+        row.prop(self, "timeout_s")
+        row.prop(self, "retry_s")
         col.prop(self, "output_dir")
 
         keys = layout.box()

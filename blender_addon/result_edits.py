@@ -13,6 +13,7 @@ again, in the same job. Regenerate Changed is checked here and planned on the jo
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,13 +32,13 @@ from seethrough_core.errors import LayoutError, SeeThroughError
 from seethrough_core.generate_and_save import frame_path_for, upscaled_path_for
 from seethrough_core.generation_settings import GenerationSettings
 from seethrough_core.layout import Layout
-from seethrough_core.upscale_plan import UpscalePlan, base_layout, frame_layout_at, plan_upscale
+from seethrough_core.upscale_plan import UpscalePlan, frame_layout_at, plan_upscale
 from seethrough_core.vocabulary import DEFAULT_RENDER_ENGINE
 
 from . import images
 from .box_props import box_objects, is_box
 from .edit_jobs import EditRequest
-from .generation import frame_plan, job_spec, upscale_job
+from .generation import generation_layout, job_spec, upscale_job
 from .generation_jobs import JobSpec, UpscaleJob
 from .panel_settings import PanelSettings
 from .preferences import Settings
@@ -94,14 +95,14 @@ def edit_start(scene: bpy.types.Scene, panel: PanelSettings) -> EditStart:
 
 def start_at(panel: PanelSettings, shown: PreviousPicture, file: Path | None, frame: Layout) -> EditStart:
     """An edit of ``shown`` (saved at ``file``) to the layout ``frame`` at the render size."""
-    plan = frame_plan(panel, frame, shown.record.seed)
+    layout, plan = generation_layout(panel, frame, shown.record.seed)
     if plan is None:
         return EditStart(shown, shown, frame, frame, None)
     previous = shown
     if shown.record.upscale is not None:  # an upscaled frame: its base is what changes
         path = base_picture_of(file, shown.record, label=shown.label, remedy=BASE_REMEDY)
         previous = read_previous_file(path, BASE_REMEDY)
-    return EditStart(shown, previous, base_layout(frame, plan), frame, plan)
+    return EditStart(shown, previous, layout, frame, plan)
 
 
 def regenerate_changed_spec(scene: bpy.types.Scene, settings: Settings) -> JobSpec:
@@ -221,3 +222,21 @@ def unchanged_reason(scene: bpy.types.Scene) -> str | None:
     if full_regeneration_reason(before, now) is None and not box_changes(before, now):
         return f"The scene's layout is the one of {item.name!r}: move, add, remove or re-describe a box"
     return None
+
+
+def kept_settings(scene: bpy.types.Scene) -> str | None:
+    """What an edit keeps of the shown result although the panel says otherwise (its steps and guidance:
+    an edit must match the picture it changes), for a line beside Regenerate Changed; None: the same.
+    Cheap enough to draw: the stored record."""
+    item = shown_result(scene)
+    record = images.image_record(item.image) if item is not None and item.image is not None else None
+    if record is None:
+        return None
+    props = scene.seethrough
+    steps, guidance = record.get("steps"), record.get("guidance")
+    if not isinstance(steps, int) or not isinstance(guidance, int | float):
+        return None
+    if steps == props.steps and math.isclose(guidance, props.guidance, rel_tol=1e-6):
+        return None
+    kept = f"{steps} steps and guidance {guidance:g}"
+    return f"Edits keep the shown result's {kept}; the panel's are for Generate"

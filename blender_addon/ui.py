@@ -14,6 +14,7 @@ from . import box_links, box_props, compat, scene_io
 from .frame_sequence import SHOT
 from .generation_jobs import RUNNER
 from .preferences import address_problem, draw_message, draw_server_controls, preferences, settings
+from .result_edits import kept_settings
 from .server_launcher import SERVER
 
 
@@ -173,10 +174,14 @@ class SEETHROUGH_PT_generate(SeeThroughPanel, bpy.types.Panel):  # noqa: N801
         row.prop(props, "edit_strength")
         row.prop(props, "edit_margin")
         column.prop(props, "reproject_limit")
+        if kept := kept_settings(scene):
+            draw_message(column, kept, "INFO")
 
         status = RUNNER.status
         if SHOT.running:
-            draw_message(layout, f"Generate Frames: {SHOT.progress}", "RENDER_ANIMATION")
+            layout.progress(factor=SHOT.fraction, type="BAR", text=f"Generate Frames: {SHOT.progress}")
+            if SHOT.note:
+                draw_message(layout, SHOT.note[:1].upper() + SHOT.note[1:], "INFO")
         elif SHOT.outcome is not None:
             icon = {"done": "CHECKMARK", "failed": "ERROR"}.get(SHOT.state, "INFO")
             draw_message(layout, SHOT.outcome, icon, alert=SHOT.state == "failed")
@@ -186,13 +191,15 @@ class SEETHROUGH_PT_generate(SeeThroughPanel, bpy.types.Panel):  # noqa: N801
         if busy and RUNNER.active:
             if status.state == "rendering":
                 text = "Rendering OSCR (in the background)"
+            elif status.state == "waiting":
+                text = "Waiting for the server"
             elif status.state == "upscaling":
                 text = status.message
             else:
                 text = f"Step {status.step}/{status.total}" if status.total else status.message
             elapsed = time.monotonic() - status.started
             layout.progress(factor=status.fraction, type="BAR", text=f"{text} · {elapsed:.0f} s")
-            if status.total == 0 or status.state == "cancelling":
+            if status.total == 0 or status.state in ("cancelling", "waiting"):
                 draw_message(layout, status.message, "TIME")
             layout.operator("seethrough.cancel", icon="CANCEL")
         elif status.state == "failed":
@@ -261,7 +268,9 @@ class SEETHROUGH_PT_server(SeeThroughPanel, bpy.types.Panel):  # noqa: N801
         prefs = preferences()
         if prefs is not None:
             layout.prop(prefs, "server_address", text="")
-            layout.prop(prefs, "timeout_s")
+            row = layout.row(align=True)
+            row.prop(prefs, "timeout_s")
+            row.prop(prefs, "retry_s")
         address = settings().server_address
         if problem := address_problem(address):
             draw_message(layout, problem, "ERROR", alert=True)

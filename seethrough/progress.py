@@ -8,6 +8,8 @@ import threading
 import time
 from typing import TextIO
 
+from seethrough_core.time_left import clock, time_left
+
 
 class ProgressLine:
     def __init__(self, total: int, stream: TextIO | None = None) -> None:
@@ -48,11 +50,8 @@ class ProgressLine:
             self._clear()
 
     def _eta(self) -> str:
-        if not self.done:
-            return "ETA --"
-        elapsed = time.perf_counter() - self._start
-        remaining = elapsed / self.done * (self.total - self.done)
-        return f"ETA {int(remaining // 60)}:{int(remaining % 60):02d}"
+        left = time_left(time.perf_counter() - self._start, self.done, self.total)
+        return "ETA --" if left is None else f"ETA {clock(left)}"
 
     def _draw(self, force: bool = False) -> None:
         if not self.interactive:

@@ -326,6 +326,13 @@ class SeeThroughClient:
                 raise self._undeliverable(what) from None
 
     def _explain_handshake_failure(self, event: int) -> str:
+        if event == zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL and self.keys is None:
+            # A CURVE server refuses a plain client with a protocol failure; this is a dropped connection
+            return (
+                f"something at {self.endpoint} accepts connections but drops them during the ZeroMQ "
+                "handshake: a server that is stopping or starting, or a program there that is not the "
+                "SeeThrough server"
+            )
         if self.keys is None:
             return (
                 f"the server at {self.endpoint} requires CURVE keys and this client has none: set the "
@@ -340,7 +347,7 @@ class SeeThroughClient:
             )
         return (
             f"the CURVE handshake with {self.endpoint} failed: the server public key file does not belong "
-            "to this server, or the server runs without --server-key"
+            "to this server, or the server runs without --server-key (or it stopped during the handshake)"
         )
 
     def _undeliverable(self, what: str) -> ServerUnavailableError:
@@ -358,7 +365,9 @@ class SeeThroughClient:
             while monitor.poll(0):
                 event = recv_monitor_message(monitor)["event"]
                 connected = event == zmq.EVENT_HANDSHAKE_SUCCEEDED
-                if event & _HANDSHAKE_FAILED:
+                if connected:  # an earlier failure no longer explains anything
+                    self._handshake_failure = ""
+                elif event & _HANDSHAKE_FAILED:
                     self._handshake_failure = self._explain_handshake_failure(event)
             remaining = deadline - time.monotonic()
             if connected or remaining <= 0:

@@ -253,3 +253,12 @@ class DrawSelf:
         if name.startswith("_") or self._target is None:
             raise AttributeError(name)
         return getattr(self._target, name)
+
+
+def drawn_generate_panel() -> str:
+    """The Generate panel's lines as drawn now, its wrapped messages joined."""
+    from blender_addon import ui
+
+    log: list[str] = []
+    ui.SEETHROUGH_PT_generate.draw(DrawSelf(RecordingLayout(log)), bpy.context)
+    return " ".join(line.removeprefix("label:") for line in log)

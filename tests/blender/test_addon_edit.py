@@ -14,7 +14,14 @@ from pathlib import Path
 import bpy
 import numpy as np
 import pytest
-from addon_support import DrawSelf, RecordingLayout, import_scene, prefs, pump_until_done
+from addon_support import (
+    DrawSelf,
+    RecordingLayout,
+    drawn_generate_panel,
+    import_scene,
+    prefs,
+    pump_until_done,
+)
 from conftest import LAYOUT_WITH_DOG
 from PIL import Image
 from reprojection_support import RESAMPLE_TOLERANCE, max_resample_error, resample_through
@@ -73,6 +80,11 @@ def test_regenerate_changed_keeps_every_pixel_outside_the_changed_region(shot):
 
     shot.objects["a small white dog"].location.x += 0.4
     assert bpy.ops.seethrough.regenerate_changed.poll()
+    # The panel's Steps are for Generate: an edit keeps the shown result's, and the panel says so
+    assert "Edits keep" not in drawn_generate_panel()
+    shot.seethrough.steps = 3
+    kept = "Edits keep the shown result's 2 steps and guidance 3.5; the panel's are for Generate"
+    assert kept in drawn_generate_panel()
     edited = run_and_wait(bpy.ops.seethrough.regenerate_changed)
 
     before_png, before = packed_rgb(first)

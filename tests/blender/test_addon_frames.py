@@ -8,20 +8,24 @@ from __future__ import annotations
 
 import hashlib
 import math
+import re
 from pathlib import Path
 
 import bpy
 import numpy as np
 import pytest
-from addon_support import DrawSelf, RecordingLayout, import_scene, prefs, pump_until_done
-from conftest import DOG, LAYOUT_WITH_DOG
+from addon_support import drawn_generate_panel, import_scene, prefs, pump_until_done
+from conftest import DOG, LAYOUT_WITH_DOG, MAIN_PYTHON
 from PIL import Image
 
-from blender_addon import generation_jobs, scene_io, ui
-from blender_addon.frame_sequence import SHOT, frame_file
+from blender_addon import generation_jobs, scene_io
+from blender_addon.frame_sequence import SHOT, frame_file, frames_written
+from blender_addon.generation_jobs import RUNNER
+from blender_addon.panel_settings import PanelSettings
 from blender_addon.render_ahead import AHEAD
 from seethrough_core.generate_and_save import safe_name
 from seethrough_core.record import read_png_record
+from seethrough_core.server_process import ServerProcess, free_loopback_port
 
 pytestmark = pytest.mark.slow
 
@@ -58,13 +62,6 @@ def pixels(path: Path) -> np.ndarray:
         return np.asarray(image.convert("RGB"))
 
 
-def drawn_generate_panel() -> str:
-    """The Generate panel's lines as drawn now, its wrapped messages joined."""
-    log: list[str] = []
-    ui.SEETHROUGH_PT_generate.draw(DrawSelf(RecordingLayout(log)), bpy.context)
-    return " ".join(line.removeprefix("label:") for line in log)
-
-
 def shot_dir(scene: bpy.types.Scene) -> Path:
     shots = Path(prefs().output_dir) / safe_name(scene.name) / "frames"
     return shots / safe_name(f"{scene.camera.name} seed 5")
@@ -90,9 +87,16 @@ def test_generate_frames_makes_a_steady_shot_and_a_rerun_goes_on_where_it_stoppe
     dog = scene.objects[DOG]
     dog.seethrough.description = "a black cat"
     scene.seethrough.reproject_limit = 0.0
-    during: list[str] = []
-    status = pump_until_done(on_pump=lambda: during or during.append(drawn_generate_panel()))
+    during: dict[int, str] = {}  # the panel as first drawn while each frame is made
+
+    def draw_once_a_frame() -> None:
+        if SHOT.running and SHOT.index not in during:
+            during[SHOT.index] = drawn_generate_panel()
+
+    status = pump_until_done(on_pump=draw_once_a_frame)
     assert "Generate Frames: Frame 1 (1 of 4)" in during[0] and "operator:seethrough.cancel" in during[0]
+    assert "left" not in during[0]  # no pace yet; from the second job on, the time left at the pace so far
+    assert re.search(r"Generate Frames: Frame 4 \(4 of 4\), \d+:\d\d left", during[3]), during[3]
     assert "Done: 4 of 4 frames" in drawn_generate_panel()
     assert SHOT.state == "done", SHOT.message
     assert status.state == "done" and SHOT.made == 3 and SHOT.copied == 1, SHOT.message
@@ -143,6 +147,23 @@ def test_generate_frames_makes_a_steady_shot_and_a_rerun_goes_on_where_it_stoppe
     assert all(files[frame].read_bytes() == data for frame, data in kept.items())
     assert read_png_record(files[4].read_bytes()).parent["kind"] == "reprojected"
 
+    # A frame is kept only for the settings it was made with, which its record holds: more steps, or
+    # another edit margin from frame 3 on (the frames before it are copies of frame 1), are made again
+    shot = PanelSettings.of(scene).shot_settings()
+    assert read_png_record(files[4].read_bytes()).source["shot"] == shot
+    assert frames_written(folder, SHOT.frames, shot) == (4, "")
+    assert frames_written(folder, SHOT.frames, {**shot, "steps": 3}) == (
+        0, "the settings changed (steps 2 → 3)"
+    )  # fmt: skip
+    margin = {**shot, "edit margin": 8}  # frame 1 and its copy are no edits: frame 3 is made again
+    assert frames_written(folder, SHOT.frames, margin) == (2, "the settings changed (edit margin 4 → 8)")
+    scene.seethrough.steps = 3
+    assert bpy.ops.seethrough.generate_frames() == {"FINISHED"}
+    assert SHOT.note == "frame 1 and the frames after it are made again: the settings changed (steps 2 → 3)"
+    assert "Frame 1 and the frames after it are made again" in drawn_generate_panel()
+    assert bpy.ops.seethrough.cancel() == {"FINISHED"}
+    pump_until_done()
+
 
 def test_a_frame_that_cannot_be_used_is_named_and_nothing_is_sent(animated):
     scene = animated
@@ -183,3 +204,40 @@ def test_frames_made_in_two_stages_edit_the_base_of_the_frame_before(animated):
     base = read_png_record(Path(last.source["base"]).read_bytes())  # the edited base, then upscaled
     assert base.parent["kind"] == "edit" and f"{DOG}: moved" in base.parent["changes"]
     assert base.parent["sha256"] == hashlib.sha256(Path(first.source["base"]).read_bytes()).hexdigest()
+
+
+def test_a_shot_waits_for_a_server_that_went_away_and_goes_on(animated, tmp_path):
+    """The server is killed (SIGKILL) as soon as frame 1 is written, and started again at the same address
+    once the panel says that it went away: frame 3 is sent to it again and the shot completes (before,
+    the shot stopped at frame 3 with "server unreachable")."""
+    scene = animated
+    scene.frame_end = 3  # frame 2 is a copy; frame 3 (the dog moved) is the job the kill hits
+    endpoint = f"tcp://127.0.0.1:{free_loopback_port()}"
+    argv = [MAIN_PYTHON, "-m", "seethrough", "serve", "--tiny", "--bind", endpoint]
+    server = ServerProcess(argv, tmp_path / "server.log", endpoint)
+    server.start()
+    waiting: list[str] = []
+
+    def kill_then_restart() -> None:
+        if SHOT.made == 1 and not waiting and server.running:
+            server.process.kill()
+            server.process.wait()
+        elif RUNNER.status.state == "waiting" and not waiting:
+            waiting.append(drawn_generate_panel())
+            server.start()  # the artist starts it again (Server panel); it answers within seconds
+
+    try:
+        server.wait_ready()
+        prefs().server_address, prefs().timeout_s, prefs().retry_s = endpoint, 3.0, 120.0
+        assert bpy.ops.seethrough.generate_frames() == {"FINISHED"}
+        pump_until_done(timeout_s=240, on_pump=kill_then_restart)
+    finally:
+        server.stop()
+    assert waiting, "the shot never waited for the server"
+    assert "Generate Frames: Frame 3 (3 of 3)" in waiting[0] and "Waiting for the server" in waiting[0]
+    assert "The server went away" in waiting[0] and "operator:seethrough.cancel" in waiting[0]
+    assert SHOT.state == "done" and (SHOT.made, SHOT.copied) == (2, 1), SHOT.message
+    files = [frame_file(shot_dir(scene), n) for n in (1, 2, 3)]
+    last = read_png_record(files[2].read_bytes())
+    assert last.parent["kind"] == "edit" and f"{DOG}: moved" in last.parent["changes"]
+    assert last.parent["sha256"] == hashlib.sha256(files[1].read_bytes()).hexdigest()

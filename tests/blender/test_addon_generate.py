@@ -268,7 +268,7 @@ def test_a_refused_key_is_explained_in_the_panel_within_the_timeout(shot, out_di
     assert any("refused" in line for line in draw_generate_panel())
 
 
-def test_server_dying_mid_job_fails_the_job_and_keeps_earlier_results(shot, out_dir):
+def test_a_server_that_dies_mid_job_and_stays_away_fails_the_job_and_keeps_earlier_results(shot, out_dir):
     healthy, dying = FakeServer("finish"), FakeServer("die")
     try:
         configure(healthy.address, out_dir, timeout_s=0.5)
@@ -277,10 +277,13 @@ def test_server_dying_mid_job_fails_the_job_and_keeps_earlier_results(shot, out_
         assert pump_until_done(timeout_s=20).state == "done"
         first = shot.seethrough.history[0].image
 
-        prefs().server_address = dying.address
+        prefs().server_address, prefs().retry_s = dying.address, 1.0
         bpy.ops.seethrough.generate()
-        status = pump_until_done(timeout_s=20)
+        states: list[str] = []
+        status = pump_until_done(timeout_s=20, on_pump=lambda: states.append(RUNNER.status.state))
+        assert "waiting" in states  # asked again for Retry For, then given up on
         assert status.state == "failed" and "no answer" in status.message, status.message
+        assert "it did not come back within 1 s" in status.message, status.message
         assert status.step == 1  # it was mid-job
         assert [item.image for item in shot.seethrough.history] == [first]
         assert first.name in bpy.data.images and first.packed_file is not None

@@ -66,6 +66,39 @@ def test_a_server_that_never_answers_times_out():
         mute.close(linger=0)
 
 
+def test_a_port_that_drops_connections_is_not_blamed_on_curve_keys():
+    """A listener that accepts and drops every connection (a server being killed, or a program that is not
+    the server) fails the ZeroMQ handshake without detail; a plain client was told that the server needs
+    CURVE keys, which a CURVE server says with a protocol failure instead."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    listener.settimeout(0.2)
+    stop = threading.Event()
+
+    def drop_every_connection() -> None:
+        while not stop.is_set():
+            try:
+                connection, _ = listener.accept()
+            except TimeoutError:
+                continue
+            connection.close()
+
+    dropper = threading.Thread(target=drop_every_connection, daemon=True)
+    dropper.start()
+    endpoint = f"tcp://127.0.0.1:{listener.getsockname()[1]}"
+    try:
+        with SeeThroughClient(endpoint, timeout_s=0.5) as client:
+            with pytest.raises(ServerUnavailableError) as info:
+                client.info()
+    finally:
+        stop.set()
+        dropper.join(5)
+        listener.close()
+    message = str(info.value)
+    assert "drops them during the ZeroMQ handshake" in message and "CURVE" not in message, message
+
+
 def test_a_server_that_goes_silent_mid_job_is_noticed_within_the_timeout():
     """A server that accepted a job and then says nothing (hung, or killed with its connection left
     open) is reported within timeout_s of its last message: half the time quiet, half for the answer
