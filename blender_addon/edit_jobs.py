@@ -8,7 +8,7 @@ out of range), so what can be refused at once still is.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -53,17 +53,19 @@ class EditRequest:
     strength: float
     preview_interval: int
     reproject_limit: float
+    draft: bool = False  # a frame of Draft Frames: the draft speed options (GenerationSettings.draft)
 
     def check(self) -> GenerationSettings:
         """The generation settings, after the quick checks (main thread): EditPlanError when nothing
         changed, SettingError for a setting out of its rules."""
         changed_layout(self.previous, self.layout, self.margin_px)
-        return edit_settings(self.previous, self.layout, preview_interval=self.preview_interval)
+        settings = edit_settings(self.previous, self.layout, preview_interval=self.preview_interval)
+        return settings.draft() if self.draft else settings
 
     def plan(self) -> EditPlan:
         """The plan (the job's thread): the region to regenerate, after a camera move the reprojection,
         each kept pixel sampled from the picture of the chain that generated it."""
-        return plan_edit(
+        plan = plan_edit(
             self.previous,
             self.layout,
             margin_px=self.margin_px,
@@ -72,3 +74,4 @@ class EditRequest:
             reproject_limit=self.reproject_limit,
             chain=self.previous.chain(),
         )
+        return replace(plan, settings=plan.settings.draft()) if self.draft else plan

@@ -1,4 +1,5 @@
-"""Generate Frames: the scene's frame range as one steady shot (docs/addon.md, Frames of an animation).
+"""Generate Frames: the scene's frame range as one steady shot (docs/addon.md, Frames of an animation);
+Draft Frames: the same at the draft size, a quick look at the shot.
 
 The first frame is generated; every later frame is the frame before it brought to its own layout, as
 Regenerate Changed brings a result: only what changed regenerates, after a camera move the picture is
@@ -27,9 +28,11 @@ from seethrough_core.edit_plan import read_previous_file
 from seethrough_core.edit_region import box_changes, full_regeneration_reason
 from seethrough_core.errors import SeeThroughError
 from seethrough_core.generate_and_save import safe_name
+from seethrough_core.generation_settings import draft_size
 from seethrough_core.layout import Layout
 from seethrough_core.record import read_png_file_record
 from seethrough_core.time_left import clock, time_left
+from seethrough_core.upscale_plan import frame_layout_at
 from seethrough_core.vocabulary import DEFAULT_RENDER_ENGINE
 
 from . import generation, images
@@ -56,9 +59,18 @@ def frame_file(folder: Path, number: int) -> Path:
     return folder / f"{number:0{FRAME_DIGITS}d}.png"
 
 
-def shot_folder(settings: Settings, scene_name: str, camera_name: str, seed: int) -> Path:
-    """Where a shot's frames go: one folder per scene, camera and seed."""
-    return settings.scene_dir(scene_name) / "frames" / safe_name(f"{camera_name} seed {seed}")
+def shot_folder(
+    settings: Settings, scene_name: str, camera_name: str, seed: int, draft: bool = False
+) -> Path:
+    """Where a shot's frames go: one folder per scene, camera and seed (and a draft's of its own)."""
+    name = f"{camera_name} seed {seed}" + (" draft" if draft else "")
+    return settings.scene_dir(scene_name) / "frames" / safe_name(name)
+
+
+def draft_frame(frame: ShotFrame) -> ShotFrame:
+    """The frame of Draft Frames: the same view at the draft size (rendered and generated at that size)."""
+    layout = frame.layout
+    return ShotFrame(frame.number, frame_layout_at(layout, draft_size(layout.width, layout.height)))
 
 
 def read_frames(scene: bpy.types.Scene, first: int, last: int, step: int = 1) -> list[ShotFrame]:
@@ -146,6 +158,7 @@ class FrameSequence:
         self.index = 0  # the frame being made
         self.previous: Path | None = None  # the last frame's picture: what the next frame is made from
         self.kept = self.made = self.copied = 0
+        self.draft = False  # Draft Frames
         self.note = ""  # why frames there from before are made again (the panel shows it)
         self.started = 0.0  # time.monotonic() at the press: the pace of the frames made, for the time left
         self.jobs = 0  # how many of the frames left at the press need a job (the others are copies)
@@ -162,6 +175,11 @@ class FrameSequence:
         return self.message if self.state not in ("idle", "running") and self.last_job is RUNNER.job else None
 
     @property
+    def name(self) -> str:
+        """The button that started the shot, for the panel."""
+        return "Draft Frames" if self.draft else "Generate Frames"
+
+    @property
     def progress(self) -> str:
         """For the panel: which frame is being made, and the time left at the pace of those made."""
         number = self.frames[self.index].number if self.index < len(self.frames) else self.frames[-1].number
@@ -174,19 +192,27 @@ class FrameSequence:
         """The share of the shot's frames written."""
         return min(self.index / len(self.frames), 1.0) if self.frames else 0.0
 
-    def start(self, scene: bpy.types.Scene, settings: Settings, panel: PanelSettings) -> str:
+    def start(
+        self, scene: bpy.types.Scene, settings: Settings, panel: PanelSettings, draft: bool = False
+    ) -> str:
         """Read every frame's layout and start the first frame not written yet; returns what is done.
-        Every frame is made with ``panel``, the Generate panel's settings of the press. SeeThroughError
-        (nothing started) when a frame's scene or a setting cannot be used."""
+        Every frame is made with ``panel``, the Generate panel's settings of the press. ``draft``: Draft
+        Frames, a quick look at the shot: every frame at the draft size, in one pass, with the draft
+        preset's speed options. SeeThroughError (nothing started) when a frame's scene or a setting
+        cannot be used."""
         if self.running or RUNNER.active:
             raise SeeThroughError("a render or generation is already running; cancel it or wait for it")
         if scene.frame_end < scene.frame_start:
             raise SeeThroughError("the scene's frame range is empty: set Start and End in the Timeline")
         frames = read_frames(scene, scene.frame_start, scene.frame_end, scene.frame_step)
+        if draft:
+            frames = [draft_frame(frame) for frame in frames]
+            panel = replace(panel, upscale_to_render=False)  # a draft is small: one pass
         self._reset()
         self.scene_name, self.settings, self.panel, self.frames = scene.name, settings, panel, frames
+        self.draft = draft
         seed = self.seed = panel.seed
-        self.folder = shot_folder(settings, scene.name, frames[0].layout.camera.name, seed)
+        self.folder = shot_folder(settings, scene.name, frames[0].layout.camera.name, seed, draft)
         self.kept, why = frames_written(self.folder, frames, panel.shot_settings())
         self.index = self.kept
         if self.kept:
@@ -299,14 +325,14 @@ class FrameSequence:
         settings, panel = self.settings, self.panel
         assert settings is not None and panel is not None
         if self.previous is None:
-            spec = generation.build_spec(scene, settings, frame=frame.layout, panel=panel)
+            spec = generation.build_spec(scene, settings, draft=self.draft, frame=frame.layout, panel=panel)
             return replace(spec, shot_frame=frame.number, shot_settings=panel.shot_settings())
         shown = self._previous_layout()
         if shown is not None and unchanged(shown, frame.layout):
             return None
         before = read_previous_file(self.previous, REMEDY)
         start = start_at(panel, before, self.previous, frame.layout)
-        edit = edit_spec(scene, settings, panel, start)
+        edit = edit_spec(scene, settings, panel, start, self.draft)
         shot = panel.shot_settings()
         # once the server has made a frame of the shot, silence means it went away: it is waited for
         return replace(edit, shot_frame=frame.number, shot_settings=shot, answered_before=self.made > 0)
@@ -342,7 +368,7 @@ class FrameSequence:
             self.message = f"Done: {done}"
             self._show_behind_camera()
         else:
-            again = f"Generate Frames again with seed {self.seed} goes on from there"
+            again = f"{self.name} again with seed {self.seed} goes on from there"
             self.message = f"Stopped: {why}. {done}; {again}"
         generation.tag_redraw()
 

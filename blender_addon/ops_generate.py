@@ -72,6 +72,20 @@ class SEETHROUGH_OT_generate_frames(WaitsInBackground, bpy.types.Operator):  # n
     bl_idname = "seethrough.generate_frames"
     bl_label = "Generate Frames"
 
+    draft: bpy.props.BoolProperty(  # type: ignore[valid-type]
+        name="Draft", default=False, options={"SKIP_SAVE"}
+    )
+
+    @classmethod
+    def description(cls, context: bpy.types.Context, properties) -> str:
+        if properties.draft:
+            return (
+                "A quick look at the shot: every frame of the range smaller (512 px on the longer side), "
+                "the OSCR condition computed once and steps that barely change skipped, into a folder of "
+                "its own. Generate Frames for the final frames"
+            )
+        return cls.__doc__
+
     @classmethod
     def poll(cls, context: bpy.types.Context) -> bool:
         return _allowed(cls, "A render or generation is running" if _busy() else None)
@@ -81,13 +95,14 @@ class SEETHROUGH_OT_generate_frames(WaitsInBackground, bpy.types.Operator):  # n
             return {"CANCELLED"}
         scene = context.scene
         try:
-            what = SHOT.start(scene, settings(), PanelSettings.of(scene))
+            what = SHOT.start(scene, settings(), PanelSettings.of(scene), draft=self.draft)
         except SeeThroughError as exc:  # a frame's scene, a setting or the address: nothing was sent
             self.report({"ERROR"}, f"cannot generate frames: {exc}")
             return {"CANCELLED"}
         if self.wait:
             return wait_for_shot(self)
-        self.report({"INFO"}, f"Generating {what}" if SHOT.running else SHOT.message)
+        doing = "Drafting" if self.draft else "Generating"
+        self.report({"INFO"}, f"{doing} {what}" if SHOT.running else SHOT.message)
         return {"FINISHED"}
 
 

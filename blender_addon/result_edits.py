@@ -116,8 +116,11 @@ def regenerate_changed_spec(scene: bpy.types.Scene, settings: Settings) -> JobSp
     return edit_spec(scene, settings, panel, edit_start(scene, panel))
 
 
-def edit_spec(scene: bpy.types.Scene, settings: Settings, panel: PanelSettings, start: EditStart) -> JobSpec:
-    """Regenerate Changed from ``start`` (also each frame of Generate Frames after the first)."""
+def edit_spec(
+    scene: bpy.types.Scene, settings: Settings, panel: PanelSettings, start: EditStart, draft: bool = False
+) -> JobSpec:
+    """Regenerate Changed from ``start`` (also each frame of Generate Frames after the first; ``draft``:
+    of Draft Frames)."""
     request = EditRequest(
         start.previous,
         start.shown.label,
@@ -126,6 +129,7 @@ def edit_spec(scene: bpy.types.Scene, settings: Settings, panel: PanelSettings, 
         strength=panel.edit_strength,
         preview_interval=panel.preview_interval,
         reproject_limit=panel.reproject_limit,
+        draft=draft,
     )
     generation = request.check()
     upscale = _frame_upscale(start, generation)

@@ -166,6 +166,7 @@ class SEETHROUGH_PT_generate(SeeThroughPanel, bpy.types.Panel):  # noqa: N801
         row.enabled = not busy
         frames = f"Generate Frames {scene.frame_start}-{scene.frame_end}"
         row.operator("seethrough.generate_frames", text=frames, icon="RENDER_ANIMATION")
+        row.operator("seethrough.generate_frames", text="Draft", icon="SEQ_PREVIEW").draft = True
         # Edits of the shown result: only what changed regenerates (docs/edit.md).
         column = layout.column(align=True)
         column.enabled = not busy
@@ -179,7 +180,7 @@ class SEETHROUGH_PT_generate(SeeThroughPanel, bpy.types.Panel):  # noqa: N801
 
         status = RUNNER.status
         if SHOT.running:
-            layout.progress(factor=SHOT.fraction, type="BAR", text=f"Generate Frames: {SHOT.progress}")
+            layout.progress(factor=SHOT.fraction, type="BAR", text=f"{SHOT.name}: {SHOT.progress}")
             if SHOT.note:
                 draw_message(layout, SHOT.note[:1].upper() + SHOT.note[1:], "INFO")
         elif SHOT.outcome is not None:

@@ -24,6 +24,7 @@ from blender_addon.generation_jobs import RUNNER
 from blender_addon.panel_settings import PanelSettings
 from blender_addon.render_ahead import AHEAD
 from seethrough_core.generate_and_save import safe_name
+from seethrough_core.limits import DRAFT_STEP_CACHE
 from seethrough_core.record import read_png_record
 from seethrough_core.server_process import ServerProcess, free_loopback_port
 
@@ -241,3 +242,25 @@ def test_a_shot_waits_for_a_server_that_went_away_and_goes_on(animated, tmp_path
     last = read_png_record(files[2].read_bytes())
     assert last.parent["kind"] == "edit" and f"{DOG}: moved" in last.parent["changes"]
     assert last.parent["sha256"] == hashlib.sha256(files[1].read_bytes()).hexdigest()
+
+
+def test_draft_frames_make_the_shot_small_and_quick_in_a_folder_of_its_own(animated):
+    """Draft Frames at a render size of 768 x 576: every frame rendered and generated at the draft size
+    (512 x 384), one pass, with the draft speed options (the edits of later frames too), into a folder
+    of its own; the final shot's folder is not touched."""
+    scene = animated
+    scene.frame_step = 2  # frames 1 and 3: the dog moved
+    scene.render.resolution_x, scene.render.resolution_y, scene.render.resolution_percentage = 768, 576, 100
+    scene.seethrough.upscale_to_render = True  # a draft is one pass all the same
+    assert bpy.ops.seethrough.generate_frames(draft=True) == {"FINISHED"}
+    assert "Draft Frames: Frame 1 (1 of 2)" in drawn_generate_panel()
+    pump_until_done(timeout_s=300)
+    assert SHOT.state == "done" and SHOT.made == 2, SHOT.message
+    folder = shot_dir(scene).with_name(safe_name(f"{scene.camera.name} seed 5 draft"))
+    records = [read_png_record(frame_file(folder, n).read_bytes()) for n in (1, 3)]
+    for record in records:
+        assert (record.width, record.height) == (512, 384) and record.layout["resolution"] == [512, 384]
+        assert record.upscale is None
+        assert record.condition_cache is True and record.step_cache == DRAFT_STEP_CACHE
+    assert records[1].parent["kind"] == "edit" and f"{DOG}: moved" in records[1].parent["changes"]
+    assert not shot_dir(scene).exists()
