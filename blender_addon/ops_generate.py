@@ -23,25 +23,31 @@ from .result_edits import (
 )
 
 
-class SEETHROUGH_OT_generate(WaitsInBackground, bpy.types.Operator):  # noqa: N801
-    """Check the scene, render its OSCR image and masks, and send them to the SeeThrough server.
-    Both run in the background; Blender stays usable meanwhile"""
+class DraftOption:
+    """Operator mixin: the ``draft`` option (the Draft button beside the operator's own), described by
+    the operator's DRAFT text."""
 
-    bl_idname = "seethrough.generate"
-    bl_label = "Generate"
-
+    DRAFT = ""
     draft: bpy.props.BoolProperty(  # type: ignore[valid-type]
         name="Draft", default=False, options={"SKIP_SAVE"}
     )
 
     @classmethod
     def description(cls, context: bpy.types.Context, properties) -> str:
-        if properties.draft:
-            return (
-                "A quick look at the layout: a smaller picture (512 px on the longer side), the OSCR "
-                "condition computed once and steps that barely change skipped. Generate for the final image"
-            )
-        return cls.__doc__
+        return cls.DRAFT if properties.draft else cls.__doc__
+
+
+class SEETHROUGH_OT_generate(DraftOption, WaitsInBackground, bpy.types.Operator):  # noqa: N801
+    """Check the scene, render its OSCR image and masks, and send them to the SeeThrough server.
+    Both run in the background; Blender stays usable meanwhile"""
+
+    bl_idname = "seethrough.generate"
+    bl_label = "Generate"
+
+    DRAFT = (
+        "A quick look at the layout: a smaller picture (512 px on the longer side), the OSCR condition "
+        "computed once and steps that barely change skipped. Generate for the final image"
+    )
 
     def execute(self, context: bpy.types.Context) -> set[str]:
         if self.refuse_wait_in_ui():
@@ -64,7 +70,7 @@ class SEETHROUGH_OT_generate(WaitsInBackground, bpy.types.Operator):  # noqa: N8
         )
 
 
-class SEETHROUGH_OT_generate_frames(WaitsInBackground, bpy.types.Operator):  # noqa: N801
+class SEETHROUGH_OT_generate_frames(DraftOption, WaitsInBackground, bpy.types.Operator):  # noqa: N801
     """Generate the scene's frame range (Start to End) as one steady shot: the first frame is generated,
     each later one keeps the frame before and regenerates only what changed (a camera move keeps the
     picture reprojected). The frames are written as a numbered image sequence"""
@@ -72,19 +78,11 @@ class SEETHROUGH_OT_generate_frames(WaitsInBackground, bpy.types.Operator):  # n
     bl_idname = "seethrough.generate_frames"
     bl_label = "Generate Frames"
 
-    draft: bpy.props.BoolProperty(  # type: ignore[valid-type]
-        name="Draft", default=False, options={"SKIP_SAVE"}
+    DRAFT = (
+        "A quick look at the shot: every frame of the range smaller (512 px on the longer side), the OSCR "
+        "condition computed once and steps that barely change skipped, into a folder of its own. Generate "
+        "Frames for the final frames"
     )
-
-    @classmethod
-    def description(cls, context: bpy.types.Context, properties) -> str:
-        if properties.draft:
-            return (
-                "A quick look at the shot: every frame of the range smaller (512 px on the longer side), "
-                "the OSCR condition computed once and steps that barely change skipped, into a folder of "
-                "its own. Generate Frames for the final frames"
-            )
-        return cls.__doc__
 
     @classmethod
     def poll(cls, context: bpy.types.Context) -> bool:
