@@ -16,7 +16,8 @@ from seethrough_core.png import write_bytes_atomic
 from seethrough_core.record import RESULT_SUFFIX, load_layout_or_result, read_result_record
 
 from . import box_links, box_props, look, scene_io
-from .props import MAX_UI_SEED, TEMPLATE_ITEMS
+from .panel_settings import use_record_settings
+from .props import TEMPLATE_ITEMS
 from .scene_checks import scene_layout
 from .templates import get_template
 
@@ -249,14 +250,7 @@ class SEETHROUGH_OT_import_layout(bpy.types.Operator, ImportHelper):  # noqa: N8
             look.style_box(obj)
         message = f"Imported {len(layout.boxes)} boxes and camera {scene.camera.name!r}"
         if record is not None:  # the settings it was made with, so Generate makes it again
-            props = scene.seethrough
-            if 0 <= record.seed <= MAX_UI_SEED:
-                props.seed, props.random_seed = record.seed, False
-                message += f", seed {record.seed}"
-            else:
-                message += f" (seed {record.seed} is beyond the seed field: Random Seed is left as it was)"
-            props.steps, props.guidance = record.steps, record.guidance
-            message += f", {record.steps} steps, guidance {record.guidance:g}"
+            message += f", {use_record_settings(scene, record)}"
         self.report({"INFO"}, message)
         return {"FINISHED"}
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 
 import bpy
 
@@ -78,6 +79,13 @@ class SEETHROUGH_OT_generate_frames(DraftOption, WaitsInBackground, bpy.types.Op
     bl_idname = "seethrough.generate_frames"
     bl_label = "Generate Frames"
 
+    seed: bpy.props.IntProperty(  # type: ignore[valid-type]
+        name="Seed",
+        description="The shot's seed (-1: the Generate panel's): Resume goes on with a stopped shot's",
+        default=-1,
+        min=-1,
+        options={"SKIP_SAVE"},
+    )
     DRAFT = (
         "A quick look at the shot: every frame of the range smaller (512 px on the longer side), the OSCR "
         "condition computed once and steps that barely change skipped, into a folder of its own. Generate "
@@ -93,7 +101,10 @@ class SEETHROUGH_OT_generate_frames(DraftOption, WaitsInBackground, bpy.types.Op
             return {"CANCELLED"}
         scene = context.scene
         try:
-            what = SHOT.start(scene, settings(), PanelSettings.of(scene), draft=self.draft)
+            panel = PanelSettings.of(scene)
+            if self.seed >= 0:  # Resume: the stopped shot's seed
+                panel = replace(panel, seed=self.seed)
+            what = SHOT.start(scene, settings(), panel, draft=self.draft)
         except SeeThroughError as exc:  # a frame's scene, a setting or the address: nothing was sent
             self.report({"ERROR"}, f"cannot generate frames: {exc}")
             return {"CANCELLED"}

@@ -1,11 +1,14 @@
-"""Results: reopen a history entry, put a result behind the camera, drop an entry from the list."""
+"""Results: reopen a history entry, put a result behind the camera, make it again, drop it from the list."""
 
 from __future__ import annotations
 
 import bpy
 from bpy.props import IntProperty
 
+from seethrough_core.record import GenerationRecord
+
 from . import images
+from .panel_settings import use_record_settings
 
 
 def history_item(context: bpy.types.Context, index: int):
@@ -60,6 +63,31 @@ class SEETHROUGH_OT_use_as_background(bpy.types.Operator):  # noqa: N801
         return {"FINISHED"}
 
 
+class SEETHROUGH_OT_use_result_settings(bpy.types.Operator):  # noqa: N801
+    """Set the Generate panel's seed (Random off), steps and guidance to the shown result's: Generate,
+    or Generate Frames as its first frame, makes that picture again"""
+
+    bl_idname = "seethrough.use_result_settings"
+    bl_label = "Use Its Seed"
+    bl_options = {"REGISTER", "UNDO"}
+
+    index: IntProperty(name="Index", default=-1, description="History entry (-1: the active one)")
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        item = history_item(context, self.index)
+        record = images.image_record(item.image) if item is not None and item.image is not None else None
+        if record is None:
+            self.report({"ERROR"}, "pick a generated result in the history first")
+            return {"CANCELLED"}
+        try:
+            settings = use_record_settings(context.scene, GenerationRecord.from_dict(record))
+        except (KeyError, TypeError, ValueError) as exc:
+            self.report({"ERROR"}, f"the record of {item.name!r} cannot be read: {exc}")
+            return {"CANCELLED"}
+        self.report({"INFO"}, f"The Generate panel now makes {item.name!r}: {settings}")
+        return {"FINISHED"}
+
+
 class SEETHROUGH_OT_remove_history_item(bpy.types.Operator):  # noqa: N801
     """Remove an entry from the history list; the image itself stays in the file"""
 
@@ -83,5 +111,6 @@ class SEETHROUGH_OT_remove_history_item(bpy.types.Operator):  # noqa: N801
 CLASSES = (
     SEETHROUGH_OT_open_history_item,
     SEETHROUGH_OT_use_as_background,
+    SEETHROUGH_OT_use_result_settings,
     SEETHROUGH_OT_remove_history_item,
 )

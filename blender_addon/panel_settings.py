@@ -13,6 +13,8 @@ from typing import Any
 
 import bpy
 
+from seethrough_core.record import GenerationRecord
+
 from .props import MAX_UI_SEED
 
 
@@ -64,3 +66,16 @@ class PanelSettings:
 
 
 EDIT_SETTINGS = ("edit strength", "edit margin", "reproject limit")  # of shot_settings: only edits use them
+
+
+def use_record_settings(scene: bpy.types.Scene, record: GenerationRecord) -> str:
+    """Set the Generate panel to make a picture as ``record``'s was made: its seed (Random off), steps and
+    guidance; returns what was set, for the report."""
+    props = scene.seethrough
+    if 0 <= record.seed <= MAX_UI_SEED:
+        props.seed, props.random_seed = record.seed, False
+        seed = f"seed {record.seed}"
+    else:
+        seed = f"seed {record.seed} is beyond the seed field: Random Seed is left as it was"
+    props.steps, props.guidance = record.steps, record.guidance
+    return f"{seed}, {record.steps} steps, guidance {record.guidance:g}"

@@ -186,6 +186,11 @@ class SEETHROUGH_PT_generate(SeeThroughPanel, bpy.types.Panel):  # noqa: N801
         elif SHOT.outcome is not None:
             icon = {"done": "CHECKMARK", "failed": "ERROR"}.get(SHOT.state, "INFO")
             draw_message(layout, SHOT.outcome, icon, alert=SHOT.state == "failed")
+            if SHOT.state != "done":  # its seed, whatever the panel's is now (Random draws a new one)
+                resume = layout.operator(
+                    "seethrough.generate_frames", text=f"Resume {SHOT.name} (seed {SHOT.seed})", icon="PLAY"
+                )
+                resume.seed, resume.draft = SHOT.seed, SHOT.draft
             return
         if status is None:
             return
@@ -249,6 +254,7 @@ class SEETHROUGH_PT_results(SeeThroughPanel, bpy.types.Panel):  # noqa: N801
         row.operator("seethrough.open_history_item", text="Open", icon="IMAGE_DATA")
         row.operator("seethrough.use_as_background", text="Backplate", icon="CAMERA_DATA")
         row.operator("seethrough.upscale_result", text="Upscale", icon="FULLSCREEN_ENTER")
+        row.operator("seethrough.use_result_settings", text="", icon="RECOVER_LAST")
         row.operator("seethrough.remove_history_item", text="", icon="X")
         if 0 <= props.history_index < len(props.history):
             item = props.history[props.history_index]

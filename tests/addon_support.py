@@ -219,8 +219,10 @@ class RecordingLayout:
         assert name in data.bl_rna.properties, f"{data!r} has no property {name!r}"
         self.log.append(f"prop:{name}")
 
-    def operator(self, idname: str, **kwargs) -> _OperatorProps:
+    def operator(self, idname: str, text: str = "", **kwargs) -> _OperatorProps:
         self.log.append(f"operator:{idname}")
+        if text:  # the button's own text, as an entry of its own
+            self.log.append(f"button:{text}")
         return _OperatorProps(idname)
 
     def template_list(self, list_type, list_id, data, prop, active_data, active_prop, **kwargs) -> None:

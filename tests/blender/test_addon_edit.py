@@ -152,6 +152,18 @@ def test_without_a_result_the_edit_buttons_are_off_and_say_why(addon, tmp_path):
     assert not bpy.ops.seethrough.regenerate_changed.poll()
     bpy.context.view_layer.objects.active = bpy.context.scene.objects["a red vintage car"]
     assert not bpy.ops.seethrough.vary_box.poll()
+    with pytest.raises(RuntimeError, match="pick a generated result in the history first"):
+        bpy.ops.seethrough.use_result_settings()
+
+
+def test_use_its_seed_sets_the_panel_to_make_the_shown_result_again(shot):
+    props = shot.seethrough
+    props.random_seed, props.seed, props.steps, props.guidance = True, 9, 3, 2.0
+    assert bpy.ops.seethrough.use_result_settings() == {"FINISHED"}
+    assert (props.random_seed, props.seed, props.steps) == (False, 5, 2)
+    assert props.guidance == pytest.approx(
+        read_png_record(bytes(shot.seethrough.history[0].image.packed_file.data)).guidance
+    )
 
 
 def test_a_camera_pan_keeps_the_shown_result_reprojected(shot):

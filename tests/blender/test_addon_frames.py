@@ -187,6 +187,13 @@ def test_cancel_stops_the_shot_and_says_what_is_written(animated):
     assert SHOT.state == "cancelled", SHOT.message
     assert "frame 1 was not made" in SHOT.message and "0 of 2 frames" in SHOT.message
     assert "Generate Frames again with seed 5 goes on from there" in SHOT.message
+    # Resume goes on with the shot's seed, though the panel now draws a new one for every press
+    assert "button:Resume Generate Frames (seed 5)" in drawn_generate_panel()
+    animated.seethrough.random_seed = True
+    assert bpy.ops.seethrough.generate_frames(seed=SHOT.seed) == {"FINISHED"}
+    assert SHOT.running and SHOT.seed == 5 and SHOT.folder == shot_dir(animated)
+    assert bpy.ops.seethrough.cancel() == {"FINISHED"}
+    pump_until_done()
 
 
 def test_frames_made_in_two_stages_edit_the_base_of_the_frame_before(animated):
