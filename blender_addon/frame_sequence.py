@@ -11,7 +11,7 @@ artist presses Generate Frames, so working on the scene meanwhile changes nothin
 The frames are files, not results: each is written at once as FOLDER/NNNN.png (an image sequence
 Blender, a compositor or an editor reads as it is), nothing is packed into the .blend, and the shot
 is shown behind the camera when it is done. Generate Frames again with the same seed goes on after the
-last frame written for the same layouts. Main thread only.
+last frame written for the same layouts and settings (each frame's record keeps them). Main thread only.
 """
 
 from __future__ import annotations
@@ -47,6 +47,10 @@ from .scene_checks import SceneError, scene_layout
 FRAME_DIGITS = 4  # 0001.png: the number last, so Blender and editors read the folder as a sequence
 SHOT_IMAGE = "SeeThrough Frames"
 REMEDY = "Generate Frames again from the first frame: remove the shot's folder"
+TEMP_NOTE = (
+    "the .blend is not saved and no Output Folder is set, so the frames go to the temp folder, which the "
+    "system may empty: save the .blend (they then go beside it) or set an Output Folder to keep them"
+)
 
 
 @dataclass(frozen=True)
@@ -231,8 +235,10 @@ class FrameSequence:
             self.state = "idle"  # refused before anything was sent: the operator reports why
             raise
         kept = f", {self.kept} kept from before" if self.kept else ""
+        notes = [TEMP_NOTE] if settings.in_temp else []
         if why:  # the frames there from this one on are replaced: say why
-            self.note = f"frame {frames[self.kept].number} and the frames after it are made again: {why}"
+            notes.append(f"frame {frames[self.kept].number} and the frames after it are made again: {why}")
+        self.note = "; ".join(notes)
         what = f"{len(frames)} frames (seed {seed}{kept}) into {self.folder}"
         return f"{what}; {self.note}" if self.note else what
 
@@ -365,7 +371,7 @@ class FrameSequence:
         if self.copied:
             done += f" ({self.copied} unchanged, copied)"
         if state == "done":
-            self.message = f"Done: {done}"
+            self.message = f"Done: {done}" + (f" ({TEMP_NOTE})" if self.settings.in_temp else "")
             self._show_behind_camera()
         else:
             again = f"{self.name} again with seed {self.seed} goes on from there"

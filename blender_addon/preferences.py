@@ -38,6 +38,7 @@ class Settings:
     timeout_s: float = DEFAULT_TIMEOUT_S
     retry_s: float = DEFAULT_SERVER_RETRY_S  # a server that went away during a job is asked again so long
     output_dir: str = ""
+    blend_file: str = ""  # the saved .blend's path (bpy.data.filepath): its output goes beside it
     server_executable: str = "seethrough"
     server_arguments: str = DEFAULT_SERVER_ARGUMENTS
     server_log: str = ""
@@ -62,14 +63,24 @@ class Settings:
         return ClientKeys.from_files(bpy.path.abspath(server), bpy.path.abspath(client))
 
     def output_root(self) -> Path:
-        """Where renders and results are written: the preference, else <temp>/seethrough."""
+        """The Output Folder, else <temp>/seethrough (the local server's log goes there)."""
         if self.output_dir.strip():
             return Path(bpy.path.abspath(self.output_dir.strip()))
         return Path(tempfile.gettempdir()) / "seethrough"
 
+    @property
+    def in_temp(self) -> bool:
+        """Renders, results and shots go to the temp folder: no Output Folder, and the .blend is not saved."""
+        return not self.output_dir.strip() and not self.blend_file
+
     def scene_dir(self, scene_name: str) -> Path:
-        """Where a scene's OSCR renders, results and shots are written."""
-        return self.output_root() / safe_name(scene_name)
+        """Where a scene's OSCR renders, results and shots are written: under the Output Folder; without
+        one, beside the saved .blend (seethrough_NAME/, as Blender keeps blendcache_NAME/), so they stay
+        with the project: frames are not packed into it; the temp folder only for an unsaved file."""
+        if self.output_dir.strip() or not self.blend_file:
+            return self.output_root() / safe_name(scene_name)
+        blend = Path(self.blend_file)
+        return blend.parent / f"seethrough_{blend.stem}" / safe_name(scene_name)
 
     def log_path(self) -> Path:
         if self.server_log.strip():
@@ -119,9 +130,11 @@ def address_problem(address: str) -> str | None:
 def settings() -> Settings:
     addon = bpy.context.preferences.addons.get(ADDON_ID)
     prefs = getattr(addon, "preferences", None)
+    blend_file = getattr(bpy.data, "filepath", "")  # none while the add-on registers (restricted data)
     if prefs is None:
-        return Settings()
+        return Settings(blend_file=blend_file)
     return Settings(
+        blend_file=blend_file,
         server_address=prefs.server_address.strip(),
         timeout_s=prefs.timeout_s,
         retry_s=prefs.retry_s,
@@ -185,7 +198,8 @@ class SEETHROUGH_AP_preferences(bpy.types.AddonPreferences):  # noqa: N801
     )
     output_dir: StringProperty(
         name="Output Folder",
-        description="Where OSCR renders, masks and generated images go (empty: the system temp folder)",
+        description="Where OSCR renders, masks, generated images and frames go (empty: beside the saved "
+        ".blend, in seethrough_NAME; the system temp folder while the .blend is not saved)",
         subtype="DIR_PATH",
     )
     server_executable: StringProperty(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import math
 import re
+import tempfile
 from pathlib import Path
 
 import bpy
@@ -271,3 +272,24 @@ def test_draft_frames_make_the_shot_small_and_quick_in_a_folder_of_its_own(anima
         assert record.condition_cache is True and record.step_cache == DRAFT_STEP_CACHE
     assert records[1].parent["kind"] == "edit" and f"{DOG}: moved" in records[1].parent["changes"]
     assert not shot_dir(scene).exists()
+
+
+def test_without_an_output_folder_a_shot_goes_beside_the_saved_blend(animated, tmp_path, monkeypatch):
+    """Frames are not packed into the .blend: without an Output Folder they go beside the saved .blend
+    (seethrough_NAME/, as Blender's blendcache_NAME/), and for an unsaved one to the temp folder, which
+    the panel says, with what to do."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "temp"))
+    prefs().output_dir = ""
+    for saved in (False, True):
+        if saved:
+            bpy.ops.wm.save_as_mainfile(filepath=str(tmp_path / "street.blend"))
+        assert bpy.ops.seethrough.generate_frames() == {"FINISHED"}
+        folder = SHOT.folder
+        assert bpy.ops.seethrough.cancel() == {"FINISHED"}
+        pump_until_done()
+        if saved:
+            assert folder.parent.parent == tmp_path / "seethrough_street" / safe_name(animated.name)
+            assert SHOT.note == ""
+        else:
+            assert folder.is_relative_to(tmp_path / "temp" / "seethrough")
+            assert SHOT.note.startswith("the .blend is not saved and no Output Folder is set")
