@@ -26,7 +26,7 @@ from seethrough_core.protocol import (
     Result,
     decode_request,
 )
-from seethrough_core.server_process import free_loopback_port
+from seethrough_core.server_process import ServerProcess, free_loopback_port
 
 ADDON = "blender_addon"  # the package name when enabled from this checkout
 
@@ -81,6 +81,14 @@ def tiny_server(python: str, log_path: Path) -> Iterator[str]:
     finally:
         process.terminate()
         process.wait(30)
+
+
+def tiny_server_process(python: str, log_path: Path) -> ServerProcess:
+    """`seethrough serve --tiny` run by ``python`` at a free loopback address, not started: a server a
+    test can kill and start again at the same address."""
+    endpoint = f"tcp://127.0.0.1:{free_loopback_port()}"
+    argv = [python, "-m", "seethrough", "serve", "--tiny", "--bind", endpoint]
+    return ServerProcess(argv, log_path, endpoint)
 
 
 def pump_until_done(timeout_s: float = 120.0, on_pump: Callable[[], None] | None = None):

@@ -15,7 +15,7 @@ from pathlib import Path
 import bpy
 import numpy as np
 import pytest
-from addon_support import drawn_generate_panel, import_scene, prefs, pump_until_done
+from addon_support import drawn_generate_panel, import_scene, prefs, pump_until_done, tiny_server_process
 from conftest import DOG, LAYOUT_WITH_DOG, MAIN_PYTHON
 from PIL import Image
 
@@ -27,7 +27,6 @@ from blender_addon.render_ahead import AHEAD
 from seethrough_core.generate_and_save import safe_name
 from seethrough_core.limits import DRAFT_STEP_CACHE
 from seethrough_core.record import read_png_record
-from seethrough_core.server_process import ServerProcess, free_loopback_port
 
 pytestmark = pytest.mark.slow
 
@@ -221,9 +220,8 @@ def test_a_shot_waits_for_a_server_that_went_away_and_goes_on(animated, tmp_path
     the shot stopped at frame 3 with "server unreachable")."""
     scene = animated
     scene.frame_end = 3  # frame 2 is a copy; frame 3 (the dog moved) is the job the kill hits
-    endpoint = f"tcp://127.0.0.1:{free_loopback_port()}"
-    argv = [MAIN_PYTHON, "-m", "seethrough", "serve", "--tiny", "--bind", endpoint]
-    server = ServerProcess(argv, tmp_path / "server.log", endpoint)
+    server = tiny_server_process(MAIN_PYTHON, tmp_path / "server.log")
+    endpoint = server.endpoint
     server.start()
     waiting: list[str] = []
 

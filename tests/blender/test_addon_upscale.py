@@ -15,9 +15,9 @@ from pathlib import Path
 import bpy
 import numpy as np
 import pytest
-from addon_support import DrawSelf, RecordingLayout, configure, prefs, pump_until_done
+from addon_support import DrawSelf, RecordingLayout, configure, prefs, pump_until_done, tiny_server_process
 from bpy_helpers import read_rgb
-from conftest import BASE_LAYOUT, LAYOUT_WITH_DOG
+from conftest import BASE_LAYOUT, LAYOUT_WITH_DOG, MAIN_PYTHON
 
 from blender_addon import generation_jobs, images, scene_io, ui
 from blender_addon.generation_jobs import RUNNER
@@ -261,3 +261,41 @@ def test_the_panel_says_which_tile_views_render():
     assert status.message == "Upscaling: rendering the OSCR views of 3 more tiles in one go"
     _update_status(status, TileStep("tile_r00_c00", 0, 4, 3, 10))
     assert status.message == "Upscaling: tile 1/4 (tile_r00_c00) step 3/10" and status.total == 40
+
+
+def test_a_server_that_goes_away_during_the_tiles_is_waited_for(addon, tmp_path, monkeypatch):
+    """Generate at the render size; the server is killed (SIGKILL) just before the first tile is sent,
+    and started again at the same address once the panel says that it went away: the tile is sent to it
+    again and the frame is made (before, the job failed and only Upscale resumed it)."""
+    scene = frame_scene(tmp_path)
+    set_render_size(scene, FRAME)
+    scene.seethrough.upscale_to_render = True
+    server = tiny_server_process(MAIN_PYTHON, tmp_path / "server.log")
+    endpoint = server.endpoint
+    killed, run_tile = threading.Event(), UpscaleRunner._run_tile
+
+    def kill_before_the_first_tile(self, client, tile, request, boxes):
+        if not killed.is_set():
+            server.process.kill()
+            server.process.wait()
+            killed.set()
+        return run_tile(self, client, tile, request, boxes)
+
+    monkeypatch.setattr(UpscaleRunner, "_run_tile", kill_before_the_first_tile)
+    states: list[str] = []
+
+    def restart_when_waiting() -> None:
+        states.append(RUNNER.status.state)
+        if states[-1] == "waiting" and not server.running:
+            server.start()  # the artist starts it again; it answers within seconds
+
+    server.start()
+    try:
+        server.wait_ready()
+        configure(endpoint, tmp_path / "out", timeout_s=3.0)
+        prefs().retry_s = 120.0
+        frame = run_and_wait(bpy.ops.seethrough.generate, on_pump=restart_when_waiting)
+    finally:
+        server.stop()
+    assert killed.is_set() and "waiting" in states
+    assert tuple(frame.size) == FRAME and len(images.image_record(frame)["upscale"]["tiles"]) == 2
