@@ -22,6 +22,7 @@ PAIRS_PER_ROW = 2  # each cell is the OSCR image and the result beside it
 GAP = 4
 CAPTION_H = 30
 NOISE_LABEL = "noise (tiny model)"
+LISTED = 10  # the summary names at most this many images kept though made with other options
 BACKGROUND, TEXT, WARNING = (24, 24, 24), (220, 220, 220), (255, 170, 60)
 
 
@@ -140,6 +141,13 @@ def summary_table(summary: BatchSummary, inputs: list[Path]) -> str:
     if failures:
         lines.append("failed:")
         lines.extend(f"  {o.label}: {o.reason}" for o in failures)
+    otherwise = [o for o in summary.outcomes if o.status == "skipped" and o.reason]
+    if otherwise:  # a rerun with other options keeps what it finds complete: say so, not silently
+        again = "--overwrite makes them again"
+        lines.append(f"kept from before, made with other options ({len(otherwise)}; {again}):")
+        lines.extend(f"  {o.label}: {o.reason}" for o in otherwise[:LISTED])
+        if len(otherwise) > LISTED:
+            lines.append(f"  ... and {len(otherwise) - LISTED} more")
     if summary.interrupted:
         lines.append("interrupted: rerun the same command to finish; completed images are kept")
     return "\n".join(lines)

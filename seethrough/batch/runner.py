@@ -18,6 +18,7 @@ longer knows is submitted again. When the last server gives up, what is left fai
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -403,12 +404,34 @@ class BatchRunner:
         pending = []
         for task in (Task.of(shot, seed, self.options.out_dir) for seed in self.options.seeds):
             if self.options.keeps(task):
-                self._finish(Outcome(shot.input_path, task.label, "skipped", image_path=task.image_path))
+                reason = self._made_otherwise(task)  # kept all the same, and said
+                self._finish(
+                    Outcome(shot.input_path, task.label, "skipped", reason, image_path=task.image_path)
+                )
             elif self._base_kept(task):
                 self._queue_upscale(task)
             else:
                 pending.append(task)
         return pending
+
+    def _made_otherwise(self, task: Task) -> str:
+        """How a complete image this run keeps differs from what its options make now ("": it does not):
+        its steps, guidance or size. It is kept all the same; --overwrite makes it again."""
+        try:
+            record = read_png_file_record(task.image_path)  # its text chunks only
+        except (OSError, ValueError):
+            return ""
+        if record is None:
+            return ""
+        layout, options = task.shot.layout, self.options
+        differ = []
+        if record.steps != options.steps:
+            differ.append(f"{record.steps} steps, not {options.steps}")
+        if not math.isclose(record.guidance, options.guidance, rel_tol=1e-6):
+            differ.append(f"guidance {record.guidance:g}, not {options.guidance:g}")
+        if (record.width, record.height) != (layout.width, layout.height):
+            differ.append(f"{record.width}x{record.height}, not {layout.width}x{layout.height}")
+        return f"made with {', '.join(differ)}" if differ else ""
 
     def _base_kept(self, task: Task) -> bool:
         """A frame made in two stages whose base an interrupted run kept: only its upscale is left."""
@@ -647,7 +670,8 @@ class BatchRunner:
         if outcome.status == "done":
             text = f"done    {outcome.label} on {outcome.server} in {outcome.generate_s:.1f} s{note}"
         elif outcome.status == "skipped":
-            text = f"skipped {outcome.label} (already complete)"
+            otherwise = f"; {outcome.reason}: --overwrite makes it again" if outcome.reason else ""
+            text = f"skipped {outcome.label} (already complete{otherwise})"
         else:
             text = f"FAILED  {outcome.label}: {outcome.reason}"
         self._progress.advance(text)

@@ -13,6 +13,7 @@ from PIL import Image
 
 from blender_addon.scene_io import add_camera, layout_to_scene
 from seethrough.batch.inputs import CameraChoice, InputError, expand_inputs, parse_frames, parse_seeds
+from seethrough.batch.report import summary_table
 from seethrough.batch.runner import BatchOptions, BatchRunner
 from seethrough_core.layout import Camera, Layout, load_layout
 from seethrough_core.record import PNG_KEY, GenerationRecord
@@ -56,7 +57,8 @@ def write_blend(path: Path, *, second_camera: bool = False, animate: bool = Fals
 
 
 def run_batch(inputs, out, servers, **options) -> object:
-    opts = BatchOptions(out_dir=out, servers=servers, seeds=options.pop("seeds", [1]), steps=STEPS, **options)
+    options.setdefault("steps", STEPS)
+    opts = BatchOptions(out_dir=out, servers=servers, seeds=options.pop("seeds", [1]), **options)
     return BatchRunner(opts).run(expand_inputs([str(p) for p in inputs]))
 
 
@@ -85,6 +87,17 @@ def test_good_inputs_generate_and_a_corrupt_one_is_reported(empty_blender, tmp_p
     again = run_batch(sorted(tmp_path.glob("*.*")), out, servers[:1])
     assert again.count("done") == 0 and again.count("skipped") == 2 and again.render_s == 0.0
     assert {p: p.stat().st_mtime_ns for p in out.rglob("0001_1.*")} == before
+    assert all(o.reason == "" for o in again.outcomes if o.status == "skipped")
+    assert "kept from before" not in summary_table(again, [])
+
+    # With other options the complete images are still kept (never overwritten unasked), and that is said
+    other = run_batch(sorted(tmp_path.glob("*.*")), out, servers[:1], steps=STEPS + 1)
+    assert other.count("skipped") == 2 and {p: p.stat().st_mtime_ns for p in out.rglob("0001_1.*")} == before
+    kept = {o.label: o.reason for o in other.outcomes if o.status == "skipped"}
+    assert set(kept.values()) == {f"made with {STEPS} steps, not {STEPS + 1}"}
+    table = summary_table(other, [])
+    assert "kept from before, made with other options (2; --overwrite makes them again):" in table
+    assert f"  street/Camera/0001_1.png: made with {STEPS} steps, not {STEPS + 1}" in table
 
 
 def test_two_cameras_two_seeds_on_two_servers(empty_blender, tmp_path, servers):
