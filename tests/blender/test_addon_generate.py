@@ -269,7 +269,7 @@ def test_a_refused_key_is_explained_in_the_panel_within_the_timeout(shot, out_di
 
 
 def test_a_server_that_dies_mid_job_and_stays_away_fails_the_job_and_keeps_earlier_results(shot, out_dir):
-    healthy, dying = FakeServer("finish"), FakeServer("die")
+    healthy, dying, again = FakeServer("finish"), FakeServer("die"), FakeServer("die")
     try:
         configure(healthy.address, out_dir, timeout_s=0.5)
         shot.seethrough.random_seed = True
@@ -287,9 +287,20 @@ def test_a_server_that_dies_mid_job_and_stays_away_fails_the_job_and_keeps_earli
         assert status.step == 1  # it was mid-job
         assert [item.image for item in shot.seethrough.history] == [first]
         assert first.name in bpy.data.images and first.packed_file is not None
+
+        # Cancel ends the waiting at once (here the server would be asked again for a minute)
+        prefs().server_address, prefs().retry_s = again.address, 60.0
+        bpy.ops.seethrough.generate()
+
+        def cancel_when_waiting() -> None:
+            if RUNNER.status.state == "waiting":
+                assert bpy.ops.seethrough.cancel() == {"FINISHED"}
+
+        status = pump_until_done(timeout_s=20, on_pump=cancel_when_waiting)
+        assert status.state == "cancelled", status.message
     finally:
-        healthy.close()
-        dying.close()
+        for server in (healthy, dying, again):
+            server.close()
 
 
 @pytest.mark.each_blender
