@@ -48,6 +48,25 @@ def paint(layout: Layout) -> np.ndarray:
     return np.clip(image, 0, 255).astype(np.uint8)
 
 
+def tinted(picture: np.ndarray, region: np.ndarray) -> np.ndarray:
+    """``picture`` with ``region`` (what regenerates) tinted red."""
+    shown = picture.astype(np.float64)
+    shown[region] = 0.45 * shown[region] + 0.55 * np.array([255.0, 40.0, 40.0])
+    return shown.astype(np.uint8)
+
+
+def strip(panels: list[tuple[np.ndarray, str]]) -> Image.Image:
+    """The pictures side by side, each with its caption above it."""
+    gap, label = 8, 22
+    sheet = Image.new("RGB", (len(panels) * WIDTH + (len(panels) - 1) * gap, HEIGHT + label), "white")
+    draw = ImageDraw.Draw(sheet)
+    for k, (panel, caption) in enumerate(panels):
+        x = k * (WIDTH + gap)
+        sheet.paste(Image.fromarray(np.asarray(panel, dtype=np.uint8)), (x, label))
+        draw.text((x + 4, 5), caption, fill="black")
+    return sheet
+
+
 def main() -> None:
     camera = Camera((0.0, 0.0, 1.6), (82.0, 0.0, 0.0), lens_mm=30.0)
     before = Layout("a street", (WIDTH, HEIGHT), camera, BOXES)
@@ -58,21 +77,13 @@ def main() -> None:
 
     shown = result.image.copy()
     shown[~result.seen] = (220, 0, 200)  # what the previous frame does not show
-    overlay = result.image.astype(np.float64)
-    overlay[result.region] = 0.45 * overlay[result.region] + 0.55 * np.array([255.0, 40.0, 40.0])
-
-    gap, label = 8, 22
-    sheet = Image.new("RGB", (3 * WIDTH + 2 * gap, HEIGHT + label), "white")
-    draw = ImageDraw.Draw(sheet)
-    captions = (
-        "previous frame",
-        "reprojected into the moved camera",
-        f"region that regenerates ({result.share:.0%})",
+    sheet = strip(
+        [
+            (previous, "previous frame"),
+            (shown, "reprojected into the moved camera"),
+            (tinted(result.image, result.region), f"region that regenerates ({result.share:.0%})"),
+        ]
     )
-    for k, (panel, caption) in enumerate(zip((previous, shown, overlay), captions, strict=True)):
-        x = k * (WIDTH + gap)
-        sheet.paste(Image.fromarray(np.asarray(panel, dtype=np.uint8)), (x, label))
-        draw.text((x + 4, 5), caption, fill="black")
     path = REPO / "docs" / "images" / "reprojection.png"
     sheet.save(path, optimize=True)
     print(f"{path}: {result.share:.1%} regenerates, {(~result.seen).mean():.1%} not seen")

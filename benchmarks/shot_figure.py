@@ -17,22 +17,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "benchmarks")]
 
-import numpy as np  # noqa: E402  (after the path fix-up above)
-from PIL import Image, ImageDraw  # noqa: E402
-from reprojection_figure import BOXES, HEIGHT, MARGIN, WIDTH, paint  # noqa: E402
+from reprojection_figure import BOXES, HEIGHT, MARGIN, WIDTH, paint, strip, tinted  # noqa: E402
 
 from seethrough_core.edit_region import layout_change  # noqa: E402
 from seethrough_core.layout import Camera, Layout  # noqa: E402
 from seethrough_core.reprojection import reproject  # noqa: E402
-
-RED = np.array([255.0, 40.0, 40.0])
-
-
-def regenerated(picture: np.ndarray, region: np.ndarray) -> np.ndarray:
-    """``picture`` with the region that regenerates tinted red."""
-    shown = picture.astype(np.float64)
-    shown[region] = 0.45 * shown[region] + 0.55 * RED
-    return shown.astype(np.uint8)
 
 
 def main() -> None:
@@ -47,19 +36,14 @@ def main() -> None:
     frame_3 = paint(moved)  # stands in for the edit: outside its region it is frame 2's, exactly
     frame_3[~change.region] = frame_1[~change.region]
     pan = reproject(frame_3, moved, panned, MARGIN)
-    panels = (
-        (frame_1, "1: generated whole"),
-        (frame_1, "2: layout unchanged: frame 1, copied"),
-        (regenerated(frame_3, change.region), f"3: the woman moved: {change.region.mean():.0%} regenerates"),
-        (regenerated(pan.image, pan.region), f"4: the camera pans: {pan.share:.0%} regenerates"),
+    sheet = strip(
+        [
+            (frame_1, "1: generated whole"),
+            (frame_1, "2: layout unchanged: frame 1, copied"),
+            (tinted(frame_3, change.region), f"3: the woman moved: {change.region.mean():.0%} regenerates"),
+            (tinted(pan.image, pan.region), f"4: the camera pans: {pan.share:.0%} regenerates"),
+        ]
     )
-    gap, label = 8, 22
-    sheet = Image.new("RGB", (len(panels) * WIDTH + (len(panels) - 1) * gap, HEIGHT + label), "white")
-    draw = ImageDraw.Draw(sheet)
-    for k, (panel, caption) in enumerate(panels):
-        x = k * (WIDTH + gap)
-        sheet.paste(Image.fromarray(panel), (x, label))
-        draw.text((x + 4, 5), caption, fill="black")
     path = REPO / "docs" / "images" / "shot_frames.png"
     sheet.save(path, optimize=True)
     print(f"{path}: frame 3 regenerates {change.region.mean():.1%}, frame 4 {pan.share:.1%}")
