@@ -20,6 +20,7 @@ from seethrough_core.edit_plan import PreviousPicture
 from seethrough_core.endpoint import parse_endpoint
 from seethrough_core.generation_settings import GenerationSettings
 from seethrough_core.layout import Layout
+from seethrough_core.limits import JOB_RESUBMITS
 from seethrough_core.rendered_layout import RenderedLayout, cache_folder, reusable
 from seethrough_core.upscale_plan import UpscalePlan, base_layout, plan_upscale
 from seethrough_core.vocabulary import DEFAULT_RENDER_ENGINE
@@ -43,6 +44,7 @@ from .headless import run_callback_until_done
 from .panel_settings import PanelSettings
 from .preferences import Settings
 from .scene_checks import scene_layout
+from .server_launcher import SERVER
 
 PUMP_INTERVAL_S = 0.1
 
@@ -189,10 +191,24 @@ def pump() -> bool:
     """Apply the job's waiting events; True while it still runs, or while Generate Frames has frames
     left (the next frame's job starts here once the one before is over). The timer calls this."""
     if RUNNER.pump(_apply_safely):
+        _restart_local_server(RUNNER.job)
         return True
     from .frame_sequence import SHOT  # here: it builds each frame's job with this module
 
     return SHOT.advance()
+
+
+def _restart_local_server(job: GenerationJob) -> None:
+    """A job waits for a server that went away: when that is the add-on's own local server and it
+    exited on its own (a crash, out of memory), start it again, at most JOB_RESUBMITS times a job (the
+    job is sent again no more often), and say so in the job's message."""
+    if job.status.state != "waiting" or job.local_restarts >= JOB_RESUBMITS:
+        return
+    what = SERVER.start_again_for(job.spec.endpoint)
+    if what is not None:
+        job.local_restarts += 1
+        job.status.message = f"{job.status.message} ({what})"
+        print(f"SeeThrough: {what}")
 
 
 def timer_callback() -> float | None:

@@ -372,6 +372,7 @@ class GenerationJob:
         self._tiles_done = 0  # the upscale's finished tiles (worker thread)
         self._tiles_kept = 0  # of those, kept from an interrupted upscale
         self._thread = threading.Thread(target=self._run, name="seethrough-generate", daemon=True)
+        self.local_restarts = 0  # main thread: how often the add-on's local server was started again for it
 
     def start(self) -> None:
         self._thread.start()

@@ -151,6 +151,27 @@ class LocalServer:
         self.server = ServerProcess(command.argv(), command.log_path, endpoint, keys)
         pid = self.server.start()
         self.state = ServerState("starting", f"Starting (pid {pid}): waiting for it to answer on {endpoint}")
+        self._watch_from_start()
+        return pid
+
+    def start_again_for(self, endpoint: str) -> str | None:
+        """A job waits for the server at ``endpoint``: when that is this server and it exited on its own
+        (a crash, out of memory; not a Stop), start it again, with the same command, log and address.
+        Returns what happened, for the job's message; None when it is not this server's to restart."""
+        server = self.server
+        if server is None or self.running or self.state.phase != "exited" or server.endpoint != endpoint:
+            return None
+        code = self.state.exit_code
+        self._end_watcher()
+        try:
+            pid = server.start()
+        except LocalServerError as exc:
+            return f"the local server exited with code {code} and cannot be started again: {exc}"
+        self.state = ServerState("starting", f"Started again (pid {pid}) after it exited with code {code}")
+        self._watch_from_start()
+        return f"the local server exited with code {code}; it is started again (pid {pid})"
+
+    def _watch_from_start(self) -> None:
         self._stop_watching = threading.Event()
         self._watcher = threading.Thread(
             target=self._watch,
@@ -159,7 +180,6 @@ class LocalServer:
             daemon=True,
         )
         self._watcher.start()
-        return pid
 
     def _watch(self, server: ServerProcess, stop: threading.Event) -> None:
         """Ask the server for `info` until it is ready, then keep an eye on the process."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -17,7 +18,8 @@ import pytest
 from addon_support import DrawSelf, RecordingLayout, configure, prefs
 from conftest import BASE_LAYOUT, MAIN_PYTHON
 
-from blender_addon import images, ops_server, preferences
+from blender_addon import generation_jobs, images, ops_server, preferences
+from blender_addon.generation_jobs import RUNNER
 from blender_addon.server_launcher import SERVER
 from seethrough_core.client import SeeThroughClient
 from seethrough_core.server_process import free_loopback_port as free_port
@@ -146,3 +148,36 @@ def test_wait_reports_a_failed_generation_as_an_error(addon, tmp_path):
     assert bpy.ops.seethrough.import_layout(filepath=str(layout)) == {"FINISHED"}
     with pytest.raises(RuntimeError, match="seethrough serve"):
         bpy.ops.seethrough.generate(wait=True)
+
+
+def test_the_local_server_that_exits_during_a_job_is_started_again_and_the_job_goes_on(
+    local_server, tmp_path, monkeypatch
+):
+    """The add-on's own local server is killed (SIGKILL, as out of memory would) just as the job asks
+    for its picture: the job waits for it, the add-on starts it again (same command, log and address)
+    and the job goes on to its picture. A server the artist stopped is not started again."""
+    local_server.timeout_s, local_server.retry_s = 3.0, 120.0
+    assert bpy.ops.seethrough.start_server(wait=True) == {"FINISHED"}
+    layout = tmp_path / "layout.json"
+    layout.write_text(json.dumps(BASE_LAYOUT))
+    assert bpy.ops.seethrough.import_layout(filepath=str(layout)) == {"FINISHED"}
+    scene = bpy.context.scene
+    scene.seethrough.random_seed, scene.seethrough.seed, scene.seethrough.steps = False, 3, 2
+    send, killed = generation_jobs.generate_and_save, threading.Event()
+
+    def killed_first(*args, **kwargs):
+        if not killed.is_set():
+            SERVER.process.kill()
+            SERVER.process.wait()
+            killed.set()
+        return send(*args, **kwargs)
+
+    monkeypatch.setattr(generation_jobs, "generate_and_save", killed_first)
+    assert bpy.ops.seethrough.generate(wait=True) == {"FINISHED"}
+    assert killed.is_set() and RUNNER.job.local_restarts == 1 and SERVER.running
+    assert scene.seethrough.history[-1].image.name == "Scene Camera seed 3"
+    assert Path(local_server.server_log).read_text().count(" starting: ") == 2
+
+    endpoint = RUNNER.job.spec.endpoint
+    SERVER.stop()
+    assert SERVER.start_again_for(endpoint) is None and not SERVER.running
