@@ -71,6 +71,11 @@ def shot_folder(
     return settings.scene_dir(scene_name) / "frames" / safe_name(name)
 
 
+def shot_name(draft: bool) -> str:
+    """The button that makes a shot, as the panel names it."""
+    return "Draft Frames" if draft else "Generate Frames"
+
+
 def draft_frame(frame: ShotFrame) -> ShotFrame:
     """The frame of Draft Frames: the same view at the draft size (rendered and generated at that size)."""
     layout = frame.layout
@@ -180,8 +185,7 @@ class FrameSequence:
 
     @property
     def name(self) -> str:
-        """The button that started the shot, for the panel."""
-        return "Draft Frames" if self.draft else "Generate Frames"
+        return shot_name(self.draft)
 
     @property
     def progress(self) -> str:
@@ -227,12 +231,16 @@ class FrameSequence:
             for index in range(self.kept, len(frames))
         )
         self.state = "running"
+        props = scene.seethrough  # saved with the .blend: a reopened file offers to resume the shot
+        last = props.shot_seed, props.shot_draft, props.shot_done
+        props.shot_seed, props.shot_draft, props.shot_done = seed, draft, False
         try:
             self._next(scene)
             if self.render_ahead and self.running:
                 self._render_ahead()
         except SeeThroughError:
             self.state = "idle"  # refused before anything was sent: the operator reports why
+            props.shot_seed, props.shot_draft, props.shot_done = last
             raise
         kept = f", {self.kept} kept from before" if self.kept else ""
         notes = [TEMP_NOTE] if settings.in_temp else []
@@ -373,6 +381,9 @@ class FrameSequence:
         if state == "done":
             self.message = f"Done: {done}" + (f" ({TEMP_NOTE})" if self.settings.in_temp else "")
             self._show_behind_camera()
+            scene = bpy.data.scenes.get(self.scene_name)
+            if scene is not None:
+                scene.seethrough.shot_done = True
         else:
             again = f"{self.name} again with seed {self.seed} goes on from there"
             self.message = f"Stopped: {why}. {done}; {again}"

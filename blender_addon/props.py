@@ -219,6 +219,13 @@ class SEETHROUGH_PG_scene(bpy.types.PropertyGroup):  # noqa: N801
     history: CollectionProperty(type=SEETHROUGH_PG_history_item)
     history_index: IntProperty(name="Active Result", default=-1)
 
+    # The last Generate Frames shot, saved with the .blend: after a reopen the panel offers to resume it.
+    shot_seed: IntProperty(
+        name="Shot Seed", description="The last shot's seed (-1: none)", default=-1, min=-1, max=MAX_UI_SEED
+    )
+    shot_draft: BoolProperty(name="Draft Shot", description="The last shot was Draft Frames")
+    shot_done: BoolProperty(name="Shot Done", description="The last shot was finished", default=True)
+
 
 CLASSES = (SEETHROUGH_PG_box, SEETHROUGH_PG_history_item, SEETHROUGH_PG_scene)
 

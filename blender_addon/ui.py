@@ -11,7 +11,7 @@ from seethrough_core.limits import frame_side_problem, side_problem
 from seethrough_core.upscale_plan import plan_upscale
 
 from . import box_links, box_props, compat, scene_io
-from .frame_sequence import SHOT
+from .frame_sequence import SHOT, shot_name
 from .generation_jobs import RUNNER
 from .preferences import address_problem, draw_message, draw_server_controls, preferences, settings
 from .result_edits import kept_settings
@@ -186,12 +186,13 @@ class SEETHROUGH_PT_generate(SeeThroughPanel, bpy.types.Panel):  # noqa: N801
         elif SHOT.outcome is not None:
             icon = {"done": "CHECKMARK", "failed": "ERROR"}.get(SHOT.state, "INFO")
             draw_message(layout, SHOT.outcome, icon, alert=SHOT.state == "failed")
-            if SHOT.state != "done":  # its seed, whatever the panel's is now (Random draws a new one)
-                resume = layout.operator(
-                    "seethrough.generate_frames", text=f"Resume {SHOT.name} (seed {SHOT.seed})", icon="PLAY"
-                )
-                resume.seed, resume.draft = SHOT.seed, SHOT.draft
+            if SHOT.state != "done":
+                draw_resume(layout, SHOT.seed, SHOT.draft)
             return
+        elif not busy and not props.shot_done and props.shot_seed >= 0:  # a shot of a reopened .blend
+            name = shot_name(props.shot_draft)
+            draw_message(layout, f"The last {name} (seed {props.shot_seed}) did not finish", "INFO")
+            draw_resume(layout, props.shot_seed, props.shot_draft)
         if status is None:
             return
         if busy and RUNNER.active:
@@ -214,6 +215,13 @@ class SEETHROUGH_PT_generate(SeeThroughPanel, bpy.types.Panel):  # noqa: N801
             draw_message(layout, status.message, "CHECKMARK" if status.state == "done" else "INFO")
         if status.is_noise:
             draw_message(layout, "The server runs random weights (--tiny): images are noise", "INFO")
+
+
+def draw_resume(layout: bpy.types.UILayout, seed: int, draft: bool) -> None:
+    """Resume a stopped shot: its seed, whatever the panel's is now (Random draws a new one)."""
+    name = shot_name(draft)
+    resume = layout.operator("seethrough.generate_frames", text=f"Resume {name} (seed {seed})", icon="PLAY")
+    resume.seed, resume.draft = seed, draft
 
 
 def draw_frame_size(layout: bpy.types.UILayout, scene: bpy.types.Scene) -> None:

@@ -101,6 +101,7 @@ def test_generate_frames_makes_a_steady_shot_and_a_rerun_goes_on_where_it_stoppe
     assert "Done: 4 of 4 frames" in drawn_generate_panel()
     assert SHOT.state == "done", SHOT.message
     assert status.state == "done" and SHOT.made == 3 and SHOT.copied == 1, SHOT.message
+    assert scene.seethrough.shot_done and "did not finish" not in drawn_generate_panel()
     assert scene.frame_current == 2  # the scene shows the frame it showed
     # Frames 3 and 4 render their OSCR images while the frames before them generate, each once: a job
     # waits for its frame's render in progress, or takes it back from the queue and renders it itself
@@ -194,6 +195,11 @@ def test_cancel_stops_the_shot_and_says_what_is_written(animated):
     assert SHOT.running and SHOT.seed == 5 and SHOT.folder == shot_dir(animated)
     assert bpy.ops.seethrough.cancel() == {"FINISHED"}
     pump_until_done()
+    # The .blend keeps which shot did not finish: reopened (the add-on knows of no shot), it offers it
+    SHOT._reset()
+    drawn = drawn_generate_panel()
+    assert "The last Generate Frames (seed 5) did not finish" in drawn
+    assert "button:Resume Generate Frames (seed 5)" in drawn
 
 
 def test_frames_made_in_two_stages_edit_the_base_of_the_frame_before(animated):
