@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass, replace
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -170,7 +171,9 @@ class FrameSequence:
         self.draft = False  # Draft Frames
         self.note = ""  # why frames there from before are made again (the panel shows it)
         self.started = 0.0  # time.monotonic() at the press: the pace of the frames made, for the time left
-        self.jobs = 0  # how many of the frames left at the press need a job (the others are copies)
+        # which frames need a job: the first, and each whose layout is not the frame before's (a copy)
+        self.needs_job: list[bool] = []
+        self.jobs = 0  # how many of the frames left at the press need a job
         self.cancel_requested = False
         self.last_job: GenerationJob | None = None  # the job running when the shot ended
 
@@ -226,10 +229,8 @@ class FrameSequence:
         if self.kept:
             self.previous = frame_file(self.folder, frames[self.kept - 1].number)
         self.started = time.monotonic()
-        self.jobs = sum(
-            index == 0 or not unchanged(frames[index - 1].layout, frames[index].layout)
-            for index in range(self.kept, len(frames))
-        )
+        self.needs_job = [True] + [not unchanged(a.layout, b.layout) for a, b in pairwise(frames)]
+        self.jobs = sum(self.needs_job[self.kept :])
         self.state = "running"
         props = scene.seethrough  # saved with the .blend: a reopened file offers to resume the shot
         last = props.shot_seed, props.shot_draft, props.shot_done
@@ -322,9 +323,10 @@ class FrameSequence:
         assert settings is not None and panel is not None
         scene_dir = settings.scene_dir(self.scene_name)
         tasks, seen = [], set()
-        for before, frame in zip(self.frames[self.index :], self.frames[self.index + 1 :], strict=False):
-            if unchanged(before.layout, frame.layout):
+        for index in range(self.index + 1, len(self.frames)):
+            if not self.needs_job[index]:
                 continue
+            frame = self.frames[index]
             layout, _ = generation.generation_layout(panel, frame.layout, panel.seed)
             _, task = generation.oscr_render(scene_dir, layout, DEFAULT_RENDER_ENGINE)
             if task is not None and task.out_dir not in seen:

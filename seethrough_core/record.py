@@ -128,16 +128,23 @@ def read_png_file_record(path: str | Path) -> GenerationRecord | None:
 
 
 def has_matching_sidecar(image_path: str | Path, sidecar_path: str | Path) -> bool:
-    """True when the PNG and the JSON sidecar beside it hold the same record: the image is complete.
-    A sidecar left from an earlier image (a run killed between the two renames), a missing or
-    unreadable file, or a damaged record is False."""
+    """True when the PNG and the JSON sidecar beside it hold the same record: the image is complete."""
+    return matching_sidecar_record(image_path, sidecar_path) is not None
+
+
+def matching_sidecar_record(image_path: str | Path, sidecar_path: str | Path) -> GenerationRecord | None:
+    """The record of a complete image: the one its PNG and the JSON sidecar beside it both hold. None
+    for a sidecar left from an earlier image (a run killed between the two renames), a missing or
+    unreadable file, or a damaged record."""
     try:
         image_record = read_png_file_record(image_path)
         with open(sidecar_path, encoding="utf-8") as handle:
             sidecar_record = GenerationRecord.from_dict(json.load(handle))
     except Exception:  # unreadable, not a PNG, damaged chunks or JSON: in any case not complete
-        return False
-    return image_record is not None and image_record.to_dict() == sidecar_record.to_dict()
+        return None
+    if image_record is None or image_record.to_dict() != sidecar_record.to_dict():
+        return None
+    return image_record
 
 
 def _record_of_text(text: str | None) -> GenerationRecord | None:

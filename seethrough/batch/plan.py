@@ -8,7 +8,7 @@ from pathlib import Path
 
 from seethrough_core.generate_and_save import base_path_for, safe_name, sidecar_path_for
 from seethrough_core.layout import Layout
-from seethrough_core.record import has_matching_sidecar
+from seethrough_core.record import GenerationRecord, has_matching_sidecar, matching_sidecar_record
 
 
 def output_names(inputs: list[Path]) -> dict[Path, str]:
@@ -62,7 +62,11 @@ class Task:
     def is_complete(self) -> bool:
         """Done when the PNG and its sidecar hold the same record (each is written atomically, the
         sidecar last): a PNG whose sidecar belongs to an earlier image is not done."""
-        return has_matching_sidecar(self.image_path, self.sidecar_path)
+        return self.complete_record() is not None
+
+    def complete_record(self) -> GenerationRecord | None:
+        """The record of the image when it is complete (is_complete), else None."""
+        return matching_sidecar_record(self.image_path, self.sidecar_path)
 
     @property
     def base_path(self) -> Path:

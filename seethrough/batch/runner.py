@@ -57,7 +57,7 @@ from seethrough_core.limits import (
 )
 from seethrough_core.output_size import OutputSize
 from seethrough_core.protocol import GenerateRequest
-from seethrough_core.record import read_png_file_record
+from seethrough_core.record import GenerationRecord, read_png_file_record
 from seethrough_core.upscale_plan import UpscalePlan, base_layout, plan_upscale
 from seethrough_core.upscale_run import Pause
 from seethrough_core.vocabulary import DEFAULT_CLIENT_TIMEOUT_S, DEFAULT_RENDER_ENGINE
@@ -101,7 +101,11 @@ class BatchOptions:
 
     def keeps(self, task: Task) -> bool:
         """The image is complete and stays: a rerun skips it (never with --overwrite)."""
-        return not self.overwrite and task.is_complete()
+        return self.kept_record(task) is not None
+
+    def kept_record(self, task: Task) -> GenerationRecord | None:
+        """The record of the image when it is complete and stays (keeps), else None."""
+        return None if self.overwrite else task.complete_record()
 
 
 @dataclass
@@ -403,8 +407,8 @@ class BatchRunner:
         """The shot's tasks still to do; the complete ones are reported as skipped."""
         pending = []
         for task in (Task.of(shot, seed, self.options.out_dir) for seed in self.options.seeds):
-            if self.options.keeps(task):
-                reason = self._made_otherwise(task)  # kept all the same, and said
+            if (kept := self.options.kept_record(task)) is not None:
+                reason = self._made_otherwise(task, kept)  # kept all the same, and said
                 self._finish(
                     Outcome(shot.input_path, task.label, "skipped", reason, image_path=task.image_path)
                 )
@@ -414,15 +418,10 @@ class BatchRunner:
                 pending.append(task)
         return pending
 
-    def _made_otherwise(self, task: Task) -> str:
-        """How a complete image this run keeps differs from what its options make now ("": it does not):
-        its steps, guidance or size. It is kept all the same; --overwrite makes it again."""
-        try:
-            record = read_png_file_record(task.image_path)  # its text chunks only
-        except (OSError, ValueError):
-            return ""
-        if record is None:
-            return ""
+    def _made_otherwise(self, task: Task, record: GenerationRecord) -> str:
+        """How a complete image this run keeps (``record``: its record) differs from what its options make
+        now ("": it does not): its steps, guidance or size. It is kept all the same; --overwrite makes
+        it again."""
         layout, options = task.shot.layout, self.options
         differ = []
         if record.steps != options.steps:
