@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -55,15 +54,21 @@ def set_up_scene(frames: int, size: int, steps: int) -> None:
         car.keyframe_insert("location", frame=frame)
 
 
-def shot(address: str, out_dir: Path, ahead: bool) -> dict[str, float]:
+def pressed(operator, address: str, out_dir: Path) -> float:
+    """Seconds from pressing the add-on's ``operator`` (against ``address``, writing into ``out_dir``) to
+    the end of what it started, the pump driven as Blender's timer would."""
     prefs = bpy.context.preferences.addons["blender_addon"].preferences
     prefs.server_address, prefs.timeout_s, prefs.output_dir = address, 60.0, str(out_dir)
-    FrameSequence.render_ahead = ahead
     started = time.perf_counter()
-    assert bpy.ops.seethrough.generate_frames() == {"FINISHED"}
+    assert operator() == {"FINISHED"}
     while generation.pump():
         time.sleep(0.02)
-    wall = time.perf_counter() - started
+    return time.perf_counter() - started
+
+
+def shot(address: str, out_dir: Path, ahead: bool) -> dict[str, float]:
+    FrameSequence.render_ahead = ahead
+    wall = pressed(bpy.ops.seethrough.generate_frames, address, out_dir)
     if SHOT.state != "done" or SHOT.made != len(SHOT.frames):
         raise SystemExit(f"the shot did not complete: {SHOT.message}")
     return {"wall_s": wall, "per_frame_s": wall / len(SHOT.frames)}
@@ -80,14 +85,9 @@ def main() -> None:
     args = parser.parse_args()
 
     set_up_scene(args.frames, args.size, args.steps)
-    with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp)
-        with side_by_side.tiny_server(folder, args.split_cores) as server:
-
-            def run(way: str, repeat: int) -> dict:
-                return shot(server.endpoint, folder / f"{way}-{repeat}", way == ON)
-
-            runs = side_by_side.alternating((OFF, ON), args.repeat, run)
+    runs = side_by_side.both_ways_on_one_server(
+        (OFF, ON), args, lambda way, endpoint, folder: shot(endpoint, folder, way == ON)
+    )
     FrameSequence.render_ahead = True
 
     where = "split cores" if args.split_cores else "shared cores"

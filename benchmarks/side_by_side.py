@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -42,6 +43,19 @@ def tiny_server(folder: Path, split_cores: bool) -> Iterator[ServerProcess]:
         if split_cores:
             os.sched_setaffinity(0, {0})
         yield server
+
+
+def both_ways_on_one_server(
+    ways: tuple[str, str], args: argparse.Namespace, run: Callable[[str, str, Path], dict]
+) -> dict[str, list[dict]]:
+    """Each way --repeat times (alternating) against one tiny server (--split-cores), each run writing
+    into a folder of its own, so no render is reused across runs: ``run(way, endpoint, folder)``."""
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        with tiny_server(folder, args.split_cores) as server:
+            return alternating(
+                ways, args.repeat, lambda way, repeat: run(way, server.endpoint, folder / f"{way}-{repeat}")
+            )
 
 
 def print_table(title: str, ways: tuple[str, str], runs: dict[str, list[dict]], rows: dict[str, str]) -> None:

@@ -60,6 +60,12 @@ class RenderTask:
     log_path: Path  # the child's output: Blender's messages, our progress lines, any error
     layout: Layout  # what it renders, with which engine: how a finished folder is known as its render
     engine: str
+    cuts: tuple[Path, ...] = ()  # the tiles' view folders cut from the render (render_views)
+
+    @property
+    def fills(self) -> tuple[Path, ...]:
+        """Every folder the render completes."""
+        return (self.out_dir, *self.cuts)
 
 
 def render_task(
@@ -90,7 +96,8 @@ def render_task(
         argv = [*launcher, "--python-expr", code, *arguments]
     else:
         argv = [sys.executable, "-c", code, *arguments]
-    return RenderTask(argv, out_dir, out_dir.parent / f"{out_dir.name}.log", layout, engine)
+    log_path = out_dir.parent / f"{out_dir.name}.log"
+    return RenderTask(argv, out_dir, log_path, layout, engine, tuple(crop.folder for crop in crops))
 
 
 def run_render(

@@ -29,11 +29,10 @@ from seethrough_core.edit_plan import read_previous_file
 from seethrough_core.edit_region import box_changes, full_regeneration_reason
 from seethrough_core.errors import SeeThroughError
 from seethrough_core.generate_and_save import safe_name
-from seethrough_core.generation_settings import draft_size
 from seethrough_core.layout import Layout
 from seethrough_core.record import read_png_file_record
 from seethrough_core.time_left import clock, time_left
-from seethrough_core.upscale_plan import frame_layout_at
+from seethrough_core.upscale_plan import draft_layout
 from seethrough_core.vocabulary import DEFAULT_RENDER_ENGINE
 
 from . import generation, images
@@ -79,8 +78,7 @@ def shot_name(draft: bool) -> str:
 
 def draft_frame(frame: ShotFrame) -> ShotFrame:
     """The frame of Draft Frames: the same view at the draft size (rendered and generated at that size)."""
-    layout = frame.layout
-    return ShotFrame(frame.number, frame_layout_at(layout, draft_size(layout.width, layout.height)))
+    return ShotFrame(frame.number, draft_layout(frame.layout))
 
 
 def read_frames(scene: bpy.types.Scene, first: int, last: int, step: int = 1) -> list[ShotFrame]:

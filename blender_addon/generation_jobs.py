@@ -29,17 +29,14 @@ import numpy as np
 
 from seethrough_core.client import (
     Job,
-    JobLostError,
     SeeThroughClient,
     ServerError,
     ServerUnavailableError,
-    server_went_away,
-    wait_until_back,
 )
 from seethrough_core.edit_chain import remember_sources
 from seethrough_core.edit_plan import EditPlan, PreviousPicture
 from seethrough_core.errors import SeeThroughError
-from seethrough_core.frame_reuse import FrameReuse, frame_reuse
+from seethrough_core.frame_reuse import FrameReuse, frame_reuse, same_frame_view, tiles_an_edit_reaches
 from seethrough_core.generate_and_save import (
     Destination,
     SavedImage,
@@ -47,26 +44,34 @@ from seethrough_core.generate_and_save import (
     frame_path_for,
     generate_and_save,
     safe_name,
+    tiles_dir_for,
 )
 from seethrough_core.generation_settings import GenerationSettings
 from seethrough_core.in_view import boxes_in_view
 from seethrough_core.keys import ClientKeys
 from seethrough_core.layout import Layout
-from seethrough_core.limits import JOB_RESUBMITS
 from seethrough_core.protocol import GenerateRequest, InfoReply
 from seethrough_core.record import GenerationRecord
 from seethrough_core.rendered_layout import RenderedLayout, reusable
-from seethrough_core.upscale_plan import UpscalePlan, ViewCrop
-from seethrough_core.upscale_run import (
+from seethrough_core.server_away import (
     Pause,
+    ServerStayedAwayError,
+    send_until_done,
+    server_went_away,
+    wait_until_back,
+)
+from seethrough_core.upscale_plan import UpscalePlan, ViewCrop, tile_layout
+from seethrough_core.upscale_run import (
     TileProgress,
     Upscale,
     UpscaleRunner,
     resume_or_start_over,
     started_over_note,
+    view_folder,
+    view_renders,
 )
 
-from .background_render import RenderTask, render_view, render_views, run_render
+from .background_render import RenderTask, render_task, render_view, render_views, run_render
 from .edit_jobs import EditRequest, ResultEdit
 from .render_ahead import AHEAD
 
@@ -362,6 +367,8 @@ class GenerationJob:
     """One job's worker thread. ``spec`` is replaced once, by the worker, when it plans an edit request:
     the main thread reads it for the events that follow (the history names the edit)."""
 
+    views_ahead = True  # tile views render while the base is generated (a benchmark turns it off)
+
     def __init__(self, spec: JobSpec) -> None:
         self.spec = spec
         self.events: queue.Queue[Event] = queue.Queue()
@@ -371,6 +378,8 @@ class GenerationJob:
         self._server_job: Job | None = None  # once the server accepted
         self._tiles_done = 0  # the upscale's finished tiles (worker thread)
         self._tiles_kept = 0  # of those, kept from an interrupted upscale
+        self._ahead_folders: list[Path] = []  # tile views queued to render while the base is generated
+        self._new_frame_path: Path | None = None  # the frame's name, when not NAME.png of NAME_base.png
         self._thread = threading.Thread(target=self._run, name="seethrough-generate", daemon=True)
         self.local_restarts = 0  # main thread: how often the add-on's local server was started again for it
 
@@ -426,9 +435,12 @@ class GenerationJob:
                     out_path = upscale.frame_path or self._frame_path()
                     saved = self._upscale(client, base.image, base.record, out_path, upscale.base_file)
                 else:
-                    saved = self._sent_again_if_away(client, lambda: self._generate(client))
-                    if saved is not None and upscale is not None:
-                        saved = self._upscale_generated(client, saved)
+                    try:
+                        saved = self._sent_again_if_away(client, lambda: self._generate(client))
+                        if saved is not None and upscale is not None:
+                            saved = self._upscale_generated(client, saved)
+                    finally:
+                        AHEAD.forget(self._ahead_folders)  # those not used yet are of no use any more
                 self._post(Finished(saved.image_path, saved.record) if saved is not None else Stopped())
         except ServerUnavailableError as exc:
             self._post(Failed(str(exc)))
@@ -456,28 +468,22 @@ class GenerationJob:
         self, client: SeeThroughClient, send: Callable[[], SavedImage | None]
     ) -> SavedImage | None:
         """``send()``, sent again when the server went away and came back within the job's retry time,
-        or restarted and lost the job: up to JOB_RESUBMITS times, as the batch does. None: cancelled."""
-        for sent in range(1, JOB_RESUBMITS + 2):
-            try:
-                return send()
-            except SeeThroughError as exc:
-                lost = isinstance(exc, JobLostError)
-                if not (lost or server_went_away(exc)) or self._cancel.is_set():
-                    raise
-                if sent > JOB_RESUBMITS:
-                    raise SeeThroughError(f"{exc} (sent {sent} times)") from exc
-                if lost:
-                    self._post(ServerIsBack(lost=True))
-                elif not self._server_back(client, str(exc)):
-                    return self._stayed_away(exc)
-        raise AssertionError("unreachable")
+        or restarted and lost the job, as every job is (server_away.py). None: cancelled."""
+        try:
+            return send_until_done(
+                send,
+                on_lost=lambda _: self._post(ServerIsBack(lost=True)),
+                server_back=lambda reason: self._server_back(client, reason),
+            )
+        except ServerStayedAwayError as exc:
+            return self._stayed_away(exc.__cause__ or exc)
 
     def _server_back(self, client: SeeThroughClient, reason: str, pause: Pause | None = None) -> bool:
         """Ask the server that went away again, with growing pauses, for up to the job's retry time; True
         once it answers. False when it did not come back, or Cancel (``pause``: the upscale's tile pool's,
         which also ends once the upscale stops) ended the waiting."""
         retry_s = self.spec.retry_s
-        if retry_s <= 0:
+        if retry_s <= 0 or self._cancel.is_set():
             return False
         self._post(ServerAway(reason, retry_s))
         retry = wait_until_back(client, retry_s, self.spec.timeout_s, pause or self._cancel.wait)
@@ -485,7 +491,7 @@ class GenerationJob:
             self._post(ServerIsBack())
         return retry.back
 
-    def _stayed_away(self, exc: SeeThroughError) -> None:
+    def _stayed_away(self, exc: BaseException) -> None:
         """After a server that went away was waited for in vain: None when Cancel ended the waiting."""
         if self._cancel.is_set():
             return None
@@ -507,6 +513,8 @@ class GenerationJob:
             return None
         if not oscr.cached:
             self._post(Rendered(oscr, final=False))
+        if spec.upscale is not None and self.views_ahead and not self._ahead_folders:
+            self._ahead_folders = self._queue_views_ahead()
         edit = spec.edit
         view = boxes_in_view(oscr.token_grids)  # boxes not in the frame stay out of the prompt
         request = GenerateRequest.for_settings(
@@ -539,11 +547,50 @@ class GenerationJob:
     def _frame_path(self) -> Path:
         return self.spec.out_dir / f"{safe_name(self.spec.image_name)}_{uuid.uuid4().hex[:8]}.png"
 
+    def _frame_of(self, base_path: Path) -> Path:
+        """Where the frame made from the base picture at ``base_path`` goes: NAME.png beside
+        NAME_base.png, else a new name, chosen once for the job."""
+        frame_path = frame_path_for(base_path)
+        if frame_path is not None:
+            return frame_path
+        if self._new_frame_path is None:
+            self._new_frame_path = self._frame_path()
+        return self._new_frame_path
+
+    def _queue_views_ahead(self) -> list[Path]:
+        """Queue the views of the tiles the upscale will refine, to render in the background process while
+        the server generates the base (render_ahead.py); their folders. An edit that keeps the frame's
+        camera refines only the tiles its region reaches (frame_reuse). None are queued where kept tiles
+        may resume: what they need is known only from the base."""
+        spec, job = self.spec, self.spec.upscale
+        assert job is not None
+        tiles_dir = tiles_dir_for(self._frame_of(spec.image_path))
+        if tiles_dir.exists():
+            return []
+        tiles = None
+        edit, before = spec.edit, job.edited_frame
+        if edit is not None and edit.region is not None and before is not None:
+            if same_frame_view(before.layout, job.frame_layout):
+                tiles = tiles_an_edit_reaches(edit.region, job.plan)
+        renders = view_renders(job.plan, job.frame_layout, tiles_dir, tiles)
+        views = [renders.first] if renders.first is not None else []
+        if renders.shared is None:  # one tile after the first: its own view
+            views += [
+                (tile_layout(job.frame_layout, job.plan, t), view_folder(tiles_dir, t))
+                for t in renders.tiles[1:]
+            ]
+        tasks = [render_task(layout, folder, job.engine, job.blender_binary) for layout, folder in views]
+        if renders.shared is not None:
+            whole, folder, crops = renders.shared
+            tasks.append(render_task(whole, folder, job.engine, job.blender_binary, crops))
+        AHEAD.queue(tasks, first=True)  # before the next frames' renders: needed once the base is back
+        return [task.out_dir for task in tasks]
+
     def _upscale_generated(self, client: SeeThroughClient, base: SavedImage) -> SavedImage | None:
         """The generated base made into the frame; the base PNG stays beside it (NAME_base.png)."""
         if base.result is None:
             raise SeeThroughError("the base picture came back without its pixels")
-        frame_path = frame_path_for(base.image_path) or self._frame_path()
+        frame_path = self._frame_of(base.image_path)
         job, edit = self.spec.upscale, self.spec.edit
         reuse = None
         if job.edited_frame is not None and job.edited_base is not None and edit is not None:
@@ -593,10 +640,14 @@ class GenerationJob:
             self._post(UpscaleNote(reuse.summary(asked.plan)))
 
         def render(view: Layout, folder: Path):
+            AHEAD.claim(folder, self._cancel)  # rendered while the base was generated, or rendering now
             self._post(TileStep(folder.name, self._tiles_done, total, rendering=True, kept=self._tiles_kept))
             return render_view(view, folder, job.engine, job.blender_binary, self._cancel)
 
         def render_shared(whole: Layout, folder: Path, crops: list[ViewCrop]) -> bool:
+            AHEAD.claim(folder, self._cancel)
+            if all(reusable(crop.folder, crop.layout, job.engine) is not None for crop in crops):
+                return True  # rendered while the base was generated
             first = crops[0].folder.name
             self._post(
                 TileStep(

@@ -109,12 +109,27 @@ def result_image(name: str, png_path: Path, record: GenerationRecord) -> bpy.typ
     return image
 
 
+# The last record parsed, by its JSON: a redraw asks for the shown result's record in several polls and
+# lines, and parses it once.
+_parsed: tuple[str, dict[str, Any]] = ("", {})
+
+
 def image_record(image: bpy.types.Image) -> dict[str, Any] | None:
-    """The record stored on a generated image, as a dict; None for other images."""
+    """The record stored on a generated image, as a dict; None for other images. The dict is shared by
+    the calls that ask for the same record: read it, never change it."""
+    global _parsed
     props = image.get(PROP)
     if props is None or RECORD_KEY not in props:
         return None
-    return json.loads(props[RECORD_KEY])
+    text = props[RECORD_KEY]
+    if text != _parsed[0]:
+        _parsed = (text, json.loads(text))
+    return _parsed[1]
+
+
+def entry_record(item: bpy.types.PropertyGroup | None) -> dict[str, Any] | None:
+    """The record of a Results entry's image; None without an entry, an image or a record."""
+    return image_record(item.image) if item is not None and item.image is not None else None
 
 
 def image_file(image: bpy.types.Image) -> Path | None:

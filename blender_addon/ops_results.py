@@ -75,7 +75,7 @@ class SEETHROUGH_OT_use_result_settings(bpy.types.Operator):  # noqa: N801
 
     def execute(self, context: bpy.types.Context) -> set[str]:
         item = history_item(context, self.index)
-        record = images.image_record(item.image) if item is not None and item.image is not None else None
+        record = images.entry_record(item)
         if record is None:
             self.report({"ERROR"}, "pick a generated result in the history first")
             return {"CANCELLED"}

@@ -215,7 +215,7 @@ def unchanged_reason(scene: bpy.types.Scene) -> str | None:
 
     Cheap enough for a panel's poll: the stored record, and boxes as the viewport shows them."""
     item = shown_result(scene)
-    record = images.image_record(item.image) if item is not None and item.image is not None else None
+    record = images.entry_record(item)
     if record is None:
         return "Pick a generated result in the Results list first"
     try:
@@ -233,7 +233,7 @@ def kept_settings(scene: bpy.types.Scene) -> str | None:
     an edit must match the picture it changes), for a line beside Regenerate Changed; None: the same.
     Cheap enough to draw: the stored record."""
     item = shown_result(scene)
-    record = images.image_record(item.image) if item is not None and item.image is not None else None
+    record = images.entry_record(item)
     if record is None:
         return None
     props = scene.seethrough

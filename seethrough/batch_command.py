@@ -15,10 +15,14 @@ from seethrough_core.errors import SeeThroughError
 from seethrough_core.generation_settings import SettingError, check_guidance, check_steps
 from seethrough_core.keys import KeyFileError
 from seethrough_core.limits import (
+    DEFAULT_BASE_MEGAPIXELS,
     DEFAULT_EDIT_MARGIN_PX,
     DEFAULT_GUIDANCE,
     DEFAULT_REPROJECT_LIMIT,
     DEFAULT_STEPS,
+    DEFAULT_UPSCALE_STRENGTH,
+    DRAFT_SIDE,
+    DRAFT_STEP_CACHE,
 )
 from seethrough_core.reprojection import check_reproject_limit
 from seethrough_core.server_process import LocalServerError, ServerProcess
@@ -33,7 +37,7 @@ from .batch.inputs import (
     parse_seeds,
     stills,
 )
-from .batch.plan import output_names
+from .batch.plan import DRAFT_FOLDER, output_names
 from .batch.ray_cluster import LOCAL, FarmError
 from .batch.shards import Shard
 from .frame_options import add_frame_arguments, check_frame_arguments
@@ -137,6 +141,12 @@ def add_batch_arguments(p: argparse.ArgumentParser) -> None:
     add_retry_argument(p, "the images left for it fail")
     p.add_argument("--overwrite", action="store_true", help="regenerate images that already exist")
     add_size_arguments(p)
+    p.add_argument(
+        "--draft",
+        action="store_true",
+        help=f"a quick look at every layout: at most {DRAFT_SIDE} px on the longer side, one pass, the "
+        f"condition cached and the step cache at {DRAFT_STEP_CACHE:g}; written under OUT/{DRAFT_FOLDER}/",
+    )
     add_frame_arguments(p)
 
 
@@ -148,7 +158,7 @@ def run_batch(args: argparse.Namespace) -> int:
         inputs = expand_inputs(args.inputs)
         client = client_options(args)
         options = BatchOptions(
-            out_dir=args.out,
+            out_dir=args.out / DRAFT_FOLDER if args.draft else args.out,
             servers=client.servers,
             seeds=parse_seeds(args.seeds, args.num_seeds),
             cameras=CameraChoice.parse(args.cameras),
@@ -167,6 +177,7 @@ def run_batch(args: argparse.Namespace) -> int:
             base_megapixels=args.base_megapixels,
             upscale_strength=args.upscale_strength,
             shard=Shard.parse(args.shard) if args.shard is not None else None,
+            draft=args.draft,
         )
         serve_argv = _serve_arguments(args)
         if args.consistent and args.frames is None:
@@ -188,6 +199,16 @@ def run_batch(args: argparse.Namespace) -> int:
             print(
                 f"note: --frames is ignored for {path}: a layout file is a still (frame 1)", file=sys.stderr
             )
+    if args.draft:
+        for option, value, default in (
+            ("--base-megapixels", args.base_megapixels, DEFAULT_BASE_MEGAPIXELS),
+            ("--upscale-strength", args.upscale_strength, DEFAULT_UPSCALE_STRENGTH),
+        ):
+            if value != default:
+                print(
+                    f"note: {option} is ignored with --draft: every draft is made in one pass",
+                    file=sys.stderr,
+                )
     if args.serve_model is not None and client.servers:
         print("error: give --serve-model or --server, not both", file=sys.stderr)
         return 2
@@ -260,7 +281,7 @@ def _run(
     print(summary_table(summary, inputs))
     sheet_problems: list[str] = []
     if options.shard is None:
-        sheets, sheet_problems = contact_sheets(summary, output_names(inputs), args.out)
+        sheets, sheet_problems = contact_sheets(summary, output_names(inputs), options.out_dir)
         for sheet in sheets:
             print(f"contact sheet: {sheet}")
         for problem in sheet_problems:

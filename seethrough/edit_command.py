@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import threading
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -42,6 +43,7 @@ from seethrough_core.in_view import boxes_in_view
 from seethrough_core.keys import KeyFileError
 from seethrough_core.limits import DEFAULT_EDIT_MARGIN_PX, DEFAULT_EDIT_STRENGTH, DEFAULT_REPROJECT_LIMIT
 from seethrough_core.protocol import GenerateRequest
+from seethrough_core.server_away import ServerWait, send_until_done
 from seethrough_core.server_process import LocalServerError
 from seethrough_core.upscale_plan import base_layout, plan_upscale
 from seethrough_core.upscale_run import Upscale, UpscaleRunner
@@ -51,6 +53,7 @@ from .options import (
     ClientOptionError,
     add_client_arguments,
     add_engine_argument,
+    add_retry_argument,
     add_size_arguments,
     client_options,
     server_endpoints,
@@ -82,6 +85,7 @@ def add_edit_arguments(p: argparse.ArgumentParser) -> None:
         help="replace DIR/NAME.png if it exists (default: keep it and write NAME_2.png, NAME_3.png ...)",
     )
     add_client_arguments(p)
+    add_retry_argument(p, "the edit fails (a finished picture is kept)")
     p.add_argument(
         "--strength",
         type=float,
@@ -194,14 +198,20 @@ def run_edit(args: argparse.Namespace) -> int:
             client = stack.enter_context(
                 SeeThroughClient(endpoint, client_choice.timeout_s, keys=client_choice.keys)
             )
-            saved = generate_and_save(client, request, layout, destination)
+            client.info()  # a wrong address is said at once; a server that answered once is waited for
+            wait = ServerWait(args.retry_for, client_choice.timeout_s, _note, "sending it the job again")
+            saved = send_until_done(
+                lambda: generate_and_save(client, request, layout, destination),
+                on_lost=lambda _: _note(f"server {endpoint} lost the edit (restarted?); sending it again"),
+                server_back=lambda reason: wait(client, reason, threading.Event().wait),
+            )
         except (LocalServerError, SeeThroughError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 1
         if saved is not None and two_stages:
             try:
                 saved = upscale_base(
-                    saved, frame, args, client, final_path, edited_frame, previous, plan.region_mask
+                    saved, frame, args, client, final_path, edited_frame, previous, plan.region_mask, wait
                 )
             except SeeThroughError as exc:
                 print(f"error: {exc}", file=sys.stderr)
@@ -226,9 +236,16 @@ def _edited_frame(path: Path, base_path: Path) -> PreviousPicture | None:
         return None
 
 
-def upscale_base(saved, frame, args, client, out_path: Path, edited_frame=None, old_base=None, region=None):
+def _note(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def upscale_base(
+    saved, frame, args, client, out_path: Path, edited_frame=None, old_base=None, region=None, wait=None
+):
     """The edited base made into the frame again (seethrough_core.upscale_run), on the same server; only
-    the tiles the edit reaches when ``edited_frame`` (the frame edited, from ``old_base``) lends the rest."""
+    the tiles the edit reaches when ``edited_frame`` (the frame edited, from ``old_base``) lends the rest.
+    ``wait``: how a server that went away is waited for (server_away.ServerWait)."""
     from blender_addon.render import TileViews
 
     plan = plan_upscale(
@@ -254,4 +271,6 @@ def upscale_base(saved, frame, args, client, out_path: Path, edited_frame=None, 
     views = TileViews(args.engine)
     what = f"in {len(plan.tiles)} tiles" if reuse is None else f"({reuse.summary(plan)})"
     print(f"upscaling to {frame.width}x{frame.height} {what} ...", file=sys.stderr, flush=True)
-    return UpscaleRunner(upscale, [client], views.view, render_views=views.shared).run()
+    return UpscaleRunner(
+        upscale, [client], views.view, render_views=views.shared, on_note=_note, server_back=wait
+    ).run()

@@ -13,7 +13,7 @@ from pathlib import Path
 from seethrough_core.endpoint import DEFAULT_ENDPOINT, parse_endpoint
 from seethrough_core.errors import SeeThroughError
 from seethrough_core.keys import ClientKeys, KeyFileError
-from seethrough_core.limits import DEFAULT_SERVER_RETRY_S
+from seethrough_core.limits import DEFAULT_SERVER_RETRY_S, MAX_FRAME_SIDE
 from seethrough_core.output_size import (
     MAX_PERCENTAGE,
     MIN_PERCENTAGE,
@@ -55,8 +55,9 @@ def add_size_arguments(parser: argparse.ArgumentParser) -> None:
         "--resolution",
         type=_argparse_type(parse_resolution),
         metavar="WxH",
-        help="render and generate at this size instead of the layout's, e.g. 768x512 "
-        "(default: the layout's or the .blend's resolution)",
+        help="render and generate at this size instead of the layout's, e.g. 1920x1080 (up to "
+        f"{MAX_FRAME_SIDE} px a side; sizes the model cannot make directly are made in two stages, "
+        "docs/upscale.md; default: the layout's or the .blend's resolution)",
     )
     group.add_argument(
         "--percentage",
@@ -88,7 +89,7 @@ class ClientOptions:
 
 
 def add_retry_argument(parser: argparse.ArgumentParser, what: str) -> None:
-    """--retry-for: how long a server that went away is asked again (seethrough_core.client.wait_until_back);
+    """--retry-for: how long a server that went away is asked again (seethrough_core.server_away);
     ``what``: what fails once it is given up on."""
     parser.add_argument(
         "--retry-for",

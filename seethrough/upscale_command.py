@@ -15,7 +15,7 @@ import threading
 from contextlib import ExitStack
 from pathlib import Path
 
-from seethrough_core.client import SeeThroughClient, wait_until_back
+from seethrough_core.client import SeeThroughClient
 from seethrough_core.edit_plan import PreviousPictureError
 from seethrough_core.endpoint import EndpointError
 from seethrough_core.errors import SeeThroughError
@@ -23,10 +23,11 @@ from seethrough_core.generate_and_save import upscaled_path_for
 from seethrough_core.generation_settings import SettingError, check_guidance, check_steps
 from seethrough_core.keys import KeyFileError
 from seethrough_core.limits import DEFAULT_BASE_MEGAPIXELS, DEFAULT_UPSCALE_STRENGTH, MAX_FRAME_SIDE
+from seethrough_core.server_away import ServerWait
 from seethrough_core.server_process import LocalServerError
 from seethrough_core.stop_signals import install_stop_handlers
 from seethrough_core.upscale_plan import frame_layout_at, plan_upscale
-from seethrough_core.upscale_run import Pause, TileProgress, Upscale, UpscaleRunner
+from seethrough_core.upscale_run import TileProgress, Upscale, UpscaleRunner
 
 from .options import (
     ClientOptionError,
@@ -100,20 +101,6 @@ class _Printer:
             print(f"\r{text}", file=sys.stderr, flush=True)
 
 
-def _server_back(
-    client: SeeThroughClient, reason: str, pause: Pause, retry_s: float, timeout_s: float, printer: _Printer
-) -> bool:
-    """A server went away mid-tile: its tile goes to the other servers, and it is asked again for up to
-    --retry-for (True once it answers)."""
-    printer.note(f"server {client.endpoint} went away ({reason}); trying it again for up to {retry_s:g} s")
-    retry = wait_until_back(client, retry_s, timeout_s, pause)
-    if retry.back:
-        printer.note(f"server {client.endpoint} is back; sending it tiles again")
-    elif not retry.stopped:
-        printer.note(f"server {client.endpoint} did not come back within {retry_s:g} s")
-    return retry.back
-
-
 def run_upscale(args: argparse.Namespace) -> int:
     try:
         previous = read_previous(args.result)
@@ -178,10 +165,10 @@ def run_upscale(args: argparse.Namespace) -> int:
             ]
             stack.callback(install_stop_handlers(stop.set))
             printer = _Printer()
-
-            def server_back(client: SeeThroughClient, reason: str, pause: Pause) -> bool:
-                return _server_back(client, reason, pause, args.retry_for, client_choice.timeout_s, printer)
-
+            # a server that went away mid-tile: its tile goes to the other servers while it is asked again
+            server_back = ServerWait(
+                args.retry_for, client_choice.timeout_s, printer.note, "sending it tiles again"
+            )
             runner = UpscaleRunner(
                 upscale, clients, views.view, on_progress=printer, stop=stop, render_views=views.shared,
                 on_note=printer.note, server_back=server_back,

@@ -20,7 +20,6 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 
 import zmq
 from zmq.utils.monitor import recv_monitor_message
@@ -28,7 +27,6 @@ from zmq.utils.monitor import recv_monitor_message
 from .endpoint import DEFAULT_ENDPOINT, parse_endpoint
 from .errors import SeeThroughError
 from .keys import ClientKeys
-from .limits import RETRY_FIRST_S, RETRY_LONGEST_S
 from .protocol import (
     Accepted,
     Cancelled,
@@ -84,46 +82,6 @@ class ServerError(SeeThroughError):
 
 class JobLostError(ServerError):
     """The server no longer knows a job it accepted (it was restarted): submitting it again is safe."""
-
-
-def server_went_away(exc: BaseException) -> bool:
-    """The server cannot run jobs now (silent, stopping, or its model did not load): a batch gives its
-    job to another server or waits, and asks it again later. A lost job (JobLostError) is not this:
-    the server answers, and the job is sent again."""
-    if isinstance(exc, ServerUnavailableError):
-        return True
-    going = (ErrorCode.SHUTTING_DOWN, ErrorCode.LOAD_FAILED)
-    return isinstance(exc, ServerError) and not isinstance(exc, JobLostError) and exc.code in going
-
-
-@dataclass(frozen=True)
-class ServerRetry:
-    """How asking a server that went away again ended (wait_until_back)."""
-
-    back: bool  # it answers again
-    stopped: bool  # ``pause`` ended the waiting first: no work is left for it
-    last_error: str  # why it did not answer the last time it was asked ("" if never asked)
-
-
-def wait_until_back(
-    client: SeeThroughClient, retry_s: float, timeout_s: float, pause: Callable[[float], bool]
-) -> ServerRetry:
-    """Ask a server that went away again, with growing pauses (RETRY_FIRST_S, doubling up to
-    RETRY_LONGEST_S), for up to ``retry_s``: the one policy of the batch and `seethrough upscale`.
-    ``pause(seconds)`` waits before each try and returns True to stop waiting."""
-    deadline = time.monotonic() + retry_s
-    wait_s, last_error = RETRY_FIRST_S, ""
-    while (remaining := deadline - time.monotonic()) > 0:
-        if pause(min(wait_s, remaining)):
-            return ServerRetry(False, True, last_error)
-        try:
-            client.info(timeout_s=max(0.1, min(timeout_s, deadline - time.monotonic())))
-        except SeeThroughError as exc:
-            last_error = str(exc)
-            wait_s = min(wait_s * 2, RETRY_LONGEST_S)
-            continue
-        return ServerRetry(True, False, last_error)
-    return ServerRetry(False, False, last_error)
 
 
 class JobCancelledError(SeeThroughError):

@@ -54,10 +54,8 @@ class FrameReuse:
         return dilate(self.changed, self.feather_px)
 
     def refined(self, plan: UpscalePlan) -> tuple[Tile, ...]:
-        """The tiles to refine: those reaching any pixel of ``reach``. Every tile covering such a pixel is
-        one of them, so their blend weights there sum to 1, as in a whole frame."""
-        reach = self.reach
-        return tuple(t for t in plan.tiles if reach[tile_window(plan, t)[:2]].any())
+        """The tiles to refine: those reaching any pixel of ``reach``."""
+        return _tiles_reaching(self.reach, plan)
 
     def composite(self, refined: np.ndarray) -> np.ndarray:
         """The new frame: ``refined`` (float H x W x 3, the refined tiles' blend, valid over ``reach``) on
@@ -111,8 +109,7 @@ def frame_reuse(
     )
     if not same_plan or stage.get("steps") != steps or previous_record.guidance != guidance:
         return None
-    before = previous.layout
-    if before.camera != frame_layout.camera or before.resolution != frame_layout.resolution:
+    if not same_frame_view(previous.layout, frame_layout):
         return None
     if old_base.shape != new_base.shape or old_base.shape[:2] != (plan.base.height, plan.base.width):
         return None
@@ -129,8 +126,49 @@ def frame_reuse(
         return None  # a whole new base (a regeneration): nothing of the previous frame stays
     file = previous.origin.get("file") or previous.label
     origin = {"file": str(file), "sha256": hashlib.sha256(previous.png).hexdigest()}
-    feather = max(2, round(plan.tile_side * REUSE_FEATHER_TILE_SHARE))
-    return FrameReuse(np.asarray(previous_image), changed, tiles, origin, feather)
+    return FrameReuse(np.asarray(previous_image), changed, tiles, origin, _feather_px(plan))
+
+
+def same_frame_view(before: Layout, frame_layout: Layout) -> bool:
+    """The frame before shows the new frame's view (camera and size): only then can it lend pixels."""
+    return before.camera == frame_layout.camera and before.resolution == frame_layout.resolution
+
+
+def tiles_an_edit_reaches(region: np.ndarray, plan: UpscalePlan) -> tuple[Tile, ...]:
+    """The tiles an edit of a frame's base inside ``region`` (the base's size, nonzero: may change)
+    refines when the frame before lends the rest (frame_reuse): an edit keeps every base pixel outside
+    its region, so this is known before the base is generated, and the tiles' views can render
+    meanwhile."""
+    changed = base_to_frame(np.asarray(region) > 0, plan)
+    return _tiles_reaching(dilate(changed, _feather_px(plan)), plan)
+
+
+def tiles_a_base_edit_reaches(base_path: Path, plan: UpscalePlan) -> tuple[Tile, ...] | None:
+    """tiles_an_edit_reaches for the base picture at ``base_path``, from the region saved beside it;
+    None when it has none that can be read."""
+    try:
+        region = _region_beside(base_path)
+    except (OSError, ValueError):
+        return None
+    return None if region is None else tiles_an_edit_reaches(region, plan)
+
+
+def _region_beside(image_path: Path) -> np.ndarray | None:
+    """The edit's region saved beside a picture (bool, True: may change); None when there is none.
+    OSError or ValueError when it cannot be read."""
+    path = region_path_for(image_path)
+    return read_png_rgb(path)[..., 0] > 0 if path.is_file() else None
+
+
+def _feather_px(plan: UpscalePlan) -> int:
+    """Frame pixels over which refined tiles fade into the previous frame."""
+    return max(2, round(plan.tile_side * REUSE_FEATHER_TILE_SHARE))
+
+
+def _tiles_reaching(reach: np.ndarray, plan: UpscalePlan) -> tuple[Tile, ...]:
+    """The tiles covering any pixel of ``reach`` (bool, frame size): all of them, so their blend weights
+    there sum to 1, as in a whole frame."""
+    return tuple(t for t in plan.tiles if reach[tile_window(plan, t)[:2]].any())
 
 
 # The kinds of edit (a record's parent kind) that keep the camera, so the frame before can lend pixels
@@ -164,13 +202,10 @@ def reuse_of_parent(
         frame = read_previous_file(frame_path, "")  # the frame is decoded only once the base matches
     except PreviousPictureError:
         return None
-    region = None
-    region_path = region_path_for(Path(str(base.origin["file"]))) if base.origin.get("file") else None
-    if region_path is not None and region_path.is_file():
-        try:
-            region = read_png_rgb(region_path)[..., 0] > 0
-        except (OSError, ValueError):
-            return None  # the region cannot be read: refine every tile
+    try:
+        region = _region_beside(Path(str(base.origin["file"]))) if base.origin.get("file") else None
+    except (OSError, ValueError):
+        return None  # the region cannot be read: refine every tile
     return frame_reuse(
         frame, old_base.image, base.image,
         plan=plan, frame_layout=frame_layout, steps=steps, guidance=guidance, region=region,

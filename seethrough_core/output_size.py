@@ -1,8 +1,10 @@
 """The output size asked for on the command line: a resolution and a percentage, as Blender's render settings.
 
-`--resolution WxH` replaces the layout's size; `--percentage P` scales it (a quick preview at 50 %). A
-scaled side is rounded to the nearest multiple of 16 (FLUX works on 16 px patches), so the aspect ratio
-stays as close as the patches allow; the result is checked by the layout's own rule (limits.side_problem).
+`--resolution WxH` replaces the layout's size: any frame size a layout may have (limits.frame_side_problem,
+1080p to 8K included), made in two stages where the model cannot make it directly (docs/upscale.md).
+`--percentage P` scales it (a quick preview at 50 %): a scaled side is rounded to the nearest multiple of
+16 (FLUX works on 16 px patches), so a preview up to 2048 px is one pass, with the aspect ratio as close as
+the patches allow; no side under the model's smallest (MIN_SIDE).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from dataclasses import dataclass, replace
 
 from .errors import LayoutError
 from .layout import Layout
-from .limits import SIDE_MULTIPLE, side_problem
+from .limits import MIN_SIDE, SIDE_MULTIPLE, frame_side_problem
 
 MIN_PERCENTAGE = 1
 MAX_PERCENTAGE = 400
@@ -27,7 +29,7 @@ def parse_resolution(text: str) -> tuple[int, int]:
         raise ValueError(f"{text!r} is not WIDTHxHEIGHT in pixels, e.g. 768x512")
     size = int(match.group(1)), int(match.group(2))
     for axis, side in zip(("width", "height"), size, strict=True):
-        problem = side_problem(side)
+        problem = frame_side_problem(side)
         if problem:
             raise ValueError(f"{axis} {problem}")
     return size
@@ -67,7 +69,9 @@ class OutputSize:
             return layout
         width, height = self.size_of(layout)
         for axis, side in (("width", width), ("height", height)):
-            problem = side_problem(side)
+            problem = frame_side_problem(side)
+            if problem is None and self.percentage != 100 and side < MIN_SIDE:
+                problem = f"{side} px is under {MIN_SIDE} px, the smallest side the model makes"
             if problem:
                 raise LayoutError(
                     "resolution",

@@ -23,6 +23,7 @@ from .generation_settings import (
     check_frame_side,
     check_seed,
     check_strength,
+    draft_size,
 )
 from .geometry import FrameRect, view_camera
 from .layout import Layout
@@ -297,6 +298,12 @@ def frame_layout_at(layout: Layout, frame_size: tuple[int, int]) -> Layout:
     return replace(
         layout, resolution=(int(frame_size[0]), int(frame_size[1])), light_seed=frame_light_seed(layout)
     )
+
+
+def draft_layout(layout: Layout) -> Layout:
+    """The layout as its draft (the add-on's Draft Frames, `seethrough batch --draft`): the same view and
+    lights at the draft size, so its OSCR image renders at that size too."""
+    return frame_layout_at(layout, draft_size(layout.width, layout.height))
 
 
 def base_layout(frame_layout: Layout, plan: UpscalePlan) -> Layout:

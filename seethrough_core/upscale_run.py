@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from .client import Job, JobLostError, SeeThroughClient, server_went_away
+from .client import Job, JobLostError, SeeThroughClient
 from .edit_input import MASK_INSIDE, EditInput
 from .errors import SeeThroughError
 from .frame_reuse import FrameReuse
@@ -34,11 +34,11 @@ from .generation_settings import GenerationSettings
 from .geometry import FrameRect
 from .in_view import boxes_in_view
 from .layout import Layout
-from .limits import JOB_RESUBMITS
 from .png import write_bytes_atomic
 from .protocol import GenerateRequest, Progress, Result
 from .record import GenerationRecord
 from .resample import sample_view
+from .server_away import ServerBack, send_until_done, server_went_away
 from .upscale_plan import (
     BasePlan,
     Tile,
@@ -63,6 +63,7 @@ RenderView = Callable[[Layout, Path], ViewCondition | None]
 # Renders one view covering several tiles into a folder and cuts each tile's rendered-layout folder from
 # it (upscale_plan.shared_view); RenderView then finds those folders complete. False: it was stopped.
 RenderViews = Callable[[Layout, Path, list[ViewCrop]], bool]
+VIEWS_FOLDER = "views"  # NAME.tiles/views/: the tiles' rendered views, each known by its render key
 SHARED_VIEW = "shared"  # NAME.tiles/views/shared/: the one render the tiles' views are cut from
 
 
@@ -133,7 +134,9 @@ def resume_or_start_over(upscale: Upscale) -> tuple[Upscale, bool]:
     same strength, tile size, steps and guidance, are resumed: the kept upscale is run as it was started,
     its own framing and layout included (the base's own camera at the frame size and the frame's camera
     describe one view, written differently). Tiles of any other upscale are removed, and ``upscale`` starts
-    over (True): the add-on's Upscale, asked for another size or settings, replaces them."""
+    over (True): the add-on's Upscale, asked for another size or settings, replaces them. Rendered views
+    stay: each is known by its render key, so a view rendered ahead is used, and any other rendered
+    again."""
     if not upscale.tiles_dir.exists():
         return upscale, False
     kept = kept_identity(upscale)
@@ -141,7 +144,15 @@ def resume_or_start_over(upscale: Upscale) -> tuple[Upscale, bool]:
     if resumed is not None:
         return resumed, False
     had_tiles = any(upscale.tiles_dir.glob("*.npy"))
-    shutil.rmtree(upscale.tiles_dir, ignore_errors=True)
+    views = upscale.tiles_dir / VIEWS_FOLDER
+    if not views.is_dir():
+        shutil.rmtree(upscale.tiles_dir, ignore_errors=True)
+        return upscale, had_tiles
+    for path in upscale.tiles_dir.iterdir():
+        if path.is_dir() and path != views:
+            shutil.rmtree(path, ignore_errors=True)
+        elif not path.is_dir():
+            path.unlink(missing_ok=True)
     return upscale, had_tiles
 
 
@@ -206,7 +217,7 @@ def tile_request(upscale: Upscale, tile: Tile, condition: ViewCondition) -> tupl
 
 def view_folder(tiles_dir: Path, tile: Tile) -> Path:
     """Where a tile's view (its rendered layout) is kept while the upscale runs."""
-    return tiles_dir / "views" / tile.name
+    return tiles_dir / VIEWS_FOLDER / tile.name
 
 
 def tile_is_kept(tiles_dir: Path, tile: Tile) -> bool:
@@ -243,15 +254,8 @@ def view_renders(
     rest, shared = pending[1:], None
     if len(rest) >= 2:
         whole, crops = shared_view(frame_layout, plan, rest, lambda tile: view_folder(tiles_dir, tile))
-        shared = (whole, tiles_dir / "views" / SHARED_VIEW, crops)
+        shared = (whole, tiles_dir / VIEWS_FOLDER / SHARED_VIEW, crops)
     return ViewRenders(pending, first, shared)
-
-
-# Waits up to the given seconds; True when there is no need to wait any more.
-Pause = Callable[[float], bool]
-# A server that went away (the reason): True once it answers again, False when it is given up on. It
-# waits with the pause given (which ends once no tile can need the server any more).
-ServerBack = Callable[[SeeThroughClient, str, Pause], bool]
 
 
 class _ServerGoneError(Exception):
@@ -559,15 +563,12 @@ class UpscaleRunner:
     def _run_tile_sent_again(
         self, client: SeeThroughClient, tile: Tile, request: GenerateRequest, boxes: list[int]
     ) -> None:
-        """The tile's job; sent again when the server lost it (it restarted), up to JOB_RESUBMITS times."""
-        for sent in range(1, JOB_RESUBMITS + 2):
-            try:
-                self._run_tile(client, tile, request, boxes)
-                return
-            except JobLostError as exc:
-                if sent > JOB_RESUBMITS:
-                    raise SeeThroughError(f"{tile.name}: {exc} (sent {sent} times)") from exc
-                self.on_note(f"the server lost {tile.name} (restarted?); sending it again")
+        """The tile's job; sent again when the server lost it (it restarted), as every job is."""
+
+        def lost(_: JobLostError) -> None:
+            self.on_note(f"the server lost {tile.name} (restarted?); sending it again")
+
+        send_until_done(lambda: self._run_tile(client, tile, request, boxes), on_lost=lost, what=tile.name)
 
     def _record(self, exc: BaseException) -> None:
         """The frame fails with ``exc`` (the first one recorded); its other queued tiles are skipped."""

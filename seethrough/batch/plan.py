@@ -10,6 +10,8 @@ from seethrough_core.generate_and_save import base_path_for, safe_name, sidecar_
 from seethrough_core.layout import Layout
 from seethrough_core.record import GenerationRecord, has_matching_sidecar, matching_sidecar_record
 
+DRAFT_FOLDER = "draft"  # `--draft` writes under OUT/draft/: a final run into OUT keeps nothing of a draft's
+
 
 def output_names(inputs: list[Path]) -> dict[Path, str]:
     """The output folder name of each input: its stem, with its parent folder when stems collide."""

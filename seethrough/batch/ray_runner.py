@@ -29,10 +29,11 @@ from ray.exceptions import GetTimeoutError, RayActorError, RayError, RayTaskErro
 
 from seethrough_core.client import ServerError, ServerUnavailableError
 from seethrough_core.errors import SeeThroughError
+from seethrough_core.frame_reuse import tiles_a_base_edit_reaches
 from seethrough_core.generate_and_save import tiles_dir_for
 from seethrough_core.protocol import Cancelled, ErrorReply, GenerateRequest, Progress, Result
 from seethrough_core.rendered_layout import OSCR_NAME, reusable
-from seethrough_core.upscale_run import Pause
+from seethrough_core.server_away import Pause
 
 from .consistent import chains_of
 from .plan import Shot, Task
@@ -194,10 +195,14 @@ class RayBatchRunner(BatchRunner):
     def _queue_upscale(self, task: Task) -> None:
         layout = task.shot.layout
         # named before the upscale can ask for them: asked for first, they would render twice. A frame
-        # that keeps the frame before where its edit does not reach renders only the tiles it reaches,
-        # known once that frame is written: they render when asked for.
-        if self._frame_before(task) is None:
-            self._views.ahead(self.frame_plan(layout, task.seed), layout, tiles_dir_for(task.image_path))
+        # that keeps the frame before where its edit does not reach refines only the tiles the edit's
+        # region reaches (the region is saved beside its base); without a region, they render when
+        # asked for.
+        plan = self.frame_plan(layout, task.seed)
+        before = self._frame_before(task)
+        tiles = None if before is None else tiles_a_base_edit_reaches(task.base_path, plan)
+        if before is None or tiles is not None:
+            self._views.ahead(plan, layout, tiles_dir_for(task.image_path), tiles)
         super()._queue_upscale(task)
 
     def _tile_views(self) -> RayTileViews:

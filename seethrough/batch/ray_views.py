@@ -28,7 +28,7 @@ from seethrough_core.errors import SeeThroughError
 from seethrough_core.layout import Layout
 from seethrough_core.png import write_bytes_atomic
 from seethrough_core.rendered_layout import REPORT_NAME, render_key, reusable
-from seethrough_core.upscale_plan import UpscalePlan, ViewCondition, ViewCrop
+from seethrough_core.upscale_plan import Tile, UpscalePlan, ViewCondition, ViewCrop
 from seethrough_core.upscale_run import view_renders
 
 from .ray_actors import RENDER_RETRIES, RenderedShot, render_shot, render_tile_views
@@ -86,13 +86,17 @@ class RayTileViews(TileViews):
         self.stopping = stopping
         self.started = 0  # render tasks started for views (for the summary and the tests)
         self._lock = threading.Lock()
-        self._frames: deque[tuple[UpscalePlan, Layout, Path]] = deque()  # named, renders not started
+        # frames named, their renders not started: plan, layout, tiles folder, the tiles (None: all)
+        self._frames: deque[tuple[UpscalePlan, Layout, Path, tuple[Tile, ...] | None]] = deque()
         self._renders: dict[Path, _Render] = {}  # view folder -> its render, started, not claimed
 
-    def ahead(self, plan: UpscalePlan, frame_layout: Layout, tiles_dir: Path) -> None:
-        """A frame whose upscale will come: start its views' renders when there is room."""
+    def ahead(
+        self, plan: UpscalePlan, frame_layout: Layout, tiles_dir: Path, tiles: tuple[Tile, ...] | None = None
+    ) -> None:
+        """A frame whose upscale will come: start the views' renders of its ``tiles`` (default: all) when
+        there is room."""
         with self._lock:
-            self._frames.append((plan, frame_layout, tiles_dir))
+            self._frames.append((plan, frame_layout, tiles_dir, tiles))
         self._top_up()
 
     def shared(self, whole: Layout, folder: Path, crops: list[ViewCrop]) -> bool:
@@ -152,8 +156,8 @@ class RayTileViews(TileViews):
             with self._lock:
                 if not self._frames or len(self._renders) >= self.limit:
                     return
-                plan, frame_layout, tiles_dir = self._frames.popleft()
-                renders = view_renders(plan, frame_layout, tiles_dir)
+                plan, frame_layout, tiles_dir, tiles = self._frames.popleft()
+                renders = view_renders(plan, frame_layout, tiles_dir, tiles)
                 if renders.first is not None:
                     layout, folder = renders.first
                     if folder not in self._renders and reusable(folder, layout, self.engine) is None:

@@ -34,8 +34,6 @@ from seethrough_core.client import (
     JobCancelledError,
     JobLostError,
     SeeThroughClient,
-    server_went_away,
-    wait_until_back,
 )
 from seethrough_core.endpoint import parse_endpoint
 from seethrough_core.errors import SeeThroughError
@@ -53,13 +51,12 @@ from seethrough_core.limits import (
     DEFAULT_SERVER_RETRY_S,
     DEFAULT_STEPS,
     DEFAULT_UPSCALE_STRENGTH,
-    JOB_RESUBMITS,
 )
 from seethrough_core.output_size import OutputSize
 from seethrough_core.protocol import GenerateRequest
 from seethrough_core.record import GenerationRecord, read_png_file_record
-from seethrough_core.upscale_plan import UpscalePlan, base_layout, plan_upscale
-from seethrough_core.upscale_run import Pause
+from seethrough_core.server_away import Pause, ServerWait, send_until_done, server_went_away
+from seethrough_core.upscale_plan import UpscalePlan, base_layout, draft_layout, plan_upscale
 from seethrough_core.vocabulary import DEFAULT_CLIENT_TIMEOUT_S, DEFAULT_RENDER_ENGINE
 
 from ..progress import ProgressLine
@@ -98,6 +95,17 @@ class BatchOptions:
     base_megapixels: float = DEFAULT_BASE_MEGAPIXELS  # frames of other sizes: the base picture's size
     upscale_strength: float = DEFAULT_UPSCALE_STRENGTH
     shard: Shard | None = None  # --shard K/N: only this part of the plan (shards.py)
+    draft: bool = False  # --draft: every image at the draft size, one pass, with the draft's speed options
+
+    def layout_of(self, layout: Layout) -> Layout:
+        """The layout the batch makes of a shot's: at --resolution / --percentage, then as its draft."""
+        sized = self.size.apply(layout)
+        return draft_layout(sized) if self.draft else sized
+
+    def settings_for(self, layout: Layout, seed: int) -> GenerationSettings:
+        """The generation settings of an image of ``layout``: the draft preset's with --draft."""
+        settings = GenerationSettings.for_layout(layout, seed=seed, steps=self.steps, guidance=self.guidance)
+        return settings.draft() if self.draft else settings
 
     def keeps(self, task: Task) -> bool:
         """The image is complete and stays: a rerun skips it (never with --overwrite)."""
@@ -158,7 +166,7 @@ def read_plan(inputs: list[Path], options: BatchOptions) -> BatchPlan:
     for path in inputs:
         try:
             read = read_shots(path, names[path], options.cameras, options.frames)
-            shots_by_input[path] = [replace(shot, layout=options.size.apply(shot.layout)) for shot in read]
+            shots_by_input[path] = [replace(shot, layout=options.layout_of(shot.layout)) for shot in read]
         except SeeThroughError as exc:
             unreadable.append(Outcome(path, str(path), "failed", str(exc)))
         except Exception as exc:  # whatever a damaged file makes Blender raise: skip this input only
@@ -521,23 +529,18 @@ class BatchRunner:
     def _run_link(self, client: SeeThroughClient, endpoint: str, link: Link, chain: Chain) -> None:
         """One image, done or failed with its reason; _ServerDownError when the server cannot go on."""
         task = link.task
-        for sent in range(1, JOB_RESUBMITS + 2):
-            try:
-                self._generate(client, endpoint, link, chain)
-                return
-            except JobLostError as exc:  # the server restarted under the job: send it again
-                if sent > JOB_RESUBMITS:
-                    self._fail(task, f"{exc} (sent {sent} times)", endpoint)
-                    return
-                self._progress.note(f"server {endpoint} lost {task.label} (restarted?); sending it again")
-            except SeeThroughError as exc:
-                if server_went_away(exc):
-                    raise _ServerDownError(str(exc)) from exc
-                self._fail(task, str(exc), endpoint)
-                return
-            except Exception as exc:  # a bug must fail one task, not hang the whole batch
-                self._fail(task, f"unexpected {type(exc).__name__}: {exc}", endpoint)
-                return
+
+        def lost(_: JobLostError) -> None:
+            self._progress.note(f"server {endpoint} lost {task.label} (restarted?); sending it again")
+
+        try:
+            send_until_done(lambda: self._generate(client, endpoint, link, chain), on_lost=lost)
+        except SeeThroughError as exc:
+            if server_went_away(exc):
+                raise _ServerDownError(str(exc)) from exc
+            self._fail(task, str(exc), endpoint)
+        except Exception as exc:  # a bug must fail one task, not hang the whole batch
+            self._fail(task, f"unexpected {type(exc).__name__}: {exc}", endpoint)
 
     def _wait_for_server(
         self, client: SeeThroughClient, endpoint: str, reason: str, pause: Pause | None = None
@@ -548,18 +551,12 @@ class BatchRunner:
         pause = pause or self._pool.wait_until_done
         self._last_server_error = reason
         others = "its jobs go to the other servers; " if self._pool.servers_left > 1 else ""
-        self._progress.note(
-            f"server {endpoint} went away ({reason}); {others}trying it again for up to "
-            f"{self.options.retry_s:g} s"
-        )
         self._progress.status(endpoint, "away, being retried")
-        retry = wait_until_back(client, self.options.retry_s, self.options.timeout_s, pause)
+        wait = ServerWait(self.options.retry_s, self.options.timeout_s, self._progress.note)
+        retry = wait.retry(client, reason, pause, also=others)
         self._last_server_error = retry.last_error or reason
         if retry.back:
-            self._progress.note(f"server {endpoint} is back; sending it jobs again")
             self._progress.status(endpoint, None)
-        elif not retry.stopped:
-            self._progress.note(f"server {endpoint} did not come back within {self.options.retry_s:g} s")
         return retry.back
 
     def _generate(self, client: SeeThroughClient, endpoint: str, link: Link, chain: Chain) -> None:
@@ -571,9 +568,7 @@ class BatchRunner:
         previous = link.previous
         if previous is not None and two_stages:  # a chain of bases: each an edit of the one before
             previous = _as_base(previous)
-        settings = GenerationSettings.for_layout(
-            layout, seed=task.seed, steps=self.options.steps, guidance=self.options.guidance
-        )
+        settings = self.options.settings_for(layout, task.seed)
         plan = None
         if previous is not None:
             plan = plan_frame(

@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING
 from seethrough_core.client import SeeThroughClient
 from seethrough_core.errors import SeeThroughError
 from seethrough_core.frame_reuse import reuse_of_parent
+from seethrough_core.server_away import Pause
 from seethrough_core.upscale_run import (
-    Pause,
     TilePool,
     Upscale,
     UpscaleRunner,

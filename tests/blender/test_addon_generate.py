@@ -186,6 +186,21 @@ def test_generate_brings_back_a_packed_image_with_its_record(shot, tiny_server, 
     assert bpy.context.scene.seethrough.history[0].image == reopened
 
 
+def test_a_stored_record_is_parsed_once_and_never_stale(addon):
+    """The panel asks for the shown result's record in several polls and lines each redraw: the same
+    record is parsed once, and a changed or other record is read anew."""
+    first, second = bpy.data.images.new("first", 4, 4), bpy.data.images.new("second", 4, 4)
+    first[images.PROP] = {images.RECORD_KEY: json.dumps({"seed": 1})}
+    second[images.PROP] = {images.RECORD_KEY: json.dumps({"seed": 2})}
+    record = images.image_record(first)
+    assert images.image_record(first) is record and record["seed"] == 1
+    assert images.image_record(second)["seed"] == 2
+    assert images.image_record(first)["seed"] == 1
+    first[images.PROP] = {images.RECORD_KEY: json.dumps({"seed": 3})}
+    assert images.image_record(first)["seed"] == 3
+    assert images.image_record(bpy.data.images.new("plain", 4, 4)) is None
+
+
 def test_generate_renders_a_changed_layout_in_the_background_first(shot, tiny_server, out_dir):
     configure(tiny_server, out_dir)
     shot.objects["a small white dog"].location.y -= 0.5  # a layout the cache does not have

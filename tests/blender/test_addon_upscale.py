@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -19,15 +20,16 @@ from addon_support import DrawSelf, RecordingLayout, configure, prefs, pump_unti
 from bpy_helpers import read_rgb
 from conftest import BASE_LAYOUT, LAYOUT_WITH_DOG, MAIN_PYTHON
 
-from blender_addon import generation_jobs, images, scene_io, ui
+from blender_addon import background_render, generation_jobs, images, render_ahead, scene_io, ui
 from blender_addon.generation_jobs import RUNNER
+from blender_addon.render_ahead import AHEAD
 from seethrough.previous_picture import read_previous
 from seethrough_core.frame_reuse import frame_reuse
 from seethrough_core.generate_and_save import base_path_for, frame_path_for, region_path_for, tiles_dir_for
 from seethrough_core.layout import Layout
 from seethrough_core.record import read_png_file_record
 from seethrough_core.upscale_plan import base_layout, plan_upscale
-from seethrough_core.upscale_run import UpscaleRunner
+from seethrough_core.upscale_run import SHARED_VIEW, VIEWS_FOLDER, UpscaleRunner
 
 pytestmark = pytest.mark.slow
 
@@ -248,6 +250,62 @@ def test_a_stopped_upscale_resumes_and_an_edit_of_the_frame_edits_its_base(
     gone = f"its base picture is gone .*{new_base.name}.*put the base picture back"
     with pytest.raises(RuntimeError, match=gone):
         bpy.ops.seethrough.vary_box()
+
+
+WIDE = (800, 256)  # a 464x256 base and 4 tiles: a tile's own view, then one view cut into the other three
+JOB_THREAD, AHEAD_THREAD = "seethrough-generate", "SeeThrough render ahead"
+
+
+def test_tile_views_render_while_the_base_is_generated(addon, tmp_path, tiny_server, monkeypatch):
+    """While the server generates the base, the views of the tiles the upscale will refine render in the
+    background: a tile's own, then one view cut into the others; the upscale renders none itself. An
+    edit that keeps the camera renders ahead only the views of the tiles its region reaches, which are
+    the tiles the upscale refines (the frame before lends the rest)."""
+    scene = frame_scene(tmp_path, LAYOUT_WITH_DOG)
+    configure(tiny_server, tmp_path / "out")
+    set_render_size(scene, WIDE)
+    rendered: list[tuple[str, Path]] = []  # (thread, folder) of every background render
+    run_render = background_render.run_render
+
+    def recorded(task, cancel, on_tick=None):
+        rendered.append((threading.current_thread().name, task.out_dir))
+        return run_render(task, cancel, on_tick)
+
+    for module in (background_render, render_ahead, generation_jobs):
+        monkeypatch.setattr(module, "run_render", recorded)
+    generate_and_save = generation_jobs.generate_and_save
+
+    def slower_than_the_views(*args, **kwargs):
+        """A real server takes longer over the base than the views' renders: the base waits for them."""
+        deadline = time.monotonic() + 120
+        while AHEAD.busy and time.monotonic() < deadline:
+            time.sleep(0.05)  # polling the render queue for the event
+        return generate_and_save(*args, **kwargs)
+
+    monkeypatch.setattr(generation_jobs, "generate_and_save", slower_than_the_views)
+
+    def rendered_by(thread: str) -> list[Path]:
+        assert {name for name, _ in rendered} <= {JOB_THREAD, AHEAD_THREAD}
+        return [folder for name, folder in rendered if name == thread]
+
+    plan = plan_upscale(*WIDE, seed=3, base_megapixels=BASE_MEGAPIXELS)
+    assert len(plan.tiles) == 4
+    frame = run_and_wait(bpy.ops.seethrough.generate)
+    assert tuple(frame.size) == WIDE and len(images.image_record(frame)["upscale"]["tiles"]) == 4
+    [base_render] = rendered_by(JOB_THREAD)  # the base's OSCR image; no tile view
+    assert base_render.parent.name != VIEWS_FOLDER
+    assert [f.name for f in rendered_by(AHEAD_THREAD)] == [plan.tiles[0].name, SHARED_VIEW]
+
+    rendered.clear()
+    scene.objects["a small white dog"].location.x += 0.3
+    edited = run_and_wait(bpy.ops.seethrough.regenerate_changed)
+    tiles = images.image_record(edited)["upscale"]["tiles"]
+    refined = [t["name"] for t in tiles if not t.get("reused")]
+    assert 0 < len(refined) < len(tiles)
+    assert len(rendered_by(JOB_THREAD)) == 1
+    assert [f.name for f in rendered_by(AHEAD_THREAD)] == refined[:1] + (
+        [SHARED_VIEW] if len(refined) >= 3 else refined[1:]
+    )
 
 
 def test_the_panel_says_which_tile_views_render():

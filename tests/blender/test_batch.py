@@ -15,9 +15,12 @@ from blender_addon.scene_io import add_camera, layout_to_scene
 from seethrough.batch.inputs import CameraChoice, InputError, expand_inputs, parse_frames, parse_seeds
 from seethrough.batch.report import summary_table
 from seethrough.batch.runner import BatchOptions, BatchRunner
+from seethrough.cli import main
 from seethrough_core.layout import Camera, Layout, load_layout
-from seethrough_core.record import PNG_KEY, GenerationRecord
+from seethrough_core.limits import DRAFT_STEP_CACHE
+from seethrough_core.record import PNG_KEY, GenerationRecord, read_png_record
 from seethrough_core.server_process import ServerProcess
+from seethrough_core.upscale_plan import frame_light_seed
 
 pytestmark = pytest.mark.slow  # renders with Blender and runs servers
 
@@ -161,6 +164,33 @@ def test_cli_exit_code_and_summary(empty_blender, tmp_path, servers):
     assert (out / "ok" / "Camera" / "0001_42.png").is_file()
     assert (out / "ok" / "contact_sheet.png").is_file()
     assert "total" in run.stdout
+
+
+def test_a_draft_batch_is_small_and_quick_in_a_folder_of_its_own(empty_blender, tmp_path, servers, capsys):
+    """`--draft` on a 768 x 576 layout: rendered and generated at the draft size (512 x 384), one pass,
+    with the draft speed options and the final frame's lights, under OUT/draft/; the final run into the
+    same OUT then makes its own image and keeps nothing of the draft's."""
+    data = small_layout().to_dict()
+    data["resolution"] = [768, 576]
+    full = Layout.from_dict(data)
+    full.save(tmp_path / "shot.json")
+    out = tmp_path / "out"
+    common = [str(tmp_path / "shot.json"), "--out", str(out), "--server", servers[0], "--steps", str(STEPS)]
+    assert main(["batch", *common, "--draft", "--upscale-strength", "0.5"]) == 0
+    said = capsys.readouterr().err
+    assert "note: --upscale-strength is ignored with --draft: every draft is made in one pass" in said
+    draft = read_png_record((out / "draft" / "shot" / "Camera" / "0001_42.png").read_bytes())
+    assert (draft.width, draft.height) == (512, 384) and draft.layout["resolution"] == [512, 384]
+    assert draft.condition_cache is True and draft.step_cache == DRAFT_STEP_CACHE
+    assert draft.upscale is None
+    assert draft.layout["light_seed"] == frame_light_seed(full)  # the final frame's lights
+    conditions = out / "draft" / "shot" / "Camera" / "conditions" / "0001" / "oscr.png"
+    assert Image.open(conditions).size == (512, 384)  # rendered at the draft size, not scaled down
+    assert (out / "draft" / "shot" / "contact_sheet.png").is_file() and not (out / "shot").exists()
+
+    assert main(["batch", *common]) == 0, capsys.readouterr().err
+    final = read_png_record((out / "shot" / "Camera" / "0001_42.png").read_bytes())
+    assert (final.width, final.height) == (768, 576) and final.step_cache is None
 
 
 def test_unreachable_server_fails_the_jobs_without_hanging(empty_blender, tmp_path):

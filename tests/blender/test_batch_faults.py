@@ -5,6 +5,7 @@ progress line), never after a sleep."""
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -290,26 +291,51 @@ def test_a_server_that_dies_during_the_upscale_does_not_hold_the_batch(empty_ble
     assert elapsed < retry_s / 2, elapsed
 
 
+def command_on_a_restarted_server(tmp_path: Path, monkeypatch, command) -> tuple[int, str, str, Path]:
+    """A picture made by `seethrough batch` (the server's job 1), then ``command(picture, endpoint)`` run
+    through the CLI, its server killed at its 2nd job and restarted once the command says it went away:
+    the exit code, what the command said, the server's address and the picture."""
+    small_layout().save(tmp_path / "shot.json")
+    stream = WatchedStream()
+    with tiny_server(tmp_path / "s.log") as server:
+        run([tmp_path / "shot.json"], tmp_path / "base", [server.endpoint], seeds=[1])
+        picture = tmp_path / "base" / "shot" / "Camera" / "0001_1.png"
+        restarter = restart_at_job(server, 2, stream)
+        monkeypatch.setattr(sys, "stderr", stream)
+        code = main(command(picture, server.endpoint))
+        restarter.join(WAIT_S)
+    return code, stream.getvalue(), server.endpoint, picture
+
+
 def test_seethrough_upscale_asks_a_server_that_went_away_again(empty_blender, tmp_path, monkeypatch):
     """`seethrough upscale` on one server killed at its first tile and restarted once the command says it
     went away: the tile is asked of it again and the frame is written (before, the command failed with
     the server's error, and only a rerun resumed it)."""
-    small_layout().save(tmp_path / "shot.json")
-    stream = WatchedStream()
-    with tiny_server(tmp_path / "s.log") as server:
-        run([tmp_path / "shot.json"], tmp_path / "base", [server.endpoint], seeds=[1])  # the server's job 1
-        base = tmp_path / "base" / "shot" / "Camera" / "0001_1.png"
-        restarter = restart_at_job(server, 2, stream)
-        monkeypatch.setattr(sys, "stderr", stream)
-        code = main([
-            "upscale", str(base), "--to", "480x240", "--out", str(tmp_path / "frame"), "--steps", "2",
-            "--server", server.endpoint, "--base-megapixels", "0.0625", "--timeout", "3",
-            "--retry-for", "120",
-        ])  # fmt: skip
-        restarter.join(WAIT_S)
-    assert code == 0, stream.getvalue()
-    assert f"server {server.endpoint} is back; sending it tiles again" in stream.getvalue()
+    code, said, endpoint, _ = command_on_a_restarted_server(tmp_path, monkeypatch, lambda base, server: [
+        "upscale", str(base), "--to", "480x240", "--out", str(tmp_path / "frame"), "--steps", "2",
+        "--server", server, "--base-megapixels", "0.0625", "--timeout", "3", "--retry-for", "120",
+    ])  # fmt: skip
+    assert code == 0, said
+    assert f"server {endpoint} is back; sending it tiles again" in said
     assert task_at(tmp_path / "frame" / "0001_1_480x240.png").is_complete()
+
+
+def test_seethrough_edit_asks_a_server_that_went_away_again(empty_blender, tmp_path, monkeypatch):
+    """`seethrough edit` on one server killed as the edit starts and restarted once the command says it
+    went away: the edit is sent again and written (before, the command failed with the server's error)."""
+    moved = small_layout().to_dict()
+    moved["boxes"][1]["center"][1] -= 0.8
+    Layout.from_dict(moved).save(tmp_path / "moved.json")
+    code, said, endpoint, previous = command_on_a_restarted_server(tmp_path, monkeypatch, lambda pic, at: [
+        "edit", str(tmp_path / "moved.json"), "--from", str(pic), "--out", str(tmp_path / "edit"),
+        "--server", at, "--timeout", "3", "--retry-for", "120",
+    ])  # fmt: skip
+    assert code == 0, said
+    assert f"server {endpoint} is back; sending it the job again" in said
+    edited = tmp_path / "edit" / "moved.png"
+    assert task_at(edited).is_complete()
+    parent = read_png_record(edited.read_bytes()).parent
+    assert parent["sha256"] == hashlib.sha256(previous.read_bytes()).hexdigest()
 
 
 def test_a_frames_tiles_fail_by_name_once_no_server_is_left(empty_blender, tmp_path):

@@ -243,6 +243,38 @@ def test_a_frame_is_upscaled_while_later_bases_are_generated(tmp_path, cluster, 
         assert len(read_png_record(final.read_bytes()).upscale["tiles"]) == 2
 
 
+def test_a_consistent_frames_views_ahead_are_the_tiles_its_edit_reaches(tmp_path, cluster, monkeypatch):
+    """--consistent frames in two stages: a frame that keeps the frame before refines only the tiles its
+    edit reaches, and those tiles' views, known from the edit's region, render on the cluster ahead of
+    need as a first frame's do (before, they rendered only when the upscale asked for them)."""
+    from seethrough.batch.inputs import parse_frames
+    from seethrough.batch.ray_runner import run_on_ray
+    from seethrough.batch.ray_views import RayTileViews
+    from seethrough_core.output_size import OutputSize
+
+    write_driving_blend(tmp_path / "drive.blend", 0.3)
+    asked: dict[str, tuple[str, ...] | None] = {}
+    ahead = RayTileViews.ahead
+
+    def recorded(self, plan, frame_layout, tiles_dir, tiles=None) -> None:
+        asked[tiles_dir.name] = None if tiles is None else tuple(tile.name for tile in tiles)
+        ahead(self, plan, frame_layout, tiles_dir, tiles)
+
+    monkeypatch.setattr(RayTileViews, "ahead", recorded)
+    out = tmp_path / "out"
+    options = BatchOptions(
+        out_dir=out, servers=[], seeds=[1], steps=STEPS, base_megapixels=0.0625, consistent=True,
+        frames=parse_frames("1-2"), size=OutputSize(resolution=(640, 240)),  # 3 tiles a frame
+    )  # fmt: skip
+    plan = read_plan([tmp_path / "drive.blend"], options)
+    summary = run_on_ray(cluster.address, 1, ["--tiny"], DEFAULT_CLIENT_TIMEOUT_S, options, plan)
+    assert summary.ok, [o.reason for o in summary.outcomes]
+    second = read_png_record((out / "drive" / "Camera" / "0002_1.png").read_bytes()).upscale
+    refined = tuple(tile["name"] for tile in second["tiles"] if not tile.get("reused"))
+    assert second["reuses"]["file"] == str(out / "drive" / "Camera" / "0001_1.png")
+    assert asked == {"0001_1.tiles": None, "0002_1.tiles": refined}
+
+
 def test_tile_views_render_on_the_cluster_ahead_of_need(tmp_path, cluster, monkeypatch):
     """A frame's tile views are render tasks on the cluster, started when its base is ready (ahead):
     this process renders nothing and makes no mask: the tasks cut the tiles' views, it writes the files."""

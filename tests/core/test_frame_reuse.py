@@ -15,8 +15,14 @@ import pytest
 from shot_support import record_of, shot_layout, texture
 
 from seethrough_core.edit_plan import PreviousPicture, read_previous_file
-from seethrough_core.frame_reuse import frame_reuse, parent_frame_path, reuse_of_parent
-from seethrough_core.generate_and_save import Destination, save_image
+from seethrough_core.frame_reuse import (
+    frame_reuse,
+    parent_frame_path,
+    reuse_of_parent,
+    tiles_a_base_edit_reaches,
+    tiles_an_edit_reaches,
+)
+from seethrough_core.generate_and_save import Destination, region_path_for, save_image
 from seethrough_core.layout import Camera
 from seethrough_core.png import encode_png
 from seethrough_core.record import GenerationRecord, parent_entry
@@ -107,6 +113,37 @@ def test_the_edits_region_counts_even_where_the_model_left_pixels_equal():
     region[230:250, 400:440] = True
     reuse = _reuse(old_base, old_base.copy(), region=region)
     assert [t.name for t in reuse.refined(_plan())] == ["tile_r01_c02"]
+
+
+@pytest.mark.parametrize(
+    ("rows", "cols"),
+    [(slice(10, 30), slice(10, 40)), (slice(100, 150), slice(200, 260)), (slice(0, 1), slice(0, 1))],
+)
+def test_the_tiles_an_edit_reaches_are_known_from_its_region_before_the_base_is_made(rows, cols):
+    """An edit keeps every base pixel outside its region: the region alone names the tiles the frame
+    reuse will refine, so their views can render while the base is generated."""
+    old_base = texture(1, BASE)
+    region = np.zeros(BASE[::-1], dtype=np.uint8)
+    region[rows, cols] = 255
+    reuse = _reuse(old_base, _edited(old_base, rows, cols), region=region)
+    plan = _plan()
+    assert tiles_an_edit_reaches(region, plan) == reuse.refined(plan)
+    assert 0 < len(reuse.refined(plan)) < len(plan.tiles)
+
+
+def test_the_tiles_a_saved_base_edit_reaches_come_from_the_region_beside_it(tmp_path):
+    """A batch knows them from the files: the region saved beside the base; without one (a copy), or
+    with one that cannot be read, it does not know them (None)."""
+    base_path = tmp_path / "0002_1_base.png"
+    region = np.zeros(BASE[::-1], dtype=np.uint8)
+    region[230:250, 400:440] = 255
+    plan = _plan()
+    assert tiles_a_base_edit_reaches(base_path, plan) is None
+    region_path_for(base_path).write_bytes(encode_png(np.dstack([region] * 3)))
+    assert tiles_a_base_edit_reaches(base_path, plan) == tiles_an_edit_reaches(region, plan)
+    assert [t.name for t in tiles_a_base_edit_reaches(base_path, plan)] == ["tile_r01_c02"]
+    region_path_for(base_path).write_bytes(b"not a png")
+    assert tiles_a_base_edit_reaches(base_path, plan) is None
 
 
 def test_a_base_changed_everywhere_keeps_nothing_of_the_previous_frame():

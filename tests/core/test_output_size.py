@@ -19,16 +19,20 @@ def test_resolution_and_percentage_as_blender_has_them():
     assert OutputSize((768, 512)).apply(street()).resolution == (768, 512)
     assert OutputSize((768, 512), 50).apply(street()).resolution == (384, 256)
     # 30 % of 1024 x 768 is 307.2 x 230.4: each side to the nearest multiple of 16, then checked
-    with pytest.raises(LayoutError, match=r"30% of 1024x768 is 304x224: the height 224 px is outside"):
+    with pytest.raises(LayoutError, match=r"30% of 1024x768 is 304x224: the height 224 px is under 256"):
         OutputSize(percentage=30).apply(street())
     assert OutputSize(percentage=40).apply(street()).resolution == (416, 304)
+    assert OutputSize(percentage=300).apply(street()).resolution == (3072, 2304)  # in two stages
+    # the frame's own size, as a layout may have it: 1080p and 4K are made in two stages
+    assert OutputSize((1920, 1080)).apply(street()).resolution == (1920, 1080)
+    assert OutputSize((3840, 2160), 50).apply(street()).resolution == (1920, 1088)
     changed = OutputSize(percentage=50).apply(street())
     assert changed.boxes == street().boxes and changed.camera == street().camera
 
 
 @pytest.mark.parametrize(
     ("text", "words"),
-    [("768", "not WIDTHxHEIGHT"), ("770x512", "not a multiple of 16"), ("128x512", "outside 256..2048")],
+    [("768", "not WIDTHxHEIGHT"), ("10x512", "outside 16..8192"), ("1920x9000", "height 9000 px is outside")],
 )
 def test_a_bad_resolution_says_what_is_wrong(text, words):
     with pytest.raises(ValueError, match=words):
@@ -40,4 +44,4 @@ def test_percentages():
     for bad in ("0", "401", "half"):
         with pytest.raises(ValueError):
             parse_percentage(bad)
-    assert parse_resolution("1280X720") == (1280, 720)
+    assert parse_resolution("1280X720") == (1280, 720) and parse_resolution("1920x1080") == (1920, 1080)

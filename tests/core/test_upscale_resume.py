@@ -12,7 +12,7 @@ from seethrough_core.layout import Layout
 from seethrough_core.png import write_bytes_atomic
 from seethrough_core.record import GenerationRecord
 from seethrough_core.upscale_plan import base_layout, frame_layout_at, plan_upscale
-from seethrough_core.upscale_run import PLAN_FILE, Upscale, resume_or_start_over
+from seethrough_core.upscale_run import PLAN_FILE, VIEWS_FOLDER, Upscale, resume_or_start_over, view_folder
 
 FRAME = (330, 256)
 BASE_MP = 0.0625
@@ -71,3 +71,15 @@ def test_tiles_of_another_upscale_are_replaced(interrupted, change):
     run, started_over = resume_or_start_over(asked)
     assert started_over and run is asked and not interrupted.tiles_dir.exists()
     assert resume_or_start_over(asked) == (asked, False)  # nothing kept: a fresh start, nothing to say
+
+
+def test_rendered_views_stay_when_the_tiles_are_replaced(interrupted):
+    """A start-over removes the kept tiles and their identity, not the rendered views (each is known by
+    its render key: a view rendered ahead for the new upscale is used, any other rendered again)."""
+    view = view_folder(interrupted.tiles_dir, interrupted.plan.tiles[1])
+    view.mkdir(parents=True)
+    (view / "masks.json").write_text("{}")
+    run, started_over = resume_or_start_over(replace(interrupted, steps=3))
+    assert started_over
+    assert [p.name for p in interrupted.tiles_dir.iterdir()] == [VIEWS_FOLDER]
+    assert (view / "masks.json").is_file()
