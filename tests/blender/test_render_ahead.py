@@ -8,11 +8,14 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
 from conftest import BASE_LAYOUT
 
 from blender_addon import render_ahead
 from blender_addon.background_render import RenderTask
 from seethrough_core.layout import Layout
+
+pytestmark = pytest.mark.each_blender  # the add-on's own threads, under each Blender's Python
 
 
 def task(folder: Path, *cuts: Path) -> RenderTask:
