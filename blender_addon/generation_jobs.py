@@ -66,6 +66,7 @@ from seethrough_core.upscale_run import (
     Upscale,
     UpscaleRunner,
     resume_or_start_over,
+    shared_view_rendered,
     started_over_note,
     view_folder,
     view_renders,
@@ -646,7 +647,7 @@ class GenerationJob:
 
         def render_shared(whole: Layout, folder: Path, crops: list[ViewCrop]) -> bool:
             AHEAD.claim(folder, self._cancel)
-            if all(reusable(crop.folder, crop.layout, job.engine) is not None for crop in crops):
+            if shared_view_rendered(whole, folder, crops, job.engine):
                 return True  # rendered while the base was generated
             first = crops[0].folder.name
             self._post(

@@ -29,6 +29,7 @@ from seethrough_core.rendered_layout import (
     write_masks,
 )
 from seethrough_core.upscale_plan import ViewCondition, ViewCrop
+from seethrough_core.upscale_run import shared_view_rendered
 from seethrough_core.vocabulary import DEFAULT_RENDER_ENGINE
 
 from .oscr_scene import oscr_scene
@@ -150,7 +151,9 @@ class TileViews:
         return found.view_condition() if found is not None else self._render(layout, folder)
 
     def shared(self, whole: Layout, folder: Path, crops: list[ViewCrop]) -> bool:
-        self._keep(crops, render_views(whole, folder, crops, engine=self.engine, quiet=True))
+        """The tiles' views cut from one render, unless an interrupted run left them all complete."""
+        if not shared_view_rendered(whole, folder, crops, self.engine):
+            self._keep(crops, render_views(whole, folder, crops, engine=self.engine, quiet=True))
         return True
 
     def _render(self, layout: Layout, folder: Path) -> ViewCondition:

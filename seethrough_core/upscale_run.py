@@ -17,7 +17,7 @@ import shutil
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
@@ -37,6 +37,7 @@ from .layout import Layout
 from .png import write_bytes_atomic
 from .protocol import GenerateRequest, Progress, Result
 from .record import GenerationRecord
+from .rendered_layout import reusable
 from .resample import sample_view
 from .server_away import ServerBack, send_until_done, server_went_away
 from .upscale_plan import (
@@ -256,6 +257,13 @@ def view_renders(
         whole, crops = shared_view(frame_layout, plan, rest, lambda tile: view_folder(tiles_dir, tile))
         shared = (whole, tiles_dir / VIEWS_FOLDER / SHARED_VIEW, crops)
     return ViewRenders(pending, first, shared)
+
+
+def shared_view_rendered(whole: Layout, folder: Path, crops: Sequence[ViewCrop], engine: str) -> bool:
+    """The shared view and every tile view cut from it are complete in their folders (rendered ahead,
+    or by an interrupted run): nothing to render again."""
+    done = [(whole, folder), *((crop.layout, crop.folder) for crop in crops)]
+    return all(reusable(where, layout, engine) is not None for layout, where in done)
 
 
 class _ServerGoneError(Exception):

@@ -29,7 +29,7 @@ from seethrough_core.layout import Layout
 from seethrough_core.png import write_bytes_atomic
 from seethrough_core.rendered_layout import REPORT_NAME, render_key, reusable
 from seethrough_core.upscale_plan import Tile, UpscalePlan, ViewCondition, ViewCrop
-from seethrough_core.upscale_run import view_renders
+from seethrough_core.upscale_run import shared_view_rendered, view_renders
 
 from .ray_actors import RENDER_RETRIES, RenderedShot, render_shot, render_tile_views
 
@@ -101,7 +101,7 @@ class RayTileViews(TileViews):
 
     def shared(self, whole: Layout, folder: Path, crops: list[ViewCrop]) -> bool:
         """The tiles' views cut from one view rendered on the cluster, written into their folders."""
-        if self._missing(whole, folder, crops):
+        if not shared_view_rendered(whole, folder, crops, self.engine):
             whole_files, cut = self._claim(whole, folder, crops)
             write_rendered(folder, whole_files)
             for crop, rendered in zip(crops, cut, strict=True):
@@ -121,11 +121,6 @@ class RayTileViews(TileViews):
             renders, self._renders = list(self._renders.values()), {}
         for render in renders:
             ray.cancel(render.ref)
-
-    def _missing(self, whole: Layout, folder: Path, crops: list[ViewCrop]) -> bool:
-        """Some folder of a shared render is not complete (an interrupted run may have left them)."""
-        done = [(whole, folder), *((crop.layout, crop.folder) for crop in crops)]
-        return any(reusable(where, layout, self.engine) is None for layout, where in done)
 
     def _claim(self, layout: Layout, folder: Path, crops: list[ViewCrop] | None = None) -> Any:
         """The render for ``folder``: the one started ahead, or one started now; waits for it."""
@@ -164,5 +159,7 @@ class RayTileViews(TileViews):
                         self._renders[folder] = self._start(layout, None)
                 if renders.shared is not None:
                     whole, folder, crops = renders.shared
-                    if folder not in self._renders and self._missing(whole, folder, crops):
+                    if folder not in self._renders and not shared_view_rendered(
+                        whole, folder, crops, self.engine
+                    ):
                         self._renders[folder] = self._start(whole, crops)

@@ -13,7 +13,8 @@ from bpy_helpers import read_rgb
 from conftest import BASE_LAYOUT
 
 from blender_addon import background_render
-from blender_addon.render import render_layout, render_oscr_image, render_views
+from blender_addon import render as blender_render
+from blender_addon.render import TileViews, render_layout, render_oscr_image, render_views
 from seethrough_core.geometry import CameraModel
 from seethrough_core.layout import Layout
 from seethrough_core.rendered_layout import reusable
@@ -26,6 +27,8 @@ from seethrough_core.upscale_plan import (
     tile_layout,
     tile_window,
 )
+from seethrough_core.upscale_run import shared_view_rendered
+from seethrough_core.vocabulary import DEFAULT_RENDER_ENGINE
 
 pytestmark = pytest.mark.slow  # renders with Blender
 
@@ -138,7 +141,7 @@ def test_the_frame_cut_from_the_base_has_blenders_framing(renders):
         assert np.abs(offset).max() <= 1.0, (corner, offset)
 
 
-def test_tile_views_cut_from_one_render_are_the_tiles_own_renders(renders, tmp_path):
+def test_tile_views_cut_from_one_render_are_the_tiles_own_renders(renders, tmp_path, monkeypatch):
     """render_views: one render of the view covering the tiles, each tile's folder cut from it, is each
     tile's own render (up to Cycles' sampling noise, the tolerance above), complete and reusable as one."""
     plan, _, tiles, _ = renders
@@ -161,6 +164,23 @@ def test_tile_views_cut_from_one_render_are_the_tiles_own_renders(renders, tmp_p
         assert diff.mean() < 2.0 and np.percentile(diff, 99) <= 8 and diff.max() <= 40
         assert np.array_equal(cut.token_grids, own.masks.token_grids())
         assert np.array_equal(cut.view_condition().amodal, own.masks.amodal)
+
+    # found complete (rendered ahead, or left by an interrupted run): the command line renders none again
+    assert shared_view_rendered(whole, tmp_path / "shared", crops, DEFAULT_RENDER_ENGINE)
+    renders_here: list[object] = []
+
+    def counted(*args, **kwargs):
+        renders_here.append(args)
+        return render_views(*args, **kwargs)
+
+    monkeypatch.setattr(blender_render, "render_views", counted)
+    assert TileViews().shared(whole, tmp_path / "shared", crops)
+    assert renders_here == []
+    (crops[-1].folder / "masks.json").unlink()  # one view incomplete: the shared view renders again
+    assert not shared_view_rendered(whole, tmp_path / "shared", crops, DEFAULT_RENDER_ENGINE)
+    assert TileViews().shared(whole, tmp_path / "shared", crops)
+    assert len(renders_here) == 1
+    assert shared_view_rendered(whole, tmp_path / "shared", crops, DEFAULT_RENDER_ENGINE)
 
 
 def test_the_addons_background_render_cuts_the_tile_views_too(renders, tmp_path):
