@@ -199,23 +199,30 @@ def run_edit(args: argparse.Namespace) -> int:
                 SeeThroughClient(endpoint, client_choice.timeout_s, keys=client_choice.keys)
             )
             client.info()  # a wrong address is said at once; a server that answered once is waited for
-            wait = ServerWait(args.retry_for, client_choice.timeout_s, _note, "sending it the job again")
+            wait = _server_wait(args.retry_for, client_choice.timeout_s)
+            back = None if wait is None else lambda reason: wait(client, reason, threading.Event().wait)
             saved = send_until_done(
                 lambda: generate_and_save(client, request, layout, destination),
                 on_lost=lambda _: _note(f"server {endpoint} lost the edit (restarted?); sending it again"),
-                server_back=lambda reason: wait(client, reason, threading.Event().wait),
+                server_back=back,
             )
         except (LocalServerError, SeeThroughError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 1
+        except KeyboardInterrupt:
+            print("\nstopped: nothing was written", file=sys.stderr)
+            return 130
         if saved is not None and two_stages:
             try:
                 saved = upscale_base(
                     saved, frame, args, client, final_path, edited_frame, previous, plan.region_mask, wait
                 )
             except SeeThroughError as exc:
-                print(f"error: {exc}", file=sys.stderr)
+                print(f"error: {exc} (the edited base is kept at {saved.image_path})", file=sys.stderr)
                 return 1
+            except KeyboardInterrupt:
+                print(f"\nstopped: the edited base is kept at {saved.image_path}", file=sys.stderr)
+                return 130
     if saved is None:
         print("error: the job was cancelled", file=sys.stderr)
         return 1
@@ -238,6 +245,11 @@ def _edited_frame(path: Path, base_path: Path) -> PreviousPicture | None:
 
 def _note(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
+
+
+def _server_wait(retry_s: float, timeout_s: float) -> ServerWait | None:
+    """How the edit waits for a server that went away (None: --retry-for 0, it fails at once)."""
+    return ServerWait(retry_s, timeout_s, _note, "sending it the job again") if retry_s > 0 else None
 
 
 def upscale_base(

@@ -93,7 +93,7 @@ def send_until_done(
             if sent > JOB_RESUBMITS:
                 named = f"{what}: " if what else ""
                 raise SeeThroughError(f"{named}{exc} (sent {sent} times)") from exc
-            if isinstance(exc, JobLostError):
+            if lost:
                 on_lost(exc)
             elif server_back is not None and not server_back(str(exc)):
                 raise ServerStayedAwayError(str(exc)) from exc
