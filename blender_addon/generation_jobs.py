@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import shutil
 import tempfile
 import threading
 import time
@@ -62,6 +63,7 @@ from seethrough_core.server_away import (
 )
 from seethrough_core.upscale_plan import UpscalePlan, ViewCrop, tile_layout
 from seethrough_core.upscale_run import (
+    PLAN_FILE,
     TileProgress,
     Upscale,
     UpscaleRunner,
@@ -441,7 +443,7 @@ class GenerationJob:
                         if saved is not None and upscale is not None:
                             saved = self._upscale_generated(client, saved)
                     finally:
-                        AHEAD.forget(self._ahead_folders)  # those not used yet are of no use any more
+                        self._drop_views_ahead()
                 self._post(Finished(saved.image_path, saved.record) if saved is not None else Stopped())
         except ServerUnavailableError as exc:
             self._post(Failed(str(exc)))
@@ -557,6 +559,16 @@ class GenerationJob:
         if self._new_frame_path is None:
             self._new_frame_path = self._frame_path()
         return self._new_frame_path
+
+    def _drop_views_ahead(self) -> None:
+        """The job ends: the tile views it queued and did not use are given up, and a tiles folder that
+        holds only them (the upscale never started: cancelled, or the base failed) is removed."""
+        if not self._ahead_folders:
+            return
+        AHEAD.forget(self._ahead_folders)
+        tiles_dir = tiles_dir_for(self._frame_of(self.spec.image_path))
+        if tiles_dir.is_dir() and not (tiles_dir / PLAN_FILE).exists():
+            shutil.rmtree(tiles_dir, ignore_errors=True)
 
     def _queue_views_ahead(self) -> list[Path]:
         """Queue the views of the tiles the upscale will refine, to render in the background process while

@@ -69,7 +69,8 @@ class RenderAhead:
 
     def forget(self, out_dirs: Sequence[Path]) -> None:
         """Drop the renders of ``out_dirs`` (a job that queued them ended): queued ones are taken back, one
-        in progress is stopped; the others go on."""
+        in progress is stopped, and waited for (its process killed, nothing writes into its folders any
+        more); the others go on."""
         with self._changed:
             dropped = set(out_dirs)
             kept = [task for task in self._queued if task.out_dir not in dropped]
@@ -78,6 +79,7 @@ class RenderAhead:
             for out_dir in dropped & self._rendering.keys():
                 self._rendering[out_dir][1].set()
             self._changed.notify_all()
+            self._changed.wait_for(lambda: not dropped & self._rendering.keys())
 
     def claim(self, out_dir: Path, cancel: threading.Event) -> None:
         """Before a job renders ``out_dir`` itself: take the render that fills it (its own, or a shared

@@ -260,7 +260,8 @@ def test_tile_views_render_while_the_base_is_generated(addon, tmp_path, tiny_ser
     """While the server generates the base, the views of the tiles the upscale will refine render in the
     background: a tile's own, then one view cut into the others; the upscale renders none itself. An
     edit that keeps the camera renders ahead only the views of the tiles its region reaches, which are
-    the tiles the upscale refines (the frame before lends the rest)."""
+    the tiles the upscale refines (the frame before lends the rest). A job cancelled before its upscale
+    leaves no tiles folder behind."""
     scene = frame_scene(tmp_path, LAYOUT_WITH_DOG)
     configure(tiny_server, tmp_path / "out")
     set_render_size(scene, WIDE)
@@ -275,11 +276,16 @@ def test_tile_views_render_while_the_base_is_generated(addon, tmp_path, tiny_ser
         monkeypatch.setattr(module, "run_render", recorded)
     generate_and_save = generation_jobs.generate_and_save
 
+    views_rendered, cancel_pressed, hold_for_cancel = threading.Event(), threading.Event(), threading.Event()
+
     def slower_than_the_views(*args, **kwargs):
         """A real server takes longer over the base than the views' renders: the base waits for them."""
         deadline = time.monotonic() + 120
         while AHEAD.busy and time.monotonic() < deadline:
             time.sleep(0.05)  # polling the render queue for the event
+        views_rendered.set()
+        if hold_for_cancel.is_set():  # the artist's Cancel comes before the base
+            assert cancel_pressed.wait(60)
         return generate_and_save(*args, **kwargs)
 
     monkeypatch.setattr(generation_jobs, "generate_and_save", slower_than_the_views)
@@ -306,6 +312,21 @@ def test_tile_views_render_while_the_base_is_generated(addon, tmp_path, tiny_ser
     assert [f.name for f in rendered_by(AHEAD_THREAD)] == refined[:1] + (
         [SHARED_VIEW] if len(refined) >= 3 else refined[1:]
     )
+
+    # Cancel once the views are rendered, before the base arrives: they go with the job.
+    rendered.clear()
+    views_rendered.clear()
+    hold_for_cancel.set()
+
+    def cancel_once_the_views_are_rendered() -> None:
+        if views_rendered.is_set() and not cancel_pressed.is_set():
+            assert bpy.ops.seethrough.cancel() == {"FINISHED"}
+            cancel_pressed.set()
+
+    assert bpy.ops.seethrough.generate() == {"FINISHED"}
+    status = pump_until_done(timeout_s=300, on_pump=cancel_once_the_views_are_rendered)
+    assert status.state == "cancelled" and cancel_pressed.is_set()
+    assert rendered_by(AHEAD_THREAD) and not list(results_dir().glob("*.tiles"))
 
 
 def test_the_panel_says_which_tile_views_render():
